@@ -1,0 +1,142 @@
+"""Data types. Low-precision floats come from ml_dtypes; every engine write rounds through them.
+
+Legacy NKI float8_e4m3 is ml_dtypes.float8_e4m3 (IEEE-like, max 240), not OCP e4m3fn (max 448).
+tfloat32 has no ml_dtypes type: it is stored as float32 and rounded to a 10-bit mantissa on write.
+"""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from trnlab.config import precise_fp
+from trnlab.errors import DtypeError
+
+
+class TF32Type:
+    """Marker for tfloat32 (stored as float32, 10 explicit mantissa bits)."""
+
+    name = "tfloat32"
+    itemsize = 4
+    kind = "f"
+
+    def __repr__(self) -> str:
+        return "tfloat32"
+
+
+tfloat32 = TF32Type()
+
+bfloat16 = np.dtype(ml_dtypes.bfloat16)
+float8_e4m3 = np.dtype(ml_dtypes.float8_e4m3)
+float8_e4m3fn = np.dtype(ml_dtypes.float8_e4m3fn)
+float8_e5m2 = np.dtype(ml_dtypes.float8_e5m2)
+float16 = np.dtype(np.float16)
+float32 = np.dtype(np.float32)
+int8, int16, int32 = np.dtype(np.int8), np.dtype(np.int16), np.dtype(np.int32)
+uint8, uint16, uint32 = np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32)
+bool_ = np.dtype(np.bool_)
+
+_BY_NAME = {
+    "bfloat16": bfloat16, "bf16": bfloat16,
+    "float8_e4m3": float8_e4m3, "fp8_e4m3": float8_e4m3,
+    "float8_e4m3fn": float8_e4m3fn, "float8_e5m2": float8_e5m2, "fp8_e5m2": float8_e5m2,
+    "float16": float16, "fp16": float16, "half": float16,
+    "float32": float32, "fp32": float32, "float": float32,
+    "tfloat32": tfloat32, "tf32": tfloat32,
+    "int8": int8, "int16": int16, "int32": int32,
+    "uint8": uint8, "uint16": uint16, "uint32": uint32,
+    "bool": bool_, "bool_": bool_,
+    "float64": float32,  # numpy defaults; the chip has no fp64, values are narrowed to fp32
+    "int64": int32,
+}
+
+LOW_PRECISION_FLOATS = (bfloat16, float16, float8_e4m3, float8_e4m3fn, float8_e5m2)
+FP8 = (float8_e4m3, float8_e4m3fn, float8_e5m2)
+
+
+def canonical(dt) -> "np.dtype | TF32Type":
+    """Any dtype spelling (numpy, ml_dtypes, string, torch) -> a supported dtype."""
+    if dt is tfloat32 or isinstance(dt, TF32Type):
+        return tfloat32
+    if isinstance(dt, np.dtype) and dt in _SUPPORTED:
+        return dt
+    name = getattr(dt, "name", None) if not isinstance(dt, str) else dt
+    if isinstance(dt, str) or name is None:
+        key = str(dt)
+    else:
+        key = str(name)
+    key = key.replace("torch.", "")
+    if key in _BY_NAME:
+        return _BY_NAME[key]
+    try:
+        npdt = np.dtype(dt)
+    except TypeError:
+        raise DtypeError(f"unsupported dtype {dt!r}") from None
+    if npdt.name in _BY_NAME:
+        return _BY_NAME[npdt.name]
+    raise DtypeError(f"unsupported dtype {dt!r}")
+
+
+_SUPPORTED = {bfloat16, float8_e4m3, float8_e4m3fn, float8_e5m2, float16, float32,
+              int8, int16, int32, uint8, uint16, uint32, bool_}
+
+
+def storage(dt) -> np.dtype:
+    """The numpy dtype that holds values of dt."""
+    return float32 if dt is tfloat32 else dt
+
+
+def name_of(dt) -> str:
+    return "tfloat32" if dt is tfloat32 else dt.name
+
+
+def itemsize(dt) -> int:
+    return 4 if dt is tfloat32 else dt.itemsize
+
+
+def is_float(dt) -> bool:
+    return dt is tfloat32 or dt.kind == "f" or dt in LOW_PRECISION_FLOATS
+
+
+def is_int(dt) -> bool:
+    return dt is not tfloat32 and dt.kind in "iub"
+
+
+def fill_value(dt):
+    """What a fresh, uninitialised tile holds: NaN for floats, 4 for integers (as AWS's simulator)."""
+    return np.nan if is_float(dt) else 4
+
+
+def _round_tf32(x: np.ndarray) -> np.ndarray:
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    lsb = (bits >> 13) & 1
+    rounded = ((bits + 0xFFF + lsb) & 0xFFFFE000).astype(np.uint32)
+    finite = np.isfinite(x)
+    return np.where(finite, rounded.view(np.float32), x).astype(np.float32)
+
+
+def cast(values, dt) -> np.ndarray:
+    """Round fp32 (or integer) engine results to the destination dtype, as the hardware does on write.
+
+    Floats -> low precision: round to nearest even (ml_dtypes). Floats -> integers: round to nearest
+    and saturate. With NKI_PRECISE_FP=0 the storage stays fp32-exact (AWS's fp32 mode)."""
+    values = np.asarray(values)
+    if dt is tfloat32:
+        return _round_tf32(values) if precise_fp() else values.astype(np.float32)
+    if values.dtype == dt:
+        return values
+    if dt.kind in "iu" and values.dtype.kind == "f" or (dt.kind in "iu" and values.dtype in LOW_PRECISION_FLOATS):
+        info = np.iinfo(dt)
+        v = np.nan_to_num(np.rint(values.astype(np.float64)), nan=0.0)
+        return np.clip(v, info.min, info.max).astype(dt)
+    if dt == bool_:
+        return values.astype(bool)
+    return values.astype(dt)
+
+
+def to_fp32(values: np.ndarray) -> np.ndarray:
+    """How an engine reads its inputs: upcast to fp32 (integers stay integers for bit-exact ALU ops)."""
+    if values.dtype == float32:
+        return values
+    if values.dtype.kind in "iub":
+        return values
+    return values.astype(np.float32)

@@ -1,0 +1,154 @@
+"""The machine: one simulated NeuronCore running an instruction stream.
+
+Front ends allocate tensors through it and `issue` ISA instructions to it. Each instruction is
+validated, executed on numpy (unless numerics are off) and handed to the timing scheduler
+(unless timing is off): functional and timing execution consume the same stream, online.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trnlab.core import dtypes as dt
+from trnlab.core.memory import OnChipMemory, PsumMemory
+from trnlab.core.tensor import HBM, PSUM, SBUF, Storage, Tensor
+from trnlab.errors import HbmCapacityError, NkiValidationError, PartitionError, ShapeError, SimulationError
+from trnlab.hw import ChipSpec, get_chip
+
+
+@dataclass
+class RunStats:
+    instructions: Counter = field(default_factory=Counter)     # opcode -> count
+    by_engine: Counter = field(default_factory=Counter)        # engine -> count
+    flops: float = 0.0                                          # matmul FLOPs (2*M*N*K)
+    dma_bytes: int = 0
+
+
+class Machine:
+    def __init__(self, target: "str | ChipSpec | None" = None, *, numerics: bool = True,
+                 timing: bool = True, trace: bool = False, tensor_class=Tensor):
+        self.chip = chip = get_chip(target)
+        self.sbuf = OnChipMemory(partitions=chip.partitions, bytes_per_partition=chip.sbuf_bytes_per_partition,
+                                 target=chip.name)
+        self.psum = PsumMemory(partitions=chip.partitions, banks=chip.psum_banks,
+                               bank_bytes=chip.psum_bank_bytes, target=chip.name)
+        self.numerics = numerics
+        self.tensor_class = tensor_class
+        self.hbm_used = 0
+        self.stats = RunStats()
+        self.reduce_regs = np.zeros((chip.partitions, 1), dtype=np.float32)  # activation accumulators
+        self.rng = np.random.default_rng(0)
+        self.program_id: tuple = (0,)
+        self.num_programs: tuple = (1,)
+        self.printed: list[str] = []
+        self.scheduler = None
+        if timing:
+            from trnlab.timing import Scheduler
+            self.scheduler = Scheduler(chip, trace=trace)
+
+    # --- allocation -----------------------------------------------------------------------------
+    def hbm_tensor(self, array: np.ndarray, name: str, *, dtype=None, initialized: bool = True) -> Tensor:
+        """Place an array in HBM (kernel inputs, outputs, constants)."""
+        dtype = dt.canonical(dtype if dtype is not None else array.dtype)
+        arr = np.ascontiguousarray(array, dtype=dt.storage(dtype))
+        address = self.hbm_used
+        self.hbm_used += -(-arr.nbytes // 64) * 64
+        if self.hbm_used > self.chip.hbm_bytes_per_core:
+            raise HbmCapacityError(
+                f"HBM capacity exceeded on {self.chip.name}: tensor '{name}' {list(arr.shape)} needs "
+                f"{arr.nbytes} B, {address} B already placed; limit {self.chip.hbm_bytes_per_core} B per "
+                f"NeuronCore, required {self.hbm_used} B",
+                required=self.hbm_used, limit=self.chip.hbm_bytes_per_core)
+        st = Storage(HBM, arr, name, initialized=initialized, hbm_address=address)
+        return self.tensor_class(st, arr, dtype, name)
+
+    def new_hbm(self, shape, dtype, name: str) -> Tensor:
+        dtype = dt.canonical(dtype)
+        arr = np.full(tuple(shape), dt.fill_value(dtype), dtype=dt.storage(dtype))
+        return self.hbm_tensor(arr, name, dtype=dtype, initialized=False)
+
+    def new_onchip(self, kind: str, shape, dtype, name: str, *, api: str, loc: str,
+                   p0: int = 0, address: int | None = None, fill=None) -> Tensor:
+        """Allocate an SBUF/PSUM tile [P, free...]; checks partition and capacity limits."""
+        dtype = dt.canonical(dtype)
+        shape = tuple(int(s) for s in shape)
+        if len(shape) < 2:
+            raise ShapeError(f"{api}: Insufficient rank for on-chip tensor '{name}' {list(shape)}: "
+                             f"SBUF/PSUM tiles need at least 2 dimensions (partition, free). At {loc}")
+        limit = self.chip.partitions
+        if shape[0] > limit or p0 + shape[0] > limit:
+            raise PartitionError(f"{api}: number of partitions {shape[0]} of '{name}' {list(shape)} exceed "
+                                 f"architecture limitation of {limit}. At {loc}")
+        nbytes = int(np.prod(shape[1:], dtype=np.int64)) * dt.itemsize(dtype)
+        memory = self.psum if kind == PSUM else self.sbuf
+        if kind not in (SBUF, PSUM):
+            raise NkiValidationError(f"{api}: unknown on-chip buffer {kind!r}. At {loc}")
+        alloc = memory.allocate(name=name, shape=shape, dtype_name=dt.name_of(dtype), p0=p0,
+                                nparts=shape[0], nbytes=nbytes, loc=loc, api=api, address=address)
+        if fill is None:
+            arr = np.full(shape, dt.fill_value(dtype), dtype=dt.storage(dtype))
+        else:
+            arr = np.full(shape, 0, dtype=dt.storage(dtype))
+            arr[...] = dt.cast(np.asarray(fill, dtype=np.float32), dtype)
+        st = Storage(kind, arr, name, initialized=fill is not None, alloc=alloc)
+        import weakref
+        weakref.finalize(st, memory.free, alloc.uid)
+        return self.tensor_class(st, arr, dtype, name)
+
+    # --- execution ------------------------------------------------------------------------------
+    def issue(self, instr) -> None:
+        instr.validate(self.chip)
+        stats = self.stats
+        stats.instructions[instr.opcode] += 1
+        stats.by_engine[instr.engine] += 1
+        if self.numerics:
+            try:
+                instr.execute(self)
+            except (NkiValidationError, SimulationError):
+                raise
+            except Exception as exc:  # numpy failures become errors that name the instruction
+                raise SimulationError(f"{instr.api}: {type(exc).__name__}: {exc}. At {instr.loc}") from exc
+        stats.flops += instr.flops()
+        stats.dma_bytes += instr.dma_bytes()
+        if self.scheduler is not None:
+            self.scheduler.schedule(instr)
+
+
+# --- the current machine (one per kernel run; threads of an LNC launch get their own) -------------
+_local = threading.local()
+_global_stack: list[Machine] = []
+
+
+def current() -> Machine:
+    stack = getattr(_local, "stack", None) or _global_stack
+    if not stack:
+        raise SimulationError("no kernel is running: NKI calls must happen inside a kernel run "
+                              "(nki.simulate(kernel)(...), trnlab.run_kernel, or calling an @nki.jit kernel)")
+    return stack[-1]
+
+
+def has_current() -> bool:
+    return bool(getattr(_local, "stack", None) or _global_stack)
+
+
+class running:
+    """Context manager making `machine` current (per thread when thread_local=True)."""
+
+    def __init__(self, machine: Machine, *, thread_local: bool = False):
+        self.machine = machine
+        self.thread_local = thread_local
+
+    def __enter__(self) -> Machine:
+        if self.thread_local:
+            if not hasattr(_local, "stack"):
+                _local.stack = []
+            _local.stack.append(self.machine)
+        else:
+            _global_stack.append(self.machine)
+        return self.machine
+
+    def __exit__(self, *exc) -> None:
+        (getattr(_local, "stack") if self.thread_local else _global_stack).pop()

@@ -1,0 +1,300 @@
+"""Tensors: a storage (one memory allocation) plus a strided numpy view into it.
+
+Views share storage and cost nothing. Reads hand the engines the numpy view; writes round to the
+tensor's dtype. Fresh storage is NaN-filled (integers: 4) and an element-level "written" mask
+reports reads of never-written memory until the storage has been fully written once.
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from trnlab.config import strict_uninitialized
+from trnlab.core import dtypes as dt
+from trnlab.errors import OutOfBoundsError, ShapeError, UninitializedReadWarning, NkiValidationError
+
+HBM, SBUF, PSUM = "hbm", "sbuf", "psum"
+_uids = itertools.count(1)
+
+
+class Storage:
+    """One allocation: its memory kind, backing numpy array, address and initialisation state."""
+
+    __slots__ = ("kind", "array", "name", "alloc", "hbm_address", "init_mask", "n_init", "uid",
+                 "__weakref__")
+
+    def __init__(self, kind: str, array: np.ndarray, name: str, *, initialized: bool,
+                 alloc=None, hbm_address: int = 0):
+        self.kind = kind
+        self.array = array
+        self.name = name
+        self.alloc = alloc
+        self.hbm_address = hbm_address
+        self.uid = next(_uids)
+        self.init_mask = None if initialized else np.zeros(array.shape, dtype=bool)
+        self.n_init = 0
+
+    @property
+    def base_ptr(self) -> int:
+        return self.array.__array_interface__["data"][0]
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes per partition (on-chip) of this allocation."""
+        a = self.array
+        return a.strides[0] if a.ndim > 1 else a.itemsize
+
+
+class Tensor:
+    """A view of a Storage. On-chip tensors have the partition dim first."""
+
+    __slots__ = ("storage", "array", "dtype", "name")
+
+    def __init__(self, storage: Storage, array: np.ndarray, dtype, name: str | None = None):
+        self.storage = storage
+        self.array = array
+        self.dtype = dtype
+        self.name = name if name is not None else storage.name
+
+    # --- description ---------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.array.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.array.ndim
+
+    @property
+    def size(self) -> int:
+        return self.array.size
+
+    @property
+    def buffer(self) -> str:
+        return self.storage.kind
+
+    @property
+    def on_chip(self) -> bool:
+        return self.storage.kind != HBM
+
+    @property
+    def itemsize(self) -> int:
+        return dt.itemsize(self.dtype)
+
+    @property
+    def free_size(self) -> int:
+        """Elements per partition."""
+        return int(np.prod(self.array.shape[1:], dtype=np.int64)) if self.array.ndim > 1 else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.itemsize
+
+    def describe(self) -> str:
+        dims = ",".join(str(d) for d in self.shape)
+        return f"'{self.name}'[{dims}] {dt.name_of(self.dtype)} in {self.buffer}"
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.describe()})"
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    # --- addresses ------------------------------------------------------------------------------
+    def byte_offset(self) -> int:
+        return self.array.__array_interface__["data"][0] - self.storage.base_ptr
+
+    def _span(self, dims) -> tuple[int, int]:
+        lo = hi = 0
+        a = self.array
+        for d in dims:
+            n, s = a.shape[d], a.strides[d]
+            if n > 1:
+                if s < 0:
+                    lo += (n - 1) * s
+                else:
+                    hi += (n - 1) * s
+        return lo, hi
+
+    def region(self) -> tuple[int, int, int, int]:
+        """Physical bounding box (p0, p1, b0, b1). HBM: partitions (0, 1), b = linear byte address."""
+        st, a = self.storage, self.array
+        off = self.byte_offset()
+        if st.kind == HBM:
+            lo, hi = self._span(range(a.ndim))
+            base = st.hbm_address + off
+            return 0, 1, base + lo, base + hi + a.itemsize
+        row = st.row_bytes
+        pdims = [d for d in range(a.ndim) if a.strides[d] and a.strides[d] % row == 0 and a.shape[d] > 1]
+        fdims = [d for d in range(a.ndim) if d not in pdims]
+        plo, phi = self._span(pdims)
+        flo, fhi = self._span(fdims)
+        p_start, b_start = divmod(off, row)
+        alloc = st.alloc
+        p0 = alloc.p0 + p_start + plo // row
+        p1 = alloc.p0 + p_start + phi // row + 1
+        b0 = alloc.b0 + b_start + flo
+        return p0, p1, b0, alloc.b0 + b_start + fhi + a.itemsize
+
+    def partition_start(self) -> int:
+        return self.region()[0]
+
+    # --- data -----------------------------------------------------------------------------------
+    def _mask_view(self) -> np.ndarray | None:
+        st = self.storage
+        if st.init_mask is None or self.array.itemsize != st.array.itemsize:
+            return None
+        k = st.array.itemsize
+        flat = st.init_mask.reshape(-1)
+        return as_strided(flat[self.byte_offset() // k:], shape=self.array.shape,
+                          strides=tuple(s // k for s in self.array.strides))
+
+    def read(self, api: str = "read", loc: str = "") -> np.ndarray:
+        """The raw values (storage dtype). Reports reads of never-written elements."""
+        mask = self._mask_view()
+        if mask is not None and not mask.all():
+            msg = (f"{api}: reads uninitialised memory of {self.describe()} "
+                   f"({int(mask.size - np.count_nonzero(mask))} of {mask.size} elements never written; "
+                   f"they hold NaN/4 sentinels). At {loc}")
+            if strict_uninitialized():
+                raise NkiValidationError(msg)
+            warnings.warn(msg, UninitializedReadWarning, stacklevel=2)
+        return self.array
+
+    def is_initialized(self) -> bool:
+        mask = self._mask_view()
+        return mask is None or bool(mask.all())
+
+    def write(self, values, where=None) -> None:
+        """Round values to this tensor's dtype and store them (optionally only where `where`)."""
+        out = dt.cast(values, self.dtype)
+        if not self.array.flags.writeable:
+            raise NkiValidationError(f"cannot write to broadcast view {self.describe()}")
+        if where is None:
+            if out.shape != self.array.shape:
+                out = np.broadcast_to(out, self.array.shape)
+            self.array[...] = out
+        else:
+            np.copyto(self.array, np.broadcast_to(out, self.array.shape), where=where)
+        self.mark_written(where)
+
+    def mark_written(self, where=None) -> None:
+        st = self.storage
+        if st.init_mask is None:
+            return
+        mask = self._mask_view()
+        if mask is None:
+            return
+        before = int(np.count_nonzero(mask))
+        if where is None:
+            mask[...] = True
+        else:
+            np.logical_or(mask, where, out=mask)
+        st.n_init += int(np.count_nonzero(mask)) - before
+        if st.n_init >= st.init_mask.size:
+            st.init_mask = None
+
+    def numpy(self) -> np.ndarray:
+        """A copy of the values (logical dtype)."""
+        return np.array(self.array)
+
+    # --- views ----------------------------------------------------------------------------------
+    def _view(self, array: np.ndarray, dtype=None) -> "Tensor":
+        return type(self)(self.storage, array, self.dtype if dtype is None else dtype, self.name)
+
+    def index(self, key, *, api: str = "indexing", loc: str = "") -> "Tensor":
+        """Basic indexing (ints, slices, Ellipsis, None) with bounds checks; numpy would silently clip."""
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = self._check_key(key, api, loc)
+        return self._view(self.array[key])
+
+    def _check_key(self, key: tuple, api: str, loc: str) -> tuple:
+        shape = self.shape
+        n_real = sum(1 for k in key if k is not None and k is not Ellipsis)
+        if n_real > len(shape):
+            raise OutOfBoundsError(f"{api}: too many indices for {self.describe()}: {len(key)} given for "
+                                   f"rank {len(shape)}. At {loc}")
+        out, dim = [], 0
+        for k in key:
+            if k is Ellipsis:
+                dim += len(shape) - n_real
+                out.append(k)
+                continue
+            if k is None:
+                out.append(k)
+                continue
+            size = shape[dim]
+            if isinstance(k, slice):
+                start, stop, step = k.start, k.stop, k.step
+                step = 1 if step is None else int(step)
+                if step <= 0:
+                    raise ShapeError(f"{api}: slice step must be positive, got {step} on dim {dim} of "
+                                     f"{self.describe()}. At {loc}")
+                start = 0 if start is None else int(start)
+                stop = size if stop is None else int(stop)
+                if start < 0:
+                    start += size
+                if stop < 0:
+                    stop += size
+                if start < 0 or stop > size or start > stop:
+                    raise OutOfBoundsError(
+                        f"Out-of-bound access for tensor `{self.name}` on dimension {dim}: index range "
+                        f"[{start}, {stop - 1}] exceed dimension size of {size} ({api}). At {loc}")
+                out.append(slice(start, stop, step))
+            else:
+                try:
+                    i = int(k)
+                except TypeError:
+                    raise ShapeError(f"{api}: unsupported index {k!r} for {self.describe()}. At {loc}") from None
+                if i < -size or i >= size:
+                    raise OutOfBoundsError(
+                        f"Out-of-bound access for tensor `{self.name}` on dimension {dim}: index {i} "
+                        f"exceed dimension size of {size} ({api}). At {loc}")
+                out.append(i)
+            dim += 1
+        return tuple(out)
+
+    def reshape(self, *shape) -> "Tensor":
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        shape = tuple(int(s) for s in shape)
+        if int(np.prod(shape, dtype=np.int64)) != self.size:
+            raise ShapeError(f"reshape: cannot reshape {self.describe()} ({self.size} elements) to {list(shape)}")
+        view = self.array.view()
+        try:
+            view.shape = shape
+        except AttributeError:
+            raise ShapeError(f"reshape: {self.describe()} is not contiguous enough to view as {list(shape)}") from None
+        return self._view(view)
+
+    def permute(self, *axes) -> "Tensor":
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return self._view(self.array.transpose(axes))
+
+    def broadcast_to(self, shape) -> "Tensor":
+        return self._view(np.broadcast_to(self.array, tuple(shape)))
+
+    def bitcast(self, dtype) -> "Tensor":
+        """Reinterpret the bytes (NKI tensor.view(dtype))."""
+        dtype = dt.canonical(dtype)
+        return self._view(self.array.view(dt.storage(dtype)), dtype)
+
+    def ap(self, pattern, offset: int = 0) -> "Tensor":
+        """Address the storage directly: pattern = [[stride, count], ...] in elements (NKI .ap())."""
+        st = self.storage
+        k = st.array.itemsize
+        total = st.array.size
+        shape = tuple(int(c) for _, c in pattern)
+        strides = tuple(int(s) for s, _ in pattern)
+        lo = offset + sum(min(0, (c - 1) * s) for s, c in zip(strides, shape))
+        hi = offset + sum(max(0, (c - 1) * s) for s, c in zip(strides, shape))
+        if lo < 0 or hi >= total:
+            raise OutOfBoundsError(f"ap: access pattern {pattern} offset {offset} reaches elements [{lo}, {hi}] "
+                                   f"outside {self.storage.name} ({total} elements)")
+        flat = st.array.reshape(-1)
+        return self._view(as_strided(flat[offset:], shape=shape, strides=tuple(s * k for s in strides)))

@@ -1,0 +1,80 @@
+"""Typed errors. Every message names the API, the tensor, the limit, the value and the kernel's file:line."""
+from __future__ import annotations
+
+
+class TrnlabError(Exception):
+    """Base class of every trnlab error."""
+
+
+class TargetError(TrnlabError, ValueError):
+    """Unknown chip target."""
+
+
+class NkiValidationError(TrnlabError, ValueError):
+    """A hardware rule was broken (AWS's simulator raises a class of the same name)."""
+
+
+class PartitionError(NkiValidationError):
+    """Partition dimension too large, mismatched, or at an illegal start partition."""
+
+
+class ShapeError(NkiValidationError):
+    """Shapes that do not match, rank too small, or a free size above a limit."""
+
+
+class MatmulLimitError(ShapeError):
+    """nc_matmul K/M/N limits."""
+
+
+class BufferKindError(NkiValidationError):
+    """An operand lives in the wrong memory (e.g. matmul input not in SBUF)."""
+
+
+class DtypeError(NkiValidationError, TypeError):
+    """A dtype rule was broken (fp32 mixed with fp8 in matmul, e4m3 with e4m3fn, ...)."""
+
+
+class OutOfBoundsError(NkiValidationError, IndexError):
+    """Static or dynamic access outside a tensor."""
+
+
+class CapacityError(NkiValidationError):
+    """On-chip memory over-subscribed. Carries required and limit like Triton's OutOfResources."""
+
+    def __init__(self, message: str, *, required: int = 0, limit: int = 0, largest=()):
+        super().__init__(message)
+        self.required = required
+        self.limit = limit
+        self.largest = tuple(largest)
+
+
+class SbufCapacityError(CapacityError):
+    """Live SBUF tiles need more bytes in a partition than the chip has."""
+
+
+class PsumCapacityError(CapacityError):
+    """Live PSUM tiles need more banks than the chip has."""
+
+
+class HbmCapacityError(CapacityError):
+    """Tensors in HBM exceed the device memory."""
+
+
+class UnsupportedOperatorError(TrnlabError, NotImplementedError):
+    """A model operator with no lowering (raised by trnlab.torch)."""
+
+
+class SimulationError(TrnlabError, RuntimeError):
+    """A kernel failed while running on the simulated NeuronCore."""
+
+
+class TrnlabWarning(UserWarning):
+    """Base class of trnlab warnings."""
+
+
+class UninitializedReadWarning(TrnlabWarning):
+    """A read of memory that was never written (NaN/sentinel-filled)."""
+
+
+class AccumulateUninitializedWarning(TrnlabWarning):
+    """nc_matmul accumulate=True into PSUM that was never written: undefined on hardware."""

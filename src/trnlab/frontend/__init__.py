@@ -1,0 +1,1 @@
+"""Pieces shared by both NKI front ends: kernel objects, op names, the launch machinery."""

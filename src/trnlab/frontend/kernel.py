@@ -1,0 +1,44 @@
+"""Kernel objects for @nki.jit: call to run on the simulator, index to launch a grid/LNC."""
+from __future__ import annotations
+
+import functools
+
+from trnlab.core.machine import current, has_current
+from trnlab.runtime import run_kernel
+
+
+class Kernel:
+    """A jitted kernel. Called from host code it runs on a fresh simulated NeuronCore and returns
+    host arrays; called from inside another kernel it is an ordinary function call (a sub-kernel)."""
+
+    def __init__(self, fn, *, tensor_class, grid=(1,), options=None):
+        self.fn = fn
+        self.tensor_class = tensor_class
+        self.grid = tuple(grid)
+        self.options = dict(options or {})
+        self.last_run = None
+        functools.update_wrapper(self, fn)
+
+    def __getitem__(self, grid) -> "Kernel":
+        grid = grid if isinstance(grid, tuple) else (grid,)
+        return Kernel(self.fn, tensor_class=self.tensor_class, grid=tuple(int(g) for g in grid),
+                      options=self.options)
+
+    def __call__(self, *args, **kwargs):
+        if has_current():
+            return self.fn(*args, **kwargs)
+        return self.run(args, kwargs).outputs
+
+    def run(self, args, kwargs, *, target=None, numerics=True, timing=True, trace=False):
+        run = run_kernel(self.fn, args, kwargs, target=target or self.options.get("target"),
+                         numerics=numerics, timing=timing, trace=trace, grid=self.grid,
+                         tensor_class=self.tensor_class)
+        self.last_run = run
+        return run
+
+
+def unwrap(kernel):
+    """(python function, grid) of a Kernel, a plain function, or a functools.partial."""
+    if isinstance(kernel, Kernel):
+        return kernel.fn, kernel.grid
+    return kernel, (1,)

@@ -1,0 +1,173 @@
+"""Chip presets: one frozen, keyword-only dataclass per NeuronCore generation.
+
+Every number carries its source. Short names (see ../shared/reference/trainium-hardware.md):
+  RTD  = awsdocs-neuron.readthedocs-hosted.com/en/latest/
+  ARCH = the NKI architecture guide of that generation (RTD nki/arch/...)
+  ISA  = NKI ISA docstrings, Nov-2025 ("Estimated instruction cost")
+  DMAG = nki/deep-dives/nki-dma-bandwidth-guide.rst (2026-04)
+Values marked [fitted] are calibrated in docs/calibration.md against published measurements.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChipSpec:
+    name: str                      # trn1 | trn2 | trn3
+    nc_version: int                # NeuronCore generation: 2, 3, 4
+    cores_per_chip: int
+    # --- on-chip memories (per NeuronCore) ---
+    partitions: int = 128          # ARCH: 128 SBUF/PSUM partitions
+    sbuf_bytes_per_partition: int  # ARCH: 192/224/256 KiB
+    psum_banks: int = 8            # ARCH: 8 banks x 2 KiB per partition
+    psum_bank_bytes: int = 2 * KiB
+    # --- Tensor engine operand limits ---
+    pe_rows: int = 128             # ARCH: 128x128 systolic array
+    pe_cols: int = 128
+    gemm_stationary_fmax: int = 128   # ARCH: stationary free size <= 128
+    gemm_moving_fmax: int = 512       # ARCH: moving free size <= 512 (one PSUM bank of fp32)
+    bn_stats_fmax: int = 512          # nl.tile_size.bn_stats_fmax
+    psum_free_max_elems: int = 4096   # ARCH v2: Vector/Scalar read up to 4K elements from PSUM
+    sbuf_free_max_elems: int = 65536  # ARCH v2: up to 64K elements from SBUF
+    fp8_double_row: bool = False      # ARCH v3+: perf_mode=double_row, K=256 for fp8
+    # --- clocks (Hz), ARCH datapath table ---
+    tensor_hz: float
+    vector_hz: float
+    scalar_hz: float
+    gpsimd_hz: float
+    # elements per cycle per partition for 16-bit data on Vector (v3: 512 lanes-equivalent -> 4x)
+    vector_bf16_speedup: float = 1.0
+    # --- instruction cost constants (ISA docstrings) ---
+    min_ii_cycles: int = 64            # ISA: MIN_II ~ 64 engine cycles
+    matmul_init_cycles: int = 64       # ARCH: MM_INIT_LATENCY = 64 PE cycles
+    static_access_cycles: int = 60     # ARCH v2: ~60 cycles to start an SBUF/PSUM access
+    gpsimd_start_cycles: int = 150     # ISA: GPSIMD_START ~ 150 cycles (iota, affine_select)
+    dynamic_min_ii_cycles: int = 600   # ISA: MIN_II_DYNAMIC ~ 600 cycles
+    # --- DMA ---
+    dma_queues: int = 16               # ARCH/DMAG: 16 DMA engines per NeuronCore
+    dma_queue_bytes_per_s: float       # DMAG: 17 / 23 / 33 B/ns per engine
+    dma_fixed_s: float = 1.3e-6        # DMAG: ~1,300 ns descriptor + semaphore cost per DMA
+    hbm_bytes: int                     # per chip
+    hbm_bytes_per_s: float             # per chip
+    # --- peaks (per NeuronCore) ---
+    peak_bf16_flops: float             # derived: 128*128*2*tensor_hz
+    peak_fp8_flops: float
+    peak_fp32_flops: float
+    # --- power throttling of the Tensor engine (trn2/trn3) ---
+    pe_throttle: bool = False          # RTD neuron-explorer glossary: starts at ~50%, ramps over ~3 us
+    pe_throttle_ramp_s: float = 3e-6
+    # --- pricing: on-demand $/hour for the instance and NeuronCores it has ---
+    instance: str
+    instance_cores: int
+    instance_usd_per_hour: float
+    price_source: str
+
+    @property
+    def sbuf_bytes(self) -> int:
+        return self.partitions * self.sbuf_bytes_per_partition
+
+    @property
+    def psum_bytes_per_partition(self) -> int:
+        return self.psum_banks * self.psum_bank_bytes
+
+    @property
+    def psum_bank_fmax(self) -> int:
+        return self.psum_bank_bytes // 4
+
+    @property
+    def hbm_bytes_per_core(self) -> int:
+        return self.hbm_bytes // self.cores_per_chip
+
+    @property
+    def hbm_bytes_per_s_per_core(self) -> float:
+        return self.hbm_bytes_per_s / self.cores_per_chip
+
+    @property
+    def usd_per_core_second(self) -> float:
+        return self.instance_usd_per_hour / self.instance_cores / 3600.0
+
+    def replace(self, **changes) -> "ChipSpec":
+        return dataclasses.replace(self, **changes)
+
+
+TRN1 = ChipSpec(
+    name="trn1", nc_version=2, cores_per_chip=2,
+    sbuf_bytes_per_partition=192 * KiB,            # ARCH v2: 24 MiB = 128 x 192 KiB
+    tensor_hz=2.8e9, vector_hz=1.12e9, scalar_hz=1.4e9, gpsimd_hz=1.4e9,  # ARCH v2 datapath table
+    dma_queue_bytes_per_s=17e9,                    # DMAG: TRN1 17 B/ns per engine (sustainable)
+    hbm_bytes=32 * GiB, hbm_bytes_per_s=820e9,     # RTD trainium.html: 32 GiB, 820 GB/s per chip
+    peak_bf16_flops=128 * 128 * 2 * 2.8e9,         # 91.75 TFLOPS; ARCH v2 says "92"
+    peak_fp8_flops=128 * 128 * 2 * 2.8e9,          # cFP8 at BF16 rate on v2
+    peak_fp32_flops=128 * 128 * 2 * 2.8e9 / 4,     # fp32 matmul is 4x slower (ISA nc_matmul)
+    instance="trn1.2xlarge", instance_cores=2,
+    instance_usd_per_hour=1.34375,                 # [3rd] cloudexpat.com trainium-vs-h100 (on-demand quote)
+    price_source="trn1.2xlarge on-demand $1.34375/h, third-party quote (cloudexpat.com/blog/aws-trainium-vs-nvidia-h100)",
+)
+
+TRN2 = ChipSpec(
+    name="trn2", nc_version=3, cores_per_chip=8,
+    sbuf_bytes_per_partition=224 * KiB,            # ARCH v3: 28 MiB = 128 x 224 KiB
+    fp8_double_row=True,                           # ARCH v3: double-row FP8
+    tensor_hz=2.4e9, vector_hz=0.96e9, scalar_hz=1.2e9, gpsimd_hz=1.2e9,  # ARCH v3 datapath table
+    vector_bf16_speedup=2.0,                       # ARCH v3: 512 BF16/FP16 elements/cycle vs 256 others
+    dma_queue_bytes_per_s=23e9,                    # DMAG: TRN2 23 B/ns per engine
+    hbm_bytes=96 * GiB, hbm_bytes_per_s=2.9e12,    # RTD trainium2.html: 96 GiB, 2.9 TB/s per chip
+    peak_bf16_flops=128 * 128 * 2 * 2.4e9,         # 78.6 TFLOPS; RTD neuron-core-v3 says 79
+    peak_fp8_flops=2 * 128 * 128 * 2 * 2.4e9,      # double-row FP8: 158 TFLOPS
+    peak_fp32_flops=128 * 128 * 2 * 2.4e9 / 4,     # 20 TFLOPS (RTD neuron-core-v3)
+    pe_throttle=True,
+    instance="trn2.48xlarge", instance_cores=128,
+    # [UNCONFIRMED] no stored source gives trn2 on-demand pricing; we use a third-party estimate of
+    # ~$44.70/h (16 chips); see docs/calibration.md. Override with ChipSpec.replace().
+    instance_usd_per_hour=44.70,
+    price_source="trn2.48xlarge on-demand ~$44.70/h: UNCONFIRMED estimate (no authoritative source stored)",
+)
+
+TRN3 = ChipSpec(
+    name="trn3", nc_version=4, cores_per_chip=8,
+    sbuf_bytes_per_partition=256 * KiB,            # ARCH v4: 32 MiB = 128 x 256 KiB [derived]
+    fp8_double_row=True,
+    gemm_moving_fmax=512,                          # 4096/8192 only for nc_matmul_mx; plain matmul keeps 512
+    tensor_hz=2.4e9, vector_hz=1.2e9, scalar_hz=1.2e9, gpsimd_hz=1.2e9,   # ARCH v4 datapath table
+    vector_bf16_speedup=2.0,                       # ARCH v4: 512 BF16/FP16/FP8 vs 256 others
+    dma_queue_bytes_per_s=33e9,                    # DMAG: TRN3 33 B/ns per engine
+    hbm_bytes=144 * GiB, hbm_bytes_per_s=4.9e12,   # RTD trainium3.html
+    peak_bf16_flops=128 * 128 * 2 * 2.4e9,
+    peak_fp8_flops=4 * 128 * 128 * 2 * 2.4e9,      # MXFP8 4x BF16 (ARCH v4)
+    peak_fp32_flops=128 * 128 * 2 * 2.4e9 / 4,
+    pe_throttle=True,
+    instance="trn3", instance_cores=8,
+    instance_usd_per_hour=0.0,
+    price_source="no published trn3 price",
+)
+
+PRESETS: dict[str, ChipSpec] = {"trn1": TRN1, "trn2": TRN2, "trn3": TRN3}
+# Same aliases as AWS's NEURON_PLATFORM_TARGET_OVERRIDE.
+ALIASES = {"trn1": "trn1", "gen2": "trn1", "inf2": "trn1",
+           "trn2": "trn2", "gen3": "trn2",
+           "trn3": "trn3", "gen4": "trn3"}
+DEFAULT_TARGET = "trn2"
+
+
+def get_chip(target: "str | ChipSpec | None" = None) -> ChipSpec:
+    """Resolve a target: explicit argument, else NEURON_PLATFORM_TARGET_OVERRIDE, else trn2."""
+    from trnlab.errors import TargetError
+    from trnlab.config import env_target
+
+    if isinstance(target, ChipSpec):
+        return target
+    name = target if target is not None else (env_target() or DEFAULT_TARGET)
+    key = ALIASES.get(str(name).strip().lower())
+    if key is None:
+        raise TargetError(f"unknown target {name!r}; expected one of {sorted(ALIASES)}")
+    return PRESETS[key]
+
+
+__all__ = ["ChipSpec", "TRN1", "TRN2", "TRN3", "PRESETS", "get_chip", "DEFAULT_TARGET", "KiB", "MiB", "GiB"]

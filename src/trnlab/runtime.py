@@ -1,0 +1,114 @@
+"""Running a kernel: wrap host arrays as HBM tensors, run the Python kernel on a Machine, convert back.
+
+Shared by both front ends, the benchmark API and the torch path.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from trnlab.core import dtypes as dt
+from trnlab.core.machine import Machine, running
+from trnlab.core.tensor import Tensor
+
+
+def is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def to_numpy(x) -> np.ndarray:
+    """numpy / torch (incl. bfloat16) / ml_dtypes -> numpy array with a supported dtype."""
+    if is_torch(x):
+        import torch
+        t = x.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            return t.view(torch.int16).numpy().view(dt.bfloat16)
+        for name in ("float8_e4m3fn", "float8_e5m2"):
+            if t.dtype == getattr(torch, name, None):
+                return t.view(torch.uint8).numpy().view(getattr(dt, name))
+        return t.numpy()
+    arr = np.asarray(x)
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    elif arr.dtype == np.int64:
+        arr = arr.astype(np.int32)
+    return arr
+
+
+def from_numpy(arr: np.ndarray, like) -> Any:
+    """Return arr as the same kind of array the caller passed (torch in, torch out)."""
+    if like is None or not is_torch(like):
+        return arr
+    import torch
+    if arr.dtype == dt.bfloat16:
+        return torch.from_numpy(np.ascontiguousarray(arr).view(np.int16).copy()).view(torch.bfloat16)
+    if arr.dtype in dt.FP8:
+        return torch.from_numpy(arr.astype(np.float32))
+    return torch.from_numpy(np.ascontiguousarray(arr).copy())
+
+
+@dataclass
+class KernelRun:
+    """The outcome of one kernel run: outputs as host arrays plus the machine (stats, timing)."""
+    outputs: Any
+    machine: Machine
+
+
+def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics: bool = True,
+               timing: bool = True, trace: bool = False, grid: tuple = (1,), tensor_class=Tensor,
+               machine: Machine | None = None) -> KernelRun:
+    """Run fn(*args, **kwargs) with array arguments placed in HBM; grid programs run in order."""
+    m = machine or Machine(target, numerics=numerics, timing=timing, trace=trace, tensor_class=tensor_class)
+    like = next((a for a in itertools.chain(args, kwargs.values()) if is_torch(a)), None)
+    inputs: list[tuple[Tensor, Any]] = []
+
+    def wrap(name, value):
+        if isinstance(value, Tensor) or np.isscalar(value) or value is None or callable(value):
+            return value
+        if isinstance(value, (np.ndarray, np.generic)) or is_torch(value):
+            t = m.hbm_tensor(to_numpy(value), name)
+            inputs.append((t, value))
+            return t
+        if isinstance(value, (tuple, list)) and value and all(
+                isinstance(v, np.ndarray) or is_torch(v) for v in value):
+            return type(value)(wrap(f"{name}_{i}", v) for i, v in enumerate(value))
+        return value
+
+    names = _param_names(fn, len(args))
+    hargs = tuple(wrap(n, a) for n, a in zip(names, args))
+    hkwargs = {k: wrap(k, v) for k, v in kwargs.items()}
+    result = None
+    n_programs = int(np.prod(grid))
+    with running(m):
+        m.num_programs = tuple(grid)
+        for pid in range(n_programs):
+            m.program_id = tuple(int(i) for i in np.unravel_index(pid, grid))
+            result = fn(*hargs, **hkwargs)
+    # Write modified inputs back in place (as AWS's simulator does for mutated HBM inputs).
+    for t, original in inputs:
+        if isinstance(original, np.ndarray) and original.flags.writeable and original.dtype == t.array.dtype:
+            if not np.array_equal(original, t.array, equal_nan=True):
+                original[...] = t.array
+    return KernelRun(_convert_outputs(result, like), m)
+
+
+def _param_names(fn, n) -> list[str]:
+    import inspect
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        params = []
+    return [params[i] if i < len(params) else f"arg{i}" for i in range(n)]
+
+
+def _convert_outputs(result, like):
+    if isinstance(result, Tensor):
+        return from_numpy(result.numpy(), like)
+    if isinstance(result, (tuple, list)):
+        return type(result)(_convert_outputs(r, like) for r in result)
+    if isinstance(result, dict):
+        return {k: _convert_outputs(v, like) for k, v in result.items()}
+    return result

@@ -1,0 +1,122 @@
+"""Core layer: tensors, memories, capacity accounting, uninitialised reads."""
+import warnings
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from trnlab.core.machine import Machine
+from trnlab.errors import (OutOfBoundsError, PartitionError, PsumCapacityError, SbufCapacityError, ShapeError,
+                           UninitializedReadWarning)
+from trnlab.hw import TRN1, TRN2, TRN3, get_chip
+
+
+def test_presets_have_published_capacities():
+    assert TRN1.sbuf_bytes_per_partition == 192 * 1024
+    assert TRN2.sbuf_bytes_per_partition == 224 * 1024
+    assert TRN3.sbuf_bytes_per_partition == 256 * 1024
+    assert TRN2.psum_bytes_per_partition == 16 * 1024
+    # 128x128 PEs x 2 FLOP x 2.8 GHz = 91.75 TFLOPS ("92" in the NC-v2 guide)
+    assert TRN1.peak_bf16_flops == pytest.approx(91.75e12, rel=1e-3)
+
+
+def test_target_resolution(monkeypatch):
+    monkeypatch.delenv("NEURON_PLATFORM_TARGET_OVERRIDE", raising=False)
+    monkeypatch.delenv("NKI_NC_VERSION", raising=False)
+    assert get_chip().name == "trn2"
+    monkeypatch.setenv("NEURON_PLATFORM_TARGET_OVERRIDE", "gen2")
+    assert get_chip().name == "trn1"
+    assert get_chip("gen4").name == "trn3"
+
+
+def test_new_tiles_are_nan_and_reads_are_reported():
+    m = Machine("trn2", timing=False)
+    t = m.new_onchip("sbuf", (4, 8), np.float32, "x", api="test", loc="here:1")
+    assert np.isnan(t.array).all()
+    with pytest.warns(UninitializedReadWarning, match="x"):
+        t.read("test", "here:2")
+    t.write(np.ones((4, 8)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t.read("test")
+
+
+def test_integer_tiles_hold_sentinel():
+    m = Machine("trn2", timing=False)
+    t = m.new_onchip("sbuf", (2, 3), np.int32, "i", api="test", loc="")
+    assert (t.array == 4).all()
+
+
+def test_bf16_write_rounds_to_nearest_even():
+    m = Machine("trn2", timing=False)
+    t = m.new_onchip("sbuf", (1, 3), ml_dtypes.bfloat16, "b", api="test", loc="")
+    values = np.array([[1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-9]], dtype=np.float32)
+    t.write(values)
+    np.testing.assert_array_equal(t.array.astype(np.float32), values.astype(ml_dtypes.bfloat16).astype(np.float32))
+    assert t.array.astype(np.float32)[0, 0] == 1.0          # tie rounds to even
+
+
+def test_fp8_e4m3_is_legacy_max_240():
+    m = Machine("trn2", timing=False)
+    t = m.new_onchip("sbuf", (1, 1), "float8_e4m3", "f", api="test", loc="")
+    t.write(np.array([[240.0]]))
+    assert float(t.array.astype(np.float32)[0, 0]) == 240.0
+    assert t.dtype == np.dtype(ml_dtypes.float8_e4m3)
+
+
+def test_partition_limit():
+    m = Machine("trn2", timing=False)
+    with pytest.raises(PartitionError, match="256.*128"):
+        m.new_onchip("sbuf", (256, 4), np.float32, "big", api="nl.ndarray", loc="k.py:3")
+
+
+def test_rank_one_on_chip_rejected():
+    m = Machine("trn2", timing=False)
+    with pytest.raises(ShapeError, match="Insufficient rank"):
+        m.new_onchip("sbuf", (128,), np.float32, "v", api="nl.ndarray", loc="k.py:3")
+
+
+def test_sbuf_capacity_names_largest_tiles():
+    m = Machine("trn1", timing=False)
+    keep = [m.new_onchip("sbuf", (128, 16384), np.float32, f"a{i}", api="nl.ndarray", loc=f"k.py:{i}")
+            for i in range(2)]                               # 2 x 64 KiB of 192 KiB
+    with pytest.raises(SbufCapacityError) as err:
+        m.new_onchip("sbuf", (128, 24576), np.float32, "too_big", api="nl.ndarray", loc="k.py:9")
+    msg = str(err.value)
+    assert "too_big" in msg and "196608" in msg and "'a0'" in msg and "k.py:9" in msg
+    assert err.value.limit == 192 * 1024 and err.value.required == 2 * 65536 + 98304
+    del keep
+
+
+def test_sbuf_space_is_freed_with_the_tile():
+    m = Machine("trn1", timing=False)
+    for _ in range(10):   # two generations (80000 B each) are live at once: old one dropped on rebinding
+        t = m.new_onchip("sbuf", (128, 20000), np.float32, "t", api="nl.ndarray", loc="")
+    assert len(m.sbuf.live) == 1
+    del t
+    assert len(m.sbuf.live) == 0
+
+
+def test_psum_banks():
+    m = Machine("trn2", timing=False)
+    tiles = [m.new_onchip("psum", (128, 512), np.float32, f"p{i}", api="nl.ndarray", loc="") for i in range(8)]
+    with pytest.raises(PsumCapacityError, match="8 banks"):
+        m.new_onchip("psum", (128, 128), np.float32, "p8", api="nl.ndarray", loc="")
+    del tiles
+
+
+def test_views_share_storage_and_check_bounds():
+    m = Machine("trn2", timing=False)
+    t = m.hbm_tensor(np.arange(64, dtype=np.float32).reshape(8, 8), "x")
+    v = t.index((slice(2, 4), slice(0, 8, 2)))
+    np.testing.assert_array_equal(v.array, np.arange(64).reshape(8, 8)[2:4, ::2])
+    with pytest.raises(OutOfBoundsError, match="dimension 1.*8"):
+        t.index((slice(0, 2), slice(0, 9)))
+
+
+def test_region_reports_partitions_and_bytes():
+    m = Machine("trn2", timing=False)
+    t = m.new_onchip("sbuf", (128, 64), np.float32, "t", api="nl.ndarray", loc="")
+    p0, p1, b0, b1 = t.index((slice(32, 64), slice(16, 32))).region()
+    base = t.storage.alloc.b0
+    assert (p0, p1, b0 - base, b1 - base) == (32, 64, 64, 128)
