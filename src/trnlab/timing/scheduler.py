@@ -6,8 +6,23 @@ DMA = fixed cost + bytes / queue bandwidth. (Extended by the timing model issue.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 from trnlab.isa.base import Engine
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One scheduled instruction: what profiles and reports consume (times in seconds)."""
+    name: str          # opcode, e.g. "nc_matmul"
+    track: str         # "tensor" | "vector" | "scalar" | "gpsimd" | "dma.q0" ... "dma.q15"
+    start: float
+    end: float
+    loc: str           # kernel file:line
+    api: str           # front-end API, e.g. "nisa.nc_matmul"
+    detail: str        # operands: "dst 'x'[128,512] float32 in psum; stationary ..."
+    flops: float = 0.0
+    nbytes: int = 0
 
 
 class Scheduler:
@@ -60,5 +75,8 @@ class Scheduler:
             self.writes[tensor.buffer].append(tensor.region() + (end,))
         self.end = max(self.end, end)
         if self.records is not None:
-            self.records.append((instr.opcode, unit, start, end, instr.loc))
+            track = f"dma.q{unit[1]}" if isinstance(unit, tuple) else str(unit)
+            detail = "; ".join(t.describe() for t in instr.writes() + instr.reads())
+            self.records.append(Event(instr.opcode, track, start, end, instr.loc, instr.api, detail,
+                                      instr.flops(), instr.dma_bytes()))
         return start, end
