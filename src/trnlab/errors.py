@@ -78,3 +78,7 @@ class UninitializedReadWarning(TrnlabWarning):
 
 class AccumulateUninitializedWarning(TrnlabWarning):
     """nc_matmul accumulate=True into PSUM that was never written: undefined on hardware."""
+
+
+class UndefinedBehaviorWarning(TrnlabWarning):
+    """An instruction whose hardware result is documented as undefined for these inputs."""

@@ -55,12 +55,24 @@ class KernelRun:
     """The outcome of one kernel run: outputs as host arrays plus the machine (stats, timing)."""
     outputs: Any
     machine: Machine
+    name: str = ""          # the kernel function's name
+
+
+# Profiling hook: every finished run is passed to each observer; `forced` overrides run options
+# (e.g. {"timing": True, "trace": True, "numerics": False, "target": "trn2"}) while a profiler
+# captures a script (trnlab.profile.cli).
+observers: list[Callable[[KernelRun], None]] = []
+forced: dict[str, Any] = {}
 
 
 def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics: bool = True,
                timing: bool = True, trace: bool = False, grid: tuple = (1,), tensor_class=Tensor,
                machine: Machine | None = None) -> KernelRun:
     """Run fn(*args, **kwargs) with array arguments placed in HBM; grid programs run in order."""
+    target = forced.get("target", target)
+    numerics = forced.get("numerics", numerics)
+    timing = forced.get("timing", timing)
+    trace = forced.get("trace", trace)
     m = machine or Machine(target, numerics=numerics, timing=timing, trace=trace, tensor_class=tensor_class)
     like = next((a for a in itertools.chain(args, kwargs.values()) if is_torch(a)), None)
     inputs: list[tuple[Tensor, Any]] = []
@@ -92,7 +104,10 @@ def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics
         if isinstance(original, np.ndarray) and original.flags.writeable and original.dtype == t.array.dtype:
             if not np.array_equal(original, t.array, equal_nan=True):
                 original[...] = t.array
-    return KernelRun(_convert_outputs(result, like), m)
+    run = KernelRun(_convert_outputs(result, like), m, getattr(fn, "__name__", ""))
+    for observer in list(observers):
+        observer(run)
+    return run
 
 
 def _param_names(fn, n) -> list[str]:

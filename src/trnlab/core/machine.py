@@ -40,6 +40,8 @@ class Machine:
         self.hbm_used = 0
         self.stats = RunStats()
         self.reduce_regs = np.zeros((chip.partitions, 1), dtype=np.float32)  # activation accumulators
+        self.vector_regs = np.zeros((chip.partitions, 1), dtype=np.float32)  # Vector accumulators
+        self.rng_streams: dict = {}      # engine -> PRNG stream (isa.random); seeded, deterministic
         self.rng = np.random.default_rng(0)
         self.program_id: tuple = (0,)
         self.num_programs: tuple = (1,)
@@ -65,9 +67,16 @@ class Machine:
         st = Storage(HBM, arr, name, initialized=initialized, hbm_address=address)
         return self.tensor_class(st, arr, dtype, name)
 
+    def _blank(self, shape: tuple, dtype) -> np.ndarray:
+        """A fresh uninitialised buffer: NaN/4-filled; with numerics off, zero pages the OS maps
+        lazily (timing-only runs of huge shapes then cost no memory traffic)."""
+        if not self.numerics:
+            return np.zeros(shape, dtype=dt.storage(dtype))
+        return np.full(shape, dt.fill_value(dtype), dtype=dt.storage(dtype))
+
     def new_hbm(self, shape, dtype, name: str) -> Tensor:
         dtype = dt.canonical(dtype)
-        arr = np.full(tuple(shape), dt.fill_value(dtype), dtype=dt.storage(dtype))
+        arr = self._blank(tuple(shape), dtype)
         return self.hbm_tensor(arr, name, dtype=dtype, initialized=False)
 
     def new_onchip(self, kind: str, shape, dtype, name: str, *, api: str, loc: str,
@@ -89,7 +98,7 @@ class Machine:
         alloc = memory.allocate(name=name, shape=shape, dtype_name=dt.name_of(dtype), p0=p0,
                                 nparts=shape[0], nbytes=nbytes, loc=loc, api=api, address=address)
         if fill is None:
-            arr = np.full(shape, dt.fill_value(dtype), dtype=dt.storage(dtype))
+            arr = self._blank(shape, dtype)
         else:
             arr = np.full(shape, 0, dtype=dt.storage(dtype))
             arr[...] = dt.cast(np.asarray(fill, dtype=np.float32), dtype)

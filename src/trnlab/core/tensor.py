@@ -7,6 +7,7 @@ reports reads of never-written memory until the storage has been fully written o
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 
 import numpy as np
@@ -87,7 +88,7 @@ class Tensor:
     @property
     def free_size(self) -> int:
         """Elements per partition."""
-        return int(np.prod(self.array.shape[1:], dtype=np.int64)) if self.array.ndim > 1 else 1
+        return math.prod(self.array.shape[1:])      # 1 for a 1-D tensor
 
     @property
     def nbytes(self) -> int:

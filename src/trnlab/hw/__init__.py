@@ -50,10 +50,20 @@ class ChipSpec:
     static_access_cycles: int = 60     # ARCH v2: ~60 cycles to start an SBUF/PSUM access
     gpsimd_start_cycles: int = 150     # ISA: GPSIMD_START ~ 150 cycles (iota, affine_select)
     dynamic_min_ii_cycles: int = 600   # ISA: MIN_II_DYNAMIC ~ 600 cycles
+    matmul_fp32_factor: int = 4        # ISA nc_matmul: fp32 inputs cost 4x the 16-bit rate
+    matmul_ls_speedup: float = 4.0     # perf guide Opt #7: fast LoadStationary up to 4x faster than an MM
+    # Result latency: a consumer sees a producer's output static_access_cycles (producer clock) after
+    # the producer's issue slot ends (ARCH v2 ~60-cycle access start; hidden for independent work).
     # --- DMA ---
     dma_queues: int = 16               # ARCH/DMAG: 16 DMA engines per NeuronCore
     dma_queue_bytes_per_s: float       # DMAG: 17 / 23 / 33 B/ns per engine
-    dma_fixed_s: float = 1.3e-6        # DMAG: ~1,300 ns descriptor + semaphore cost per DMA
+    dma_fixed_s: float = 1.3e-6        # DMAG: ~1,300 ns descriptor + semaphore cost per DMA (a latency:
+                                       # hidden while the queue still has a backlog, see docs/calibration.md)
+    dma_partitions_per_transfer: int = 8  # ARCH v2: a 128-partition load = 16 transfers x 8 partitions
+    dma_efficiency: float = 0.40       # [fitted] sustained fraction of queue bandwidth on HBM<->SBUF tile
+                                       # copies (trn1 matmul tutorial: ~105 GB/s of 272); docs/calibration.md
+    dma_chunk_overhead_bytes: int = 128  # [fitted] per-descriptor overhead in byte-times: efficiency of a
+                                         # c-byte contiguous chunk = c/(c+128); DMAG: <256 B bad, >=4 KiB saturates
     hbm_bytes: int                     # per chip
     hbm_bytes_per_s: float             # per chip
     # --- peaks (per NeuronCore) ---
@@ -63,6 +73,8 @@ class ChipSpec:
     # --- power throttling of the Tensor engine (trn2/trn3) ---
     pe_throttle: bool = False          # RTD neuron-explorer glossary: starts at ~50%, ramps over ~3 us
     pe_throttle_ramp_s: float = 3e-6
+    pe_throttle_floor: float = 0.5     # RTD neuron-explorer: starts at ~50% of max utilisation
+    pe_throttle_window_s: float = 3e-6 # re-engages when utilisation < 50% over any ~3 us window
     # --- pricing: on-demand $/hour for the instance and NeuronCores it has ---
     instance: str
     instance_cores: int

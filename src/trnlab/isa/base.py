@@ -14,7 +14,7 @@ import numpy as np
 
 from trnlab.core import dtypes as dt
 from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
-from trnlab.errors import BufferKindError, PartitionError, ShapeError, DtypeError
+from trnlab.errors import BufferKindError, DtypeError, NkiValidationError, PartitionError, ShapeError
 
 
 class Engine(str, enum.Enum):
@@ -83,18 +83,96 @@ def expect_buffer(ins: Instruction, name: str, t: Tensor, allowed: tuple) -> Non
 
 
 def expect_tile(ins: Instruction, name: str, t: Tensor, chip, allowed=(SBUF, PSUM)) -> None:
-    """An on-chip operand: right buffer, rank >= 2, partition dim within limits."""
+    """An on-chip compute-engine operand: right buffer (GpSimd cannot reach PSUM), rank >= 2, partition
+    dim within limits and laid along partitions, legal start partition, free size within limits."""
+    if not isinstance(t, Tensor):
+        ins.fail(ShapeError, f"operand '{name}' must be a tile, got {type(t).__name__} {t!r}")
     expect_buffer(ins, name, t, allowed)
+    if ins.engine == Engine.GPSIMD and t.buffer == PSUM:
+        ins.fail(BufferKindError, f"GpSimd Engine cannot access PSUM: operand '{name}' {t.describe()}; "
+                                  f"use the Vector or Scalar Engine")
     if t.ndim < 2:
         ins.fail(ShapeError, f"Insufficient rank for operand '{name}' {t.describe()}: on-chip tiles need "
                              f"a partition and at least one free dimension")
     if t.shape[0] > chip.partitions:
         ins.fail(PartitionError, f"{name} partition dimension {t.shape[0]} exceeds maximum {chip.partitions} "
                                  f"({t.describe()})")
+    expect_partition_layout(ins, name, t)
+    expect_start_partition(ins, name, t)
     limit = chip.psum_free_max_elems if t.buffer == PSUM else chip.sbuf_free_max_elems
     if t.free_size > limit and ins.engine in (Engine.VECTOR, Engine.SCALAR, Engine.GPSIMD):
         ins.fail(ShapeError, f"free size of operand '{name}' {t.describe()} is {t.free_size} elements per "
                              f"partition; limit from {t.buffer} is {limit}")
+
+
+def expect_partition_layout(ins: Instruction, name: str, t: Tensor) -> None:
+    """Dim 0 of an engine operand walks partitions one by one; free dims stay inside a partition
+    (ARCH v2: "No partition striding"). A stride-0 dim 0 is a partition broadcast view."""
+    a, row = t.array, t.storage.row_bytes
+    if a.shape[0] > 1 and a.strides[0] not in (0, row):
+        ins.fail(PartitionError, f"operand '{name}' {t.describe()} steps {a.strides[0] / row:g} partitions per "
+                                 f"index of dim 0; engines access consecutive partitions (no partition striding, "
+                                 f"and the partition dim must be dim 0)")
+    for d in range(1, a.ndim):
+        if a.shape[d] > 1 and abs(a.strides[d]) >= row and a.strides[d] % row == 0:
+            ins.fail(PartitionError, f"free dim {d} of operand '{name}' {t.describe()} crosses partitions; "
+                                     f"only dim 0 may map to partitions")
+
+
+def start_partition_ok(start: int, count: int) -> bool:
+    """ARCH v2: >64 partitions must start at 0; 33-64 at 0 or 64; <=32 at 0/32/64/96."""
+    if count > 64:
+        return start == 0
+    if count > 32:
+        return start in (0, 64)
+    return start in (0, 32, 64, 96)
+
+
+def expect_start_partition(ins: Instruction, name: str, t: Tensor) -> None:
+    if t.buffer not in (SBUF, PSUM):
+        return
+    start, count = t.region()[0], t.shape[0]
+    if not start_partition_ok(start, count):
+        allowed = "0" if count > 64 else ("0 or 64" if count > 32 else "0, 32, 64 or 96")
+        ins.fail(PartitionError, f"operand '{name}' {t.describe()} accesses {count} partitions starting at "
+                                 f"partition {start}; an access of {count} partitions must start at {allowed} "
+                                 f"(ARCH start-partition rule)")
+
+
+def expect_same_dtype(ins: Instruction, **tiles: Tensor) -> None:
+    items = [(k, v) for k, v in tiles.items() if v is not None]
+    first = items[0][1].dtype
+    if any(v.dtype != first for _, v in items):
+        desc = ", ".join(f"{k} {dt.name_of(v.dtype)}" for k, v in items)
+        ins.fail(DtypeError, f"dtypes must match in '{ins.api}': {desc}")
+
+
+def expect_not_both_psum(ins: Instruction, **tiles: Tensor) -> None:
+    items = [(k, v) for k, v in tiles.items() if isinstance(v, Tensor)]
+    if len(items) == 2 and all(v.buffer == PSUM for _, v in items):
+        ins.fail(BufferKindError, f"'{items[0][0]}' and '{items[1][0]}' cannot both be in PSUM "
+                                  f"({items[0][1].describe()}; {items[1][1].describe()})")
+
+
+def expect_vector(ins: Instruction, name: str, x, p: int, chip) -> None:
+    """A per-partition operand: a scalar, or a [p, 1] tile."""
+    if isinstance(x, Tensor):
+        expect_tile(ins, name, x, chip)
+        if x.shape[0] != p or x.free_size != 1:
+            ins.fail(ShapeError, f"per-partition operand '{name}' {x.describe()} must be [{p}, 1] "
+                                 f"(one element per partition of the data)")
+
+
+def expect_int(ins: Instruction, name: str, t: Tensor, what: str = "an integer type") -> None:
+    if not dt.is_int(t.dtype):
+        ins.fail(DtypeError, f"operand '{name}' must be {what}, got {dt.name_of(t.dtype)} ({t.describe()})")
+
+
+def expect_version(ins: Instruction, chip, minimum: int) -> None:
+    names = {2: "trn1 (NeuronCore-v2)", 3: "trn2 (NeuronCore-v3)", 4: "trn3 (NeuronCore-v4)"}
+    if chip.nc_version < minimum:
+        ins.fail(NkiValidationError, f"{ins.opcode} needs {names[minimum]} or newer; target is {chip.name} "
+                                     f"(NeuronCore-v{chip.nc_version})")
 
 
 def expect_same_partitions(ins: Instruction, **tiles: Tensor) -> None:
@@ -128,3 +206,36 @@ def vector_cost(chip, n: float, *, per_elem: float = 1.0, fast_16bit: bool = Fal
     """max(MIN_II, per_elem * N) Vector-engine cycles (ISA docstrings), with trn2+ 16-bit speedups."""
     speed = chip.vector_bf16_speedup if fast_16bit else 1.0
     return max(chip.min_ii_cycles, per_elem * n / speed)
+
+
+def accumulate(ins: Instruction, regs: np.ndarray, p: int, cmd: str, op: str, values: np.ndarray,
+               init=None) -> np.ndarray:
+    """Per-lane accumulator registers of an engine (Scalar: activation; Vector: tensor_scalar_reduce,
+    select_reduce, range_select, exponential). Returns the [p, 1] result to read out.
+
+    idle leaves the registers alone and returns this instruction's own reduction; reset / reset_reduce
+    start from the operator's identity; load_reduce starts from `init` (scalar or [p, 1])."""
+    from trnlab.isa import alu
+    red = np.asarray(alu.reduce(op, np.asarray(values, dtype=np.float32), 1, ins.api, ins.loc, keepdims=True),
+                     dtype=np.float32)
+    if cmd == "idle":
+        return red
+    identity, combine = alu.reducer(op, ins.api, ins.loc)
+    if cmd in ("reset", "reset_reduce"):
+        regs[:p] = identity
+    elif cmd == "load_reduce":
+        regs[:p] = np.asarray(init, dtype=np.float32).reshape(-1, 1) if init is not None else 0.0
+    elif cmd != "reduce":
+        ins.fail(NkiValidationError, f"unknown reduce_cmd {cmd!r}; expected idle, reset, reduce, "
+                                     f"reset_reduce or load_reduce")
+    if cmd != "reset":
+        regs[:p] = combine(regs[:p], red)
+    return regs[:p].copy()
+
+
+BITVEC_OPS = frozenset({"bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift",
+                        "arith_shift_right", "logical_shift_left", "logical_shift_right"})
+
+
+def is_bitvec(op: str | None) -> bool:
+    return op in BITVEC_OPS

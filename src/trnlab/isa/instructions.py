@@ -15,8 +15,10 @@ from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
 from trnlab.errors import (AccumulateUninitializedWarning, BufferKindError, DtypeError, MatmulLimitError,
                            NkiValidationError, OutOfBoundsError, PartitionError, ShapeError)
 from trnlab.isa import alu
-from trnlab.isa.base import (Engine, Instruction, as_2d, expect_buffer, expect_same_elements,
-                             expect_same_partitions, expect_tile, vector_cost)
+from trnlab.isa.base import (Engine, Instruction, accumulate, as_2d, expect_buffer, expect_int,
+                             expect_not_both_psum, expect_partition_layout, expect_same_dtype,
+                             expect_same_elements, expect_same_partitions, expect_start_partition,
+                             expect_tile, expect_vector, is_bitvec, vector_cost)
 
 ANY = (HBM, SBUF, PSUM)
 ONCHIP = (SBUF, PSUM)
@@ -96,8 +98,18 @@ class DmaGather(Instruction):
 
     def validate(self, chip):
         expect_buffer(self, "index", self.index, (SBUF,))
+        expect_buffer(self, "dst", self.dst, (HBM, SBUF))
+        expect_buffer(self, "src", self.src, (HBM, SBUF))
         if not dt.is_int(self.index.dtype):
             self.fail(DtypeError, f"index tile {self.index.describe()} must be an integer type")
+        if self.oob_mode not in ("error", "skip"):
+            self.fail(NkiValidationError, f"oob_mode must be 'error' or 'skip', got {self.oob_mode!r}")
+        rows, table = (self.src, self.dst) if self.scatter else (self.dst, self.src)
+        if rows.shape[0] != self.index.size:
+            self.fail(ShapeError, f"{self.index.describe()} holds {self.index.size} indices but "
+                                  f"{rows.describe()} has {rows.shape[0]} rows")
+        if rows.size // max(1, rows.shape[0]) != table.size // max(1, table.shape[0]):
+            self.fail(ShapeError, f"row sizes differ: {rows.describe()} vs indexed {table.describe()}")
 
     def execute(self, m):
         idx = self.index.read(self.api, self.loc).reshape(-1).astype(np.int64)
@@ -114,9 +126,13 @@ class DmaGather(Instruction):
             values = dt.to_fp32(src).reshape((len(idx),) + self.dst.shape[1:])
             target = self.dst.array
             target[idx[ok]] = dt.cast(values[ok], self.dst.dtype)
-            self.dst.mark_written()
+            rows = np.zeros(self.dst.shape[0], dtype=bool)
+            rows[idx[ok]] = True
+            self.dst.mark_written(np.broadcast_to(rows.reshape((-1,) + (1,) * (self.dst.ndim - 1)),
+                                                  self.dst.shape))
         else:
             out = self.dst.array
+            src = src.reshape((src.shape[0], -1))
             gathered = dt.to_fp32(src[idx[ok]]).reshape((int(ok.sum()),) + out.shape[1:])
             out[ok] = dt.cast(gathered, self.dst.dtype)
             self.dst.mark_written(np.broadcast_to(ok.reshape((-1,) + (1,) * (out.ndim - 1)), out.shape)
@@ -148,6 +164,12 @@ class DmaTranspose(Instruction):
     def validate(self, chip):
         expect_buffer(self, "dst", self.dst, (SBUF, HBM))
         expect_buffer(self, "src", self.src, (SBUF, HBM))
+        if sorted(self.axes) != list(range(self.src.ndim)):
+            self.fail(ShapeError, f"axes {list(self.axes)} are not a permutation of the {self.src.ndim} dims "
+                                  f"of {self.src.describe()}")
+        if self.dst.dtype != self.src.dtype:
+            self.fail(DtypeError, f"dma_transpose needs src.dtype == dst.dtype, got {dt.name_of(self.src.dtype)} "
+                                  f"and {dt.name_of(self.dst.dtype)}")
         want = tuple(self.src.shape[a] for a in self.axes)
         if tuple(self.dst.shape) != want:
             self.fail(ShapeError, f"dst shape {list(self.dst.shape)} must equal src shape permuted by "
@@ -183,10 +205,14 @@ class TensorCopy(Instruction):
         expect_tile(self, "dst", self.dst, chip)
         expect_same_partitions(self, dst=self.dst, src=self.src)
         expect_same_elements(self, dst=self.dst, src=self.src)
+        if self.engine == Engine.SCALAR and chip.nc_version < 3:
+            self.fail(NkiValidationError, "tensor_copy is not supported on the Scalar Engine of NeuronCore-v2 "
+                                          f"(target {chip.name}); use activation(op=copy)")
 
     def execute(self, m):
         src = self.src.read(self.api, self.loc)
-        values = src if src.dtype == dt.storage(self.dst.dtype) else dt.to_fp32(src)
+        exact = src.dtype == dt.storage(self.dst.dtype) and not (self.engine == Engine.SCALAR and m.chip.nc_version < 3)
+        values = src if exact else dt.to_fp32(src).astype(np.float32)
         self.store(self.dst, values.reshape(self.dst.shape))
 
     def cycles(self, chip):
@@ -206,10 +232,14 @@ class Memset(Instruction):
 
     def validate(self, chip):
         expect_tile(self, "dst", self.dst, chip)
+        if dt.is_int(self.dst.dtype) and float(self.value) != int(float(self.value)):
+            self.fail(DtypeError, f"memset value {self.value!r} does not match integer dst {self.dst.describe()}")
 
     def execute(self, m):
-        self.store(self.dst, np.full(self.dst.shape, self.value,
-                                     dtype=np.float32 if dt.is_float(self.dst.dtype) else np.int64))
+        if dt.is_int(self.dst.dtype):
+            self.store(self.dst, np.full(self.dst.shape, int(float(self.value)), dtype=np.int64))
+        else:
+            self.store(self.dst, np.full(self.dst.shape, self.value, dtype=np.float32))
 
     def cycles(self, chip):
         half = self.value == 0 and _is16(self.dst)
@@ -278,14 +308,20 @@ class AffineSelect(Instruction):
         return (self.dst,)
 
     def validate(self, chip):
-        expect_tile(self, "dst", self.dst, chip)
-        expect_tile(self, "on_true_tile", self.on_true, chip)
+        expect_tile(self, "dst", self.dst, chip, allowed=(SBUF,))
+        expect_tile(self, "on_true_tile", self.on_true, chip, allowed=(SBUF,))
         expect_same_partitions(self, dst=self.dst, on_true_tile=self.on_true)
+        expect_same_elements(self, dst=self.dst, on_true_tile=self.on_true)
+        n = int(np.prod([c for _, c in self.pattern])) if self.pattern else 1
+        if n != self.dst.free_size:
+            self.fail(ShapeError, f"pattern {list(map(list, self.pattern))} covers {n} elements per partition "
+                                  f"but dst {self.dst.describe()} has {self.dst.free_size}")
+        alu.alu(self.cmp_op, self.api, self.loc)
 
     def execute(self, m):
         pred = alu.alu(self.cmp_op, self.api, self.loc)(
             affine_values(self.dst.shape, self.pattern, self.offset, self.channel_multiplier), 0)
-        data = self.read(self.on_true).reshape(pred.shape)
+        data = dt.to_fp32(self.read(self.on_true)).reshape(pred.shape)
         out = np.where(pred != 0, data, np.float32(self.on_false_value))
         self.store(self.dst, out.reshape(self.dst.shape))
 
@@ -314,6 +350,8 @@ class MatMul(Instruction):
     accumulate: bool | None = None
     perf_mode: str = "none"
     is_transpose: bool = False
+    tile_position: tuple = ()         # (start_row, start_col) of the PE sub-array (tiling mode)
+    tile_size: tuple = ()             # (row_size, col_size)
     engine: Engine = Engine.TENSOR
 
     def reads(self):
@@ -336,6 +374,13 @@ class MatMul(Instruction):
         for name, t in (("stationary", s), ("moving", mv), ("dst", d)):
             if t.ndim < 2:
                 self.fail(ShapeError, f"Insufficient rank for operand '{name}' {t.describe()}")
+            if t.shape[0] > chip.partitions:
+                self.fail(PartitionError, f"{name} partition dimension {t.shape[0]} exceeds maximum "
+                                          f"{chip.partitions} ({t.describe()})")
+            expect_partition_layout(self, name, t)
+            expect_start_partition(self, name, t)
+        if self.perf_mode not in ("none", "double_row"):
+            self.fail(NkiValidationError, f"unknown perf_mode {self.perf_mode!r}")
         k, m, n = self._kmn()
         kmax = chip.partitions * (2 if self.perf_mode == "double_row" else 1)
         if s.shape[0] != mv.shape[0]:
@@ -346,15 +391,15 @@ class MatMul(Instruction):
         if m > chip.gemm_stationary_fmax:
             self.fail(MatmulLimitError, f"stationary free size M={m} of {s.describe()} exceeds "
                                         f"gemm_stationary_fmax={chip.gemm_stationary_fmax}")
-        if n > chip.gemm_moving_fmax:
+        nmax, span = self._moving_limit(chip)
+        if n > nmax:
             self.fail(MatmulLimitError, f"moving free size N={n} of {mv.describe()} exceeds "
-                                        f"gemm_moving_fmax={chip.gemm_moving_fmax}")
+                                        f"gemm_moving_fmax={nmax} on {chip.name}")
         if d.shape[0] != m or d.free_size != n:
             self.fail(ShapeError, f"dst {d.describe()} must be [M={m}, N={n}] for stationary {s.describe()} "
                                   f"and moving {mv.describe()}")
-        if d.free_size * 4 > chip.psum_bank_bytes:
-            self.fail(MatmulLimitError, f"dst {d.describe()} spans {d.free_size * 4} B per partition; a matmul "
-                                        f"result must fit one PSUM bank ({chip.psum_bank_bytes} B)")
+        self._check_dst(chip, span)
+        self._check_tiling(chip, k, m)
         for name, t in (("stationary", s), ("moving", mv)):
             if t.dtype not in _MATMUL_DTYPES:
                 self.fail(DtypeError, f"{name} dtype {dt.name_of(t.dtype)} is not a matmul input type "
@@ -369,6 +414,8 @@ class MatMul(Instruction):
         if dt.float8_e4m3fn in pair and chip.nc_version < 4:
             self.fail(DtypeError, f"float8_e4m3fn matmul inputs need trn3 (NeuronCore v4), target is {chip.name}")
         if self.perf_mode == "double_row":
+            if self.is_transpose:
+                self.fail(NkiValidationError, "perf_mode=double_row cannot be combined with is_transpose")
             if not chip.fp8_double_row:
                 self.fail(NkiValidationError, f"perf_mode=double_row needs trn2 or later, target is {chip.name}")
             if not (s.dtype in dt.FP8 and mv.dtype in dt.FP8):
@@ -378,7 +425,70 @@ class MatMul(Instruction):
                 self.fail(ShapeError, f"perf_mode=double_row takes [K, 2, M] and [K, 2, N] inputs, got "
                                       f"{list(s.shape)} and {list(mv.shape)}")
 
+    def _moving_limit(self, chip) -> tuple[int, int]:
+        """(N limit, PSUM bytes a result may span). v2/v3: one bank; v4: all 8 banks (ISA nc_matmul doc:
+        moving up to 4096 for an fp32 dst, 8192 for bf16)."""
+        if chip.nc_version >= 4:
+            span = chip.psum_banks * chip.psum_bank_bytes
+            return span // dt.itemsize(self.dst.dtype), span
+        return chip.gemm_moving_fmax, chip.psum_bank_bytes
+
+    def _check_dst(self, chip, span: int) -> None:
+        d = self.dst
+        if self.is_transpose:
+            s = self.stationary.dtype
+            ok = d.dtype in (s, dt.float32) or (s in dt.FP8 and d.dtype in (dt.bfloat16, dt.float16))
+            if not ok:
+                self.fail(DtypeError, f"transpose-mode dst {d.describe()} must have the data dtype "
+                                      f"{dt.name_of(s)} (fp8 data: a 16-bit dtype)")
+        elif not (d.dtype == dt.float32 or (d.dtype == dt.bfloat16 and chip.nc_version >= 4)):
+            self.fail(DtypeError, f"matmul dst {d.describe()} must be float32"
+                                  f"{' or bfloat16' if chip.nc_version >= 4 else ''} on {chip.name}")
+        _, _, b0, b1 = d.region()
+        nbytes = d.free_size * 4 if d.dtype == dt.float32 else d.free_size * dt.itemsize(d.dtype)
+        if nbytes > span:
+            self.fail(MatmulLimitError, f"dst {d.describe()} spans {nbytes} B per partition; a matmul "
+                                        f"result must fit {span} B of PSUM on {chip.name}")
+        if span == chip.psum_bank_bytes and b0 // span != (b1 - 1) // span:
+            self.fail(MatmulLimitError, f"dst {d.describe()} crosses a {span} B PSUM bank boundary (bytes "
+                                        f"[{b0}, {b1}) of the partition); a matmul result must fit one bank")
+
+    def _check_tiling(self, chip, k: int, m: int) -> None:
+        if not self.tile_position and not self.tile_size:
+            return
+        if len(self.tile_position) != 2 or len(self.tile_size) != 2:
+            self.fail(NkiValidationError, f"tile_position {self.tile_position} and tile_size {self.tile_size} "
+                                          f"must both be set as 2-tuples to enable tiling mode")
+        sizes = (32, 64, 128) if chip.nc_version >= 3 else (64, 128)
+        (r0, c0), (rs, cs) = (int(v) for v in self.tile_position), (int(v) for v in self.tile_size)
+        for what, start, size in (("row", r0, rs), ("column", c0, cs)):
+            if size not in sizes:
+                self.fail(MatmulLimitError, f"tile_size {what} size {size} must be one of {list(sizes)} on "
+                                            f"{chip.name}")
+            if start % size or start + size > chip.pe_rows:
+                self.fail(MatmulLimitError, f"tile_position {what} start {start} must be a multiple of {size} "
+                                            f"with start + size <= {chip.pe_rows}")
+        if self.perf_mode == "double_row" and cs < chip.pe_cols:
+            self.fail(NkiValidationError, "perf_mode=double_row cannot be combined with column tiling")
+        if self.stationary.shape[0] > rs or m > cs:
+            self.fail(MatmulLimitError, f"stationary {self.stationary.describe()} (K={self.stationary.shape[0]}, "
+                                        f"M={m}) does not fit tile_size ({rs}, {cs})")
+
+    def _exact_transpose(self, s: np.ndarray, mv: np.ndarray):
+        """Transpose mode on v3+ is bit-exact: with a one-hot moving matrix, pick elements, do not multiply."""
+        if mv.dtype.kind not in "fiu" or not np.isin(mv, (0, 1)).all() or not (mv.sum(axis=0) == 1).all():
+            return None
+        rows = np.argmax(mv, axis=0)                 # moving column n selects stationary row rows[n]
+        return s[rows, :].T
+
     def execute(self, m):
+        if self.is_transpose and self.perf_mode == "none" and m.chip.nc_version >= 3:
+            s2 = as_2d(self.stationary.read(self.api, self.loc))
+            picked = self._exact_transpose(s2, dt.to_fp32(as_2d(self.moving.read(self.api, self.loc))))
+            if picked is not None:
+                same = picked.dtype == dt.storage(self.dst.dtype)
+                self.store(self.dst, (picked if same else dt.to_fp32(picked)).reshape(self.dst.shape))
+                return
         s = self.read(self.stationary)
         mv = self.read(self.moving)
         if self.perf_mode == "double_row":
@@ -420,10 +530,21 @@ class MatMul(Instruction):
         # ISA nc_matmul: max(min(64, N_stat), N_mov) PE cycles for 8/16-bit inputs, 4x for fp32.
         # Stationary (weight) loads overlap the previous matmul (background LoadStationary), so the
         # throughput cost is the moving stream; the timing model adds the load when it cannot hide.
+        # perf_mode=double_row (trn2+ fp8): K=256 in the time of K=128 (_kmn halves the free sizes).
         _, m, n = self._kmn()
         c = max(min(chip.matmul_init_cycles, m), n)
         if self.stationary.dtype == dt.float32 or self.moving.dtype == dt.float32:
-            c *= 4
+            c *= chip.matmul_fp32_factor
+        return float(c)
+
+    def ls_cycles(self, chip) -> float:
+        # LoadStationary streams the stationary's M columns, up to 4x faster than an MM of the same
+        # free size (perf guide Opt #7: LS_II ~ 128/4 = 32 cycles); the scheduler overlaps it with
+        # the previous matmul (background LS, ARCH v2).
+        _, m, _ = self._kmn()
+        c = m / chip.matmul_ls_speedup
+        if self.stationary.dtype == dt.float32:
+            c *= chip.matmul_fp32_factor
         return float(c)
 
 
@@ -444,9 +565,11 @@ class Transpose(Instruction):
     def validate(self, chip):
         s, d = self.src, self.dst
         if self.engine == Engine.TENSOR:
-            expect_buffer(self, "data", s, (SBUF,))
-            expect_buffer(self, "dst", d, (PSUM,))
+            expect_tile(self, "data", s, chip, allowed=(SBUF,))
+            expect_tile(self, "dst", d, chip, allowed=(PSUM,))
             limit = chip.partitions
+        elif self.engine != Engine.VECTOR:
+            self.fail(NkiValidationError, f"nc_transpose runs on the Tensor or Vector Engine, not {self.engine}")
         else:
             expect_tile(self, "data", s, chip)
             expect_tile(self, "dst", d, chip)
@@ -459,13 +582,23 @@ class Transpose(Instruction):
                                   f"'{self.api}' exceed architecture limitation of {limit} ({self.engine} engine)")
         if d.shape[0] != f or d.free_size != p:
             self.fail(ShapeError, f"dst {d.describe()} must be [{f}, {p}] to hold the transpose of {s.describe()}")
-        if self.engine == Engine.TENSOR and dt.is_float(d.dtype) and d.dtype not in (s.dtype, dt.float32):
+        if self.engine == Engine.TENSOR and d.dtype not in (s.dtype, dt.float32):
             self.fail(DtypeError, f"dst dtype {dt.name_of(d.dtype)} must equal data dtype "
                                   f"{dt.name_of(s.dtype)} or be float32")
+        if self.engine == Engine.VECTOR and d.dtype != s.dtype:
+            self.fail(DtypeError, f"Vector Engine transpose needs dst dtype {dt.name_of(d.dtype)} == data dtype "
+                                  f"{dt.name_of(s.dtype)}")
 
     def execute(self, m):
         x = as_2d(self.src.read(self.api, self.loc))
         values = x.T if x.dtype == dt.storage(self.dst.dtype) else dt.to_fp32(x).T
+        if self.engine == Engine.TENSOR and m.chip.nc_version < 3 and dt.is_float(self.src.dtype):
+            # NeuronCore-v2 transposes by multiplying with an identity matrix: a NaN/Inf input poisons
+            # its whole output row (x * 0 = NaN), as documented for nc_transpose.
+            poisoned = ~np.isfinite(dt.to_fp32(x)).all(axis=0)
+            if poisoned.any():
+                values = dt.to_fp32(values).copy()
+                values[poisoned, :] = np.nan
         self.store(self.dst, values.reshape(self.dst.shape))
 
     def flops(self) -> float:
@@ -483,12 +616,48 @@ class Transpose(Instruction):
 # ================================================================================================
 
 def _operand(ins: Instruction, x, p: int):
-    """A scalar or a [P, 1] per-partition vector as an fp32 array broadcastable over [P, F]."""
+    """A scalar or a [P, 1] per-partition vector broadcastable over [P, F]: fp32, integers kept exact."""
     if isinstance(x, Tensor):
         if x.shape[0] != p or x.free_size != 1:
             ins.fail(ShapeError, f"per-partition operand {x.describe()} must be [{p}, 1]")
-        return ins.read(x).reshape(p, 1).astype(np.float32, copy=False)
+        v = ins.read(x).reshape(p, 1)
+        return v if v.dtype.kind in "iu" else v.astype(np.float32, copy=False)
     return np.float32(x) if not isinstance(x, (int, np.integer)) else x
+
+
+def arith_inputs(ins: Instruction, *xs):
+    """Inputs of an arithmetic ALU op: fp32 math, except exact integer math on GpSimd when every
+    input is an integer (ISA tensor_tensor: int32/uint32 run natively on GpSimd)."""
+    arrays = [np.asarray(x) for x in xs]
+    if ins.engine == Engine.GPSIMD and all(a.dtype.kind in "iub" for a in arrays):
+        return [a.astype(np.int64) for a in arrays]
+    return [a.astype(np.float32) if a.dtype != np.float32 else a for a in arrays]
+
+
+def bitvec_inputs(ins: Instruction, *xs):
+    """Inputs of a bitvec op: integer bit patterns, never converted."""
+    out = []
+    for x in xs:
+        a = np.asarray(x)
+        if a.dtype.kind == "f":
+            if a.ndim or float(a) != int(a):
+                ins.fail(DtypeError, f"bitvec operator needs integer operands, got a {a.dtype} value")
+            a = np.int64(int(a))
+        out.append(a)
+    return out
+
+
+def _check_ops_same_kind(ins: Instruction, *ops) -> None:
+    kinds = {is_bitvec(o) for o in ops if o is not None}
+    if len(kinds) > 1:
+        ins.fail(NkiValidationError, f"operators {[o for o in ops if o is not None]} mix bitvec and arithmetic "
+                                     f"operators; both must be of the same type")
+
+
+def _check_bitvec_dtypes(ins: Instruction, **tiles) -> None:
+    for name, t in tiles.items():
+        if isinstance(t, Tensor) and not dt.is_int(t.dtype):
+            ins.fail(DtypeError, f"bitvec operators need integer tiles: '{name}' is {t.describe()}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -521,11 +690,23 @@ class Activation(Instruction):
             expect_tile(self, "dst", self.dst, chip)
             expect_same_partitions(self, dst=self.dst, data=self.data)
             expect_same_elements(self, dst=self.dst, data=self.data)
-        if isinstance(self.bias, Tensor) and (self.bias.shape[0] != self.data.shape[0] or self.bias.free_size != 1):
-            self.fail(ShapeError, f"bias {self.bias.describe()} must be a [{self.data.shape[0]}, 1] vector")
+        p = self.data.shape[0]
+        expect_vector(self, "bias", self.bias, p, chip)
+        expect_vector(self, "scale", self.scale, p, chip)
+        if self.bias is not None and not isinstance(self.bias, Tensor) and chip.nc_version < 3:
+            self.fail(NkiValidationError, f"a scalar bias ({self.bias!r}) needs NeuronCore-v3 or newer; on "
+                                          f"{chip.name} bias must be a [{p}, 1] vector")
+        if isinstance(self.bias, Tensor) and self.bias.dtype is dt.tfloat32:
+            self.fail(DtypeError, f"bias {self.bias.describe()} cannot be tfloat32")
         if self.reduce_op not in (None, "add"):
             self.fail(NkiValidationError, f"activation reduce supports only add, got {self.reduce_op!r}")
-        alu.activation(self.func, self.api, self.loc)
+        if self.reduce_res is not None:
+            expect_vector(self, "reduce_res", self.reduce_res, p, chip)
+        if self.reduce_cmd not in ("idle", "reset", "reduce", "reset_reduce"):
+            self.fail(NkiValidationError, f"activation reduce_cmd must be idle, reset, reduce or reset_reduce, "
+                                          f"got {self.reduce_cmd!r}")
+        if self.func != "prelu":
+            alu.activation(self.func, self.api, self.loc)
 
     def execute(self, m):
         p = self.data.shape[0]
@@ -541,13 +722,12 @@ class Activation(Instruction):
             out = alu.activation(self.func, self.api, self.loc)(y).astype(np.float32, copy=False)
         if self.dst is not None:
             self.store(self.dst, out.reshape(self.dst.shape))
-        regs = m.reduce_regs
-        if self.reduce_cmd in ("reset", "reset_reduce"):
-            regs[:p] = 0.0
-        if self.reduce_cmd in ("reduce", "reset_reduce") or self.reduce_op == "add":
-            regs[:p] += out.sum(axis=1, keepdims=True, dtype=np.float32)
+        if self.reduce_cmd == "idle" and self.reduce_op is None:
+            result = m.reduce_regs[:p].copy()        # read-out only
+        else:
+            result = accumulate(self, m.reduce_regs, p, self.reduce_cmd, "add", out)
         if self.reduce_res is not None:
-            self.reduce_res.write(regs[:p].reshape(self.reduce_res.shape))
+            self.reduce_res.write(result.reshape(self.reduce_res.shape))
 
     def cycles(self, chip):
         c = vector_cost(chip, self.data.free_size)                      # ISA: max(MIN_II, N)
@@ -577,13 +757,19 @@ class TensorTensor(Instruction):
         expect_tile(self, "dst", self.dst, chip)
         expect_same_partitions(self, data1=self.data1, data2=self.data2, dst=self.dst)
         expect_same_elements(self, data1=self.data1, data2=self.data2, dst=self.dst)
-        if self.data1.buffer == PSUM and self.data2.buffer == PSUM:
-            self.fail(BufferKindError, "data1 and data2 cannot both be in PSUM")
+        expect_not_both_psum(self, data1=self.data1, data2=self.data2)
         alu.alu(self.op, self.api, self.loc)
+        if is_bitvec(self.op):
+            _check_bitvec_dtypes(self, data1=self.data1, data2=self.data2, dst=self.dst)
+        if self.op in ("power", "pow") and any(t.buffer == PSUM for t in (self.data1, self.data2, self.dst)):
+            self.fail(BufferKindError, "tensor_tensor op=power runs on GpSimd, which cannot access PSUM "
+                                       f"(data1 {self.data1.describe()}, data2 {self.data2.describe()}, "
+                                       f"dst {self.dst.describe()})")
 
     def execute(self, m):
         a = self.read(self.data1).reshape(self.dst.shape)
         b = self.read(self.data2).reshape(self.dst.shape)
+        a, b = (bitvec_inputs if is_bitvec(self.op) else arith_inputs)(self, a, b)
         self.store(self.dst, alu.alu(self.op, self.api, self.loc)(a, b))
 
     def cycles(self, chip):
@@ -610,6 +796,8 @@ class TensorScalar(Instruction):
     reverse1: bool = False
     accum_op: str | None = None
     accum_dst: Tensor | None = None
+    reduce_cmd: str = "reset_reduce"   # Vector accumulator registers (tensor_scalar_reduce)
+    reduce_init: Any = None            # load_reduce start value: scalar or [P, 1]
 
     def reads(self):
         return tuple(t for t in (self.data, self.operand0, self.operand1) if isinstance(t, Tensor))
@@ -622,20 +810,53 @@ class TensorScalar(Instruction):
         expect_tile(self, "dst", self.dst, chip)
         expect_same_partitions(self, data=self.data, dst=self.dst)
         expect_same_elements(self, data=self.data, dst=self.dst)
+        p = self.data.shape[0]
+        expect_vector(self, "operand0", self.operand0, p, chip)
+        expect_vector(self, "operand1", self.operand1, p, chip)
         alu.alu(self.op0, self.api, self.loc)
         if self.op1 is not None:
             alu.alu(self.op1, self.api, self.loc)
+        if (self.op1 is None) != (self.operand1 is None):
+            self.fail(NkiValidationError, f"op1 ({self.op1!r}) and operand1 ({self.operand1!r}) must both be "
+                                          f"set or both be None")
+        _check_ops_same_kind(self, self.op0, self.op1)
+        if is_bitvec(self.op0):
+            _check_bitvec_dtypes(self, data=self.data, dst=self.dst)
+            if self.engine != Engine.VECTOR:
+                self.fail(NkiValidationError, f"bitvec tensor_scalar must run on the Vector Engine, not {self.engine}")
+        if self.engine == Engine.SCALAR and chip.nc_version <= 3:
+            combo = (self.op0, self.op1)
+            if combo not in (("multiply", "add"), ("multiply", None), ("add", None)):
+                self.fail(NkiValidationError, f"the Scalar Engine on {chip.name} supports only (multiply, add), "
+                                              f"(multiply, None), (add, None); got {combo}")
+        if self.accum_dst is not None:
+            self._validate_reduce(chip, p)
+
+    def _validate_reduce(self, chip, p):
+        expect_vector(self, "reduce_res", self.accum_dst, p, chip)
+        if (self.accum_op or "add") not in ("add", "multiply", "maximum", "minimum", "max", "min"):
+            self.fail(NkiValidationError, f"reduce_op must be add, multiply, max or min, got {self.accum_op!r}")
+        if is_bitvec(self.op0):
+            self.fail(NkiValidationError, f"tensor_scalar_reduce supports arithmetic operators only, got {self.op0!r}")
+        if self.reduce_cmd not in ("reset_reduce", "reduce", "load_reduce"):
+            self.fail(NkiValidationError, f"reduce_cmd must be reset_reduce, reduce or load_reduce, got "
+                                          f"{self.reduce_cmd!r}")
+        if (self.reduce_cmd == "load_reduce") != (self.reduce_init is not None):
+            self.fail(NkiValidationError, "reduce_init must be given exactly when reduce_cmd is load_reduce")
+        expect_vector(self, "reduce_init", self.reduce_init, p, chip)
 
     def execute(self, m):
         p = self.data.shape[0]
         x = as_2d(self.read(self.data))
-        y = _apply(self, self.op0, x, _operand(self, self.operand0, p), self.reverse0)
+        prep = bitvec_inputs if is_bitvec(self.op0) else arith_inputs
+        y = _apply(self, self.op0, *prep(self, x, _operand(self, self.operand0, p)), self.reverse0)
         if self.op1 is not None:
-            y = _apply(self, self.op1, y, _operand(self, self.operand1, p), self.reverse1)
+            y = _apply(self, self.op1, *prep(self, y, _operand(self, self.operand1, p)), self.reverse1)
         self.store(self.dst, np.asarray(y).reshape(self.dst.shape))
         if self.accum_dst is not None:
-            red = alu.reduce(self.accum_op or "add", np.asarray(y, dtype=np.float32), 1, self.api, self.loc,
-                             keepdims=True)
+            init = _operand(self, self.reduce_init, p) if self.reduce_init is not None else None
+            red = accumulate(self, m.vector_regs, p, self.reduce_cmd, self.accum_op or "add",
+                             np.asarray(y, dtype=np.float32), init)
             self.accum_dst.write(red.reshape(self.accum_dst.shape))
 
     def cycles(self, chip):
@@ -675,12 +896,18 @@ class ScalarTensorTensor(Instruction):
         expect_tile(self, "dst", self.dst, chip)
         expect_same_partitions(self, data=self.data, operand1=self.operand1, dst=self.dst)
         expect_same_elements(self, data=self.data, operand1=self.operand1, dst=self.dst)
+        expect_not_both_psum(self, data=self.data, operand1=self.operand1)
+        expect_vector(self, "operand0", self.operand0, self.data.shape[0], chip)
+        for op in (self.op0, self.op1):
+            alu.alu(op, self.api, self.loc)
+            if is_bitvec(op):
+                self.fail(NkiValidationError, f"scalar_tensor_tensor supports arithmetic operators only, got {op!r}")
 
     def execute(self, m):
         p = self.data.shape[0]
-        x = as_2d(self.read(self.data))
-        y = _apply(self, self.op0, x, _operand(self, self.operand0, p), self.reverse0)
-        t = as_2d(self.read(self.operand1))
+        x, o0 = arith_inputs(self, as_2d(self.read(self.data)), _operand(self, self.operand0, p))
+        y = _apply(self, self.op0, x, o0, self.reverse0)
+        y, t = arith_inputs(self, y, as_2d(self.read(self.operand1)))
         y = _apply(self, self.op1, y, t, self.reverse1)
         self.store(self.dst, np.asarray(y).reshape(self.dst.shape))
 
@@ -710,13 +937,20 @@ class TensorReduce(Instruction):
     def validate(self, chip):
         expect_tile(self, "data", self.data, chip)
         expect_tile(self, "dst", self.dst, chip)
-        expect_same_partitions(self, data=self.data, dst=self.dst)
         if 0 in self.axes:
             self.fail(ShapeError, "tensor_reduce cannot reduce the partition dimension (axis 0); use "
                                   "tensor_partition_reduce or a matmul")
+        expect_same_partitions(self, data=self.data, dst=self.dst)
         if any(a >= self.data.ndim or a < 0 for a in self.axes):
             self.fail(ShapeError, f"axes {list(self.axes)} out of range for {self.data.describe()}")
+        if sorted(self.axes) != list(range(self.data.ndim - len(self.axes), self.data.ndim)):
+            self.fail(ShapeError, f"axes {list(self.axes)} of {self.data.describe()} must be the last contiguous "
+                                  f"free dimension(s), ending at dim {self.data.ndim - 1}")
         alu.reducer(self.op, self.api, self.loc)
+        if is_bitvec(self.op):
+            _check_bitvec_dtypes(self, data=self.data, dst=self.dst)
+            if self.negate:
+                self.fail(NkiValidationError, "negate applies to arithmetic reductions only")
         kept = self.data.size // max(1, int(np.prod([self.data.shape[a] for a in self.axes])))
         if kept != self.dst.size:
             self.fail(ShapeError, f"dst {self.dst.describe()} has {self.dst.size} elements; reducing "
@@ -724,6 +958,8 @@ class TensorReduce(Instruction):
 
     def execute(self, m):
         x = self.read(self.data)
+        if not is_bitvec(self.op):
+            x = x.astype(np.float32, copy=False)
         r = alu.reduce(self.op, x, tuple(self.axes), self.api, self.loc)
         if self.negate:
             r = -r

@@ -1,27 +1,45 @@
-"""The current NKI front end (layout of AWS's `nki` package): language, isa, typing, jit, simulate."""
+"""The current NKI front end (layout of AWS's `nki` package): language, isa, typing, compiler, collectives,
+jit and simulate."""
 from __future__ import annotations
 
+from trnlab.errors import NkiValidationError
 from trnlab.frontend.kernel import Kernel, unwrap
-from trnlab.nki import isa, language, typing  # noqa: F401
+from trnlab.nki import collectives, compiler, isa, isa_constants, language, typing  # noqa: F401
 from trnlab.nki.tensor import NkiTensor
+
+# `nisa.constants.oob_mode` is how kernels spell the ISA enums; expose the submodule on nki.isa.
+isa.constants = isa_constants
 
 
 def jit(fn=None, *, mode=None, platform_target=None, **options):
-    """@nki.jit / @nki.jit(...): the kernel runs on the simulated NeuronCore when called."""
+    """@nki.jit / @nki.jit(...): the kernel runs on the simulated NeuronCore when called.
+
+    `mode` is deprecated and ignored (NKI 0.3); `platform_target` is an error since NKI 0.3: the target
+    comes from NEURON_PLATFORM_TARGET_OVERRIDE (or `trnlab run --target`)."""
     if platform_target is not None:
-        options["target"] = platform_target
+        raise NkiValidationError(f"nki.jit(platform_target={platform_target!r}) is not accepted since NKI 0.3: "
+                                 f"set NEURON_PLATFORM_TARGET_OVERRIDE=trn1|trn2|trn3 instead")
     if fn is None:
-        return lambda f: Kernel(f, tensor_class=NkiTensor, options=options)
-    return Kernel(fn, tensor_class=NkiTensor, options=options)
+        return lambda f: _make_kernel(f, options)
+    return _make_kernel(fn, options)
+
+
+def _make_kernel(fn, options) -> Kernel:
+    fn, grid = unwrap(fn)
+    return Kernel(fn, tensor_class=NkiTensor, grid=grid, options=options)
 
 
 def simulate(kernel, *, target=None, numerics: bool = True):
-    """nki.simulate(kernel)(*args): run on the CPU simulator; numpy in -> numpy out (torch -> torch)."""
+    """nki.simulate(kernel)(*args): run on the CPU simulator; numpy in -> numpy out (torch -> torch).
+    nki.simulate(kernel[2]) runs an LNC2 launch: both programs in order, sharing HBM."""
     fn, grid = unwrap(kernel)
-    k = Kernel(fn, tensor_class=NkiTensor, grid=grid)
+    k = Kernel(fn, tensor_class=NkiTensor, grid=grid, options=getattr(kernel, "options", None))
 
     def run(*args, **kwargs):
-        return k.run(args, kwargs, target=target, numerics=numerics).outputs
+        result = k.run(args, kwargs, target=target, numerics=numerics)
+        if isinstance(kernel, Kernel):
+            kernel.last_run = result
+        return result.outputs
     return run
 
 
@@ -29,11 +47,13 @@ def _unavailable(name):
     def fn(*a, **k):
         raise NotImplementedError(f"nki.{name} is not available in the current NKI front end "
                                   f"(it is Beta 1 only); use trnlab.benchmark or neuronxcc.nki.{name}")
+    fn.__name__ = name
     return fn
 
 
 baremetal = _unavailable("baremetal")
+benchmark = _unavailable("benchmark")
 profile = _unavailable("profile")
 simulate_kernel = _unavailable("simulate_kernel")
 
-__all__ = ["jit", "simulate", "language", "isa", "typing", "Kernel"]
+__all__ = ["jit", "simulate", "language", "isa", "typing", "compiler", "collectives", "Kernel"]

@@ -8,7 +8,9 @@ import numpy as np
 from trnlab.core.machine import current as _current
 from trnlab.core.srcloc import user_location as _loc
 from trnlab.errors import NkiValidationError as _NkiValidationError
-from trnlab.isa import instructions as _I
+from trnlab.core import dtypes as _dt
+from trnlab.core.tensor import PSUM as _PSUM, SBUF as _SBUF
+from trnlab.isa import dma as _D, gpsimd as _G, instructions as _I, random as _R, vector as _V
 from trnlab.isa.alu import op_name as _op
 from trnlab.isa.base import Engine as _Engine
 
@@ -88,97 +90,245 @@ def _issue(instr) -> None:
 
 
 # --- data movement ------------------------------------------------------------------------------------
-def dma_copy(dst, src, oob_mode=oob_mode.error, dge_mode=dge_mode.unknown, name: str = "", **_):
-    _issue(_I.DmaCopy(api="nisa.dma_copy", loc=_loc(), dst=dst, src=src,
-                      raw_bytes=_name(dge_mode) == "hwdge"))
+def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode.unknown, engine=engine.unknown,
+             name=None, **_):
+    """dst = src by DMA; an operand made by .ap(vector_offset=idx, indirect_dim=d) is gathered/scattered."""
+    loc = _loc()
+    if isinstance(dst, _D.IndirectAccess) or isinstance(src, _D.IndirectAccess):
+        if _name(dge_mode) == "hwdge":
+            raise _NkiValidationError(f"nisa.dma_copy: hardware DGE has no indirect (gather/scatter) support; "
+                                      f"use dge_mode=swdge or unknown. At {loc}")
+        _issue(_D.DmaIndirect(api="nisa.dma_copy", loc=loc, dst=dst, src=src, oob_mode=_name(oob_mode)))
+        return
+    _issue(_I.DmaCopy(api="nisa.dma_copy", loc=loc, dst=dst, src=src, raw_bytes=_name(dge_mode) == "hwdge"))
 
 
-def dma_transpose(dst, src, axes=None, **_):
-    axes = tuple(axes) if axes is not None else tuple(reversed(range(src.ndim)))
-    _issue(_I.DmaTranspose(api="nisa.dma_transpose", loc=_loc(), dst=dst, src=src, axes=axes))
+_DMA_TRANSPOSE_AXES = {2: (1, 0), 3: (2, 1, 0), 4: (3, 1, 2, 0)}
 
 
-def tensor_copy(dst, src, engine=engine.unknown, name: str = "", **_):
+def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown, oob_mode=oob_mode.error,
+                  name=None, **_):
+    loc = _loc()
+    if isinstance(src, _D.IndirectAccess):
+        raise NotImplementedError(f"nisa.dma_transpose with an indirect (vector_offset) src is not modelled. At {loc}")
+    if axes is None:
+        axes = _DMA_TRANSPOSE_AXES.get(src.ndim, tuple(reversed(range(src.ndim))))
+    _issue(_I.DmaTranspose(api="nisa.dma_transpose", loc=loc, dst=dst, src=src, axes=tuple(axes)))
+
+
+def tensor_copy(dst, src, engine=engine.unknown, name=None, **_):
     _issue(_I.TensorCopy(api="nisa.tensor_copy", loc=_loc(), dst=dst, src=src,
                          engine=_engine(engine, _Engine.VECTOR)))
 
 
-def memset(dst, value, engine=engine.unknown, name: str = "", **_):
+def tensor_copy_predicated(dst, src, predicate, reverse_pred=False, name=None, **_):
+    _issue(_V.TensorCopyPredicated(api="nisa.tensor_copy_predicated", loc=_loc(), dst=dst, src=src,
+                                   predicate=predicate, reverse_pred=bool(reverse_pred)))
+
+
+def memset(dst, value, engine=engine.unknown, name=None, **_):
     _issue(_I.Memset(api="nisa.memset", loc=_loc(), dst=dst, value=value, engine=_engine(engine, _Engine.VECTOR)))
 
 
-def iota(dst, pattern, offset=0, channel_multiplier=0, **_):
+def iota(dst, pattern, offset=0, channel_multiplier=0, name=None, **_):
     _issue(_I.Iota(api="nisa.iota", loc=_loc(), dst=dst, pattern=tuple(tuple(p) for p in pattern),
                    offset=int(offset), channel_multiplier=int(channel_multiplier)))
 
 
-def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value, cmp_op=None, offset=0, **_):
+def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value, cmp_op=None, offset=0,
+                  name=None, **_):
     _issue(_I.AffineSelect(api="nisa.affine_select", loc=_loc(), dst=dst, on_true=on_true_tile,
                            on_false_value=float(on_false_value), pattern=tuple(tuple(p) for p in pattern),
                            offset=int(offset), channel_multiplier=int(channel_multiplier),
                            cmp_op=_op(cmp_op) if cmp_op is not None else "equal"))
 
 
+def nc_stream_shuffle(dst, src, shuffle_mask, name=None, **_):
+    _issue(_V.NcStreamShuffle(api="nisa.nc_stream_shuffle", loc=_loc(), dst=dst, src=src,
+                              shuffle_mask=tuple(int(v) for v in shuffle_mask)))
+
+
+def nc_n_gather(dst, data, indices, name=None, **_):
+    _issue(_G.NcNGather(api="nisa.nc_n_gather", loc=_loc(), dst=dst, data=data, indices=indices))
+
+
 # --- tensor engine ------------------------------------------------------------------------------------
 def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_onezero=False,
               is_transpose=False, accumulate=None, tile_position=(), tile_size=(),
-              perf_mode=matmul_perf_mode.none, **_):
+              perf_mode=matmul_perf_mode.none, name=None, **_):
     _issue(_I.MatMul(api="nisa.nc_matmul", loc=_loc(), dst=dst, stationary=stationary, moving=moving,
-                     accumulate=accumulate, perf_mode=_name(perf_mode), is_transpose=bool(is_transpose)))
+                     accumulate=accumulate, perf_mode=_name(perf_mode), is_transpose=bool(is_transpose),
+                     tile_position=tuple(tile_position or ()), tile_size=tuple(tile_size or ())))
 
 
-def nc_transpose(dst, data, engine=engine.unknown, **_):
-    _issue(_I.Transpose(api="nisa.nc_transpose", loc=_loc(), dst=dst, src=data,
-                        engine=_engine(engine, _Engine.TENSOR)))
+def nc_transpose(dst, data, engine=engine.unknown, name=None, **_):
+    """Tensor Engine (SBUF -> PSUM, <= 128x128) or Vector Engine (<= 32x32); unknown picks by buffers and size."""
+    if _name(engine) == "unknown":
+        small = data.shape[0] <= 32 and data.free_size <= 32
+        pe_ok = data.buffer == _SBUF and dst.buffer == _PSUM
+        chosen = _Engine.TENSOR if pe_ok or not small else _Engine.VECTOR
+    else:
+        chosen = _engine(engine, _Engine.TENSOR)
+    _issue(_I.Transpose(api="nisa.nc_transpose", loc=_loc(), dst=dst, src=data, engine=chosen))
 
 
-# --- vector / scalar ----------------------------------------------------------------------------------
+# --- scalar engine ------------------------------------------------------------------------------------
 def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=None,
-               reduce_cmd=reduce_cmd.idle, alpha=0.0, **_):
+               reduce_cmd=reduce_cmd.idle, name=None, alpha=0.0, **_):
     _issue(_I.Activation(api="nisa.activation", loc=_loc(), dst=dst, func=_op(op), data=data, bias=bias,
                          scale=scale, reduce_op=_op(reduce_op) if reduce_op is not None else None,
                          reduce_res=reduce_res, reduce_cmd=_name(reduce_cmd), alpha=float(alpha)))
 
 
-def activation_reduce(dst, op, data, reduce_op, reduce_res, bias=None, scale=1.0, **_):
+def activation_reduce(dst, op, data, reduce_op, reduce_res, bias=None, scale=1.0, name=None, **_):
     _issue(_I.Activation(api="nisa.activation_reduce", loc=_loc(), dst=dst, func=_op(op), data=data,
                          bias=bias, scale=scale, reduce_op=_op(reduce_op), reduce_res=reduce_res,
                          reduce_cmd="reset_reduce"))
 
 
-def tensor_tensor(dst, data1, data2, op, engine=engine.unknown, **_):
-    _issue(_I.TensorTensor(api="nisa.tensor_tensor", loc=_loc(), dst=dst, data1=data1, data2=data2,
-                           op=_op(op), engine=_engine(engine, _Engine.VECTOR)))
+# --- vector engine: elementwise -------------------------------------------------------------------------
+def _tensor_tensor_engine(engine_arg, op, tiles) -> _Engine:
+    """engine=unknown: power runs on GpSimd; all-int32/uint32 operands go to GpSimd unless one is in PSUM."""
+    if _name(engine_arg) != "unknown":
+        return _engine(engine_arg, _Engine.VECTOR)
+    if op in ("power", "pow"):
+        return _Engine.GPSIMD
+    ints = all(t.dtype in (_dt.int32, _dt.uint32) for t in tiles)
+    return _Engine.GPSIMD if ints and not any(t.buffer == _PSUM for t in tiles) else _Engine.VECTOR
+
+
+def tensor_tensor(dst, data1, data2, op, engine=engine.unknown, name=None, **_):
+    op = _op(op)
+    _issue(_I.TensorTensor(api="nisa.tensor_tensor", loc=_loc(), dst=dst, data1=data1, data2=data2, op=op,
+                           engine=_tensor_tensor_engine(engine, op, (dst, data1, data2))))
 
 
 def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=None, reverse1=False,
-                  engine=engine.unknown, **_):
+                  engine=engine.unknown, name=None, **_):
     _issue(_I.TensorScalar(api="nisa.tensor_scalar", loc=_loc(), dst=dst, data=data, op0=_op(op0),
                            operand0=operand0, reverse0=reverse0, op1=_op(op1) if op1 is not None else None,
                            operand1=operand1, reverse1=reverse1, engine=_engine(engine, _Engine.VECTOR)))
 
 
-def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, reverse0=False, **_):
+def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, reverse0=False,
+                         reduce_cmd=reduce_cmd.reset_reduce, reduce_init=None, name=None, **_):
     _issue(_I.TensorScalar(api="nisa.tensor_scalar_reduce", loc=_loc(), dst=dst, data=data, op0=_op(op0),
-                           operand0=operand0, reverse0=reverse0, accum_op=_op(reduce_op), accum_dst=reduce_res))
+                           operand0=operand0, reverse0=reverse0, accum_op=_op(reduce_op), accum_dst=reduce_res,
+                           reduce_cmd=_name(reduce_cmd), reduce_init=reduce_init))
+
+
+def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=reduce_cmd.reset_reduce,
+                             name=None, reverse0=False, **_):
+    _issue(_V.TensorScalarCumulative(api="nisa.tensor_scalar_cumulative", loc=_loc(), dst=dst, src=src,
+                                     op0=_op(op0), op1=_op(op1), imm0=imm0, imm1=imm1,
+                                     reduce_cmd=_name(reduce_cmd), reverse0=bool(reverse0)))
 
 
 def scalar_tensor_tensor(dst, data, op0, operand0, op1, operand1, reverse0=False, reverse1=False,
-                         engine=engine.unknown, **_):
+                         engine=engine.unknown, name=None, **_):
     _issue(_I.ScalarTensorTensor(api="nisa.scalar_tensor_tensor", loc=_loc(), dst=dst, data=data,
                                  op0=_op(op0), operand0=operand0, op1=_op(op1), operand1=operand1,
                                  reverse0=reverse0, reverse1=reverse1, engine=_engine(engine, _Engine.VECTOR)))
 
 
-def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, **_):
+def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, reverse1=False, name=None, **_):
+    _issue(_V.TensorTensorScan(api="nisa.tensor_tensor_scan", loc=_loc(), dst=dst, data0=data0, data1=data1,
+                               initial=initial, op0=_op(op0), op1=_op(op1), reverse0=bool(reverse0),
+                               reverse1=bool(reverse1)))
+
+
+def reciprocal(dst, data, name=None, **_):
+    _issue(_I.Reciprocal(api="nisa.reciprocal", loc=_loc(), dst=dst, data=data))
+
+
+def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=reduce_cmd.idle, reduce_init=0.0,
+                name=None, **_):
+    _issue(_V.Exponential(api="nisa.exponential", loc=_loc(), dst=dst, src=src, max_value=max_value,
+                          reduce_res=reduce_res, reduce_cmd=_name(reduce_cmd), reduce_init=reduce_init))
+
+
+# --- vector engine: reductions, statistics, top-8 ------------------------------------------------------
+def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, name=None, **_):
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     axes = tuple(int(a) % data.ndim for a in axes)
     _issue(_I.TensorReduce(api="nisa.tensor_reduce", loc=_loc(), dst=dst, data=data, op=_op(op),
                            axes=axes, negate=bool(negate)))
 
 
-def reciprocal(dst, data, **_):
-    _issue(_I.Reciprocal(api="nisa.reciprocal", loc=_loc(), dst=dst, data=data))
+def tensor_partition_reduce(dst, op, data, name=None, **_):
+    _issue(_G.TensorPartitionReduce(api="nisa.tensor_partition_reduce", loc=_loc(), dst=dst, data=data,
+                                    op=_op(op)))
+
+
+def bn_stats(dst, data, name=None, **_):
+    _issue(_V.BnStats(api="nisa.bn_stats", loc=_loc(), dst=dst, data=data))
+
+
+def bn_aggr(dst, data, name=None, **_):
+    _issue(_V.BnAggr(api="nisa.bn_aggr", loc=_loc(), dst=dst, data=data))
+
+
+def max8(dst, src, name=None, **_):
+    _issue(_V.Max8(api="nisa.max8", loc=_loc(), dst=dst, src=src))
+
+
+def nc_find_index8(dst, data, vals, name=None, **_):
+    _issue(_V.NcFindIndex8(api="nisa.nc_find_index8", loc=_loc(), dst=dst, data=data, vals=vals))
+
+
+def nc_match_replace8(dst, data, vals, imm, dst_idx=None, name=None, **_):
+    _issue(_V.NcMatchReplace8(api="nisa.nc_match_replace8", loc=_loc(), dst=dst, data=data, vals=vals,
+                              imm=float(imm), dst_idx=dst_idx))
+
+
+# --- vector engine: selects ---------------------------------------------------------------------------
+def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd=reduce_cmd.idle,
+                  reduce_op=None, reverse_pred=False, name=None, **_):
+    _issue(_V.SelectReduce(api="nisa.select_reduce", loc=_loc(), dst=dst, predicate=predicate, on_true=on_true,
+                           on_false=on_false, reduce_res=reduce_res, reduce_cmd=_name(reduce_cmd),
+                           reduce_op=_op(reduce_op) if reduce_op is not None else "maximum",
+                           reverse_pred=bool(reverse_pred)))
+
+
+def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_cmd=reduce_cmd.reset_reduce,
+                 reduce_res=None, reduce_op=None, range_start=0, on_false_value=_V.FP32_MIN, name=None, **_):
+    _issue(_V.RangeSelect(api="nisa.range_select", loc=_loc(), dst=dst, on_true=on_true_tile,
+                          comp_op0=_op(comp_op0), comp_op1=_op(comp_op1), bound0=bound0, bound1=bound1,
+                          reduce_cmd=_name(reduce_cmd), reduce_res=reduce_res,
+                          reduce_op=_op(reduce_op) if reduce_op is not None else "maximum",
+                          range_start=int(range_start), on_false_value=float(on_false_value)))
+
+
+# --- random numbers -----------------------------------------------------------------------------------
+def dropout(dst, data, prob, name=None, **_):
+    _issue(_R.Dropout(api="nisa.dropout", loc=_loc(), dst=dst, data=data, prob=prob))
+
+
+def rng(dst, engine=engine.unknown, name=None, **_):
+    _issue(_R.Rand(api="nisa.rng", loc=_loc(), dst=dst, mode="bits", engine=_engine(engine, _Engine.VECTOR)))
+
+
+def rand2(dst, min, max, name=None, **_):  # noqa: A002  (AWS's parameter names)
+    _issue(_R.Rand(api="nisa.rand2", loc=_loc(), dst=dst, mode="uniform", low=min, high=max))
+
+
+def set_rng_seed(src_seeds, name=None, **_):
+    _issue(_R.SetRngSeed(api="nisa.set_rng_seed", loc=_loc(), src_seeds=src_seeds))
+
+
+def rand_set_state(src_seeds, engine=engine.unknown, name=None, **_):
+    _issue(_R.RandSetState(api="nisa.rand_set_state", loc=_loc(), src_seeds=src_seeds,
+                           engine=_engine(engine, _Engine.GPSIMD)))
+
+
+def rand_get_state(dst, engine=engine.unknown, name=None, **_):
+    _issue(_R.RandGetState(api="nisa.rand_get_state", loc=_loc(), dst=dst, engine=_engine(engine, _Engine.GPSIMD)))
+
+
+# --- gpsimd ---------------------------------------------------------------------------------------------
+def nonzero_with_count(dst, src, index_offset=0, padding_val=-1, name=None, **_):
+    _issue(_G.NonzeroWithCount(api="nisa.nonzero_with_count", loc=_loc(), dst=dst, src=src,
+                               index_offset=int(index_offset), padding_val=int(padding_val)))
 
 
 def _not_modelled(name):
@@ -189,8 +339,7 @@ def _not_modelled(name):
 
 
 for _api in ("sendrecv", "core_barrier", "nc_matmul_mx", "quantize_mx", "dma_compute", "register_alloc",
-             "register_move", "register_load", "register_store", "nonzero_with_count", "exponential",
-             "activate2", "topk", "local_gather", "nc_n_gather", "sequence_bounds", "rng", "rand2",
-             "set_rng_seed", "nc_stream_shuffle"):
+             "register_move", "register_load", "register_store", "activate2", "topk", "local_gather",
+             "sequence_bounds"):
     if _api not in globals():
         globals()[_api] = _not_modelled(_api)

@@ -9,7 +9,8 @@ from trnlab.core.machine import current as _current
 from trnlab.core.srcloc import user_location as _loc
 from trnlab.core.tensor import HBM as _HBM, PSUM as _PSUM, SBUF as _SBUF
 from trnlab.errors import NkiValidationError as _NkiValidationError
-from trnlab.nki.tensor import DynSlice, NkiTensor
+from trnlab.nki import _tileops
+from trnlab.nki.tensor import DynSlice, NkiTensor  # noqa: F401
 
 # --- dtypes ---------------------------------------------------------------------------------------
 bfloat16 = _dt.bfloat16
@@ -54,23 +55,52 @@ def _buffer_kind(buffer) -> str:
 
 
 # --- tile sizes -----------------------------------------------------------------------------------
-class _TileSize:
-    """nl.tile_size: per-NeuronCore constants of the current target."""
+def _chip():
+    from trnlab.core.machine import has_current
+    from trnlab.hw import get_chip
+    return _current().chip if has_current() else get_chip()
 
-    pmax = 128
-    psum_fmax = 512
-    psum_bank_fmax = 512
-    gemm_stationary_fmax = 128
-    gemm_moving_fmax = 512
-    bn_stats_fmax = 512
-    psum_num_banks = 8
+
+class _TileSize:
+    """nl.tile_size: per-NeuronCore constants of the current target (the running kernel's chip, else the
+    NEURON_PLATFORM_TARGET_OVERRIDE / default target)."""
+
+    bn_stats_fmax = 512          # ISA bn_stats: free size <= 512
+
+    @property
+    def pmax(self) -> int:
+        return _chip().partitions
+
+    @property
+    def psum_fmax(self) -> int:
+        return _chip().psum_bank_fmax
+
+    psum_bank_fmax = psum_fmax
+
+    @property
+    def psum_num_banks(self) -> int:
+        return _chip().psum_banks
+
+    @property
+    def gemm_stationary_fmax(self) -> int:
+        return _chip().gemm_stationary_fmax
+
+    @property
+    def gemm_moving_fmax(self) -> int:
+        return _chip().gemm_moving_fmax
 
     @property
     def total_available_sbuf_size(self) -> int:
-        from trnlab.hw import get_chip
-        return get_chip().sbuf_bytes_per_partition
+        return _chip().sbuf_bytes_per_partition
 
     sbuf_fmax_bytes = total_available_sbuf_size
+
+    @property
+    def sbuf_size_bytes(self) -> int:
+        return _chip().sbuf_bytes
+
+    def __repr__(self) -> str:
+        return f"nl.tile_size(pmax={self.pmax}, psum_fmax={self.psum_fmax}, target={_chip().name})"
 
 
 tile_size = _TileSize()
@@ -101,27 +131,53 @@ def ndarray(shape, dtype, buffer=sbuf, name: str = "", address=None, **_) -> Nki
 
 
 def _filled(shape, dtype, buffer, name, value, api):
-    loc = _loc()
     kind = _buffer_kind(buffer)
-    m = _current()
-    shape = tuple(int(s) for s in shape)
-    if kind == _HBM:
-        t = m.new_hbm(shape, dtype, _name(name, "hbm"))
+    shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    if kind == _HBM:   # HBM constants are placed by the host, like kernel inputs
+        t = _current().new_hbm(shape, dtype, _name(name, "hbm"))
         t.write(np.full(shape, value, dtype=np.float32))
         return t
-    return m.new_onchip(kind, shape, dtype, _name(name), api=api, loc=loc, fill=value)
+    return _tileops.memset_tile(shape, dtype, value, kind, api, name)
 
 
 def zeros(shape, dtype, buffer=sbuf, name: str = "", **_) -> NkiTensor:
-    return _filled(shape, dtype, buffer, name, 0.0, "nl.zeros")
+    """A new tensor filled with 0 (on-chip: a memset instruction)."""
+    return _filled(shape, dtype, buffer, name, 0, "nl.zeros")
 
 
 def ones(shape, dtype, buffer=sbuf, name: str = "", **_) -> NkiTensor:
-    return _filled(shape, dtype, buffer, name, 1.0, "nl.ones")
+    return _filled(shape, dtype, buffer, name, 1, "nl.ones")
 
 
 def full(shape, fill_value, dtype, buffer=sbuf, name: str = "", **_) -> NkiTensor:
     return _filled(shape, dtype, buffer, name, fill_value, "nl.full")
+
+
+def zeros_like(a, dtype=None, buffer=None, name: str = "", **_) -> NkiTensor:
+    return zeros(a.shape, dtype if dtype is not None else a.dtype, _like_buffer(a, buffer), name)
+
+
+def empty_like(a, dtype=None, buffer=None, name: str = "", **_) -> NkiTensor:
+    """New, uninitialised storage with a's shape (and dtype unless given)."""
+    return ndarray(a.shape, dtype if dtype is not None else a.dtype, _like_buffer(a, buffer), name)
+
+
+def _like_buffer(a, buffer):
+    if buffer is not None:
+        return buffer
+    return {_SBUF: sbuf, _PSUM: psum}.get(getattr(a, "buffer", _SBUF), shared_hbm)
+
+
+def shared_identity_matrix(n, dtype=None, **_) -> NkiTensor:
+    """An [n, n] identity matrix in SBUF (built on chip by memset + affine_select)."""
+    return _tileops.identity(int(n), dtype if dtype is not None else uint8)
+
+
+def shared_constant(constant, dtype=None, **_) -> NkiTensor:
+    """A shared-HBM tensor holding the given host data."""
+    arr = np.asarray(constant)
+    arr = arr.astype({"f": np.float32, "i": np.int32}.get(arr.dtype.kind, arr.dtype)) if arr.itemsize == 8 else arr
+    return _current().hbm_tensor(arr, _name("", "const"), dtype=dtype if dtype is not None else arr.dtype)
 
 
 def ds(start, size, step=1) -> DynSlice:
@@ -165,41 +221,80 @@ class NKIObject:
     """Base class for kernel configuration objects (the NKI compiler requires it)."""
 
 
+def device_print(prefix, x, **_) -> None:
+    """Print a tensor's values (simulation only); also recorded in the machine's `printed` list."""
+    m = _current()
+    if isinstance(x, NkiTensor):
+        values = _dt.to_fp32(x.read("nl.device_print", _loc())) if _dt.is_float(x.dtype) else x.numpy()
+        text = f"{prefix} {np.array2string(np.asarray(values), threshold=1 << 16)}"
+    else:
+        text = f"{prefix} {x}"
+    m.printed.append(text)
+    print(text)
+
+
+def expand_dims(data, axis):
+    """A view of data with a new size-1 dim at `axis`."""
+    return data.expand_dim(axis)
+
+
+# --- convenience tile functions (thin wrappers that issue nki.isa instructions; see _tileops) ---------------
+load = _tileops.load
+store = _tileops.store
+load_transpose2d = _tileops.load_transpose2d
+matmul = _tileops.matmul
+transpose = _tileops.transpose
+softmax = _tileops.softmax
+rms_norm = _tileops.rms_norm
+where = _tileops.where
+broadcast_to = _tileops.broadcast_to
+
+
+def _not_modelled(name):
+    def fn(*args, **kwargs):
+        raise NotImplementedError(f"nki.language.{name} is not modelled by trnlab. At {_loc()}")
+    fn.__name__ = name
+    return fn
+
+
+for _api in ("fori_loop", "while_loop", "gather_flattened", "rand", "random_seed", "dropout"):
+    globals()[_api] = _not_modelled(_api)
+
+
 # --- ALU operators and activation functions (usable as op=... and as tile functions) ----------------
 class _Op:
-    """An ALU operator / activation function name that can also be called as a tile op."""
+    """An ALU operator / activation function name that can also be called as a tile function."""
 
-    def __init__(self, name: str, kind: str):
-        self.op_name = name
-        self.kind = kind          # "alu" | "act" | "both"
-        self.__name__ = name
+    def __init__(self, name: str, kind: str, public: str | None = None):
+        self.op_name = name          # the ISA name (nl.max -> "maximum")
+        self.kind = kind             # "alu" | "act" | "reduce"
+        self.__name__ = public or name
 
     def __repr__(self) -> str:
-        return f"nl.{self.op_name}"
+        return f"nl.{self.__name__}"
 
     def __call__(self, *args, **kwargs):
-        from trnlab.nki import _tileops
         return _tileops.call(self, *args, **kwargs)
 
 
 _ALU = ["add", "subtract", "multiply", "divide", "maximum", "minimum", "power", "equal", "not_equal",
         "greater", "greater_equal", "less", "less_equal", "logical_and", "logical_or", "logical_xor",
-        "bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift", "abs_max", "mod", "fmod",
-        "logical_shift_left", "logical_shift_right", "arith_shift_right"]
+        "bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift", "abs_max", "abs_min", "mod",
+        "fmod", "logical_shift_left", "logical_shift_right", "arith_shift_right"]
 _ACT = ["exp", "log", "tanh", "sigmoid", "relu", "gelu", "gelu_dx", "gelu_apprx_tanh", "gelu_apprx_sigmoid",
-        "silu", "silu_dx", "softplus", "mish", "erf", "erf_dx", "sin", "cos", "arctan", "sqrt", "rsqrt",
-        "reciprocal", "sign", "abs", "square", "copy", "identity", "negative", "floor", "ceil", "trunc",
-        "prelu", "softsign"]
+        "gelu_apprx_sigmoid_dx", "silu", "silu_dx", "softplus", "mish", "erf", "erf_dx", "sin", "cos", "tan",
+        "arctan", "sqrt", "rsqrt", "reciprocal", "sign", "abs", "square", "copy", "identity", "negative",
+        "floor", "ceil", "trunc", "prelu", "softsign", "logical_not"]
 
 for _n in _ALU:
     globals()[_n] = _Op(_n, "alu")
 for _n in _ACT:
     globals()[_n] = _Op(_n, "act")
 bypass = _Op("bypass", "alu")
-max = _Op("maximum", "reduce")          # noqa: A001  (nl.max / nl.min / nl.sum are reductions)
-min = _Op("minimum", "reduce")          # noqa: A001
-sum = _Op("add", "reduce")              # noqa: A001
+max = _Op("maximum", "reduce", "max")          # noqa: A001  (nl.max / nl.min / nl.sum are reductions)
+min = _Op("minimum", "reduce", "min")          # noqa: A001
+sum = _Op("add", "reduce", "sum")              # noqa: A001
 mean = _Op("mean", "reduce")
-prod = _Op("multiply", "reduce")
-all = _Op("logical_and", "reduce")      # noqa: A001
-any = _Op("logical_or", "reduce")       # noqa: A001
+prod = _Op("multiply", "reduce", "prod")
+all = _Op("logical_and", "reduce", "all")      # noqa: A001
+any = _Op("logical_or", "reduce", "any")       # noqa: A001

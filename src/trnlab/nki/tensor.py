@@ -1,12 +1,14 @@
-"""NkiTensor: the current front end's tensor (views by slicing, nl.ds, reshape/permute/.ap/.view)."""
+"""NkiTensor: the current front end's tensor. Every view (slicing, nl.ds, reshape, permute, broadcast,
+select, .view(dtype), .ap) shares the storage and costs nothing; nested views compose."""
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from trnlab.core import dtypes as dt
 from trnlab.core.srcloc import user_location
-from trnlab.core.tensor import HBM, Tensor
-from trnlab.errors import NkiValidationError
+from trnlab.core.tensor import Tensor
+from trnlab.errors import NkiValidationError, OutOfBoundsError, ShapeError
 
 
 class DynSlice:
@@ -27,6 +29,7 @@ class DynSlice:
 class NkiTensor(Tensor):
     __slots__ = ()
 
+    # --- indexing -----------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
         loc = user_location()
         if not isinstance(key, tuple):
@@ -56,29 +59,174 @@ class NkiTensor(Tensor):
         raise NkiValidationError("the current NKI front end has no tensor assignment: write with a nisa "
                                  f"call (dst=...). At {user_location()}")
 
-    # --- views ---
+    def __iter__(self):
+        raise TypeError("NKI tensors are not iterable; index them explicitly")
+
+    def __bool__(self) -> bool:
+        """Simulator-only truth value (as in AWS's doc examples `assert nl.equal(a, b)`): all elements != 0."""
+        return bool(np.all(dt.to_fp32(self.read("bool(tensor)", user_location())) != 0))
+
+    # --- attributes of AWS's NkiTensor ----------------------------------------------------------------
+    @property
+    def strides(self) -> tuple:
+        """Element strides of this view."""
+        k = self.array.itemsize
+        return tuple(s // k for s in self.array.strides)
+
+    @property
+    def offset(self) -> int:
+        """Element offset of this view from the start of its storage."""
+        return self.byte_offset() // self.array.itemsize
+
+    def get_pattern(self) -> list:
+        """The view's access pattern [[stride, count], ...] in elements."""
+        return [[s, n] for s, n in zip(self.strides, self.shape)]
+
+    def is_contiguous(self) -> bool:
+        return bool(self.array.flags.c_contiguous)
+
+    # --- views ----------------------------------------------------------------------------------------
+    def _fail(self, api: str, msg: str, cls=ShapeError):
+        raise cls(f"{api}: {msg} ({self.describe()}). At {user_location()}")
+
+    def reshape(self, *shape) -> "NkiTensor":
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        shape = tuple(int(s) for s in shape)
+        if self.on_chip and (len(shape) < 2 or shape[0] != self.shape[0]):
+            self._fail("reshape", f"cannot reshape an on-chip tensor to {list(shape)}: the partition dim "
+                                  f"{self.shape[0]} must stay dim 0 and the result needs a free dim")
+        return super().reshape(shape)
+
+    def permute(self, *axes) -> "NkiTensor":
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        axes = tuple(int(a) % self.ndim for a in axes)
+        if sorted(axes) != list(range(self.ndim)):
+            self._fail("permute", f"{list(axes)} is not a permutation of {self.ndim} dims")
+        if self.on_chip and axes[0] != 0:
+            self._fail("permute", f"{list(axes)} moves the partition dim of an on-chip tensor")
+        return super().permute(axes)
+
     def view(self, dtype) -> "NkiTensor":
+        """Reinterpret the bytes as dtype (the last dim scales with the item size)."""
+        return self.bitcast(dtype)
+
+    def reinterpret_cast(self, dtype) -> "NkiTensor":
         return self.bitcast(dtype)
 
     def broadcast(self, dim: int, size: int) -> "NkiTensor":
+        """Expand the size-1 dim `dim` to `size` (stride 0)."""
+        dim = int(dim) % self.ndim
+        if self.shape[dim] != 1:
+            self._fail("broadcast", f"dim {dim} has size {self.shape[dim]}, only size-1 dims broadcast")
         shape = list(self.shape)
-        shape[dim] = size
+        shape[dim] = int(size)
         return self.broadcast_to(tuple(shape))
 
-    def ap(self, pattern, offset: int = 0, scalar_offset=None, vector_offset=None, indirect_dim=0,
-           dtype=None):
-        if scalar_offset is not None or vector_offset is not None:
-            raise NotImplementedError("NkiTensor.ap(scalar_offset=/vector_offset=) (dynamic access patterns) "
-                                      f"is not modelled yet. At {user_location()}")
-        t = super().ap(pattern, offset)
-        return t.bitcast(dtype) if dtype is not None else t
+    def expand_dim(self, dim: int) -> "NkiTensor":
+        dim = int(dim) % (self.ndim + 1)
+        if self.on_chip and dim == 0:
+            self._fail("expand_dim", "cannot insert a dim before the partition dim")
+        return self._view(np.expand_dims(self.array, dim))
+
+    def squeeze_dim(self, dim: int) -> "NkiTensor":
+        dim = int(dim) % self.ndim
+        if self.shape[dim] != 1:
+            self._fail("squeeze_dim", f"dim {dim} has size {self.shape[dim]}, not 1")
+        if self.on_chip and (dim == 0 or self.ndim <= 2):
+            self._fail("squeeze_dim", "on-chip tensors keep the partition dim and at least one free dim")
+        return self._view(np.squeeze(self.array, axis=dim))
+
+    def flatten_dims(self, start: int, end: int) -> "NkiTensor":
+        """Merge dims start..end (inclusive) into one."""
+        start, end = int(start) % self.ndim, int(end) % self.ndim
+        if self.on_chip and start == 0 and end > 0:
+            self._fail("flatten_dims", "cannot merge the partition dim with free dims")
+        shape = self.shape[:start] + (int(np.prod(self.shape[start:end + 1])),) + self.shape[end + 1:]
+        return self.reshape(shape)
+
+    def reshape_dim(self, dim: int, shape) -> "NkiTensor":
+        """Split dim `dim` into `shape`."""
+        dim = int(dim) % self.ndim
+        return self.reshape(self.shape[:dim] + tuple(int(s) for s in shape) + self.shape[dim + 1:])
+
+    def select(self, dim: int, index: int) -> "NkiTensor":
+        """Pick one index of dim `dim`, dropping it."""
+        dim = int(dim) % self.ndim
+        if self.on_chip and (dim == 0 or self.ndim <= 2):
+            self._fail("select", "on-chip tensors keep the partition dim and at least one free dim")
+        key = [slice(None)] * self.ndim
+        key[dim] = int(index)
+        return self.index(tuple(key), api="select", loc=user_location())
+
+    def slice(self, dim: int, start: int, end: int, step: int = 1) -> "NkiTensor":
+        dim = int(dim) % self.ndim
+        key = [slice(None)] * self.ndim
+        key[dim] = slice(int(start), int(end), int(step))
+        return self.index(tuple(key), api="slice", loc=user_location())
 
     def transpose(self, *axes):
         return self.permute(*axes) if axes else self.permute(tuple(reversed(range(self.ndim))))
 
-    @property
-    def T(self):
-        return self.transpose()
+    def rearrange(self, *args, **kwargs):
+        raise NotImplementedError(f"NkiTensor.rearrange is not modelled by trnlab; use reshape/permute. "
+                                  f"At {user_location()}")
 
-    def __iter__(self):
-        raise TypeError("NKI tensors are not iterable; index them explicitly")
+    def indirect(self, *args, **kwargs):
+        raise NotImplementedError(f"NkiTensor.indirect is not modelled by trnlab; use .ap(vector_offset=). "
+                                  f"At {user_location()}")
+
+    vector_select = indirect
+
+    def is_indirect(self) -> bool:
+        return False
+
+    # --- access patterns --------------------------------------------------------------------------------
+    def ap(self, pattern, offset: int = 0, scalar_offset=None, vector_offset=None, indirect_dim=0,
+           dtype=None):
+        """Address the storage directly ([[step, num], ...] in elements of dtype, from `offset`), ignoring
+        the current view. On-chip, the first pair walks partitions: its step must be the storage's
+        elements per partition."""
+        if scalar_offset is not None or vector_offset is not None:
+            from trnlab.isa import dma   # indirect access patterns live in the ISA layer
+            pattern = tuple((int(s), int(c)) for s, c in pattern)
+            if vector_offset is not None:
+                if scalar_offset is not None:
+                    raise NkiValidationError(f"ap: vector_offset and scalar_offset are mutually exclusive. "
+                                             f"At {user_location()}")
+                base = self.bitcast(dtype) if dtype is not None else self
+                return dma.IndirectAccess(base, pattern, int(offset), vector_offset, int(indirect_dim))
+            t = dma.resolve_scalar_offset(self, pattern, offset, scalar_offset, int(indirect_dim),
+                                          api="ap", loc=user_location())
+            return t.bitcast(dtype) if dtype is not None else t
+        return self._static_ap(pattern, int(offset), dtype)
+
+    def _static_ap(self, pattern, offset: int, dtype) -> "NkiTensor":
+        loc = user_location(3)
+        dtype = dt.canonical(dtype) if dtype is not None else self.storage_dtype()
+        st = self.storage
+        flat = st.array.reshape(-1).view(np.uint8).view(dt.storage(dtype))
+        pattern = [(int(s), int(c)) for s, c in pattern]
+        if not pattern:
+            raise ShapeError(f"ap: empty access pattern on {self.describe()}. At {loc}")
+        if self.on_chip:
+            per_partition = flat.size // st.array.shape[0]
+            if pattern[0][1] > 1 and pattern[0][0] != per_partition:
+                raise NkiValidationError(
+                    f"ap: the first [step, num] pair walks partitions, so its step must be the {per_partition} "
+                    f"elements per partition of '{st.name}', got {pattern[0][0]} (pattern {pattern}). At {loc}")
+        shape = tuple(c for _, c in pattern)
+        strides = tuple(s for s, _ in pattern)
+        lo = offset + sum(min(0, (c - 1) * s) for s, c in pattern)
+        hi = offset + sum(max(0, (c - 1) * s) for s, c in pattern)
+        if lo < 0 or hi >= flat.size:
+            raise OutOfBoundsError(f"ap: access pattern {pattern} offset {offset} reaches elements [{lo}, {hi}] "
+                                   f"outside '{st.name}' ({flat.size} elements of {dt.name_of(dtype)}). At {loc}")
+        k = flat.itemsize
+        arr = as_strided(flat[offset:], shape=shape, strides=tuple(s * k for s in strides))
+        return type(self)(st, arr, dtype, self.name)
+
+    def storage_dtype(self):
+        """The logical dtype of the whole allocation (this view's dtype unless it was reinterpreted)."""
+        return self.dtype if self.array.itemsize == self.storage.array.itemsize else self.storage.array.dtype

@@ -1,7 +1,16 @@
-"""Online list scheduler: each engine runs its queue in order; memory hazards order instructions.
+"""Online list scheduler: the clock of the simulated NeuronCore.
 
-Minimal first version: per-engine in-order queues, RAW/WAR/WAW on physical regions, ISA cycle costs,
-DMA = fixed cost + bytes / queue bandwidth. (Extended by the timing model issue.)
+Machine.issue hands every instruction here in program order. Each compute engine (Tensor, Vector,
+Scalar, GpSimd) runs its own in-order queue; a DMA instruction is spread over the 16 DMA queues;
+engines and queues run concurrently. An instruction starts when its unit is free and its memory
+hazards (RAW/WAR/WAW on exact regions, see hazards.py) are resolved. Costs:
+  - compute: instr.cycles(chip) at the engine clock (ISA formulas); a consumer sees the result
+    static_access_cycles later (ARCH: ~60-cycle access start, hidden between independent work);
+  - nc_matmul: LoadStationary runs in the background of the previous matmul (up to 4x faster than an
+    MM), MultiplyMoving costs the ISA formula; trn2/trn3 PE power throttle after idle time;
+  - DMA: fixed ~1.3 us start latency (hidden behind a queue's backlog) + bytes / (queue bandwidth x
+    efficiency(descriptor size)), queues sharing the NeuronCore's HBM bandwidth.
+See docs/calibration.md for the constants and the fit against measured kernels.
 """
 from __future__ import annotations
 
@@ -9,11 +18,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from trnlab.isa.base import Engine
+from trnlab.timing import costs
+from trnlab.timing.hazards import HazardTracker, region
+from trnlab.timing.timeline import Timeline
+
+_DMA = "dma"
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One scheduled instruction: what profiles and reports consume (times in seconds)."""
+    """One scheduled instruction (a DMA: one per queue it used): what profiles and reports consume
+    (times in seconds)."""
     name: str          # opcode, e.g. "nc_matmul"
     track: str         # "tensor" | "vector" | "scalar" | "gpsimd" | "dma.q0" ... "dma.q15"
     start: float
@@ -23,60 +38,202 @@ class Event:
     detail: str        # operands: "dst 'x'[128,512] float32 in psum; stationary ..."
     flops: float = 0.0
     nbytes: int = 0
+    index: int = -1    # instruction number in program order (a DMA's queue pieces share it)
 
 
 class Scheduler:
+    """Schedules instructions online. `records` (trace=True) lists Events; `end` is the predicted
+    latency in seconds; `busy` maps each unit (Engine or ("dma", q)) to its busy seconds."""
+
     def __init__(self, chip, *, trace: bool = False):
         self.chip = chip
-        self.free_at = defaultdict(float)       # engine / dma queue -> time (s) it becomes free
+        self.free_at = defaultdict(float)       # unit -> time (s) it becomes free
         self.busy = defaultdict(float)
-        self.writes = defaultdict(list)         # memory kind -> [(p0, p1, b0, b1, end)]
-        self.reads = defaultdict(list)
         self.end = 0.0
+        self.count = 0
         self.next_queue = 0
         self.records = [] if trace else None
+        self.hazards = HazardTracker()
         self.hz = {Engine.TENSOR: chip.tensor_hz, Engine.VECTOR: chip.vector_hz,
                    Engine.SCALAR: chip.scalar_hz, Engine.GPSIMD: chip.gpsimd_hz}
+        self.latency = {e: chip.static_access_cycles / hz for e, hz in self.hz.items()}
+        self.latency[_DMA] = 0.0
+        self.queues = [("dma", q) for q in range(chip.dma_queues)]
+        self.lines = {u: Timeline() for u in self.queues}
+        self.last_on = {}                       # unit -> index of its latest instruction
+        # Tensor engine state: background LoadStationary and power throttle
+        self.ls_free = 0.0
+        self.mm_start = 0.0
+        self.pe_last_end = 0.0
+        self.throttle = costs.Throttle(chip)
+        # per-instruction (end, predecessor index, opcode, api, loc) for the critical path
+        self.hbm_bytes = 0                      # DMA bytes read from or written to HBM
+        self.pe_ideal_s = 0.0                   # matmul FLOPs / peak rate of their dtype (for MFU)
+        self.pe_transpose_ideal_s = 0.0         # the same for Tensor-engine transposes (HFU)
+        self.ends: list[float] = []
+        self.preds: list[int] = []
+        self.sites: list[tuple] = []
 
-    def _ready(self, instr) -> float:
-        t = 0.0
-        for tensor in instr.reads():
-            t = max(t, self._last(self.writes[tensor.buffer], tensor.region()))
-        for tensor in instr.writes():
-            r = tensor.region()
-            t = max(t, self._last(self.writes[tensor.buffer], r), self._last(self.reads[tensor.buffer], r))
-        return t
+    # --- hazards ---------------------------------------------------------------------------------
+    def _accesses(self, instr):
+        out = []
+        for is_write, tensors in ((False, instr.reads()), (True, instr.writes())):
+            for t in tensors:
+                if t is None:
+                    continue
+                sp = self.hazards.space(t)
+                r = region(t)
+                out.append((sp, r, sp.keys(r), is_write))
+        return out
 
-    @staticmethod
-    def _last(entries, r) -> float:
-        p0, p1, b0, b1 = r
-        t = 0.0
-        for q0, q1, c0, c1, end in entries:
-            if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and end > t:
-                t = end
-        return t
+    def _ready(self, accesses, skip, subset=None) -> tuple[float, int]:
+        best = (0.0, -1)
+        wait = self.hazards.wait
+        for i, (sp, r, keys, is_write) in enumerate(accesses):
+            if subset is None or i in subset:
+                best = wait(sp, r, keys, is_write, skip, best)
+        return best
 
+    def _record(self, accesses, avail: float, unit, index: int) -> None:
+        rec = self.hazards.record
+        for sp, r, keys, is_write in accesses:
+            rec(sp, r, keys, is_write, avail, unit, index)
+
+    # --- scheduling ------------------------------------------------------------------------------
     def schedule(self, instr) -> tuple[float, float]:
-        if instr.engine == Engine.DMA:
-            q = instr.queue if getattr(instr, "queue", None) is not None else self.next_queue
-            self.next_queue = (q + 1) % self.chip.dma_queues
-            unit = ("dma", q)
-            duration = self.chip.dma_fixed_s + instr.dma_bytes() / self.chip.dma_queue_bytes_per_s
+        index = self.count
+        self.count += 1
+        accesses = self._accesses(instr)
+        engine = instr.engine
+        if engine == Engine.DMA:
+            start, end, pred = self._dma(instr, accesses, index)
+            unit_tag, avail = _DMA, end
+            if costs.touches_hbm(instr):
+                self.hbm_bytes += instr.dma_bytes()
         else:
-            unit = instr.engine
-            duration = instr.cycles(self.chip) / self.hz[instr.engine]
-        start = max(self.free_at[unit], self._ready(instr))
-        end = start + duration
-        self.free_at[unit] = end
-        self.busy[unit] += duration
-        for tensor in instr.reads():
-            self.reads[tensor.buffer].append(tensor.region() + (end,))
-        for tensor in instr.writes():
-            self.writes[tensor.buffer].append(tensor.region() + (end,))
-        self.end = max(self.end, end)
-        if self.records is not None:
-            track = f"dma.q{unit[1]}" if isinstance(unit, tuple) else str(unit)
-            detail = "; ".join(t.describe() for t in instr.writes() + instr.reads())
-            self.records.append(Event(instr.opcode, track, start, end, instr.loc, instr.api, detail,
-                                      instr.flops(), instr.dma_bytes()))
+            if engine == Engine.TENSOR:
+                self._count_pe_work(instr)
+            if engine == Engine.TENSOR and instr.opcode == "nc_matmul":
+                start, end, pred = self._matmul(instr, accesses)
+            else:
+                start, end, pred = self._compute(instr, accesses)
+            self.free_at[engine] = end
+            self.busy[engine] += end - start
+            self.last_on[engine] = index
+            unit_tag, avail = engine, end + self.latency[engine]
+            if self.records is not None:
+                self._event(instr, str(engine), start, end, instr.flops(), instr.dma_bytes(), index)
+        self._record(accesses, avail, unit_tag, index)
+        if end > self.end:
+            self.end = end
+        self.ends.append(avail)
+        self.preds.append(pred)
+        self.sites.append((instr.opcode, instr.api, instr.loc))
         return start, end
+
+    def _count_pe_work(self, instr) -> None:
+        from trnlab.timing.benchmark import matmul_peak
+        chip = self.chip
+        if instr.opcode == "nc_matmul" and not getattr(instr, "is_transpose", False):
+            self.pe_ideal_s += instr.flops() / matmul_peak(chip, instr)
+            return
+        src = getattr(instr, "src", None) or getattr(instr, "stationary", None)
+        if src is not None and ("transpose" in instr.opcode or getattr(instr, "is_transpose", False)):
+            p, f = src.shape[0], src.free_size      # an identity matmul: 2 * P * P * F
+            self.pe_transpose_ideal_s += 2.0 * p * p * f / chip.peak_bf16_flops
+
+    def _compute(self, instr, accesses):
+        engine = instr.engine
+        free = self.free_at[engine]
+        ready, producer = self._ready(accesses, engine)
+        start = max(free, ready)
+        pred = producer if ready > free else self.last_on.get(engine, -1)
+        end = start + instr.cycles(self.chip) / self.hz[engine]
+        if engine == Engine.TENSOR:
+            end = self._pe_throttled(start, end)
+        return start, end, pred
+
+    def _pe_throttled(self, start: float, end: float) -> float:
+        speed = self.throttle.speed(start, self.pe_last_end)
+        end = start + (end - start) / speed
+        self.pe_last_end = end
+        return end
+
+    def _matmul(self, instr, accesses):
+        """LoadStationary (LS) then MultiplyMoving (MM). LS of this matmul overlaps the previous MM
+        (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
+        hz = self.hz[Engine.TENSOR]
+        stat = {0}                                 # reads() = (stationary, moving), then dst
+        rest = set(range(len(accesses))) - stat
+        stat_ready, stat_prod = self._ready(accesses, Engine.TENSOR, stat)
+        ready, producer = self._ready(accesses, Engine.TENSOR, rest)
+        ls_start = max(self.ls_free, self.mm_start, stat_ready)
+        ls_end = ls_start + instr.ls_cycles(self.chip) / hz
+        free = self.free_at[Engine.TENSOR]
+        start = max(free, ls_end, ready)
+        if start == free:
+            pred = self.last_on.get(Engine.TENSOR, -1)
+        elif start == ready:
+            pred = producer
+        else:
+            pred = stat_prod if ls_start == stat_ready and stat_ready > 0 else self.last_on.get(Engine.TENSOR, -1)
+        end = self._pe_throttled(start, start + instr.cycles(self.chip) / hz)
+        self.ls_free = ls_end
+        self.mm_start = start
+        return start, end, pred
+
+    def _dma(self, instr, accesses, index):
+        """Spread the transfer over the queues (ARCH v2: 16 transfers x 8 partitions); each piece
+        takes its queue's earliest free slot after the fixed start latency."""
+        chip = self.chip
+        ready, producer = self._ready(accesses, None)
+        nbytes = instr.dma_bytes()
+        chunk = costs.chunk_bytes(instr)
+        rate = costs.dma_queue_rate(chip, instr, chunk)
+        begin = ready + chip.dma_fixed_s          # descriptors + semaphore, hidden behind a backlog
+        queue = getattr(instr, "queue", None)
+        if queue is not None:
+            npieces, candidates = 1, [self.queues[int(queue) % chip.dma_queues]]
+        else:
+            npieces, candidates = costs.dma_pieces(chip, nbytes, chunk), self.queues
+        shares = [nbytes // npieces] * npieces
+        shares[0] += nbytes - sum(shares)
+        duration = shares[0] / rate
+        slots = sorted((self.lines[u].slot(begin, duration) + (u,) for u in candidates),
+                       key=lambda s: (s[0], s[2][1]))[:npieces]
+        start, end, pred = None, 0.0, producer
+        for (s, pos, unit), share in zip(slots, shares):
+            d = share / rate
+            self.lines[unit].book(s, d, pos)
+            e = s + d
+            self.busy[unit] += d
+            self.free_at[unit] = self.lines[unit].free_at
+            if e >= end:
+                end = e
+                pred = producer if s <= begin + 1e-12 else self.last_on.get(unit, -1)
+            start = s if start is None else min(start, s)
+            self.last_on[unit] = index
+            if self.records is not None:
+                self._event(instr, f"dma.q{unit[1]}", s, e, 0.0, share, index)
+        return start, end, pred
+
+    def _event(self, instr, track, start, end, flops, nbytes, index) -> None:
+        detail = "; ".join(t.describe() for t in (*instr.writes(), *instr.reads()) if t is not None)
+        self.records.append(Event(instr.opcode, track, start, end, instr.loc, instr.api, detail,
+                                  flops, nbytes, index))
+
+    # --- analysis --------------------------------------------------------------------------------
+    def critical_path(self) -> list[tuple[int, float]]:
+        """(instruction index, seconds it added) along the chain that decides the end time, last first."""
+        if not self.ends:
+            return []
+        i = max(range(len(self.ends)), key=self.ends.__getitem__)
+        path = []
+        while i >= 0:
+            p = self.preds[i]
+            before = self.ends[p] if p >= 0 else 0.0
+            path.append((i, max(0.0, self.ends[i] - before)))
+            if p >= i:
+                break
+            i = p
+        return path

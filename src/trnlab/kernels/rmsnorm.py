@@ -1,0 +1,91 @@
+"""RMS normalisation over the last dim: out = x * rsqrt(mean(x^2) + eps) * weight.
+
+Layout: x is an HBM tensor [..., D] (leading dims flattened into rows, 128 rows per tile);
+weight is [D] or None. Statistics are fp32; the result is rounded once to x.dtype.
+
+Per row tile:
+  ms = sum((x / sqrt(D))^2)                         activation(square, scale) + accumulate  Scalar
+  rstd = rsqrt(ms + eps)                            activation(rsqrt, bias=eps)             Scalar
+  out = (x * rstd) * weight                         scalar_tensor_tensor                    Vector
+The weight is broadcast to all partitions by the DMA (a stride-0 partition view of HBM).
+Rows longer than ROW_BUDGET bytes are read twice in CHUNK pieces instead of staying in SBUF.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import trnlab.nki as nki
+import trnlab.nki.isa as nisa
+import trnlab.nki.language as nl
+from trnlab.kernels._examples import randn, scaled
+from trnlab.kernels._layout import PMAX, as_rows, tiles
+
+CHUNK = 4096                 # free elements per instruction
+ROW_BUDGET = 96 * 1024       # SBUF bytes per partition for a resident row and weight
+
+
+@nki.jit
+def rmsnorm(x, weight=None, eps=1e-6):
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    x2, out2 = as_rows(x), as_rows(out)
+    d = x2.shape[1]
+    w_bytes = weight.itemsize if weight is not None else 0
+    resident = d * (x.itemsize + w_bytes) <= ROW_BUDGET
+    w_tiles = [_broadcast_rows(weight, c0, nc) for c0, nc in tiles(d, CHUNK)] \
+        if resident and weight is not None else None
+    eps_t = nl.ndarray((PMAX, 1), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.memset(dst=eps_t, value=float(eps))
+    for r0, nr in tiles(x2.shape[0]):
+        rows, out_rows = x2[r0:r0 + nr, :], out2[r0:r0 + nr, :]
+        x_tiles = [] if resident else None
+        ms = nl.ndarray((nr, 1), dtype=nl.float32, buffer=nl.sbuf)
+        for i, (c0, nc) in enumerate(tiles(d, CHUNK)):
+            xt = _load(rows, c0, nc)
+            squares = nl.ndarray((nr, nc), dtype=nl.float32, buffer=nl.sbuf)
+            nisa.activation(dst=squares, op=nl.square, data=xt, scale=1.0 / math.sqrt(d),
+                            reduce_cmd=nisa.reduce_cmd.reset_reduce if i == 0 else nisa.reduce_cmd.reduce,
+                            reduce_op=nl.add, reduce_res=ms if c0 + nc == d else None)
+            if resident:
+                x_tiles.append(xt)
+        rstd = nl.ndarray((nr, 1), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.activation(dst=rstd, op=nl.rsqrt, data=ms, bias=eps_t[:nr, :])
+        for i, (c0, nc) in enumerate(tiles(d, CHUNK)):
+            xt = x_tiles[i] if resident else _load(rows, c0, nc)
+            ot = nl.ndarray((nr, nc), dtype=x.dtype, buffer=nl.sbuf)
+            if weight is None:
+                nisa.tensor_scalar(dst=ot, data=xt, op0=nl.multiply, operand0=rstd)
+            else:
+                wt = w_tiles[i] if resident else _broadcast_rows(weight, c0, nc)
+                nisa.scalar_tensor_tensor(dst=ot, data=xt, op0=nl.multiply, operand0=rstd,
+                                          op1=nl.multiply, operand1=wt[:nr, :])
+            nisa.dma_copy(dst=out_rows[:, c0:c0 + nc], src=ot)
+    return out
+
+
+def _load(rows, c0, nc):
+    t = nl.ndarray((rows.shape[0], nc), dtype=rows.dtype, buffer=nl.sbuf)
+    nisa.dma_copy(dst=t, src=rows[:, c0:c0 + nc])
+    return t
+
+
+def _broadcast_rows(vec, c0, nc):
+    """vec[c0:c0+nc] copied into every partition of a [128, nc] tile."""
+    t = nl.ndarray((PMAX, nc), dtype=vec.dtype, buffer=nl.sbuf)
+    nisa.dma_copy(dst=t, src=vec.reshape(1, vec.shape[0])[:, c0:c0 + nc].broadcast_to((PMAX, nc)))
+    return t
+
+
+def reference(x, weight=None, eps=1e-6):
+    x32 = np.asarray(x, dtype=np.float32)
+    y = x32 / np.sqrt(np.mean(x32 * x32, axis=-1, keepdims=True) + np.float32(eps))
+    if weight is not None:
+        y = y * np.asarray(weight, dtype=np.float32)
+    return y.astype(np.asarray(x).dtype)
+
+
+def example_inputs(shape_scale=1.0, dtype=np.float32, seed=0):
+    """x: [512 * shape_scale, 2048], weight: [2048]."""
+    rng = np.random.default_rng(seed)
+    return randn(rng, (scaled(512, shape_scale), 2048), dtype), randn(rng, (2048,), dtype)

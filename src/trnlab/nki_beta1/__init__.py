@@ -1,0 +1,153 @@
+"""The Beta 1 NKI front end (`neuronxcc.nki`): jit, simulate_kernel, baremetal, benchmark, trace.
+
+Every entry point runs the kernel on trnlab's simulated NeuronCore with numpy (or torch) I/O; the
+benchmark latency comes from the timing model (the machine's scheduler end time).
+"""
+from __future__ import annotations
+
+import functools
+
+from trnlab.frontend.kernel import Kernel, unwrap
+from trnlab.nki_beta1 import compiler, isa, language, typing  # noqa: F401
+from trnlab.nki_beta1.tile import Tile, _state
+
+
+def _b1_function(fn):
+    """The kernel body with the front end's pending-result state cleared around each program."""
+    if getattr(fn, "_trnlab_b1", False):
+        return fn
+
+    @functools.wraps(fn)
+    def body(*args, **kwargs):
+        if _state.depth:                     # a sub-kernel call inside a running kernel
+            return fn(*args, **kwargs)
+        _state.pending = _state.last_inplace = None
+        language.start_program()
+        _state.depth += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _state.depth -= 1
+            _state.pending = _state.last_inplace = None
+    body._trnlab_b1 = True
+    return body
+
+
+class Beta1Kernel(Kernel):
+    """@nki.jit kernel of the Beta 1 front end; kernel[d0, d1] launches an SPMD grid."""
+
+    def __init__(self, fn, *, grid=(1,), options=None):
+        super().__init__(_b1_function(fn), tensor_class=Tile, grid=grid, options=options)
+
+    def __getitem__(self, grid) -> "Beta1Kernel":
+        grid = grid if isinstance(grid, tuple) else (grid,)
+        return type(self)(self.fn, grid=tuple(int(g) for g in grid), options=self.options)
+
+
+def _as_kernel(kernel) -> Beta1Kernel:
+    if isinstance(kernel, Benchmarked):
+        kernel = kernel.kernel
+    if isinstance(kernel, Beta1Kernel):
+        return kernel
+    fn, grid = unwrap(kernel)
+    options = kernel.options if isinstance(kernel, Kernel) else None
+    return Beta1Kernel(fn, grid=grid, options=options)
+
+
+def jit(func=None, mode: str = "auto", **options):
+    """@nki.jit / @nki.jit(mode=...): every mode runs on the simulator; mode='benchmark' also
+    records `kernel.benchmark_result`."""
+    def wrap(f):
+        k = Beta1Kernel(f, options=_run_options(options))
+        return Benchmarked(k, **options) if mode == "benchmark" else k
+    return wrap(func) if func is not None else wrap
+
+
+def _run_options(options: dict) -> dict:
+    target = options.get("platform_target") or options.get("target")
+    return {"target": target} if target else {}
+
+
+def trace(func=None, **_):
+    """nki.trace: a sub-kernel traced into its caller (runs as a plain call inside a kernel)."""
+    return jit(func) if func is not None else jit
+
+
+def simulate_kernel(kernel, *args, **kwargs):
+    """Run kernel[grid](*args) on the CPU simulator; numpy in, numpy out."""
+    return _as_kernel(kernel).run(args, kwargs).outputs
+
+
+def baremetal(kernel=None, *, save_neff_name=None, save_trace_name=None, additional_compile_opt=None,
+              artifacts_dir=None, **_):
+    """@nki.baremetal: run with numpy I/O (on trnlab's simulator; no NEFF is written)."""
+    def wrap(k):
+        return _as_kernel(k)
+    return wrap(kernel) if kernel is not None else wrap
+
+
+# --- benchmark ----------------------------------------------------------------------------------------
+class NcLatency:
+    """Latency statistics in microseconds. The timing model is deterministic, so every percentile
+    equals the predicted latency of one run."""
+
+    def __init__(self, latency_us: float, iters: int):
+        self.latency_us = float(latency_us)
+        self.iters = int(iters)
+
+    def get_latency_percentile(self, percentile) -> float:
+        p = float(percentile)
+        if not 0.0 <= p <= 100.0:
+            raise ValueError(f"percentile must be within [0, 100], got {percentile}")
+        return self.latency_us
+
+    def __repr__(self) -> str:
+        return f"NcLatency({self.latency_us:.3f} us, iters={self.iters}, predicted by trnlab's timing model)"
+
+
+class BenchmarkResult:
+    def __init__(self, nc_latency: NcLatency, run):
+        self.nc_latency = nc_latency
+        self.run = run
+
+
+class Benchmarked:
+    """A kernel wrapped by nki.benchmark: calling it runs once and sets `.benchmark_result`."""
+
+    def __init__(self, kernel, *, warmup: int = 10, iters: int = 100, save_neff_name=None, save_trace_name=None,
+                 additional_compile_opt=None, **_):
+        self.kernel = _as_kernel(kernel)
+        self.warmup, self.iters = int(warmup), int(iters)
+        self.benchmark_result = None
+        functools.update_wrapper(self, self.kernel.fn)
+
+    def __getitem__(self, grid) -> "Benchmarked":
+        return Benchmarked(self.kernel[grid], warmup=self.warmup, iters=self.iters)
+
+    def __call__(self, *args, **kwargs):
+        run = self.kernel.run(args, kwargs, timing=True)
+        sched = run.machine.scheduler
+        latency_us = sched.end * 1e6 if sched is not None else 0.0
+        self.benchmark_result = BenchmarkResult(NcLatency(latency_us, self.iters), run)
+        print(f"trnlab benchmark of {getattr(self.kernel.fn, '__name__', 'kernel')}: predicted latency "
+              f"{latency_us:.2f} us on {run.machine.chip.name} (timing model; warmup/iters not needed)")
+        return run.outputs
+
+
+def benchmark(kernel=None, *, warmup: int = 10, iters: int = 100, save_neff_name=None, save_trace_name=None,
+              additional_compile_opt=None, **kwargs):
+    """@nki.benchmark(warmup=, iters=): after a call, `f.benchmark_result.nc_latency.get_latency_percentile(p)`
+    gives the predicted latency in microseconds."""
+    def wrap(k):
+        return Benchmarked(k, warmup=warmup, iters=iters)
+    return wrap(kernel) if kernel is not None else wrap
+
+
+def profile(*args, **kwargs):
+    raise NotImplementedError("nki.profile (NEFF/NTFF capture on a device) is not available in trnlab; run "
+                              "`trnlab profile <script.py>` for a Perfetto trace, summary.json and HTML report "
+                              "from the timing model")
+
+
+__all__ = ["jit", "trace", "simulate_kernel", "baremetal", "benchmark", "profile", "language", "isa",
+           "typing", "compiler", "Beta1Kernel"]

@@ -1,0 +1,508 @@
+"""Beta 1 tensors: Tile (a strided view of a Storage), affine index access, masks, pending results.
+
+* Indexing with ints / slices / nl.ds is basic numpy indexing. Indexing with nl.arange / nl.mgrid
+  expressions builds a strided view over the storage (every affine index is a strided view); an
+  out-of-bounds access becomes an `Access` that only an instruction with a covering `mask=` may use.
+* `nl.par_dim` block tensors are stored partition-first and presented in the declared order;
+  `t[i]` yields the i-th [P, ...] tile.
+* Tile-returning calls give a `Pending` result: the instruction is issued when the value is first
+  used (at the latest at the next front-end call), or directly into the destination of
+  `t[...] = call(...)`, or as an accumulating matmul for `psum += nisa.nc_matmul(...)`.
+"""
+from __future__ import annotations
+
+import sys
+import weakref
+
+import numpy as np
+
+from trnlab.core import dtypes as dt
+from trnlab.core.machine import current, has_current
+from trnlab.core.srcloc import user_location
+from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
+from trnlab.errors import NkiValidationError, OutOfBoundsError, PartitionError, ShapeError
+from trnlab.nki_beta1.index import Index, Predicate, affine_form
+
+
+class DynSlice:
+    """nl.ds(start, size): `size` elements from `start` (a basic slice)."""
+
+    __slots__ = ("start", "size", "step")
+
+    def __init__(self, start, size, step=1):
+        self.start, self.size, self.step = int(start), int(size), int(step)
+
+    def as_slice(self) -> slice:
+        return slice(self.start, self.start + self.size * self.step, self.step)
+
+
+# ================================================================================================
+# Tile
+# ================================================================================================
+
+class Tile(Tensor):
+    """A Beta 1 tensor or tile. `par_axis` is the partition dim of an nl.par_dim block tensor."""
+
+    __slots__ = ("par_axis",)
+
+    def __init__(self, storage, array, dtype, name=None, par_axis: int = 0):
+        super().__init__(storage, array, dtype, name)
+        self.par_axis = par_axis
+
+    def _view(self, array, dtype=None, par_axis: int = 0) -> "Tile":
+        return Tile(self.storage, array, self.dtype if dtype is None else dtype, self.name, par_axis)
+
+    # --- indexing ---------------------------------------------------------------------------
+    def __getitem__(self, key):
+        flush()
+        return index(self, key, user_location())
+
+    def __setitem__(self, key, value):
+        from trnlab.nki_beta1 import ops
+        loc = user_location()
+        if value is _state.last_inplace:       # `t[k] += x` already wrote through the view
+            _state.last_inplace = None
+            return
+        dst = as_view(index(self, key, loc), "tensor assignment")
+        if isinstance(value, Pending) and value.consumable(dst, sys._getframe(1)):
+            value.emit_into(dst)
+            return
+        flush()
+        ops.assign(dst, value, loc)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __iter__(self):
+        raise TypeError("NKI tiles are not iterable; index them with nl.arange / slices")
+
+    __hash__ = object.__hash__
+
+    # --- views --------------------------------------------------------------------------------
+    def view(self, dtype) -> "Tile":
+        return self.bitcast(dtype)
+
+    def reshape(self, *shape) -> "Tile":
+        return super().reshape(*shape)
+
+    @property
+    def T(self):
+        from trnlab.nki_beta1 import language as nl
+        return nl.transpose(self)
+
+    # --- in-place arithmetic (t += x writes into t) -----------------------------------------------
+    def _inplace(self, other, op: str):
+        from trnlab.nki_beta1 import ops
+        if op == "add" and isinstance(other, Pending) and other.accumulates and self.buffer == PSUM \
+                and other.consumable(self, None):
+            other.emit_into(self, accumulate=True)
+        else:
+            flush()
+            ops.binary_into(self, self, other, op, user_location())
+        _state.last_inplace = self
+        return self
+
+    def __iadd__(self, o):
+        return self._inplace(o, "add")
+
+    def __isub__(self, o):
+        return self._inplace(o, "subtract")
+
+    def __imul__(self, o):
+        return self._inplace(o, "multiply")
+
+    def __itruediv__(self, o):
+        return self._inplace(o, "divide")
+
+    # --- arithmetic operators map to nl.* tile calls -------------------------------------------
+    def _bin(self, o, name, reverse=False):
+        from trnlab.nki_beta1 import language as nl
+        fn = getattr(nl, name)
+        return fn(o, self) if reverse else fn(self, o)
+
+    def __add__(self, o): return self._bin(o, "add")
+    def __radd__(self, o): return self._bin(o, "add", True)
+    def __sub__(self, o): return self._bin(o, "subtract")
+    def __rsub__(self, o): return self._bin(o, "subtract", True)
+    def __mul__(self, o): return self._bin(o, "multiply")
+    def __rmul__(self, o): return self._bin(o, "multiply", True)
+    def __truediv__(self, o): return self._bin(o, "divide")
+    def __rtruediv__(self, o): return self._bin(o, "divide", True)
+    def __pow__(self, o): return self._bin(o, "power")
+    def __mod__(self, o): return self._bin(o, "fmod")
+    def __lt__(self, o): return self._bin(o, "less")
+    def __le__(self, o): return self._bin(o, "less_equal")
+    def __gt__(self, o): return self._bin(o, "greater")
+    def __ge__(self, o): return self._bin(o, "greater_equal")
+    def __and__(self, o): return self._bin(o, "bitwise_and")
+    def __or__(self, o): return self._bin(o, "bitwise_or")
+    def __xor__(self, o): return self._bin(o, "bitwise_xor")
+    def __lshift__(self, o): return self._bin(o, "left_shift")
+    def __rshift__(self, o): return self._bin(o, "right_shift")
+
+    def __neg__(self):
+        from trnlab.nki_beta1 import language as nl
+        return nl.negative(self)
+
+    def __abs__(self):
+        from trnlab.nki_beta1 import language as nl
+        return nl.abs(self)
+
+
+def as_tile(t: Tensor) -> Tile:
+    return t if isinstance(t, Tile) else Tile(t.storage, t.array, t.dtype, t.name)
+
+
+# ================================================================================================
+# Indexing
+# ================================================================================================
+
+def _oob_message(t: Tensor, dim: int, lo: int, hi: int, size: int) -> str:
+    return (f"Out-of-bound access for tensor `{t.name}` on dimension {dim}: index range [{lo}, {hi}] "
+            f"exceed dimension size of {size}")
+
+
+def _normalize(t: Tile, key) -> tuple:
+    key = key if isinstance(key, tuple) else (key,)
+    key = tuple(k.as_slice() if isinstance(k, DynSlice) else k for k in key)
+    if any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        fill = (slice(None),) * (t.ndim - len(key) + 1)
+        key = key[:i] + fill + key[i + 1:]
+    return key
+
+
+def index(t: Tile, key, loc: str):
+    """t[key] -> Tile view, Access (out of bounds until masked) or IndirectAccess (gather/scatter)."""
+    if isinstance(key, Predicate):
+        return predicate_view(t, key, loc)
+    key = _normalize(t, key)
+    if any(isinstance(k, (Tensor, Pending)) for k in key):
+        return IndirectAccess(t, key, loc)
+    if not any(isinstance(k, Index) for k in key):
+        return _basic(t, key, loc)
+    return _advanced(t, key, loc)
+
+
+def _basic(t: Tile, key: tuple, loc: str) -> Tile:
+    if len(key) > t.ndim:
+        raise OutOfBoundsError(f"too many indices for {t.describe()}: {len(key)} given for rank {t.ndim}. At {loc}")
+    out, par_axis, dim_out = [], t.par_axis, 0
+    for d, k in enumerate(key):
+        if isinstance(k, slice) or k is None:
+            out.append(k)
+            dim_out += k is not None
+            continue
+        k = int(k)
+        if t.on_chip and d == t.par_axis:       # an int on the partition dim keeps a size-1 dim
+            k = k + t.shape[d] if k < 0 else k
+            out.append(slice(k, k + 1))
+            dim_out += 1
+        else:
+            out.append(k)
+            if d < t.par_axis:
+                par_axis -= 1
+    view = t.index(tuple(out), api="indexing", loc=loc)
+    result = t._view(view.array, par_axis=par_axis if t.on_chip else 0)
+    if t.on_chip and result.ndim < 2:
+        result = t._view(result.array.reshape(result.shape + (1,)))
+    return result
+
+
+def _advanced(t: Tile, key: tuple, loc: str):
+    if any(isinstance(k, slice) for k in key[:len(key)]):
+        raise NkiValidationError(
+            f"Mixing basic tensor indexing and advanced tensor indexing is not supported "
+            f"(err_unsupported_mixing_basic_advanced_tensor_indexing): tensor `{t.name}` is indexed with both "
+            f"slices and nl.arange/nl.mgrid expressions. Use nl.arange for every dimension. At {loc}")
+    if len(key) != t.ndim:
+        raise ShapeError(f"tensor `{t.name}` {list(t.shape)} has {t.ndim} dimensions but the index has "
+                         f"{len(key)} entries; index every dimension. At {loc}")
+    arrays = [k.values if isinstance(k, Index) else np.int64(int(k)) for k in key]
+    arrays = np.broadcast_arrays(*arrays)
+    access = Access(t, arrays, loc)
+    bad = access.bounds(None)
+    return access if bad else access.view(None)
+
+
+class Access:
+    """An affine access t[idx_0, ..., idx_n] (index arrays broadcast to the access shape)."""
+
+    def __init__(self, tensor: Tile, arrays, loc: str):
+        self.tensor, self.arrays, self.loc = tensor, [np.asarray(a) for a in arrays], loc
+
+    @property
+    def shape(self) -> tuple:
+        return self.arrays[0].shape
+
+    @property
+    def dtype(self):
+        return self.tensor.dtype
+
+    @property
+    def buffer(self) -> str:
+        return self.tensor.buffer
+
+    def bounds(self, where) -> str | None:
+        """The AWS out-of-bound message for the first violated dim (masked-out elements ignored)."""
+        for d, a in enumerate(self.arrays):
+            vals = a if where is None else a[np.broadcast_to(where, a.shape)]
+            if vals.size == 0:
+                continue
+            lo, hi, size = int(vals.min()), int(vals.max()), self.tensor.shape[d]
+            if lo < 0 or hi >= size:
+                return _oob_message(self.tensor, d, lo, hi, size)
+        return None
+
+    def cut(self, box) -> "Access":
+        return Access(self.tensor, [a[box] for a in self.arrays], self.loc)
+
+    def view(self, where) -> Tile:
+        """The strided view of this access; `where` (mask) limits the bounds check."""
+        msg = self.bounds(where)
+        if msg:
+            raise OutOfBoundsError(f"{msg}. At {self.loc}")
+        t = self.tensor
+        shape = self.shape
+        offset = t.byte_offset()
+        strides = [0] * len(shape)
+        for d, a in enumerate(self.arrays):
+            form = affine_form(np.broadcast_to(a, shape))
+            if form is None:
+                raise NotImplementedError(f"non-affine index expression on dimension {d} of tensor `{t.name}`: "
+                                          f"NKI indices must be affine in nl.arange/mgrid and loop variables. "
+                                          f"At {self.loc}")
+            origin, coefs = form
+            offset += origin * t.array.strides[d]
+            for k, c in enumerate(coefs):
+                strides[k] += c * t.array.strides[d]
+        try:
+            arr = np.ndarray(shape, dtype=t.array.dtype, buffer=t.storage.array, offset=offset,
+                             strides=tuple(strides))
+        except (ValueError, TypeError):
+            raise NotImplementedError(f"masked-out elements of tensor `{t.name}` fall outside its storage; "
+                                      f"only rectangular masks may cover out-of-bound indices. At {self.loc}") from None
+        if not t.storage.array.flags.writeable:
+            arr.flags.writeable = False
+        return t._view(arr)
+
+
+class IndirectAccess:
+    """t[idx_tile, ...]: rows selected by an SBUF index tile (nl.load gathers, nl.store scatters)."""
+
+    def __init__(self, tensor: Tile, key: tuple, loc: str):
+        self.tensor, self.loc = tensor, loc
+        pos = [i for i, k in enumerate(key) if isinstance(k, (Tensor, Pending))]
+        if pos != [0]:
+            raise NkiValidationError(f"indirect indexing of `{tensor.name}` needs the index tile in the first "
+                                     f"(partition) position. At {loc}")
+        from trnlab.nki_beta1.ops import tile_of
+        self.index_tile = tile_of(key[0])
+        rest = key[1:]
+        rows = tensor.shape[0]
+        if rest and any(isinstance(k, Index) for k in rest):
+            full = Index(np.arange(rows, dtype=np.int64).reshape((rows,) + (1,) * (max(k.ndim for k in rest
+                                                                                  if isinstance(k, Index)) - 1)))
+            self.table = as_view(_advanced(tensor, (full,) + rest, loc), "indirect access")
+        else:
+            self.table = _basic(tensor, (slice(None),) + rest, loc) if rest else tensor
+
+    @property
+    def shape(self) -> tuple:
+        return (self.index_tile.size,) + tuple(self.table.shape[1:])
+
+    @property
+    def dtype(self):
+        return self.tensor.dtype
+
+
+def as_view(x, api: str):
+    """A Tile view from an index result (raises the AWS out-of-bound message for an unmasked access)."""
+    if isinstance(x, Access):
+        return x.view(None)
+    if isinstance(x, IndirectAccess):
+        raise NkiValidationError(f"{api}: indirect (index-tile) access of `{x.tensor.name}` is only supported "
+                                 f"by nl.load / nl.store. At {x.loc}")
+    return x
+
+
+def predicate_view(t: Tile, pred: Predicate, loc: str) -> Tile:
+    """tile[predicate] (operand masking, e.g. lhsT[i_f <= 64]): the rectangular region of the mask."""
+    region = Region.of(pred, t.shape, loc)
+    if region.residual is not None:
+        raise NotImplementedError(f"operand masking of `{t.name}` with a non-rectangular predicate is not "
+                                  f"supported; use mask= on the instruction. At {loc}")
+    return t._view(t.array[region.box])
+
+
+# ================================================================================================
+# Masks
+# ================================================================================================
+
+class Region:
+    """A mask over an iteration space: its bounding box, and the boolean residual inside the box
+    (None when the mask is rectangular)."""
+
+    __slots__ = ("box", "residual", "empty")
+
+    def __init__(self, box, residual, empty):
+        self.box, self.residual, self.empty = box, residual, empty
+
+    @staticmethod
+    def of(mask, shape: tuple, loc: str) -> "Region | None":
+        if mask is None:
+            return None
+        values = mask.values if isinstance(mask, Predicate) else np.asarray(mask, dtype=bool)
+        try:
+            full = np.broadcast_to(values, shape)
+        except ValueError:
+            raise ShapeError(f"mask of shape {list(values.shape)} does not match the instruction's iteration "
+                             f"space {list(shape)}. At {loc}") from None
+        if not full.any():
+            return Region(tuple(slice(0, 0) for _ in shape), None, True)
+        box = []
+        for k in range(len(shape)):
+            other = tuple(j for j in range(len(shape)) if j != k)
+            hit = np.flatnonzero(full.any(axis=other) if other else full)
+            # Partitions: keep start 0 (engine accesses must start at partition 0/32/64/96); the
+            # residual mask excludes leading partitions instead.
+            box.append(slice(0 if k == 0 else int(hit[0]), int(hit[-1]) + 1))
+        box = tuple(box)
+        inner = full[box]
+        return Region(box, None if inner.all() else np.ascontiguousarray(inner), False)
+
+
+def cut(x, region: Region | None, shape: tuple):
+    """Operand x restricted to the mask's bounding box (broadcast dims of x are left alone)."""
+    if isinstance(x, Access):
+        if region is None:
+            return x.view(None)
+        box = _box_for(x.shape, region.box, shape)
+        where = region.residual
+        return x.cut(box).view(where)
+    if region is None or not isinstance(x, Tensor):
+        return x
+    return x._view(x.array[_box_for(x.shape, region.box, shape)]) if isinstance(x, Tile) else \
+        Tile(x.storage, x.array[_box_for(x.shape, region.box, shape)], x.dtype, x.name)
+
+
+def _box_for(xshape: tuple, box: tuple, shape: tuple) -> tuple:
+    if len(xshape) != len(shape):
+        if int(np.prod(xshape)) == int(np.prod(shape)) and all(s.start == 0 and s.stop == n
+                                                               for s, n in zip(box, shape)):
+            return (slice(None),) * len(xshape)
+        raise ShapeError(f"a masked operand of shape {list(xshape)} must have the rank of the iteration "
+                         f"space {list(shape)}")
+    return tuple(s if n == full else slice(None) for s, n, full in zip(box, xshape, shape))
+
+
+# ================================================================================================
+# Pending results
+# ================================================================================================
+
+class _State:
+    pending = None            # weakref to the Pending result not yet issued
+    last_inplace = None       # the view an in-place operator just wrote
+    depth = 0                 # nesting of running Beta 1 kernels (sub-kernel calls)
+
+
+_state = _State()
+
+
+def flush() -> None:
+    """Issue the pending result (called before every front-end call that touches tiles)."""
+    ref = _state.pending
+    if ref is None:
+        return
+    _state.pending = None
+    p = ref()
+    if p is not None and p.tile is None and has_current() and current() is p.machine:
+        p.materialize()
+
+
+class Pending:
+    """A tile-returning call whose instruction is issued on first use (or into an assignment target)."""
+
+    __slots__ = ("shape", "dtype", "kind", "emit", "machine", "tile", "api", "accumulates", "targets",
+                 "name", "__weakref__")
+
+    def __init__(self, shape, dtype, kind: str, emit, api: str, *, targets=(SBUF, PSUM),
+                 accumulates: bool = False, name: str = ""):
+        flush()
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = dt.canonical(dtype)
+        self.kind, self.emit, self.api = kind, emit, api
+        self.machine = current()
+        self.tile = None
+        self.accumulates = accumulates
+        self.targets = targets
+        self.name = name
+        _state.pending = weakref.ref(self)
+
+    def materialize(self) -> Tile:
+        if self.tile is None:
+            from trnlab.nki_beta1.ops import alloc
+            dst = alloc(self.kind, self.shape, self.dtype, self.api, self.name)
+            self.emit(dst, False)
+            self.tile = dst
+        return self.tile
+
+    def consumable(self, dst: Tensor, frame) -> bool:
+        """Issue straight into dst? Only while still pending, unnamed in the kernel, shapes compatible."""
+        ref = _state.pending
+        if self.tile is not None or ref is None or ref() is not self or dst.buffer not in self.targets:
+            return False
+        if frame is not None and any(v is self for v in frame.f_locals.values()):
+            return False
+        if tuple(dst.shape) == self.shape:
+            return True
+        return False
+
+    def emit_into(self, dst: Tensor, accumulate: bool = False) -> None:
+        _state.pending = None
+        self.emit(dst, accumulate)
+        self.tile = dst
+
+    # --- behave like the tile ---------------------------------------------------------------------
+    def __getattr__(self, name):
+        return getattr(self.materialize(), name)
+
+    def __getitem__(self, key):
+        return self.materialize()[key]
+
+    def __setitem__(self, key, value):
+        self.materialize()[key] = value
+
+    def __repr__(self) -> str:
+        return f"Pending({self.api} -> {list(self.shape)} {dt.name_of(self.dtype)} in {self.kind})"
+
+    def __iter__(self):
+        raise TypeError("NKI tiles are not iterable")
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __iadd__(self, o):
+        return self.materialize().__iadd__(o)
+
+    def __isub__(self, o):
+        return self.materialize().__isub__(o)
+
+    def __imul__(self, o):
+        return self.materialize().__imul__(o)
+
+    def __itruediv__(self, o):
+        return self.materialize().__itruediv__(o)
+
+
+def _delegate(name):
+    def method(self, *args):
+        return getattr(self.materialize(), name)(*args)
+    method.__name__ = name
+    return method
+
+
+for _m in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
+           "__pow__", "__mod__", "__lt__", "__le__", "__gt__", "__ge__", "__and__", "__or__", "__xor__",
+           "__lshift__", "__rshift__", "__neg__", "__abs__"):
+    setattr(Pending, _m, _delegate(_m))

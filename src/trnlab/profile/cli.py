@@ -1,0 +1,174 @@
+"""`trnlab profile SCRIPT_OR_KERNEL --target trn2 --out DIR [--timing-only]`.
+
+A built-in kernel name runs that kernel (trnlab.kernels) on random inputs of its default shape.
+A script runs under the nki/neuronxcc shim while every kernel run is captured (runtime.observers);
+the last run is written to DIR/, and with several runs each one also to DIR/NN_<kernel>/.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import runpy
+import sys
+import traceback
+import weakref
+from pathlib import Path
+
+from trnlab import runtime
+from trnlab.profile import profile_run
+from trnlab.profile.source import from_run
+from trnlab.profile.summary import fmt_pct, fmt_time, summarize
+
+MAX_RUN_DIRS = 32     # per-run directories written for a script (the rest are listed in runs.json)
+
+
+def profile_command(script_or_kernel: str, args: list[str], target: str | None = None,
+                    out: str = "trnlab-out/profile", numerics: bool = True) -> int:
+    from rich.console import Console
+    console = Console()
+    if script_or_kernel in ("--list", "list") or "--list" in args:
+        return list_kernels(console)
+    path = Path(script_or_kernel)
+    if path.suffix == ".py" or path.is_file():
+        return profile_script(path, args, target=target, out=Path(out), numerics=numerics, console=console)
+    return profile_builtin(script_or_kernel, target=target, out=Path(out), numerics=numerics, console=console)
+
+
+def list_kernels(console) -> int:
+    from trnlab.profile import registry
+    specs, errors = registry.discover()
+    for name in sorted(specs):
+        console.print(f"{name:24s} {specs[name].source}")
+    if not specs:
+        console.print("no built-in kernels with example inputs found in trnlab.kernels")
+    for module, err in errors.items():
+        console.print(f"[yellow]{module} failed to import: {err}[/]")
+    return 0
+
+
+def profile_builtin(name: str, *, target, out: Path, numerics: bool, console) -> int:
+    from trnlab.profile import profile_kernel, registry
+    try:
+        spec = registry.get(name)
+    except KeyError as exc:
+        console.print(f"[red]trnlab profile: {exc.args[0]}[/]")
+        return 2
+    args, kwargs = spec.inputs(seed=0)
+    profile_kernel(spec.kernel, args, kwargs, out=out, target=target, numerics=numerics, name=name,
+                   console=console)
+    _print_outputs(console, out)
+    return 0
+
+
+def capture_script(path: Path, args: list[str], *, target, numerics: bool, console):
+    """Run the script with every kernel run traced; return (profiles in run order, exit code)."""
+    captured = []
+    forced = {"timing": True, "trace": True}
+    if not numerics:
+        forced["numerics"] = False
+    if target:
+        forced["target"] = target
+    saved_forced, saved_argv, saved_path = dict(runtime.forced), sys.argv, list(sys.path)
+    observer = _collector(captured)
+    runtime.forced.update(forced)
+    runtime.observers.append(observer)
+    sys.argv = [str(path), *args]
+    sys.path.insert(0, str(path.resolve().parent))
+    code = 0
+    try:
+        _install_compat()
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception:
+        console.print(f"[red]{path} raised:[/]")
+        console.print(traceback.format_exc(), markup=False, highlight=False)
+        if not numerics:
+            console.print("[yellow](--timing-only: kernel outputs are not computed, so result checks in "
+                          "the script fail)[/]")
+        code = 1
+    finally:
+        runtime.observers.remove(observer)
+        runtime.forced.clear()
+        runtime.forced.update(saved_forced)
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return captured, code
+
+
+def _collector(captured: list):
+    """An observer storing each run's ProfileData (no arrays kept alive); runs sharing one Machine
+    (machine= passed to run_kernel) are cumulative, so only the latest snapshot of it is kept."""
+    slot_of: dict[int, int] = {}
+
+    def observe(run) -> None:
+        key = id(run.machine)
+        if key in slot_of:
+            captured[slot_of[key]] = from_run(run)
+            return
+        slot_of[key] = len(captured)
+        captured.append(from_run(run))
+        weakref.finalize(run.machine, slot_of.pop, key, None)
+    return observe
+
+
+def _install_compat() -> None:
+    """Let `import nki` / `import neuronxcc.nki` resolve to trnlab when the shim exists."""
+    try:
+        compat = importlib.import_module("trnlab.compat")
+    except ImportError:
+        return
+    install = getattr(compat, "install", None)
+    if callable(install):
+        install()
+
+
+def profile_script(path: Path, args, *, target, out: Path, numerics: bool, console) -> int:
+    if not path.is_file():
+        console.print(f"[red]trnlab profile: no such script or built-in kernel: {path}[/]")
+        return 2
+    profiles, code = capture_script(path, args, target=target, numerics=numerics, console=console)
+    if not profiles:
+        console.print(f"[red]trnlab profile: {path} ran no kernel (exit code {code}); nothing to profile[/]")
+        return code or 1
+    if code:
+        console.print(f"[yellow]{path} exited with code {code}; profiling the {len(profiles)} kernel run(s) "
+                      f"it completed[/]")
+    index = []
+    for i, data in enumerate(profiles):
+        entry = {"index": i, "kernel": data.name, "total_us": data.total_s * 1e6}
+        if len(profiles) > 1 and i < MAX_RUN_DIRS:
+            sub = out / f"{i:02d}_{_safe(data.name)}"
+            profile_run(data, sub, quiet=True)
+            entry["dir"] = sub.name
+        index.append(entry)
+    profile_run(profiles[-1], out, console=console)
+    if len(profiles) > 1:
+        (out / "runs.json").write_text(json.dumps(index, indent=2))
+        _print_runs(console, profiles, index)
+    _print_outputs(console, out)
+    return code if numerics else 0    # --timing-only: result checks in the script are expected to fail
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name or "kernel")[:60]
+
+
+def _print_runs(console, profiles, index) -> None:
+    from rich.table import Table
+    table = Table(title=f"{len(profiles)} kernel runs captured (summary above: the last)")
+    for col in ("#", "kernel", "time", "MFU", "MBU", "dir"):
+        table.add_column(col)
+    for data, entry in zip(profiles, index):
+        s = summarize(data)
+        table.add_row(str(entry["index"]), data.name, fmt_time(s["total_s"]), fmt_pct(s["mfu"]),
+                      fmt_pct(s["mbu"]), entry.get("dir", "-"))
+    console.print(table)
+
+
+def _print_outputs(console, out: Path) -> None:
+    console.print(f"wrote {out / 'trace.json'} (open in https://ui.perfetto.dev), {out / 'summary.json'}, "
+                  f"{out / 'report.html'}")
+
+
+__all__ = ["profile_command", "capture_script", "list_kernels"]

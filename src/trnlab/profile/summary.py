@@ -1,0 +1,261 @@
+"""The numbers of a profile: time, engine utilization, MFU, MBU, DMA totals, instruction counts, hot lines.
+
+Definitions (trainium-hardware.md 2.8, from AWS's neuron-explorer profile-schema reference):
+  utilization(track) = busy time / kernel time
+  MFU = BF16-equivalent matmul FLOPs / (peak_bf16_flops x kernel time); the profiler weights FLOPs by
+        input dtype: BF16/FP16/TF32 1x, FP32 4x, FP8 1x on NC-v2 and 0.5x on NC-v3+, so an all-fp32
+        kernel is measured against the fp32 peak (= bf16 peak / 4).
+  MBU = DMA bytes / (HBM bandwidth per NeuronCore x kernel time)
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from trnlab.profile.source import (ENGINES, ProfileData, from_run, instructions, is_dma, parse_operands,
+                                   track_order)
+
+
+def flop_weight(event, chip) -> float:
+    """BF16-equivalent weight of a matmul's FLOPs from its input dtypes (profile-schema reference)."""
+    inputs = [o["dtype"] for o in parse_operands(event.detail) if o["buffer"] != "psum"]
+    if "float32" in inputs:
+        return 4.0
+    if any(d.startswith("float8") for d in inputs):
+        return 0.5 if chip.nc_version >= 3 else 1.0
+    if any(d in ("int8", "uint8") for d in inputs):
+        return 0.5
+    return 1.0
+
+
+def _engine_of(track: str) -> str:
+    return "dma" if is_dma(track) else track
+
+
+def _flops(data: ProfileData) -> tuple[float, float, bool]:
+    """(raw matmul FLOPs, BF16-equivalent FLOPs, dtype-weighted?)."""
+    if data.traced and data.events:
+        raw = sum(e.flops for e in data.events)
+        equiv = sum(e.flops * flop_weight(e, data.chip) for e in data.events if e.flops)
+        return raw, equiv, True
+    raw = float(getattr(data.stats, "flops", 0.0) or 0.0)
+    return raw, raw, False
+
+
+def _dma_bytes(data: ProfileData) -> int:
+    if data.traced and data.events:
+        return int(sum(e.nbytes for e in data.events))
+    return int(getattr(data.stats, "dma_bytes", 0) or 0)
+
+
+def _counts(data: ProfileData, instrs: list[dict]) -> tuple[dict, dict]:
+    """(count by engine, count by 'engine/opcode') of instructions (not DMA queue pieces)."""
+    if data.traced:
+        by_op = Counter(f"{i['engine']}/{i['name']}" for i in instrs)
+        by_engine = Counter(i["engine"] for i in instrs)
+    else:
+        by_op = Counter(dict(getattr(data.stats, "instructions", {}) or {}))
+        by_engine = Counter({str(getattr(k, "value", k)): v
+                             for k, v in (getattr(data.stats, "by_engine", {}) or {}).items()})
+    return dict(by_engine.most_common()), dict(by_op.most_common())
+
+
+def top_instructions(data: ProfileData, instrs: list[dict] | None = None, n: int = 15) -> list[dict]:
+    """Instruction groups (same opcode, engine and source line) by summed instruction time (a DMA's
+    time is its span from first queue start to last queue end; queue_time_s sums its queues)."""
+    groups: dict[tuple, dict] = {}
+    for i in instrs if instrs is not None else instructions(data.events):
+        key = (i["loc"], i["name"], i["engine"])
+        g = groups.setdefault(key, {"loc": i["loc"], "opcode": i["name"], "engine": i["engine"],
+                                    "api": i["api"], "count": 0, "time_s": 0.0, "queue_time_s": 0.0,
+                                    "flops": 0.0, "bytes": 0})
+        g["count"] += 1
+        g["time_s"] += i["end"] - i["start"]
+        g["queue_time_s"] += i["queue_time"]
+        g["flops"] += i["flops"]
+        g["bytes"] += i["nbytes"]
+    rows = sorted(groups.values(), key=lambda g: -g["time_s"])[:n]
+    for g in rows:
+        g["mean_s"] = g["time_s"] / g["count"]
+        g["share_of_total"] = g["time_s"] / data.total_s if data.total_s else 0.0
+    return rows
+
+
+def critical_groups(data: ProfileData, n: int = 10) -> list[dict]:
+    """The critical path (the dependency chain that sets the end time) grouped by source line."""
+    groups: dict[tuple, dict] = {}
+    for opcode, api, loc, added in data.critical:
+        g = groups.setdefault((loc, opcode), {"loc": loc, "opcode": opcode, "api": api, "count": 0,
+                                              "time_s": 0.0})
+        g["count"] += 1
+        g["time_s"] += added
+    rows = sorted(groups.values(), key=lambda g: -g["time_s"])[:n]
+    for g in rows:
+        g["share_of_total"] = g["time_s"] / data.total_s if data.total_s else 0.0
+    return rows
+
+
+def summarize(obj) -> dict:
+    """The summary dict (what summary.json holds); obj is ProfileData, a KernelRun, Machine or Kernel."""
+    data = obj if isinstance(obj, ProfileData) else from_run(obj)
+    chip, total = data.chip, data.total_s
+    util = (lambda busy: busy / total if total > 0 else 0.0)
+    raw_flops, equiv_flops, weighted = _flops(data)
+    dma_bytes = _dma_bytes(data)
+    hbm_bw = chip.hbm_bytes_per_s_per_core
+    instrs = instructions(data.events)
+    by_engine, by_opcode = _counts(data, instrs)
+
+    engines = {t: {"busy_s": data.busy.get(t, 0.0), "utilization": util(data.busy.get(t, 0.0)),
+                   "instructions": by_engine.get(t, 0)} for t in ENGINES}
+    queues = sorted((t for t in data.busy if is_dma(t)), key=track_order)
+    dma_busy = sum(data.busy[t] for t in queues)
+    per_queue = defaultdict(lambda: {"transfers": 0, "bytes": 0})
+    for e in data.events:
+        if is_dma(e.track):
+            per_queue[e.track]["transfers"] += 1
+            per_queue[e.track]["bytes"] += int(e.nbytes)
+    dma = {
+        "instructions": by_engine.get("dma", 0),
+        "queue_transfers": sum(v["transfers"] for v in per_queue.values()),   # a DMA spans several queues
+        "bytes": dma_bytes, "queues_used": len(queues),
+        "busy_s": dma_busy,
+        "achieved_bytes_per_s": dma_bytes / total if total > 0 else 0.0,
+        "peak_bytes_per_s": chip.dma_queues * chip.dma_queue_bytes_per_s,
+        "queue_utilization": dma_busy / (chip.dma_queues * total) if total > 0 else 0.0,
+        "queues": {q: {"busy_s": data.busy[q], "utilization": util(data.busy[q]), **per_queue[q]}
+                   for q in queues},
+    }
+    busiest = max(list(engines.items()) + [(q, v) for q, v in dma["queues"].items()],
+                  key=lambda kv: kv[1]["utilization"], default=(None, {"utilization": 0.0}))
+    return {
+        "kernel": data.name, "target": chip.name, "traced": data.traced,
+        "total_s": total, "total_us": total * 1e6,
+        "engines": engines, "dma": dma,
+        "matmul_flops": raw_flops, "bf16_equivalent_flops": equiv_flops, "flops_dtype_weighted": weighted,
+        "achieved_flops_per_s": raw_flops / total if total > 0 else 0.0,
+        "peak_bf16_flops": chip.peak_bf16_flops, "peak_fp32_flops": chip.peak_fp32_flops,
+        "mfu": equiv_flops / (chip.peak_bf16_flops * total) if total > 0 else 0.0,
+        "hbm_bytes_per_s_per_core": hbm_bw,
+        "mbu": dma_bytes / (hbm_bw * total) if total > 0 else 0.0,
+        "arithmetic_intensity": raw_flops / dma_bytes if dma_bytes else None,
+        "busiest_unit": busiest[0], "busiest_utilization": busiest[1]["utilization"],
+        "instructions": {"total": sum(by_engine.values()), "by_engine": by_engine, "by_opcode": by_opcode},
+        "top_instructions": top_instructions(data, instrs),
+        "critical_path": critical_groups(data),
+    }
+
+
+def write_summary(summary: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2))
+    return path
+
+
+# --- terminal -------------------------------------------------------------------------------------
+
+def fmt_time(seconds: float) -> str:
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3f} ms"
+    if seconds >= 1e-6:
+        return f"{seconds * 1e6:.2f} us"
+    return f"{seconds * 1e9:.0f} ns"
+
+
+def fmt_si(value: float, unit: str) -> str:
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f} {prefix}{unit}"
+    return f"{value:.0f} {unit}"
+
+
+def fmt_pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def overview_rows(s: dict) -> list[tuple[str, str]]:
+    ai = s["arithmetic_intensity"]
+    return [
+        ("kernel", f"{s['kernel']} on {s['target']}"),
+        ("total time", fmt_time(s["total_s"])),
+        ("MFU", f"{fmt_pct(s['mfu'])} of {fmt_si(s['peak_bf16_flops'], 'FLOP/s')} bf16 peak"
+                + ("" if s["flops_dtype_weighted"] else " (dtypes unknown without trace: bf16 assumed)")),
+        ("MBU", f"{fmt_pct(s['mbu'])} of {fmt_si(s['hbm_bytes_per_s_per_core'], 'B/s')} HBM per core"),
+        ("matmul FLOPs", f"{fmt_si(s['matmul_flops'], 'FLOP')} ({fmt_si(s['achieved_flops_per_s'], 'FLOP/s')})"),
+        ("DMA", f"{fmt_si(s['dma']['bytes'], 'B')} by {s['dma']['instructions']} DMA instructions on "
+                f"{s['dma']['queues_used']} queues ({fmt_si(s['dma']['achieved_bytes_per_s'], 'B/s')})"),
+        ("arithmetic intensity", "-" if ai is None else f"{ai:.2f} FLOP/B"),
+        ("busiest unit", f"{s['busiest_unit']} ({fmt_pct(s['busiest_utilization'])} busy)"),
+        ("instructions", str(s["instructions"]["total"])),
+    ]
+
+
+def engine_rows(s: dict) -> list[tuple[str, ...]]:
+    rows = [(name, str(e["instructions"]), fmt_time(e["busy_s"]), fmt_pct(e["utilization"]))
+            for name, e in s["engines"].items()]
+    d = s["dma"]
+    rows.append((f"dma ({d['queues_used']} queues used, mean over all)", str(d["instructions"]), fmt_time(d["busy_s"]),
+                 fmt_pct(d["queue_utilization"])))
+    return rows
+
+
+def short_loc(loc: str) -> str:
+    """'/long/path/kernel.py:12' -> 'kernel.py:12' (summary.json keeps the full path)."""
+    path, _, line = (loc or "").rpartition(":")
+    return f"{Path(path).name}:{line}" if path else loc
+
+
+def top_rows(s: dict) -> list[tuple[str, ...]]:
+    return [(short_loc(g["loc"]), g["opcode"], g["engine"], str(g["count"]), fmt_time(g["time_s"]),
+             fmt_time(g["mean_s"]), fmt_pct(g["share_of_total"])) for g in s["top_instructions"]]
+
+
+def critical_rows(s: dict) -> list[tuple[str, ...]]:
+    return [(short_loc(g["loc"]), g["opcode"], str(g["count"]), fmt_time(g["time_s"]), fmt_pct(g["share_of_total"]))
+            for g in s.get("critical_path", [])]
+
+
+def print_summary(s: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"trnlab profile: {s['kernel']} ({s['target']})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for row in overview_rows(s):
+        table.add_row(*row)
+    console.print(table)
+
+    engines = Table(title="Engines (utilization = busy / kernel time)")
+    for col in ("engine", "instructions", "busy", "utilization"):
+        engines.add_column(col, justify="right" if col != "engine" else "left")
+    for row in engine_rows(s):
+        engines.add_row(*row)
+    console.print(engines)
+
+    counts = Table(title="Instruction counts")
+    counts.add_column("engine/opcode")
+    counts.add_column("count", justify="right")
+    for op, n in s["instructions"]["by_opcode"].items():
+        counts.add_row(op, str(n))
+    console.print(counts)
+
+    if s["top_instructions"]:
+        top = Table(title="Top instructions by time (grouped by source line)")
+        for col in ("file:line", "opcode", "engine", "n", "total", "mean", "%time"):
+            top.add_column(col, justify="left" if col in ("file:line", "opcode", "engine") else "right",
+                           no_wrap=True)
+        for row in top_rows(s)[:10]:
+            top.add_row(*row)
+        console.print(top)
+
+    if s.get("critical_path"):
+        crit = Table(title="Critical path (the dependency chain that sets the end time), by source line")
+        for col in ("file:line", "opcode", "n", "time added", "%time"):
+            crit.add_column(col, justify="left" if col in ("file:line", "opcode") else "right", no_wrap=True)
+        for row in critical_rows(s):
+            crit.add_row(*row)
+        console.print(crit)

@@ -1,0 +1,60 @@
+"""Chrome trace-event JSON (opens in ui.perfetto.dev and chrome://tracing).
+
+Format: {"traceEvents": [...], "displayTimeUnit": "ns"}; "X" complete events with ts/dur in
+microseconds; "M" metadata events name the process (the NeuronCore) and one thread per track:
+the four compute engines and every DMA queue the run used.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from trnlab.profile.source import ENGINES, ProfileData, from_run, parse_operands, track_order
+
+_EVENT_CORE = {"name", "track", "start", "end", "loc", "api", "detail", "flops", "nbytes"}
+PID = 1
+US = 1e6    # seconds -> microseconds
+
+
+def track_ids(data: ProfileData) -> dict[str, int]:
+    """track name -> tid: engines 1..4, then used DMA queues and any other track in order."""
+    tracks = set(ENGINES) | {e.track for e in data.events} | {t for t, b in data.busy.items() if b > 0}
+    return {t: i + 1 for i, t in enumerate(sorted(tracks, key=track_order))}
+
+
+def slice_args(event) -> dict:
+    operands = parse_operands(event.detail)
+    args = {"api": event.api, "loc": event.loc, "operands": event.detail,
+            "shapes": [o["shape"] for o in operands], "dtypes": [o["dtype"] for o in operands],
+            "flops": event.flops, "bytes": event.nbytes, "duration_ns": (event.end - event.start) * 1e9}
+    if event.nbytes and event.end > event.start:
+        args["GB_per_s"] = event.nbytes / (event.end - event.start) / 1e9
+    for f in dataclasses.fields(event) if dataclasses.is_dataclass(event) else ():
+        value = getattr(event, f.name)        # fields the timing model may add later (stall, queue, ...)
+        if f.name not in _EVENT_CORE and isinstance(value, (str, int, float, bool, type(None))):
+            args[f.name] = value
+    return args
+
+
+def chrome_trace(obj) -> dict:
+    """The trace as a dict; obj is ProfileData, a KernelRun, a Machine or a Kernel."""
+    data = obj if isinstance(obj, ProfileData) else from_run(obj)
+    tids = track_ids(data)
+    meta = [{"ph": "M", "pid": PID, "tid": 0, "name": "process_name",
+             "args": {"name": f"{data.name} on {data.chip.name} NeuronCore"}}]
+    for track, tid in tids.items():
+        meta.append({"ph": "M", "pid": PID, "tid": tid, "name": "thread_name", "args": {"name": track}})
+        meta.append({"ph": "M", "pid": PID, "tid": tid, "name": "thread_sort_index", "args": {"sort_index": tid}})
+    slices = [{"ph": "X", "pid": PID, "tid": tids[e.track], "name": e.name, "cat": e.track.split(".")[0],
+               "ts": e.start * US, "dur": (e.end - e.start) * US, "args": slice_args(e)}
+              for e in data.events]
+    return {"traceEvents": meta + slices, "displayTimeUnit": "ns",
+            "otherData": {"kernel": data.name, "target": data.chip.name, "total_us": data.total_s * US}}
+
+
+def write_trace(obj, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(chrome_trace(obj)))
+    return path

@@ -1,0 +1,179 @@
+"""Memory hazards (RAW / WAR / WAW) on exact physical regions, in near-constant time per access.
+
+A region is a box (p0, p1, b0, b1): partitions x bytes within a partition for SBUF/PSUM, and
+rows x bytes within a row for an HBM tensor (row = the storage's innermost row pitch), so the tiles
+of a row-major matrix are disjoint boxes rather than overlapping address ranges.
+
+Each memory space is cut into buckets (a grid over p and b). An access is stored, clipped, in every
+bucket it touches. When a write covers an older entry of a bucket, that entry can never decide a
+later wait (the write itself waited for it), so it is dropped: live entries stay few per bucket.
+"""
+from __future__ import annotations
+
+from trnlab.core.tensor import HBM, PSUM, SBUF
+
+# (partition bucket, byte bucket) per memory kind; HBM: (rows, bytes within a row)
+_BUCKETS = {SBUF: (128, 1024), PSUM: (128, 2048), HBM: (128, 8192)}
+_WIDE = 256          # an access touching more buckets than this is kept in one unclipped list
+
+
+def region(t) -> tuple[int, int, int, int]:
+    """The box a tensor view touches (see module doc)."""
+    st = t.storage
+    if st.kind != HBM:
+        return t.region()
+    base = st.array
+    pitch = base.strides[-2] if base.ndim >= 2 else 0
+    a = t.array
+    if pitch <= 0:
+        _, _, b0, b1 = t.region()
+        return 0, 1, b0, b1
+    row_lo = row_hi = col_lo = col_hi = 0
+    for n, s in zip(a.shape, a.strides):
+        if n > 1 and s:
+            span = (n - 1) * s
+            if s % pitch == 0:
+                if span < 0:
+                    row_lo += span
+                else:
+                    row_hi += span
+            elif span < 0:
+                col_lo += span
+            else:
+                col_hi += span
+    row, col = divmod(t.byte_offset(), pitch)
+    c0, c1 = col + col_lo, col + col_hi + a.itemsize
+    r0, r1 = row + row_lo // pitch, row + row_hi // pitch + 1
+    if c0 < 0 or c1 > pitch:              # the view wraps across rows: whole rows, conservatively
+        first = t.byte_offset() + row_lo + col_lo
+        last = t.byte_offset() + row_hi + col_hi
+        return first // pitch, last // pitch + 1, 0, pitch
+    return r0, r1, c0, c1
+
+
+class Space:
+    """One memory space: bucketed lists of [p0, p1, b0, b1, avail, unit, index] for reads and writes."""
+
+    __slots__ = ("pb", "bb", "writes", "reads", "wide_writes", "wide_reads")
+
+    def __init__(self, pb: int, bb: int):
+        self.pb, self.bb = pb, bb
+        self.writes: dict = {}
+        self.reads: dict = {}
+        self.wide_writes: list = []
+        self.wide_reads: list = []
+
+    def keys(self, r):
+        p0, p1, b0, b1 = r
+        pb, bb = self.pb, self.bb
+        kp0, kp1 = p0 // pb, (p1 - 1) // pb
+        kb0, kb1 = b0 // bb, (b1 - 1) // bb
+        if (kp1 - kp0 + 1) * (kb1 - kb0 + 1) > _WIDE:
+            return None
+        return [(kp, kb) for kp in range(kp0, kp1 + 1) for kb in range(kb0, kb1 + 1)]
+
+
+def _latest(entries, p0, p1, b0, b1, skip, best):
+    """Max (avail, index) over entries overlapping the box, ignoring entries of unit `skip`."""
+    t, who = best
+    for e in entries:
+        if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (skip is None or e[5] is not skip):
+            t, who = e[4], e[6]
+    return t, who
+
+
+def _prune_add(entries, entry) -> None:
+    """Append a write; drop the entries it covers that end no later (they can no longer decide a wait)."""
+    _cover_prune(entries, entry)
+    entries.append(entry)
+
+
+class HazardTracker:
+    """Last readers and writers of every memory region, per space (SBUF, PSUM, each HBM tensor)."""
+
+    def __init__(self):
+        self.spaces: dict = {}
+
+    def space(self, t) -> Space:
+        st = t.storage
+        key = st.kind if st.kind != HBM else ("hbm", st.uid)
+        sp = self.spaces.get(key)
+        if sp is None:
+            pb, bb = _BUCKETS[st.kind]
+            sp = self.spaces[key] = Space(pb, bb)
+        return sp
+
+    def wait(self, sp: Space, r, keys, is_write: bool, skip, best):
+        """Latest (avail, producer index) an access to box r must wait for: RAW for a read; WAW and
+        WAR for a write. For WAR/WAW, entries of unit `skip` are ignored (an in-order engine orders
+        its own accesses); RAW always waits (the result must have left the pipeline)."""
+        p0, p1, b0, b1 = r
+        if keys is None:
+            lists = [sp.wide_writes, *sp.writes.values()]
+            if is_write:
+                lists += [sp.wide_reads, *sp.reads.values()]
+        else:
+            lists = [sp.wide_writes]
+            if is_write:
+                lists.append(sp.wide_reads)
+            writes, reads = sp.writes, sp.reads
+            for k in keys:
+                w = writes.get(k)
+                if w:
+                    lists.append(w)
+                if is_write:
+                    rd = reads.get(k)
+                    if rd:
+                        lists.append(rd)
+        skip = skip if is_write else None
+        for entries in lists:
+            if entries:
+                best = _latest(entries, p0, p1, b0, b1, skip, best)
+        return best
+
+    def record(self, sp: Space, r, keys, is_write: bool, avail: float, unit, index: int) -> None:
+        p0, p1, b0, b1 = r
+        if keys is None:
+            entry = [p0, p1, b0, b1, avail, unit, index]
+            if is_write:
+                _prune_add(sp.wide_writes, entry)
+                _cover_prune(sp.wide_reads, entry)
+                for lst in sp.writes.values():
+                    _cover_prune(lst, entry)
+                for lst in sp.reads.values():
+                    _cover_prune(lst, entry)
+            else:
+                _read_add(sp.wide_reads, entry)
+            return
+        pb, bb = sp.pb, sp.bb
+        table = sp.writes if is_write else sp.reads
+        for k in keys:
+            kp, kb = k
+            e = [max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb),
+                 avail, unit, index]
+            lst = table.get(k)
+            if is_write:
+                if lst is None:
+                    table[k] = [e]
+                else:
+                    _prune_add(lst, e)
+                rd = sp.reads.get(k)
+                if rd:
+                    _cover_prune(rd, e)
+            elif lst is None:
+                table[k] = [e]
+            else:
+                _read_add(lst, e)
+
+
+def _cover_prune(entries, e) -> None:
+    p0, p1, b0, b1, t = e[0], e[1], e[2], e[3], e[4]
+    if entries:
+        entries[:] = [x for x in entries
+                      if not (x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1)]
+
+
+def _read_add(entries, e) -> None:
+    """A read that covers an older read and ends no earlier makes it redundant for later WAR waits."""
+    _cover_prune(entries, e)
+    entries.append(e)

@@ -1,0 +1,159 @@
+"""Capture: torch.export at the aten level, PyTorch's decompositions for ops we do not lower, and
+the graph analyses run before anything executes (unsupported ops, constant folding, fusions)."""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+
+import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+
+from trnlab.errors import UnsupportedOperatorError
+from trnlab.torch.lowering import PRESERVED, lowering_for
+
+aten = torch.ops.aten
+
+
+def decomposition_table() -> dict:
+    table = torch.export.default_decompositions()
+    for op in PRESERVED:
+        table.pop(op, None)
+    return table
+
+
+def export(model: torch.nn.Module, example_inputs: tuple, dtype: torch.dtype = torch.float32,
+           kwargs: dict | None = None) -> ExportedProgram:
+    """torch.export the model (cast to dtype: bf16 mode runs the bf16 model, as on the device)."""
+    model = model.eval()
+    if dtype != torch.float32 and _has_float_params(model):
+        model = copy.deepcopy(model).to(dtype)
+    inputs = tuple(_cast_input(x, dtype) for x in example_inputs)
+    kwargs = {k: _cast_input(v, dtype) for k, v in (kwargs or {}).items()}
+    with torch.no_grad():
+        ep = torch.export.export(model, inputs, kwargs=kwargs or None, strict=False)
+    return ep.run_decompositions(decomposition_table())
+
+
+def _has_float_params(model) -> bool:
+    return any(p.is_floating_point() for p in model.parameters())
+
+
+def _cast_input(x, dtype):
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != dtype:
+        return x.to(dtype)
+    return x
+
+
+# --- source locations -----------------------------------------------------------------------------
+_FILE_LINE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
+
+
+def source_line(node) -> str:
+    """'file.py:LINE  code' of the model line that produced the node (last user frame)."""
+    trace = node.meta.get("stack_trace") or ""
+    frames = _FILE_LINE.findall(trace)
+    user = [f for f in frames if "/torch/" not in f[0] or "/trnlab/" in f[0]]
+    if not frames:
+        return "<unknown>"
+    path, line, _, code = (user or frames)[-1]
+    return f"{path}:{line}  {code.strip()}"
+
+
+def describe_args(node) -> str:
+    parts = []
+    for a in node.args:
+        parts.append(_describe(a))
+    return ", ".join(parts)
+
+
+def _describe(a) -> str:
+    if isinstance(a, torch.fx.Node):
+        v = a.meta.get("val")
+        if isinstance(v, torch.Tensor):
+            return f"{str(v.dtype).replace('torch.', '')}{list(v.shape)}"
+        return a.name
+    if isinstance(a, (list, tuple)):
+        return "[" + ", ".join(_describe(x) for x in a) + "]"
+    return repr(a)
+
+
+# --- analyses -------------------------------------------------------------------------------------
+@dataclass
+class GraphInfo:
+    user_inputs: list          # placeholder nodes of user inputs, in call order
+    state: dict                # placeholder node -> torch tensor (parameters, buffers, constants)
+    params: set                # placeholder nodes that are parameters (weights)
+    folded: set                # call nodes computed at compile time (no dependence on user inputs)
+    outputs: list              # output nodes (user outputs) in order
+    out_spec: object
+
+
+def analyse(ep: ExportedProgram) -> GraphInfo:
+    sig = ep.graph_signature
+    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
+    state, params, user = {}, set(), []
+    for node, spec in zip(placeholders, sig.input_specs):
+        if spec.kind == InputKind.USER_INPUT:
+            user.append(node)
+        elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+            value = ep.state_dict.get(spec.target)
+            if value is None:
+                value = ep.constants[spec.target]
+            state[node] = value
+            if spec.kind == InputKind.PARAMETER:
+                params.add(node)
+        elif spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
+            state[node] = ep.constants[spec.target]
+        else:
+            raise NotImplementedError(f"input kind {spec.kind} ({node.name})")
+    out_node = next(n for n in ep.graph.nodes if n.op == "output")
+    flat_out = list(out_node.args[0])
+    outputs = [n for n, spec in zip(flat_out, sig.output_specs) if spec.kind == OutputKind.USER_OUTPUT]
+    return GraphInfo(user, state, params, constant_nodes(ep.graph, set(user)), outputs, ep.call_spec.out_spec)
+
+
+def constant_nodes(graph, user_inputs: set) -> set:
+    """Call nodes that do not depend on user inputs (folded at compile time, like any compiler)."""
+    dynamic = set(user_inputs)
+    folded = set()
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        deps = node.all_input_nodes
+        if any(d in dynamic for d in deps):
+            dynamic.add(node)
+        elif _cheap_to_fold(node):
+            folded.add(node)
+        else:
+            dynamic.add(node)
+    return folded
+
+
+def _cheap_to_fold(node) -> bool:
+    """Fold constant subgraphs, but never matmuls on weights (those run on the device)."""
+    packet = getattr(node.target, "overloadpacket", None)
+    return packet not in (aten.linear, aten.mm, aten.addmm, aten.bmm, aten.matmul, aten.embedding)
+
+
+def unsupported(ep: ExportedProgram, info: GraphInfo, skip: set = frozenset()) -> list:
+    """Every call node with no lowering: (op, args description, source line)."""
+    missing = []
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or node in info.folded or node in skip:
+            continue
+        if lowering_for(node.target) is None:
+            missing.append((str(node.target), describe_args(node), source_line(node), node))
+    return missing
+
+
+def raise_unsupported(missing: list, model_name: str) -> None:
+    ops = sorted({m[0] for m in missing})
+    lines = [f"{len(missing)} operator(s) of {model_name} have no trnlab lowering ({', '.join(ops)}); "
+             "nothing was run. Pass fallback='cpu' to run them on the host instead:"]
+    for op, args, src, _ in missing:
+        lines.append(f"  {op}({args})  at {src}")
+    err = UnsupportedOperatorError("\n".join(lines))
+    err.ops = [(op, args, src) for op, args, src, _ in missing]
+    raise err

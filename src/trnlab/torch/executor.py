@@ -1,0 +1,368 @@
+"""Run a captured aten graph on ONE simulated NeuronCore.
+
+Weights are placed in HBM once per run (linear weights K-major, the layout the Tensor engine streams),
+every lowered op issues ISA instructions on the same Machine, and each op's time is the growth of the
+scheduled makespan while its instructions were issued (the per-op times sum to the total).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils import _pytree as pytree
+
+from trnlab.core import dtypes as dt
+from trnlab.core.machine import Machine, running
+from trnlab.nki.tensor import NkiTensor
+from trnlab.torch import capture
+from trnlab.torch.fusion import find_rmsnorms
+from trnlab.torch.kernels import rows
+from trnlab.torch.lowering import aten, is_dev, lowering_for
+
+DEVICE_DTYPES = {torch.float32: dt.float32, torch.bfloat16: dt.bfloat16, torch.float16: dt.float16,
+                 torch.int64: dt.int32, torch.int32: dt.int32, torch.int16: dt.int16, torch.int8: dt.int8,
+                 torch.uint8: dt.uint8, torch.bool: dt.uint8, torch.float64: dt.float32}
+
+VIEW_OPS = {aten.view, aten._unsafe_view, aten.permute, aten.transpose, aten.t, aten.expand, aten.unsqueeze,
+            aten.squeeze, aten.slice, aten.select, aten.alias, aten.detach, aten.split, aten.split_with_sizes,
+            aten.unbind, aten.chunk, aten.narrow, aten.dropout, aten.lift_fresh_copy}
+
+
+def device_dtype(torch_dtype):
+    try:
+        return DEVICE_DTYPES[torch_dtype]
+    except KeyError:
+        raise NotImplementedError(f"dtype {torch_dtype} on the device") from None
+
+
+@dataclass
+class OpRecord:
+    name: str
+    op: str
+    args: str
+    out: str
+    time_s: float
+    instructions: int
+    hw_flops: float
+    model_flops: float
+    dma_bytes: int
+    where: str            # "device" | "cpu-fallback"
+    source: str
+    host_s: float = 0.0
+
+
+@dataclass
+class RunResult:
+    outputs: object
+    ops: list
+    latency_s: float
+    machine: Machine
+    wall_s: float
+    fallbacks: list = field(default_factory=list)
+
+
+def model_flops(node) -> float:
+    """Useful FLOPs of matmul-like nodes (2*M*N*K; attention counts the causal half)."""
+    packet = getattr(node.target, "overloadpacket", None)
+    val = node.meta.get("val")
+    shape = lambda n: tuple(n.meta["val"].shape)  # noqa: E731
+    if packet is aten.linear:
+        return 2.0 * np.prod(val.shape) * shape(node.args[0])[-1]
+    if packet in (aten.mm, aten.addmm, aten.bmm, aten.matmul):
+        a = node.args[1] if packet is aten.addmm else node.args[0]
+        return 2.0 * np.prod(val.shape) * shape(a)[-1]
+    if packet is aten.scaled_dot_product_attention:
+        q, k = shape(node.args[0]), shape(node.args[1])
+        sq, skv, d = q[-2], k[-2], q[-1]
+        causal = node.kwargs.get("is_causal", len(node.args) > 5 and node.args[5])
+        pairs = sum(min(skv, i + 1) for i in range(sq)) if causal else sq * skv
+        return 4.0 * np.prod(q[:-2]) * pairs * d
+    return 0.0
+
+
+class Program:
+    """A captured model: graph analyses done once, runnable many times on fresh machines."""
+
+    def __init__(self, ep, *, name: str = "model", fallback: str | None = None):
+        self.ep = ep
+        self.name = name
+        self.fallback = fallback
+        self.graph = ep.graph
+        self.info = capture.analyse(ep)
+        self.fused = find_rmsnorms(self.graph)
+        self.interior = {n for f in self.fused.values() for n in f.interior}
+        self.missing = capture.unsupported(ep, self.info, skip=self.interior | set(self.fused))
+        if self.missing and fallback != "cpu":
+            capture.raise_unsupported(self.missing, name)
+        self.fallback_nodes = {m[3] for m in self.missing}
+        self.folded_values = self._fold()
+        self.order = {n: i for i, n in enumerate(self.graph.nodes)}
+        self.last_use = {}
+        for n in self.graph.nodes:
+            for d in n.all_input_nodes:
+                self.last_use[d] = self.order[n]
+        self.linear_weights = {n.args[1] for n in self.graph.nodes
+                               if getattr(n.target, "overloadpacket", None) is aten.linear}
+
+    # --- compile-time work ----------------------------------------------------------------------
+    def _fold(self) -> dict:
+        env = dict(self.info.state)
+        values = {}
+        for node in self.graph.nodes:
+            if node in self.info.folded:
+                args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: env[n])
+                env[node] = values[node] = node.target(*args, **kwargs)
+        return values
+
+    def device_nodes(self):
+        return [n for n in self.graph.nodes if n.op == "call_function" and n not in self.info.folded
+                and n not in self.interior]
+
+    def weight_bytes(self, numerics_dtype=None) -> int:
+        """Bytes of parameters and constants the device uses (linear weights counted once per layout)."""
+        used = self._device_state()
+        total = 0
+        for node, layouts in used.items():
+            v = self.info.state.get(node, self.folded_values.get(node))
+            nbytes = int(np.prod(v.shape)) * dt.itemsize(device_dtype(v.dtype))
+            total += nbytes * len(layouts)
+        return total
+
+    def _device_state(self) -> dict:
+        """State/folded node -> set of layouts it is placed in ('rows', 'kmajor')."""
+        used: dict = {}
+        for n in self.device_nodes():
+            for i, d in enumerate(n.all_input_nodes):
+                if d in self.info.state or d in self.folded_values:
+                    kmajor = (getattr(n.target, "overloadpacket", None) is aten.linear and len(n.args) > 1
+                              and n.args[1] is d and d in self.info.params)
+                    used.setdefault(d, set()).add("kmajor" if kmajor else "rows")
+        for n in self.info.outputs:
+            if n in self.info.state or n in self.folded_values:
+                used.setdefault(n, set()).add("rows")
+        return used
+
+    def activation_peak_bytes(self) -> int:
+        """Peak bytes of live activations (views share their base; outputs live to the end)."""
+        base, size, live, peak, current = {}, {}, {}, 0, 0
+        ends = dict(self.last_use)
+        for n in self.info.outputs:
+            ends[n] = len(self.order)
+        for n in list(self.info.user_inputs) + self.device_nodes():
+            val = n.meta.get("val")
+            packet = getattr(n.target, "overloadpacket", None)
+            if packet in VIEW_OPS or packet is None and n.op == "call_function":
+                src = n.all_input_nodes[0] if n.all_input_nodes else n
+                base[n] = base.get(src, src)
+            else:
+                base[n] = n
+                size[n] = sum(_nbytes(v) for v in (val if isinstance(val, (tuple, list)) else [val]))
+                current += size[n]
+            b = base[n]
+            live[b] = max(live.get(b, 0), ends.get(n, self.order.get(n, 0)))
+            peak = max(peak, current)
+            here = self.order.get(n, -1)
+            for b2, end in list(live.items()):
+                if end <= here and b2 in size:
+                    current -= size.pop(b2)
+                    live.pop(b2)
+        return peak
+
+    # --- running ----------------------------------------------------------------------------------
+    def run(self, inputs, *, target=None, numerics: bool = True, trace: bool = True, progress=None) -> RunResult:
+        t0 = time.perf_counter()
+        m = Machine(target, numerics=numerics, timing=True, trace=trace, tensor_class=NkiTensor)
+        flat = pytree.tree_flatten((tuple(inputs), {}))[0]
+        ctx = _Ctx(self, m, numerics)
+        records, fallbacks = [], []
+        device_nodes = set(self.device_nodes())
+        with running(m):
+            env = ctx.env
+            self._place_state(ctx)
+            for node, value in zip(self.info.user_inputs, flat):
+                env[node] = ctx.place(value, node.name) if isinstance(value, torch.Tensor) else value
+            for node in self.graph.nodes:
+                if node.op != "call_function" or node not in device_nodes:
+                    continue
+                records.append(self._run_node(ctx, node))
+                if progress is not None:
+                    progress()
+            outputs = [self._to_host(ctx, n) for n in self.info.outputs]
+        sched = m.scheduler
+        fallbacks = [r for r in records if r.where == "cpu-fallback"]
+        return RunResult(pytree.tree_unflatten(outputs, self.info.out_spec), records, sched.end, m,
+                         time.perf_counter() - t0, fallbacks)
+
+    def _place_state(self, ctx):
+        for node, layouts in self._device_state().items():
+            value = self.info.state.get(node, self.folded_values.get(node))
+            if not isinstance(value, torch.Tensor):
+                ctx.env[node] = value
+                continue
+            rows_t = ctx.place(value, node.name) if "rows" in layouts else None
+            if "kmajor" in layouts:
+                kmajor = ctx.place(value.t(), node.name + ".T")
+                if rows_t is None:
+                    rows_t = kmajor.permute(1, 0)
+                ctx.kmajor[rows_t.storage.uid] = kmajor
+            ctx.env[node] = rows_t
+            ctx.state_uids.add(rows_t.storage.uid)
+
+    def _run_node(self, ctx, node) -> OpRecord:
+        m = ctx.machine
+        before_end, before_n = m.scheduler.end, sum(m.stats.instructions.values())
+        before_flops, before_dma = m.stats.flops, m.stats.dma_bytes
+        ctx.node = node
+        host_s = 0.0
+        where = "device"
+        fused = self.fused.get(node)
+        if fused is not None:
+            out = ctx.out(node)
+            x = ctx.env[fused.x]
+            c = x.shape[-1]
+            w = ctx.env[fused.weight] if fused.weight is not None else None
+            rows.layer_norm(out.reshape(out.size // c, c), _rows2d(ctx, x), None if w is None else w.reshape(c),
+                            None, fused.eps, rms=True)
+            op = "rms_norm (fused)"
+        elif node in self.fallback_nodes:
+            t = time.perf_counter()
+            out = self._host_fallback(ctx, node)
+            host_s = time.perf_counter() - t
+            where, op = "cpu-fallback", str(node.target)
+        else:
+            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: ctx.value(n))
+            out = lowering_for(node.target)(ctx, node, *args, **kwargs)
+            op = str(node.target)
+        ctx.env[node] = out
+        return OpRecord(node.name, op, capture.describe_args(node), _describe_val(node.meta.get("val")),
+                        m.scheduler.end - before_end, sum(m.stats.instructions.values()) - before_n,
+                        m.stats.flops - before_flops, model_flops(node) if fused is None else 0.0,
+                        m.stats.dma_bytes - before_dma, where, capture.source_line(node), host_s)
+
+    def _host_fallback(self, ctx, node):
+        """Run one op on the host with PyTorch (device -> host -> device; no simulated time)."""
+        def host(n):
+            v = ctx.value(n)
+            if is_dev(v):
+                if not ctx.numerics:
+                    meta = n.meta["val"]
+                    return torch.zeros(meta.shape, dtype=meta.dtype)
+                return _to_torch(v, n.meta["val"].dtype)
+            return v
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), host)
+        result = node.target(*args, **kwargs)
+        return pytree.tree_map(lambda r: ctx.place(r, node.name) if isinstance(r, torch.Tensor) else r, result)
+
+    def _to_host(self, ctx, node):
+        v = ctx.value(node)
+        if not is_dev(v):
+            return v
+        meta = node.meta["val"]
+        if not ctx.numerics:
+            return torch.empty(meta.shape, dtype=meta.dtype, device="meta")
+        return _to_torch(v, meta.dtype)
+
+
+def _rows2d(ctx, x):
+    from trnlab.torch.lowering import reshape
+    c = x.shape[-1]
+    return reshape(ctx, x, (x.size // c, c))
+
+
+def _nbytes(v) -> int:
+    if isinstance(v, torch.Tensor):
+        return int(np.prod(v.shape)) * dt.itemsize(device_dtype(v.dtype))
+    return 0
+
+
+def _describe_val(v) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"{str(v.dtype).replace('torch.', '')}{list(v.shape)}"
+    if isinstance(v, (tuple, list)):
+        return ", ".join(_describe_val(x) for x in v if x is not None)
+    return ""
+
+
+def _to_torch(t, torch_dtype) -> torch.Tensor:
+    arr = t.numpy()
+    if arr.dtype == dt.bfloat16:
+        out = torch.from_numpy(np.ascontiguousarray(arr).view(np.int16).copy()).view(torch.bfloat16)
+    else:
+        out = torch.from_numpy(np.ascontiguousarray(arr).copy())
+    return out.to(torch_dtype)
+
+
+class _Ctx:
+    """What lowerings see: the machine, device values of nodes, allocation and liveness queries."""
+
+    def __init__(self, program: Program, machine: Machine, numerics: bool):
+        self.program = program
+        self.machine = machine
+        self.numerics = numerics
+        self.env = {}
+        self.kmajor = {}
+        self.state_uids = set()
+        self.node = None
+        self.training = False
+
+    def value(self, node):
+        if node in self.env:
+            return self.env[node]
+        if node in self.program.folded_values:      # a folded constant used directly
+            v = self.program.folded_values[node]
+            if isinstance(v, torch.Tensor):
+                v = self.place(v, node.name)
+                self.state_uids.add(v.storage.uid)
+            self.env[node] = v
+            return v
+        raise KeyError(f"no value for {node.name}")
+
+    # --- allocation ---
+    def alloc(self, shape, dtype, name=None):
+        name = name or (self.node.name if self.node is not None else "t")
+        shape = tuple(int(s) for s in shape)
+        if self.numerics:
+            return self.machine.new_hbm(shape, dtype, name)
+        return self.machine.hbm_tensor(np.empty(shape, dtype=dt.storage(dtype)), name, dtype=dtype)
+
+    def out(self, node):
+        val = node.meta["val"]
+        return self.alloc(val.shape, device_dtype(val.dtype))
+
+    def out_at(self, node, i):
+        val = node.meta["val"][i]
+        return self.alloc(val.shape, device_dtype(val.dtype), f"{node.name}.{i}")
+
+    def place(self, value: torch.Tensor, name: str):
+        """Host tensor -> HBM (no instructions: inputs and weights are on the device before the run)."""
+        ddt = device_dtype(value.dtype)
+        if value.is_meta or not self.numerics:
+            arr = np.empty(tuple(value.shape), dtype=dt.storage(ddt))
+        else:
+            v = value.detach().cpu()
+            if v.dtype == torch.bfloat16:
+                arr = v.contiguous().view(torch.int16).numpy().view(dt.bfloat16)
+            elif v.dtype == torch.bool:
+                arr = v.numpy().astype(np.uint8)
+            else:
+                arr = v.contiguous().numpy()
+                if arr.dtype != dt.storage(ddt):
+                    arr = arr.astype(dt.storage(ddt))
+        return self.machine.hbm_tensor(np.ascontiguousarray(arr), name, dtype=ddt)
+
+    # --- layout / liveness ---
+    def weight_t(self, w):
+        """[N, K] weight -> [K, N] (the K-major copy placed for parameters; a strided view otherwise)."""
+        kmajor = self.kmajor.get(w.storage.uid)
+        return kmajor if kmajor is not None else w.permute(1, 0)
+
+    def is_last_use(self, node, argpos: int) -> bool:
+        src = node.args[argpos]
+        if src in self.program.info.outputs:
+            return False
+        return self.program.last_use.get(src) == self.program.order[node]
+
+    def owns(self, x) -> bool:
+        return x.storage.uid not in self.state_uids

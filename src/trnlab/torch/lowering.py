@@ -1,0 +1,513 @@
+"""The one lowering registry: aten op -> a function that runs trnlab kernels on the machine.
+
+A lowering gets the executor context, the FX node and its arguments with tensors already on the
+device (HBM views); it returns HBM tensors. Views cost nothing (strided HBM views); everything that
+moves or computes data issues ISA instructions through the kernels in trnlab.torch.kernels.
+Ops not listed here are decomposed by PyTorch first (see capture.preserved_ops); whatever is left
+without a lowering is reported by UnsupportedOperatorError.
+"""
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+import torch
+
+from trnlab.core.tensor import Tensor
+from trnlab.torch.kernels import attention, elementwise as ew, gather, gemm, rows
+from trnlab.torch.kernels.common import dma_copy_split
+
+aten = torch.ops.aten
+LOWERINGS: dict = {}
+
+
+def lowers(*ops):
+    def register(fn):
+        for op in ops:
+            LOWERINGS[op] = fn
+        return fn
+    return register
+
+
+def lowering_for(target):
+    """The lowering of an FX call target (an OpOverload, its packet, or a Python operator)."""
+    if target in LOWERINGS:
+        return LOWERINGS[target]
+    packet = getattr(target, "overloadpacket", None)
+    return LOWERINGS.get(packet)
+
+
+def is_dev(x) -> bool:
+    return isinstance(x, Tensor)
+
+
+# --- views (free) ------------------------------------------------------------------------------------
+def _shape(node):
+    return tuple(int(s) for s in node.meta["val"].shape)
+
+
+def contiguous_copy(ctx, x):
+    out = ctx.alloc(tuple(x.shape), x.dtype)
+    dma_copy_split(out, x)
+    return out
+
+
+def reshape(ctx, x, shape):
+    try:
+        return x.reshape(shape)
+    except Exception:
+        return contiguous_copy(ctx, x).reshape(shape)
+
+
+@lowers(aten.view, aten._unsafe_view, aten.reshape, aten.view_copy)
+def _view(ctx, node, x, shape, *_):
+    return reshape(ctx, x, _shape(node))
+
+
+@lowers(aten.flatten, aten.unflatten)
+def _flatten(ctx, node, x, *_):
+    return reshape(ctx, x, _shape(node))
+
+
+@lowers(aten.permute, aten.permute_copy)
+def _permute(ctx, node, x, dims):
+    return x.permute(tuple(d % x.ndim for d in dims))
+
+
+@lowers(aten.transpose)
+def _transpose(ctx, node, x, d0, d1):
+    axes = list(range(x.ndim))
+    d0, d1 = d0 % x.ndim, d1 % x.ndim
+    axes[d0], axes[d1] = axes[d1], axes[d0]
+    return x.permute(tuple(axes))
+
+
+@lowers(aten.t, aten.numpy_T)
+def _t(ctx, node, x):
+    return x.permute(tuple(reversed(range(x.ndim))))
+
+
+@lowers(aten.expand, aten.expand_copy)
+def _expand(ctx, node, x, *_ , **__):
+    return x.broadcast_to(_shape(node))
+
+
+@lowers(aten.unsqueeze, aten.squeeze, aten.alias, aten.detach, aten.lift_fresh_copy, aten.view_as)
+def _reshape_like(ctx, node, x, *_):
+    return reshape(ctx, x, _shape(node))
+
+
+@lowers(aten.slice)
+def _slice(ctx, node, x, dim=0, start=None, end=None, step=1):
+    dim %= x.ndim
+    n = x.shape[dim]
+    start = 0 if start is None else start
+    end = n if end is None else end
+    start, end = (start + n if start < 0 else start), (end + n if end < 0 else end)
+    start, end = max(0, min(n, start)), max(0, min(n, end))
+    key = (slice(None),) * dim + (slice(start, max(start, end), step),)
+    return x.index(key)
+
+
+@lowers(aten.select)
+def _select(ctx, node, x, dim, index):
+    dim %= x.ndim
+    return x.index((slice(None),) * dim + (int(index),))
+
+
+@lowers(aten.narrow)
+def _narrow(ctx, node, x, dim, start, length):
+    return _slice(ctx, node, x, dim, start, start + length)
+
+
+@lowers(aten.split, aten.split_with_sizes)
+def _split(ctx, node, x, sizes, dim=0):
+    dim %= x.ndim
+    n = x.shape[dim]
+    sizes = [sizes] * math.ceil(n / sizes) if isinstance(sizes, int) else list(sizes)
+    out, start = [], 0
+    for s in sizes:
+        end = min(n, start + s)
+        out.append(x.index((slice(None),) * dim + (slice(start, end),)))
+        start = end
+    return out
+
+
+@lowers(aten.unbind)
+def _unbind(ctx, node, x, dim=0):
+    dim %= x.ndim
+    return [x.index((slice(None),) * dim + (i,)) for i in range(x.shape[dim])]
+
+
+@lowers(aten.chunk)
+def _chunk(ctx, node, x, chunks, dim=0):
+    return _split(ctx, node, x, math.ceil(x.shape[dim % x.ndim] / chunks), dim)
+
+
+@lowers(operator.getitem)
+def _getitem(ctx, node, seq, i):
+    return seq[i]
+
+
+# --- data movement ------------------------------------------------------------------------------------
+@lowers(aten.clone, aten.contiguous, aten._to_copy, aten.to, aten.type_as)
+def _copy(ctx, node, x, *args, **kwargs):
+    out = ctx.out(node)
+    dma_copy_split(out, x)
+    return out
+
+
+@lowers(aten.copy)
+def _copy_from(ctx, node, x, src, *args):
+    out = ctx.out(node)
+    dma_copy_split(out, src.broadcast_to(out.shape))
+    return out
+
+
+@lowers(aten.cat, aten.concat)
+def _cat(ctx, node, tensors, dim=0):
+    out = ctx.out(node)
+    dim %= out.ndim
+    start = 0
+    for t in tensors:
+        if t.size == 0:
+            continue
+        n = t.shape[dim]
+        dma_copy_split(out.index((slice(None),) * dim + (slice(start, start + n),)), t)
+        start += n
+    return out
+
+
+@lowers(aten.stack)
+def _stack(ctx, node, tensors, dim=0):
+    out = ctx.out(node)
+    dim %= out.ndim
+    for i, t in enumerate(tensors):
+        dma_copy_split(out.index((slice(None),) * dim + (i,)), t)
+    return out
+
+
+@lowers(aten.embedding)
+def _embedding(ctx, node, weight, indices, *_):
+    out = ctx.out(node)
+    flat_idx = reshape(ctx, indices, (indices.size,))
+    gather.gather_rows(out.reshape(indices.size, weight.shape[1]), weight, flat_idx)
+    return out
+
+
+@lowers(aten.index_select)
+def _index_select(ctx, node, x, dim, index):
+    out = ctx.out(node)
+    dim %= x.ndim
+    order = (dim,) + tuple(i for i in range(x.ndim) if i != dim)
+    gather.gather_rows(out.permute(order), x.permute(order), index)
+    return out
+
+
+@lowers(aten.index_copy)
+def _index_copy(ctx, node, x, dim, index, source):
+    """Functional index_copy; in place when x is not used afterwards (the KV-cache update)."""
+    dim %= x.ndim
+    out = x if ctx.is_last_use(node, 0) and ctx.owns(x) else contiguous_copy(ctx, x)
+    order = (dim,) + tuple(i for i in range(x.ndim) if i != dim)
+    gather.scatter_rows(out.permute(order), source.permute(order), index)
+    return out
+
+
+@lowers(aten.dropout, aten.native_dropout, aten.feature_dropout)
+def _dropout(ctx, node, x, p=0.0, train=False):
+    if train and p > 0:
+        raise NotImplementedError("dropout in training mode")
+    return (x, None) if node.target.overloadpacket is aten.native_dropout else x
+
+
+# --- matmuls ------------------------------------------------------------------------------------------
+def _mm(ctx, out, a, b, bias=None):
+    gemm.gemm(out, a, b, bias)
+    return out
+
+
+@lowers(aten.linear)
+def _linear(ctx, node, x, weight, bias=None):
+    out = ctx.out(node)
+    k = x.shape[-1]
+    a = reshape(ctx, x, (x.size // k, k))
+    o2 = out.reshape(out.size // weight.shape[0], weight.shape[0])
+    w_t = ctx.weight_t(weight)          # [K, N] laid out once at placement
+    return _mm(ctx, o2, a, w_t, bias).reshape(out.shape)
+
+
+@lowers(aten.mm)
+def _mm_op(ctx, node, a, b):
+    return _mm(ctx, ctx.out(node), a, b)
+
+
+@lowers(aten.addmm)
+def _addmm(ctx, node, bias, a, b, beta=1, alpha=1):
+    if beta != 1 or alpha != 1 or bias.ndim != 1:
+        raise NotImplementedError("addmm with beta/alpha != 1 or a 2-D bias")
+    return _mm(ctx, ctx.out(node), a, b, bias)
+
+
+@lowers(aten.bmm, aten.matmul)
+def _bmm(ctx, node, a, b):
+    out = ctx.out(node)
+    if a.ndim == 2 and b.ndim == 2:
+        return _mm(ctx, out, a, b)
+    if b.ndim == 2:                          # [..., M, K] @ [K, N]
+        k = a.shape[-1]
+        return _mm(ctx, out.reshape(out.size // b.shape[1], b.shape[1]), reshape(ctx, a, (a.size // k, k)), b
+                   ).reshape(out.shape)
+    batch = out.shape[:-2]
+    ab, bb = a.broadcast_to(batch + a.shape[-2:]), b.broadcast_to(batch + b.shape[-2:])
+    for idx in np.ndindex(*batch):
+        _mm(ctx, out.index(idx), ab.index(idx), bb.index(idx))
+    return out
+
+
+@lowers(aten.scaled_dot_product_attention)
+def _sdpa(ctx, node, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    out = ctx.out(node)
+    if dropout_p and ctx.training:
+        raise NotImplementedError("scaled_dot_product_attention with dropout in training mode")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if q.ndim == 3:
+        q, k, v, o4 = (t.reshape((1,) + tuple(t.shape)) for t in (q, k, v, out))
+    elif q.ndim == 4:
+        o4 = out
+    else:
+        raise NotImplementedError(f"scaled_dot_product_attention on rank-{q.ndim} inputs")
+    attention.flash_attention(o4, q, k, v, scale=scale, causal=bool(is_causal), mask=attn_mask)
+    return out
+
+
+# --- normalisation, softmax, reductions ---------------------------------------------------------------
+def _dim_last(ctx, x, dim):
+    dim %= x.ndim
+    if dim == x.ndim - 1:
+        return x, None
+    order = tuple(i for i in range(x.ndim) if i != dim) + (dim,)
+    return x.permute(order), order
+
+
+@lowers(aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax, aten._safe_softmax)
+def _softmax(ctx, node, x, dim, *_):
+    out = ctx.out(node)
+    xv, order = _dim_last(ctx, x, dim)
+    ov = out.permute(order) if order else out
+    rows.softmax(ov, xv, log="log_softmax" in str(node.target))
+    return out
+
+
+@lowers(aten.native_layer_norm)
+def _native_layer_norm(ctx, node, x, shape, weight, bias, eps):
+    out = ctx.out_at(node, 0)
+    c = int(np.prod(shape))
+    rows.layer_norm(out.reshape(out.size // c, c), reshape(ctx, x, (x.size // c, c)),
+                    _flat(weight), _flat(bias), eps)
+    return out, None, None
+
+
+@lowers(aten.layer_norm)
+def _layer_norm(ctx, node, x, shape, weight=None, bias=None, eps=1e-5, *_):
+    out = ctx.out(node)
+    c = int(np.prod(shape))
+    rows.layer_norm(out.reshape(out.size // c, c), reshape(ctx, x, (x.size // c, c)), _flat(weight), _flat(bias), eps)
+    return out
+
+
+@lowers(aten.rms_norm)
+def _rms_norm(ctx, node, x, shape, weight=None, eps=None):
+    out = ctx.out(node)
+    c = int(np.prod(shape))
+    eps = float(torch.finfo(node.meta["val"].dtype).eps) if eps is None else eps
+    rows.layer_norm(out.reshape(out.size // c, c), reshape(ctx, x, (x.size // c, c)), _flat(weight), None, eps,
+                    rms=True)
+    return out
+
+
+def _flat(t):
+    return None if t is None else t.reshape(t.size)
+
+
+def _reduce_view(ctx, x, dims):
+    """x permuted so the reduced dims are last and merged into one: [..., C]."""
+    dims = sorted(d % x.ndim for d in dims)
+    keep = [i for i in range(x.ndim) if i not in dims]
+    xp = x.permute(tuple(keep + dims))
+    c = int(np.prod([x.shape[d] for d in dims])) if dims else 1
+    lead = tuple(x.shape[i] for i in keep)
+    return reshape(ctx, xp, lead + (c,)), lead
+
+
+def _reduction(op, scale_by_count=False):
+    def lower(ctx, node, x, dims=None, keepdim=False, *_, **__):
+        out = ctx.out(node)
+        dims = list(range(x.ndim)) if dims is None or dims == [] else ([dims] if isinstance(dims, int) else list(dims))
+        xv, lead = _reduce_view(ctx, x, dims)
+        c = xv.shape[-1]
+        rows.reduce_last(out.reshape(lead + (1,)), xv, op, scale=1.0 / c if scale_by_count else 1.0)
+        return out
+    return lower
+
+
+LOWERINGS[aten.sum] = _reduction("add")
+LOWERINGS[aten.mean] = _reduction("add", scale_by_count=True)
+LOWERINGS[aten.amax] = _reduction("maximum")
+LOWERINGS[aten.amin] = _reduction("minimum")
+
+
+def _argreduce(largest):
+    def lower(ctx, node, x, dim=None, keepdim=False):
+        out = ctx.out(node)
+        xv, lead = _reduce_view(ctx, x, [dim] if dim is not None else list(range(x.ndim)))
+        rows.argmax_last(out.reshape(lead + (1,)), xv, largest=largest)
+        return out
+    return lower
+
+
+LOWERINGS[aten.argmax] = _argreduce(True)
+LOWERINGS[aten.argmin] = _argreduce(False)
+
+
+@lowers(aten.max, aten.min)
+def _max_dim(ctx, node, x, dim=None, keepdim=False):
+    largest = node.target.overloadpacket is aten.max
+    if dim is None:
+        return _reduction("maximum" if largest else "minimum")(ctx, node, x)
+    values, indices = ctx.out_at(node, 0), ctx.out_at(node, 1)
+    xv, lead = _reduce_view(ctx, x, [dim])
+    rows.argmax_last(indices.reshape(lead + (1,)), xv, values=values.reshape(lead + (1,)), largest=largest)
+    return values, indices
+
+
+# --- elementwise --------------------------------------------------------------------------------------
+def _scalar(x):
+    if isinstance(x, torch.Tensor):
+        return x.item()
+    return x
+
+
+def _binary(op, reverse_scalar_ok=True):
+    def lower(ctx, node, a, b, alpha=None, **kwargs):
+        if kwargs.get("rounding_mode") is not None:
+            raise NotImplementedError(f"{node.target} with rounding_mode")
+        out = ctx.out(node)
+        if is_dev(a) and is_dev(b):
+            return ew.binary(out, a, b, op, alpha=alpha)
+        if is_dev(a):
+            s = _scalar(b) * (alpha if alpha is not None else 1)
+            return ew.scalar_op(out, a, op, s)
+        if alpha is not None and alpha != 1:
+            raise NotImplementedError("scalar op tensor with alpha")
+        return ew.scalar_op(out, b, op, _scalar(a), reverse=True)
+    return lower
+
+
+for _op, _name in [(aten.add, "add"), (aten.sub, "subtract"), (aten.mul, "multiply"), (aten.div, "divide"),
+                   (aten.maximum, "maximum"), (aten.minimum, "minimum"), (aten.eq, "equal"),
+                   (aten.ne, "not_equal"), (aten.lt, "less"), (aten.le, "less_equal"), (aten.gt, "greater"),
+                   (aten.ge, "greater_equal"), (aten.logical_and, "logical_and"),
+                   (aten.logical_or, "logical_or"), (aten.logical_xor, "logical_xor"),
+                   (aten.bitwise_and, "logical_and"), (aten.bitwise_or, "logical_or")]:
+    LOWERINGS[_op] = _binary(_name)
+
+
+@lowers(aten.rsub)
+def _rsub(ctx, node, a, b, alpha=1):
+    out = ctx.out(node)
+    if is_dev(b):
+        return ew.binary(out, b, a, "subtract", alpha=alpha)
+    return ew.scalar_op(out, a, "multiply", -float(alpha), op1="add", scalar1=_scalar(b))
+
+
+_ACT = {aten.relu: "relu", aten.sigmoid: "sigmoid", aten.tanh: "tanh", aten.silu: "silu", aten.exp: "exp",
+        aten.log: "log", aten.sqrt: "sqrt", aten.rsqrt: "rsqrt", aten.neg: "negative", aten.abs: "abs",
+        aten.sin: "sin", aten.cos: "cos", aten.erf: "erf", aten.reciprocal: "reciprocal", aten.sign: "sign",
+        aten.floor: "floor", aten.ceil: "ceil", aten.trunc: "trunc", aten.square: "square",
+        aten.softplus: "softplus", aten.mish: "mish"}
+
+
+def _unary(func):
+    def lower(ctx, node, x, *_, **__):
+        return ew.unary(ctx.out(node), x, func)
+    return lower
+
+
+for _op, _fn in _ACT.items():
+    LOWERINGS[_op] = _unary(_fn)
+
+
+@lowers(aten.gelu)
+def _gelu(ctx, node, x, approximate="none"):
+    return ew.unary(ctx.out(node), x, "gelu_apprx_tanh" if approximate == "tanh" else "gelu")
+
+
+@lowers(aten.logical_not, aten.bitwise_not)
+def _not(ctx, node, x):
+    return ew.scalar_op(ctx.out(node), x, "equal", 0.0)
+
+
+@lowers(aten.pow)
+def _pow(ctx, node, a, b):
+    out = ctx.out(node)
+    if not is_dev(a):                       # scalar ** tensor
+        return ew.scalar_op(out, b, "power", float(a), reverse=True)
+    if is_dev(b):
+        return ew.binary(out, a, b, "power")
+    e = float(_scalar(b))
+    special = {2.0: "square", 0.5: "sqrt", -0.5: "rsqrt", -1.0: "reciprocal", 1.0: "copy"}
+    if e in special:
+        return ew.unary(out, a, special[e])
+    return ew.scalar_op(out, a, "power", e)
+
+
+@lowers(aten.clamp, aten.clamp_min, aten.clamp_max, aten.hardtanh)
+def _clamp(ctx, node, x, lo=None, hi=None):
+    out = ctx.out(node)
+    name = node.target.overloadpacket
+    if name is aten.clamp_max:
+        lo, hi = None, lo
+    if name is aten.hardtanh:
+        lo = -1.0 if lo is None else lo
+        hi = 1.0 if hi is None else hi
+    if lo is not None and hi is not None:
+        return ew.scalar_op(out, x, "maximum", float(lo), op1="minimum", scalar1=float(hi))
+    if lo is not None:
+        return ew.scalar_op(out, x, "maximum", float(lo))
+    return ew.scalar_op(out, x, "minimum", float(hi))
+
+
+@lowers(aten.where)
+def _where(ctx, node, cond, a, b):
+    return ew.where(ctx.out(node), cond, _scalar(a) if not is_dev(a) else a, _scalar(b) if not is_dev(b) else b)
+
+
+@lowers(aten.masked_fill)
+def _masked_fill(ctx, node, x, mask, value):
+    return ew.where(ctx.out(node), mask, _scalar(value) if not is_dev(value) else value, x)
+
+
+# --- bookkeeping ops (no data) ------------------------------------------------------------------------
+@lowers(aten._assert_tensor_metadata, aten._assert_scalar, aten.sym_constrain_range_for_size,
+        aten._assert_async)
+def _noop(ctx, node, *_, **__):
+    return None
+
+
+# ops whose PyTorch implementation we keep (not decomposed): everything above that has a
+# decomposition in torch.export's default table
+PRESERVED = [aten.linear.default, aten.scaled_dot_product_attention.default, aten.rms_norm.default,
+             aten.silu.default, aten.embedding.default, aten.index_copy.default, aten.layer_norm.default,
+             aten.softmax.int, aten.log_softmax.int, aten.matmul.default, aten.dropout.default,
+             aten.gelu.default, aten.clamp_min.default, aten.clamp_max.default, aten.square.default,
+             aten.hardtanh.default, aten.index_select.default, aten.stack.default, aten.split.Tensor,
+             aten.chunk.default, aten.unbind.int, aten.flatten.using_ints, aten.unflatten.int,
+             aten.narrow.default, aten.type_as.default, aten.masked_fill.Scalar, aten.masked_fill.Tensor,
+             aten.argmax.default, aten.mish.default, aten.softplus.default]
+
+
+def covered_ops() -> list[str]:
+    return sorted({str(getattr(k, "__name__", k)) if not hasattr(k, "overloadpacket") and not
+                   isinstance(k, torch._ops.OpOverloadPacket) else str(k) for k in LOWERINGS})

@@ -1,0 +1,209 @@
+"""The model report: per-op table, latency, MFU, HBM use, throughput, cost and numerics."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+from trnlab.hw import ChipSpec
+
+
+@dataclass
+class NumericsCheck:
+    output: str
+    max_abs_err: float
+    max_rel_err: float      # max |out - ref| / max |ref|
+    bound: float            # allowed max_rel_err for the dtype
+    ok: bool
+
+
+# Allowed error relative to the output's largest magnitude. bf16 keeps 8 significant bits
+# (unit roundoff 2^-9 = 0.2%) on every stored activation; a few layers of rounding stay within a few %.
+BOUNDS = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 1e-2}
+
+
+@dataclass
+class Report:
+    model: str
+    target: str
+    dtype: str
+    tokens: int                         # tokens processed by one run (batch x seq)
+    latency_s: float
+    model_flops: float
+    hw_flops: float
+    peak_flops: float
+    weights_bytes: int
+    activation_peak_bytes: int
+    hbm_capacity_bytes: int
+    usd_per_hour: float
+    instance: str
+    instance_cores: int
+    price_source: str
+    instructions: int
+    ops: list = field(default_factory=list)            # OpRecord
+    numerics: list = field(default_factory=list)       # NumericsCheck
+    fallbacks: list = field(default_factory=list)      # dicts: op, source, share
+    engine_busy: dict = field(default_factory=dict)
+    mode: str = "numerics"                              # "numerics" | "timing-only"
+    phase: str = "prefill"
+    wall_s: float = 0.0
+    compile_s: float = 0.0
+    decode: "Report | None" = None
+
+    # --- derived numbers ---
+    @property
+    def mfu(self) -> float:
+        return self.model_flops / (self.latency_s * self.peak_flops) if self.latency_s else 0.0
+
+    @property
+    def hfu(self) -> float:
+        return self.hw_flops / (self.latency_s * self.peak_flops) if self.latency_s else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.latency_s if self.latency_s else 0.0
+
+    @property
+    def usd_per_million_tokens(self) -> float:
+        """Cost of one NeuronCore for the time it takes: $/h / cores-per-instance, per token."""
+        if not self.tokens_per_s:
+            return 0.0
+        per_core_s = self.usd_per_hour / self.instance_cores / 3600.0
+        return per_core_s / self.tokens_per_s * 1e6
+
+    @property
+    def numerics_ok(self) -> bool:
+        return all(c.ok for c in self.numerics)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("ops", "decode")}
+        d.update(mfu=self.mfu, hfu=self.hfu, tokens_per_s=self.tokens_per_s,
+                 usd_per_million_tokens=self.usd_per_million_tokens, numerics_ok=self.numerics_ok)
+        d["ops"] = [dataclasses.asdict(o) for o in self.ops]
+        d["decode"] = self.decode.to_dict() if self.decode is not None else None
+        return d
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), default=str, **kw)
+
+    # --- terminal output ---
+    def print(self, console=None, top: int = 15) -> None:
+        from rich.console import Console
+        console = console or Console()
+        console.print(op_table(self, top))
+        console.print(summary_table(self))
+        if self.numerics:
+            console.print(numerics_table(self))
+        if self.fallbacks:
+            for f in self.fallbacks:
+                console.print(f"[yellow]CPU fallback[/]: {f['op']} at {f['source']} ({f['share']:.1%} of ops)")
+
+    def __str__(self) -> str:
+        from rich.console import Console
+        console = Console(width=120, record=True, file=open(os.devnull, "w"))
+        self.print(console)
+        return console.export_text()
+
+
+def fmt_time(s: float) -> str:
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} us"
+
+
+def fmt_bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def grouped_ops(report: Report) -> list[dict]:
+    """Ops grouped by (op, output shape): count, total time and share."""
+    groups: dict = {}
+    for o in report.ops:
+        key = (o.op.replace("aten.", "").replace(".default", ""), o.out, o.where)
+        g = groups.setdefault(key, {"op": key[0], "out": key[1], "where": key[2], "count": 0, "time_s": 0.0,
+                                    "instructions": 0, "model_flops": 0.0, "dma_bytes": 0,
+                                    "source": o.source})
+        g["count"] += 1
+        g["time_s"] += o.time_s
+        g["instructions"] += o.instructions
+        g["model_flops"] += o.model_flops
+        g["dma_bytes"] += o.dma_bytes
+    return sorted(groups.values(), key=lambda g: -g["time_s"])
+
+
+def op_table(report: Report, top: int = 15):
+    from rich.table import Table
+    t = Table(title=f"{report.model} {report.phase} on one {report.target} NeuronCore ({report.dtype}, "
+                    f"{report.mode}) - ops by predicted time")
+    for col, just in (("op", "left"), ("output", "left"), ("n", "right"), ("time", "right"), ("share", "right"),
+                      ("instr", "right"), ("TFLOP/s", "right"), ("DMA", "right"), ("model line", "left")):
+        t.add_column(col, justify=just, overflow="fold")
+    for g in grouped_ops(report)[:top]:
+        share = g["time_s"] / report.latency_s if report.latency_s else 0.0
+        rate = g["model_flops"] / g["time_s"] / 1e12 if g["time_s"] and g["model_flops"] else 0.0
+        t.add_row(g["op"] + (" [yellow](cpu)[/]" if g["where"] != "device" else ""), g["out"], str(g["count"]),
+                  fmt_time(g["time_s"]), f"{share:.1%}", str(g["instructions"]), f"{rate:.1f}" if rate else "",
+                  fmt_bytes(g["dma_bytes"]), _short_src(g["source"]))
+    return t
+
+
+def _short_src(src: str) -> str:
+    path, _, rest = src.partition(":")
+    return os.path.basename(path) + (":" + rest if rest else "")
+
+
+def summary_table(report: Report):
+    from rich.table import Table
+    t = Table(title="Summary", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    for k, v in summary_rows(report):
+        t.add_row(k, v)
+    return t
+
+
+def summary_rows(r: Report) -> list[tuple[str, str]]:
+    rows = [("predicted latency", f"{fmt_time(r.latency_s)} ({r.phase}, {r.tokens} tokens)"),
+            ("throughput", f"{r.tokens_per_s:,.0f} tokens/s on one NeuronCore"),
+            ("MFU", f"{r.mfu:.1%} (model FLOPs {r.model_flops / 1e9:.2f} G / peak {r.peak_flops / 1e12:.1f} TF/s); "
+                    f"HFU {r.hfu:.1%}"),
+            ("HBM", f"weights {fmt_bytes(r.weights_bytes)} + peak activations "
+                    f"{fmt_bytes(r.activation_peak_bytes)} of {fmt_bytes(r.hbm_capacity_bytes)} per NeuronCore"),
+            ("cost", f"${r.usd_per_million_tokens:.4f} per million tokens "
+                     f"({r.instance} ${r.usd_per_hour:.2f}/h / {r.instance_cores} NeuronCores)"),
+            ("price source", r.price_source),
+            ("instructions", f"{r.instructions:,} ISA instructions on one simulated NeuronCore"),
+            ("simulation", f"compile {r.compile_s:.1f} s, run {r.wall_s:.1f} s wall")]
+    if r.engine_busy:
+        busy = ", ".join(f"{k} {v / r.latency_s:.0%}" for k, v in r.engine_busy.items() if r.latency_s)
+        rows.insert(3, ("engine utilisation", busy))
+    if r.decode is not None:
+        d = r.decode
+        rows.insert(2, ("decode", f"{fmt_time(d.latency_s)} per step ({d.tokens} tokens/step) = "
+                                  f"{d.tokens_per_s:,.0f} tokens/s, ${d.usd_per_million_tokens:.4f}/M tokens, "
+                                  f"MFU {d.mfu:.1%}"))
+    return rows
+
+
+def numerics_table(report: Report):
+    from rich.table import Table
+    t = Table(title=f"Numerics vs eager PyTorch (fp32 reference), {report.dtype} on the device")
+    for col in ("output", "max abs err", "max rel err", "bound", "ok"):
+        t.add_column(col)
+    for c in report.numerics:
+        t.add_row(c.output, f"{c.max_abs_err:.3g}", f"{c.max_rel_err:.3g}", f"{c.bound:.0e}",
+                  "[green]yes[/]" if c.ok else "[red]NO[/]")
+    return t
+
+
+def chip_fields(chip: ChipSpec, dtype_name: str) -> dict:
+    peak = {"float32": chip.peak_fp32_flops}.get(dtype_name, chip.peak_bf16_flops)
+    return dict(target=chip.name, peak_flops=peak, hbm_capacity_bytes=chip.hbm_bytes_per_core,
+                usd_per_hour=chip.instance_usd_per_hour, instance=chip.instance, instance_cores=chip.instance_cores,
+                price_source=chip.price_source)

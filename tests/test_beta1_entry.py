@@ -1,0 +1,107 @@
+"""Beta 1 entry points (simulate_kernel, baremetal, benchmark, jit modes, trace) and the examples in
+examples/beta1, run unmodified with `neuronxcc.nki` mapped onto trnlab.nki_beta1."""
+import pathlib
+import runpy
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import trnlab.nki_beta1 as nki
+import trnlab.nki_beta1.isa as nisa
+import trnlab.nki_beta1.language as nl
+
+EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples" / "beta1").glob("*.py"))
+
+
+@nki.jit
+def double(a):
+    out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+    nl.store(out, value=nl.multiply(nl.load(a), 2.0))
+    return out
+
+
+def test_simulate_kernel_numpy_in_numpy_out():
+    a = np.arange(128 * 8, dtype=np.float32).reshape(128, 8)
+    out = nki.simulate_kernel(double, a)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, 2 * a)
+
+
+def test_baremetal_decorator_and_jit_modes():
+    a = np.ones((64, 4), np.float32)
+    bm = nki.baremetal(double.fn)
+    np.testing.assert_array_equal(bm(a), 2 * a)
+    np.testing.assert_array_equal(nki.baremetal()(double)(a), 2 * a)
+    for mode in ("simulation", "baremetal", "auto"):
+        np.testing.assert_array_equal(nki.jit(double.fn, mode=mode)(a), 2 * a)
+
+
+def test_benchmark_latency_comes_from_timing_model():
+    a = np.ones((128, 512), np.float32)
+    bench = nki.benchmark(warmup=2, iters=5)(double)
+    np.testing.assert_array_equal(bench(a), 2 * a)
+    lat = bench.benchmark_result.nc_latency
+    end_us = bench.benchmark_result.run.machine.scheduler.end * 1e6
+    assert lat.get_latency_percentile(50) == pytest.approx(end_us) and end_us > 0
+    assert lat.get_latency_percentile(99) == lat.get_latency_percentile(0)
+    jb = nki.jit(double.fn, mode="benchmark")
+    jb(a)
+    assert jb.benchmark_result.nc_latency.get_latency_percentile(90) == pytest.approx(end_us)
+
+
+def test_profile_points_to_trnlab_profile():
+    with pytest.raises(NotImplementedError, match="trnlab profile"):
+        nki.profile(working_directory="/tmp")
+
+
+def test_sub_kernel_and_device_print(capsys):
+    @nki.trace
+    def scale(t, s):
+        return nl.multiply(t, s)
+
+    @nki.jit
+    def k(a):
+        out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+        t = scale(nl.load(a), 3.0)
+        nl.device_print("t =", t)
+        nl.store(out, value=t)
+        return out
+    a = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(nki.simulate_kernel(k, a), 3 * a)
+    assert "t = [[3. 3. 3.]" in capsys.readouterr().out
+
+
+def test_shared_hbm_output_is_shared_by_grid_programs():
+    @nki.jit
+    def k(a):
+        out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+        i = nl.program_id(0)
+        i_p, i_f = nl.arange(32)[:, None], nl.arange(8)[None, :]
+        nl.store(out[i * 32 + i_p, i_f], value=nl.add(nl.load(a[i * 32 + i_p, i_f]), i))
+        return out
+    a = np.zeros((128, 8), np.float32)
+    np.testing.assert_array_equal(nki.simulate_kernel(k[4], a), np.repeat(np.arange(4.0), 32)[:, None] + a)
+
+
+@pytest.fixture
+def neuronxcc_modules(monkeypatch):
+    """Map neuronxcc.nki.* onto trnlab.nki_beta1 (what trnlab.compat does for `trnlab run`)."""
+    pkg = types.ModuleType("neuronxcc")
+    pkg.__path__ = []
+    pkg.nki = nki
+    monkeypatch.setitem(sys.modules, "neuronxcc", pkg)
+    monkeypatch.setitem(sys.modules, "neuronxcc.nki", nki)
+    for sub in ("language", "isa", "typing", "compiler"):
+        monkeypatch.setitem(sys.modules, f"neuronxcc.nki.{sub}", getattr(nki, sub))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_run_unmodified(path, neuronxcc_modules, capsys):
+    runpy.run_path(str(path), run_name="__main__")          # each example asserts against numpy
+    assert "matches numpy" in capsys.readouterr().out
+
+
+def test_examples_exist():
+    assert len(EXAMPLES) >= 2

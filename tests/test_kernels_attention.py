@@ -1,0 +1,126 @@
+"""trnlab.kernels.flash_attention against float64 numpy attention: multi-head, grouped-query,
+causal and additive masks, ragged sequence lengths, fp32 and bf16."""
+import importlib
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from trnlab.errors import ShapeError
+from trnlab.kernels import flash_attention
+
+pytestmark = pytest.mark.filterwarnings("error::trnlab.errors.TrnlabWarning")   # no uninitialised reads
+
+BF16 = ml_dtypes.bfloat16
+BF16_EPS = 2.0 ** -8      # bf16 unit roundoff: 8 significand bits
+
+
+def run(*args, **kwargs):
+    return flash_attention.run(args, kwargs, timing=False)
+
+
+def randn(shape, dtype, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32).astype(dtype)
+
+
+def attention64(q, k, v, mask=None, causal=True, scale=None):
+    """Exact attention; also returns P @ |v| (the scale of the rounding error of P @ v)."""
+    shape = q.shape
+    q, k, v = (t.astype(np.float64).reshape((1,) * (4 - t.ndim) + t.shape) for t in (q, k, v))
+    group = q.shape[1] // k.shape[1]                    # query head h reads kv head h // group
+    k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+    s = q @ np.swapaxes(k, -1, -2) * (1 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    if causal:
+        s = np.where(np.tril(np.ones(s.shape[-2:], dtype=bool)), s, -np.inf)
+    if mask is not None:
+        s = s + mask.astype(np.float64)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return (p @ v).reshape(shape), (p @ np.abs(v)).reshape(shape)
+
+
+def check(out, q, k, v, **kw):
+    exact, scale = attention64(q, k, v, **kw)
+    d, sk = q.shape[-1], k.shape[-2]
+    # fp32: scores are D-term dot products (D * 2^-24 relative to |q||k|, ~1e-5 absolute after exp),
+    # the online softmax rescales a few times per key block, P @ v sums Sk terms: within
+    # (D + Sk + 64) * 2^-24 * (P @ |v|) + 1e-6.
+    bound = (d + sk + 64) * 2.0 ** -24 * scale + 1e-6
+    if q.dtype == BF16:
+        # p is rounded to bf16 before the PE (2^-8 relative per term -> 2^-8 * P @ |v|) and the
+        # output is rounded once (2^-8 * |o|).
+        bound = bound + BF16_EPS * (scale + np.abs(exact))
+    err = np.abs(out.astype(np.float64) - exact)
+    assert np.all(err <= bound), f"max error {err.max():.3g}, worst excess {(err - bound).max():.3g}"
+
+
+CASES = [  # (B, Hq, Hkv, Sq, Sk, D, causal)
+    (1, 2, 2, 256, 256, 64, True),      # multi-head, tile-aligned
+    (2, 4, 2, 200, 200, 32, True),      # grouped-query, ragged last tile
+    (1, 2, 1, 130, 130, 128, True),     # multi-query, D = 128
+    (1, 1, 1, 300, 700, 64, False),     # cross attention, two key blocks, ragged
+    (1, 1, 1, 1, 1, 8, True),           # single token
+]
+
+
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,d,causal", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, BF16])
+def test_flash_attention(b, hq, hkv, sq, sk, d, causal, dtype):
+    q, k, v = randn((b, hq, sq, d), dtype, 0), randn((b, hkv, sk, d), dtype, 1), randn((b, hkv, sk, d), dtype, 2)
+    out = run(q, k, v, causal=causal).outputs
+    assert out.dtype == np.dtype(dtype) and out.shape == q.shape
+    check(out, q, k, v, causal=causal)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, BF16])
+def test_flash_attention_additive_mask(dtype):
+    b, h, s, d = 2, 2, 150, 64
+    q, k, v = randn((b, h, s, d), dtype, 0), randn((b, h, s, d), dtype, 1), randn((b, h, s, d), dtype, 2)
+    mask = np.zeros((b, 1, s, s), dtype=np.float32)
+    mask[0, :, :, 100:] = -np.inf                    # padding of batch 0 after 100 tokens
+    mask[1] = randn((1, s, s), np.float32, 3)        # an arbitrary bias for batch 1
+    for causal in (True, False):
+        check(run(q, k, v, mask=mask, causal=causal).outputs, q, k, v, mask=mask, causal=causal)
+
+
+def test_flash_attention_single_head_layout_and_scale():
+    q, k, v = (randn((140, 64), np.float32, i) for i in range(3))
+    mask = randn((140, 140), np.float32, 4)
+    out = run(q, k, v, mask=mask, causal=False, scale=0.3).outputs
+    assert out.shape == (140, 64)
+    check(out, q, k, v, mask=mask, causal=False, scale=0.3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, BF16])
+def test_flash_attention_streams_keys_when_they_do_not_fit(monkeypatch, dtype):
+    module = importlib.import_module("trnlab.kernels.flash_attention")
+    monkeypatch.setattr(module, "KV_BUDGET", 0)
+    q, k, v = randn((1, 4, 300, 64), dtype, 0), randn((1, 2, 300, 64), dtype, 1), randn((1, 2, 300, 64), dtype, 2)
+    result = run(q, k, v)
+    # 2 kv heads x 2 query heads x 3 query tiles, each loading its 1-3 key chunks: 2*2*(1+2+3) = 24
+    # k-chunk transposes plus one q transpose per query tile (12) plus one p transpose per chunk (24).
+    assert result.machine.stats.instructions["nc_transpose"] == 24 + 12 + 24
+    check(result.outputs, q, k, v)
+
+
+def test_causal_blocks_above_the_diagonal_are_skipped():
+    q, k, v = (randn((1, 1, 1024, 64), BF16, i) for i in range(3))
+    ops = run(q, k, v).machine.stats.instructions
+    # 8 query tiles of 128; tile i sees keys [0, 128(i+1)): ceil(128(i+1)/512) score blocks each.
+    score_matmuls = sum(math.ceil(128 * (i + 1) / 512) for i in range(8))
+    pv_matmuls = sum(i + 1 for i in range(8))                    # one per 128 keys
+    assert ops["nc_matmul"] == score_matmuls + pv_matmuls
+    assert ops["affine_select"] == 8                             # only diagonal blocks are masked
+
+
+def test_head_dim_above_128_is_rejected():
+    q = randn((1, 1, 16, 256), np.float32, 0)
+    with pytest.raises(ShapeError, match="head dim 256"):
+        run(q, q, q)
+
+
+def test_kv_heads_must_divide_query_heads():
+    q, k = randn((1, 3, 16, 32), np.float32, 0), randn((1, 2, 16, 32), np.float32, 1)
+    with pytest.raises(ShapeError, match="Hq % Hkv"):
+        run(q, k, k)

@@ -1,0 +1,113 @@
+"""The trnlab.kernels registry (KERNELS / KernelSpec), capacity errors, targets and torch I/O."""
+import importlib
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import trnlab.nki as nki
+import trnlab.nki.isa as nisa
+import trnlab.nki.language as nl
+from trnlab.errors import PsumCapacityError, SbufCapacityError
+from trnlab.kernels import KERNELS, KernelSpec, flash_attention, rmsnorm, softmax
+
+OURS = ("add", "transpose", "softmax", "rmsnorm", "layernorm", "flash_attention", "cumsum", "rope")
+BF16 = ml_dtypes.bfloat16
+
+
+def test_registry_lists_every_kernel_with_reference_and_inputs():
+    for name in OURS:
+        spec = KERNELS[name]
+        assert isinstance(spec, KernelSpec) and spec.name == name
+        assert callable(spec.reference) and callable(spec.example_inputs)
+        assert spec.kernel.__name__ == name
+
+
+def test_registry_includes_the_matmul_steps_when_present():
+    try:
+        importlib.import_module("trnlab.kernels.matmul")
+    except ModuleNotFoundError:
+        pytest.skip("kernels/matmul.py not written yet")
+    matmuls = [n for n in KERNELS if n.startswith("matmul")]
+    assert matmuls, "kernels/matmul.py exists but no matmul entry was registered"
+    lhsT, rhs = KERNELS[matmuls[0]].example_inputs(1.0, BF16, 0)
+    assert lhsT.dtype == np.dtype(BF16) and lhsT.shape[0] == rhs.shape[0]
+
+
+@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("dtype", [np.float32, BF16])
+def test_example_inputs_run_with_timing_and_match_reference(name, dtype):
+    spec = KERNELS[name]
+    args = spec.example_inputs(0.25, dtype, 1)
+    assert all(a.dtype == np.dtype(dtype) for a in args)
+    assert [a.shape for a in args] == [a.shape for a in spec.example_inputs(0.25, dtype, 2)]
+    run = spec.kernel.run(args, {})                      # timing on, as the profiler runs it
+    expected = spec.reference(*args)
+    rtol, atol = spec.tolerance(dtype)
+    # fp32: (1e-5, 1e-5); bf16: kernel and reference each round an fp32 value once, so they differ
+    # by at most one bf16 ulp = 2^-7 relative (2^-5 absolute for attention, see kernels/__init__).
+    np.testing.assert_allclose(run.outputs.astype(np.float32), expected.astype(np.float32), rtol=rtol, atol=atol)
+    assert run.machine.scheduler.end > 0
+
+
+def test_example_inputs_scale_the_problem():
+    small, = KERNELS["softmax"].example_inputs(0.25)
+    large, = KERNELS["softmax"].example_inputs(2.0)
+    assert large.shape[0] == 8 * small.shape[0]
+
+
+# --- capacity --------------------------------------------------------------------------------------
+@nki.jit
+def greedy_kernel(x):
+    """Keeps four [128, 16384] fp32 tiles (64 KiB per partition each) live at once."""
+    tiles = []
+    for i in range(4):
+        t = nl.ndarray((128, 16384), dtype=nl.float32, buffer=nl.sbuf, name=f"greedy_tile_{i}")
+        nisa.memset(dst=t, value=float(i))
+        tiles.append(t)
+    return x
+
+
+def test_overallocating_sbuf_raises_naming_the_largest_tiles():
+    with pytest.raises(SbufCapacityError) as info:
+        greedy_kernel.run((np.zeros((4, 4), np.float32),), {}, target="trn2", timing=False)
+    message = str(info.value)
+    assert "greedy_tile_3" in message                    # the tile that did not fit
+    assert "greedy_tile_0" in message and "greedy_tile_1" in message and "greedy_tile_2" in message
+    assert "229376 B" in message                         # trn2: 224 KiB per partition
+    assert "test_kernels_registry.py" in message         # the kernel's file:line
+    assert [a.name for a in info.value.largest][:3] == ["greedy_tile_0", "greedy_tile_1", "greedy_tile_2"]
+
+
+@nki.jit
+def psum_hog(x):
+    """Nine live one-bank PSUM tiles; the chip has eight banks."""
+    live = [nl.ndarray((128, 512), dtype=nl.float32, buffer=nl.psum, name=f"bank_{i}") for i in range(9)]
+    assert len(live) == 9
+    return x
+
+
+def test_overallocating_psum_raises():
+    with pytest.raises(PsumCapacityError, match="bank_8"):
+        psum_hog.run((np.zeros((4, 4), np.float32),), {}, timing=False)
+
+
+def test_kernels_stay_within_capacity_on_every_target():
+    x = np.random.default_rng(0).standard_normal((130, 3000)).astype(np.float32)
+    q = np.random.default_rng(1).standard_normal((1, 2, 200, 128)).astype(BF16)
+    for target in ("trn1", "trn2", "trn3"):
+        out = rmsnorm.run((x, x[0]), {}, target=target, timing=False)
+        assert out.machine.sbuf.peak_bytes <= out.machine.chip.sbuf_bytes_per_partition
+        out = flash_attention.run((q, q, q), {}, target=target, timing=False)
+        assert out.machine.psum.peak_bytes <= out.machine.chip.psum_banks * out.machine.chip.psum_bank_bytes
+
+
+# --- torch in, torch out ----------------------------------------------------------------------------
+def test_torch_tensors_round_trip():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(130, 300, dtype=torch.bfloat16)
+    out = softmax(x)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16
+    expected = torch.softmax(x.float(), dim=-1)
+    # one bf16 rounding of the output: 2^-8 relative
+    assert torch.all((out.float() - expected).abs() <= 2 ** -8 * expected.abs() + 1e-7)
