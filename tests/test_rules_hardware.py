@@ -433,3 +433,15 @@ def test_nc_stream_shuffle_start_partition_rule():
     with pytest.raises(NkiValidationError, match="64 active partitions"):
         m.issue(I.NcStreamShuffle(api="nisa.nc_stream_shuffle", loc=LOC, dst=tile(m, (64, 4)), src=src,
                                   shuffle_mask=tuple([0] * 32)))
+
+
+def test_hwdge_rules():
+    m1 = mk("trn1")
+    h = m1.hbm_tensor(np.ones((8, 8), np.float32), "h")
+    with pytest.raises(NkiValidationError, match="hwdge.*trn1"):
+        m1.issue(I.DmaCopy(api="nisa.dma_copy", loc=LOC, dst=tile(m1, (8, 8)), src=h, raw_bytes=True))
+    m = mk("trn2")
+    h2 = m.hbm_tensor(np.ones((8, 8), np.float32), "h")
+    with pytest.raises(DtypeError, match="raw bytes"):
+        m.issue(I.DmaCopy(api="nisa.dma_copy", loc=LOC, dst=tile(m, (8, 8), dt.bfloat16), src=h2, raw_bytes=True))
+    m.issue(I.DmaCopy(api="nisa.dma_copy", loc=LOC, dst=tile(m, (8, 8)), src=h2, raw_bytes=True))

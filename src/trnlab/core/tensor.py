@@ -25,7 +25,7 @@ class Storage:
     """One allocation: its memory kind, backing numpy array, address and initialisation state."""
 
     __slots__ = ("kind", "array", "name", "alloc", "hbm_address", "init_mask", "n_init", "uid",
-                 "__weakref__")
+                 "_ptr", "__weakref__")
 
     def __init__(self, kind: str, array: np.ndarray, name: str, *, initialized: bool,
                  alloc=None, hbm_address: int = 0):
@@ -35,12 +35,16 @@ class Storage:
         self.alloc = alloc
         self.hbm_address = hbm_address
         self.uid = next(_uids)
+        self._ptr = None
         self.init_mask = None if initialized else np.zeros(array.shape, dtype=bool)
         self.n_init = 0
 
     @property
     def base_ptr(self) -> int:
-        return self.array.__array_interface__["data"][0]
+        ptr = self._ptr
+        if ptr is None:
+            ptr = self._ptr = self.array.__array_interface__["data"][0]
+        return ptr
 
     @property
     def row_bytes(self) -> int:
@@ -52,13 +56,14 @@ class Storage:
 class Tensor:
     """A view of a Storage. On-chip tensors have the partition dim first."""
 
-    __slots__ = ("storage", "array", "dtype", "name")
+    __slots__ = ("storage", "array", "dtype", "name", "_region")
 
     def __init__(self, storage: Storage, array: np.ndarray, dtype, name: str | None = None):
         self.storage = storage
         self.array = array
         self.dtype = dtype
         self.name = name if name is not None else storage.name
+        self._region = None          # cached physical box (a view never changes)
 
     # --- description ---------------------------------------------------------------------------
     @property
@@ -122,6 +127,12 @@ class Tensor:
 
     def region(self) -> tuple[int, int, int, int]:
         """Physical bounding box (p0, p1, b0, b1). HBM: partitions (0, 1), b = linear byte address."""
+        r = self._region
+        if r is None:
+            r = self._region = self._compute_region()
+        return r
+
+    def _compute_region(self) -> tuple[int, int, int, int]:
         st, a = self.storage, self.array
         off = self.byte_offset()
         if st.kind == HBM:

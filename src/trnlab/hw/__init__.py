@@ -60,7 +60,7 @@ class ChipSpec:
     dma_fixed_s: float = 1.3e-6        # DMAG: ~1,300 ns descriptor + semaphore cost per DMA (a latency:
                                        # hidden while the queue still has a backlog, see docs/calibration.md)
     dma_partitions_per_transfer: int = 8  # ARCH v2: a 128-partition load = 16 transfers x 8 partitions
-    dma_efficiency: float = 0.40       # [fitted] sustained fraction of queue bandwidth on HBM<->SBUF tile
+    dma_efficiency: float = 0.44       # [fitted] sustained fraction of queue bandwidth on HBM<->SBUF tile
                                        # copies (trn1 matmul tutorial: ~105 GB/s of 272); docs/calibration.md
     dma_chunk_overhead_bytes: int = 128  # [fitted] per-descriptor overhead in byte-times: efficiency of a
                                          # c-byte contiguous chunk = c/(c+128); DMAG: <256 B bad, >=4 KiB saturates

@@ -58,6 +58,9 @@ class DmaCopy(Instruction):
             if t.on_chip and t.shape[0] > chip.partitions:
                 self.fail(PartitionError, f"{name} partition dimension {t.shape[0]} exceeds maximum "
                                           f"{chip.partitions} ({t.describe()})")
+        if self.raw_bytes and chip.nc_version < 3:
+            self.fail(NkiValidationError, f"dge_mode=hwdge (hardware DGE) needs NeuronCore-v3 or newer; "
+                                          f"target is {chip.name}")
         if self.raw_bytes and self.dst.dtype != self.src.dtype:
             self.fail(DtypeError, f"dge_mode=hwdge moves raw bytes: dst dtype {dt.name_of(self.dst.dtype)} "
                                   f"must equal src dtype {dt.name_of(self.src.dtype)}")

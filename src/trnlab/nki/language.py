@@ -124,18 +124,43 @@ def ndarray(shape, dtype, buffer=sbuf, name: str = "", address=None, **_) -> Nki
     m = _current()
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
     if kind == _HBM:
+        if buffer is shared_hbm:
+            return _shared_hbm(m, shape, dtype, name, loc)[0]
         return m.new_hbm(shape, dtype, _name(name, "hbm"))
     p0, byte = (address if isinstance(address, (tuple, list)) else (0, address)) if address is not None else (0, None)
     return m.new_onchip(kind, shape, dtype, _name(name), api="nl.ndarray", loc=loc, p0=int(p0),
                         address=None if byte is None else int(byte))
 
 
+def _shared_hbm(m, shape, dtype, name, loc):
+    """shared_hbm is one allocation for all programs of an LNC/SPMD launch: the k-th shared_hbm tensor a
+    program allocates is the k-th one program 0 allocated (programs run in order)."""
+    state = m.__dict__.setdefault("nki_shared_hbm", {"program": None, "next": 0, "tensors": []})
+    if state["program"] != m.program_id:
+        state["program"], state["next"] = m.program_id, 0
+    k = state["next"]
+    state["next"] += 1
+    if k < len(state["tensors"]):
+        t = state["tensors"][k]
+        if t.shape != shape or t.dtype != _dt.canonical(dtype):
+            raise _NkiValidationError(f"nl.ndarray: program {m.program_id} allocates shared_hbm tensor #{k} as "
+                                      f"{list(shape)} {_dt.name_of(_dt.canonical(dtype))}, but program 0 "
+                                      f"allocated {t.describe()}; all programs share it. At {loc}")
+        return t, False
+    t = m.new_hbm(shape, dtype, _name(name, "hbm"))
+    state["tensors"].append(t)
+    return t, True
+
+
 def _filled(shape, dtype, buffer, name, value, api):
     kind = _buffer_kind(buffer)
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
     if kind == _HBM:   # HBM constants are placed by the host, like kernel inputs
-        t = _current().new_hbm(shape, dtype, _name(name, "hbm"))
-        t.write(np.full(shape, value, dtype=np.float32))
+        m = _current()
+        t, fresh = (_shared_hbm(m, shape, dtype, name, _loc()) if buffer is shared_hbm
+                    else (m.new_hbm(shape, dtype, _name(name, "hbm")), True))
+        if fresh:
+            t.write(np.full(shape, value, dtype=np.float32))
         return t
     return _tileops.memset_tile(shape, dtype, value, kind, api, name)
 

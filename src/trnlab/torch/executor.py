@@ -17,6 +17,7 @@ from trnlab.core import dtypes as dt
 from trnlab.core.machine import Machine, running
 from trnlab.nki.tensor import NkiTensor
 from trnlab.torch import capture
+from trnlab.torch.blas import single_thread_blas
 from trnlab.torch.fusion import find_rmsnorms
 from trnlab.torch.kernels import rows
 from trnlab.torch.lowering import aten, is_dev, lowering_for
@@ -173,6 +174,7 @@ class Program:
     # --- running ----------------------------------------------------------------------------------
     def run(self, inputs, *, target=None, numerics: bool = True, trace: bool = True, progress=None) -> RunResult:
         t0 = time.perf_counter()
+        single_thread_blas()
         m = Machine(target, numerics=numerics, timing=True, trace=trace, tensor_class=NkiTensor)
         flat = pytree.tree_flatten((tuple(inputs), {}))[0]
         ctx = _Ctx(self, m, numerics)

@@ -154,8 +154,10 @@ def op_table(report: Report, top: int = 15):
 
 
 def _short_src(src: str) -> str:
-    path, _, rest = src.partition(":")
-    return os.path.basename(path) + (":" + rest if rest else "")
+    """basename:line of 'path:line  code'."""
+    where = src.split("  ", 1)[0]
+    path, _, line = where.rpartition(":")
+    return f"{os.path.basename(path)}:{line}" if path else where
 
 
 def summary_table(report: Report):

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from trnlab.core import dtypes as dt
+
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 from trnlab.torch.kernels.common import NEG_BIG, P, ceil_div, float_dtype_for, psum, sbuf
 
 F32 = nl.float32
 TK = 512
+
+
+RESIDENT = 96 * 1024      # bytes per partition for K^T, V and Q^T kept resident per K/V head
 
 
 def flash_attention(out, q, k, v, *, scale: float, causal: bool = False, mask=None):
@@ -30,95 +35,161 @@ def flash_attention(out, q, k, v, *, scale: float, causal: bool = False, mask=No
     cdt = float_dtype_for(q, k, v)
     for b in range(b_):
         for hk in range(hkv):
+            kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt)
+            h0, h1 = hk * group, (hk + 1) * group
             if sq == 1 and not causal:          # decode: the group's query heads are the rows
-                h0, h1 = hk * group, (hk + 1) * group
-                _attend(out.index((b, slice(h0, h1), 0)), q.index((b, slice(h0, h1), 0)), k.index((b, hk)),
-                        v.index((b, hk)), mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None,
-                        None, scale, cdt)
+                _attend(out.index((b, slice(h0, h1), 0)), _QT(q.index((b, slice(h0, h1), 0)), cdt), kv,
+                        mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale)
                 continue
-            for h in range(hk * group, (hk + 1) * group):
+            for h in range(h0, h1):
+                qt = _QT(q.index((b, h)), cdt)
                 for q0 in range(0, sq, P):
                     q1 = min(sq, q0 + P)
-                    _attend(out.index((b, h, slice(q0, q1))), q.index((b, h, slice(q0, q1))), k.index((b, hk)),
-                            v.index((b, hk)),
+                    _attend(out.index((b, h, slice(q0, q1))), qt.rows(q0, q1), kv,
                             mask4.index((b, h, slice(q0, q1))) if mask4 is not None else None,
-                            q0 if causal else None, scale, cdt)
+                            q0 if causal else None, scale)
     return out
 
 
-def _attend(out, q, k, v, mask, causal_q0, scale, cdt):
-    """out[R, Dv] = attention of R query rows q[R, D] over k[Skv, D], v[Skv, Dv]."""
-    rows, d = q.shape
-    skv, dv = k.shape[0], v.shape[1]
-    d_chunks = [(d0, min(d, d0 + P)) for d0 in range(0, d, P)]
-    q_t = []
-    for d0, d1 in d_chunks:
-        t = sbuf((d1 - d0, rows), cdt, name="qT")
-        nisa.dma_transpose(dst=t, src=q[:, d0:d1], axes=(1, 0))
-        q_t.append(t)
-    m_run = sbuf((rows, 1), F32, name="m")
+class _QT:
+    """q^T [D, S] in SBUF (DMA transpose), per 128-wide D chunk; sliced per query tile."""
+
+    def __init__(self, q, cdt, lo=0, hi=None):
+        self.q, self.cdt = q, cdt
+        self.d = q.shape[1]
+        self.lo, self.hi = lo, (q.shape[0] if hi is None else hi)
+        self.chunks = [(d0, min(self.d, d0 + P)) for d0 in range(0, self.d, P)]
+        if hi is None:                      # whole sequence: load once if it fits, else per tile
+            n = q.shape[0]
+            self.tiles = None
+            if n * dt.itemsize(cdt) * len(self.chunks) <= RESIDENT // 2:
+                self.tiles = [self._load(0, n, d0, d1) for d0, d1 in self.chunks]
+
+    def _load(self, r0, r1, d0, d1):
+        t = sbuf((d1 - d0, r1 - r0), self.cdt, name="qT")
+        nisa.dma_transpose(dst=t, src=self.q[r0:r1, d0:d1], axes=(1, 0))
+        return t
+
+    def rows(self, r0, r1):
+        sub = _QT.__new__(_QT)
+        sub.q, sub.cdt, sub.d, sub.chunks, sub.lo, sub.hi = self.q, self.cdt, self.d, self.chunks, r0, r1
+        sub.tiles = [t[:, r0:r1] for t in self.tiles] if self.tiles is not None else \
+            [self._load(r0, r1, d0, d1) for d0, d1 in self.chunks]
+        return sub
+
+    @property
+    def n(self):
+        return self.hi - self.lo
+
+    def chunk_tiles(self):
+        if self.tiles is None:
+            self.tiles = [self._load(self.lo, self.hi, d0, d1) for d0, d1 in self.chunks]
+        return self.tiles
+
+
+class _KV:
+    """K^T [D, Skv] and V [128, Skv/128, Dv] of one K/V head, resident in SBUF when they fit
+    (loaded once for all query heads and tiles), else streamed per 512-wide tile."""
+
+    def __init__(self, k, v, cdt):
+        self.k, self.v, self.cdt = k, v, cdt
+        self.skv, self.d, self.dv = k.shape[0], k.shape[1], v.shape[1]
+        self.chunks = [(d0, min(self.d, d0 + P)) for d0 in range(0, self.d, P)]
+        isz = dt.itemsize(cdt)
+        need = self.skv * isz * len(self.chunks) + ceil_div(self.skv, P) * self.dv * isz
+        self.resident = need <= RESIDENT
+        if self.resident:
+            self.kt = [self._load_kt(0, self.skv, d0, d1) for d0, d1 in self.chunks]
+            self.vt = [self._load_v(c0, min(self.skv, c0 + P)) for c0 in range(0, self.skv, P)]
+
+    def _load_kt(self, k0, k1, d0, d1):
+        t = sbuf((d1 - d0, k1 - k0), self.cdt, name="kT")
+        nisa.dma_transpose(dst=t, src=self.k[k0:k1, d0:d1], axes=(1, 0))
+        return t
+
+    def _load_v(self, c0, c1):
+        t = sbuf((c1 - c0, self.dv), self.cdt, name="v")
+        nisa.dma_copy(dst=t, src=self.v[c0:c1])
+        return t
+
+    def kt_tiles(self, k0, k1):
+        if self.resident:
+            return [t[:, k0:k1] for t in self.kt]
+        return [self._load_kt(k0, k1, d0, d1) for d0, d1 in self.chunks]
+
+    def v_tile(self, c0, c1):
+        if self.resident:
+            return self.vt[c0 // P][:c1 - c0]
+        return self._load_v(c0, c1)
+
+
+def _attend(out, qt, kv, mask, causal_q0, scale):
+    """out[R, Dv] = attention of R query rows (q^T tiles in qt) over one K/V head."""
+    rows = qt.n
+    q_tiles = qt.chunk_tiles()
+    m_run = _vec(rows, "m")                # running max of the raw (unscaled) scores
     nisa.memset(dst=m_run, value=NEG_BIG)
-    l_run = sbuf((rows, 1), F32, name="l")
+    l_run = _vec(rows, "l")
     nisa.memset(dst=l_run, value=0.0)
-    o_acc = sbuf((rows, dv), F32, name="o")
+    o_acc = sbuf((rows, kv.dv), F32, name="o")
     nisa.memset(dst=o_acc, value=0.0)
-    kv_end = skv if causal_q0 is None else min(skv, causal_q0 + rows)
+    kv_end = kv.skv if causal_q0 is None else min(kv.skv, causal_q0 + rows)
     for k0 in range(0, kv_end, TK):
         n = min(TK, kv_end - k0)
-        s_ps = psum((rows, TK), name="scores")
-        for j, (d0, d1) in enumerate(d_chunks):
-            k_t = sbuf((d1 - d0, TK), cdt, name="kT")
-            nisa.dma_transpose(dst=k_t[:, :n], src=k[k0:k0 + n, d0:d1], axes=(1, 0))
-            nisa.nc_matmul(dst=s_ps[:, :n], stationary=q_t[j], moving=k_t[:, :n], accumulate=j > 0)
-        s = sbuf((rows, TK), F32, name="s")
-        nisa.activation(dst=s[:, :n], op=nl.copy, data=s_ps[:, :n], scale=float(scale))
+        s_ps = psum((rows, TK), name="scores")[:, :n]
+        for j, kt in enumerate(kv.kt_tiles(k0, k0 + n)):
+            nisa.nc_matmul(dst=s_ps, stationary=q_tiles[j], moving=kt, accumulate=j > 0)
+        s = s_ps
         if causal_q0 is not None and k0 + n - 1 > causal_q0:       # tile crosses the diagonal
-            nisa.affine_select(dst=s[:, :n], pattern=[[-1, n]], channel_multiplier=1, offset=causal_q0 - k0,
-                               on_true_tile=s[:, :n], on_false_value=NEG_BIG, cmp_op=nl.greater_equal)
+            s = sbuf((rows, TK), F32, name="s")[:, :n]
+            nisa.tensor_copy(dst=s, src=s_ps, engine=nisa.scalar_engine)
+            nisa.affine_select(dst=s, pattern=[[-1, n]], channel_multiplier=1, offset=causal_q0 - k0,
+                               on_true_tile=s, on_false_value=NEG_BIG, cmp_op=nl.greater_equal)
         if mask is not None:
-            _apply_mask(s[:, :n], mask[:, k0:k0 + n], rows, n)
+            s = _apply_mask(s, mask[:, k0:k0 + n], rows, n, scale)
         m_new = _vec(rows, "mnew")
-        nisa.tensor_reduce(dst=m_new, op=nl.maximum, data=s[:, :n], axis=1)
+        nisa.tensor_reduce(dst=m_new, op=nl.maximum, data=s, axis=1)
         nisa.tensor_tensor(dst=m_new, data1=m_new, data2=m_run, op=nl.maximum)
-        neg_m = _vec(rows, "negm")
-        nisa.tensor_scalar(dst=neg_m, data=m_new, op0=nl.multiply, operand0=-1.0)
-        alpha = _vec(rows, "alpha")
-        nisa.activation(dst=alpha, op=nl.exp, data=m_run, bias=neg_m)
-        p = sbuf((rows, TK), cdt, name="p")
+        neg_m = _vec(rows, "negm")         # -scale * max
+        nisa.tensor_scalar(dst=neg_m, data=m_new, op0=nl.multiply, operand0=-float(scale))
+        alpha = _vec(rows, "alpha")         # exp(scale * (m_old - m_new))
+        nisa.activation(dst=alpha, op=nl.exp, data=m_run, bias=neg_m, scale=float(scale))
+        p = sbuf((rows, TK), kv.cdt, name="p")
         rowsum = _vec(rows, "rowsum")
-        nisa.activation_reduce(dst=p[:, :n], op=nl.exp, data=s[:, :n], bias=neg_m, reduce_op=nl.add,
-                               reduce_res=rowsum)
+        nisa.activation_reduce(dst=p[:, :n], op=nl.exp, data=s, bias=neg_m, scale=float(scale),
+                               reduce_op=nl.add, reduce_res=rowsum)
         nisa.scalar_tensor_tensor(dst=l_run, data=l_run, op0=nl.multiply, operand0=alpha, op1=nl.add,
                                   operand1=rowsum)
-        pv = psum((rows, dv), name="pv")
+        pv = psum((rows, kv.dv), name="pv")
         for c0 in range(0, n, P):
             c = min(P, n - c0)
-            pt_ps = psum((P, rows), name="pT_ps", dtype=cdt)
-            nisa.nc_transpose(dst=pt_ps[:c], data=p[:, c0:c0 + c])
-            pt = sbuf((P, rows), cdt, name="pT")
-            nisa.tensor_copy(dst=pt[:c], src=pt_ps[:c])
-            v_t = sbuf((P, dv), cdt, name="v")
-            nisa.dma_copy(dst=v_t[:c], src=v[k0 + c0:k0 + c0 + c])
-            nisa.nc_matmul(dst=pv, stationary=pt[:c], moving=v_t[:c], accumulate=c0 > 0)
+            pt_ps = psum((P, rows), name="pT_ps", dtype=kv.cdt)[:c]
+            nisa.nc_transpose(dst=pt_ps, data=p[:, c0:c0 + c])
+            pt = sbuf((P, rows), kv.cdt, name="pT")[:c]
+            nisa.tensor_copy(dst=pt, src=pt_ps, engine=nisa.vector_engine if c0 // P % 2 else nisa.scalar_engine)
+            nisa.nc_matmul(dst=pv, stationary=pt, moving=kv.v_tile(k0 + c0, k0 + c0 + c), accumulate=c0 > 0)
         nisa.scalar_tensor_tensor(dst=o_acc, data=o_acc, op0=nl.multiply, operand0=alpha, op1=nl.add,
                                   operand1=pv)
         m_run = m_new
     recip = _vec(rows, "recip")
     nisa.reciprocal(dst=recip, data=l_run)
-    o = sbuf((rows, dv), out.dtype, name="out")
+    o = sbuf((rows, kv.dv), out.dtype, name="out")
     nisa.tensor_scalar(dst=o, data=o_acc, op0=nl.multiply, operand0=recip)
     nisa.dma_copy(dst=out, src=o)
 
 
-def _apply_mask(s, mask, rows, n):
-    mt = sbuf((rows, n), F32, name="mask")
+def _apply_mask(s, mask, rows, n, scale):
+    """s + mask / scale (scores are still unscaled); bool masks (1 = attend) become 0 / -3e38."""
+    mt = sbuf((rows, TK), F32, name="mask")[:, :n]
     nisa.dma_copy(dst=mt, src=mask)
-    if not (mask.dtype.kind == "f" or str(mask.dtype) == "bfloat16"):
-        # boolean mask (1 = attend): (m - 1) * 3e38 -> 0 or -3e38
-        nisa.tensor_scalar(dst=mt, data=mt, op0=nl.subtract, operand0=1.0, op1=nl.multiply, operand1=-NEG_BIG)
+    if dt.is_float(mask.dtype):
+        nisa.tensor_scalar(dst=mt, data=mt, op0=nl.maximum, operand0=NEG_BIG, op1=nl.multiply,
+                           operand1=1.0 / float(scale))
     else:
-        nisa.tensor_scalar(dst=mt, data=mt, op0=nl.maximum, operand0=NEG_BIG)   # -inf -> -3e38
-    nisa.tensor_tensor(dst=s, data1=s, data2=mt, op=nl.add)
+        nisa.tensor_scalar(dst=mt, data=mt, op0=nl.subtract, operand0=1.0, op1=nl.multiply, operand1=-NEG_BIG)
+    out = sbuf((rows, TK), F32, name="s")[:, :n]
+    nisa.tensor_tensor(dst=out, data1=s, data2=mt, op=nl.add)
+    return out
 
 
 def _vec(rows, name):

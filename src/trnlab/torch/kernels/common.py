@@ -64,37 +64,69 @@ def coalesce(shape, strides_list):
     return out_shape, out_strides
 
 
-def row_plan(out, operands):
-    """Plan an elementwise pass: views [outer..., rows, cols] for out and each operand (broadcast).
+class TilePlan:
+    """How an elementwise pass walks its output: one dim on the partitions (128 at a time), the
+    innermost dims in the free dims (up to COLS elements per partition), the rest looped over."""
 
-    operands are Tensors broadcastable to out.shape. When everything fits in fewer than 128 rows,
-    the last dim is folded to put 128 rows on the partitions."""
-    shape = tuple(out.shape)
-    arrays = [out.array] + [np.broadcast_to(o.array, shape) for o in operands]
-    cshape, cstrides = coalesce(shape, [list(a.strides) for a in arrays])
-    if len(cshape) == 1:
-        cshape, cstrides = [1] + cshape, [[0] + s for s in cstrides]
-    rows_total = int(np.prod(cshape[:-1]))
-    c = cshape[-1]
-    if rows_total < P and c >= 2 * P and c % P == 0:
-        f = c // P
-        cshape = cshape[:-1] + [P, f]
-        cstrides = [s[:-1] + [s[-1] * f, s[-1]] for s in cstrides]
-    views = [strided(t, cshape, s) for t, s in zip([out] + list(operands), cstrides)]
-    return tuple(cshape), views
+    def __init__(self, out, operands, budget: int = COLS):
+        shape = tuple(out.shape)
+        arrays = [out.array] + [np.broadcast_to(o.array, shape) for o in operands]
+        cshape, cstrides = coalesce(shape, [list(a.strides) for a in arrays])
+        if len(cshape) == 1:
+            c = cshape[0]
+            if c >= 2 * P and c % P == 0:                  # fold a long vector onto the partitions
+                cshape, cstrides = [P, c // P], [[st[0] * (c // P), st[0]] for st in cstrides]
+            else:
+                cshape, cstrides = [1, c], [[0, st[0]] for st in cstrides]
+        n = len(cshape)
+        self.p = max(range(n - 1), key=lambda i: (min(cshape[i], P), cshape[i]))
+        free = [i for i in range(n) if i != self.p]
+        full, prod, j = [], 1, len(free) - 1
+        while j >= 0 and prod * cshape[free[j]] <= budget:
+            prod *= cshape[free[j]]
+            full.insert(0, free[j])
+            j -= 1
+        self.chunk_dim = free[j] if j >= 0 else None
+        self.chunk = max(1, budget // prod)
+        self.loops = free[:j] if j > 0 else []
+        self.full = full
+        self.shape = cshape
+        self.views = [strided(t, cshape, st) for t, st in zip([out] + list(operands), cstrides)]
+        self.order = [self.p] + free
+
+    def __iter__(self):
+        """Yield per tile the [p, free...] views of out and of each operand."""
+        sh = self.shape
+        loop_sizes = [sh[d] for d in self.loops]
+        chunk_n = sh[self.chunk_dim] if self.chunk_dim is not None else 1
+        for idx in np.ndindex(*loop_sizes) if loop_sizes else [()]:
+            fixed = dict(zip(self.loops, idx))
+            for c0 in range(0, chunk_n, self.chunk):
+                for p0 in range(0, sh[self.p], P):
+                    key = []
+                    for d in range(len(sh)):
+                        if d == self.p:
+                            key.append(slice(p0, min(sh[d], p0 + P)))
+                        elif d in fixed:
+                            key.append(fixed[d])
+                        elif d == self.chunk_dim:
+                            key.append(slice(c0, min(chunk_n, c0 + self.chunk)))
+                        else:
+                            key.append(slice(None))
+                    yield [self._tile(v, key) for v in self.views]
+
+    def _tile(self, view, key):
+        t = view.index(tuple(key))
+        kept = [d for d in range(len(key)) if isinstance(key[d], slice)]
+        perm = [kept.index(d) for d in self.order if d in kept]
+        t = t.permute(tuple(perm))
+        return t if t.ndim >= 2 else t.reshape(t.shape[0], 1)
 
 
-def row_tiles(shape):
-    """Yield (outer_index, r0, r1, c0, c1) covering a [outer..., rows, cols] plan."""
-    outer, rows, cols = shape[:-2], shape[-2], shape[-1]
-    for idx in np.ndindex(*outer) if outer else [()]:
-        for r0 in range(0, rows, P):
-            for c0 in range(0, cols, COLS):
-                yield idx, r0, min(rows, r0 + P), c0, min(cols, c0 + COLS)
-
-
-def tile_of(view, idx, r0, r1, c0, c1):
-    return view.index(tuple(idx) + (slice(r0, r1), slice(c0, c1)))
+def free_broadcast(view) -> bool:
+    """True when a tile view repeats one value per partition along all its free dims."""
+    a = view.array
+    return a.ndim >= 2 and all(st == 0 for st in a.strides[1:]) and int(np.prod(a.shape[1:])) > 1
 
 
 def dma_copy_split(dst, src, min_bytes: int = 256 * 1024, max_pieces: int = 16):
@@ -120,5 +152,5 @@ def float_dtype_for(*tensors):
     return dts.pop() if len(dts) == 1 and dt.is_float(next(iter(dts))) else nl.float32
 
 
-__all__ = ["P", "COLS", "NEG_BIG", "sbuf", "psum", "chip", "strided", "ceil_div", "coalesce", "row_plan",
-           "row_tiles", "tile_of", "dma_copy_split", "float_dtype_for", "math"]
+__all__ = ["P", "COLS", "NEG_BIG", "sbuf", "psum", "chip", "strided", "ceil_div", "coalesce", "TilePlan",
+           "free_broadcast", "dma_copy_split", "float_dtype_for", "math"]

@@ -29,45 +29,41 @@ def gemm(out, a, b, bias=None):
     cdt = float_dtype_for(a, b)
     isz = dt.itemsize(cdt)
     nk = ceil_div(K, P)
+    ksizes = [min(P, K - k * P) for k in range(nk)]
     mb = _row_block(K, isz) * P
     ring = [sbuf((P, TN), cdt, name=f"mov{i}") for i in range(RING)]
     step = 0
     for m0 in range(0, M, mb):
         msz_b = min(mb, M - m0)
-        a_t = []
-        for k in range(nk):
-            k0, ksz = k * P, min(P, K - k * P)
+        m_sizes = [min(P, msz_b - i * P) for i in range(ceil_div(msz_b, P))]
+        stationary = []            # [k][i] views, reused for every n block
+        for k, ksz in enumerate(ksizes):
             t = sbuf((P, mb), cdt, name=f"aT{k}")
-            nisa.dma_transpose(dst=t[:ksz, :msz_b], src=a[m0:m0 + msz_b, k0:k0 + ksz], axes=(1, 0))
-            a_t.append(t)
-        m_tiles = ceil_div(msz_b, P)
+            nisa.dma_transpose(dst=t[:ksz, :msz_b], src=a[m0:m0 + msz_b, k * P:k * P + ksz], axes=(1, 0))
+            stationary.append([t.index((slice(0, ksz), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)])
         for n0 in range(0, N, TN):
             nsz = min(TN, N - n0)
             bias_t = None
             if bias is not None:
                 bias_t = sbuf((P, TN), nl.float32, name="bias")
                 row = bias.reshape(1, N)[:, n0:n0 + nsz]
-                nisa.dma_copy(dst=bias_t[:min(P, msz_b), :nsz], src=row.broadcast_to((min(P, msz_b), nsz)))
-            acc = [psum((P, TN), name=f"acc{i}") for i in range(m_tiles)]
-            for k in range(nk):
-                k0, ksz = k * P, min(P, K - k * P)
-                mov = ring[step % RING]
+                nisa.dma_copy(dst=bias_t[:m_sizes[0], :nsz], src=row.broadcast_to((m_sizes[0], nsz)))
+            acc = [psum((P, TN), name=f"acc{i}").index((slice(0, msz), slice(0, nsz)))
+                   for i, msz in enumerate(m_sizes)]
+            for k, ksz in enumerate(ksizes):
+                mov = ring[step % RING].index((slice(0, ksz), slice(0, nsz)))
                 step += 1
-                nisa.dma_copy(dst=mov[:ksz, :nsz], src=b[k0:k0 + ksz, n0:n0 + nsz])
-                for i in range(m_tiles):
-                    msz = min(P, msz_b - i * P)
-                    nisa.nc_matmul(dst=acc[i][:msz, :nsz], stationary=a_t[k][:ksz, i * P:i * P + msz],
-                                   moving=mov[:ksz, :nsz], accumulate=k > 0)
-            for i in range(m_tiles):
-                msz = min(P, msz_b - i * P)
-                res = sbuf((P, TN), out.dtype, name="res")
+                nisa.dma_copy(dst=mov, src=b[k * P:k * P + ksz, n0:n0 + nsz])
+                for i in range(len(m_sizes)):
+                    nisa.nc_matmul(dst=acc[i], stationary=stationary[k][i], moving=mov, accumulate=k > 0)
+            for i, msz in enumerate(m_sizes):
+                res = sbuf((P, TN), out.dtype, name="res")[:msz, :nsz]
                 if bias_t is not None:
-                    nisa.tensor_tensor(dst=res[:msz, :nsz], data1=acc[i][:msz, :nsz], data2=bias_t[:msz, :nsz],
-                                       op=nl.add)
+                    nisa.tensor_tensor(dst=res, data1=acc[i], data2=bias_t[:msz, :nsz], op=nl.add)
                 elif i % 2 == 0:
-                    nisa.tensor_copy(dst=res[:msz, :nsz], src=acc[i][:msz, :nsz])
+                    nisa.tensor_copy(dst=res, src=acc[i])
                 else:
-                    nisa.activation(dst=res[:msz, :nsz], op=nl.copy, data=acc[i][:msz, :nsz])
+                    nisa.activation(dst=res, op=nl.copy, data=acc[i])
                 r0 = m0 + i * P
-                nisa.dma_copy(dst=out[r0:r0 + msz, n0:n0 + nsz], src=res[:msz, :nsz])
+                nisa.dma_copy(dst=out[r0:r0 + msz, n0:n0 + nsz], src=res)
     return out
