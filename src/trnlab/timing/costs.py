@@ -69,12 +69,12 @@ class Throttle:
         self.ramp = chip.pe_throttle_ramp_s
         # idle for more than half the window -> utilisation over the window < 50%
         self.gap = chip.pe_throttle_window_s * 0.5
-        self.warm_since = 0.0
+        self.warm_since = None       # cold until the first Tensor-engine instruction
 
     def speed(self, start: float, last_end: float) -> float:
         if not self.on:
             return 1.0
-        if start - last_end >= self.gap:
+        if self.warm_since is None or start - last_end >= self.gap:
             self.warm_since = start
         warm = (start - self.warm_since) / self.ramp
         return 1.0 if warm >= 1.0 else self.floor + (1.0 - self.floor) * warm
