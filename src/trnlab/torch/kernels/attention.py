@@ -38,17 +38,48 @@ def flash_attention(out, q, k, v, *, scale: float, causal: bool = False, mask=No
             kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt)
             h0, h1 = hk * group, (hk + 1) * group
             if sq == 1 and not causal:          # decode: the group's query heads are the rows
-                _attend(out.index((b, slice(h0, h1), 0)), _QT(q.index((b, slice(h0, h1), 0)), cdt), kv,
-                        mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale)
+                _drain(_attend(out.index((b, slice(h0, h1), 0)), _QT(q.index((b, slice(h0, h1), 0)), cdt), kv,
+                               mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale))
                 continue
-            for h in range(h0, h1):
-                qt = _QT(q.index((b, h)), cdt)
-                for q0 in range(0, sq, P):
-                    q1 = min(sq, q0 + P)
-                    _attend(out.index((b, h, slice(q0, q1))), qt.rows(q0, q1), kv,
-                            mask4.index((b, h, slice(q0, q1))) if mask4 is not None else None,
-                            q0 if causal else None, scale)
+            _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt), STREAMS)
     return out
+
+
+STREAMS = 2     # query tiles issued interleaved, so one tile's softmax overlaps another's matmuls
+
+
+def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt):
+    for h in range(h0, h1):
+        qt = _QT(q.index((b, h)), cdt)
+        for q0 in range(0, sq, P):
+            q1 = min(sq, q0 + P)
+            yield _attend(out.index((b, h, slice(q0, q1))), qt.rows(q0, q1), kv,
+                          mask4.index((b, h, slice(q0, q1))) if mask4 is not None else None,
+                          q0 if causal else None, scale)
+
+
+def _interleave(gens, width: int) -> None:
+    """Advance up to `width` step generators round-robin (one K/V tile each) until all finish."""
+    active = []
+    for g in gens:
+        active.append(g)
+        while len(active) >= width:
+            active = [a for a in active if _step(a)]
+    while active:
+        active = [a for a in active if _step(a)]
+
+
+def _step(gen) -> bool:
+    try:
+        next(gen)
+        return True
+    except StopIteration:
+        return False
+
+
+def _drain(gen) -> None:
+    for _ in gen:
+        pass
 
 
 class _QT:
@@ -124,7 +155,9 @@ class _KV:
 
 
 def _attend(out, qt, kv, mask, causal_q0, scale):
-    """out[R, Dv] = attention of R query rows (q^T tiles in qt) over one K/V head."""
+    """out[R, Dv] = attention of R query rows (q^T tiles in qt) over one K/V head.
+
+    A generator: it yields after each K/V tile so that several query tiles can be interleaved."""
     rows = qt.n
     q_tiles = qt.chunk_tiles()
     m_run = _vec(rows, "m")                # running max of the raw (unscaled) scores
@@ -171,6 +204,8 @@ def _attend(out, qt, kv, mask, causal_q0, scale):
         nisa.scalar_tensor_tensor(dst=o_acc, data=o_acc, op0=nl.multiply, operand0=alpha, op1=nl.add,
                                   operand1=pv)
         m_run = m_new
+        del s_ps, s, pv, pt_ps, pt             # release PSUM banks before the other stream runs
+        yield
     recip = _vec(rows, "recip")
     nisa.reciprocal(dst=recip, data=l_run)
     o = sbuf((rows, kv.dv), out.dtype, name="out")

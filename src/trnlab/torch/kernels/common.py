@@ -93,6 +93,7 @@ class TilePlan:
         self.shape = cshape
         self.views = [strided(t, cshape, st) for t, st in zip([out] + list(operands), cstrides)]
         self.order = [self.p] + free
+        self.tile_elems = prod * (min(self.chunk, cshape[self.chunk_dim]) if self.chunk_dim is not None else 1)
 
     def __iter__(self):
         """Yield per tile the [p, free...] views of out and of each operand."""

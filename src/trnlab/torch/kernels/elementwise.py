@@ -14,7 +14,13 @@ from trnlab.nki import language as nl
 from trnlab.torch.kernels.common import NEG_BIG, TilePlan, free_broadcast, sbuf
 
 F32 = nl.float32
-DEPTH = 3          # iterations whose tiles stay live (load of tile i+2 overlaps compute of tile i)
+BUDGET = 96 * 1024  # SBUF bytes per partition for tiles in flight: loads run ahead of compute
+
+
+def _depth(plan, n_tiles: int, itemsize: int = 4) -> int:
+    """Iterations whose tiles stay live (enough DMAs in flight to keep the 16 queues busy)."""
+    per_iter = n_tiles * plan.tile_elems * itemsize
+    return max(2, min(8, BUDGET // max(1, per_iter)))
 
 
 def _load(view, name, dtype=None):
@@ -35,8 +41,9 @@ def _store(view, tile):
 
 def unary(out, x, func: str, *, scale=1.0):
     """out = func(x * scale) on the Scalar engine (Vector reciprocal for 1/x)."""
-    keep = deque(maxlen=DEPTH)
-    for vo, vx in TilePlan(out, [x]):
+    plan = TilePlan(out, [x])
+    keep = deque(maxlen=_depth(plan, 2))
+    for vo, vx in plan:
         t = _load(vx, "x")
         y = sbuf(vo.shape, out.dtype, name="y")
         if func == "reciprocal":
@@ -50,8 +57,9 @@ def unary(out, x, func: str, *, scale=1.0):
 
 def scalar_op(out, x, op: str, scalar, *, reverse=False, op1=None, scalar1=None):
     """out = (x op scalar) [op1 scalar1]; reverse computes scalar op x."""
-    keep = deque(maxlen=DEPTH)
-    for vo, vx in TilePlan(out, [x]):
+    plan = TilePlan(out, [x])
+    keep = deque(maxlen=_depth(plan, 2))
+    for vo, vx in plan:
         t = _load(vx, "x")
         y = sbuf(vo.shape, out.dtype, name="y")
         nisa.tensor_scalar(dst=y, data=t, op0=op, operand0=scalar, reverse0=reverse, op1=op1, operand1=scalar1)
@@ -62,9 +70,10 @@ def scalar_op(out, x, op: str, scalar, *, reverse=False, op1=None, scalar1=None)
 
 def binary(out, a, b, op: str, *, alpha=None):
     """out = a op b, or a op (alpha * b), with broadcasting."""
-    keep = deque(maxlen=DEPTH)
     scaled = alpha is not None and alpha != 1
-    for vo, va, vb in TilePlan(out, [a, b]):
+    plan = TilePlan(out, [a, b])
+    keep = deque(maxlen=_depth(plan, 3))
+    for vo, va, vb in plan:
         a_vec, b_vec = free_broadcast(va) and not scaled, free_broadcast(vb) and not scaled
         if a_vec and b_vec:
             a_vec = False
@@ -90,8 +99,9 @@ def where(out, cond, a, b):
 
     The ISA here has no select ALU op, so infinite scalars are clamped to +-3e38 (softmax-neutral)."""
     tensors = [cond] + [t for t in (a, b) if not _is_scalar(t)]
-    keep = deque(maxlen=DEPTH)
-    for views in TilePlan(out, tensors):
+    plan = TilePlan(out, tensors)
+    keep = deque(maxlen=_depth(plan, 5))
+    for views in plan:
         vo, vc, rest = views[0], views[1], list(views[2:])
         c = _load(vc, "cond", F32)
         ta = _load(rest.pop(0), "a") if not _is_scalar(a) else _finite(a)
