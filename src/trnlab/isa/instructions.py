@@ -514,6 +514,9 @@ class MatMul(Instruction):
                 warnings.warn(f"{self.api}: accumulate=True into uninitialised PSUM {dst.describe()} is "
                               f"undefined on hardware. At {self.loc}", AccumulateUninitializedWarning, stacklevel=3)
                 prior = np.nan_to_num(dt.to_fp32(dst.array), nan=0.0)
+            elif dst.dtype == dt.float32 and self.mask is None and dst.array.flags.writeable:
+                np.add(dst.array, result, out=dst.array)     # fp32 PSUM accumulate in place (hot path)
+                return
             else:
                 prior = dt.to_fp32(dst.array)
             self.store(dst, prior + result)

@@ -14,11 +14,16 @@ isa.constants = isa_constants
 def jit(fn=None, *, mode=None, platform_target=None, **options):
     """@nki.jit / @nki.jit(...): the kernel runs on the simulated NeuronCore when called.
 
-    `mode` is deprecated and ignored (NKI 0.3); `platform_target` is an error since NKI 0.3: the target
-    comes from NEURON_PLATFORM_TARGET_OVERRIDE (or `trnlab run --target`)."""
+    `mode` is deprecated and ignored (NKI 0.3). `platform_target` was removed in NKI 0.3 (the target comes
+    from NEURON_PLATFORM_TARGET_OVERRIDE), but NKI Beta 2 kernels, including AWS's published examples,
+    still pass it: trnlab warns and runs the kernel on that target."""
     if platform_target is not None:
-        raise NkiValidationError(f"nki.jit(platform_target={platform_target!r}) is not accepted since NKI 0.3: "
-                                 f"set NEURON_PLATFORM_TARGET_OVERRIDE=trn1|trn2|trn3 instead")
+        import warnings
+        from trnlab.errors import TrnlabWarning
+        warnings.warn(f"nki.jit(platform_target={platform_target!r}) is NKI Beta 2 syntax, removed in NKI 0.3 "
+                      f"(set NEURON_PLATFORM_TARGET_OVERRIDE=trn1|trn2|trn3 instead); trnlab runs this kernel "
+                      f"on {platform_target!r}", TrnlabWarning, stacklevel=2)
+        options = {**options, "target": str(platform_target)}
     if fn is None:
         return lambda f: _make_kernel(f, options)
     return _make_kernel(fn, options)

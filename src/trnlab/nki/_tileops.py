@@ -191,8 +191,19 @@ def reduce(op: str, x, axis, dtype=None, keepdims=False, api: str = "", negate=F
     on_chip(x, "x", api)
     axes = norm_axes(x, axis, api)
     out = new_tile(reduced_shape(x.shape, axes, keepdims), dtype if dtype is not None else x.dtype, api)
-    issue(I.TensorReduce, api, dst=out, data=x, op=op, axes=axes, negate=negate)
+    data, axes = reduced_last(x, axes)
+    issue(I.TensorReduce, api, dst=out, data=data, op=op, axes=axes, negate=negate)
     return out
+
+
+def reduced_last(x: Tensor, axes: tuple):
+    """(view, axes) with the reduced free axes moved last: the engine reduces the innermost dims of its
+    access pattern, and reordering a strided view is free (nl.sum(x, axis=[2, 4]) is legal NKI)."""
+    last = tuple(range(x.ndim - len(axes), x.ndim))
+    if tuple(sorted(axes)) == last:
+        return x, axes
+    kept = [d for d in range(x.ndim) if d not in axes]
+    return Tensor.permute(x, tuple(kept) + tuple(sorted(axes))), last
 
 
 def mean(x, axis, dtype=None, keepdims=False):

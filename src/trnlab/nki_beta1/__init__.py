@@ -125,6 +125,7 @@ class Benchmarked:
         return Benchmarked(self.kernel[grid], warmup=self.warmup, iters=self.iters)
 
     def __call__(self, *args, **kwargs):
+        args, kwargs = typing.materialize_args(args, kwargs)
         run = self.kernel.run(args, kwargs, timing=True)
         sched = run.machine.scheduler
         latency_us = sched.end * 1e6 if sched is not None else 0.0

@@ -342,7 +342,9 @@ def affine_select(pred, on_true_tile, on_false_value, mask=None, dtype=None, **_
     """where(pred, on_true_tile, on_false_value) for an affine comparison pred (e.g. i_p >= i_f)."""
     loc = _loc()
     _flush()
-    t = _ops.real_tile(on_true_tile, "affine_select", loc)
+    # GpSimd cannot read PSUM; the Beta 1 compiler stages a PSUM on_true_tile through SBUF (AWS's causal
+    # attention tutorial selects straight from a matmul's PSUM tile).
+    t = _ops.to_sbuf(_ops.real_tile(on_true_tile, "affine_select", loc), "nisa.affine_select", loc)
     if not isinstance(pred, _Predicate) or pred.diff is None:
         raise _NkiValidationError(f"nisa.affine_select: pred must be one comparison of affine index expressions "
                                   f"(not combined with & or |); use nl.where otherwise. At {loc}")
@@ -405,17 +407,38 @@ def tensor_tensor_scan(data0, data1, initial, op0, op1, dtype=None, mask=None, r
     return _simple("nisa.tensor_tensor_scan", a.shape, _ops.out_dtype(dtype, a, b), build, None)
 
 
+def _masked_input(data, mask, api: str, loc: str):
+    """(operand, partition rows) of a reduction-style call whose mask ranges over the INPUT's iteration
+    space (e.g. bn_stats on the last, partial chunk of a row): the input is cut to the mask's box and
+    the output keeps its shape, written on the selected partitions only."""
+    if mask is None:
+        return _ops.real_tile(data, api, loc), None
+    src = data if isinstance(data, _Access) else _ops.real_tile(data, api, loc)
+    shape = tuple(src.shape)
+    region = _Region.of(mask, shape, loc)
+    if region.empty:
+        return None, None
+    if region.residual is not None:
+        raise NotImplementedError(f"{api} with a non-rectangular mask is not modelled by trnlab. At {loc}")
+    return _cut(src, region, shape), region.box[0]
+
+
 def _one_input(api: str, cls_name: str, shape_of, field: str = "data", default_dtype=None):
     def fn(data, mask=None, dtype=None, **_):
         loc = _loc()
         _flush()
         cls = _ops.isa_class(cls_name, f"nisa.{api}")
-        t = _ops.real_tile(data, api, loc)
+        t, rows = _masked_input(data, mask, f"nisa.{api}", loc)
+        if t is None:                                    # the mask selects nothing
+            return _simple(f"nisa.{api}", shape_of(data), dtype or default_dtype or data.dtype,
+                           lambda *a: None, None)
 
         def build(dst, region, loc):
+            if rows is not None:
+                dst = _cut(dst, _Region((rows, slice(None)), None, False), dst.shape)
             _ops.issue(cls(api=f"nisa.{api}", loc=loc, dst=dst, **{field: t}))
         out_dt = _dt.canonical(dtype) if dtype is not None else (default_dtype or t.dtype)
-        return _simple(f"nisa.{api}", shape_of(t), out_dt, build, None)
+        return _simple(f"nisa.{api}", shape_of(data), out_dt, build, None)
     fn.__name__ = api
     return fn
 

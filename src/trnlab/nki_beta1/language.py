@@ -320,12 +320,20 @@ def _expect_hbm(x, name: str, api: str, loc: str):
                                f"in '{buf}' instead. At {loc}")
 
 
+def _as_2d(x):
+    """An HBM view of rank < 2 (e.g. A[0:128, j]) moves as a [n, 1] tile: on-chip tiles keep a free dim."""
+    if isinstance(x, (_Access, _IndirectAccess)) or len(x.shape) >= 2:
+        return x
+    return x.reshape(tuple(x.shape) + (1,) * (2 - len(x.shape)))
+
+
 def load(src, mask=None, dtype=None, **_):
     """HBM -> new SBUF tile (DMA). An index tile in the partition position gathers rows."""
     loc = _loc()
     _flush()
     _expect_hbm(src, "src", "load", loc)
     dtype = _dt.canonical(dtype or src.dtype)
+    src = _as_2d(src)
     shape = tuple(src.shape)
     _ops.check_partitions(shape, "load", loc)
 
@@ -353,6 +361,7 @@ def store(dst, value, mask=None, **_) -> None:
         v = _ops.to_sbuf(_ops.real_tile(value, "store", loc), "nl.store", loc)
         _ops.issue(_I.DmaGather(api="nl.store", loc=loc, dst=dst.table, src=v, index=dst.index_tile, scatter=True))
         return
+    dst = _as_2d(dst)
     if not _ops.is_tile(value):
         value = full(tuple(dst.shape), value, dst.dtype)
     v = _ops.real_tile(value, "store", loc)
@@ -574,6 +583,16 @@ def _reduced_shape(shape, axes, keepdims) -> tuple:
     return out if len(out) >= 2 else out + (1,) * (2 - len(out))
 
 
+def _reduced_last(t, axes: tuple):
+    """(view, axes) with the reduced free axes moved last: the engine reduces the innermost dims of its
+    access pattern, and reordering a strided view is free (nl.sum(x, axis=[2, 4]) is legal NKI)."""
+    last = tuple(range(t.ndim - len(axes), t.ndim))
+    if tuple(sorted(axes)) == last:
+        return t, axes
+    kept = [d for d in range(t.ndim) if d not in axes]
+    return t.permute(tuple(kept) + tuple(sorted(axes))), last
+
+
 def _reduction(name: str, op: str):
     def fn(x, axis, dtype=None, mask=None, keepdims=False, **_):
         loc = _loc()
@@ -591,7 +610,8 @@ def _reduction(name: str, op: str):
                     raise NotImplementedError(f"nl.{name}: a non-rectangular mask on a reduction. At {loc}")
                 data = _cut(t, region, tuple(t.shape))
                 dst = dst._view(dst.array[region.box[0]])
-            _ops.issue(_I.TensorReduce(api=f"nl.{name}", loc=loc, dst=dst, data=data, op=op, axes=axes))
+            data, red_axes = _reduced_last(data, axes)
+            _ops.issue(_I.TensorReduce(api=f"nl.{name}", loc=loc, dst=dst, data=data, op=op, axes=red_axes))
             if name == "mean":
                 _ops.issue(_I.TensorScalar(api="nl.mean", loc=loc, dst=dst, data=dst, op0="multiply",
                                            operand0=1.0 / count))

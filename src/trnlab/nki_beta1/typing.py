@@ -1,5 +1,10 @@
-"""neuronxcc.nki.typing: nt.tensor[shape, dtype] annotations (hints; never checked at run time)."""
+"""neuronxcc.nki.typing: nt.tensor[shape, dtype] annotations (hints; never checked at run time).
+
+nki.benchmark also accepts nt.tensor[[shape], dtype] as an argument: a placeholder for an input whose
+values do not matter; materialize() turns it into a random host array."""
 from __future__ import annotations
+
+import numpy as np
 
 
 class _TensorType:
@@ -14,6 +19,29 @@ class _TensorType:
 
     def __repr__(self) -> str:
         return f"tensor[{self.spec}]"
+
+    def is_placeholder(self) -> bool:
+        """True for nt.tensor[[d0, d1, ...], dtype] (a shape and a dtype)."""
+        spec = self.spec
+        return (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], (tuple, list))
+                and all(isinstance(d, (int, np.integer)) for d in spec[0]))
+
+    def materialize(self, rng: np.random.Generator) -> np.ndarray:
+        """A random host array of the placeholder's shape and dtype (uniform in [0, 1) for floats)."""
+        from trnlab.core import dtypes as dt
+        shape, dtype = tuple(int(d) for d in self.spec[0]), dt.canonical(self.spec[1])
+        if dt.is_float(dtype):
+            return rng.random(shape, dtype=np.float32).astype(dtype)
+        return rng.integers(0, 8, size=shape).astype(dtype)
+
+
+def materialize_args(args: tuple, kwargs: dict, seed: int = 0) -> tuple[tuple, dict]:
+    """Replace nt.tensor[[shape], dtype] placeholders by random host arrays (nki.benchmark inputs)."""
+    rng = np.random.default_rng(seed)
+
+    def one(v):
+        return v.materialize(rng) if isinstance(v, _TensorType) and v.is_placeholder() else v
+    return tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}
 
 
 tensor = _TensorType()

@@ -200,17 +200,17 @@ class Scheduler:
         shares[0] += nbytes - sum(shares)
         duration = shares[0] / rate
         slots = sorted((self.lines[u].slot(begin, duration) + (u,) for u in candidates),
-                       key=lambda s: (s[0], s[2][1]))[:npieces]
+                       key=lambda s: (s[0], s[3][1]))[:npieces]
         start, end, pred = None, 0.0, producer
-        for (s, pos, unit), share in zip(slots, shares):
+        for (s, pos, blocker, unit), share in zip(slots, shares):
             d = share / rate
-            self.lines[unit].book(s, d, pos)
+            self.lines[unit].book(s, d, pos, index)
             e = s + d
             self.busy[unit] += d
             self.free_at[unit] = self.lines[unit].free_at
             if e >= end:
                 end = e
-                pred = producer if s <= begin + 1e-12 else self.last_on.get(unit, -1)
+                pred = producer if s <= begin + 1e-12 or blocker < 0 else blocker
             start = s if start is None else min(start, s)
             self.last_on[unit] = index
             if self.records is not None:
@@ -229,11 +229,13 @@ class Scheduler:
             return []
         i = max(range(len(self.ends)), key=self.ends.__getitem__)
         path = []
-        while i >= 0:
+        now = self.ends[i]            # walking back in time: each step adds what its predecessor left
+        seen = set()
+        while i >= 0 and i not in seen:      # a backfilled DMA can precede a lower index: guard cycles
+            seen.add(i)
             p = self.preds[i]
-            before = self.ends[p] if p >= 0 else 0.0
-            path.append((i, max(0.0, self.ends[i] - before)))
-            if p >= i:
-                break
+            before = min(now, self.ends[p]) if p >= 0 else 0.0
+            path.append((i, now - before))
+            now = before
             i = p
         return path

@@ -34,7 +34,8 @@ class CompiledModel:
 
     def __init__(self, model, example_inputs, *, target="trn2", dtype=torch.bfloat16, fallback=None,
                  numerics: bool = True, check: bool = True, name: str | None = None, tokens: int | None = None,
-                 phase: str = "prefill", example_kwargs: dict | None = None, trace: bool = True):
+                 phase: str = "prefill", example_kwargs: dict | None = None, trace: bool = True,
+                 run_example: bool = True):
         t0 = time.perf_counter()
         self.model = model
         self.chip = get_chip(target)
@@ -52,7 +53,7 @@ class CompiledModel:
         self.compile_s = time.perf_counter() - t0
         self.last_run: RunResult | None = None
         self.report: Report | None = None
-        if example_inputs is not None:
+        if run_example:
             self(*example_inputs)
 
     def _check_hbm(self) -> None:

@@ -18,8 +18,8 @@ from trnlab.core.machine import Machine, running
 from trnlab.nki.tensor import NkiTensor
 from trnlab.torch import capture
 from trnlab.torch.blas import single_thread_blas
-from trnlab.torch.fusion import find_rmsnorms
-from trnlab.torch.kernels import rows
+from trnlab.torch.fusion import find_act_muls, find_rmsnorms
+from trnlab.torch.kernels import elementwise, rows
 from trnlab.torch.lowering import aten, is_dev, lowering_for
 
 DEVICE_DTYPES = {torch.float32: dt.float32, torch.bfloat16: dt.bfloat16, torch.float16: dt.float16,
@@ -92,7 +92,7 @@ class Program:
         self.fallback = fallback
         self.graph = ep.graph
         self.info = capture.analyse(ep)
-        self.fused = find_rmsnorms(self.graph)
+        self.fused = {**find_act_muls(self.graph), **find_rmsnorms(self.graph)}
         self.interior = {n for f in self.fused.values() for n in f.interior}
         self.missing = capture.unsupported(ep, self.info, skip=self.interior | set(self.fused))
         if self.missing and fallback != "cpu":
@@ -184,7 +184,11 @@ class Program:
             env = ctx.env
             self._place_state(ctx)
             for node, value in zip(self.info.user_inputs, flat):
-                env[node] = ctx.place(value, node.name) if isinstance(value, torch.Tensor) else value
+                if isinstance(value, torch.Tensor):         # the dtype the graph was captured with
+                    value = value.to(node.meta["val"].dtype)
+                    env[node] = ctx.place(value, node.name)
+                else:
+                    env[node] = value
             for node in self.graph.nodes:
                 if node.op != "call_function" or node not in device_nodes:
                     continue
@@ -220,7 +224,11 @@ class Program:
         host_s = 0.0
         where = "device"
         fused = self.fused.get(node)
-        if fused is not None:
+        if fused is not None and fused.kind == "act_mul":
+            out = elementwise.binary(ctx.out(node), ctx.value(fused.x), ctx.value(fused.weight), "multiply",
+                                     act_a=fused.func)
+            op = f"{fused.func} * mul (fused)"
+        elif fused is not None:
             out = ctx.out(node)
             x = ctx.env[fused.x]
             c = x.shape[-1]
@@ -264,7 +272,7 @@ class Program:
         meta = node.meta["val"]
         if not ctx.numerics:
             return torch.empty(meta.shape, dtype=meta.dtype, device="meta")
-        return _to_torch(v, meta.dtype)
+        return _to_torch(v, meta.dtype).reshape(meta.shape)
 
 
 def _rows2d(ctx, x):
@@ -291,9 +299,10 @@ def _to_torch(t, torch_dtype) -> torch.Tensor:
     arr = t.numpy()
     if arr.dtype == dt.bfloat16:
         out = torch.from_numpy(np.ascontiguousarray(arr).view(np.int16).copy()).view(torch.bfloat16)
+        out = out.reshape(arr.shape)
     else:
         out = torch.from_numpy(np.ascontiguousarray(arr).copy())
-    return out.to(torch_dtype)
+    return out.reshape(arr.shape).to(torch_dtype)
 
 
 class _Ctx:
@@ -345,13 +354,13 @@ class _Ctx:
         else:
             v = value.detach().cpu()
             if v.dtype == torch.bfloat16:
-                arr = v.contiguous().view(torch.int16).numpy().view(dt.bfloat16)
+                arr = v.contiguous().view(torch.int16).numpy().copy().view(dt.bfloat16)
             elif v.dtype == torch.bool:
                 arr = v.numpy().astype(np.uint8)
             else:
                 arr = v.contiguous().numpy()
-                if arr.dtype != dt.storage(ddt):
-                    arr = arr.astype(dt.storage(ddt))
+                # a copy: the device must never write into the caller's tensors (in-place KV updates)
+                arr = arr.astype(dt.storage(ddt)) if arr.dtype != dt.storage(ddt) else arr.copy()
         return self.machine.hbm_tensor(np.ascontiguousarray(arr), name, dtype=ddt)
 
     # --- layout / liveness ---

@@ -14,11 +14,12 @@ aten = torch.ops.aten
 
 @dataclass
 class Fused:
-    kind: str
+    kind: str                 # "rms_norm" | "act_mul"
     x: object                 # input node
-    weight: object | None     # weight node
-    eps: float
+    weight: object | None     # weight node (rms_norm) / the other factor (act_mul)
+    eps: float                # rms_norm eps
     interior: tuple           # nodes replaced by the fused op (not run)
+    func: str = ""            # act_mul: activation applied to x
 
 
 def _is(node, op) -> bool:
@@ -72,4 +73,24 @@ def find_rmsnorms(graph) -> dict:
                 interior.append(last)
                 weight, last = w, nxt
         found[last] = Fused("rms_norm", x, weight, float(add.args[1]), tuple(interior))
+    return found
+
+
+_ACTS = {aten.silu.default: "silu", aten.gelu.default: "gelu", aten.relu.default: "relu",
+         aten.sigmoid.default: "sigmoid"}
+
+
+def find_act_muls(graph) -> dict:
+    """act(a) * b with act(a) used only there (SwiGLU / GeGLU): one pass, act(a) never stored to HBM."""
+    found = {}
+    for node in graph.nodes:
+        if not _is(node, aten.mul.Tensor):
+            continue
+        for act, other in ((node.args[0], node.args[1]), (node.args[1], node.args[0])):
+            if (isinstance(act, torch.fx.Node) and act.target in _ACTS and len(act.users) == 1
+                    and not act.kwargs and len(act.args) == 1 and isinstance(other, torch.fx.Node)
+                    and tuple(act.meta["val"].shape) == tuple(node.meta["val"].shape)
+                    and tuple(other.meta["val"].shape) == tuple(node.meta["val"].shape)):
+                found[node] = Fused("act_mul", act.args[0], other, 0.0, (act,), _ACTS[act.target])
+                break
     return found

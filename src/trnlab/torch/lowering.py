@@ -509,5 +509,5 @@ PRESERVED = [aten.linear.default, aten.scaled_dot_product_attention.default, ate
 
 
 def covered_ops() -> list[str]:
-    return sorted({str(getattr(k, "__name__", k)) if not hasattr(k, "overloadpacket") and not
-                   isinstance(k, torch._ops.OpOverloadPacket) else str(k) for k in LOWERINGS})
+    """Names of the ops with a lowering (aten packets and Python operators)."""
+    return sorted(str(k) if hasattr(k, "overloads") else getattr(k, "__name__", str(k)) for k in LOWERINGS)

@@ -192,7 +192,7 @@ class Decoder(nn.Module):
         return x
 
     def forward(self, input_ids):
-        positions = torch.arange(input_ids.shape[1])
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self._embed(input_ids, positions)
         cos, sin = rope_tables(self.cfg, positions) if self.cfg.kind == "llama" else (None, None)
         for blk in self.blocks:

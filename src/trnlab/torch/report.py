@@ -125,7 +125,7 @@ def grouped_ops(report: Report) -> list[dict]:
     """Ops grouped by (op, output shape): count, total time and share."""
     groups: dict = {}
     for o in report.ops:
-        key = (o.op.replace("aten.", "").replace(".default", ""), o.out, o.where)
+        key = (o.op.replace("aten.", "").replace(".default", ""), _short_dtype(o.out), o.where)
         g = groups.setdefault(key, {"op": key[0], "out": key[1], "where": key[2], "count": 0, "time_s": 0.0,
                                     "instructions": 0, "model_flops": 0.0, "dma_bytes": 0,
                                     "source": o.source})
@@ -142,8 +142,8 @@ def op_table(report: Report, top: int = 15):
     t = Table(title=f"{report.model} {report.phase} on one {report.target} NeuronCore ({report.dtype}, "
                     f"{report.mode}) - ops by predicted time")
     for col, just in (("op", "left"), ("output", "left"), ("n", "right"), ("time", "right"), ("share", "right"),
-                      ("instr", "right"), ("TFLOP/s", "right"), ("DMA", "right"), ("model line", "left")):
-        t.add_column(col, justify=just, overflow="fold")
+                      ("instr", "right"), ("TF/s", "right"), ("DMA", "right"), ("model line", "left")):
+        t.add_column(col, justify=just, overflow="fold", no_wrap=col in ("time", "share", "n", "TF/s"))
     for g in grouped_ops(report)[:top]:
         share = g["time_s"] / report.latency_s if report.latency_s else 0.0
         rate = g["model_flops"] / g["time_s"] / 1e12 if g["time_s"] and g["model_flops"] else 0.0
@@ -151,6 +151,13 @@ def op_table(report: Report, top: int = 15):
                   fmt_time(g["time_s"]), f"{share:.1%}", str(g["instructions"]), f"{rate:.1f}" if rate else "",
                   fmt_bytes(g["dma_bytes"]), _short_src(g["source"]))
     return t
+
+
+def _short_dtype(s: str) -> str:
+    for long, short in (("bfloat16", "bf16"), ("float32", "f32"), ("float16", "f16"), ("int64", "i64"),
+                        ("int32", "i32"), (" ", "")):
+        s = s.replace(long, short)
+    return s
 
 
 def _short_src(src: str) -> str:
@@ -189,7 +196,7 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
         d = r.decode
         rows.insert(2, ("decode", f"{fmt_time(d.latency_s)} per step ({d.tokens} tokens/step) = "
                                   f"{d.tokens_per_s:,.0f} tokens/s, ${d.usd_per_million_tokens:.4f}/M tokens, "
-                                  f"MFU {d.mfu:.1%}"))
+                                  f"MFU {d.mfu:.2%}"))
     return rows
 
 

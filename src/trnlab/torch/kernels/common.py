@@ -147,6 +147,18 @@ def dma_copy_split(dst, src, min_bytes: int = 256 * 1024, max_pieces: int = 16):
         nisa.dma_copy(dst=dst.index(key), src=src.index(key))
 
 
+def load_transposed(src, dtype, name="T"):
+    """SBUF tile [F, P] = src[P, F]^T from HBM by DMA transpose; converted on the Vector engine when
+    the wanted dtype differs from the source's (dma_transpose moves bytes, it cannot convert)."""
+    t = sbuf((src.shape[1], src.shape[0]), src.dtype, name=name)
+    nisa.dma_transpose(dst=t, src=src, axes=(1, 0))
+    if src.dtype == dtype:
+        return t
+    c = sbuf(t.shape, dtype, name=name)
+    nisa.tensor_copy(dst=c, src=t)
+    return c
+
+
 def float_dtype_for(*tensors):
     """Compute dtype of tiles that feed the Tensor engine: the common input dtype, else fp32."""
     dts = {t.dtype for t in tensors}

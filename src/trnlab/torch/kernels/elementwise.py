@@ -68,17 +68,23 @@ def scalar_op(out, x, op: str, scalar, *, reverse=False, op1=None, scalar1=None)
     return out
 
 
-def binary(out, a, b, op: str, *, alpha=None):
-    """out = a op b, or a op (alpha * b), with broadcasting."""
+def binary(out, a, b, op: str, *, alpha=None, act_a=None):
+    """out = a op b, or a op (alpha * b), or act_a(a) op b (fused: act(a) never goes to HBM)."""
     scaled = alpha is not None and alpha != 1
     plan = TilePlan(out, [a, b])
-    keep = deque(maxlen=_depth(plan, 3))
+    keep = deque(maxlen=_depth(plan, 4) * (2 if act_a else 1))
     for vo, va, vb in plan:
         a_vec, b_vec = free_broadcast(va) and not scaled, free_broadcast(vb) and not scaled
+        a_vec = a_vec and act_a is None
         if a_vec and b_vec:
             a_vec = False
         ta = _load_vec(va, "a") if a_vec else _load(va, "a")
         tb = _load_vec(vb, "b") if b_vec else _load(vb, "b")
+        if act_a is not None:                   # rounded to the output dtype, as the unfused op would store it
+            t_act = sbuf(ta.shape, out.dtype, name="act")
+            nisa.activation(dst=t_act, op=act_a, data=ta)
+            keep.append(t_act)
+            ta = t_act
         y = sbuf(vo.shape, out.dtype, name="y")
         if scaled:
             nisa.scalar_tensor_tensor(dst=y, data=tb, op0=nl.multiply, operand0=float(alpha),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from trnlab.core import dtypes as dt
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
-from trnlab.torch.kernels.common import P, ceil_div, chip, float_dtype_for, psum, sbuf
+from trnlab.torch.kernels.common import P, ceil_div, chip, float_dtype_for, load_transposed, psum, sbuf
 
 TN = 512          # moving free size = one PSUM bank of fp32
 RING = 8          # moving tiles in flight (DMA prefetch depth)
@@ -38,9 +38,8 @@ def gemm(out, a, b, bias=None):
         m_sizes = [min(P, msz_b - i * P) for i in range(ceil_div(msz_b, P))]
         stationary = []            # [k][i] views, reused for every n block
         for k, ksz in enumerate(ksizes):
-            t = sbuf((P, mb), cdt, name=f"aT{k}")
-            nisa.dma_transpose(dst=t[:ksz, :msz_b], src=a[m0:m0 + msz_b, k * P:k * P + ksz], axes=(1, 0))
-            stationary.append([t.index((slice(0, ksz), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)])
+            t = load_transposed(a[m0:m0 + msz_b, k * P:k * P + ksz], cdt, name=f"aT{k}")
+            stationary.append([t.index((slice(None), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)])
         for n0 in range(0, N, TN):
             nsz = min(TN, N - n0)
             bias_t = None

@@ -1,0 +1,261 @@
+"""`trnlab model NAME ...` and `trnlab demo`: built-in models compiled onto a simulated NeuronCore."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from trnlab.torch.blas import single_thread_blas
+
+BUILTIN_HELP = ("llama-tiny, gpt2-tiny (tests/demo); llama-3-8b, llama-1b, gpt2 (real sizes); "
+                "llama-8b-layer (one Llama-3-8B decoder layer on hidden states); "
+                "hf-llama, hf-gpt2, hf-bert (transformers models from a tiny config)")
+
+
+def model_names() -> list[str]:
+    from trnlab.torch.hf import BUILDERS
+    from trnlab.torch.models import CONFIGS
+    return sorted(CONFIGS) + sorted(BUILDERS)
+
+
+def _build(name: str, batch: int, seq: int, numerics: bool):
+    """(model, example inputs, label) for a built-in name."""
+    import torch
+    from trnlab.torch import hf, models
+    if name in hf.BUILDERS:
+        m = hf.LogitsOnly(hf.build(name))
+        ids = torch.randint(0, hf.vocab(m.model), (batch, seq), generator=torch.Generator().manual_seed(1))
+        return m, (ids,)
+    if name not in models.CONFIGS:
+        raise KeyError(f"unknown model {name!r}; built-ins: {', '.join(model_names())}")
+    cfg = models.CONFIGS[name]
+    if name.endswith("-layer"):
+        layer = models.build_layer(name, meta=not numerics)
+        x = torch.empty(batch, seq, cfg.hidden, device="meta") if not numerics else \
+            torch.randn(batch, seq, cfg.hidden, generator=torch.Generator().manual_seed(1))
+        return layer, (x,)
+    m = models.build(name, meta=not numerics)
+    ids = models.example_ids(cfg, batch, seq)
+    return m, (ids.to("meta") if not numerics else ids,)
+
+
+def compile_builtin(name: str, *, target="trn2", batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
+                    progress=None):
+    """Compile and run a built-in model (prefill, then `decode` single-token steps); return the report."""
+    single_thread_blas()
+    model, inputs = _build(name, batch, seq, numerics)
+    _stage(progress, f"capturing {name} (torch.export)")
+    compiled = _compile(model, inputs, target, dtype, numerics, name, progress, tokens=batch * seq)
+    report = compiled.report
+    if decode:
+        report.decode = _decode(name, model, target, batch, seq, dtype, decode, numerics, progress)
+    return compiled, report
+
+
+def _compile(model, inputs, target, dtype, numerics, name, progress, tokens, phase="prefill"):
+    from trnlab.torch.api import CompiledModel
+    compiled = CompiledModel(model, inputs, target=target, dtype=dtype, numerics=numerics, name=name,
+                             tokens=tokens, phase=phase, run_example=False)
+    n_ops = len(compiled.program.device_nodes())
+    tick = _stage(progress, f"running {name} {phase} on the simulated NeuronCore", total=n_ops)
+    compiled(*inputs, progress=tick)
+    if numerics:
+        _stage(progress, "checking against eager PyTorch (fp32)")
+    return compiled
+
+
+def _decode(name, model, target, batch, seq, dtype, steps, numerics, progress):
+    """Time `steps` single-token decode steps against a static KV cache of seq + steps positions."""
+    import torch
+    from trnlab.torch import models
+    if not isinstance(model, models.Decoder):
+        raise ValueError(f"--decode needs a built-in decoder (llama-*, gpt2*), not {name}")
+    step = models.DecodeStep(model)
+    length = seq + steps
+    inputs = models.decode_inputs(model.cfg, batch, length, seq) if numerics else \
+        _meta_decode_inputs(model.cfg, batch, length, seq)
+    compiled = _compile(step, inputs, target, dtype, numerics, name, progress, tokens=batch, phase="decode")
+    reports = [compiled.report]
+    outs = compiled.last_run.outputs
+    for i in range(1, steps):
+        pos = seq + i
+        caches = list(outs[1:]) if numerics else list(inputs[3:])
+        ids = outs[0].argmax(-1) if numerics else inputs[0]
+        nxt = (ids, torch.tensor([pos]), models.decode_mask(pos, length), *caches) if numerics else inputs
+        outs = compiled(*[c.float() if c.is_floating_point() else c for c in nxt])
+        reports.append(compiled.report)
+    first = reports[0]
+    first.latency_s = sum(r.latency_s for r in reports) / len(reports)
+    first.model_flops = sum(r.model_flops for r in reports) / len(reports)
+    first.hw_flops = sum(r.hw_flops for r in reports) / len(reports)
+    return first
+
+
+def _meta_decode_inputs(cfg, batch, length, pos):
+    import torch
+    from trnlab.torch.models import decode_mask
+    shape = (batch, cfg.kv_heads, length, cfg.head_dim)
+    caches = [torch.empty(shape, device="meta") for _ in range(2 * cfg.layers)]
+    return (torch.zeros(batch, 1, dtype=torch.long, device="meta"), torch.tensor([pos], device="meta"),
+            decode_mask(pos, length).to("meta"), *caches)
+
+
+# --- progress -------------------------------------------------------------------------------------
+def _stage(progress, text, total=None):
+    """Start a stage on the rich progress bar; returns a tick() callable (or None)."""
+    if progress is None:
+        return None
+    bar, state = progress
+    if state.get("task") is not None:
+        bar.update(state["task"], completed=bar.tasks[-1].total or 1)
+    state["task"] = bar.add_task(text, total=total or 1)
+    if total is None:
+        bar.update(state["task"], completed=1)
+        return None
+    task = state["task"]
+    return lambda: bar.advance(task)
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=console, transient=False)
+    return bar, {"task": None}
+
+
+# --- outputs --------------------------------------------------------------------------------------
+def write_outputs(compiled, report, out: str | Path, console=None) -> list[Path]:
+    """trace.json (Perfetto: engines, DMA queues and one track of model ops), report.html
+    (the profiler's report), model.html (per-op table, cost, numerics), model.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = compiled.last_run
+    written = []
+    try:
+        from trnlab.profile import profile_run
+        profile_run(run, out, name=report.model, quiet=True)
+        written += [out / "trace.json", out / "summary.json", out / "report.html"]
+        _add_op_track(out / "trace.json", run)
+    except ImportError:        # the profiling package is optional: write a minimal Chrome trace
+        (out / "trace.json").write_text(json.dumps(_minimal_trace(run)))
+        written.append(out / "trace.json")
+    (out / "model.json").write_text(report.to_json(indent=1))
+    (out / "model.html").write_text(model_html(report), encoding="utf-8")
+    written += [out / "model.json", out / "model.html"]
+    return written
+
+
+def _op_spans(run):
+    """(name, start, end) per op from the scheduled events, in issue order."""
+    events = getattr(run.machine.scheduler, "records", None) or []
+    spans, i = [], 0
+    for rec in run.ops:
+        evs = events[i:i + rec.instructions]
+        i += rec.instructions
+        if evs:
+            spans.append((rec, min(e.start for e in evs), max(e.end for e in evs)))
+    return spans
+
+
+def _add_op_track(path: Path, run) -> None:
+    trace = json.loads(path.read_text())
+    tid = 999
+    trace["traceEvents"].append({"ph": "M", "pid": 1, "tid": tid, "name": "thread_name",
+                                 "args": {"name": "model ops (aten)"}})
+    trace["traceEvents"].append({"ph": "M", "pid": 1, "tid": tid, "name": "thread_sort_index",
+                                 "args": {"sort_index": 0}})
+    for rec, start, end in _op_spans(run):
+        trace["traceEvents"].append({"ph": "X", "pid": 1, "tid": tid, "name": rec.op.replace("aten.", ""),
+                                     "ts": start * 1e6, "dur": (end - start) * 1e6, "cat": "op",
+                                     "args": {"node": rec.name, "args": rec.args, "out": rec.out,
+                                              "source": rec.source, "instructions": rec.instructions}})
+    path.write_text(json.dumps(trace))
+
+
+def _minimal_trace(run) -> dict:
+    events = getattr(run.machine.scheduler, "records", None) or []
+    tracks = sorted({e.track for e in events})
+    tid = {t: i + 1 for i, t in enumerate(tracks)}
+    meta = [{"ph": "M", "pid": 1, "tid": tid[t], "name": "thread_name", "args": {"name": t}} for t in tracks]
+    return {"traceEvents": meta + [{"ph": "X", "pid": 1, "tid": tid[e.track], "name": e.name, "ts": e.start * 1e6,
+                                    "dur": (e.end - e.start) * 1e6, "args": {"loc": e.loc}} for e in events],
+            "displayTimeUnit": "ns"}
+
+
+def model_html(report) -> str:
+    import html
+    from trnlab.torch.report import fmt_bytes, fmt_time, grouped_ops, summary_rows
+    esc = html.escape
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary_rows(report))
+    ops = "".join(
+        f"<tr><td>{esc(g['op'])}{' (cpu)' if g['where'] != 'device' else ''}</td><td>{esc(g['out'])}</td>"
+        f"<td>{g['count']}</td><td>{fmt_time(g['time_s'])}</td>"
+        f"<td>{g['time_s'] / report.latency_s:.1%}</td><td>{g['instructions']}</td>"
+        f"<td>{fmt_bytes(g['dma_bytes'])}</td><td>{esc(g['source'])}</td></tr>"
+        for g in grouped_ops(report))
+    num = "".join(f"<tr><td>{esc(c.output)}</td><td>{c.max_abs_err:.3g}</td><td>{c.max_rel_err:.3g}</td>"
+                  f"<td>{c.bound:.0e}</td><td>{'yes' if c.ok else 'NO'}</td></tr>" for c in report.numerics)
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>trnlab model: {esc(report.model)}</title>"
+            f"<style>{style}</style></head><body><h1>{esc(report.model)} on one {esc(report.target)} NeuronCore"
+            f"</h1><table>{rows}</table><h2>Numerics vs eager PyTorch (fp32)</h2>"
+            f"<table><tr><th>output</th><th>max abs</th><th>max rel</th><th>bound</th><th>ok</th></tr>{num}</table>"
+            f"<h2>Ops by predicted time</h2><table><tr><th>op</th><th>output</th><th>n</th><th>time</th>"
+            f"<th>share</th><th>instructions</th><th>DMA</th><th>model line</th></tr>{ops}</table>"
+            f"<p>Instruction-level profile: <a href='report.html'>report.html</a>; Perfetto trace: "
+            f"<a href='trace.json'>trace.json</a> (open in https://ui.perfetto.dev).</p></body></html>")
+
+
+# --- commands -------------------------------------------------------------------------------------
+def model_command(name: str, *, target="trn2", batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
+                  json_out=False, out=None) -> int:
+    from rich.console import Console
+    from trnlab.errors import TrnlabError
+    console = Console(stderr=json_out)
+    progress = None if json_out else _progress(console)
+    try:
+        if progress:
+            progress[0].start()
+        compiled, report = compile_builtin(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,
+                                           numerics=numerics, progress=progress)
+    except (TrnlabError, KeyError, ValueError) as exc:
+        if progress:
+            progress[0].stop()
+        console.print(f"[red]{type(exc).__name__}[/]: {exc}")
+        return 1
+    if progress:
+        progress[0].stop()
+    if out:
+        write_outputs(compiled, report, out)
+    if json_out:
+        print(report.to_json(indent=1))
+    else:
+        report.print(console)
+        if out:
+            console.print(f"wrote {out}/trace.json, report.html, model.html, model.json")
+    return 0 if report.numerics_ok else 2
+
+
+def demo_command(target="trn2", out="trnlab-out") -> int:
+    """The tiny Llama compiled onto a simulated NeuronCore: checked, timed, priced, profiled."""
+    from rich.console import Console
+    console = Console()
+    t0 = time.perf_counter()
+    console.rule(f"trnlab demo: a tiny Llama (RMSNorm, RoPE, SwiGLU, grouped-query attention) on a simulated "
+                 f"{target} NeuronCore")
+    progress = _progress(console)
+    progress[0].start()
+    compiled, report = compile_builtin("llama-tiny", target=target, batch=1, seq=128, dtype="bf16", decode=4,
+                                       numerics=True, progress=progress)
+    tick = _stage(progress, f"writing the Perfetto trace and HTML reports to {out}/")
+    del tick
+    written = write_outputs(compiled, report, out)
+    progress[0].stop()
+    report.print(console)
+    ok = report.numerics_ok and (report.decode is None or report.decode.numerics_ok)
+    console.print(f"outputs {'match' if ok else 'DO NOT match'} eager PyTorch within the bf16 bound; "
+                  f"files: {', '.join(str(p) for p in written)}")
+    console.print(f"open {out}/model.html, or load {out}/trace.json in https://ui.perfetto.dev "
+                  f"({time.perf_counter() - t0:.1f} s)")
+    return 0 if ok else 2
