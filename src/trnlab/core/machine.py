@@ -15,7 +15,7 @@ import numpy as np
 from trnlab.core import dtypes as dt
 from trnlab.core.memory import OnChipMemory, PsumMemory
 from trnlab.core.tensor import HBM, PSUM, SBUF, Storage, Tensor
-from trnlab.errors import HbmCapacityError, NkiValidationError, PartitionError, ShapeError, SimulationError
+from trnlab.errors import HbmCapacityError, PsumCapacityError, SbufCapacityError, NkiValidationError, PartitionError, ShapeError, SimulationError
 from trnlab.hw import ChipSpec, get_chip
 
 
@@ -110,6 +110,8 @@ class Machine:
     # --- execution ------------------------------------------------------------------------------
     def issue(self, instr) -> None:
         instr.validate(self.chip)
+        if self.sbuf.reclaimed or self.psum.reclaimed:
+            self._check_not_reclaimed(instr)
         stats = self.stats
         stats.instructions[instr.opcode] += 1
         stats.by_engine[instr.engine] += 1
@@ -124,6 +126,22 @@ class Machine:
         stats.dma_bytes += instr.dma_bytes()
         if self.scheduler is not None:
             self.scheduler.schedule(instr)
+
+
+    def _check_not_reclaimed(self, instr) -> None:
+        for t in instr.reads() + instr.writes():
+            alloc = t.storage.alloc
+            if alloc is not None and alloc.superseded:
+                memory = self.psum if t.buffer == PSUM else self.sbuf
+                error = PsumCapacityError if t.buffer == PSUM else SbufCapacityError
+                tiles = "; ".join(a.describe() for a in memory.largest())
+                raise error(
+                    f"{instr.api}: {t.buffer.upper()} capacity exceeded on {self.chip.name}: tile "
+                    f"{alloc.describe()} is still used after a newer instance of its allocation site "
+                    f"needed its space; limit {memory.capacity} B per partition. Largest live tiles: "
+                    f"{tiles or 'none'}. At {instr.loc}",
+                    required=memory.used_in(0, self.chip.partitions) + alloc.nbytes, limit=memory.capacity,
+                    largest=memory.largest())
 
 
 # --- the current machine (one per kernel run; threads of an LNC launch get their own) -------------

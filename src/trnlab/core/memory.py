@@ -31,6 +31,7 @@ class Allocation:
     nbytes: int      # bytes per partition
     loc: str
     live: bool = True
+    superseded: bool = False   # reclaimed by a newer instance of the same allocation site
 
     @property
     def b1(self) -> int:
@@ -52,6 +53,7 @@ class OnChipMemory:
         self.target = target
         self.live: dict[int, Allocation] = {}
         self.peak_bytes = 0
+        self.reclaimed = 0
         self._ids = itertools.count(1)
 
     # --- accounting -------------------------------------------------------------------------
@@ -73,6 +75,8 @@ class OnChipMemory:
         p1 = p0 + nparts
         nbytes = max(_ALIGN, -(-nbytes // _ALIGN) * _ALIGN)
         used = self.used_in(p0, p1)
+        if used + nbytes > self.capacity and self._reclaim_previous_instance(loc, p0, p1):
+            used = self.used_in(p0, p1)
         if used + nbytes > self.capacity:
             self._overflow(name, shape, dtype_name, nbytes, used, loc, api)
         b0 = address if address is not None else self._first_fit(p0, p1, nbytes)
@@ -80,6 +84,19 @@ class OnChipMemory:
         self.live[alloc.uid] = alloc
         self.peak_bytes = max(self.peak_bytes, used + nbytes)
         return alloc
+
+    def _reclaim_previous_instance(self, loc: str, p0: int, p1: int) -> bool:
+        """A tile allocated inside a loop body is dead when its allocation site runs again (NKI
+        scoping: a tile defined in a loop iteration is not used outside it), even though Python
+        still holds the old instance until the name is rebound. Reclaim that one old instance;
+        if the kernel uses it afterwards, Machine.issue reports the capacity overflow."""
+        stale = [a for a in self.live.values() if a.loc == loc and a.p0 < p1 and p0 < a.p1]
+        if len(stale) != 1:
+            return False
+        stale[0].superseded = True
+        self.reclaimed += 1
+        self.free(stale[0].uid)
+        return True
 
     def free(self, uid: int) -> None:
         alloc = self.live.pop(uid, None)
@@ -126,6 +143,8 @@ class PsumMemory(OnChipMemory):
     def allocate(self, *, name, shape, dtype_name, p0, nparts, nbytes, loc, api, address=None):
         banks = max(1, -(-nbytes // self.bank_bytes))
         used = self.banks_used()
+        if used + banks > self.banks and self._reclaim_previous_instance(loc, 0, self.partitions):
+            used = self.banks_used()
         if used + banks > self.banks:
             tiles = "; ".join(a.describe() for a in self.largest())
             dims = ",".join(str(d) for d in shape)

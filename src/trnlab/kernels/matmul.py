@@ -79,7 +79,6 @@ def matmul_hoist_load(lhsT, rhs, out_dtype=None):
             res_sb = nl.ndarray((TILE_M, TILE_N), dtype=result.dtype, buffer=nl.sbuf)
             nisa.tensor_copy(dst=res_sb, src=res_psum)
             nisa.dma_copy(dst=result[m * TILE_M:(m + 1) * TILE_M, n * TILE_N:(n + 1) * TILE_N], src=res_sb)
-            del rhs_tiles          # the tutorial's buffer is reused per (m, n): one rhs column live
     return result
 
 
@@ -113,7 +112,6 @@ def matmul_block_free(lhsT, rhs, out_dtype=None, TILES_IN_BLOCK_M=2, TILES_IN_BL
                     row = (m * TILES_IN_BLOCK_M + bm) * TILE_M
                     col = (n * TILES_IN_BLOCK_N + bn) * TILE_N
                     nisa.dma_copy(dst=result[row:row + TILE_M, col:col + TILE_N], src=res_sb)
-            del rhs_tiles          # one rhs block live (2 x K x 512 elements per partition)
     return result
 
 
@@ -160,7 +158,6 @@ def matmul_blocked(lhsT, rhs, out_dtype=None, TILES_IN_BLOCK_M=16, TILES_IN_BLOC
                                      src=result_tiles[:, m, bm, bn, :])
                 row = (m * TILES_IN_BLOCK_M + bm) * TILE_M
                 nisa.dma_copy(dst=result[row:row + TILE_M, n * BLOCK_N:(n + 1) * BLOCK_N], src=result_packed)
-        del result_tiles           # one result block live per n (a new one is zeroed next)
     return result
 
 
