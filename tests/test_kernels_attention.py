@@ -84,6 +84,18 @@ def test_flash_attention_additive_mask(dtype):
         check(run(q, k, v, mask=mask, causal=causal).outputs, q, k, v, mask=mask, causal=causal)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, BF16])
+def test_flash_attention_decode_step_with_bool_mask(dtype):
+    # one new token per head (Sq = 1, not causal) over a 300-entry KV cache with grouped-query heads:
+    # the query heads of a kv group are processed together as rows.
+    q, k, v = randn((2, 8, 1, 64), dtype, 0), randn((2, 2, 300, 64), dtype, 1), randn((2, 2, 300, 64), dtype, 2)
+    valid = np.ones((2, 1, 1, 300), dtype=bool)
+    valid[1, :, :, 250:] = False                      # batch 1 has only 250 cached tokens
+    out = run(q, k, v, mask=valid, causal=False).outputs
+    assert out.shape == q.shape
+    check(out, q, k, v, mask=np.where(valid, 0.0, -np.inf), causal=False)
+
+
 def test_flash_attention_single_head_layout_and_scale():
     q, k, v = (randn((140, 64), np.float32, i) for i in range(3))
     mask = randn((140, 140), np.float32, 4)
@@ -98,9 +110,12 @@ def test_flash_attention_streams_keys_when_they_do_not_fit(monkeypatch, dtype):
     monkeypatch.setattr(module, "KV_BUDGET", 0)
     q, k, v = randn((1, 4, 300, 64), dtype, 0), randn((1, 2, 300, 64), dtype, 1), randn((1, 2, 300, 64), dtype, 2)
     result = run(q, k, v)
-    # 2 kv heads x 2 query heads x 3 query tiles, each loading its 1-3 key chunks: 2*2*(1+2+3) = 24
-    # k-chunk transposes plus one q transpose per query tile (12) plus one p transpose per chunk (24).
-    assert result.machine.stats.instructions["nc_transpose"] == 24 + 12 + 24
+    # 2 kv heads x 2 query heads x 3 query tiles (12), each streaming its one 512-key block of k^T
+    # (12 DMA transposes) plus one q^T DMA transpose per query head (4); one PE transpose of p per
+    # 128-key chunk the tile sees: 2*2*(1+2+3) = 24.
+    ops = result.machine.stats.instructions
+    assert ops["dma_transpose"] == 12 + 4
+    assert ops["nc_transpose"] == 24
     check(result.outputs, q, k, v)
 
 
@@ -114,10 +129,12 @@ def test_causal_blocks_above_the_diagonal_are_skipped():
     assert ops["affine_select"] == 8                             # only diagonal blocks are masked
 
 
-def test_head_dim_above_128_is_rejected():
-    q = randn((1, 1, 16, 256), np.float32, 0)
-    with pytest.raises(ShapeError, match="head dim 256"):
-        run(q, q, q)
+def test_head_dim_above_128_contracts_in_chunks():
+    q, k, v = (randn((1, 2, 130, 256), np.float32, i) for i in range(3))
+    result = run(q, k, v)
+    # 2 heads x 2 query tiles x 2 chunks of 128 head dims: one accumulating score matmul per chunk
+    assert result.machine.stats.instructions["dma_transpose"] == 2 * (2 + 2)   # q^T and k^T per head
+    check(result.outputs, q, k, v)
 
 
 def test_kv_heads_must_divide_query_heads():

@@ -84,6 +84,29 @@ def test_softmax_statistics_are_fp32_for_bf16():
     assert np.all(np.abs(out - 1 / 2000) <= BF16_EPS / 2000)
 
 
+def test_log_softmax_into_a_transposed_view(monkeypatch):
+    """The model path's entry: log_softmax over dim 0 of [N, R] via permuted (strided) HBM views,
+    resident and streamed."""
+    import trnlab.nki as nki
+    import trnlab.nki.language as nl
+    from trnlab.kernels.softmax import softmax_into
+
+    @nki.jit
+    def log_softmax_dim0(x):
+        out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+        softmax_into(out.permute((1, 0)), x.permute((1, 0)), log=True)
+        return out
+
+    x = randn((700, 130), np.float32, std=3.0)
+    x64 = x.astype(np.float64)
+    exact = x64 - x64.max(0) - np.log(np.exp(x64 - x64.max(0)).sum(0))
+    # fp32: log of a 700-term sum within (700 + 8) * 2^-24 relative of it (absolute in the log),
+    # x - max exact-ish (one rounding of |x| <= ~15): 1e-5 absolute covers both.
+    np.testing.assert_allclose(run(log_softmax_dim0, x), exact, rtol=0, atol=1e-5)
+    streamed(monkeypatch, "softmax")
+    np.testing.assert_allclose(run(log_softmax_dim0, x), exact, rtol=0, atol=1e-5)
+
+
 # --- rmsnorm --------------------------------------------------------------------------------------
 def rmsnorm64(x, w, eps):
     x = x.astype(np.float64)

@@ -56,6 +56,7 @@ class KernelRun:
     outputs: Any
     machine: Machine
     name: str = ""          # the kernel function's name
+    machines: list | None = None   # threaded LNC launches: one Machine per program (machine = the slowest)
 
 
 # Profiling hook: every finished run is passed to each observer; `forced` overrides run options
@@ -67,8 +68,11 @@ forced: dict[str, Any] = {}
 
 def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics: bool = True,
                timing: bool = True, trace: bool = False, grid: tuple = (1,), tensor_class=Tensor,
-               machine: Machine | None = None) -> KernelRun:
-    """Run fn(*args, **kwargs) with array arguments placed in HBM; grid programs run in order."""
+               machine: Machine | None = None, threads: bool | None = None) -> KernelRun:
+    """Run fn(*args, **kwargs) with array arguments placed in HBM; grid programs run in order on one machine.
+
+    A launch whose kernel synchronises its programs (nisa.core_barrier / nisa.sendrecv; threads=None
+    detects it, True forces it) runs each program in its own thread on its own Machine (trnlab.frontend.lnc)."""
     target = forced.get("target", target)
     numerics = forced.get("numerics", numerics)
     timing = forced.get("timing", timing)
@@ -94,17 +98,26 @@ def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics
     hkwargs = {k: wrap(k, v) for k, v in kwargs.items()}
     result = None
     n_programs = int(np.prod(grid))
-    with running(m):
-        m.num_programs = tuple(grid)
-        for pid in range(n_programs):
-            m.program_id = tuple(int(i) for i in np.unravel_index(pid, grid))
-            result = fn(*hargs, **hkwargs)
+    machines = None
+    if n_programs > 1 and threads is not False:
+        from trnlab.frontend import lnc
+        if threads or lnc.uses_sync(fn):
+            machines = [m] + [Machine(m.chip, numerics=m.numerics, timing=m.scheduler is not None, trace=trace,
+                                      tensor_class=m.tensor_class) for _ in range(n_programs - 1)]
+            result = lnc.run_programs(fn, hargs, hkwargs, tuple(grid), machines)
+            m = lnc.slowest(machines)
+    if machines is None:
+        with running(m):
+            m.num_programs = tuple(grid)
+            for pid in range(n_programs):
+                m.program_id = tuple(int(i) for i in np.unravel_index(pid, grid))
+                result = fn(*hargs, **hkwargs)
     # Write modified inputs back in place (as AWS's simulator does for mutated HBM inputs).
     for t, original in inputs:
         if isinstance(original, np.ndarray) and original.flags.writeable and original.dtype == t.array.dtype:
             if not np.array_equal(original, t.array, equal_nan=True):
                 original[...] = t.array
-    run = KernelRun(_convert_outputs(result, like), m, getattr(fn, "__name__", ""))
+    run = KernelRun(_convert_outputs(result, like), m, getattr(fn, "__name__", ""), machines)
     for observer in list(observers):
         observer(run)
     return run

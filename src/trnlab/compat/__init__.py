@@ -1,7 +1,7 @@
 """Drop-in shim: trnlab stands in for AWS's `nki` (current front end) and `neuronxcc.nki` (Beta 1).
 
 install() puts an import hook in front of sys.meta_path that maps
-    nki, nki.language, nki.isa, nki.isa.constants, nki.typing, nki.compiler, nki.collectives
+    nki, nki.language, nki.isa, nki.isa.constants, nki.typing, nki.compiler, nki.collectives, nki.tensor
         -> trnlab.nki.*
     neuronxcc -> an empty package;  neuronxcc.nki[.X] -> trnlab.nki_beta1[.X]   (imported lazily)
 The aliases are the trnlab modules themselves (`import nki.language as nl` gives trnlab.nki.language).
@@ -30,6 +30,7 @@ _NKI = {
     "nki.typing": "trnlab.nki.typing",
     "nki.compiler": "trnlab.nki.compiler",
     "nki.collectives": "trnlab.nki.collectives",
+    "nki.tensor": "trnlab.nki.ntensor",
 }
 _BETA1_PACKAGE = "trnlab.nki_beta1"
 

@@ -10,12 +10,11 @@ import trnlab
 
 _PKG = os.path.dirname(os.path.abspath(trnlab.__file__)) + os.sep
 _KERNELS = _PKG + "kernels" + os.sep
-_KERNEL_DIRS = (_KERNELS, _PKG + os.path.join("torch", "kernels") + os.sep)   # our kernel libraries
 _SKIP_PREFIXES = (os.path.dirname(os.__file__) + os.sep + "contextlib",)
 
 
 def _is_machinery(filename: str) -> bool:
-    return filename.startswith(_PKG) and not filename.startswith(_KERNEL_DIRS)
+    return filename.startswith(_PKG) and not filename.startswith(_KERNELS)
 
 
 def user_location(depth: int = 2) -> str:

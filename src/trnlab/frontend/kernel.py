@@ -32,7 +32,7 @@ class Kernel:
     def run(self, args, kwargs, *, target=None, numerics=True, timing=True, trace=False):
         run = run_kernel(self.fn, args, kwargs, target=target or self.options.get("target"),
                          numerics=numerics, timing=timing, trace=trace, grid=self.grid,
-                         tensor_class=self.tensor_class)
+                         tensor_class=self.tensor_class, threads=self.options.get("lnc_threads"))
         self.last_run = run
         return run
 

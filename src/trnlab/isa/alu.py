@@ -162,27 +162,25 @@ ACTIVATIONS = {
 }
 
 
-def alu(name: str, api: str, loc: str = ""):
+def _lookup(table: dict, name: str, error, what: str, api: str, loc: str):
+    """table[name], or error naming the API, `what` (which holds {name}), the supported names and loc."""
     try:
-        return ALU_OPS[name]
+        return table[name]
     except KeyError:
-        raise NkiValidationError(f"{api}: unsupported ALU operator {name!r}; supported: "
-                                 f"{sorted(ALU_OPS)}. At {loc}") from None
+        raise error(f"{api}: {what.format(name=repr(name))}; supported: {sorted(table)}. At {loc}") from None
+
+
+def alu(name: str, api: str, loc: str = ""):
+    return _lookup(ALU_OPS, name, NkiValidationError, "unsupported ALU operator {name}", api, loc)
 
 
 def activation(name: str, api: str, loc: str = ""):
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise NotImplementedError(f"{api}: activation function {name!r} is not modelled by trnlab; "
-                                  f"supported: {sorted(ACTIVATIONS)}. At {loc}") from None
+    return _lookup(ACTIVATIONS, name, NotImplementedError,
+                   "activation function {name} is not modelled by trnlab", api, loc)
 
 
 def reducer(name: str, api: str, loc: str = ""):
-    if name not in REDUCE_OPS:
-        raise NkiValidationError(f"{api}: unsupported reduce operator {name!r}; supported: "
-                                 f"{sorted(REDUCE_OPS)}. At {loc}")
-    identity, fn = REDUCE_OPS[name]
+    identity, fn = _lookup(REDUCE_OPS, name, NkiValidationError, "unsupported reduce operator {name}", api, loc)
     if fn is None:
         return identity, lambda a, b: np.maximum(np.abs(a), np.abs(b))
     return identity, fn

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import ClassVar
 
 import numpy as np
@@ -71,6 +72,56 @@ class Instruction:
 
     def store(self, t: Tensor, values) -> None:
         t.write(values, where=self.mask)
+
+
+# --- common operand shapes: dst <- f(...), dst <- f(data), dst <- f(src) ---------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToDst(Instruction):
+    """Writes one output tensor `dst`."""
+    dst: Tensor
+
+    def writes(self):
+        return (self.dst,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataToDst(ToDst):
+    """One input tile `data`, one output tile `dst`; validate defaults to the elementwise rules."""
+    data: Tensor
+
+    def reads(self):
+        return (self.data,)
+
+    def validate(self, chip):
+        expect_elementwise(self, chip, data=self.data, dst=self.dst)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SrcToDst(ToDst):
+    """One input tensor `src`, one output tensor `dst`; validate defaults to the elementwise rules."""
+    src: Tensor
+
+    def reads(self):
+        return (self.src,)
+
+    def validate(self, chip):
+        expect_elementwise(self, chip, src=self.src, dst=self.dst)
+
+
+def tensors(*xs) -> tuple:
+    """The operands that are tensors (others are scalars or None)."""
+    return tuple(x for x in xs if isinstance(x, Tensor))
+
+
+def given(*ts) -> tuple:
+    """The optional operands that are set."""
+    return tuple(t for t in ts if t is not None)
+
+
+def rows_where(rows: np.ndarray, shape: tuple) -> np.ndarray:
+    """A per-partition (dim 0) boolean, broadcast to a write mask of `shape`."""
+    return np.broadcast_to(rows.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
 
 
 # --- shared rule checks (messages follow AWS's wording where it is documented) -----------------------
@@ -139,12 +190,32 @@ def expect_start_partition(ins: Instruction, name: str, t: Tensor) -> None:
                                  f"(ARCH start-partition rule)")
 
 
-def expect_same_dtype(ins: Instruction, **tiles: Tensor) -> None:
+def _expect_equal(ins: Instruction, tiles: dict, key, error, item, message: str) -> None:
+    """Fail unless key(tile) is equal over the given (not None) tiles. message names {api} and {items},
+    the ", "-joined item(name, tile) descriptions."""
     items = [(k, v) for k, v in tiles.items() if v is not None]
-    first = items[0][1].dtype
-    if any(v.dtype != first for _, v in items):
-        desc = ", ".join(f"{k} {dt.name_of(v.dtype)}" for k, v in items)
-        ins.fail(DtypeError, f"dtypes must match in '{ins.api}': {desc}")
+    first = key(items[0][1])
+    if any(key(v) != first for _, v in items):
+        ins.fail(error, message.format(api=ins.api, items=", ".join(item(k, v) for k, v in items)))
+
+
+def _partitions(t: Tensor) -> int:
+    return t.shape[0]
+
+
+_dtype, _free_size = attrgetter("dtype"), attrgetter("free_size")
+
+
+def _dtype_item(name: str, t: Tensor) -> str:
+    return f"{name} {dt.name_of(t.dtype)}"
+
+
+def _shape_item(name: str, t: Tensor) -> str:
+    return f"{name}{list(t.shape)}"
+
+
+def expect_same_dtype(ins: Instruction, **tiles: Tensor) -> None:
+    _expect_equal(ins, tiles, _dtype, DtypeError, _dtype_item, "dtypes must match in '{api}': {items}")
 
 
 def expect_not_both_psum(ins: Instruction, **tiles: Tensor) -> None:
@@ -168,6 +239,12 @@ def expect_int(ins: Instruction, name: str, t: Tensor, what: str = "an integer t
         ins.fail(DtypeError, f"operand '{name}' must be {what}, got {dt.name_of(t.dtype)} ({t.describe()})")
 
 
+def expect_oob_mode(ins: Instruction) -> None:
+    """Indirect DMA: an out-of-bounds index raises ('error') or drops its row ('skip')."""
+    if ins.oob_mode not in ("error", "skip"):
+        ins.fail(NkiValidationError, f"oob_mode must be 'error' or 'skip', got {ins.oob_mode!r}")
+
+
 def expect_version(ins: Instruction, chip, minimum: int) -> None:
     names = {2: "trn1 (NeuronCore-v2)", 3: "trn2 (NeuronCore-v3)", 4: "trn3 (NeuronCore-v4)"}
     if chip.nc_version < minimum:
@@ -176,20 +253,22 @@ def expect_version(ins: Instruction, chip, minimum: int) -> None:
 
 
 def expect_same_partitions(ins: Instruction, **tiles: Tensor) -> None:
-    items = [(k, v) for k, v in tiles.items() if v is not None]
-    first = items[0][1].shape[0]
-    if any(v.shape[0] != first for _, v in items):
-        desc = ", ".join(f"{k}[{', '.join(str(d) for d in v.shape)}]" for k, v in items)
-        ins.fail(PartitionError, f"number of partitions (dimension 0 size of a tile) mismatch in parameters "
-                                 f"({desc}) of '{ins.api}'")
+    _expect_equal(ins, tiles, _partitions, PartitionError, _shape_item,
+                  "number of partitions (dimension 0 size of a tile) mismatch in parameters ({items}) of '{api}'")
 
 
 def expect_same_elements(ins: Instruction, **tiles: Tensor) -> None:
-    items = [(k, v) for k, v in tiles.items() if v is not None]
-    first = items[0][1].free_size
-    if any(v.free_size != first for _, v in items):
-        desc = ", ".join(f"{k}{list(v.shape)}" for k, v in items)
-        ins.fail(ShapeError, f"elements per partition mismatch in parameters ({desc}) of '{ins.api}'")
+    _expect_equal(ins, tiles, _free_size, ShapeError, _shape_item,
+                  "elements per partition mismatch in parameters ({items}) of '{api}'")
+
+
+def expect_elementwise(ins: Instruction, chip, *, allowed=(SBUF, PSUM), **tiles: Tensor) -> None:
+    """Operands of an elementwise instruction: on-chip tiles (checked in the given order) with equal
+    partitions and equal elements per partition."""
+    for name, t in tiles.items():
+        expect_tile(ins, name, t, chip, allowed)
+    expect_same_partitions(ins, **tiles)
+    expect_same_elements(ins, **tiles)
 
 
 def expect_float(ins: Instruction, name: str, t: Tensor) -> None:

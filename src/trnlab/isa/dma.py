@@ -15,7 +15,7 @@ import numpy as np
 from trnlab.core import dtypes as dt
 from trnlab.core.tensor import HBM, SBUF, Tensor
 from trnlab.errors import DtypeError, NkiValidationError, OutOfBoundsError, ShapeError
-from trnlab.isa.base import Engine, Instruction, expect_buffer
+from trnlab.isa.base import Engine, Instruction, expect_buffer, expect_oob_mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +113,7 @@ class DmaIndirect(Instruction):
                                   f"{ia.describe()} has {ia.size}")
         if dt.itemsize(ia.tensor.dtype) != ia.tensor.storage.array.itemsize:
             self.fail(NkiValidationError, f"indirect access through a bitcast view {ia.describe()} is not modelled")
-        if self.oob_mode not in ("error", "skip"):
-            self.fail(NkiValidationError, f"oob_mode must be 'error' or 'skip', got {self.oob_mode!r}")
+        expect_oob_mode(self)
 
     def execute(self, m):
         ia = self._ia

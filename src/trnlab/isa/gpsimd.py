@@ -14,26 +14,19 @@ from trnlab.core import dtypes as dt
 from trnlab.core.tensor import SBUF, Tensor
 from trnlab.errors import DtypeError, NkiValidationError, OutOfBoundsError, ShapeError
 from trnlab.isa import alu
-from trnlab.isa.base import (Engine, Instruction, as_2d, expect_int, expect_same_dtype, expect_same_elements,
-                             expect_same_partitions, expect_tile, expect_version, is_bitvec)
+from trnlab.isa.base import (DataToDst, Engine, SrcToDst, as_2d, expect_int, expect_same_dtype,
+                             expect_same_elements, expect_same_partitions, expect_tile, expect_version,
+                             is_bitvec, rows_where)
 
 _PARTITION_REDUCE_OPS = ("add", "maximum", "max", "bitwise_or", "bitwise_and")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TensorPartitionReduce(Instruction):
+class TensorPartitionReduce(DataToDst):
     """dst[0, :] = reduce(op, data[:, :]) across partitions (GpSimd)."""
     opcode: ClassVar[str] = "tensor_partition_reduce"
-    dst: Tensor
-    data: Tensor
     op: str
     engine: Engine = Engine.GPSIMD
-
-    def reads(self):
-        return (self.data,)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
         expect_tile(self, "data", self.data, chip, allowed=(SBUF,))
@@ -61,19 +54,14 @@ class TensorPartitionReduce(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NcNGather(Instruction):
+class NcNGather(DataToDst):
     """dst[p, j] = data[p].flatten()[indices[p, j]] within each partition (GpSimd, SBUF only)."""
     opcode: ClassVar[str] = "nc_n_gather"
-    dst: Tensor
-    data: Tensor
     indices: Tensor
     engine: Engine = Engine.GPSIMD
 
     def reads(self):
         return (self.data, self.indices)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
         for name, t in (("dst", self.dst), ("data", self.data), ("indices", self.indices)):
@@ -100,20 +88,12 @@ class NcNGather(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NonzeroWithCount(Instruction):
+class NonzeroWithCount(SrcToDst):
     """On partitions 0, 16, ..., 112: dst = [indices of nonzero src + index_offset, padding..., count] (trn2+)."""
     opcode: ClassVar[str] = "nonzero_with_count"
-    dst: Tensor
-    src: Tensor
     index_offset: int = 0
     padding_val: int = -1
     engine: Engine = Engine.GPSIMD
-
-    def reads(self):
-        return (self.src,)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
         expect_version(self, chip, 3)
@@ -140,8 +120,7 @@ class NonzeroWithCount(Instruction):
             out[r, n] = len(nz)
         where = np.zeros(self.dst.shape[0], dtype=bool)
         where[rows] = True
-        self.dst.write(out.reshape(self.dst.shape),
-                       where=np.broadcast_to(where.reshape((-1,) + (1,) * (self.dst.ndim - 1)), self.dst.shape))
+        self.dst.write(out.reshape(self.dst.shape), where=rows_where(where, self.dst.shape))
 
     def cycles(self, chip):
         return chip.gpsimd_start_cycles + float(self.src.free_size)    # [UNCONFIRMED]

@@ -15,10 +15,10 @@ from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
 from trnlab.errors import (AccumulateUninitializedWarning, BufferKindError, DtypeError, MatmulLimitError,
                            NkiValidationError, OutOfBoundsError, PartitionError, ShapeError)
 from trnlab.isa import alu
-from trnlab.isa.base import (Engine, Instruction, accumulate, as_2d, expect_buffer, expect_int,
-                             expect_not_both_psum, expect_partition_layout, expect_same_dtype,
-                             expect_same_elements, expect_same_partitions, expect_start_partition,
-                             expect_tile, expect_vector, is_bitvec, vector_cost)
+from trnlab.isa.base import (DataToDst, Engine, Instruction, SrcToDst, ToDst, accumulate, as_2d, expect_buffer,
+                             expect_elementwise, expect_not_both_psum, expect_oob_mode, expect_partition_layout,
+                             expect_same_elements, expect_same_partitions, expect_start_partition, expect_tile,
+                             expect_vector, given, is_bitvec, rows_where, tensors, vector_cost)
 
 ANY = (HBM, SBUF, PSUM)
 ONCHIP = (SBUF, PSUM)
@@ -28,25 +28,22 @@ def _is16(t: Tensor) -> bool:
     return t.dtype in (dt.bfloat16, dt.float16)
 
 
+def _sbuf16(a: Tensor, b: Tensor) -> bool:
+    """Both operands 16-bit floats in SBUF: the trn2+ Vector 2x rate applies."""
+    return _is16(a) and _is16(b) and a.buffer == SBUF and b.buffer == SBUF
+
+
 # ================================================================================================
 # Data movement
 # ================================================================================================
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DmaCopy(Instruction):
+class DmaCopy(SrcToDst):
     """dst = src through a DMA queue (HBM<->SBUF, SBUF<->SBUF, HBM<->HBM); dtype converts via fp32."""
     opcode: ClassVar[str] = "dma_copy"
-    dst: Tensor
-    src: Tensor
     engine: Engine = Engine.DMA
     queue: int | None = None          # DMA queue (None: the scheduler picks)
     raw_bytes: bool = False           # hwdge: bytes move unconverted, dtypes must match
-
-    def reads(self):
-        return (self.src,)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
         expect_buffer(self, "dst", self.dst, (HBM, SBUF))
@@ -80,12 +77,11 @@ class DmaCopy(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DmaGather(Instruction):
+class DmaGather(ToDst):
     """Indirect DMA: dst[i, ...] = src[idx[i], ...] along src axis 0 (or scatter: dst[idx[i]] = src[i]).
 
     oob_mode 'error' raises on an index outside src; 'skip' leaves those rows untouched."""
     opcode: ClassVar[str] = "dma_indirect"
-    dst: Tensor
     src: Tensor
     index: Tensor
     scatter: bool = False
@@ -96,17 +92,13 @@ class DmaGather(Instruction):
     def reads(self):
         return (self.src, self.index)
 
-    def writes(self):
-        return (self.dst,)
-
     def validate(self, chip):
         expect_buffer(self, "index", self.index, (SBUF,))
         expect_buffer(self, "dst", self.dst, (HBM, SBUF))
         expect_buffer(self, "src", self.src, (HBM, SBUF))
         if not dt.is_int(self.index.dtype):
             self.fail(DtypeError, f"index tile {self.index.describe()} must be an integer type")
-        if self.oob_mode not in ("error", "skip"):
-            self.fail(NkiValidationError, f"oob_mode must be 'error' or 'skip', got {self.oob_mode!r}")
+        expect_oob_mode(self)
         rows, table = (self.src, self.dst) if self.scatter else (self.dst, self.src)
         if rows.shape[0] != self.index.size:
             self.fail(ShapeError, f"{self.index.describe()} holds {self.index.size} indices but "
@@ -131,15 +123,13 @@ class DmaGather(Instruction):
             target[idx[ok]] = dt.cast(values[ok], self.dst.dtype)
             rows = np.zeros(self.dst.shape[0], dtype=bool)
             rows[idx[ok]] = True
-            self.dst.mark_written(np.broadcast_to(rows.reshape((-1,) + (1,) * (self.dst.ndim - 1)),
-                                                  self.dst.shape))
+            self.dst.mark_written(rows_where(rows, self.dst.shape))
         else:
             out = self.dst.array
             src = src.reshape((src.shape[0], -1))
             gathered = dt.to_fp32(src[idx[ok]]).reshape((int(ok.sum()),) + out.shape[1:])
             out[ok] = dt.cast(gathered, self.dst.dtype)
-            self.dst.mark_written(np.broadcast_to(ok.reshape((-1,) + (1,) * (out.ndim - 1)), out.shape)
-                                  if not ok.all() else None)
+            self.dst.mark_written(rows_where(ok, out.shape) if not ok.all() else None)
 
     def dma_bytes(self) -> int:
         return self.dst.nbytes + self.index.nbytes
@@ -149,20 +139,12 @@ class DmaGather(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DmaTranspose(Instruction):
+class DmaTranspose(SrcToDst):
     """dst = permute(src, axes) done by the DMA engines (trn2+: 2- and 4-byte dtypes)."""
     opcode: ClassVar[str] = "dma_transpose"
-    dst: Tensor
-    src: Tensor
     axes: tuple
     engine: Engine = Engine.DMA
     queue: int | None = None
-
-    def reads(self):
-        return (self.src,)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
         expect_buffer(self, "dst", self.dst, (SBUF, HBM))
@@ -191,17 +173,9 @@ class DmaTranspose(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TensorCopy(Instruction):
+class TensorCopy(SrcToDst):
     """dst = src on Vector, Scalar or GpSimd (bit-exact when dtypes are equal)."""
     opcode: ClassVar[str] = "tensor_copy"
-    dst: Tensor
-    src: Tensor
-
-    def reads(self):
-        return (self.src,)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
         expect_tile(self, "src", self.src, chip)
@@ -219,19 +193,14 @@ class TensorCopy(Instruction):
         self.store(self.dst, values.reshape(self.dst.shape))
 
     def cycles(self, chip):
-        fast = _is16(self.src) and _is16(self.dst) and self.src.buffer == SBUF and self.dst.buffer == SBUF
-        speed = 2.0 if fast and self.engine == Engine.VECTOR and chip.nc_version >= 3 else 1.0
+        speed = 2.0 if _sbuf16(self.src, self.dst) and self.engine == Engine.VECTOR and chip.nc_version >= 3 else 1.0
         return vector_cost(chip, self.src.free_size / speed)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Memset(Instruction):
+class Memset(ToDst):
     opcode: ClassVar[str] = "memset"
-    dst: Tensor
     value: float
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
         expect_tile(self, "dst", self.dst, chip)
@@ -249,6 +218,14 @@ class Memset(Instruction):
         return vector_cost(chip, self.dst.free_size, per_elem=0.5 if half else 1.0)
 
 
+def _check_pattern(ins) -> None:
+    """The [[step, num], ...] free pattern must cover dst's elements per partition."""
+    n = int(np.prod([c for _, c in ins.pattern])) if ins.pattern else 1
+    if n != ins.dst.free_size:
+        ins.fail(ShapeError, f"pattern {list(map(list, ins.pattern))} covers {n} elements per partition "
+                             f"but dst {ins.dst.describe()} has {ins.dst.free_size}")
+
+
 def affine_values(shape: tuple, pattern, offset: int, channel_multiplier: int) -> np.ndarray:
     """offset + p*channel_multiplier + sum_k step_k * i_k over the [[step, num], ...] free pattern (int64)."""
     p = shape[0]
@@ -262,24 +239,17 @@ def affine_values(shape: tuple, pattern, offset: int, channel_multiplier: int) -
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Iota(Instruction):
+class Iota(ToDst):
     """dst = offset + p*channel_multiplier + sum(step_k * i_k), computed in int32 (GpSimd)."""
     opcode: ClassVar[str] = "iota"
-    dst: Tensor
     pattern: tuple          # ((step, num), ...) over the free dims
     offset: int = 0
     channel_multiplier: int = 0
     engine: Engine = Engine.GPSIMD
 
-    def writes(self):
-        return (self.dst,)
-
     def validate(self, chip):
         expect_tile(self, "dst", self.dst, chip, allowed=(SBUF,))
-        n = int(np.prod([c for _, c in self.pattern])) if self.pattern else 1
-        if n != self.dst.free_size:
-            self.fail(ShapeError, f"pattern {list(map(list, self.pattern))} covers {n} elements per partition "
-                                  f"but dst {self.dst.describe()} has {self.dst.free_size}")
+        _check_pattern(self)
 
     def execute(self, m):
         values = affine_values(self.dst.shape, self.pattern, self.offset, self.channel_multiplier)
@@ -292,10 +262,9 @@ class Iota(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AffineSelect(Instruction):
+class AffineSelect(ToDst):
     """dst = where(cmp(affine(p, i), 0), on_true, on_false_value) (GpSimd). Causal masks use it."""
     opcode: ClassVar[str] = "affine_select"
-    dst: Tensor
     on_true: Tensor
     on_false_value: float
     pattern: tuple
@@ -307,18 +276,9 @@ class AffineSelect(Instruction):
     def reads(self):
         return (self.on_true,)
 
-    def writes(self):
-        return (self.dst,)
-
     def validate(self, chip):
-        expect_tile(self, "dst", self.dst, chip, allowed=(SBUF,))
-        expect_tile(self, "on_true_tile", self.on_true, chip, allowed=(SBUF,))
-        expect_same_partitions(self, dst=self.dst, on_true_tile=self.on_true)
-        expect_same_elements(self, dst=self.dst, on_true_tile=self.on_true)
-        n = int(np.prod([c for _, c in self.pattern])) if self.pattern else 1
-        if n != self.dst.free_size:
-            self.fail(ShapeError, f"pattern {list(map(list, self.pattern))} covers {n} elements per partition "
-                                  f"but dst {self.dst.describe()} has {self.dst.free_size}")
+        expect_elementwise(self, chip, allowed=(SBUF,), dst=self.dst, on_true_tile=self.on_true)
+        _check_pattern(self)
         alu.alu(self.cmp_op, self.api, self.loc)
 
     def execute(self, m):
@@ -341,13 +301,12 @@ _MATMUL_DTYPES = (dt.float8_e4m3, dt.float8_e5m2, dt.float8_e4m3fn, dt.bfloat16,
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MatMul(Instruction):
+class MatMul(ToDst):
     """dst[M, N] (+)= stationary[K, M].T @ moving[K, N]; fp32 accumulation in PSUM.
 
     accumulate: False overwrites, True adds, None overwrites where dst was never written and adds
     elsewhere. perf_mode='double_row' (trn2+ fp8): inputs [K, 2, F] contract over K and the 2."""
     opcode: ClassVar[str] = "nc_matmul"
-    dst: Tensor
     stationary: Tensor
     moving: Tensor
     accumulate: bool | None = None
@@ -359,9 +318,6 @@ class MatMul(Instruction):
 
     def reads(self):
         return (self.stationary, self.moving)
-
-    def writes(self):
-        return (self.dst,)
 
     def _kmn(self):
         s, mv = self.stationary, self.moving
@@ -555,18 +511,10 @@ class MatMul(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Transpose(Instruction):
+class Transpose(SrcToDst):
     """dst[F, P] = src[P, F] on the Tensor engine (SBUF->PSUM, <=128x128) or Vector (<=32x32)."""
     opcode: ClassVar[str] = "nc_transpose"
-    dst: Tensor
-    src: Tensor
     engine: Engine = Engine.TENSOR
-
-    def reads(self):
-        return (self.src,)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
         s, d = self.src, self.dst
@@ -685,10 +633,10 @@ class Activation(Instruction):
     engine: Engine = Engine.SCALAR
 
     def reads(self):
-        return tuple(t for t in (self.data, self.bias, self.scale) if isinstance(t, Tensor))
+        return tensors(self.data, self.bias, self.scale)
 
     def writes(self):
-        return tuple(t for t in (self.dst, self.reduce_res) if t is not None)
+        return given(self.dst, self.reduce_res)
 
     def validate(self, chip):
         expect_tile(self, "data", self.data, chip)
@@ -743,10 +691,9 @@ class Activation(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TensorTensor(Instruction):
+class TensorTensor(ToDst):
     """dst = data1 op data2, elementwise over equal partitions and equal elements per partition."""
     opcode: ClassVar[str] = "tensor_tensor"
-    dst: Tensor
     data1: Tensor
     data2: Tensor
     op: str
@@ -754,15 +701,8 @@ class TensorTensor(Instruction):
     def reads(self):
         return (self.data1, self.data2)
 
-    def writes(self):
-        return (self.dst,)
-
     def validate(self, chip):
-        expect_tile(self, "data1", self.data1, chip)
-        expect_tile(self, "data2", self.data2, chip)
-        expect_tile(self, "dst", self.dst, chip)
-        expect_same_partitions(self, data1=self.data1, data2=self.data2, dst=self.dst)
-        expect_same_elements(self, data1=self.data1, data2=self.data2, dst=self.dst)
+        expect_elementwise(self, chip, data1=self.data1, data2=self.data2, dst=self.dst)
         expect_not_both_psum(self, data1=self.data1, data2=self.data2)
         alu.alu(self.op, self.api, self.loc)
         if is_bitvec(self.op):
@@ -787,13 +727,11 @@ class TensorTensor(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TensorScalar(Instruction):
+class TensorScalar(DataToDst):
     """dst = (data op0 operand0) op1 operand1; operands are scalars or [P,1] vectors; reverse swaps order.
 
     With accum_op, also reduce the result along F into accum_dst ([P, 1]): tensor_scalar_reduce."""
     opcode: ClassVar[str] = "tensor_scalar"
-    dst: Tensor
-    data: Tensor
     op0: str
     operand0: Any
     reverse0: bool = False
@@ -806,16 +744,13 @@ class TensorScalar(Instruction):
     reduce_init: Any = None            # load_reduce start value: scalar or [P, 1]
 
     def reads(self):
-        return tuple(t for t in (self.data, self.operand0, self.operand1) if isinstance(t, Tensor))
+        return tensors(self.data, self.operand0, self.operand1)
 
     def writes(self):
-        return tuple(t for t in (self.dst, self.accum_dst) if t is not None)
+        return given(self.dst, self.accum_dst)
 
     def validate(self, chip):
-        expect_tile(self, "data", self.data, chip)
-        expect_tile(self, "dst", self.dst, chip)
-        expect_same_partitions(self, data=self.data, dst=self.dst)
-        expect_same_elements(self, data=self.data, dst=self.dst)
+        expect_elementwise(self, chip, data=self.data, dst=self.dst)
         p = self.data.shape[0]
         expect_vector(self, "operand0", self.operand0, p, chip)
         expect_vector(self, "operand1", self.operand1, p, chip)
@@ -866,8 +801,7 @@ class TensorScalar(Instruction):
             self.accum_dst.write(red.reshape(self.accum_dst.shape))
 
     def cycles(self, chip):
-        fast = _is16(self.data) and _is16(self.dst) and self.data.buffer == SBUF and self.dst.buffer == SBUF
-        speed = 2.0 if fast and chip.nc_version >= 3 else 1.0
+        speed = 2.0 if _sbuf16(self.data, self.dst) and chip.nc_version >= 3 else 1.0
         c = vector_cost(chip, self.data.free_size / speed)
         return c + (chip.min_ii_cycles if self.accum_dst is not None else 0)
 
@@ -878,11 +812,9 @@ def _apply(ins, op, x, operand, reverse):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ScalarTensorTensor(Instruction):
+class ScalarTensorTensor(DataToDst):
     """dst = (data op0 operand0) op1 operand1_tile."""
     opcode: ClassVar[str] = "scalar_tensor_tensor"
-    dst: Tensor
-    data: Tensor
     op0: str
     operand0: Any
     op1: str
@@ -891,17 +823,10 @@ class ScalarTensorTensor(Instruction):
     reverse1: bool = False
 
     def reads(self):
-        return tuple(t for t in (self.data, self.operand0, self.operand1) if isinstance(t, Tensor))
-
-    def writes(self):
-        return (self.dst,)
+        return tensors(self.data, self.operand0, self.operand1)
 
     def validate(self, chip):
-        expect_tile(self, "data", self.data, chip)
-        expect_tile(self, "operand1", self.operand1, chip)
-        expect_tile(self, "dst", self.dst, chip)
-        expect_same_partitions(self, data=self.data, operand1=self.operand1, dst=self.dst)
-        expect_same_elements(self, data=self.data, operand1=self.operand1, dst=self.dst)
+        expect_elementwise(self, chip, data=self.data, operand1=self.operand1, dst=self.dst)
         expect_not_both_psum(self, data=self.data, operand1=self.operand1)
         expect_vector(self, "operand0", self.operand0, self.data.shape[0], chip)
         for op in (self.op0, self.op1):
@@ -925,20 +850,12 @@ class ScalarTensorTensor(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TensorReduce(Instruction):
+class TensorReduce(DataToDst):
     """dst = reduce(op, data, free axes); never across partitions. negate multiplies by -1."""
     opcode: ClassVar[str] = "tensor_reduce"
-    dst: Tensor
-    data: Tensor
     op: str
     axes: tuple
     negate: bool = False
-
-    def reads(self):
-        return (self.data,)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
         expect_tile(self, "data", self.data, chip)
@@ -978,23 +895,10 @@ class TensorReduce(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Reciprocal(Instruction):
+class Reciprocal(DataToDst):
     """dst = 1 / data on the Vector engine (more precise than activation(reciprocal))."""
     opcode: ClassVar[str] = "reciprocal"
-    dst: Tensor
-    data: Tensor
-
-    def reads(self):
-        return (self.data,)
-
-    def writes(self):
-        return (self.dst,)
-
-    def validate(self, chip):
-        expect_tile(self, "data", self.data, chip)
-        expect_tile(self, "dst", self.dst, chip)
-        expect_same_partitions(self, data=self.data, dst=self.dst)
-        expect_same_elements(self, data=self.data, dst=self.dst)
+    # validate: DataToDst's elementwise rules
 
     def execute(self, m):
         with np.errstate(divide="ignore"):

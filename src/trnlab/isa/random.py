@@ -14,8 +14,8 @@ import numpy as np
 from trnlab.core import dtypes as dt
 from trnlab.core.tensor import PSUM, SBUF, Tensor
 from trnlab.errors import DtypeError, NkiValidationError, ShapeError
-from trnlab.isa.base import (Engine, Instruction, as_2d, expect_int, expect_same_dtype, expect_same_elements,
-                             expect_same_partitions, expect_tile, expect_vector, expect_version, vector_cost)
+from trnlab.isa.base import (DataToDst, Engine, Instruction, ToDst, as_2d, expect_elementwise, expect_same_dtype,
+                             expect_tile, expect_vector, expect_version, tensors, vector_cost)
 from trnlab.isa.instructions import _operand
 
 _DEFAULT_SEEDS = {Engine.VECTOR: 0x5EED0, Engine.GPSIMD: 0x5EED1}
@@ -55,20 +55,16 @@ def _check_rng_engine(ins, chip, t: Tensor | None = None, *, v3: tuple = (Engine
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Rand(Instruction):
+class Rand(ToDst):
     """mode='bits' (nisa.rng): 32 random bits per element, truncated to the integer dst dtype's LSBs.
     mode='uniform' (nisa.rand2, trn3): fp32 uniform values in [low, high] (scalars or [P, 1] tiles)."""
     opcode: ClassVar[str] = "rng"
-    dst: Tensor
     mode: str = "bits"
     low: Any = 0.0
     high: Any = 1.0
 
     def reads(self):
-        return tuple(t for t in (self.low, self.high) if isinstance(t, Tensor))
-
-    def writes(self):
-        return (self.dst,)
+        return tensors(self.low, self.high)
 
     def validate(self, chip):
         expect_tile(self, "dst", self.dst, chip)
@@ -109,24 +105,16 @@ class Rand(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Dropout(Instruction):
+class Dropout(DataToDst):
     """dst = data where a fresh uniform draw >= prob, else 0 (no rescaling), on the Vector Engine."""
     opcode: ClassVar[str] = "dropout"
-    dst: Tensor
-    data: Tensor
     prob: Any
 
     def reads(self):
-        return tuple(t for t in (self.data, self.prob) if isinstance(t, Tensor))
-
-    def writes(self):
-        return (self.dst,)
+        return tensors(self.data, self.prob)
 
     def validate(self, chip):
-        expect_tile(self, "data", self.data, chip)
-        expect_tile(self, "dst", self.dst, chip)
-        expect_same_partitions(self, data=self.data, dst=self.dst)
-        expect_same_elements(self, data=self.data, dst=self.dst)
+        expect_elementwise(self, chip, data=self.data, dst=self.dst)
         expect_same_dtype(self, data=self.data, dst=self.dst)
         expect_vector(self, "prob", self.prob, self.data.shape[0], chip)
         if isinstance(self.prob, Tensor):
@@ -149,13 +137,18 @@ class Dropout(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SetRngSeed(Instruction):
-    """Seed the Vector Engine PRNG from a [1, 1] 32-bit tile (nisa.set_rng_seed)."""
-    opcode: ClassVar[str] = "set_rng_seed"
+class _SeedLoad(Instruction):
+    """Loads PRNG seeds or state from the src_seeds tile; cycles: the Instruction default, MIN_II."""
     src_seeds: Tensor
 
     def reads(self):
         return (self.src_seeds,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetRngSeed(_SeedLoad):
+    """Seed the Vector Engine PRNG from a [1, 1] 32-bit tile (nisa.set_rng_seed)."""
+    opcode: ClassVar[str] = "set_rng_seed"
 
     def validate(self, chip):
         expect_tile(self, "src_seeds", self.src_seeds, chip)
@@ -166,18 +159,11 @@ class SetRngSeed(Instruction):
         raw = np.ascontiguousarray(self.src_seeds.read(self.api, self.loc)).reshape(-1).view(np.uint32)
         reseed(m, Engine.VECTOR, raw)
 
-    def cycles(self, chip):
-        return float(chip.min_ii_cycles)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RandSetState(Instruction):
+class RandSetState(_SeedLoad):
     """Load per-lane PRNG state words ([P, 6] GpSimd / [P, 24] Vector, uint32) into an engine (trn2+)."""
     opcode: ClassVar[str] = "rand_set_state"
-    src_seeds: Tensor
-
-    def reads(self):
-        return (self.src_seeds,)
 
     def validate(self, chip):
         expect_version(self, chip, 3)
@@ -188,18 +174,12 @@ class RandSetState(Instruction):
     def execute(self, m):
         reseed(m, self.engine, as_2d(self.src_seeds.read(self.api, self.loc)))
 
-    def cycles(self, chip):
-        return float(chip.min_ii_cycles)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RandGetState(Instruction):
-    """Store an engine's PRNG state into [P, 6|24] uint32 words; rand_set_state of them resumes it (trn2+)."""
+class RandGetState(ToDst):
+    """Store an engine's PRNG state into [P, 6|24] uint32 words; rand_set_state of them resumes it (trn2+).
+    cycles: the Instruction default, MIN_II."""
     opcode: ClassVar[str] = "rand_get_state"
-    dst: Tensor
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
         expect_version(self, chip, 3)
@@ -215,9 +195,6 @@ class RandGetState(Instruction):
         words = probe.integers(0, 2 ** 32, size=(self.dst.shape[0], self.dst.free_size), dtype=np.uint32)
         m.rng_streams[("snapshot", self.engine, words.tobytes())] = state
         self.store(self.dst, words.reshape(self.dst.shape))
-
-    def cycles(self, chip):
-        return float(chip.min_ii_cycles)
 
 
 def _check_state_tile(ins, name: str, t: Tensor) -> None:

@@ -15,9 +15,10 @@ from trnlab.core import dtypes as dt
 from trnlab.core.tensor import PSUM, SBUF, Tensor
 from trnlab.errors import DtypeError, NkiValidationError, ShapeError, UndefinedBehaviorWarning
 from trnlab.isa import alu
-from trnlab.isa.base import (Engine, Instruction, accumulate, as_2d, expect_int, expect_not_both_psum,
-                             expect_same_dtype, expect_same_elements, expect_same_partitions, expect_tile,
-                             expect_vector, expect_version, is_bitvec, start_partition_ok, vector_cost)
+from trnlab.isa.base import (DataToDst, Instruction, SrcToDst, ToDst, accumulate, as_2d, expect_elementwise,
+                             expect_int, expect_not_both_psum, expect_same_dtype, expect_same_elements,
+                             expect_same_partitions, expect_tile, expect_vector, expect_version, given,
+                             is_bitvec, rows_where, start_partition_ok, tensors, vector_cost)
 from trnlab.isa.instructions import _operand, arith_inputs
 
 FP32_MIN = float(np.finfo(np.float32).min)
@@ -27,6 +28,28 @@ _COMPARISONS = ("equal", "less", "less_equal", "greater", "greater_equal")
 def _per_partition(ins, x, p: int) -> np.ndarray:
     """A scalar or [p, 1] tile as a [p, 1] fp32 column."""
     return np.broadcast_to(np.asarray(_operand(ins, x, p), dtype=np.float32).reshape(-1, 1), (p, 1))
+
+
+def _fp32_rows(ins, t: Tensor) -> np.ndarray:
+    """A tile's values as an fp32 [P, F] array."""
+    return dt.to_fp32(as_2d(ins.read(t))).astype(np.float32)
+
+
+def _reduce_out(ins, m, p: int, op: str, out: np.ndarray, init=None) -> None:
+    """The optional Vector-accumulator reduction of `out` into reduce_res (select_reduce, range_select,
+    exponential): runs unless reduce_cmd is idle and no reduce_res is given. init() gives the
+    load_reduce start value; it is read only when the reduction runs."""
+    if ins.reduce_res is not None or ins.reduce_cmd != "idle":
+        red = accumulate(ins, m.vector_regs, p, ins.reduce_cmd, op, out, init() if init else None)
+        if ins.reduce_res is not None:
+            ins.reduce_res.write(red.reshape(ins.reduce_res.shape))
+
+
+def _expect_rows(ins, chip, **tiles: Tensor) -> None:
+    """On-chip tiles (checked in the given order) with equal partitions; free sizes may differ."""
+    for name, t in tiles.items():
+        expect_tile(ins, name, t, chip)
+    expect_same_partitions(ins, **tiles)
 
 
 def _check_arith(ins, *ops) -> None:
@@ -41,12 +64,11 @@ def _check_arith(ins, *ops) -> None:
 # ================================================================================================
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TensorTensorScan(Instruction):
+class TensorTensorScan(ToDst):
     """Per partition along the free axis: r[i] = (data0[i] op0 r[i-1]) op1 data1[i], r[-1] = initial.
 
     reverse0 swaps the operands of op0 (r[i-1] op0 data0[i]); reverse1 those of op1."""
     opcode: ClassVar[str] = "tensor_tensor_scan"
-    dst: Tensor
     data0: Tensor
     data1: Tensor
     initial: Any
@@ -56,16 +78,10 @@ class TensorTensorScan(Instruction):
     reverse1: bool = False
 
     def reads(self):
-        return tuple(t for t in (self.data0, self.data1, self.initial) if isinstance(t, Tensor))
-
-    def writes(self):
-        return (self.dst,)
+        return tensors(self.data0, self.data1, self.initial)
 
     def validate(self, chip):
-        for name, t in (("data0", self.data0), ("data1", self.data1), ("dst", self.dst)):
-            expect_tile(self, name, t, chip)
-        expect_same_partitions(self, data0=self.data0, data1=self.data1, dst=self.dst)
-        expect_same_elements(self, data0=self.data0, data1=self.data1, dst=self.dst)
+        expect_elementwise(self, chip, data0=self.data0, data1=self.data1, dst=self.dst)
         expect_not_both_psum(self, data0=self.data0, data1=self.data1)
         expect_vector(self, "initial", self.initial, self.data0.shape[0], chip)
         _check_arith(self, self.op0, self.op1)
@@ -88,11 +104,9 @@ class TensorTensorScan(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TensorScalarCumulative(Instruction):
+class TensorScalarCumulative(SrcToDst):
     """reg = op1(op0(src[i], imm0), reg); dst[i] = reg, with the Vector accumulator registers."""
     opcode: ClassVar[str] = "tensor_scalar_cumulative"
-    dst: Tensor
-    src: Tensor
     op0: str
     op1: str
     imm0: Any
@@ -101,16 +115,10 @@ class TensorScalarCumulative(Instruction):
     reverse0: bool = False
 
     def reads(self):
-        return tuple(t for t in (self.src, self.imm0, self.imm1) if isinstance(t, Tensor))
-
-    def writes(self):
-        return (self.dst,)
+        return tensors(self.src, self.imm0, self.imm1)
 
     def validate(self, chip):
-        expect_tile(self, "src", self.src, chip)
-        expect_tile(self, "dst", self.dst, chip)
-        expect_same_partitions(self, src=self.src, dst=self.dst)
-        expect_same_elements(self, src=self.src, dst=self.dst)
+        expect_elementwise(self, chip, src=self.src, dst=self.dst)
         p = self.src.shape[0]
         expect_vector(self, "imm0", self.imm0, p, chip)
         expect_vector(self, "imm1", self.imm1, p, chip)
@@ -155,22 +163,12 @@ class TensorScalarCumulative(Instruction):
 # ================================================================================================
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BnStats(Instruction):
+class BnStats(DataToDst):
     """dst[p] = (count, mean, var*count) of the even-indexed then of the odd-indexed elements (6 values)."""
     opcode: ClassVar[str] = "bn_stats"
-    dst: Tensor
-    data: Tensor
-
-    def reads(self):
-        return (self.data,)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
-        expect_tile(self, "data", self.data, chip)
-        expect_tile(self, "dst", self.dst, chip)
-        expect_same_partitions(self, data=self.data, dst=self.dst)
+        _expect_rows(self, chip, data=self.data, dst=self.dst)
         if self.data.free_size > chip.bn_stats_fmax:
             self.fail(ShapeError, f"data {self.data.describe()} has {self.data.free_size} elements per partition; "
                                   f"bn_stats_fmax is {chip.bn_stats_fmax}")
@@ -195,22 +193,12 @@ class BnStats(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BnAggr(Instruction):
+class BnAggr(DataToDst):
     """dst[p] = (mean, variance) aggregated from (count, mean, var*count) triples of bn_stats outputs."""
     opcode: ClassVar[str] = "bn_aggr"
-    dst: Tensor
-    data: Tensor
-
-    def reads(self):
-        return (self.data,)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
-        expect_tile(self, "data", self.data, chip)
-        expect_tile(self, "dst", self.dst, chip)
-        expect_same_partitions(self, data=self.data, dst=self.dst)
+        _expect_rows(self, chip, data=self.data, dst=self.dst)
         if self.data.free_size % 3:
             self.fail(ShapeError, f"data {self.data.describe()} has {self.data.free_size} elements per partition; "
                                   f"bn_aggr needs (count, mean, var*count) triples, a multiple of 3")
@@ -250,27 +238,17 @@ def _check_eight(ins, name: str, t: Tensor) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Max8(Instruction):
+class Max8(SrcToDst):
     """dst[p, :8] = the 8 largest values of src[p] in descending order (fp32 compare)."""
     opcode: ClassVar[str] = "max8"
-    dst: Tensor
-    src: Tensor
-
-    def reads(self):
-        return (self.src,)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
-        expect_tile(self, "src", self.src, chip)
-        expect_tile(self, "dst", self.dst, chip)
-        expect_same_partitions(self, src=self.src, dst=self.dst)
+        _expect_rows(self, chip, src=self.src, dst=self.dst)
         _check_top8_input(self, "src", self.src)
         _check_eight(self, "dst", self.dst)
 
     def execute(self, m):
-        x = dt.to_fp32(as_2d(self.read(self.src))).astype(np.float32)
+        x = _fp32_rows(self, self.src)
         top = -np.sort(-x, axis=1, kind="stable")[:, :8]
         self.store(self.dst, top.reshape(self.dst.shape))
 
@@ -286,23 +264,16 @@ def _first_indices(data: np.ndarray, vals: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NcFindIndex8(Instruction):
+class NcFindIndex8(DataToDst):
     """dst[p, j] = index of the first element of data[p] equal to vals[p, j] (uint16/uint32)."""
     opcode: ClassVar[str] = "nc_find_index8"
-    dst: Tensor
-    data: Tensor
     vals: Tensor
 
     def reads(self):
         return (self.data, self.vals)
 
-    def writes(self):
-        return (self.dst,)
-
     def validate(self, chip):
-        for name, t in (("data", self.data), ("vals", self.vals), ("dst", self.dst)):
-            expect_tile(self, name, t, chip)
-        expect_same_partitions(self, data=self.data, vals=self.vals, dst=self.dst)
+        _expect_rows(self, chip, data=self.data, vals=self.vals, dst=self.dst)
         _check_top8_input(self, "data", self.data)
         _check_eight(self, "vals", self.vals)
         _check_eight(self, "dst", self.dst)
@@ -310,8 +281,7 @@ class NcFindIndex8(Instruction):
             self.fail(DtypeError, f"dst {self.dst.describe()} must be uint16 or uint32")
 
     def execute(self, m):
-        data = dt.to_fp32(as_2d(self.read(self.data))).astype(np.float32)
-        vals = dt.to_fp32(as_2d(self.read(self.vals))).astype(np.float32)
+        data, vals = _fp32_rows(self, self.data), _fp32_rows(self, self.vals)
         idx = _first_indices(data, vals)
         if (idx < 0).any():
             warnings.warn(f"{self.api}: {int((idx < 0).sum())} of the vals are not in data; the hardware result "
@@ -325,12 +295,10 @@ class NcFindIndex8(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NcMatchReplace8(Instruction):
+class NcMatchReplace8(DataToDst):
     """dst = data with the first occurrence of each vals[p, j] (taken in order j = 0..7) replaced by imm;
     dst_idx optionally receives the matched indices."""
     opcode: ClassVar[str] = "nc_match_replace8"
-    dst: Tensor
-    data: Tensor
     vals: Tensor
     imm: float
     dst_idx: Tensor | None = None
@@ -339,12 +307,10 @@ class NcMatchReplace8(Instruction):
         return (self.data, self.vals)
 
     def writes(self):
-        return tuple(t for t in (self.dst, self.dst_idx) if t is not None)
+        return given(self.dst, self.dst_idx)
 
     def validate(self, chip):
-        for name, t in (("data", self.data), ("vals", self.vals), ("dst", self.dst)):
-            expect_tile(self, name, t, chip)
-        expect_same_partitions(self, data=self.data, vals=self.vals, dst=self.dst)
+        _expect_rows(self, chip, data=self.data, vals=self.vals, dst=self.dst)
         expect_same_elements(self, data=self.data, dst=self.dst)
         _check_top8_input(self, "data", self.data)
         _check_eight(self, "vals", self.vals)
@@ -355,8 +321,7 @@ class NcMatchReplace8(Instruction):
             expect_int(self, "dst_idx", self.dst_idx)
 
     def execute(self, m):
-        data = dt.to_fp32(as_2d(self.read(self.data))).astype(np.float32).copy()
-        vals = dt.to_fp32(as_2d(self.read(self.vals))).astype(np.float32)
+        data, vals = _fp32_rows(self, self.data).copy(), _fp32_rows(self, self.vals)
         rows = np.arange(data.shape[0])
         found = np.full(vals.shape, -1, dtype=np.int64)
         for j in range(8):                       # sequential: duplicate vals match successive occurrences
@@ -388,26 +353,19 @@ def _predicate(ins, t: Tensor, reverse: bool) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TensorCopyPredicated(Instruction):
+class TensorCopyPredicated(ToDst):
     """dst[i] = src[i] (or the scalar src) where predicate[i] != 0 (inverted by reverse_pred); else unchanged."""
     opcode: ClassVar[str] = "tensor_copy_predicated"
-    dst: Tensor
     src: Any
     predicate: Tensor
     reverse_pred: bool = False
 
     def reads(self):
         # dst is read too: unselected elements keep their value.
-        return tuple(t for t in (self.src, self.predicate, self.dst) if isinstance(t, Tensor))
-
-    def writes(self):
-        return (self.dst,)
+        return tensors(self.src, self.predicate, self.dst)
 
     def validate(self, chip):
-        expect_tile(self, "dst", self.dst, chip)
-        expect_tile(self, "predicate", self.predicate, chip)
-        expect_same_partitions(self, dst=self.dst, predicate=self.predicate)
-        expect_same_elements(self, dst=self.dst, predicate=self.predicate)
+        expect_elementwise(self, chip, dst=self.dst, predicate=self.predicate)
         if isinstance(self.src, Tensor):
             expect_tile(self, "src", self.src, chip)
             expect_same_partitions(self, src=self.src, dst=self.dst)
@@ -444,16 +402,13 @@ class SelectReduce(Instruction):
     reverse_pred: bool = False
 
     def reads(self):
-        return tuple(t for t in (self.predicate, self.on_true, self.on_false) if isinstance(t, Tensor))
+        return tensors(self.predicate, self.on_true, self.on_false)
 
     def writes(self):
-        return tuple(t for t in (self.dst, self.reduce_res) if t is not None)
+        return given(self.dst, self.reduce_res)
 
     def validate(self, chip):
-        for name, t in (("dst", self.dst), ("predicate", self.predicate), ("on_true", self.on_true)):
-            expect_tile(self, name, t, chip)
-        expect_same_partitions(self, dst=self.dst, predicate=self.predicate, on_true=self.on_true)
-        expect_same_elements(self, dst=self.dst, predicate=self.predicate, on_true=self.on_true)
+        expect_elementwise(self, chip, dst=self.dst, predicate=self.predicate, on_true=self.on_true)
         expect_not_both_psum(self, on_true=self.on_true, predicate=self.predicate)
         p = self.on_true.shape[0]
         expect_vector(self, "on_false", self.on_false, p, chip)
@@ -471,13 +426,9 @@ class SelectReduce(Instruction):
     def execute(self, m):
         p = self.on_true.shape[0]
         pred = _predicate(self, self.predicate, self.reverse_pred)
-        on_true = dt.to_fp32(as_2d(self.read(self.on_true))).astype(np.float32)
-        out = np.where(pred, on_true, _per_partition(self, self.on_false, p))
+        out = np.where(pred, _fp32_rows(self, self.on_true), _per_partition(self, self.on_false, p))
         self.store(self.dst, out.reshape(self.dst.shape))
-        if self.reduce_res is not None or self.reduce_cmd != "idle":
-            red = accumulate(self, m.vector_regs, p, self.reduce_cmd, "maximum", out)
-            if self.reduce_res is not None:
-                self.reduce_res.write(red.reshape(self.reduce_res.shape))
+        _reduce_out(self, m, p, "maximum", out)
 
     def cycles(self, chip):
         return vector_cost(chip, self.dst.free_size)        # [UNCONFIRMED] as range_select: max(MIN_II, N)
@@ -504,14 +455,11 @@ class RangeSelect(Instruction):
         return (self.on_true, self.bound0, self.bound1)
 
     def writes(self):
-        return tuple(t for t in (self.dst, self.reduce_res) if t is not None)
+        return given(self.dst, self.reduce_res)
 
     def validate(self, chip):
         expect_version(self, chip, 3)
-        expect_tile(self, "dst", self.dst, chip)
-        expect_tile(self, "on_true_tile", self.on_true, chip)
-        expect_same_partitions(self, dst=self.dst, on_true_tile=self.on_true)
-        expect_same_elements(self, dst=self.dst, on_true_tile=self.on_true)
+        expect_elementwise(self, chip, dst=self.dst, on_true_tile=self.on_true)
         p = self.on_true.shape[0]
         for name, b in (("bound0", self.bound0), ("bound1", self.bound1)):
             if not isinstance(b, Tensor):
@@ -539,13 +487,9 @@ class RangeSelect(Instruction):
         idx = (self.range_start + np.arange(self.on_true.free_size, dtype=np.float32))[None, :]
         c0 = alu.alu(self.comp_op0, self.api, self.loc)(idx, _per_partition(self, self.bound0, p))
         c1 = alu.alu(self.comp_op1, self.api, self.loc)(idx, _per_partition(self, self.bound1, p))
-        on_true = dt.to_fp32(as_2d(self.read(self.on_true))).astype(np.float32)
-        out = np.where((c0 != 0) & (c1 != 0), on_true, np.float32(self.on_false_value))
+        out = np.where((c0 != 0) & (c1 != 0), _fp32_rows(self, self.on_true), np.float32(self.on_false_value))
         self.store(self.dst, out.reshape(self.dst.shape))
-        if self.reduce_res is not None or self.reduce_cmd != "idle":
-            red = accumulate(self, m.vector_regs, p, self.reduce_cmd, "maximum", out)
-            if self.reduce_res is not None:
-                self.reduce_res.write(red.reshape(self.reduce_res.shape))
+        _reduce_out(self, m, p, "maximum", out)
 
     def cycles(self, chip):
         return vector_cost(chip, self.on_true.free_size)     # ISA: max(MIN_II, N)
@@ -556,18 +500,10 @@ class RangeSelect(Instruction):
 # ================================================================================================
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NcStreamShuffle(Instruction):
+class NcStreamShuffle(SrcToDst):
     """Within each 32-partition quadrant: dst[q*32 + i] = src[q*32 + mask[i]]; mask 255 leaves dst unchanged."""
     opcode: ClassVar[str] = "nc_stream_shuffle"
-    dst: Tensor
-    src: Tensor
     shuffle_mask: tuple
-
-    def reads(self):
-        return (self.src,)
-
-    def writes(self):
-        return (self.dst,)
 
     def validate(self, chip):
         expect_tile(self, "src", self.src, chip)
@@ -598,7 +534,7 @@ class NcStreamShuffle(Instruction):
         where[rows] = True
         values = np.zeros((self.dst.shape[0], src.shape[1]), dtype=src.dtype)
         values[rows] = src[from_rows]
-        where = np.broadcast_to(where.reshape((-1,) + (1,) * (self.dst.ndim - 1)), self.dst.shape)
+        where = rows_where(where, self.dst.shape)
         self.dst.write(values.reshape(self.dst.shape), where=where if self.mask is None else (where & self.mask))
 
     def cycles(self, chip):
@@ -606,28 +542,23 @@ class NcStreamShuffle(Instruction):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Exponential(Instruction):
+class Exponential(SrcToDst):
     """dst = exp(src - max_value) on the Vector Engine (trn3), optional sum into the accumulators."""
     opcode: ClassVar[str] = "exponential"
-    dst: Tensor
-    src: Tensor
     max_value: Any = 0.0
     reduce_res: Tensor | None = None
     reduce_cmd: str = "idle"
     reduce_init: Any = 0.0
 
     def reads(self):
-        return tuple(t for t in (self.src, self.max_value, self.reduce_init) if isinstance(t, Tensor))
+        return tensors(self.src, self.max_value, self.reduce_init)
 
     def writes(self):
-        return tuple(t for t in (self.dst, self.reduce_res) if t is not None)
+        return given(self.dst, self.reduce_res)
 
     def validate(self, chip):
         expect_version(self, chip, 4)
-        expect_tile(self, "src", self.src, chip)
-        expect_tile(self, "dst", self.dst, chip)
-        expect_same_partitions(self, src=self.src, dst=self.dst)
-        expect_same_elements(self, src=self.src, dst=self.dst)
+        expect_elementwise(self, chip, src=self.src, dst=self.dst)
         p = self.src.shape[0]
         expect_vector(self, "max_value", self.max_value, p, chip)
         if self.src.ndim > 4:
@@ -642,15 +573,10 @@ class Exponential(Instruction):
 
     def execute(self, m):
         p = self.src.shape[0]
-        x = dt.to_fp32(as_2d(self.read(self.src))).astype(np.float32)
         with np.errstate(over="ignore"):
-            out = np.exp(x - _per_partition(self, self.max_value, p))
+            out = np.exp(_fp32_rows(self, self.src) - _per_partition(self, self.max_value, p))
         self.store(self.dst, out.reshape(self.dst.shape))
-        if self.reduce_cmd != "idle" or self.reduce_res is not None:
-            init = _per_partition(self, self.reduce_init, p)
-            red = accumulate(self, m.vector_regs, p, self.reduce_cmd, "add", out, init)
-            if self.reduce_res is not None:
-                self.reduce_res.write(red.reshape(self.reduce_res.shape))
+        _reduce_out(self, m, p, "add", out, lambda: _per_partition(self, self.reduce_init, p))
 
     def cycles(self, chip):
         return vector_cost(chip, self.src.free_size)         # [UNCONFIRMED] ARCH v4: 4x ScalarE exp rate

@@ -8,6 +8,11 @@ KERNELS maps a name to a KernelSpec: the kernel, a numpy reference with the same
 `example_inputs(shape_scale=1.0, dtype=np.float32, seed=0)` returning the positional arguments.
 Note: `trnlab.kernels.add` etc. are the kernels; import a module's helpers with
 `from trnlab.kernels.add import reference`.
+
+This is the one kernel library: the PyTorch model path (trnlab.torch) lowers every op onto these
+modules' view-level entry points (gemm_into, flash_attention_into, softmax_into, rmsnorm_into,
+layernorm_into, elementwise.unary/binary/scalar_op/where, rows.reduce_last/argmax_last,
+gather.gather_rows/scatter_rows), which write into existing HBM views of any strides.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from trnlab.core import dtypes as dt
 from trnlab.kernels.add import add
 from trnlab.kernels.cumsum import cumsum
 from trnlab.kernels.flash_attention import flash_attention
+from trnlab.kernels.gemm import gemm
 from trnlab.kernels.layernorm import layernorm
 from trnlab.kernels.rmsnorm import rmsnorm
 from trnlab.kernels.rope import rope
@@ -50,8 +56,10 @@ class KernelSpec:
 
 # flash_attention bf16: p is rounded to bf16 before P @ v (2^-8 relative per term, times P @ |v|,
 # about max|v| ~ 4 for standard-normal v) on top of the output rounding.
-_TOLERANCES = {"flash_attention": {"bfloat16": (2 ** -6, 2 ** -5)}}
-_NAMES = ("add", "transpose", "softmax", "rmsnorm", "layernorm", "flash_attention", "cumsum", "rope")
+# gemm bf16: 1024-term fp32 dot products of bf16 inputs, output rounded once (2^-9), plus the bias.
+_TOLERANCES = {"flash_attention": {"bfloat16": (2 ** -6, 2 ** -5)}, "gemm": {"bfloat16": (2 ** -7, 2 ** -6)}}
+_NAMES = ("add", "transpose", "softmax", "rmsnorm", "layernorm", "flash_attention", "cumsum", "rope",
+          "gemm", "elementwise", "gather")
 _registry: dict[str, KernelSpec] | None = None
 
 
@@ -114,4 +122,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'trnlab.kernels' has no attribute {name!r}")
 
 
-__all__ = ["KERNELS", "KernelSpec", *_NAMES]
+# elementwise and gather are registered but not re-exported here, so that `trnlab.kernels.elementwise`
+# and `trnlab.kernels.gather` stay the modules (the model path imports their view-level entry points).
+__all__ = ["KERNELS", "KernelSpec", *(n for n in _NAMES if n not in ("elementwise", "gather"))]

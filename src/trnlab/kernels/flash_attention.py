@@ -1,61 +1,61 @@
-"""Flash-attention forward: out = softmax(scale * q @ k.T + mask) @ v, never materialising the
-full score matrix (online softmax over key blocks).
+"""Flash-attention forward: out = softmax(scale * q @ k.T + mask) @ v, one pass over K/V tiles with
+an online softmax (running max and sum in fp32), so the [Sq, Sk] score matrix never leaves SBUF/PSUM.
 
-Layout (what a model path hands over after splitting heads):
+Public kernel (@nki.jit):
+  flash_attention(q, k, v, mask=None, causal=True, scale=None)
   q     [B, Hq, Sq, D]   (also [H, S, D] or [S, D], read as B = 1 / H = 1)
-  k, v  [B, Hkv, Sk, D]  Hq must be a multiple of Hkv: grouped-query attention maps query head h
-                         to kv head h // (Hq // Hkv) (Hkv == Hq is ordinary multi-head attention)
-  mask  optional additive mask [Sq, Sk] or [B|1, Hq|1, Sq, Sk] (e.g. 0 / -inf padding masks)
+  k, v  [B, Hkv, Sk, D] and [B, Hkv, Sk, Dv]; Hq must be a multiple of Hkv: grouped-query attention
+                         maps query head h to kv head h // (Hq // Hkv)
+  mask  optional [Sq, Sk] or [B|1, Hq|1, Sq, Sk]: additive float (0 / -inf) or bool (True = attend)
   causal=True           query i sees keys j <= i (top-left aligned, as torch's is_causal)
   scale=None            defaults to 1 / sqrt(D)
-  returns [B, Hq, Sq, D] (the shape of q) in q.dtype. D <= 128 (the contraction runs on partitions).
+  returns [..., Sq, Dv] in q.dtype. D > 128 is contracted in 128-row chunks accumulating in PSUM.
+Model-path entry (HBM views, output given): flash_attention_into(out, q, k, v, scale=, causal=, mask=)
+with 4-D q/k/v/out and a mask broadcastable to [B, H, Sq, Sk]; for single-token decode (Sq == 1,
+not causal) the query heads of a group are processed together as rows, so each K/V tile (e.g. of a
+KV cache) is loaded once per group.
 
-Per kv head, k^T (PE transposes) and v are loaded once and shared by the query heads of its group
-when they fit KV_BUDGET; longer sequences load them per key block instead.
-Per 128-query tile, for each block of up to KBLOCK keys (blocks above the diagonal are skipped):
-  s = scale * q k^T                      nc_matmul into PSUM (fp32), copied out with the scale
-  causal: affine_select(q0 + p - k0 - j >= 0, s, NEG)                         GpSimd
-  m_new = max(m, rowmax(s));  p = exp(s - m_new), rowsum = sum(p)             Vector / Scalar
-  alpha = exp(m - m_new);  l = l * alpha + rowsum
-  acc = acc * alpha + p @ v              p^T by PE transpose, matmuls accumulate in PSUM
-out = acc / l. Statistics m, l, acc are fp32; p is rounded to q.dtype (bf16) for the PE, as on
-hardware, and the output is rounded once to q.dtype.
+Per 128 query rows: q^T is DMA-transposed into SBUF (stationary); for each 512-wide K/V tile the
+Tensor engine computes scores into one PSUM bank, the Scalar engine takes exp(scale * (s - max))
+with a fused row-sum, the Tensor engine transposes P in 128x128 blocks and multiplies by V into
+PSUM, and the Vector engine rescales the fp32 accumulator. Causal tiles above the diagonal are
+skipped; diagonal tiles are masked with affine_select (GpSimd). K^T and V of a kv head that fit
+KV_BUDGET stay resident and are shared by all query heads of its group; otherwise they stream per
+tile. STREAMS query tiles are issued interleaved step by step (each with its own buffers), so the
+in-order engines overlap one tile's softmax with another's matmuls (about 3x shorter than one tile
+at a time). Statistics are fp32; P is rounded to the compute dtype (bf16) for the PE as on hardware
+and the output is rounded once to q.dtype.
 """
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 
 import trnlab.nki as nki
-import trnlab.nki.isa as nisa
-import trnlab.nki.language as nl
 from trnlab.core import dtypes as dt
 from trnlab.errors import ShapeError
+from trnlab.kernels._common import NEG_BIG, P, ceil_div, chip, float_dtype_for, load_transposed, psum, sbuf
 from trnlab.kernels._examples import randn, scaled
-from trnlab.kernels._layout import PMAX, ceil_div, tiles
+from trnlab.nki import isa as nisa
+from trnlab.nki import language as nl
 
-KBLOCK = 512            # keys per score block: one fp32 PSUM bank per query row
-KV_BUDGET = 64 * 1024   # SBUF bytes per partition for one kv head's k^T and v kept resident
-NEG = -3.0e38           # finite "minus infinity": exp(NEG - m) == 0 and NEG - NEG stays finite
+F32 = nl.float32
+TK = 512                  # keys per score tile: one fp32 PSUM bank per query row
+KV_BUDGET = 96 * 1024     # SBUF bytes per partition for one kv head's K^T and V kept resident
+Q_BUDGET = 48 * 1024      # SBUF bytes per partition for one query head's q^T kept resident
+STREAMS = 4               # query tiles issued interleaved, so one tile's softmax overlaps another's matmuls
 
 
 @nki.jit
 def flash_attention(q, k, v, mask=None, causal=True, scale=None):
     q4, k4, v4 = _as_4d(q), _as_4d(k), _as_4d(v)
-    b, hq, sq, d = q4.shape
-    hkv, sk = k4.shape[1], k4.shape[2]
     _check(q4, k4, v4, mask)
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    out = nl.ndarray(q.shape, dtype=q.dtype, buffer=nl.shared_hbm)
-    out4 = _as_4d(out)
-    group = hq // hkv
-    for bi in range(b):
-        for g in range(hkv):
-            keys = _key_source(k4[bi, g], v4[bi, g], q.dtype)
-            for h in range(g * group, (g + 1) * group):
-                for q0, nq in tiles(sq):
-                    _attend_tile(q4[bi, h], keys, _mask_2d(mask, bi, h), out4[bi, h], q0, nq, causal, scale, sk)
+    scale = 1.0 / math.sqrt(q4.shape[3]) if scale is None else float(scale)
+    out = nl.ndarray(tuple(q.shape[:-1]) + (v.shape[-1],), dtype=q.dtype, buffer=nl.shared_hbm)
+    flash_attention_into(_as_4d(out), q4, k4, v4, scale=scale, causal=bool(causal),
+                         mask=None if mask is None else _as_4d(mask))
     return out
 
 
@@ -65,11 +65,9 @@ def _as_4d(t):
 
 def _check(q4, k4, v4, mask):
     b, hq, sq, d = q4.shape
-    if k4.shape != v4.shape or k4.shape[0] != b or k4.shape[3] != d or hq % k4.shape[1]:
+    if k4.shape[:3] != v4.shape[:3] or k4.shape[0] != b or k4.shape[3] != d or hq % k4.shape[1]:
         raise ShapeError(f"flash_attention: q {list(q4.shape)} needs k, v [B, Hkv, Sk, D] with Hq % Hkv == 0; "
                          f"got k {list(k4.shape)}, v {list(v4.shape)}")
-    if d > PMAX:
-        raise ShapeError(f"flash_attention: head dim {d} exceeds {PMAX} (the contraction runs on partitions)")
     if mask is not None:
         ok = mask.ndim in (2, 4) and tuple(mask.shape[-2:]) == (sq, k4.shape[2]) and (
             mask.ndim == 2 or (mask.shape[0] in (1, b) and mask.shape[1] in (1, hq)))
@@ -78,117 +76,250 @@ def _check(q4, k4, v4, mask):
                              f"with Sq={sq}, Sk={k4.shape[2]}")
 
 
-def _mask_2d(mask, bi, h):
-    if mask is None or mask.ndim == 2:
-        return mask
-    return mask[min(bi, mask.shape[0] - 1), min(h, mask.shape[1] - 1)]
+def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, mask=None):
+    """out [B,H,Sq,Dv] = attention; q [B,H,Sq,D], k/v [B,Hkv,Skv,D(v)] HBM views, mask broadcastable
+    to [B,H,Sq,Skv] (additive float or bool)."""
+    b_, h_, sq, _ = q.shape
+    hkv, skv = k.shape[1], k.shape[2]
+    group = h_ // hkv
+    mask4 = mask.broadcast_to((b_, h_, sq, skv)) if mask is not None else None
+    cdt = float_dtype_for(q, k, v)
+    for b in range(b_):
+        for hk in range(hkv):
+            kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt)
+            h0, h1 = hk * group, (hk + 1) * group
+            if sq == 1 and not causal:          # decode: the group's query heads are the rows
+                _drain(_attend(out.index((b, slice(h0, h1), 0)), _QT(q.index((b, slice(h0, h1), 0)), cdt), kv,
+                               mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale))
+                continue
+            banks = 2 if _shared_bank(kv.dv, min(P, sq), cdt) else 3
+            _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt),
+                        max(1, min(STREAMS, chip().psum_banks // banks)))
+    return out
 
 
-def _transpose_into(dst, src):
-    """dst [D, n] (SBUF) = src.T for [n, D] rows in HBM (n <= 128), via the PE transpose."""
-    n, d = src.shape
-    rows = nl.ndarray((n, d), dtype=dst.dtype, buffer=nl.sbuf)
-    nisa.dma_copy(dst=rows, src=src)
-    flipped = nl.ndarray((d, n), dtype=dst.dtype, buffer=nl.psum)
-    nisa.nc_transpose(dst=flipped, data=rows)
-    nisa.tensor_copy(dst=dst, src=flipped)
+def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt):
+    for h in range(h0, h1):
+        qt = _QT(q.index((b, h)), cdt)
+        for q0 in range(0, sq, P):
+            q1 = min(sq, q0 + P)
+            yield _attend(out.index((b, h, slice(q0, q1))), qt.rows(q0, q1), kv,
+                          mask4.index((b, h, slice(q0, q1))) if mask4 is not None else None,
+                          q0 if causal else None, scale)
 
 
-def _load_keys(k, v, k0, nk, dtype):
-    """Keys [k0, k0+nk) as k^T [D, nk] and values as one [<=128, D] tile per 128 keys."""
-    d = k.shape[1]
-    k_t = nl.ndarray((d, nk), dtype=dtype, buffer=nl.sbuf)
-    v_tiles = []
-    for c0, nc in tiles(nk):
-        _transpose_into(k_t[:, c0:c0 + nc], k[k0 + c0:k0 + c0 + nc, :])
-        vt = nl.ndarray((nc, d), dtype=dtype, buffer=nl.sbuf)
-        nisa.dma_copy(dst=vt, src=v[k0 + c0:k0 + c0 + nc, :])
-        v_tiles.append(vt)
-    return k_t, v_tiles
+def _interleave(gens, width: int) -> None:
+    """Advance up to `width` step generators round-robin (one K/V tile each) until all finish."""
+    active = []
+    for g in gens:
+        active.append(g)
+        while len(active) >= width:
+            active = [a for a in active if _step(a)]
+    while active:
+        active = [a for a in active if _step(a)]
 
 
-def _key_source(k, v, dtype):
-    """keys(k0, nk) -> (k^T, v tiles) of a key block. Keys and values of a kv head that fit
-    KV_BUDGET are loaded once and shared by all query tiles and heads; otherwise per block."""
-    sk, d = k.shape
-    if (sk + ceil_div(sk, PMAX) * d) * dt.itemsize(dtype) > KV_BUDGET:
-        return lambda k0, nk: _load_keys(k, v, k0, nk, dtype)
-    k_t, v_tiles = _load_keys(k, v, 0, sk, dtype)
-    return lambda k0, nk: (k_t[:, k0:k0 + nk], v_tiles[k0 // PMAX:ceil_div(k0 + nk, PMAX)])
+def _step(gen) -> bool:
+    try:
+        next(gen)
+        return True
+    except StopIteration:
+        return False
 
 
-def _fill(shape, value):
-    t = nl.ndarray(shape, dtype=nl.float32, buffer=nl.sbuf)
-    nisa.memset(dst=t, value=value)
-    return t
+def _drain(gen) -> None:
+    for _ in gen:
+        pass
 
 
-def _attend_tile(q, keys, mask, out, q0, nq, causal, scale, sk):
-    d, dtype = q.shape[1], q.dtype
-    q_t = nl.ndarray((d, nq), dtype=dtype, buffer=nl.sbuf)
-    _transpose_into(q_t, q[q0:q0 + nq, :])
-    m, l, acc = _fill((nq, 1), NEG), _fill((nq, 1), 0.0), _fill((nq, d), 0.0)
-    k_end = min(sk, q0 + nq) if causal else sk
-    for k0, nk in tiles(k_end, KBLOCK):
-        k_t, v_tiles = keys(k0, nk)
-        s = _scores(q_t, k_t, scale)
-        if causal and k0 + nk - 1 > q0:                        # block crosses the diagonal
-            nisa.affine_select(dst=s, pattern=[[-1, nk]], channel_multiplier=1, offset=q0 - k0,
-                               on_true_tile=s, on_false_value=NEG, cmp_op=nl.greater_equal)
-        if mask is not None:
-            mt = nl.ndarray((nq, nk), dtype=mask.dtype, buffer=nl.sbuf)
-            nisa.dma_copy(dst=mt, src=mask[q0:q0 + nq, k0:k0 + nk])
-            nisa.tensor_tensor(dst=s, data1=s, data2=mt, op=nl.add)
-        m = _online_update(s, m, l, acc, v_tiles, dtype)
-    inv = nl.ndarray((nq, 1), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.reciprocal(dst=inv, data=l)
-    ot = nl.ndarray((nq, d), dtype=out.dtype, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=ot, data=acc, op0=nl.multiply, operand0=inv)
-    nisa.dma_copy(dst=out[q0:q0 + nq, :], src=ot)
+class _QT:
+    """q^T [D, S] in SBUF (DMA transpose), per 128-wide D chunk; sliced per query tile."""
+
+    def __init__(self, q, cdt, lo=0, hi=None):
+        self.q, self.cdt = q, cdt
+        self.d = q.shape[1]
+        self.lo, self.hi = lo, (q.shape[0] if hi is None else hi)
+        self.chunks = [(d0, min(self.d, d0 + P)) for d0 in range(0, self.d, P)]
+        if hi is None:                      # whole sequence: load once if it fits, else per tile
+            n = q.shape[0]
+            self.tiles = None
+            if n * dt.itemsize(cdt) * len(self.chunks) <= Q_BUDGET:
+                self.tiles = [self._load(0, n, d0, d1) for d0, d1 in self.chunks]
+
+    def _load(self, r0, r1, d0, d1):
+        return load_transposed(self.q[r0:r1, d0:d1], self.cdt, name="qT")
+
+    def rows(self, r0, r1):
+        sub = _QT.__new__(_QT)
+        sub.q, sub.cdt, sub.d, sub.chunks, sub.lo, sub.hi = self.q, self.cdt, self.d, self.chunks, r0, r1
+        sub.tiles = [t[:, r0:r1] for t in self.tiles] if self.tiles is not None else \
+            [self._load(r0, r1, d0, d1) for d0, d1 in self.chunks]
+        return sub
+
+    @property
+    def n(self):
+        return self.hi - self.lo
+
+    def chunk_tiles(self):
+        if self.tiles is None:
+            self.tiles = [self._load(self.lo, self.hi, d0, d1) for d0, d1 in self.chunks]
+        return self.tiles
 
 
-def _scores(q_t, k_t, scale):
-    """scale * q k^T as an fp32 SBUF tile [nq, nk]."""
-    nq, nk = q_t.shape[1], k_t.shape[1]
-    ps = nl.ndarray((nq, nk), dtype=nl.float32, buffer=nl.psum)
-    nisa.nc_matmul(dst=ps, stationary=q_t, moving=k_t)
-    s = nl.ndarray((nq, nk), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.activation(dst=s, op=nl.copy, data=ps, scale=scale)
-    return s
+class _KV:
+    """K^T [D, Skv] and V [128, Skv/128, Dv] of one K/V head, resident in SBUF when they fit
+    (loaded once for all query heads and tiles), else streamed per 512-wide tile."""
+
+    def __init__(self, k, v, cdt):
+        self.k, self.v, self.cdt = k, v, cdt
+        self.skv, self.d, self.dv = k.shape[0], k.shape[1], v.shape[1]
+        self.chunks = [(d0, min(self.d, d0 + P)) for d0 in range(0, self.d, P)]
+        isz = dt.itemsize(cdt)
+        need = self.skv * isz * len(self.chunks) + ceil_div(self.skv, P) * self.dv * isz
+        self.resident = need <= KV_BUDGET
+        if self.resident:
+            self.kt = [self._load_kt(0, self.skv, d0, d1) for d0, d1 in self.chunks]
+            self.vt = [self._load_v(c0, min(self.skv, c0 + P)) for c0 in range(0, self.skv, P)]
+
+    def _load_kt(self, k0, k1, d0, d1):
+        return load_transposed(self.k[k0:k1, d0:d1], self.cdt, name="kT")
+
+    def _load_v(self, c0, c1):
+        t = sbuf((c1 - c0, self.dv), self.cdt, name="v")
+        nisa.dma_copy(dst=t, src=self.v[c0:c1])
+        return t
+
+    def kt_tiles(self, k0, k1):
+        if self.resident:
+            return [t[:, k0:k1] for t in self.kt]
+        return [self._load_kt(k0, k1, d0, d1) for d0, d1 in self.chunks]
+
+    def v_tile(self, c0, c1):
+        if self.resident:
+            return self.vt[c0 // P][:c1 - c0]
+        return self._load_v(c0, c1)
 
 
-def _online_update(s, m, l, acc, v_tiles, dtype):
-    """Fold one score block into the running max m, sum l and output acc; returns the new max."""
-    nq, nk = s.shape
-    block_max = nl.ndarray((nq, 1), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.tensor_reduce(dst=block_max, op=nl.max, data=s, axis=1)
-    m_new = nl.ndarray((nq, 1), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.tensor_tensor(dst=m_new, data1=m, data2=block_max, op=nl.maximum)
-    neg_m = nl.ndarray((nq, 1), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=neg_m, data=m_new, op0=nl.multiply, operand0=-1.0)
-    p = nl.ndarray((nq, nk), dtype=dtype, buffer=nl.sbuf)
-    rowsum = nl.ndarray((nq, 1), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.activation(dst=p, op=nl.exp, data=s, bias=neg_m, reduce_op=nl.add, reduce_res=rowsum,
-                    reduce_cmd=nisa.reduce_cmd.reset_reduce)
-    alpha = nl.ndarray((nq, 1), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.activation(dst=alpha, op=nl.exp, data=m, bias=neg_m)
-    nisa.scalar_tensor_tensor(dst=l, data=l, op0=nl.multiply, operand0=alpha, op1=nl.add, operand1=rowsum)
-    pv = _p_times_v(p, v_tiles)
-    nisa.scalar_tensor_tensor(dst=acc, data=acc, op0=nl.multiply, operand0=alpha, op1=nl.add, operand1=pv)
-    return m_new
+def _pt_width(rows, cdt) -> int:
+    """fp32 PSUM columns that hold the P^T blocks of one K/V tile."""
+    return TK // P * rows * dt.itemsize(cdt) // 4
 
 
-def _p_times_v(p, v_tiles):
-    """p [nq, nk] @ v, accumulated over 128-key chunks in one PSUM tile [nq, D]."""
-    nq, d = p.shape[0], v_tiles[0].shape[1]
-    pv = nl.ndarray((nq, d), dtype=nl.float32, buffer=nl.psum)
-    for i, ((c0, nc), vt) in enumerate(zip(tiles(p.shape[1]), v_tiles)):
-        p_t_psum = nl.ndarray((nc, nq), dtype=p.dtype, buffer=nl.psum)
-        nisa.nc_transpose(dst=p_t_psum, data=p[:, c0:c0 + nc])
-        p_t = nl.ndarray((nc, nq), dtype=p.dtype, buffer=nl.sbuf)
-        nisa.tensor_copy(dst=p_t, src=p_t_psum)
-        nisa.nc_matmul(dst=pv, stationary=p_t, moving=vt, accumulate=i > 0)
-    return pv
+def _shared_bank(dv, rows, cdt) -> bool:
+    return dv + _pt_width(rows, cdt) <= TK
+
+
+class _Buffers:
+    """One stream's tiles, allocated once: streams never share an address, so the scheduler sees
+    no false (write-after-read) dependencies between them."""
+
+    def __init__(self, rows, dv, cdt):
+        self.scores = psum((rows, TK), name="scores")
+        width = _pt_width(rows, cdt)
+        if _shared_bank(dv, rows, cdt):                            # P@V and P^T share one PSUM bank
+            bank = psum((P, TK), name="pv_pT")
+            self.pv = bank[:rows, :dv]
+            self.pt_ps = bank[:, dv:dv + width].bitcast(cdt)
+        else:
+            self.pv = psum((rows, dv), name="pv")
+            self.pt_ps = psum((P, TK // P * rows), name="pT_ps", dtype=cdt)
+        self.pt = sbuf((P, TK // P * rows), cdt, name="pT")
+        self.s = sbuf((rows, TK), F32, name="s")
+        self.mask = sbuf((rows, TK), F32, name="mask")
+        self.p = sbuf((rows, TK), cdt, name="p")
+        self.m = [_vec(rows, "m0"), _vec(rows, "m1")]
+        self.neg_m, self.alpha, self.rowsum = _vec(rows, "negm"), _vec(rows, "alpha"), _vec(rows, "rowsum")
+
+
+def _attend(out, qt, kv, mask, causal_q0, scale):
+    """out[R, Dv] = attention of R query rows (q^T tiles in qt) over one K/V head.
+
+    A generator: it yields after each K/V tile so that several query tiles can be interleaved."""
+    rows = qt.n
+    q_tiles = qt.chunk_tiles()
+    buf = _Buffers(rows, kv.dv, kv.cdt)
+    m_run = buf.m[0]                       # running max of the raw (unscaled) scores
+    nisa.memset(dst=m_run, value=NEG_BIG)
+    l_run = _vec(rows, "l")
+    nisa.memset(dst=l_run, value=0.0)
+    o_acc = sbuf((rows, kv.dv), F32, name="o")
+    nisa.memset(dst=o_acc, value=0.0)
+    kv_end = kv.skv if causal_q0 is None else min(kv.skv, causal_q0 + rows)
+    for it, k0 in enumerate(range(0, kv_end, TK)):
+        n = min(TK, kv_end - k0)
+        s_ps = buf.scores[:, :n]
+        for j, kt in enumerate(kv.kt_tiles(k0, k0 + n)):
+            nisa.nc_matmul(dst=s_ps, stationary=q_tiles[j], moving=kt, accumulate=j > 0)
+        s = s_ps
+        if mask is not None:                    # before the causal select: NEG_BIG + NEG_BIG overflows
+            s = _apply_mask(s, mask[:, k0:k0 + n], buf, n, scale)
+        if causal_q0 is not None and k0 + n - 1 > causal_q0:       # tile crosses the diagonal
+            if s is s_ps:
+                s = buf.s[:, :n]
+                nisa.activation(dst=s, op=nl.copy, data=s_ps)
+            nisa.affine_select(dst=s, pattern=[[-1, n]], channel_multiplier=1, offset=causal_q0 - k0,
+                               on_true_tile=s, on_false_value=NEG_BIG, cmp_op=nl.greater_equal)
+        yield                                   # phases of different streams interleave on the engines
+        m_new = buf.m[(it + 1) % 2]
+        nisa.tensor_reduce(dst=m_new, op=nl.maximum, data=s, axis=1)
+        nisa.tensor_tensor(dst=m_new, data1=m_new, data2=m_run, op=nl.maximum)
+        nisa.tensor_scalar(dst=buf.neg_m, data=m_new, op0=nl.multiply, operand0=-float(scale))  # -scale*max
+        yield
+        nisa.activation(dst=buf.alpha, op=nl.exp, data=m_run, bias=buf.neg_m, scale=float(scale))
+        p = buf.p[:, :n]
+        nisa.activation_reduce(dst=p, op=nl.exp, data=s, bias=buf.neg_m, scale=float(scale),
+                               reduce_op=nl.add, reduce_res=buf.rowsum)
+        yield
+        nisa.scalar_tensor_tensor(dst=l_run, data=l_run, op0=nl.multiply, operand0=buf.alpha, op1=nl.add,
+                                  operand1=buf.rowsum)
+        yield
+        chunks = [(c0, min(P, n - c0)) for c0 in range(0, n, P)]
+        for i, (c0, c) in enumerate(chunks):        # P^T blocks side by side in one PSUM bank
+            nisa.nc_transpose(dst=buf.pt_ps[:c, i * rows:(i + 1) * rows], data=p[:, c0:c0 + c])
+        yield
+        width = len(chunks) * rows
+        if n % P == 0:
+            nisa.activation(dst=buf.pt[:, :width], op=nl.copy, data=buf.pt_ps[:, :width])
+        else:
+            for i, (c0, c) in enumerate(chunks):
+                nisa.tensor_copy(dst=buf.pt[:c, i * rows:(i + 1) * rows], src=buf.pt_ps[:c, i * rows:(i + 1) * rows])
+        yield
+        for i, (c0, c) in enumerate(chunks):
+            nisa.nc_matmul(dst=buf.pv, stationary=buf.pt[:c, i * rows:(i + 1) * rows],
+                           moving=kv.v_tile(k0 + c0, k0 + c0 + c), accumulate=i > 0)
+        nisa.scalar_tensor_tensor(dst=o_acc, data=o_acc, op0=nl.multiply, operand0=buf.alpha, op1=nl.add,
+                                  operand1=buf.pv)
+        m_run = m_new
+        yield
+    recip = _vec(rows, "recip")
+    nisa.reciprocal(dst=recip, data=l_run)
+    o = sbuf((rows, kv.dv), out.dtype, name="out")
+    nisa.tensor_scalar(dst=o, data=o_acc, op0=nl.multiply, operand0=recip)
+    nisa.dma_copy(dst=out, src=o)
+    buf.scores = buf.pv = buf.pt_ps = None          # PSUM banks go back to the next stream
+    _recent.append((o, o_acc, l_run, recip, buf))   # SBUF addresses stay distinct from the next streams
+
+
+_recent: deque = deque(maxlen=2 * STREAMS + 2)
+
+
+def _apply_mask(s, mask, buf, n, scale):
+    """s + mask / scale (scores are still unscaled); bool masks (1 = attend) become 0 / -3e38."""
+    mt = buf.mask[:, :n]
+    nisa.dma_copy(dst=mt, src=mask)
+    if dt.is_float(mask.dtype):
+        nisa.tensor_scalar(dst=mt, data=mt, op0=nl.multiply, operand0=1.0 / float(scale), op1=nl.maximum,
+                           operand1=NEG_BIG)       # scale first: clamping first would overflow -3e38 / scale
+    else:
+        nisa.tensor_scalar(dst=mt, data=mt, op0=nl.subtract, operand0=1.0, op1=nl.multiply, operand1=-NEG_BIG)
+    out = buf.s[:, :n]
+    nisa.tensor_tensor(dst=out, data1=s, data2=mt, op=nl.add)
+    return out
+
+
+def _vec(rows, name):
+    return sbuf((rows, 1), F32, name=name)
+
 
 
 def reference(q, k, v, mask=None, causal=True, scale=None):
@@ -204,7 +335,8 @@ def reference(q, k, v, mask=None, causal=True, scale=None):
         sq, sk = s.shape[-2:]
         s = np.where(np.tril(np.ones((sq, sk), dtype=bool)), s, -np.inf)
     if mask is not None:
-        s = s + np.asarray(mask, dtype=np.float32)
+        mask = np.asarray(mask)
+        s = s + (np.where(mask, 0.0, -np.inf) if mask.dtype == bool else mask).astype(np.float32)
     s = s - s.max(axis=-1, keepdims=True)
     p = np.exp(s)
     o = (p / p.sum(axis=-1, keepdims=True)) @ v32

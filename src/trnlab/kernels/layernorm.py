@@ -1,6 +1,8 @@
 """Layer normalisation over the last dim: out = (x - mean) * rsqrt(var + eps) * gamma + beta.
 
-Layout: x is an HBM tensor [..., D] (leading dims flattened into rows, 128 rows per tile);
+Public kernel (@nki.jit): layernorm(x, gamma=None, beta=None, eps=1e-5) -> new tensor. Model-path
+entry on existing HBM views: layernorm_into(out, x, gamma=None, beta=None, eps=1e-5).
+Layout: x is an HBM tensor [..., D] (any leading dims and strides, walked as rows, 128 per tile);
 gamma and beta are [D] or None. Statistics are fp32; the result is rounded once to x.dtype.
 
 Per row tile:
@@ -20,7 +22,8 @@ import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
 from trnlab.kernels._examples import randn, scaled
-from trnlab.kernels._layout import PMAX, as_rows, ceil_div, tiles
+from trnlab.kernels._common import row_tiles
+from trnlab.kernels._layout import PMAX, ceil_div, tiles
 
 CHUNK = 4096                 # free elements per instruction (a multiple of BN_FMAX)
 BN_FMAX = 512                # nl.tile_size.bn_stats_fmax
@@ -30,16 +33,19 @@ ROW_BUDGET = 96 * 1024       # SBUF bytes per partition for a resident row, gamm
 @nki.jit
 def layernorm(x, gamma=None, beta=None, eps=1e-5):
     out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
-    x2, out2 = as_rows(x), as_rows(out)
-    d = x2.shape[1]
+    return layernorm_into(out, x, gamma, beta, eps)
+
+
+def layernorm_into(out, x, gamma=None, beta=None, eps=1e-5):
+    d = x.shape[-1]
     params = [(name, t) for name, t in (("gamma", gamma), ("beta", beta)) if t is not None]
     resident = d * (x.itemsize + sum(t.itemsize for _, t in params)) <= ROW_BUDGET
     cached = {name: [_broadcast_rows(t, c0, nc) for c0, nc in tiles(d, CHUNK)] for name, t in params} \
         if resident else None
     eps_t = nl.ndarray((PMAX, 1), dtype=nl.float32, buffer=nl.sbuf)
     nisa.memset(dst=eps_t, value=float(eps))
-    for r0, nr in tiles(x2.shape[0]):
-        rows, out_rows = x2[r0:r0 + nr, :], out2[r0:r0 + nr, :]
+    for rows, out_rows in row_tiles(x, out):
+        nr = rows.shape[0]
         x_tiles = [] if resident else None
         stats = nl.ndarray((nr, 6 * ceil_div(d, BN_FMAX)), dtype=nl.float32, buffer=nl.sbuf)
         for c0, nc in tiles(d, CHUNK):
@@ -57,8 +63,8 @@ def layernorm(x, gamma=None, beta=None, eps=1e-5):
             xt = x_tiles[i] if resident else _load(rows, c0, nc)
             p = {name: (cached[name][i] if resident else _broadcast_rows(t, c0, nc))[:nr, :]
                  for name, t in params}
-            ot = _normalise(xt, mean_var[:, 0:1], rstd, p.get("gamma"), p.get("beta"), x.dtype)
-            nisa.dma_copy(dst=out_rows[:, c0:c0 + nc], src=ot)
+            ot = _normalise(xt, mean_var[:, 0:1], rstd, p.get("gamma"), p.get("beta"), out.dtype)
+            nisa.dma_copy(dst=_cols(out_rows, c0, nc), src=ot)
     return out
 
 
@@ -74,16 +80,20 @@ def _normalise(xt, mean, rstd, gamma, beta, dtype):
     return ot
 
 
+def _cols(view, c0, nc):
+    return view.index((slice(None), slice(c0, c0 + nc)))
+
+
 def _load(rows, c0, nc):
     t = nl.ndarray((rows.shape[0], nc), dtype=rows.dtype, buffer=nl.sbuf)
-    nisa.dma_copy(dst=t, src=rows[:, c0:c0 + nc])
+    nisa.dma_copy(dst=t, src=_cols(rows, c0, nc))
     return t
 
 
 def _broadcast_rows(vec, c0, nc):
     """vec[c0:c0+nc] copied into every partition of a [128, nc] tile."""
     t = nl.ndarray((PMAX, nc), dtype=vec.dtype, buffer=nl.sbuf)
-    nisa.dma_copy(dst=t, src=vec.reshape(1, vec.shape[0])[:, c0:c0 + nc].broadcast_to((PMAX, nc)))
+    nisa.dma_copy(dst=t, src=_cols(vec.reshape(1, vec.shape[0]), c0, nc).broadcast_to((PMAX, nc)))
     return t
 
 

@@ -1,6 +1,8 @@
 """RMS normalisation over the last dim: out = x * rsqrt(mean(x^2) + eps) * weight.
 
-Layout: x is an HBM tensor [..., D] (leading dims flattened into rows, 128 rows per tile);
+Public kernel (@nki.jit): rmsnorm(x, weight=None, eps=1e-6) -> new tensor. Model-path entry on
+existing HBM views: rmsnorm_into(out, x, weight=None, eps=1e-6).
+Layout: x is an HBM tensor [..., D] (any leading dims and strides, walked as rows, 128 per tile);
 weight is [D] or None. Statistics are fp32; the result is rounded once to x.dtype.
 
 Per row tile:
@@ -20,7 +22,8 @@ import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
 from trnlab.kernels._examples import randn, scaled
-from trnlab.kernels._layout import PMAX, as_rows, tiles
+from trnlab.kernels._common import row_tiles
+from trnlab.kernels._layout import PMAX, tiles
 
 CHUNK = 4096                 # free elements per instruction
 ROW_BUDGET = 96 * 1024       # SBUF bytes per partition for a resident row and weight
@@ -29,16 +32,19 @@ ROW_BUDGET = 96 * 1024       # SBUF bytes per partition for a resident row and w
 @nki.jit
 def rmsnorm(x, weight=None, eps=1e-6):
     out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
-    x2, out2 = as_rows(x), as_rows(out)
-    d = x2.shape[1]
+    return rmsnorm_into(out, x, weight, eps)
+
+
+def rmsnorm_into(out, x, weight=None, eps=1e-6):
+    d = x.shape[-1]
     w_bytes = weight.itemsize if weight is not None else 0
     resident = d * (x.itemsize + w_bytes) <= ROW_BUDGET
     w_tiles = [_broadcast_rows(weight, c0, nc) for c0, nc in tiles(d, CHUNK)] \
         if resident and weight is not None else None
     eps_t = nl.ndarray((PMAX, 1), dtype=nl.float32, buffer=nl.sbuf)
     nisa.memset(dst=eps_t, value=float(eps))
-    for r0, nr in tiles(x2.shape[0]):
-        rows, out_rows = x2[r0:r0 + nr, :], out2[r0:r0 + nr, :]
+    for rows, out_rows in row_tiles(x, out):
+        nr = rows.shape[0]
         x_tiles = [] if resident else None
         ms = nl.ndarray((nr, 1), dtype=nl.float32, buffer=nl.sbuf)
         for i, (c0, nc) in enumerate(tiles(d, CHUNK)):
@@ -53,27 +59,31 @@ def rmsnorm(x, weight=None, eps=1e-6):
         nisa.activation(dst=rstd, op=nl.rsqrt, data=ms, bias=eps_t[:nr, :])
         for i, (c0, nc) in enumerate(tiles(d, CHUNK)):
             xt = x_tiles[i] if resident else _load(rows, c0, nc)
-            ot = nl.ndarray((nr, nc), dtype=x.dtype, buffer=nl.sbuf)
+            ot = nl.ndarray((nr, nc), dtype=out.dtype, buffer=nl.sbuf)
             if weight is None:
                 nisa.tensor_scalar(dst=ot, data=xt, op0=nl.multiply, operand0=rstd)
             else:
                 wt = w_tiles[i] if resident else _broadcast_rows(weight, c0, nc)
                 nisa.scalar_tensor_tensor(dst=ot, data=xt, op0=nl.multiply, operand0=rstd,
                                           op1=nl.multiply, operand1=wt[:nr, :])
-            nisa.dma_copy(dst=out_rows[:, c0:c0 + nc], src=ot)
+            nisa.dma_copy(dst=_cols(out_rows, c0, nc), src=ot)
     return out
+
+
+def _cols(view, c0, nc):
+    return view.index((slice(None), slice(c0, c0 + nc)))
 
 
 def _load(rows, c0, nc):
     t = nl.ndarray((rows.shape[0], nc), dtype=rows.dtype, buffer=nl.sbuf)
-    nisa.dma_copy(dst=t, src=rows[:, c0:c0 + nc])
+    nisa.dma_copy(dst=t, src=_cols(rows, c0, nc))
     return t
 
 
 def _broadcast_rows(vec, c0, nc):
     """vec[c0:c0+nc] copied into every partition of a [128, nc] tile."""
     t = nl.ndarray((PMAX, nc), dtype=vec.dtype, buffer=nl.sbuf)
-    nisa.dma_copy(dst=t, src=vec.reshape(1, vec.shape[0])[:, c0:c0 + nc].broadcast_to((PMAX, nc)))
+    nisa.dma_copy(dst=t, src=_cols(vec.reshape(1, vec.shape[0]), c0, nc).broadcast_to((PMAX, nc)))
     return t
 
 

@@ -17,6 +17,7 @@ from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
 from trnlab.errors import BufferKindError, NkiValidationError, ShapeError
 from trnlab.isa import instructions as I
 from trnlab.isa.base import Engine
+from trnlab.isa.random import Dropout, Rand as RandBits, SetRngSeed
 from trnlab.isa.vector import TensorCopyPredicated
 
 _ids = itertools.count(1)
@@ -382,6 +383,40 @@ def identity(n: int, dtype, api: str = "nl.shared_identity_matrix") -> Tensor:
     issue(I.AffineSelect, api, dst=out, on_true=ones, on_false_value=0.0, pattern=((-1, int(n)),),
           channel_multiplier=1, cmp_op="equal")
     return out
+
+
+# --- random numbers (the engine PRNG streams of the ISA: seeded, deterministic) ---------------------------------
+def rand(shape, dtype, kind: str = SBUF, name: str = "") -> Tensor:
+    """Uniform [0, 1): 32 random bits (rng), the top 24 kept (>> 8), times 2^-24 (exact in fp32)."""
+    api = "nl.rand"
+    shape = tuple(int(s) for s in shape)
+    bits = new_tile(shape, dt.uint32, api)
+    issue(RandBits, api, dst=bits, mode="bits", engine=Engine.VECTOR)
+    top = new_tile(shape, dt.uint32, api)
+    issue(I.TensorScalar, api, dst=top, data=bits, op0="right_shift", operand0=8)
+    out = new_tile(shape, dtype, api, kind)
+    issue(I.TensorScalar, api, dst=out, data=top, op0="multiply", operand0=2.0 ** -24)
+    return out
+
+
+def random_seed(seed) -> None:
+    """Seed the Vector Engine PRNG from a [1, 1] 32-bit tile (or a Python int, placed in one by memset)."""
+    api = "nl.random_seed"
+    if not isinstance(seed, Tensor):
+        seed = memset_tile((1, 1), dt.int32, int(seed), SBUF, api)
+    issue(SetRngSeed, api, src_seeds=seed)
+
+
+def dropout(x, rate, dtype=None) -> Tensor:
+    """x with each element zeroed with probability `rate` (no rescaling), on the Vector Engine."""
+    api = "nl.dropout"
+    on_chip(x, "x", api)
+    kept = new_tile(x.shape, x.dtype, api)
+    prob = rate if isinstance(rate, Tensor) else _scalar(rate, api)
+    issue(Dropout, api, dst=kept, data=x, prob=prob)
+    if dtype is None or dt.canonical(dtype) == x.dtype:
+        return kept
+    return copy(kept, dtype, api)
 
 
 # --- dispatch of nl.<op>(...) calls ----------------------------------------------------------------------------

@@ -9,61 +9,20 @@ from trnlab.core.machine import current as _current
 from trnlab.core.srcloc import user_location as _loc
 from trnlab.errors import NkiValidationError as _NkiValidationError
 from trnlab.core import dtypes as _dt
-from trnlab.core.tensor import PSUM as _PSUM, SBUF as _SBUF
+from trnlab.core.tensor import HBM as _HBM, PSUM as _PSUM, SBUF as _SBUF
 from trnlab.isa import dma as _D, gpsimd as _G, instructions as _I, random as _R, vector as _V
 from trnlab.isa.alu import op_name as _op
 from trnlab.isa.base import Engine as _Engine
+from trnlab.frontend.isa_enums import (dge_mode, dma_engine, engine, gpsimd_engine, nc_version,  # noqa: F401
+                                      oob_mode, reduce_cmd, scalar_engine, tensor_engine, unknown_engine,
+                                      vector_engine)
 
 
-# --- engines and enums ------------------------------------------------------------------------------
-class engine(enum.Enum):
-    unknown = "unknown"
-    tensor = "tensor"
-    vector = "vector"
-    scalar = "scalar"
-    gpsimd = "gpsimd"
-    dma = "dma"
-    sync = "sync"
-
-
-tensor_engine = engine.tensor
-vector_engine = engine.vector
-scalar_engine = engine.scalar
-gpsimd_engine = engine.gpsimd
-dma_engine = engine.dma
-unknown_engine = engine.unknown
-
-
-class oob_mode(enum.Enum):
-    error = "error"
-    skip = "skip"
-
-
-class dge_mode(enum.Enum):
-    unknown = "unknown"
-    none = "none"
-    swdge = "swdge"
-    hwdge = "hwdge"
-
-
-class reduce_cmd(enum.Enum):
-    idle = "idle"
-    reset = "reset"
-    reduce = "reduce"
-    reset_reduce = "reset_reduce"
-    load_reduce = "load_reduce"
-
-
+# --- engines and enums (shared with the Beta 1 front end) ------------------------------------------------
 class matmul_perf_mode(enum.Enum):
     none = "none"
     double_row = "double_row"
     double_row_gen3 = "double_row"
-
-
-class nc_version(enum.IntEnum):
-    gen2 = 2
-    gen3 = 3
-    gen4 = 4
 
 
 def get_nc_version() -> nc_version:
@@ -329,6 +288,73 @@ def rand_get_state(dst, engine=engine.unknown, name=None, **_):
 def nonzero_with_count(dst, src, index_offset=0, padding_val=-1, name=None, **_):
     _issue(_G.NonzeroWithCount(api="nisa.nonzero_with_count", loc=_loc(), dst=dst, src=src,
                                index_offset=int(index_offset), padding_val=int(padding_val)))
+
+
+# --- LNC synchronisation (programs of kernel[2] run as threads: trnlab.frontend.lnc) ------------------------
+def _lnc_group(api: str, loc: str):
+    from trnlab.frontend import lnc
+    m = _current()
+    if m.chip.nc_version < 3:
+        raise _NkiValidationError(f"{api} is available on NeuronCore-v3 or newer (trn2+), not {m.chip.name}. "
+                                  f"At {loc}")
+    group = lnc.group_of(m)
+    if group is None:
+        if int(np.prod(m.num_programs)) == 1:
+            raise _NkiValidationError(f"{api} synchronises the NeuronCores of an LNC launch; this kernel runs "
+                                      f"as a single program (launch it as kernel[2]). At {loc}")
+        raise lnc.SyncError(f"{api}: this launch runs its programs in order on one machine; pass "
+                            f"nki.jit(..., lnc_threads=True) so that they run as threads. At {loc}")
+    return group, lnc.rank_of(m)
+
+
+def _rank(value, name: str, api: str, n: int, loc: str) -> int:
+    r = int(value)
+    if not 0 <= r < min(n, 2):
+        raise _NkiValidationError(f"{api}: {name}={value} must be 0 or 1 (a NeuronCore of this "
+                                  f"{n}-program launch). At {loc}")
+    return r
+
+
+def core_barrier(data, cores, engine=engine.unknown, name=None, **_):
+    """Every core in `cores` waits here until all of them arrive (after writing their part of the shared-HBM
+    tensor `data`). Functional only: the wait is not charged in the timing model."""
+    api, loc = "nisa.core_barrier", _loc()
+    group, rank = _lnc_group(api, loc)
+    cores = tuple(int(c) for c in cores)
+    if cores != (0, 1):
+        raise _NkiValidationError(f"{api}: only cores=(0, 1) is supported, got {cores}. At {loc}")
+    if getattr(data, "buffer", None) != _HBM:
+        raise _NkiValidationError(f"{api}: data must be a shared-HBM tensor, got "
+                                  f"{data.describe() if hasattr(data, 'describe') else data!r}. At {loc}")
+    _rank(rank, "program", api, group.n, loc)
+    group.barrier(("core_barrier", cores), rank, cores, api, loc)
+
+
+def sendrecv(src, dst, send_to_rank, recv_from_rank, pipe_id, dma_engine=None, name=None, **_):
+    """Send the SBUF tile src to dst of core send_to_rank while receiving core recv_from_rank's src into
+    this core's dst (a DMA issued on the receiving core). Returns once both transfers are done."""
+    api, loc = "nisa.sendrecv", _loc()
+    group, rank = _lnc_group(api, loc)
+    to = _rank(send_to_rank, "send_to_rank", api, group.n, loc)
+    frm = _rank(recv_from_rank, "recv_from_rank", api, group.n, loc)
+    for what, t in (("src", src), ("dst", dst)):
+        if getattr(t, "buffer", None) != _SBUF:
+            raise _NkiValidationError(f"{api}: {what} must be an SBUF tile, got "
+                                      f"{t.describe() if hasattr(t, 'describe') else t!r}. At {loc}")
+    m = _current()
+    sent = group.post(pipe_id, rank, to, src)
+    counters = m.__dict__.setdefault("lnc_recv_seq", {})
+    seq = counters.get((pipe_id, frm), 0)
+    counters[(pipe_id, frm)] = seq + 1
+    got, peer_src = group.receive(pipe_id, frm, rank, seq, api, loc)
+    try:
+        if tuple(peer_src.shape) != tuple(dst.shape) or peer_src.dtype != dst.dtype:
+            raise _NkiValidationError(f"{api}: program {frm} sends {peer_src.describe()} but program {rank} "
+                                      f"receives into {dst.describe()}; shapes and dtypes must match. At {loc}")
+        _issue(_I.DmaCopy(api=api, loc=loc, dst=dst, src=peer_src))
+    finally:
+        group.consumed(got)
+    group.wait_consumed(sent, rank, api, loc)
 
 
 def _not_modelled(name):

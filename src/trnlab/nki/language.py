@@ -2,12 +2,16 @@
 and the convenience tile ops (thin wrappers that issue nki.isa instructions)."""
 from __future__ import annotations
 
+from contextlib import nullcontext as _nullcontext
+
 import numpy as np
 
 from trnlab.core import dtypes as _dt
 from trnlab.core.machine import current as _current
 from trnlab.core.srcloc import user_location as _loc
 from trnlab.core.tensor import HBM as _HBM, PSUM as _PSUM, SBUF as _SBUF
+from trnlab.frontend.buffers import Buffer as _Buffer, hbm, private_hbm, psum, sbuf, shared_hbm  # noqa: F401
+from trnlab.frontend import spmd as _spmd
 from trnlab.errors import NkiValidationError as _NkiValidationError
 from trnlab.nki import _tileops
 from trnlab.nki.tensor import DynSlice, NkiTensor  # noqa: F401
@@ -27,19 +31,7 @@ bool_ = _dt.bool_
 
 
 # --- buffers --------------------------------------------------------------------------------------
-class _Buffer:
-    def __init__(self, name: str, kind: str):
-        self.name, self.kind = name, kind
-
-    def __repr__(self) -> str:
-        return f"nl.{self.name}"
-
-
-sbuf = _Buffer("sbuf", _SBUF)
-psum = _Buffer("psum", _PSUM)
-hbm = _Buffer("hbm", _HBM)
-shared_hbm = _Buffer("shared_hbm", _HBM)
-private_hbm = _Buffer("private_hbm", _HBM)
+# nl.sbuf, nl.psum, nl.hbm, nl.shared_hbm, nl.private_hbm: trnlab.frontend.buffers (shared by both front ends)
 
 
 def _buffer_kind(buffer) -> str:
@@ -134,22 +126,24 @@ def ndarray(shape, dtype, buffer=sbuf, name: str = "", address=None, **_) -> Nki
 
 def _shared_hbm(m, shape, dtype, name, loc):
     """shared_hbm is one allocation for all programs of an LNC/SPMD launch: the k-th shared_hbm tensor a
-    program allocates is the k-th one program 0 allocated (programs run in order)."""
-    state = m.__dict__.setdefault("nki_shared_hbm", {"program": None, "next": 0, "tensors": []})
-    if state["program"] != m.program_id:
-        state["program"], state["next"] = m.program_id, 0
-    k = state["next"]
-    state["next"] += 1
-    if k < len(state["tensors"]):
-        t = state["tensors"][k]
-        if t.shape != shape or t.dtype != _dt.canonical(dtype):
-            raise _NkiValidationError(f"nl.ndarray: program {m.program_id} allocates shared_hbm tensor #{k} as "
-                                      f"{list(shape)} {_dt.name_of(_dt.canonical(dtype))}, but program 0 "
-                                      f"allocated {t.describe()}; all programs share it. At {loc}")
-        return t, False
-    t = m.new_hbm(shape, dtype, _name(name, "hbm"))
-    state["tensors"].append(t)
-    return t, True
+    program allocates is the k-th one every other program allocates (programs run in order on one machine,
+    or as threads on one machine each, sharing the launch's LncGroup)."""
+    group = getattr(m, "lnc_group", None)
+    owner = group.shared if group is not None else m.__dict__
+    with group.lock if group is not None else _nullcontext():
+        state = owner.setdefault("nki_shared_hbm", {"next": {}, "tensors": []})
+        k = state["next"].get(m.program_id, 0)
+        state["next"][m.program_id] = k + 1
+        if k < len(state["tensors"]):
+            t = state["tensors"][k]
+            if t.shape != shape or t.dtype != _dt.canonical(dtype):
+                raise _NkiValidationError(f"nl.ndarray: program {m.program_id} allocates shared_hbm tensor #{k} "
+                                          f"as {list(shape)} {_dt.name_of(_dt.canonical(dtype))}, but another "
+                                          f"program allocated {t.describe()}; all programs share it. At {loc}")
+            return t, False
+        t = m.new_hbm(shape, dtype, _name(name, "hbm"))
+        state["tensors"].append(t)
+        return t, True
 
 
 def _filled(shape, dtype, buffer, name, value, api):
@@ -229,17 +223,8 @@ def program_id(axis: int = 0) -> int:
     return int(_current().program_id[axis])
 
 
-def num_programs(axes=None) -> int:
-    grid = _current().num_programs
-    if axes is None:
-        return int(np.prod(grid))
-    if isinstance(axes, int):
-        return int(grid[axes]) if axes < len(grid) else 1
-    return int(np.prod([grid[a] for a in axes]))
-
-
-def program_ndim() -> int:
-    return len(_current().num_programs)
+num_programs = _spmd.num_programs
+program_ndim = _spmd.program_ndim
 
 
 class NKIObject:
@@ -275,6 +260,26 @@ where = _tileops.where
 broadcast_to = _tileops.broadcast_to
 
 
+# --- random numbers (deterministic: the machine's seeded per-engine PRNG streams) ---------------------
+def rand(shape, dtype=float32, buffer=sbuf, name: str = "", **_) -> NkiTensor:
+    """A new tile of uniform [0, 1) values (rng bits on the Vector Engine, scaled to dtype)."""
+    kind = _buffer_kind(buffer)
+    if kind == _HBM:
+        raise _NkiValidationError(f"nl.rand: buffer must be nl.sbuf or nl.psum, got {buffer!r}. At {_loc()}")
+    shape = shape if isinstance(shape, (tuple, list)) else (shape,)
+    return _tileops.rand(shape, dtype, kind, name)
+
+
+def random_seed(seed, **_) -> None:
+    """Seed the random numbers of nl.rand / nl.dropout: a [1, 1] 32-bit tile (or a Python int)."""
+    _tileops.random_seed(seed)
+
+
+def dropout(x, rate, dtype=None, **_) -> NkiTensor:
+    """x with elements zeroed with probability `rate` (a scalar or [P, 1] tile); kept values are not rescaled."""
+    return _tileops.dropout(x, rate, dtype)
+
+
 def _not_modelled(name):
     def fn(*args, **kwargs):
         raise NotImplementedError(f"nki.language.{name} is not modelled by trnlab. At {_loc()}")
@@ -282,7 +287,7 @@ def _not_modelled(name):
     return fn
 
 
-for _api in ("fori_loop", "while_loop", "gather_flattened", "rand", "random_seed", "dropout"):
+for _api in ("fori_loop", "while_loop", "gather_flattened"):
     globals()[_api] = _not_modelled(_api)
 
 

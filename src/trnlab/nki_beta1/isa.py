@@ -15,55 +15,16 @@ from trnlab.errors import NkiValidationError as _NkiValidationError, ShapeError 
 from trnlab.isa import instructions as _I
 from trnlab.isa.alu import op_name as _op
 from trnlab.isa.base import Engine as _Engine
+from trnlab.frontend.isa_enums import (dge_mode, dma_engine, engine, gpsimd_engine, nc_version,  # noqa: F401
+                                      oob_mode, reduce_cmd, scalar_engine, tensor_engine, unknown_engine,
+                                      vector_engine)
 from trnlab.nki_beta1 import ops as _ops
 from trnlab.nki_beta1.index import Index as _Index, Predicate as _Predicate, affine_form as _affine_form
 from trnlab.nki_beta1.language import _axes, _reduced_shape, matmul_result as _matmul_result
 from trnlab.nki_beta1.tile import Access as _Access, Region as _Region, cut as _cut, flush as _flush
 
 
-# --- enums ------------------------------------------------------------------------------------------
-class engine(enum.Enum):  # noqa: N801
-    unknown = "unknown"
-    tensor = "tensor"
-    vector = "vector"
-    scalar = "scalar"
-    gpsimd = "gpsimd"
-    dma = "dma"
-
-
-unknown_engine = engine.unknown
-tensor_engine = engine.tensor
-vector_engine = engine.vector
-scalar_engine = engine.scalar
-gpsimd_engine = engine.gpsimd
-dma_engine = engine.dma
-
-
-class oob_mode(enum.Enum):  # noqa: N801
-    error = "error"
-    skip = "skip"
-
-
-class dge_mode(enum.Enum):  # noqa: N801
-    unknown = "unknown"
-    none = "none"
-    swdge = "swdge"
-    hwdge = "hwdge"
-
-
-class reduce_cmd(enum.Enum):  # noqa: N801
-    idle = "idle"
-    reset = "reset"
-    reduce = "reduce"
-    reset_reduce = "reset_reduce"
-
-
-class nc_version(enum.IntEnum):  # noqa: N801
-    gen2 = 2
-    gen3 = 3
-    gen4 = 4
-
-
+# --- enums (shared with the current front end) ---------------------------------------------------------
 constants = types.SimpleNamespace(oob_mode=oob_mode, dge_mode=dge_mode, reduce_cmd=reduce_cmd, engine=engine)
 
 
@@ -494,6 +455,110 @@ def tensor_partition_reduce(op, data, mask=None, dtype=None, **_):
     def build(dst, region, loc):
         _ops.issue(cls(api="nisa.tensor_partition_reduce", loc=loc, dst=dst, data=t, op=_op(op)))
     return _simple("nisa.tensor_partition_reduce", (1,) + tuple(t.shape[1:]), _ops.out_dtype(dtype, t), build, None)
+
+
+# --- selects, shuffles and cumulative scans (keyword-only in Beta 1; dst= writes in place) ---------------
+def _no_mask(mask, api: str, loc: str) -> None:
+    if mask is not None:
+        raise NotImplementedError(f"{api}(mask=...) is not modelled by trnlab. At {loc}")
+
+
+def _begin(api: str, cls_name: str, mask):
+    """(loc, ISA class) of a call that does not model mask=; issues any pending result first."""
+    loc = _loc()
+    _no_mask(mask, api, loc)
+    _flush()
+    return loc, _ops.isa_class(cls_name, api)
+
+
+def _result_or_inplace(api: str, dst, shape, dtype, build, now: bool = False):
+    """With dst given, issue into it now (returns None); else a new SBUF tile, issued on first use unless
+    `now` (the call also writes an in-place operand such as reduce_res)."""
+    if dst is not None:
+        loc = _loc()
+        build(_ops.real_tile(dst, api.split(".")[-1], loc), None, loc)
+        return None
+    result = _simple(api, shape, dtype, build, None)
+    return result.materialize() if now else result
+
+
+def select_reduce(*, dst=None, predicate, on_true, on_false, reduce_res=None, reduce_cmd=reduce_cmd.idle,
+                  reduce_op=None, reverse_pred=False, mask=None, dtype=None, **_):
+    """dst = where(predicate, on_true, on_false) with an optional max-reduce per partition into reduce_res."""
+    api = "nisa.select_reduce"
+    loc, cls = _begin(api, "SelectReduce", mask)
+    pred = _ops.real_tile(predicate, "select_reduce", loc)
+    t = _ops.real_tile(on_true, "select_reduce", loc)
+    f = _operand(on_false, "select_reduce", loc)
+    rr = _ops.real_tile(reduce_res, "select_reduce", loc) if reduce_res is not None else None
+
+    def build(d, region, loc):
+        _ops.issue(cls(api=api, loc=loc, dst=d, predicate=pred, on_true=t, on_false=f, reduce_res=rr,
+                       reduce_cmd=_name(reduce_cmd), reduce_op=_op(reduce_op) if reduce_op is not None else "maximum",
+                       reverse_pred=bool(reverse_pred)))
+    return _result_or_inplace(api, dst, t.shape, _ops.out_dtype(dtype, t), build, now=rr is not None)
+
+
+def range_select(*, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_cmd=reduce_cmd.idle, reduce_res=None,
+                 reduce_op=None, range_start=0, on_false_value=None, mask=None, dtype=None, dst=None, **_):
+    """where(cmp0(range_start + i, bound0) & cmp1(range_start + i, bound1), on_true_tile, on_false_value)
+    over the free index i (trn2+); max-reduce per partition into reduce_res."""
+    api = "nisa.range_select"
+    loc, cls = _begin(api, "RangeSelect", mask)
+    t = _ops.real_tile(on_true_tile, "range_select", loc)
+    b0 = _ops.real_tile(bound0, "range_select", loc) if _ops.is_tile(bound0) else bound0
+    b1 = _ops.real_tile(bound1, "range_select", loc) if _ops.is_tile(bound1) else bound1
+    rr = _ops.real_tile(reduce_res, "range_select", loc) if reduce_res is not None else None
+    fill = float(np.finfo(np.float32).min) if on_false_value is None else float(on_false_value)
+
+    def build(d, region, loc):
+        _ops.issue(cls(api=api, loc=loc, dst=d, on_true=t, comp_op0=_op(comp_op0), comp_op1=_op(comp_op1),
+                       bound0=b0, bound1=b1, reduce_cmd=_name(reduce_cmd), reduce_res=rr,
+                       reduce_op=_op(reduce_op) if reduce_op is not None else "maximum",
+                       range_start=int(range_start), on_false_value=fill))
+    return _result_or_inplace(api, dst, t.shape, _ops.out_dtype(dtype, t), build, now=rr is not None)
+
+
+def nc_stream_shuffle(src, dst, shuffle_mask, *, dtype=None, mask=None, **_):
+    """dst[q*32 + i] = src[q*32 + shuffle_mask[i]] in every 32-partition quadrant (in place; 255 keeps dst)."""
+    api = "nisa.nc_stream_shuffle"
+    loc, cls = _begin(api, "NcStreamShuffle", mask)
+    s = _ops.real_tile(src, "nc_stream_shuffle", loc)
+    d = _ops.real_tile(dst, "nc_stream_shuffle", loc)
+    _ops.issue(cls(api=api, loc=loc, dst=d, src=s, shuffle_mask=tuple(int(v) for v in shuffle_mask)))
+
+
+def tensor_scalar_cumulative(src, op0, op1, imm0, imm1=None, reduce_cmd=reduce_cmd.reset_reduce, *, dst=None,
+                             reverse0=False, dtype=None, mask=None, **_):
+    """reg = op1(op0(src[i], imm0), reg); out[i] = reg along each partition (trn2+). Returns a new tile, or
+    writes dst= in place."""
+    api = "nisa.tensor_scalar_cumulative"
+    loc, cls = _begin(api, "TensorScalarCumulative", mask)
+    s = _ops.real_tile(src, "tensor_scalar_cumulative", loc)
+    i0 = _operand(imm0, "tensor_scalar_cumulative", loc)
+    i1 = _operand(imm1, "tensor_scalar_cumulative", loc) if imm1 is not None else None
+
+    def build(d, region, loc):
+        _ops.issue(cls(api=api, loc=loc, dst=d, src=s, op0=_op(op0), op1=_op(op1), imm0=i0, imm1=i1,
+                       reduce_cmd=_name(reduce_cmd), reverse0=bool(reverse0)))
+    return _result_or_inplace(api, dst, s.shape, _ops.out_dtype(dtype, s), build)
+
+
+def dropout(data, prob, mask=None, dtype=None, **_):
+    """data with each element zeroed with probability prob (a scalar or [P, 1] tile); no rescaling."""
+    api = "nisa.dropout"
+    loc, cls = _begin(api, "Dropout", mask)
+    t = _ops.real_tile(data, "dropout", loc)
+    p = _operand(prob, "dropout", loc)
+
+    def build(d, region, loc):
+        _ops.issue(cls(api=api, loc=loc, dst=d, data=t, prob=p))
+    return _simple(api, t.shape, _ops.out_dtype(dtype, t), build, None)
+
+
+def local_gather(*args, **kwargs):
+    raise NotImplementedError(f"nki.isa.local_gather (Beta 1) is not modelled by trnlab: the ISA layer has no "
+                              f"local_gather instruction yet. At {_loc()}")
 
 
 def _not_modelled(name):

@@ -16,6 +16,8 @@ from trnlab.core import dtypes as _dt
 from trnlab.core.machine import current as _current
 from trnlab.core.srcloc import user_location as _loc
 from trnlab.core.tensor import HBM as _HBM, PSUM as _PSUM, SBUF as _SBUF, Tensor as _Tensor
+from trnlab.frontend.buffers import hbm, private_hbm, psum, sbuf, shared_hbm  # noqa: F401
+from trnlab.frontend import spmd as _spmd
 from trnlab.errors import BufferKindError as _BufferKindError, NkiValidationError as _NkiValidationError
 from trnlab.errors import ShapeError as _ShapeError
 from trnlab.isa import instructions as _I
@@ -55,19 +57,7 @@ fp32 = _FloatInfo()
 
 
 # --- buffers --------------------------------------------------------------------------------------
-class _Buffer:
-    def __init__(self, name: str, kind: str):
-        self.name, self.kind = name, kind
-
-    def __repr__(self):
-        return f"nl.{self.name}"
-
-
-sbuf = _Buffer("sbuf", _SBUF)
-psum = _Buffer("psum", _PSUM)
-hbm = _Buffer("hbm", _HBM)
-shared_hbm = _Buffer("shared_hbm", _HBM)
-private_hbm = _Buffer("private_hbm", _HBM)
+# nl.sbuf, nl.psum, nl.hbm, nl.shared_hbm, nl.private_hbm: trnlab.frontend.buffers (shared by both front ends)
 
 
 def _kind(buffer) -> str:
@@ -146,17 +136,8 @@ def program_id(axis: int = 0) -> int:
     return int(pid[axis]) if axis < len(pid) else 0
 
 
-def num_programs(axes=None) -> int:
-    grid = _current().num_programs
-    if axes is None:
-        return int(np.prod(grid))
-    if isinstance(axes, int):
-        return int(grid[axes]) if axes < len(grid) else 1
-    return int(np.prod([grid[a] for a in axes]))
-
-
-def program_ndim() -> int:
-    return len(_current().num_programs)
+num_programs = _spmd.num_programs
+program_ndim = _spmd.program_ndim
 
 
 class nc:  # noqa: N801
@@ -288,9 +269,19 @@ def rand(shape, dtype=float32, **_) -> Tile:
     return t
 
 
-def random_seed(seed, **_):
-    raise NotImplementedError(f"nl.random_seed is not modelled by trnlab (use nisa.set_rng_seed semantics "
-                              f"via the current front end). At {_loc()}")
+def random_seed(seed, mask=None, **_):
+    """Seed the Vector Engine random number generator (isa SetRngSeed) with a 32-bit scalar or [1, 1] tile."""
+    loc = _loc()
+    if mask is not None:
+        raise NotImplementedError(f"nl.random_seed(mask=...) is not modelled by trnlab. At {loc}")
+    _flush()
+    cls = _ops.isa_class("SetRngSeed", "nl.random_seed")
+    if _ops.is_tile(seed):
+        src = _ops.real_tile(seed, "random_seed", loc)
+    else:
+        src = _ops.alloc(_SBUF, (1, 1), int32, "nl.random_seed", loc=loc)
+        _ops.issue(_I.Memset(api="nl.random_seed", loc=loc, dst=src, value=int(seed)))
+    _ops.issue(cls(api="nl.random_seed", loc=loc, src_seeds=src))
 
 
 def shared_constant(constant, dtype=None, **_) -> Tile:

@@ -21,19 +21,8 @@ from trnlab.core.machine import current, has_current
 from trnlab.core.srcloc import user_location
 from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
 from trnlab.errors import NkiValidationError, OutOfBoundsError, PartitionError, ShapeError
+from trnlab.frontend.indexing import DynSlice  # noqa: F401  (nl.ds)
 from trnlab.nki_beta1.index import Index, Predicate, affine_form
-
-
-class DynSlice:
-    """nl.ds(start, size): `size` elements from `start` (a basic slice)."""
-
-    __slots__ = ("start", "size", "step")
-
-    def __init__(self, start, size, step=1):
-        self.start, self.size, self.step = int(start), int(size), int(step)
-
-    def as_slice(self) -> slice:
-        return slice(self.start, self.start + self.size * self.step, self.step)
 
 
 # ================================================================================================

@@ -137,7 +137,9 @@ class Scheduler:
         if instr.opcode == "nc_matmul" and not getattr(instr, "is_transpose", False):
             self.pe_ideal_s += instr.flops() / matmul_peak(chip, instr)
             return
-        src = getattr(instr, "src", None) or getattr(instr, "stationary", None)
+        src = getattr(instr, "src", None)      # `is None`, not `or`: a tile's truth value reads its data
+        if src is None:
+            src = getattr(instr, "stationary", None)
         if src is not None and ("transpose" in instr.opcode or getattr(instr, "is_transpose", False)):
             p, f = src.shape[0], src.free_size      # an identity matmul: 2 * P * P * F
             self.pe_transpose_ideal_s += 2.0 * p * p * f / chip.peak_bf16_flops

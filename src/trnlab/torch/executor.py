@@ -19,7 +19,8 @@ from trnlab.nki.tensor import NkiTensor
 from trnlab.torch import capture
 from trnlab.torch.blas import single_thread_blas
 from trnlab.torch.fusion import find_act_muls, find_rmsnorms
-from trnlab.torch.kernels import elementwise, rows
+from trnlab.kernels import elementwise
+from trnlab.kernels.rmsnorm import rmsnorm_into
 from trnlab.torch.lowering import aten, is_dev, lowering_for
 
 DEVICE_DTYPES = {torch.float32: dt.float32, torch.bfloat16: dt.bfloat16, torch.float16: dt.float16,
@@ -233,8 +234,8 @@ class Program:
             x = ctx.env[fused.x]
             c = x.shape[-1]
             w = ctx.env[fused.weight] if fused.weight is not None else None
-            rows.layer_norm(out.reshape(out.size // c, c), _rows2d(ctx, x), None if w is None else w.reshape(c),
-                            None, fused.eps, rms=True)
+            rmsnorm_into(out.reshape(out.size // c, c), _rows2d(ctx, x), None if w is None else w.reshape(c),
+                         fused.eps)
             op = "rms_norm (fused)"
         elif node in self.fallback_nodes:
             t = time.perf_counter()

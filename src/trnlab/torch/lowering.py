@@ -2,7 +2,7 @@
 
 A lowering gets the executor context, the FX node and its arguments with tensors already on the
 device (HBM views); it returns HBM tensors. Views cost nothing (strided HBM views); everything that
-moves or computes data issues ISA instructions through the kernels in trnlab.torch.kernels.
+moves or computes data issues ISA instructions through the kernel library trnlab.kernels.
 Ops not listed here are decomposed by PyTorch first (see capture.preserved_ops); whatever is left
 without a lowering is reported by UnsupportedOperatorError.
 """
@@ -15,8 +15,13 @@ import numpy as np
 import torch
 
 from trnlab.core.tensor import Tensor
-from trnlab.torch.kernels import attention, elementwise as ew, gather, gemm, rows
-from trnlab.torch.kernels.common import dma_copy_split
+from trnlab.kernels import elementwise as ew, gather, rows
+from trnlab.kernels._common import dma_copy_split
+from trnlab.kernels.flash_attention import flash_attention_into
+from trnlab.kernels.gemm import gemm_into
+from trnlab.kernels.layernorm import layernorm_into
+from trnlab.kernels.rmsnorm import rmsnorm_into
+from trnlab.kernels.softmax import softmax_into
 
 aten = torch.ops.aten
 LOWERINGS: dict = {}
@@ -224,7 +229,7 @@ def _dropout(ctx, node, x, p=0.0, train=False):
 
 # --- matmuls ------------------------------------------------------------------------------------------
 def _mm(ctx, out, a, b, bias=None):
-    gemm.gemm(out, a, b, bias)
+    gemm_into(out, a, b, bias)
     return out
 
 
@@ -278,7 +283,7 @@ def _sdpa(ctx, node, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, sc
         o4 = out
     else:
         raise NotImplementedError(f"scaled_dot_product_attention on rank-{q.ndim} inputs")
-    attention.flash_attention(o4, q, k, v, scale=scale, causal=bool(is_causal), mask=attn_mask)
+    flash_attention_into(o4, q, k, v, scale=scale, causal=bool(is_causal), mask=attn_mask)
     return out
 
 
@@ -296,7 +301,7 @@ def _softmax(ctx, node, x, dim, *_):
     out = ctx.out(node)
     xv, order = _dim_last(ctx, x, dim)
     ov = out.permute(order) if order else out
-    rows.softmax(ov, xv, log="log_softmax" in str(node.target))
+    softmax_into(ov, xv, log="log_softmax" in str(node.target))
     return out
 
 
@@ -304,8 +309,7 @@ def _softmax(ctx, node, x, dim, *_):
 def _native_layer_norm(ctx, node, x, shape, weight, bias, eps):
     out = ctx.out_at(node, 0)
     c = int(np.prod(shape))
-    rows.layer_norm(out.reshape(out.size // c, c), reshape(ctx, x, (x.size // c, c)),
-                    _flat(weight), _flat(bias), eps)
+    layernorm_into(out.reshape(out.size // c, c), reshape(ctx, x, (x.size // c, c)), _flat(weight), _flat(bias), eps)
     return out, None, None
 
 
@@ -313,7 +317,7 @@ def _native_layer_norm(ctx, node, x, shape, weight, bias, eps):
 def _layer_norm(ctx, node, x, shape, weight=None, bias=None, eps=1e-5, *_):
     out = ctx.out(node)
     c = int(np.prod(shape))
-    rows.layer_norm(out.reshape(out.size // c, c), reshape(ctx, x, (x.size // c, c)), _flat(weight), _flat(bias), eps)
+    layernorm_into(out.reshape(out.size // c, c), reshape(ctx, x, (x.size // c, c)), _flat(weight), _flat(bias), eps)
     return out
 
 
@@ -322,8 +326,7 @@ def _rms_norm(ctx, node, x, shape, weight=None, eps=None):
     out = ctx.out(node)
     c = int(np.prod(shape))
     eps = float(torch.finfo(node.meta["val"].dtype).eps) if eps is None else eps
-    rows.layer_norm(out.reshape(out.size // c, c), reshape(ctx, x, (x.size // c, c)), _flat(weight), None, eps,
-                    rms=True)
+    rmsnorm_into(out.reshape(out.size // c, c), reshape(ctx, x, (x.size // c, c)), _flat(weight), eps)
     return out
 
 

@@ -1,14 +1,29 @@
 """Indirect DMA: embedding gather and row scatter (index_copy) along one dim.
 
-The indices are DMA'd into SBUF (int32, one per partition) and one indirect DMA moves the rows."""
+The indices are DMA'd into SBUF (int32, one per partition) and one indirect DMA moves the rows.
+
+Public kernel (@nki.jit): gather(table, index) -> table[index] (an embedding lookup), table [T, ...],
+index [N] int32. Model-path entries on existing HBM views: gather_rows(out, table, index) and
+scatter_rows(dst, src, index).
+"""
 from __future__ import annotations
 
+import numpy as np
+
+import trnlab.nki as nki
 from trnlab.core.machine import current
 from trnlab.core.srcloc import user_location
 from trnlab.isa.instructions import DmaGather
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
-from trnlab.torch.kernels.common import P, sbuf
+from trnlab.kernels._examples import randn, scaled
+from trnlab.kernels._common import P, sbuf
+
+
+@nki.jit
+def gather(table, index):
+    out = nl.ndarray((index.shape[0],) + tuple(table.shape[1:]), dtype=table.dtype, buffer=nl.shared_hbm)
+    return gather_rows(out, table, index)
 
 
 def _index_tile(index, i0, i1):
@@ -37,3 +52,14 @@ def scatter_rows(dst, src, index):
         current().issue(DmaGather(api="indirect dma_copy (scatter)", loc=user_location(), dst=dst,
                                   src=src[i0:i1], index=idx, scatter=True))
     return dst
+
+
+def reference(table, index):
+    return np.asarray(table)[np.asarray(index)]
+
+
+def example_inputs(shape_scale=1.0, dtype=np.float32, seed=0):
+    """An embedding lookup: table [4096, 1024], 512 * shape_scale int32 token ids."""
+    rng = np.random.default_rng(seed)
+    table = randn(rng, (4096, 1024), dtype)
+    return table, rng.integers(0, 4096, size=scaled(512, shape_scale)).astype(np.int32)

@@ -1,5 +1,7 @@
 """General matrix multiply on the Tensor engine: out[M, N] = a[M, K] @ b[K, N] (+ bias[N]).
 
+Public kernel (@nki.jit): gemm(a, b, bias=None) -> new [M, N] in a.dtype.
+Model-path entry: gemm_into(out, a, b, bias=None) writes an existing HBM view.
 a and b are HBM views (any strides). Blocking: a block of up to 4 x 128 rows of a is transposed
 into SBUF once (DMA transpose) and stays resident as the stationary operand; b streams through a
 ring of [128, 512] tiles (moving operand); each [128, 512] output tile accumulates over K in one
@@ -7,10 +9,14 @@ PSUM bank in fp32 and is evacuated (plus bias) by the Vector or Scalar engine, a
 """
 from __future__ import annotations
 
+import numpy as np
+
+import trnlab.nki as nki
 from trnlab.core import dtypes as dt
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
-from trnlab.torch.kernels.common import P, ceil_div, chip, float_dtype_for, load_transposed, psum, sbuf
+from trnlab.kernels._examples import randn, scaled
+from trnlab.kernels._common import P, ceil_div, chip, float_dtype_for, load_transposed, psum, sbuf
 
 TN = 512          # moving free size = one PSUM bank of fp32
 RING = 8          # moving tiles in flight (DMA prefetch depth)
@@ -23,7 +29,13 @@ def _row_block(k: int, itemsize: int) -> int:
     return max(1, min(4, budget // per_tile))
 
 
-def gemm(out, a, b, bias=None):
+@nki.jit
+def gemm(a, b, bias=None):
+    out = nl.ndarray((a.shape[0], b.shape[1]), dtype=a.dtype, buffer=nl.shared_hbm)
+    return gemm_into(out, a, b, bias)
+
+
+def gemm_into(out, a, b, bias=None):
     M, K = a.shape
     N = b.shape[1]
     cdt = float_dtype_for(a, b)
@@ -66,3 +78,17 @@ def gemm(out, a, b, bias=None):
                 r0 = m0 + i * P
                 nisa.dma_copy(dst=out[r0:r0 + msz, n0:n0 + nsz], src=res)
     return out
+
+
+def reference(a, b, bias=None):
+    y = np.asarray(a, dtype=np.float32) @ np.asarray(b, dtype=np.float32)
+    if bias is not None:
+        y = y + np.asarray(bias, dtype=np.float32)
+    return y.astype(np.asarray(a).dtype)
+
+
+def example_inputs(shape_scale=1.0, dtype=np.float32, seed=0):
+    """a [512 * shape_scale, 1024], b [1024, 1024], bias [1024] (a linear layer)."""
+    rng = np.random.default_rng(seed)
+    m = scaled(512, shape_scale)
+    return randn(rng, (m, 1024), dtype), randn(rng, (1024, 1024), dtype, std=1 / 32), randn(rng, (1024,), dtype)

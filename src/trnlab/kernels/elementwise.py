@@ -4,17 +4,30 @@ The output and its operands are walked tile by tile (see common.TilePlan: one di
 partitions, the innermost dims in the free dims). An operand that repeats along the free dims is
 loaded as a [rows, 1] vector and applied with tensor_scalar; other broadcasts are expanded by the
 DMA. Tiles of the last few iterations stay allocated so loads run ahead of compute (multi-buffering).
+
+Public kernel (@nki.jit): elementwise(a, b, op="multiply") -> a op b broadcast numpy-style, in a.dtype.
+Model-path entries on existing HBM views: unary, scalar_op, binary, where.
 """
 from __future__ import annotations
 
+import numpy as np
+
+import trnlab.nki as nki
 from collections import deque
 
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
-from trnlab.torch.kernels.common import NEG_BIG, TilePlan, free_broadcast, sbuf
+from trnlab.kernels._examples import randn, scaled
+from trnlab.kernels._common import NEG_BIG, TilePlan, free_broadcast, sbuf
 
 F32 = nl.float32
 BUDGET = 96 * 1024  # SBUF bytes per partition for tiles in flight: loads run ahead of compute
+
+
+@nki.jit
+def elementwise(a, b, op="multiply"):
+    out = nl.ndarray(np.broadcast_shapes(tuple(a.shape), tuple(b.shape)), dtype=a.dtype, buffer=nl.shared_hbm)
+    return binary(out, a, b, op)
 
 
 def _depth(plan, n_tiles: int, itemsize: int = 4) -> int:
@@ -142,3 +155,17 @@ def _finite(x) -> float:
     if x != x:
         return 0.0
     return max(NEG_BIG, min(-NEG_BIG, x))
+
+
+_NUMPY_OPS = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide,
+              "maximum": np.maximum, "minimum": np.minimum}
+
+
+def reference(a, b, op="multiply"):
+    return _NUMPY_OPS[op](np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)).astype(np.asarray(a).dtype)
+
+
+def example_inputs(shape_scale=1.0, dtype=np.float32, seed=0):
+    """x [512 * shape_scale, 2048] times a [2048] row vector broadcast over the rows."""
+    rng = np.random.default_rng(seed)
+    return randn(rng, (scaled(512, shape_scale), 2048), dtype), randn(rng, (2048,), dtype)

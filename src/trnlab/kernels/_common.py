@@ -1,4 +1,5 @@
-"""Helpers shared by the model-path kernels: tiles, strided HBM views, row plans, split DMAs."""
+"""Helpers shared by the kernels that work on HBM views of any strides (the model path's entry points):
+tiles, strided HBM views, elementwise and row plans, split DMAs, DMA-transposed loads."""
 from __future__ import annotations
 
 import math
@@ -8,10 +9,11 @@ from numpy.lib.stride_tricks import as_strided
 
 from trnlab.core import dtypes as dt
 from trnlab.core.machine import current
+from trnlab.kernels._layout import PMAX, ceil_div
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 
-P = 128                 # partitions
+P = PMAX                # partitions
 COLS = 2048             # free-size chunk of elementwise / row kernels (elements per partition)
 NEG_BIG = -3.0e38       # "minus infinity" that stays finite through exp/subtract
 
@@ -36,10 +38,6 @@ def strided(t, shape, strides_bytes, offset_bytes: int = 0):
         assert flat is not None, "offset views need a contiguous base"
         base = flat[offset_bytes // base.itemsize:]
     return t._view(as_strided(base, shape=tuple(shape), strides=tuple(strides_bytes)))
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def coalesce(shape, strides_list):
@@ -124,6 +122,32 @@ class TilePlan:
         return t if t.ndim >= 2 else t.reshape(t.shape[0], 1)
 
 
+def row_plan(x, *others):
+    """Views [outer..., rows, C_i] of x and others that share x's leading dims (last dims may differ)."""
+    lead = tuple(x.shape[:-1])
+    arrays = [x.array] + [np.broadcast_to(o.array, lead + (o.shape[-1],)) for o in others]
+    cshape, cstrides = coalesce(lead, [list(a.strides[:-1]) for a in arrays])
+    if len(cshape) == 1:
+        cshape, cstrides = [1] + cshape, [[0] + s for s in cstrides]
+    views = [strided(t, cshape + [a.shape[-1]], s + [a.strides[-1]])
+             for t, a, s in zip([x] + list(others), arrays, cstrides)]
+    return tuple(cshape), views
+
+
+def row_blocks(lead):
+    """(outer index, r0, r1) of each block of <= 128 rows of a row_plan."""
+    for idx in np.ndindex(*lead[:-1]) if len(lead) > 1 else [()]:
+        for r0 in range(0, lead[-1], P):
+            yield idx, r0, min(lead[-1], r0 + P)
+
+
+def row_tiles(x, *others):
+    """Per block of <= 128 rows (any leading dims and strides): [rows, C] views of x and others."""
+    lead, views = row_plan(x, *others)
+    for idx, r0, r1 in row_blocks(lead):
+        yield [v.index(tuple(idx) + (slice(r0, r1),)) for v in views]
+
+
 def free_broadcast(view) -> bool:
     """True when a tile view repeats one value per partition along all its free dims."""
     a = view.array
@@ -166,4 +190,4 @@ def float_dtype_for(*tensors):
 
 
 __all__ = ["P", "COLS", "NEG_BIG", "sbuf", "psum", "chip", "strided", "ceil_div", "coalesce", "TilePlan",
-           "free_broadcast", "dma_copy_split", "float_dtype_for", "math"]
+           "free_broadcast", "row_plan", "row_blocks", "row_tiles", "dma_copy_split", "float_dtype_for", "math"]

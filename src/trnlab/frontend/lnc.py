@@ -1,0 +1,212 @@
+"""LNC / SPMD launches whose programs synchronise (nisa.core_barrier, nisa.sendrecv): one Python thread per
+program, as AWS's simulator runs kernel[2].
+
+Each program is a physical NeuronCore, so each gets its own Machine (its own SBUF, PSUM, engines, PRNG and
+timing scheduler); HBM tensors (kernel inputs, shared_hbm allocations) are the same objects in all of them.
+The launch's latency is the slowest core's. Waits are deadlock-safe: a wait fails at once when its partner
+has finished, failed, or is itself blocked in a wait nobody can satisfy, and after TIMEOUT_S otherwise.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import types
+
+import numpy as np
+
+from trnlab.core.machine import running
+from trnlab.errors import SimulationError
+
+TIMEOUT_S = 60.0                       # a partner busy for longer than this is reported as never arriving
+SYNC_APIS = frozenset({"core_barrier", "sendrecv"})
+
+
+class SyncError(SimulationError):
+    """A program of an LNC launch waited for a partner that never arrives."""
+
+
+class _PartnerFailed(SyncError):
+    """Raised in a waiting program because its partner raised first (the partner's error is re-raised)."""
+
+
+class LncGroup:
+    """Shared state of the programs of one launch: a condition variable, barrier generations, mailboxes."""
+
+    def __init__(self, n_programs: int):
+        self.n = n_programs
+        self.cond = threading.Condition()
+        self.lock = threading.RLock()          # allocations shared by all programs (shared_hbm)
+        self.shared: dict = {}
+        self.done: set[int] = set()
+        self.failed: set[int] = set()
+        self.blocked: dict[int, tuple] = {}    # program -> (what it waits for, its ready predicate)
+        self.generation: dict = {}             # barrier key -> completed rounds
+        self.arrived: dict = {}                # barrier key -> programs waiting in the current round
+        self.mail: dict = {}                   # (pipe, sender, receiver, seq) -> message
+        self.seq: dict = {}                    # (pipe, sender, receiver) -> next sequence number
+
+    # --- waiting ---------------------------------------------------------------------------------------
+    def wait(self, rank: int, what: str, ready, partners, loc: str) -> None:
+        """Block (holding self.cond) until ready(); fail clearly when it can never become true."""
+        deadline = time.monotonic() + TIMEOUT_S
+        self.blocked[rank] = (what, ready)
+        self.cond.notify_all()
+        try:
+            while not ready():
+                gone = sorted(p for p in partners if p in self.done | self.failed)
+                if any(p in self.failed for p in gone):
+                    raise _PartnerFailed(f"{what}: program {rank} stopped because program {gone[0]} failed. At {loc}")
+                if gone:
+                    raise SyncError(f"{what}: program {rank} waits for program {gone[0]}, which finished without "
+                                    f"reaching it; every program of the launch must make the same calls. At {loc}")
+                if self._deadlocked():
+                    waits = "; ".join(f"program {p} in {w}" for p, (w, _) in sorted(self.blocked.items()))
+                    raise SyncError(f"{what}: deadlock, every running program is waiting ({waits}). At {loc}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SyncError(f"{what}: program {rank} waited {TIMEOUT_S:.0f} s for program(s) "
+                                    f"{sorted(partners)}, which never arrived. At {loc}")
+                self.cond.wait(min(left, 1.0))
+        finally:
+            self.blocked.pop(rank, None)
+
+    def _deadlocked(self) -> bool:
+        """Every running program waits for something that is not ready (a waiter just released but not yet
+        woken up is not stuck)."""
+        alive = set(range(self.n)) - self.done - self.failed
+        if not alive or not alive <= set(self.blocked):
+            return False
+        return not any(ready() for _, ready in self.blocked.values())
+
+    def barrier(self, key, rank: int, parties: tuple, what: str, loc: str) -> None:
+        with self.cond:
+            gen = self.generation.get(key, 0)
+            waiting = self.arrived.setdefault(key, set())
+            waiting.add(rank)
+            if set(parties) <= waiting:
+                self.arrived[key] = set()
+                self.generation[key] = gen + 1
+                self.cond.notify_all()
+                return
+            try:
+                self.wait(rank, what, lambda: self.generation.get(key, 0) != gen,
+                          [p for p in parties if p != rank], loc)
+            except SyncError:
+                waiting.discard(rank)
+                raise
+
+    # --- mailboxes (sendrecv) --------------------------------------------------------------------------
+    def post(self, pipe, sender: int, receiver: int, message) -> tuple:
+        with self.cond:
+            channel = (pipe, sender, receiver)
+            seq = self.seq.get(channel, 0)
+            self.seq[channel] = seq + 1
+            key = channel + (seq,)
+            self.mail[key] = {"message": message, "consumed": False}
+            self.cond.notify_all()
+            return key
+
+    def receive(self, pipe, sender: int, receiver: int, seq: int, what: str, loc: str):
+        key = (pipe, sender, receiver, seq)
+        with self.cond:
+            self.wait(receiver, what, lambda: key in self.mail, [sender], loc)
+            return key, self.mail[key]["message"]
+
+    def consumed(self, key) -> None:
+        with self.cond:
+            self.mail[key]["consumed"] = True
+            self.cond.notify_all()
+
+    def wait_consumed(self, key, rank: int, what: str, loc: str) -> None:
+        with self.cond:
+            self.wait(rank, what, lambda: self.mail[key]["consumed"], [key[2]], loc)
+            del self.mail[key]
+
+    def finish(self, rank: int, ok: bool) -> None:
+        with self.cond:
+            (self.done if ok else self.failed).add(rank)
+            self.cond.notify_all()
+
+
+def group_of(m) -> LncGroup | None:
+    return getattr(m, "lnc_group", None)
+
+
+def rank_of(m) -> int:
+    return int(np.ravel_multi_index(m.program_id, m.num_programs))
+
+
+# --- does a kernel synchronise? ----------------------------------------------------------------------------
+def uses_sync(fn, _seen=None, _depth=0) -> bool:
+    """True when the kernel (or a function it names, a few levels deep) refers to core_barrier / sendrecv."""
+    fn = getattr(fn, "fn", fn)                             # a Kernel object
+    fn = getattr(fn, "func", fn)                           # a functools.partial
+    code = getattr(fn, "__code__", None)
+    if code is None or _depth > 4:
+        return False
+    seen = _seen if _seen is not None else set()
+    if code in seen:
+        return False
+    seen.add(code)
+    names = _names(code)
+    if names & SYNC_APIS:
+        return True
+    glb = getattr(fn, "__globals__", {})
+    called = [glb[n] for n in names if n in glb]
+    called += [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if _filled(c)]
+    return any(uses_sync(f, seen, _depth + 1) for f in called
+               if isinstance(f, types.FunctionType) or hasattr(f, "fn"))
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _names(code) -> set:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+# --- running the programs ------------------------------------------------------------------------------------
+def run_programs(fn, args: tuple, kwargs: dict, grid: tuple, machines: list):
+    """Run program i of the grid on machines[i], each in its own thread; returns the last program's result."""
+    group = LncGroup(len(machines))
+    results: list = [None] * len(machines)
+    errors: list = []
+
+    def body(rank: int, m) -> None:
+        m.lnc_group = group
+        m.num_programs = tuple(grid)
+        m.program_id = tuple(int(i) for i in np.unravel_index(rank, grid))
+        try:
+            with running(m, thread_local=True):
+                results[rank] = fn(*args, **kwargs)
+        except BaseException as exc:      # re-raised in the caller's thread below
+            errors.append(exc)
+            group.finish(rank, ok=False)
+            return
+        group.finish(rank, ok=True)
+
+    threads = [threading.Thread(target=body, args=(i, m), name=f"trnlab-program-{i}", daemon=True)
+               for i, m in enumerate(machines)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        root = next((e for e in errors if not isinstance(e, _PartnerFailed)), errors[0])
+        raise root
+    return results[-1]
+
+
+def slowest(machines: list):
+    """The machine whose timing scheduler ends last (the launch's latency), else the first."""
+    timed = [m for m in machines if m.scheduler is not None]
+    return max(timed, key=lambda m: m.scheduler.end) if timed else machines[0]
