@@ -16,7 +16,8 @@ def env_target() -> str | None:
 
 
 def precise_fp() -> bool:
-    """NKI_PRECISE_FP=0 mimics AWS's fp32-everywhere mode: no rounding to low-precision dtypes."""
+    """False when NKI_PRECISE_FP=0 asks for AWS's fp32-everywhere mode. trnlab does not model that mode
+    (it always rounds on write, as NKI_PRECISE_FP=1, AWS's default): Machine raises NotImplementedError."""
     return os.environ.get("NKI_PRECISE_FP", "1") != "0"
 
 

@@ -173,10 +173,32 @@ def run_script(path: str, args: list[str] | None = None, target: str | None = No
             runpy.run_path(path, run_name="__main__")
         except SystemExit as exc:
             return _exit_code(exc.code)
-        except Exception:   # a failing script reports like `python script.py` would
-            traceback.print_exc()
+        except Exception as exc:
+            print_script_error(exc, path, sys.stderr)
             return 1
     return 0
+
+
+def print_script_error(exc: BaseException, path: str, file) -> None:
+    """A trnlab error (a kernel broke a rule) is one clear line naming the rule, the value and the kernel's
+    file:line; any other exception gets the traceback `python script.py` would print (trnlab's runner frames cut)."""
+    from trnlab.errors import TrnlabError
+    if isinstance(exc, TrnlabError) or (isinstance(exc, NotImplementedError) and _raised_in_trnlab(exc)):
+        print(f"{type(exc).__name__}: {exc}", file=file)
+        return
+    tb = exc.__traceback__
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != os.path.abspath(path):
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb or exc.__traceback__, file=file)
+
+
+def _raised_in_trnlab(exc: BaseException) -> bool:
+    """True when the innermost frame is trnlab's own code (an API it does not model), not the script's."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package + os.sep)
 
 
 def _exit_code(code) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from trnlab.config import precise_fp
 from trnlab.errors import DtypeError
 
 
@@ -118,10 +117,10 @@ def cast(values, dt) -> np.ndarray:
     """Round fp32 (or integer) engine results to the destination dtype, as the hardware does on write.
 
     Floats -> low precision: round to nearest even (ml_dtypes). Floats -> integers: round to nearest
-    and saturate. With NKI_PRECISE_FP=0 the storage stays fp32-exact (AWS's fp32 mode)."""
+    and saturate. (AWS's NKI_PRECISE_FP=0 fp32-everywhere mode is not modelled: Machine refuses it.)"""
     values = np.asarray(values)
     if dt is tfloat32:
-        return _round_tf32(values) if precise_fp() else values.astype(np.float32)
+        return _round_tf32(values)
     if values.dtype == dt:
         return values
     if dt.kind in "iu" and values.dtype.kind == "f" or (dt.kind in "iu" and values.dtype in LOW_PRECISION_FLOATS):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trnlab.config import precise_fp
 from trnlab.core import dtypes as dt
 from trnlab.core.memory import OnChipMemory, PsumMemory
 from trnlab.core.tensor import HBM, PSUM, SBUF, Storage, Tensor
@@ -30,6 +31,10 @@ class RunStats:
 class Machine:
     def __init__(self, target: "str | ChipSpec | None" = None, *, numerics: bool = True,
                  timing: bool = True, trace: bool = False, tensor_class=Tensor):
+        if not precise_fp():
+            raise NotImplementedError(
+                "NKI_PRECISE_FP=0 (AWS's fp32-everywhere simulator mode) is not modelled by trnlab, which "
+                "always rounds to the destination dtype on write (NKI_PRECISE_FP=1, AWS's default); unset it")
         self.chip = chip = get_chip(target)
         self.sbuf = OnChipMemory(partitions=chip.partitions, bytes_per_partition=chip.sbuf_bytes_per_partition,
                                  target=chip.name)
@@ -55,17 +60,24 @@ class Machine:
     def hbm_tensor(self, array: np.ndarray, name: str, *, dtype=None, initialized: bool = True) -> Tensor:
         """Place an array in HBM (kernel inputs, outputs, constants)."""
         dtype = dt.canonical(dtype if dtype is not None else array.dtype)
+        required = self._hbm_fits(name, np.shape(array), int(np.size(array)) * dt.storage(dtype).itemsize)
         arr = np.ascontiguousarray(array, dtype=dt.storage(dtype))
-        address = self.hbm_used
-        self.hbm_used += -(-arr.nbytes // 64) * 64
-        if self.hbm_used > self.chip.hbm_bytes_per_core:
-            raise HbmCapacityError(
-                f"HBM capacity exceeded on {self.chip.name}: tensor '{name}' {list(arr.shape)} needs "
-                f"{arr.nbytes} B, {address} B already placed; limit {self.chip.hbm_bytes_per_core} B per "
-                f"NeuronCore, required {self.hbm_used} B",
-                required=self.hbm_used, limit=self.chip.hbm_bytes_per_core)
+        address, self.hbm_used = self.hbm_used, required
         st = Storage(HBM, arr, name, initialized=initialized, hbm_address=address)
         return self.tensor_class(st, arr, dtype, name)
+
+    def _hbm_fits(self, name: str, shape, nbytes: int) -> int:
+        """HBM bytes in use once a tensor of nbytes is placed; checked before anything is placed or
+        allocated, so a failure takes no space."""
+        required = self.hbm_used + -(-nbytes // 64) * 64
+        if required > self.chip.hbm_bytes_per_core:
+            from trnlab.core.srcloc import user_location
+            raise HbmCapacityError(
+                f"HBM capacity exceeded on {self.chip.name}: tensor '{name}' {list(shape)} needs "
+                f"{nbytes} B, {self.hbm_used} B already placed; limit {self.chip.hbm_bytes_per_core} B per "
+                f"NeuronCore, required {required} B. At {user_location()}",
+                required=required, limit=self.chip.hbm_bytes_per_core)
+        return required
 
     def _blank(self, shape: tuple, dtype) -> np.ndarray:
         """A fresh uninitialised buffer: NaN/4-filled; with numerics off, zero pages the OS maps
@@ -76,7 +88,9 @@ class Machine:
 
     def new_hbm(self, shape, dtype, name: str) -> Tensor:
         dtype = dt.canonical(dtype)
-        arr = self._blank(tuple(shape), dtype)
+        shape = tuple(int(s) for s in shape)
+        self._hbm_fits(name, shape, int(np.prod(shape, dtype=np.int64)) * dt.storage(dtype).itemsize)
+        arr = self._blank(shape, dtype)
         return self.hbm_tensor(arr, name, dtype=dtype, initialized=False)
 
     def new_onchip(self, kind: str, shape, dtype, name: str, *, api: str, loc: str,
@@ -88,9 +102,9 @@ class Machine:
             raise ShapeError(f"{api}: Insufficient rank for on-chip tensor '{name}' {list(shape)}: "
                              f"SBUF/PSUM tiles need at least 2 dimensions (partition, free). At {loc}")
         limit = self.chip.partitions
-        if shape[0] > limit or p0 + shape[0] > limit:
+        if shape[0] > limit or p0 + shape[0] > limit or p0 < 0:
             raise PartitionError(f"{api}: number of partitions {shape[0]} of '{name}' {list(shape)} exceed "
-                                 f"architecture limitation of {limit}. At {loc}")
+                                 f"architecture limitation of {limit} (start partition {p0}). At {loc}")
         nbytes = int(np.prod(shape[1:], dtype=np.int64)) * dt.itemsize(dtype)
         memory = self.psum if kind == PSUM else self.sbuf
         if kind not in (SBUF, PSUM):
@@ -110,6 +124,7 @@ class Machine:
     # --- execution ------------------------------------------------------------------------------
     def issue(self, instr) -> None:
         instr.validate(self.chip)
+        self._check_writable(instr)
         if self.sbuf.reclaimed or self.psum.reclaimed:
             self._check_not_reclaimed(instr)
         stats = self.stats
@@ -127,6 +142,16 @@ class Machine:
         if self.scheduler is not None:
             self.scheduler.schedule(instr)
 
+
+    @staticmethod
+    def _check_writable(instr) -> None:
+        """Every destination must be writable before anything executes: an instruction with two outputs
+        (dst and reduce_res) must not write one and then fail on the other."""
+        for t in instr.writes():
+            if t is not None and not t.array.flags.writeable:
+                raise NkiValidationError(
+                    f"{instr.api}: cannot write to broadcast view {t.describe()} (a stride-0 dimension has one "
+                    f"element behind many indices). At {instr.loc}")
 
     def _check_not_reclaimed(self, instr) -> None:
         for t in instr.reads() + instr.writes():

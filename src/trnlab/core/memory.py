@@ -75,27 +75,45 @@ class OnChipMemory:
         p1 = p0 + nparts
         nbytes = max(_ALIGN, -(-nbytes // _ALIGN) * _ALIGN)
         used = self.used_in(p0, p1)
-        if used + nbytes > self.capacity and self._reclaim_previous_instance(loc, p0, p1):
+        if used + nbytes > self.capacity and self._reclaim_previous_instance(
+                loc, p0, p1, lambda: self.used_in(p0, p1) + nbytes <= self.capacity):
             used = self.used_in(p0, p1)
         if used + nbytes > self.capacity:
             self._overflow(name, shape, dtype_name, nbytes, used, loc, api)
+        if address is not None:
+            self._check_address(address, nbytes, name, loc, api)
         b0 = address if address is not None else self._first_fit(p0, p1, nbytes)
         alloc = Allocation(next(self._ids), name, tuple(shape), dtype_name, p0, p1, b0, nbytes, loc)
         self.live[alloc.uid] = alloc
         self.peak_bytes = max(self.peak_bytes, used + nbytes)
         return alloc
 
-    def _reclaim_previous_instance(self, loc: str, p0: int, p1: int) -> bool:
+    def _check_address(self, address: int, nbytes: int, name: str, loc: str, api: str) -> None:
+        """A manually placed tile must lie inside the partition's bytes."""
+        if address < 0 or address + nbytes > self.capacity:
+            from trnlab.errors import NkiValidationError
+            raise NkiValidationError(
+                f"{api}: {self.kind.upper()} tensor '{name}' at address {address} needs bytes [{address}, "
+                f"{address + nbytes}) per partition; limit {self.capacity} B per partition on {self.target}. "
+                f"At {loc}")
+
+    def _reclaim_previous_instance(self, loc: str, p0: int, p1: int, fits) -> bool:
         """A tile allocated inside a loop body is dead when its allocation site runs again (NKI
         scoping: a tile defined in a loop iteration is not used outside it), even though Python
         still holds the old instance until the name is rebound. Reclaim that one old instance;
-        if the kernel uses it afterwards, Machine.issue reports the capacity overflow."""
+        if the kernel uses it afterwards, Machine.issue reports the capacity overflow.
+        Only when that makes the new tile fit (`fits()`): a failed allocation changes nothing."""
         stale = [a for a in self.live.values() if a.loc == loc and a.p0 < p1 and p0 < a.p1]
         if len(stale) != 1:
             return False
-        stale[0].superseded = True
+        old = stale[0]
+        del self.live[old.uid]
+        if not fits():
+            self.live[old.uid] = old
+            return False
+        old.live = False
+        old.superseded = True
         self.reclaimed += 1
-        self.free(stale[0].uid)
         return True
 
     def free(self, uid: int) -> None:
@@ -143,7 +161,8 @@ class PsumMemory(OnChipMemory):
     def allocate(self, *, name, shape, dtype_name, p0, nparts, nbytes, loc, api, address=None):
         banks = max(1, -(-nbytes // self.bank_bytes))
         used = self.banks_used()
-        if used + banks > self.banks and self._reclaim_previous_instance(loc, 0, self.partitions):
+        if used + banks > self.banks and self._reclaim_previous_instance(
+                loc, 0, self.partitions, lambda: self.banks_used() + banks <= self.banks):
             used = self.banks_used()
         if used + banks > self.banks:
             tiles = "; ".join(a.describe() for a in self.largest())
@@ -159,6 +178,8 @@ class PsumMemory(OnChipMemory):
             raise NkiValidationError(
                 f"{api}: PSUM tensor '{name}' address {address} must start on a {self.bank_bytes} B bank "
                 f"boundary. At {loc}")
+        if address is not None:
+            self._check_address(address, banks * self.bank_bytes, name, loc, api)
         b0 = address if address is not None else self._first_fit(0, self.partitions, banks * self.bank_bytes)
         alloc = Allocation(next(self._ids), name, tuple(shape), dtype_name, 0, self.partitions, b0,
                            banks * self.bank_bytes, loc)

@@ -18,6 +18,12 @@ from trnlab.core import dtypes as dt
 from trnlab.errors import OutOfBoundsError, ShapeError, UninitializedReadWarning, NkiValidationError
 
 HBM, SBUF, PSUM = "hbm", "sbuf", "psum"
+
+
+def _here() -> str:
+    """The kernel line (for errors raised outside an instruction)."""
+    from trnlab.core.srcloc import user_location
+    return user_location()
 _uids = itertools.count(1)
 
 
@@ -164,9 +170,31 @@ class Tensor:
         return as_strided(flat[self.byte_offset() // k:], shape=self.array.shape,
                           strides=tuple(s // k for s in self.array.strides))
 
+    def _bitcast_cover(self) -> np.ndarray:
+        """A bitcast view (itemsize differs from the storage's): for each of its elements, the flat
+        indices of the storage elements its bytes fall in, shape (*self.shape, span)."""
+        k, a = self.storage.array.itemsize, self.array
+        first = np.full(a.shape, self.byte_offset(), dtype=np.int64)
+        for d, (n, stride) in enumerate(zip(a.shape, a.strides)):
+            shape = [1] * a.ndim
+            shape[d] = n
+            first = first + np.arange(n, dtype=np.int64).reshape(shape) * stride
+        span = np.arange(max(1, a.itemsize // k), dtype=np.int64)
+        return first[..., None] // k + span
+
+    def _init_state(self) -> np.ndarray | None:
+        """Per element of this view: written yet? (None when the whole storage has been written.)"""
+        st = self.storage
+        if st.init_mask is None:
+            return None
+        mask = self._mask_view()
+        if mask is not None:
+            return mask
+        return st.init_mask.reshape(-1)[self._bitcast_cover()].all(axis=-1)
+
     def read(self, api: str = "read", loc: str = "") -> np.ndarray:
         """The raw values (storage dtype). Reports reads of never-written elements."""
-        mask = self._mask_view()
+        mask = self._init_state()
         if mask is not None and not mask.all():
             msg = (f"{api}: reads uninitialised memory of {self.describe()} "
                    f"({int(mask.size - np.count_nonzero(mask))} of {mask.size} elements never written; "
@@ -177,14 +205,16 @@ class Tensor:
         return self.array
 
     def is_initialized(self) -> bool:
-        mask = self._mask_view()
+        mask = self._init_state()
         return mask is None or bool(mask.all())
 
-    def write(self, values, where=None) -> None:
+    def write(self, values, where=None, *, api: str = "write", loc: str = "") -> None:
         """Round values to this tensor's dtype and store them (optionally only where `where`)."""
-        out = dt.cast(values, self.dtype)
         if not self.array.flags.writeable:
-            raise NkiValidationError(f"cannot write to broadcast view {self.describe()}")
+            from trnlab.core.srcloc import user_location
+            raise NkiValidationError(f"{api}: cannot write to broadcast view {self.describe()} (a stride-0 "
+                                     f"dimension has one element behind many indices). At {loc or user_location()}")
+        out = dt.cast(values, self.dtype)
         if where is None:
             if out.shape != self.array.shape:
                 out = np.broadcast_to(out, self.array.shape)
@@ -198,14 +228,21 @@ class Tensor:
         if st.init_mask is None:
             return
         mask = self._mask_view()
-        if mask is None:
-            return
-        before = int(np.count_nonzero(mask))
-        if where is None:
-            mask[...] = True
+        if mask is None:                      # a bitcast view: mark the storage elements it covers
+            cover = self._bitcast_cover()
+            if where is not None:
+                cover = cover[np.broadcast_to(where, self.array.shape)]
+            flat = st.init_mask.reshape(-1)
+            before = int(np.count_nonzero(flat))
+            flat[cover.reshape(-1)] = True
+            st.n_init += int(np.count_nonzero(flat)) - before
         else:
-            np.logical_or(mask, where, out=mask)
-        st.n_init += int(np.count_nonzero(mask)) - before
+            before = int(np.count_nonzero(mask))
+            if where is None:
+                mask[...] = True
+            else:
+                np.logical_or(mask, where, out=mask)
+            st.n_init += int(np.count_nonzero(mask)) - before
         if st.n_init >= st.init_mask.size:
             st.init_mask = None
 
@@ -275,12 +312,14 @@ class Tensor:
             shape = tuple(shape[0])
         shape = tuple(int(s) for s in shape)
         if int(np.prod(shape, dtype=np.int64)) != self.size:
-            raise ShapeError(f"reshape: cannot reshape {self.describe()} ({self.size} elements) to {list(shape)}")
+            raise ShapeError(f"reshape: cannot reshape {self.describe()} ({self.size} elements) to {list(shape)}. "
+                             f"At {_here()}")
         view = self.array.view()
         try:
             view.shape = shape
         except AttributeError:
-            raise ShapeError(f"reshape: {self.describe()} is not contiguous enough to view as {list(shape)}") from None
+            raise ShapeError(f"reshape: {self.describe()} is not contiguous enough to view as {list(shape)}. "
+                             f"At {_here()}") from None
         return self._view(view)
 
     def permute(self, *axes) -> "Tensor":
@@ -299,14 +338,14 @@ class Tensor:
     def ap(self, pattern, offset: int = 0) -> "Tensor":
         """Address the storage directly: pattern = [[stride, count], ...] in elements (NKI .ap())."""
         st = self.storage
-        k = st.array.itemsize
-        total = st.array.size
+        flat = st.array.reshape(-1).view(self.array.dtype)    # elements of this view's dtype (bitcasts)
+        k = flat.itemsize
+        total = flat.size
         shape = tuple(int(c) for _, c in pattern)
         strides = tuple(int(s) for s, _ in pattern)
         lo = offset + sum(min(0, (c - 1) * s) for s, c in zip(strides, shape))
         hi = offset + sum(max(0, (c - 1) * s) for s, c in zip(strides, shape))
         if lo < 0 or hi >= total:
             raise OutOfBoundsError(f"ap: access pattern {pattern} offset {offset} reaches elements [{lo}, {hi}] "
-                                   f"outside {self.storage.name} ({total} elements)")
-        flat = st.array.reshape(-1)
+                                   f"outside {self.storage.name} ({total} elements). At {_here()}")
         return self._view(as_strided(flat[offset:], shape=shape, strides=tuple(s * k for s in strides)))

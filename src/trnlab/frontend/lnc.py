@@ -3,7 +3,8 @@ program, as AWS's simulator runs kernel[2].
 
 Each program is a physical NeuronCore, so each gets its own Machine (its own SBUF, PSUM, engines, PRNG and
 timing scheduler); HBM tensors (kernel inputs, shared_hbm allocations) are the same objects in all of them.
-The launch's latency is the slowest core's. Waits are deadlock-safe: a wait fails at once when its partner
+The launch's latency is the slowest core's; a core waiting at a barrier or for a sendrecv partner
+starts its later work at the partner's simulated arrival time (Scheduler.wait_until). Waits are deadlock-safe: a wait fails at once when its partner
 has finished, failed, or is itself blocked in a wait nobody can satisfy, and after TIMEOUT_S otherwise.
 """
 from __future__ import annotations
@@ -43,6 +44,8 @@ class LncGroup:
         self.generation: dict = {}             # barrier key -> completed rounds
         self.arrived: dict = {}                # barrier key -> programs waiting in the current round
         self.mail: dict = {}                   # (pipe, sender, receiver, seq) -> message
+        self.arrival: dict = {}                # (barrier key, round) -> {program: simulated arrival time}
+        self.release: dict = {}                # (barrier key, round) -> simulated time the round completes
         self.seq: dict = {}                    # (pipe, sender, receiver) -> next sequence number
 
     # --- waiting ---------------------------------------------------------------------------------------
@@ -79,21 +82,28 @@ class LncGroup:
         return not any(ready() for _, ready in self.blocked.values())
 
     def barrier(self, key, rank: int, parties: tuple, what: str, loc: str) -> None:
+        """Wait for every party; in the timing model each leaves at the latest party's arrival time."""
         with self.cond:
             gen = self.generation.get(key, 0)
             waiting = self.arrived.setdefault(key, set())
             waiting.add(rank)
+            times = self.arrival.setdefault((key, gen), {})
+            times[rank] = _now()
             if set(parties) <= waiting:
+                self.release[(key, gen)] = max(times.values())
+                del self.arrival[(key, gen)]
                 self.arrived[key] = set()
                 self.generation[key] = gen + 1
                 self.cond.notify_all()
-                return
-            try:
-                self.wait(rank, what, lambda: self.generation.get(key, 0) != gen,
-                          [p for p in parties if p != rank], loc)
-            except SyncError:
-                waiting.discard(rank)
-                raise
+            else:
+                try:
+                    self.wait(rank, what, lambda: self.generation.get(key, 0) != gen,
+                              [p for p in parties if p != rank], loc)
+                except SyncError:
+                    waiting.discard(rank)
+                    times.pop(rank, None)
+                    raise
+            _wait_until(self.release[(key, gen)])
 
     # --- mailboxes (sendrecv) --------------------------------------------------------------------------
     def post(self, pipe, sender: int, receiver: int, message) -> tuple:
@@ -102,7 +112,7 @@ class LncGroup:
             seq = self.seq.get(channel, 0)
             self.seq[channel] = seq + 1
             key = channel + (seq,)
-            self.mail[key] = {"message": message, "consumed": False}
+            self.mail[key] = {"message": message, "consumed": False, "sent_at": _now()}
             self.cond.notify_all()
             return key
 
@@ -110,22 +120,45 @@ class LncGroup:
         key = (pipe, sender, receiver, seq)
         with self.cond:
             self.wait(receiver, what, lambda: key in self.mail, [sender], loc)
+            _wait_until(self.mail[key]["sent_at"])       # the receiving DMA starts once the data is there
             return key, self.mail[key]["message"]
 
     def consumed(self, key) -> None:
         with self.cond:
             self.mail[key]["consumed"] = True
+            self.mail[key]["done_at"] = _now()
             self.cond.notify_all()
 
     def wait_consumed(self, key, rank: int, what: str, loc: str) -> None:
         with self.cond:
             self.wait(rank, what, lambda: self.mail[key]["consumed"], [key[2]], loc)
+            _wait_until(self.mail[key]["done_at"])       # the sender returns once the transfer is done
             del self.mail[key]
 
     def finish(self, rank: int, ok: bool) -> None:
         with self.cond:
             (self.done if ok else self.failed).add(rank)
             self.cond.notify_all()
+
+
+def _scheduler():
+    """The timing scheduler of the calling program's Machine (None when timing is off)."""
+    from trnlab.core.machine import current, has_current
+    return getattr(current(), "scheduler", None) if has_current() else None
+
+
+def _now() -> float:
+    """The calling core's simulated time: when all the work it issued so far has finished."""
+    sched = _scheduler()
+    return sched.now() if sched is not None else 0.0
+
+
+def _wait_until(t: float) -> None:
+    """The calling core's later instructions start no earlier than simulated time t (deterministic:
+    it depends on simulated times only, never on how the threads interleaved)."""
+    sched = _scheduler()
+    if sched is not None:
+        sched.wait_until(t)
 
 
 def group_of(m) -> LncGroup | None:

@@ -71,7 +71,7 @@ class Instruction:
         return dt.to_fp32(t.read(self.api, self.loc))
 
     def store(self, t: Tensor, values) -> None:
-        t.write(values, where=self.mask)
+        t.write(values, where=self.mask, api=self.api, loc=self.loc)
 
 
 # --- common operand shapes: dst <- f(...), dst <- f(data), dst <- f(src) ---------------------------

@@ -188,4 +188,4 @@ def resolve_scalar_offset(t: Tensor, pattern, offset: int, scalar_offset, indire
         return t.ap(pattern, shifted)
     except OutOfBoundsError as exc:
         raise OutOfBoundsError(f"{api}: dynamic offset {value} (scalar_offset, indirect_dim={indirect_dim}): "
-                               f"{exc}. At {loc}") from None
+                               f"{str(exc).rsplit('. At ', 1)[0]}. At {loc}") from None

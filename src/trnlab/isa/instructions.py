@@ -206,6 +206,12 @@ class Memset(ToDst):
         expect_tile(self, "dst", self.dst, chip)
         if dt.is_int(self.dst.dtype) and float(self.value) != int(float(self.value)):
             self.fail(DtypeError, f"memset value {self.value!r} does not match integer dst {self.dst.describe()}")
+        if dt.is_int(self.dst.dtype) and self.dst.dtype != dt.bool_:
+            bits = 8 * self.dst.dtype.itemsize       # a signed or unsigned bit pattern of that width
+            lo, hi = -(1 << (bits - 1)), (1 << bits) - 1
+            if not lo <= int(float(self.value)) <= hi:
+                self.fail(DtypeError, f"memset value {self.value!r} does not fit the {bits} bits of integer dst "
+                                      f"{self.dst.describe()} (range [{lo}, {hi}])")
 
     def execute(self, m):
         if dt.is_int(self.dst.dtype):
@@ -478,7 +484,7 @@ class MatMul(ToDst):
             self.store(dst, prior + result)
             return
         # accumulate=None: first write to a location overwrites, later writes add.
-        mask = dst._mask_view()
+        mask = dst._init_state()
         if mask is None:
             self.store(dst, dt.to_fp32(dst.array) + result)
         else:
@@ -779,8 +785,8 @@ class TensorScalar(DataToDst):
             self.fail(NkiValidationError, f"reduce_op must be add, multiply, max or min, got {self.accum_op!r}")
         if is_bitvec(self.op0):
             self.fail(NkiValidationError, f"tensor_scalar_reduce supports arithmetic operators only, got {self.op0!r}")
-        if self.reduce_cmd not in ("reset_reduce", "reduce", "load_reduce"):
-            self.fail(NkiValidationError, f"reduce_cmd must be reset_reduce, reduce or load_reduce, got "
+        if self.reduce_cmd not in ("idle", "reset_reduce", "reduce", "load_reduce"):
+            self.fail(NkiValidationError, f"reduce_cmd must be idle, reset_reduce, reduce or load_reduce, got "
                                           f"{self.reduce_cmd!r}")
         if (self.reduce_cmd == "load_reduce") != (self.reduce_init is not None):
             self.fail(NkiValidationError, "reduce_init must be given exactly when reduce_cmd is load_reduce")

@@ -317,7 +317,7 @@ def _rank(value, name: str, api: str, n: int, loc: str) -> int:
 
 def core_barrier(data, cores, engine=engine.unknown, name=None, **_):
     """Every core in `cores` waits here until all of them arrive (after writing their part of the shared-HBM
-    tensor `data`). Functional only: the wait is not charged in the timing model."""
+    tensor `data`). In the timing model each core resumes at the last arrival."""
     api, loc = "nisa.core_barrier", _loc()
     group, rank = _lnc_group(api, loc)
     cores = tuple(int(c) for c in cores)

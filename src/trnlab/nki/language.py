@@ -200,6 +200,10 @@ def shared_constant(constant, dtype=None, **_) -> NkiTensor:
 
 
 def ds(start, size, step=1) -> DynSlice:
+    if isinstance(start, NkiTensor) or not hasattr(start, "__index__"):
+        raise NotImplementedError(
+            f"nl.ds with a runtime start ({type(start).__name__}) is not modelled by trnlab; a compile-time "
+            f"int start is, and a runtime offset can be spelled t.ap(pattern, scalar_offset=...). At {_loc()}")
     return DynSlice(start, size, step)
 
 

@@ -29,6 +29,14 @@ def profile_command(script_or_kernel: str, args: list[str], target: str | None =
     console = Console()
     if script_or_kernel in ("--list", "list") or "--list" in args:
         return list_kernels(console)
+    if target:
+        from trnlab.errors import TargetError
+        from trnlab.hw import get_chip
+        try:
+            get_chip(target)
+        except TargetError as exc:
+            console.print(f"trnlab profile: {exc}", markup=False, highlight=False)
+            return 2
     path = Path(script_or_kernel)
     if path.suffix == ".py" or path.is_file():
         return profile_script(path, args, target=target, out=Path(out), numerics=numerics, console=console)
@@ -81,9 +89,11 @@ def capture_script(path: Path, args: list[str], *, target, numerics: bool, conso
         runpy.run_path(str(path), run_name="__main__")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Exception:
+    except Exception as exc:
+        from trnlab.errors import TrnlabError
         console.print(f"[red]{path} raised:[/]")
-        console.print(traceback.format_exc(), markup=False, highlight=False)
+        text = f"{type(exc).__name__}: {exc}" if isinstance(exc, TrnlabError) else traceback.format_exc()
+        console.print(text, markup=False, highlight=False)
         if not numerics:
             console.print("[yellow](--timing-only: kernel outputs are not computed, so result checks in "
                           "the script fail)[/]")

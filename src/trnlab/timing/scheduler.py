@@ -73,6 +73,17 @@ class Scheduler:
         self.ends: list[float] = []
         self.preds: list[int] = []
         self.sites: list[tuple] = []
+        self.floor = 0.0                        # no later instruction starts before this (wait_until)
+
+    # --- synchronisation with other cores (trnlab.frontend.lnc) ----------------------------------
+    def now(self) -> float:
+        """When everything issued so far has finished: this core's arrival time at a barrier."""
+        return max(self.end, self.floor)
+
+    def wait_until(self, t: float) -> None:
+        """Instructions issued from now on start no earlier than t (seconds): a core waiting at
+        nisa.core_barrier / nisa.sendrecv for its partner."""
+        self.floor = max(self.floor, float(t))
 
     # --- hazards ---------------------------------------------------------------------------------
     def _accesses(self, instr):
@@ -87,7 +98,7 @@ class Scheduler:
         return out
 
     def _ready(self, accesses, skip, subset=None) -> tuple[float, int]:
-        best = (0.0, -1)
+        best = (self.floor, -1)
         wait = self.hazards.wait
         for i, (sp, r, keys, is_write) in enumerate(accesses):
             if subset is None or i in subset:

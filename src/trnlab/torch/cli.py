@@ -222,7 +222,9 @@ def model_command(name: str, *, target="trn2", batch=1, seq=128, dtype="bf16", d
     except (TrnlabError, KeyError, ValueError) as exc:
         if progress:
             progress[0].stop()
-        console.print(f"[red]{type(exc).__name__}[/]: {exc}")
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc   # str(KeyError) adds quotes
+        from rich.markup import escape
+        console.print(f"[red]{type(exc).__name__}[/]: {escape(str(text))}", highlight=False)
         return 1
     if progress:
         progress[0].stop()

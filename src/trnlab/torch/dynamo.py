@@ -21,19 +21,26 @@ def last_compiled():
 def trnlab_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None, **_):
     from trnlab.torch.api import CompiledModel
     opts = dict(options or {})
-    holder = {}
+    compiled_by_signature = {}
 
     def run(*args):
-        if "compiled" not in holder:           # compile on first call (real inputs, not fake ones)
-            holder["compiled"] = CompiledModel(
+        # A dynamic-shape graph is called with many shapes; a trnlab Program is specialised to the
+        # shapes it was compiled with, so compile once per input signature (on real inputs, not fake ones).
+        key = _signature(args)
+        if key not in compiled_by_signature:
+            compiled_by_signature[key] = CompiledModel(
                 gm, args, target=opts.get("target", "trn2"), dtype=opts.get("dtype", torch.bfloat16),
                 fallback=opts.get("fallback"), numerics=opts.get("numerics", True),
                 check=opts.get("check", True), name=opts.get("name", "dynamo graph"))
-            _compiled.append(holder["compiled"])
-            return _as_tuple(holder["compiled"].last_run.outputs)
-        return _as_tuple(holder["compiled"](*args))
+            _compiled.append(compiled_by_signature[key])
+            return _as_tuple(compiled_by_signature[key].last_run.outputs)
+        return _as_tuple(compiled_by_signature[key](*args))
 
     return run
+
+
+def _signature(args) -> tuple:
+    return tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else (type(a), a) for a in args)
 
 
 def _as_tuple(outputs):
