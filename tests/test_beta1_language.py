@@ -361,6 +361,52 @@ def test_indirect_gather_load():
     np.testing.assert_array_equal(run(k, data, idx), data[idx[:, 0]])
 
 
+def test_masked_indirect_gather_and_scatter_keep_only_masked_rows_and_columns():
+    @nki.jit
+    def k(data, idx):
+        out = nl.ndarray((64, 16), dtype=data.dtype, buffer=nl.shared_hbm)
+        i_p, i_f = nl.arange(64)[:, None], nl.arange(16)[None, :]
+        nl.store(out, value=nl.zeros((64, 16), dtype=data.dtype))
+        ix = nl.load(idx)
+        g = nl.load(data[ix, i_f], mask=(i_p < 40) & (i_f < 10))
+        nl.store(out[i_p, i_f], value=g, mask=(i_p < 40) & (i_f < 10))
+        return out
+    data = rand(200, 16)
+    idx = rng.integers(0, 200, size=(64, 1)).astype(np.int32)
+    out = run(k, data, idx)
+    np.testing.assert_array_equal(out[:40, :10], data[idx[:40, 0], :10])
+    np.testing.assert_array_equal(out[40:], 0)
+    np.testing.assert_array_equal(out[:, 10:], 0)
+
+    @nki.jit
+    def scatter(table, idx, values):
+        ix = nl.load(idx)
+        v = nl.load(values)
+        i_p, i_f = nl.arange(64)[:, None], nl.arange(16)[None, :]
+        nl.store(table[ix, i_f], value=v, mask=(i_p >= 8) & (i_p < 40))
+        return table
+    table = rand(200, 16)
+    before = table.copy()
+    uniq = rng.permutation(200)[:64].reshape(64, 1).astype(np.int32)
+    values = rand(64, 16)
+    after = run(scatter, table, uniq, values)
+    want = before.copy()
+    want[uniq[8:40, 0]] = values[8:40]
+    np.testing.assert_array_equal(after, want)
+
+
+def test_non_rectangular_mask_on_a_gather_is_refused_by_name():
+    @nki.jit
+    def k(data, idx):
+        out = nl.ndarray((64, 16), dtype=data.dtype, buffer=nl.shared_hbm)
+        i_p, i_f = nl.arange(64)[:, None], nl.arange(16)[None, :]
+        ix = nl.load(idx)
+        nl.store(out, value=nl.load(data[ix, i_f], mask=(i_f <= i_p)))
+        return out
+    with pytest.raises(NotImplementedError, match="nl.load: an indirect"):
+        run(k, rand(200, 16), np.zeros((64, 1), np.int32))
+
+
 def test_nisa_calls_return_tiles():
     @nki.jit
     def k(a, b):

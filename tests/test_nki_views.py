@@ -6,7 +6,7 @@ import pytest
 import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
-from trnlab.errors import NkiValidationError, OutOfBoundsError, PartitionError, ShapeError
+from trnlab.errors import NkiValidationError, OutOfBoundsError, PartitionError, ShapeError, TrnlabError
 from test_nki_harness import rand
 
 
@@ -134,9 +134,31 @@ def test_pattern_attributes():
     assert pattern == [[8, 2], [2, 4]] and not contiguous and base_contiguous
 
 
-def test_no_item_assignment():
+def test_scalar_assignment_into_hbm_is_refused():
     @nki.jit
     def k(src):
-        src[0, 0] = 1.0
-    with pytest.raises(NkiValidationError, match="no tensor assignment"):
+        src[0:1, 0:1] = 1.0          # a memset cannot target HBM
+    with pytest.raises(TrnlabError, match="tensor assignment"):
         nki.simulate(k)(rand(2, 2))
+
+
+def test_tensor_assignment_copies_tiles_and_memsets_scalars():
+    """NKI 0.6 kernels write loop-carried state with t[...] = u: a copy, checked like tensor_copy."""
+    @nki.jit
+    def k(a):
+        out = nl.ndarray((128, 64), dtype=nl.float32, buffer=nl.shared_hbm)
+        state = nl.ndarray((128, 64), dtype=nl.float32, buffer=nl.sbuf)
+        x = nl.ndarray((128, 64), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=x, src=a)
+        state[...] = 0.0
+        for _ in range(3):
+            new = nl.ndarray((128, 64), dtype=nl.float32, buffer=nl.sbuf)
+            nisa.tensor_tensor(dst=new, data1=state, data2=x, op=nl.add)
+            state[...] = new
+        state[:, 0:8] = -1.0
+        out[...] = state
+        return out
+    a = rand(128, 64)
+    want = 3 * a
+    want[:, 0:8] = -1.0
+    np.testing.assert_allclose(nki.simulate(k)(a), want, rtol=1e-6)   # fp32: rounding only

@@ -82,9 +82,13 @@ class Machine:
     def _blank(self, shape: tuple, dtype) -> np.ndarray:
         """A fresh uninitialised buffer: NaN/4-filled; with numerics off, zero pages the OS maps
         lazily (timing-only runs of huge shapes then cost no memory traffic)."""
+        storage = dt.storage(dtype)
         if not self.numerics:
-            return np.zeros(shape, dtype=dt.storage(dtype))
-        return np.full(shape, dt.fill_value(dtype), dtype=dt.storage(dtype))
+            return np.zeros(shape, dtype=storage)
+        # Fill through an unsigned view of the same width: numpy fills ml_dtypes arrays (bf16, fp8)
+        # element by element through a Python-level cast, ~13x slower than a plain integer fill.
+        bits = np.array(dt.fill_value(dtype), dtype=storage).view(f"u{storage.itemsize}")
+        return np.full(shape, bits, dtype=bits.dtype).view(storage)
 
     def new_hbm(self, shape, dtype, name: str) -> Tensor:
         dtype = dt.canonical(dtype)

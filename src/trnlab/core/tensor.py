@@ -24,13 +24,21 @@ def _here() -> str:
     """The kernel line (for errors raised outside an instruction)."""
     from trnlab.core.srcloc import user_location
     return user_location()
+
+
+def _at(loc: str | None) -> str:
+    """An error's location: the given one, or (None) the kernel line found now."""
+    return _here() if loc is None else loc
+
+
 _uids = itertools.count(1)
+_UNWRITTEN = "unwritten"     # Storage init state before any write: the mask is allocated on demand
 
 
 class Storage:
     """One allocation: its memory kind, backing numpy array, address and initialisation state."""
 
-    __slots__ = ("kind", "array", "name", "alloc", "hbm_address", "init_mask", "n_init", "uid",
+    __slots__ = ("kind", "array", "name", "alloc", "hbm_address", "_init_mask", "n_init", "uid",
                  "_ptr", "__weakref__")
 
     def __init__(self, kind: str, array: np.ndarray, name: str, *, initialized: bool,
@@ -42,8 +50,26 @@ class Storage:
         self.hbm_address = hbm_address
         self.uid = next(_uids)
         self._ptr = None
-        self.init_mask = None if initialized else np.zeros(array.shape, dtype=bool)
+        self._init_mask = None if initialized else _UNWRITTEN
         self.n_init = 0
+
+    @property
+    def init_mask(self) -> np.ndarray | None:
+        """Per element: written yet? None once every element has been written. Allocated on first
+        use, so a storage whose first write covers all of it never needs one."""
+        mask = self._init_mask
+        if mask is _UNWRITTEN:
+            mask = self._init_mask = np.zeros(self.array.shape, dtype=bool)
+        return mask
+
+    @init_mask.setter
+    def init_mask(self, mask: np.ndarray | None) -> None:
+        self._init_mask = mask
+
+    @property
+    def unwritten(self) -> bool:
+        """Nothing has been written yet (and no mask allocated)."""
+        return self._init_mask is _UNWRITTEN
 
     @property
     def base_ptr(self) -> int:
@@ -62,7 +88,7 @@ class Storage:
 class Tensor:
     """A view of a Storage. On-chip tensors have the partition dim first."""
 
-    __slots__ = ("storage", "array", "dtype", "name", "_region")
+    __slots__ = ("storage", "array", "dtype", "name", "_region", "_offset", "_free")
 
     def __init__(self, storage: Storage, array: np.ndarray, dtype, name: str | None = None):
         self.storage = storage
@@ -70,6 +96,8 @@ class Tensor:
         self.dtype = dtype
         self.name = name if name is not None else storage.name
         self._region = None          # cached physical box (a view never changes)
+        self._offset = None          # cached byte_offset() (__array_interface__ costs ~2 us)
+        self._free = None            # cached free_size (asked several times per instruction)
 
     # --- description ---------------------------------------------------------------------------
     @property
@@ -99,7 +127,10 @@ class Tensor:
     @property
     def free_size(self) -> int:
         """Elements per partition."""
-        return math.prod(self.array.shape[1:])      # 1 for a 1-D tensor
+        n = self._free
+        if n is None:
+            n = self._free = math.prod(self.array.shape[1:])      # 1 for a 1-D tensor
+        return n
 
     @property
     def nbytes(self) -> int:
@@ -117,7 +148,10 @@ class Tensor:
 
     # --- addresses ------------------------------------------------------------------------------
     def byte_offset(self) -> int:
-        return self.array.__array_interface__["data"][0] - self.storage.base_ptr
+        off = self._offset
+        if off is None:
+            off = self._offset = self.array.__array_interface__["data"][0] - self.storage.base_ptr
+        return off
 
     def _span(self, dims) -> tuple[int, int]:
         lo = hi = 0
@@ -146,10 +180,20 @@ class Tensor:
             base = st.hbm_address + off
             return 0, 1, base + lo, base + hi + a.itemsize
         row = st.row_bytes
-        pdims = [d for d in range(a.ndim) if a.strides[d] and a.strides[d] % row == 0 and a.shape[d] > 1]
-        fdims = [d for d in range(a.ndim) if d not in pdims]
-        plo, phi = self._span(pdims)
-        flo, fhi = self._span(fdims)
+        # one pass over the dims: a dim whose stride is a whole number of rows walks partitions
+        plo = phi = flo = fhi = 0
+        for n, s in zip(a.shape, a.strides):
+            if n > 1:
+                span = (n - 1) * s
+                if s and s % row == 0:
+                    if span < 0:
+                        plo += span
+                    else:
+                        phi += span
+                elif span < 0:
+                    flo += span
+                else:
+                    fhi += span
         p_start, b_start = divmod(off, row)
         alloc = st.alloc
         p0 = alloc.p0 + p_start + plo // row
@@ -225,6 +269,9 @@ class Tensor:
 
     def mark_written(self, where=None) -> None:
         st = self.storage
+        if where is None and st.unwritten and self._covers_storage():
+            st.init_mask, st.n_init = None, st.array.size     # the first write covers every element
+            return
         if st.init_mask is None:
             return
         mask = self._mask_view()
@@ -240,11 +287,18 @@ class Tensor:
             before = int(np.count_nonzero(mask))
             if where is None:
                 mask[...] = True
+                st.n_init += mask.size - before        # every element of the view is now set
             else:
                 np.logical_or(mask, where, out=mask)
-            st.n_init += int(np.count_nonzero(mask)) - before
+                st.n_init += int(np.count_nonzero(mask)) - before
         if st.n_init >= st.init_mask.size:
             st.init_mask = None
+
+    def _covers_storage(self) -> bool:
+        """This view is every element of its storage, each once."""
+        a, whole = self.array, self.storage.array
+        return (a.size == whole.size and a.itemsize == whole.itemsize and self.byte_offset() == 0
+                and (a.flags.c_contiguous or a.flags.f_contiguous) and whole.flags.c_contiguous)
 
     def numpy(self) -> np.ndarray:
         """A copy of the values (logical dtype)."""
@@ -254,20 +308,30 @@ class Tensor:
     def _view(self, array: np.ndarray, dtype=None) -> "Tensor":
         return type(self)(self.storage, array, self.dtype if dtype is None else dtype, self.name)
 
-    def index(self, key, *, api: str = "indexing", loc: str = "") -> "Tensor":
-        """Basic indexing (ints, slices, Ellipsis, None) with bounds checks; numpy would silently clip."""
+    def index(self, key, *, api: str = "indexing", loc: str | None = "") -> "Tensor":
+        """Basic indexing (ints, slices, Ellipsis, None) with bounds checks; numpy would silently clip.
+        loc=None: find the kernel line only when a check fails (indexing is hot; lookups are not free)."""
         if not isinstance(key, tuple):
             key = (key,)
-        key = self._check_key(key, api, loc)
-        return self._view(self.array[key])
+        key, delta = self._check_key(key, api, loc)
+        array = self.array[key]
+        view = self._view(array)
+        if isinstance(array, np.ndarray):       # (all-int keys give a numpy scalar, a copy)
+            view._offset = self.byte_offset() + delta
+        return view
 
-    def _check_key(self, key: tuple, api: str, loc: str) -> tuple:
-        shape = self.shape
-        n_real = sum(1 for k in key if k is not None and k is not Ellipsis)
+    def _check_key(self, key: tuple, api: str, loc: str | None) -> tuple[tuple, int]:
+        """The key with slices and ints normalised, and the byte offset it adds to this view's start
+        (numpy's rule: an empty slice starts at 0)."""
+        shape, strides = self.array.shape, self.array.strides
+        n_real = 0
+        for k in key:
+            if k is not None and k is not Ellipsis:
+                n_real += 1
         if n_real > len(shape):
             raise OutOfBoundsError(f"{api}: too many indices for {self.describe()}: {len(key)} given for "
-                                   f"rank {len(shape)}. At {loc}")
-        out, dim = [], 0
+                                   f"rank {len(shape)}. At {_at(loc)}")
+        out, dim, delta = [], 0, 0
         for k in key:
             if k is Ellipsis:
                 dim += len(shape) - n_real
@@ -282,7 +346,7 @@ class Tensor:
                 step = 1 if step is None else int(step)
                 if step <= 0:
                     raise ShapeError(f"{api}: slice step must be positive, got {step} on dim {dim} of "
-                                     f"{self.describe()}. At {loc}")
+                                     f"{self.describe()}. At {_at(loc)}")
                 start = 0 if start is None else int(start)
                 stop = size if stop is None else int(stop)
                 if start < 0:
@@ -292,20 +356,24 @@ class Tensor:
                 if start < 0 or stop > size or start > stop:
                     raise OutOfBoundsError(
                         f"Out-of-bound access for tensor `{self.name}` on dimension {dim}: index range "
-                        f"[{start}, {stop - 1}] exceed dimension size of {size} ({api}). At {loc}")
+                        f"[{start}, {stop - 1}] exceed dimension size of {size} ({api}). At {_at(loc)}")
                 out.append(slice(start, stop, step))
+                if stop > start:
+                    delta += start * strides[dim]
             else:
                 try:
                     i = int(k)
                 except TypeError:
-                    raise ShapeError(f"{api}: unsupported index {k!r} for {self.describe()}. At {loc}") from None
+                    raise ShapeError(f"{api}: unsupported index {k!r} for {self.describe()}. "
+                                     f"At {_at(loc)}") from None
                 if i < -size or i >= size:
                     raise OutOfBoundsError(
                         f"Out-of-bound access for tensor `{self.name}` on dimension {dim}: index {i} "
-                        f"exceed dimension size of {size} ({api}). At {loc}")
+                        f"exceed dimension size of {size} ({api}). At {_at(loc)}")
                 out.append(i)
+                delta += (i + size if i < 0 else i) * strides[dim]
             dim += 1
-        return tuple(out)
+        return tuple(out), delta
 
     def reshape(self, *shape) -> "Tensor":
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):

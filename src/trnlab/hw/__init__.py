@@ -136,10 +136,12 @@ TRN2 = ChipSpec(
     peak_fp32_flops=128 * 128 * 2 * 2.4e9 / 4,     # 20 TFLOPS (RTD neuron-core-v3)
     pe_throttle=True,
     instance="trn2.48xlarge", instance_cores=128,
-    # [UNCONFIRMED] no stored source gives trn2 on-demand pricing; we use a third-party estimate of
-    # ~$44.70/h (16 chips); see docs/calibration.md. Override with ChipSpec.replace().
-    instance_usd_per_hour=44.70,
-    price_source="trn2.48xlarge on-demand ~$44.70/h: UNCONFIRMED estimate (no authoritative source stored)",
+    # No AWS on-demand list price for trn2.48xlarge is in any stored source (third-party quotes range
+    # $14.56-$21.50/h). AWS does publish its EC2 Capacity Block rate, which we use:
+    # https://aws.amazon.com/ec2/capacityblocks/pricing/ (US East (Ohio), read 2026-10-09) $35.7608/h.
+    instance_usd_per_hour=35.7608,
+    price_source=("trn2.48xlarge $35.7608/h, AWS EC2 Capacity Block rate (aws.amazon.com/ec2/capacityblocks/"
+                  "pricing, us-east-2, read 2026-10-09); AWS publishes no on-demand list price in our sources"),
 )
 
 TRN3 = ChipSpec(

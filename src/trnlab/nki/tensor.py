@@ -7,7 +7,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from trnlab.core import dtypes as dt
 from trnlab.core.srcloc import user_location
-from trnlab.core.tensor import Tensor
+from trnlab.core.tensor import HBM, Tensor
 from trnlab.errors import NkiValidationError, OutOfBoundsError, ShapeError
 from trnlab.frontend.indexing import DynSlice  # noqa: F401  (nl.ds)
 
@@ -17,33 +17,58 @@ class NkiTensor(Tensor):
 
     # --- indexing -----------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
-        loc = user_location()
         if not isinstance(key, tuple):
             key = (key,)
-        key = tuple(k.as_slice() if isinstance(k, DynSlice) else k for k in key)
+        for k in key:
+            if isinstance(k, DynSlice):
+                key = tuple(k.as_slice() if isinstance(k, DynSlice) else k for k in key)
+                break
         if self.on_chip:
             key = self._keep_rank(key)
-        return self.index(key, api="indexing", loc=loc)
+        # loc=None: the kernel line is looked up only if the key fails its checks
+        return self.index(key, api="indexing", loc=None)
 
     def _keep_rank(self, key: tuple) -> tuple:
         """On-chip: an int on the partition dim keeps a size-1 dim; an int on a free dim drops it
         unless the result would fall below 2-D."""
-        if any(k is Ellipsis or k is None for k in key):
+        ints = []
+        for i, k in enumerate(key):
+            if k is Ellipsis or k is None:
+                return key
+            if not isinstance(k, slice):
+                ints.append(i)
+        if not ints:
             return key
-        ints = [i for i, k in enumerate(key) if not isinstance(k, slice)]
-        out = list(key)
-        remaining = self.ndim - len(ints)
+        out = None
+        remaining = self.array.ndim - len(ints)
         for i in ints:
             if i == 0 or remaining < 2:
                 v = int(key[i])
-                v = v + self.shape[i] if v < 0 else v
+                v = v + self.array.shape[i] if v < 0 else v
+                if out is None:
+                    out = list(key)
                 out[i] = slice(v, v + 1)
                 remaining += 1
-        return tuple(out)
+        return key if out is None else tuple(out)
 
     def __setitem__(self, key, value):
-        raise NkiValidationError("the current NKI front end has no tensor assignment: write with a nisa "
-                                 f"call (dst=...). At {user_location()}")
+        """t[...] = u (NKI 0.6 kernels commit loop-carried state this way): a copy into the view, by
+        DMA when either side is in HBM, else tensor_copy on the Vector engine; a scalar is a memset."""
+        from trnlab.core.machine import current
+        from trnlab.isa import instructions as ins
+        from trnlab.isa.base import Engine
+        loc, dst = user_location(), self[key]
+        if isinstance(value, Tensor):
+            if HBM in (dst.buffer, value.buffer):
+                instr = ins.DmaCopy(api="tensor assignment", loc=loc, dst=dst, src=value)
+            else:
+                instr = ins.TensorCopy(api="tensor assignment", loc=loc, dst=dst, src=value, engine=Engine.VECTOR)
+        elif np.ndim(value) == 0 and not isinstance(value, (str, bytes)):
+            instr = ins.Memset(api="tensor assignment", loc=loc, dst=dst, value=value, engine=Engine.VECTOR)
+        else:
+            raise NkiValidationError(f"tensor assignment: the value must be an NKI tensor or a scalar, got "
+                                     f"{type(value).__name__}. At {loc}")
+        current().issue(instr)
 
     def __iter__(self):
         raise TypeError("NKI tensors are not iterable; index them explicitly")

@@ -21,7 +21,7 @@ from trnlab.frontend.isa_enums import (dge_mode, dma_engine, engine, gpsimd_engi
 from trnlab.nki_beta1 import ops as _ops
 from trnlab.nki_beta1.index import Index as _Index, Predicate as _Predicate, affine_form as _affine_form
 from trnlab.nki_beta1.language import _axes, _reduced_shape, matmul_result as _matmul_result
-from trnlab.nki_beta1.tile import Access as _Access, Region as _Region, cut as _cut, flush as _flush
+from trnlab.nki_beta1.tile import Access as _Access, Region as _Region, compiler_placed as _compiler_placed, cut as _cut, flush as _flush
 
 
 # --- enums (shared with the current front end) ---------------------------------------------------------
@@ -78,8 +78,8 @@ def nc_matmul(stationary, moving, is_stationary_onezero=False, is_moving_onezero
     """[K, M].T @ [K, N] -> new PSUM tile [M, N] (fp32). Use `psum += nisa.nc_matmul(...)` to accumulate."""
     loc = _loc()
     _flush()
-    s = _ops.real_tile(stationary, "nc_matmul", loc)
-    mv = _ops.real_tile(moving, "nc_matmul", loc)
+    s = _matmul_operand(stationary, loc)
+    mv = _matmul_operand(moving, loc)
     mode = _name(perf_mode) or "none"
     mode = "double_row" if str(mode).startswith("double_row") else mode
     kw = dict(is_transpose=bool(is_transpose), perf_mode=mode, tile_position=tuple(tile_position or ()),
@@ -87,6 +87,16 @@ def nc_matmul(stationary, moving, is_stationary_onezero=False, is_moving_onezero
     if mode == "double_row":
         return _matmul_result_dr(s, mv, loc, mask, kw)
     return _matmul_result(s, mv, loc, "nisa.nc_matmul", mask, **kw)
+
+
+def _matmul_operand(x, loc):
+    """A matmul input tile. The result of an earlier call that the kernel never placed itself (e.g.
+    `w_t = nisa.nc_transpose(w)`, which lands in PSUM) is moved to SBUF first, as neuronx-cc does for such
+    compiler-placed tiles; a PSUM tile the kernel allocated is passed on (and rejected by the rule check)."""
+    t = _ops.real_tile(x, "nc_matmul", loc)
+    if t.buffer == _PSUM and _compiler_placed(t):
+        t = _ops.to_sbuf(t, "nisa.nc_matmul", loc)
+    return t
 
 
 def _matmul_result_dr(s, mv, loc, mask, kw):

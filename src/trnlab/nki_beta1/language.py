@@ -56,6 +56,20 @@ class _FloatInfo:
 fp32 = _FloatInfo()
 
 
+def finfo(dtype):
+    """Machine limits of an NKI float dtype (nl.finfo(nl.bfloat16).min ...), as numpy/ml_dtypes report them."""
+    import ml_dtypes
+    d = _dt.canonical(dtype)
+    if d is _dt.tfloat32:
+        d = _dt.float32
+    return ml_dtypes.finfo(d)
+
+
+def iinfo(dtype):
+    """Machine limits of an NKI integer dtype."""
+    return np.iinfo(_dt.canonical(dtype))
+
+
 # --- buffers --------------------------------------------------------------------------------------
 # nl.sbuf, nl.psum, nl.hbm, nl.shared_hbm, nl.private_hbm: trnlab.frontend.buffers (shared by both front ends)
 
@@ -318,6 +332,24 @@ def _as_2d(x):
     return x.reshape(tuple(x.shape) + (1,) * (2 - len(x.shape)))
 
 
+def _indirect_cut(mask, shape: tuple, api: str, loc: str):
+    """(rows, free box) that a mask keeps of a gather/scatter, None when it keeps nothing. A gather moves
+    whole index rows, so the mask must be a range of rows times a box of the free dims."""
+    if mask is None:
+        return slice(None), tuple(slice(None) for _ in shape[1:])
+    region = _Region.of(mask, shape, loc)
+    if region.empty:
+        return None
+    full = np.broadcast_to(mask.values if hasattr(mask, "values") else np.asarray(mask, dtype=bool), shape)
+    hit = np.flatnonzero(full.reshape(shape[0], -1).any(axis=1))
+    rows = slice(int(hit[0]), int(hit[-1]) + 1)
+    free = tuple(region.box[1:])
+    if not full[(rows,) + free].all():
+        raise NotImplementedError(f"{api}: an indirect (index-tile) access takes only a mask that keeps a "
+                                  f"range of rows times a box of the free dims. At {loc}")
+    return rows, free
+
+
 def load(src, mask=None, dtype=None, **_):
     """HBM -> new SBUF tile (DMA). An index tile in the partition position gathers rows."""
     loc = _loc()
@@ -330,9 +362,13 @@ def load(src, mask=None, dtype=None, **_):
 
     def emit(dst, _acc):
         if isinstance(src, _IndirectAccess):
-            if mask is not None:
-                raise NotImplementedError(f"nl.load: mask= with an indirect (index tile) access. At {loc}")
-            _ops.issue(_I.DmaGather(api="nl.load", loc=loc, dst=dst, src=src.table, index=src.index_tile))
+            cut = _indirect_cut(mask, shape, "nl.load", loc)
+            if cut is None:
+                return
+            rows, free = cut
+            _ops.issue(_I.DmaGather(api="nl.load", loc=loc, dst=dst._view(dst.array[(rows,) + free]),
+                                    src=src.table._view(src.table.array[(slice(None),) + free]),
+                                    index=src.index_tile._view(src.index_tile.array[rows])))
             return
         region = _Region.of(mask, shape, loc)
         if region is not None and region.empty:
@@ -350,7 +386,17 @@ def store(dst, value, mask=None, **_) -> None:
     _expect_hbm(dst, "dst", "store", loc)
     if isinstance(dst, _IndirectAccess):
         v = _ops.to_sbuf(_ops.real_tile(value, "store", loc), "nl.store", loc)
-        _ops.issue(_I.DmaGather(api="nl.store", loc=loc, dst=dst.table, src=v, index=dst.index_tile, scatter=True))
+        cut = _indirect_cut(mask, tuple(dst.shape), "nl.store", loc)
+        if cut is None:
+            return
+        rows, free = cut
+        if v.shape != tuple(dst.shape) and (mask is not None):
+            raise _ShapeError(f"nl.store: masked scatter needs a value of shape {list(dst.shape)}, got "
+                              f"{list(v.shape)}. At {loc}")
+        if mask is not None:
+            v = v._view(v.array[(rows,) + free])
+        _ops.issue(_I.DmaGather(api="nl.store", loc=loc, dst=dst.table._view(dst.table.array[(slice(None),) + free]),
+                                src=v, index=dst.index_tile._view(dst.index_tile.array[rows]), scatter=True))
         return
     dst = _as_2d(dst)
     if not _ops.is_tile(value):
@@ -584,25 +630,47 @@ def _reduced_last(t, axes: tuple):
     return t.permute(tuple(kept) + tuple(sorted(axes))), last
 
 
+_REDUCE_IDENTITY = {"add": 0.0, "maximum": -np.inf, "minimum": np.inf, "multiply": 1.0, "logical_and": 1.0,
+                    "logical_or": 0.0}
+
+
+def _masked_reduce_input(t, mask, op: str, axes: tuple, dst, name: str, loc: str):
+    """(data, dst write mask) for a reduction whose mask= is not a rectangle: the elements the mask drops
+    take no part (they are replaced by the reducer's identity), and dst elements whose whole window is
+    masked out are not written. The masked-out indices may lie out of bounds (max-pool padding)."""
+    if op not in _REDUCE_IDENTITY or name == "mean":
+        raise NotImplementedError(f"nl.{name} with a non-rectangular mask is not modelled. At {loc}")
+    full = np.broadcast_to(mask.values if isinstance(mask, Predicate) else np.asarray(mask, dtype=bool),
+                           tuple(t.shape))
+    data = _ops.masked_gather(t, full, _REDUCE_IDENTITY[op], f"nl.{name}", loc)
+    write = full.any(axis=axes).reshape(dst.shape)
+    return data, None if write.all() else np.ascontiguousarray(write)
+
+
 def _reduction(name: str, op: str):
     def fn(x, axis, dtype=None, mask=None, keepdims=False, **_):
         loc = _loc()
         _flush()
-        t = _ops.real_tile(x, name, loc)
-        axes = _axes(axis, t.ndim, loc)
+        # a masked access may index out of bounds where the mask is False: keep it unresolved
+        t = x if isinstance(x, _Access) and mask is not None else _ops.real_tile(x, name, loc)
+        axes = _axes(axis, len(t.shape), loc)
         shape = _reduced_shape(t.shape, axes, keepdims)
         count = int(np.prod([t.shape[a] for a in axes]))
 
         def emit(dst, _acc):
-            data = t
+            data, write = t, None
             if mask is not None:
                 region = _Region.of(mask, tuple(t.shape), loc)
-                if region.residual is not None:
-                    raise NotImplementedError(f"nl.{name}: a non-rectangular mask on a reduction. At {loc}")
-                data = _cut(t, region, tuple(t.shape))
-                dst = dst._view(dst.array[region.box[0]])
+                if region.empty:
+                    return
+                if region.residual is None:
+                    data = _cut(t, region, tuple(t.shape))
+                    dst = dst._view(dst.array[region.box[0]])
+                else:
+                    data, write = _masked_reduce_input(t, mask, op, axes, dst, name, loc)
             data, red_axes = _reduced_last(data, axes)
-            _ops.issue(_I.TensorReduce(api=f"nl.{name}", loc=loc, dst=dst, data=data, op=op, axes=red_axes))
+            _ops.issue(_I.TensorReduce(api=f"nl.{name}", loc=loc, dst=dst, data=data, op=op, axes=red_axes,
+                                       mask=write))
             if name == "mean":
                 _ops.issue(_I.TensorScalar(api="nl.mean", loc=loc, dst=dst, data=dst, op0="multiply",
                                            operand0=1.0 / count))

@@ -15,7 +15,7 @@ from trnlab.errors import NkiValidationError, PartitionError, ShapeError
 from trnlab.isa import instructions as I
 from trnlab.isa.alu import op_name
 from trnlab.isa.base import Engine
-from trnlab.nki_beta1.tile import Access, Pending, Region, Tile, as_view, cut, flush
+from trnlab.nki_beta1.tile import Access, Pending, Region, Tile, as_view, cut, flush, free_boxes
 
 _names = itertools.count(1)
 
@@ -211,6 +211,22 @@ def copy_into(dst: Tile, src, loc: str, api: str, mask=None, engine=None) -> Non
             s = partition_broadcast(s, d.shape[0], api, loc)
         issue(I.TensorCopy(api=api, loc=loc, dst=d, src=_expand(s, d.shape), mask=residual,
                            engine=engine or Engine.VECTOR))
+
+
+def masked_gather(src, mask: np.ndarray, fill: float, api: str, loc: str) -> Tile:
+    """An fp32 SBUF copy of src (a Tile or an Access whose masked-out indices may lie out of bounds) with
+    `fill` where the mask is False: a memset, then one copy per rectangular piece of the mask. A reduction
+    of the copy then sees only the elements the mask keeps (fill = the reducer's identity)."""
+    shape = tuple(src.shape)
+    out = alloc(SBUF, shape, dt.float32, api, loc=loc)
+    issue(I.Memset(api=api, loc=loc, dst=out, value=fill))
+    for box, rows in free_boxes(np.broadcast_to(mask, shape)):
+        where = None if rows is None else np.broadcast_to(rows.reshape((-1,) + (1,) * (len(shape) - 1)),
+                                                           tuple(s.stop - s.start for s in box))
+        piece = src.cut(box).view(where) if isinstance(src, Access) else src._view(src.array[box])
+        issue(I.TensorCopy(api=api, loc=loc, dst=out._view(out.array[box]), src=piece, mask=where,
+                           engine=Engine.VECTOR))
+    return out
 
 
 def _to_sbuf(t: Tile, api: str, loc: str) -> Tile:

@@ -71,7 +71,11 @@ class Tile(Tensor):
     def view(self, dtype) -> "Tile":
         return self.bitcast(dtype)
 
-    def reshape(self, *shape) -> "Tile":
+    def reshape(self, *shape, **kw) -> "Tile":
+        if "shape" in kw:                   # t.reshape(shape=(...)) is accepted too
+            shape = (kw.pop("shape"),)
+        if kw:
+            raise TypeError(f"reshape() got unexpected keyword arguments {sorted(kw)}")
         return super().reshape(*shape)
 
     @property
@@ -361,6 +365,32 @@ class Region:
         return Region(box, None if inner.all() else np.ascontiguousarray(inner), False)
 
 
+def free_boxes(mask: np.ndarray) -> list:
+    """Pieces covering exactly the True cells of a boolean mask over [P, free...]: each piece is
+    (box, rows) with `box` a rectangular box of the free dims (partitions 0..n) and `rows` the per-partition
+    residual inside it (None when the piece is a full rectangle). Neighbouring free indices with equal
+    sub-masks merge, so a padding mask gives a handful of pieces, not one per element."""
+    m = np.moveaxis(np.asarray(mask, dtype=bool), 0, -1)     # partitions last: leaves are partition vectors
+    out = []
+
+    def walk(sub, prefix):
+        if sub.ndim == 1:
+            hit = np.flatnonzero(sub)
+            if hit.size:
+                n = int(hit[-1]) + 1
+                rows = None if sub[:n].all() else sub[:n].copy()
+                out.append(((slice(0, n),) + prefix, rows))
+            return
+        start = 0
+        for i in range(1, sub.shape[0] + 1):
+            if i == sub.shape[0] or not np.array_equal(sub[i], sub[start]):
+                walk(sub[start], prefix + (slice(start, i),))
+                start = i
+
+    walk(m, ())
+    return out
+
+
 def cut(x, region: Region | None, shape: tuple):
     """Operand x restricted to the mask's bounding box (broadcast dims of x are left alone)."""
     if isinstance(x, Access):
@@ -397,6 +427,14 @@ class _State:
 
 _state = _State()
 
+# Storages of tiles the front end placed itself (a call's result that the kernel never allocated):
+# the compiler, not the kernel, chose their buffer, so it may move them where a consumer needs them.
+_compiler_placed = weakref.WeakSet()
+
+
+def compiler_placed(t: Tensor) -> bool:
+    return t.storage in _compiler_placed
+
 
 def flush() -> None:
     """Issue the pending result (called before every front-end call that touches tiles)."""
@@ -432,6 +470,7 @@ class Pending:
         if self.tile is None:
             from trnlab.nki_beta1.ops import alloc
             dst = alloc(self.kind, self.shape, self.dtype, self.api, self.name)
+            _compiler_placed.add(dst.storage)
             self.emit(dst, False)
             self.tile = dst
         return self.tile

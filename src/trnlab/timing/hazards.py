@@ -68,6 +68,8 @@ class Space:
         pb, bb = self.pb, self.bb
         kp0, kp1 = p0 // pb, (p1 - 1) // pb
         kb0, kb1 = b0 // bb, (b1 - 1) // bb
+        if kp0 == kp1 and kb0 == kb1:            # the common case: one bucket
+            return ((kp0, kb0),)
         if (kp1 - kp0 + 1) * (kb1 - kb0 + 1) > _WIDE:
             return None
         return [(kp, kb) for kp in range(kp0, kp1 + 1) for kb in range(kb0, kb1 + 1)]
@@ -108,27 +110,29 @@ class HazardTracker:
         WAR for a write. For WAR/WAW, entries of unit `skip` are ignored (an in-order engine orders
         its own accesses); RAW always waits (the result must have left the pipeline)."""
         p0, p1, b0, b1 = r
+        skip = skip if is_write else None
         if keys is None:
             lists = [sp.wide_writes, *sp.writes.values()]
             if is_write:
                 lists += [sp.wide_reads, *sp.reads.values()]
-        else:
-            lists = [sp.wide_writes]
+            for entries in lists:
+                if entries:
+                    best = _latest(entries, p0, p1, b0, b1, skip, best)
+            return best
+        # the order of the scans decides ties (first found wins): wide lists, then bucket by bucket
+        if sp.wide_writes:
+            best = _latest(sp.wide_writes, p0, p1, b0, b1, skip, best)
+        if is_write and sp.wide_reads:
+            best = _latest(sp.wide_reads, p0, p1, b0, b1, skip, best)
+        writes, reads = sp.writes, sp.reads
+        for k in keys:
+            w = writes.get(k)
+            if w:
+                best = _latest(w, p0, p1, b0, b1, skip, best)
             if is_write:
-                lists.append(sp.wide_reads)
-            writes, reads = sp.writes, sp.reads
-            for k in keys:
-                w = writes.get(k)
-                if w:
-                    lists.append(w)
-                if is_write:
-                    rd = reads.get(k)
-                    if rd:
-                        lists.append(rd)
-        skip = skip if is_write else None
-        for entries in lists:
-            if entries:
-                best = _latest(entries, p0, p1, b0, b1, skip, best)
+                rd = reads.get(k)
+                if rd:
+                    best = _latest(rd, p0, p1, b0, b1, skip, best)
         return best
 
     def record(self, sp: Space, r, keys, is_write: bool, avail: float, unit, index: int) -> None:
@@ -147,10 +151,14 @@ class HazardTracker:
             return
         pb, bb = sp.pb, sp.bb
         table = sp.writes if is_write else sp.reads
+        single = len(keys) == 1          # the box lies inside its only bucket: clipping changes nothing
         for k in keys:
-            kp, kb = k
-            e = [max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb),
-                 avail, unit, index]
+            if single:
+                e = [p0, p1, b0, b1, avail, unit, index]
+            else:
+                kp, kb = k
+                e = [max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb),
+                     avail, unit, index]
             lst = table.get(k)
             if is_write:
                 if lst is None:
@@ -167,10 +175,16 @@ class HazardTracker:
 
 
 def _cover_prune(entries, e) -> None:
+    if not entries:
+        return
     p0, p1, b0, b1, t = e[0], e[1], e[2], e[3], e[4]
-    if entries:
-        entries[:] = [x for x in entries
-                      if not (x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1)]
+    if len(entries) == 1:                  # the common case, without building a new list
+        x = entries[0]
+        if x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+            entries.clear()
+        return
+    entries[:] = [x for x in entries
+                  if not (x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1)]
 
 
 def _read_add(entries, e) -> None:

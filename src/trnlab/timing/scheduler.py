@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from trnlab.isa.base import Engine
 from trnlab.timing import costs
+from trnlab.timing.benchmark import matmul_peak
 from trnlab.timing.hazards import HazardTracker, region
 from trnlab.timing.timeline import Timeline
 
@@ -87,22 +88,23 @@ class Scheduler:
 
     # --- hazards ---------------------------------------------------------------------------------
     def _accesses(self, instr):
+        """(space, box, bucket keys, is_write) of every operand: reads first, then writes."""
         out = []
+        space = self.hazards.space
         for is_write, tensors in ((False, instr.reads()), (True, instr.writes())):
             for t in tensors:
                 if t is None:
                     continue
-                sp = self.hazards.space(t)
+                sp = space(t)
                 r = region(t)
                 out.append((sp, r, sp.keys(r), is_write))
         return out
 
-    def _ready(self, accesses, skip, subset=None) -> tuple[float, int]:
+    def _ready(self, accesses, skip) -> tuple[float, int]:
         best = (self.floor, -1)
         wait = self.hazards.wait
-        for i, (sp, r, keys, is_write) in enumerate(accesses):
-            if subset is None or i in subset:
-                best = wait(sp, r, keys, is_write, skip, best)
+        for sp, r, keys, is_write in accesses:
+            best = wait(sp, r, keys, is_write, skip, best)
         return best
 
     def _record(self, accesses, avail: float, unit, index: int) -> None:
@@ -143,7 +145,6 @@ class Scheduler:
         return start, end
 
     def _count_pe_work(self, instr) -> None:
-        from trnlab.timing.benchmark import matmul_peak
         chip = self.chip
         if instr.opcode == "nc_matmul" and not getattr(instr, "is_transpose", False):
             self.pe_ideal_s += instr.flops() / matmul_peak(chip, instr)
@@ -176,10 +177,9 @@ class Scheduler:
         """LoadStationary (LS) then MultiplyMoving (MM). LS of this matmul overlaps the previous MM
         (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
         hz = self.hz[Engine.TENSOR]
-        stat = {0}                                 # reads() = (stationary, moving), then dst
-        rest = set(range(len(accesses))) - stat
-        stat_ready, stat_prod = self._ready(accesses, Engine.TENSOR, stat)
-        ready, producer = self._ready(accesses, Engine.TENSOR, rest)
+        # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM
+        stat_ready, stat_prod = self._ready(accesses[:1], Engine.TENSOR)
+        ready, producer = self._ready(accesses[1:], Engine.TENSOR)
         ls_start = max(self.ls_free, self.mm_start, stat_ready)
         ls_end = ls_start + instr.ls_cycles(self.chip) / hz
         free = self.free_at[Engine.TENSOR]
@@ -212,10 +212,14 @@ class Scheduler:
         shares = [nbytes // npieces] * npieces
         shares[0] += nbytes - sum(shares)
         duration = shares[0] / rate
-        slots = sorted((self.lines[u].slot(begin, duration) + (u,) for u in candidates),
-                       key=lambda s: (s[0], s[3][1]))[:npieces]
+        lines = self.lines
+        slots = []
+        for u in candidates:                      # earliest start first, ties to the lower queue
+            s, pos, blocker = lines[u].slot(begin, duration)
+            slots.append((s, u[1], pos, blocker, u))
+        slots.sort()                              # (start, queue) is unique: never compares further
         start, end, pred = None, 0.0, producer
-        for (s, pos, blocker, unit), share in zip(slots, shares):
+        for (s, _, pos, blocker, unit), share in zip(slots[:npieces], shares):
             d = share / rate
             self.lines[unit].book(s, d, pos, index)
             e = s + d

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,11 @@ def export(model: torch.nn.Module, example_inputs: tuple, dtype: torch.dtype = t
     kwargs = {k: _cast_input(v, dtype) for k, v in (kwargs or {}).items()}
     with torch.no_grad():
         ep = torch.export.export(model, inputs, kwargs=kwargs or None, strict=False)
-    return ep.run_decompositions(decomposition_table())
+    with warnings.catch_warnings():
+        # torch 2.13's own run_decompositions deep-copies a TreeSpec and trips its own deprecation
+        # warning (typing_extensions LeafSpec); it is not about the user's model.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        return ep.run_decompositions(decomposition_table())
 
 
 def _has_float_params(model) -> bool:
