@@ -17,13 +17,35 @@ def _is_machinery(filename: str) -> bool:
     return filename.startswith(_PKG) and not filename.startswith(_KERNELS)
 
 
+def _skipped(filename: str) -> bool:
+    return _is_machinery(filename) or filename.startswith(_SKIP_PREFIXES) or filename.startswith("<frozen")
+
+
+# id(code) -> (code, skipped?, {f_lasti: "file:line"}). Holding the code object keeps its id from
+# being reused. The line is a function of (code, f_lasti); f_lasti is free to read, while f_lineno
+# decodes the code's line table from its start on every access (hot: every instruction and tile).
+_CODES: dict[int, tuple] = {}
+_CODES_MAX = 4096            # exec'd/generated kernels make new code objects: keep the cache bounded
+
+
+def _add_code(code) -> tuple:
+    if len(_CODES) >= _CODES_MAX:
+        _CODES.clear()
+    info = _CODES[id(code)] = (code, _skipped(code.co_filename), {})
+    return info
+
+
 def user_location(depth: int = 2) -> str:
     """'file:line' of the innermost frame that is not trnlab machinery ('<unknown>' if none)."""
     frame = sys._getframe(depth)
     while frame is not None:
-        name = frame.f_code.co_filename
-        if not (_is_machinery(name) or name.startswith(_SKIP_PREFIXES) or name.startswith("<frozen")):
-            return f"{name}:{frame.f_lineno}"
+        code = frame.f_code
+        code, skipped, lines = _CODES.get(id(code)) or _add_code(code)
+        if not skipped:
+            loc = lines.get(frame.f_lasti)
+            if loc is None:
+                loc = lines[frame.f_lasti] = f"{code.co_filename}:{frame.f_lineno}"
+            return loc
         frame = frame.f_back
     return "<unknown>"
 

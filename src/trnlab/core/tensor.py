@@ -35,11 +35,16 @@ _uids = itertools.count(1)
 _UNWRITTEN = "unwritten"     # Storage init state before any write: the mask is allocated on demand
 
 
+def _n_real(key: tuple) -> int:
+    """Entries of an index key that consume a dimension (not None / Ellipsis)."""
+    return sum(1 for k in key if k is not None and k is not Ellipsis)
+
+
 class Storage:
     """One allocation: its memory kind, backing numpy array, address and initialisation state."""
 
     __slots__ = ("kind", "array", "name", "alloc", "hbm_address", "_init_mask", "n_init", "uid",
-                 "_ptr", "__weakref__")
+                 "_ptr", "row_bytes", "__weakref__")
 
     def __init__(self, kind: str, array: np.ndarray, name: str, *, initialized: bool,
                  alloc=None, hbm_address: int = 0):
@@ -52,6 +57,8 @@ class Storage:
         self._ptr = None
         self._init_mask = None if initialized else _UNWRITTEN
         self.n_init = 0
+        # bytes per partition (on-chip) of this allocation; read for every region and layout check
+        self.row_bytes = array.strides[0] if array.ndim > 1 else array.itemsize
 
     @property
     def init_mask(self) -> np.ndarray | None:
@@ -78,17 +85,11 @@ class Storage:
             ptr = self._ptr = self.array.__array_interface__["data"][0]
         return ptr
 
-    @property
-    def row_bytes(self) -> int:
-        """Bytes per partition (on-chip) of this allocation."""
-        a = self.array
-        return a.strides[0] if a.ndim > 1 else a.itemsize
-
 
 class Tensor:
     """A view of a Storage. On-chip tensors have the partition dim first."""
 
-    __slots__ = ("storage", "array", "dtype", "name", "_region", "_offset", "_free")
+    __slots__ = ("storage", "array", "dtype", "name", "_region", "_offset", "shape", "free_size")
 
     def __init__(self, storage: Storage, array: np.ndarray, dtype, name: str | None = None):
         self.storage = storage
@@ -97,13 +98,11 @@ class Tensor:
         self.name = name if name is not None else storage.name
         self._region = None          # cached physical box (a view never changes)
         self._offset = None          # cached byte_offset() (__array_interface__ costs ~2 us)
-        self._free = None            # cached free_size (asked several times per instruction)
+        # plain attributes, not properties: read many times per instruction (a view never changes)
+        self.shape: tuple = array.shape
+        self.free_size: int = math.prod(self.shape[1:])      # elements per partition; 1 for a 1-D tensor
 
     # --- description ---------------------------------------------------------------------------
-    @property
-    def shape(self) -> tuple:
-        return self.array.shape
-
     @property
     def ndim(self) -> int:
         return self.array.ndim
@@ -123,14 +122,6 @@ class Tensor:
     @property
     def itemsize(self) -> int:
         return dt.itemsize(self.dtype)
-
-    @property
-    def free_size(self) -> int:
-        """Elements per partition."""
-        n = self._free
-        if n is None:
-            n = self._free = math.prod(self.array.shape[1:])      # 1 for a 1-D tensor
-        return n
 
     @property
     def nbytes(self) -> int:
@@ -322,33 +313,31 @@ class Tensor:
 
     def _check_key(self, key: tuple, api: str, loc: str | None) -> tuple[tuple, int]:
         """The key with slices and ints normalised, and the byte offset it adds to this view's start
-        (numpy's rule: an empty slice starts at 0)."""
+        (numpy's rule: an empty slice starts at 0). Hot (every tile index): slices and ints first."""
         shape, strides = self.array.shape, self.array.strides
-        n_real = 0
-        for k in key:
-            if k is not None and k is not Ellipsis:
-                n_real += 1
-        if n_real > len(shape):
+        if len(key) > len(shape) and _n_real(key) > len(shape):
             raise OutOfBoundsError(f"{api}: too many indices for {self.describe()}: {len(key)} given for "
                                    f"rank {len(shape)}. At {_at(loc)}")
         out, dim, delta = [], 0, 0
         for k in key:
-            if k is Ellipsis:
-                dim += len(shape) - n_real
-                out.append(k)
-                continue
-            if k is None:
-                out.append(k)
-                continue
-            size = shape[dim]
-            if isinstance(k, slice):
+            if type(k) is slice:
+                size = shape[dim]
                 start, stop, step = k.start, k.stop, k.step
-                step = 1 if step is None else int(step)
+                if step is None:
+                    step = 1
+                elif type(step) is not int:
+                    step = int(step)
                 if step <= 0:
                     raise ShapeError(f"{api}: slice step must be positive, got {step} on dim {dim} of "
                                      f"{self.describe()}. At {_at(loc)}")
-                start = 0 if start is None else int(start)
-                stop = size if stop is None else int(stop)
+                if start is None:
+                    start = 0
+                elif type(start) is not int:
+                    start = int(start)
+                if stop is None:
+                    stop = size
+                elif type(stop) is not int:
+                    stop = int(stop)
                 if start < 0:
                     start += size
                 if stop < 0:
@@ -360,12 +349,23 @@ class Tensor:
                 out.append(slice(start, stop, step))
                 if stop > start:
                     delta += start * strides[dim]
+            elif k is None:
+                out.append(k)
+                continue
+            elif k is Ellipsis:
+                dim += len(shape) - _n_real(key)
+                out.append(k)
+                continue
             else:
-                try:
-                    i = int(k)
-                except TypeError:
-                    raise ShapeError(f"{api}: unsupported index {k!r} for {self.describe()}. "
-                                     f"At {_at(loc)}") from None
+                size = shape[dim]
+                if type(k) is int:
+                    i = k
+                else:
+                    try:
+                        i = int(k)
+                    except TypeError:
+                        raise ShapeError(f"{api}: unsupported index {k!r} for {self.describe()}. "
+                                         f"At {_at(loc)}") from None
                 if i < -size or i >= size:
                     raise OutOfBoundsError(
                         f"Out-of-bound access for tensor `{self.name}` on dimension {dim}: index {i} "

@@ -137,6 +137,9 @@ def expect_tile(ins: Instruction, name: str, t: Tensor, chip, allowed=(SBUF, PSU
     """An on-chip compute-engine operand: right buffer (GpSimd cannot reach PSUM), rank >= 2, partition
     dim within limits and laid along partitions, legal start partition, free size within limits."""
     if not isinstance(t, Tensor):
+        if type(t).__name__ == "TensorIndirection":
+            raise NotImplementedError(f"{ins.api}: a tensor indirection (NkiTensor.indirect) operand '{name}' is "
+                                      f"modelled by trnlab for nisa.tensor_copy only. At {ins.loc}")
         ins.fail(ShapeError, f"operand '{name}' must be a tile, got {type(t).__name__} {t!r}")
     expect_buffer(ins, name, t, allowed)
     if ins.engine == Engine.GPSIMD and t.buffer == PSUM:
@@ -160,12 +163,14 @@ def expect_partition_layout(ins: Instruction, name: str, t: Tensor) -> None:
     """Dim 0 of an engine operand walks partitions one by one; free dims stay inside a partition
     (ARCH v2: "No partition striding"). A stride-0 dim 0 is a partition broadcast view."""
     a, row = t.array, t.storage.row_bytes
-    if a.shape[0] > 1 and a.strides[0] not in (0, row):
-        ins.fail(PartitionError, f"operand '{name}' {t.describe()} steps {a.strides[0] / row:g} partitions per "
+    shape, strides = a.shape, a.strides          # (each ndarray.shape access builds a new tuple)
+    if shape[0] > 1 and strides[0] not in (0, row):
+        ins.fail(PartitionError, f"operand '{name}' {t.describe()} steps {strides[0] / row:g} partitions per "
                                  f"index of dim 0; engines access consecutive partitions (no partition striding, "
                                  f"and the partition dim must be dim 0)")
-    for d in range(1, a.ndim):
-        if a.shape[d] > 1 and abs(a.strides[d]) >= row and a.strides[d] % row == 0:
+    for d in range(1, len(shape)):
+        n, stride = shape[d], strides[d]
+        if n > 1 and abs(stride) >= row and stride % row == 0:
             ins.fail(PartitionError, f"free dim {d} of operand '{name}' {t.describe()} crosses partitions; "
                                      f"only dim 0 may map to partitions")
 
@@ -182,7 +187,10 @@ def start_partition_ok(start: int, count: int) -> bool:
 def expect_start_partition(ins: Instruction, name: str, t: Tensor) -> None:
     if t.buffer not in (SBUF, PSUM):
         return
-    start, count = t.region()[0], t.shape[0]
+    start = t.region()[0]
+    if start == 0:              # every access may start at partition 0
+        return
+    count = t.shape[0]
     if not start_partition_ok(start, count):
         allowed = "0" if count > 64 else ("0 or 64" if count > 32 else "0, 32, 64 or 96")
         ins.fail(PartitionError, f"operand '{name}' {t.describe()} accesses {count} partitions starting at "

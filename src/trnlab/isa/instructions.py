@@ -304,6 +304,7 @@ class AffineSelect(ToDst):
 
 _MATMUL_DTYPES = (dt.float8_e4m3, dt.float8_e5m2, dt.float8_e4m3fn, dt.bfloat16, dt.float16, dt.float32,
                   dt.tfloat32)
+_WIDE_MATMUL_DTYPES = frozenset({dt.float32, dt.tfloat32})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -369,7 +370,7 @@ class MatMul(ToDst):
             if t.dtype not in _MATMUL_DTYPES:
                 self.fail(DtypeError, f"{name} dtype {dt.name_of(t.dtype)} is not a matmul input type "
                                       f"(fp8_e4m3, fp8_e5m2, bf16, fp16, tf32, fp32)")
-        wide = {dt.float32, dt.tfloat32}
+        wide = _WIDE_MATMUL_DTYPES
         if (s.dtype in wide) != (mv.dtype in wide):
             self.fail(DtypeError, f"fp32/tf32 cannot be mixed with {dt.name_of(mv.dtype if s.dtype in wide else s.dtype)}"
                                   f": stationary is {dt.name_of(s.dtype)}, moving is {dt.name_of(mv.dtype)}")

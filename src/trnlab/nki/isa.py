@@ -12,6 +12,7 @@ from trnlab.core import dtypes as _dt
 from trnlab.core.tensor import HBM as _HBM, PSUM as _PSUM, SBUF as _SBUF
 from trnlab.isa import dma as _D, gpsimd as _G, instructions as _I, random as _R, vector as _V
 from trnlab.isa.alu import op_name as _op
+from trnlab.isa.indirection import TensorCopyIndirect as _TensorCopyIndirect, TensorIndirection as _TI
 from trnlab.isa.base import Engine as _Engine
 from trnlab.frontend.isa_enums import (dge_mode, dma_engine, engine, gpsimd_engine, nc_version,  # noqa: F401
                                       oob_mode, reduce_cmd, scalar_engine, tensor_engine, unknown_engine,
@@ -76,6 +77,10 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown,
 
 
 def tensor_copy(dst, src, engine=engine.unknown, name=None, **_):
+    if isinstance(dst, _TI) or isinstance(src, _TI):
+        _issue(_TensorCopyIndirect(api="nisa.tensor_copy", loc=_loc(), dst=dst, src=src,
+                                   engine=_engine(engine, _Engine.VECTOR)))
+        return
     _issue(_I.TensorCopy(api="nisa.tensor_copy", loc=_loc(), dst=dst, src=src,
                          engine=_engine(engine, _Engine.VECTOR)))
 

@@ -184,11 +184,15 @@ class NkiTensor(Tensor):
         raise NotImplementedError(f"NkiTensor.rearrange is not modelled by trnlab; use reshape/permute. "
                                   f"At {user_location()}")
 
-    def indirect(self, *args, **kwargs):
-        raise NotImplementedError(f"NkiTensor.indirect is not modelled by trnlab; use .ap(vector_offset=). "
-                                  f"At {user_location()}")
+    def indirect(self, index, num_elem=None):
+        """Tensor Indirection (NeuronCore-v4+): a gather/scatter view for nisa.tensor_copy (see
+        trnlab.isa.indirection). num_elem defaults to index.size, as AWS documents."""
+        from trnlab.isa.indirection import TensorIndirection
+        return TensorIndirection(self, index, int(index.size if num_elem is None else num_elem))
 
-    vector_select = indirect
+    def vector_select(self, *args, **kwargs):
+        raise NotImplementedError(f"NkiTensor.vector_select is not modelled by trnlab; use .ap(vector_offset=). "
+                                  f"At {user_location()}")
 
     def is_indirect(self) -> bool:
         return False

@@ -91,7 +91,11 @@ def _prune_add(entries, entry) -> None:
 
 
 class HazardTracker:
-    """Last readers and writers of every memory region, per space (SBUF, PSUM, each HBM tensor)."""
+    """Last readers and writers of every memory region, per space (SBUF, PSUM, each HBM tensor).
+
+    The scheduler asks, per instruction: accesses() once, ready() for the operands that gate it,
+    then record_all() once it knows when the results are available. These run for every instruction,
+    so the common case (a box inside one bucket) is written out inline."""
 
     def __init__(self):
         self.spaces: dict = {}
@@ -105,10 +109,42 @@ class HazardTracker:
             sp = self.spaces[key] = Space(pb, bb)
         return sp
 
+    def accesses(self, instr) -> list:
+        """(space, box, bucket keys, is_write) of every operand: reads first, then writes."""
+        out = []
+        spaces = self.spaces
+        for is_write, tensors in ((False, instr.reads()), (True, instr.writes())):
+            for t in tensors:
+                if t is None:
+                    continue
+                if t.storage.kind == HBM:
+                    sp, r = self.space(t), region(t)
+                else:
+                    sp = spaces.get(t.storage.kind) or self.space(t)
+                    r = t.region()
+                p0, p1, b0, b1 = r
+                pb, bb = sp.pb, sp.bb
+                kp, kb = p0 // pb, b0 // bb
+                if (p1 - 1) // pb == kp and (b1 - 1) // bb == kb:
+                    keys = ((kp, kb),)
+                else:
+                    keys = sp.keys(r)
+                out.append((sp, r, keys, is_write))
+        return out
+
+    def ready(self, accesses, skip, best) -> tuple[float, int]:
+        """Latest (avail, producer index) the accesses must wait for, starting from `best`: RAW for a
+        read; WAW and WAR for a write. For WAR/WAW, entries of unit `skip` are ignored (an in-order
+        engine orders its own accesses); RAW always waits (the result must have left the pipeline)."""
+        for sp, r, keys, is_write in accesses:
+            if keys is None:
+                best = self.wait(sp, r, None, is_write, skip, best)
+            else:
+                best = _wait_buckets(sp, r, keys, is_write, skip if is_write else None, best)
+        return best
+
     def wait(self, sp: Space, r, keys, is_write: bool, skip, best):
-        """Latest (avail, producer index) an access to box r must wait for: RAW for a read; WAW and
-        WAR for a write. For WAR/WAW, entries of unit `skip` are ignored (an in-order engine orders
-        its own accesses); RAW always waits (the result must have left the pipeline)."""
+        """ready() for one access."""
         p0, p1, b0, b1 = r
         skip = skip if is_write else None
         if keys is None:
@@ -119,59 +155,76 @@ class HazardTracker:
                 if entries:
                     best = _latest(entries, p0, p1, b0, b1, skip, best)
             return best
-        # the order of the scans decides ties (first found wins): wide lists, then bucket by bucket
-        if sp.wide_writes:
-            best = _latest(sp.wide_writes, p0, p1, b0, b1, skip, best)
-        if is_write and sp.wide_reads:
-            best = _latest(sp.wide_reads, p0, p1, b0, b1, skip, best)
-        writes, reads = sp.writes, sp.reads
-        for k in keys:
-            w = writes.get(k)
-            if w:
-                best = _latest(w, p0, p1, b0, b1, skip, best)
-            if is_write:
-                rd = reads.get(k)
-                if rd:
-                    best = _latest(rd, p0, p1, b0, b1, skip, best)
-        return best
+        return _wait_buckets(sp, r, keys, is_write, skip, best)
 
     def record(self, sp: Space, r, keys, is_write: bool, avail: float, unit, index: int) -> None:
-        p0, p1, b0, b1 = r
-        if keys is None:
-            entry = [p0, p1, b0, b1, avail, unit, index]
-            if is_write:
-                _prune_add(sp.wide_writes, entry)
-                _cover_prune(sp.wide_reads, entry)
-                for lst in sp.writes.values():
-                    _cover_prune(lst, entry)
-                for lst in sp.reads.values():
-                    _cover_prune(lst, entry)
-            else:
-                _read_add(sp.wide_reads, entry)
-            return
-        pb, bb = sp.pb, sp.bb
-        table = sp.writes if is_write else sp.reads
-        single = len(keys) == 1          # the box lies inside its only bucket: clipping changes nothing
-        for k in keys:
-            if single:
-                e = [p0, p1, b0, b1, avail, unit, index]
-            else:
-                kp, kb = k
-                e = [max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb),
-                     avail, unit, index]
-            lst = table.get(k)
-            if is_write:
+        """record_all() for one access."""
+        self.record_all(((sp, r, keys, is_write),), avail, unit, index)
+
+    def record_all(self, accesses, avail: float, unit, index: int) -> None:
+        """The accesses of instruction `index` (on `unit`) are done; their results are available at `avail`."""
+        for sp, r, keys, is_write in accesses:
+            if keys is None:
+                _record_wide(sp, r, is_write, avail, unit, index)
+                continue
+            p0, p1, b0, b1 = r
+            table = sp.writes if is_write else sp.reads
+            single = len(keys) == 1          # the box lies inside its only bucket: clipping changes nothing
+            for k in keys:
+                if single:
+                    e = [p0, p1, b0, b1, avail, unit, index]
+                else:
+                    pb, bb = sp.pb, sp.bb
+                    kp, kb = k
+                    e = [max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb),
+                         avail, unit, index]
+                lst = table.get(k)
                 if lst is None:
                     table[k] = [e]
                 else:
-                    _prune_add(lst, e)
-                rd = sp.reads.get(k)
-                if rd:
-                    _cover_prune(rd, e)
-            elif lst is None:
-                table[k] = [e]
-            else:
-                _read_add(lst, e)
+                    # a write drops the older writes it covers; a read that covers an older read and
+                    # ends no earlier makes it redundant for later WAR waits
+                    if lst:
+                        _cover_prune(lst, e)
+                    lst.append(e)
+                if is_write:
+                    rd = sp.reads.get(k)
+                    if rd:
+                        _cover_prune(rd, e)
+
+
+def _wait_buckets(sp: Space, r, keys, is_write: bool, skip, best):
+    """wait() for a bucketed access (skip already None for a read). The order of the scans decides
+    ties (first found wins): wide lists, then bucket by bucket (writes, then reads)."""
+    p0, p1, b0, b1 = r
+    if sp.wide_writes:
+        best = _latest(sp.wide_writes, p0, p1, b0, b1, skip, best)
+    if is_write and sp.wide_reads:
+        best = _latest(sp.wide_reads, p0, p1, b0, b1, skip, best)
+    t, who = best
+    writes, reads = sp.writes, sp.reads
+    for k in keys:
+        for entries in (writes.get(k), reads.get(k) if is_write else None):
+            if entries:
+                for e in entries:       # _latest, inline
+                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                            skip is None or e[5] is not skip):
+                        t, who = e[4], e[6]
+    return t, who
+
+
+def _record_wide(sp: Space, r, is_write: bool, avail: float, unit, index: int) -> None:
+    """An access touching too many buckets: one unclipped entry; a write prunes what it covers everywhere."""
+    entry = [*r, avail, unit, index]
+    if is_write:
+        _prune_add(sp.wide_writes, entry)
+        _cover_prune(sp.wide_reads, entry)
+        for lst in sp.writes.values():
+            _cover_prune(lst, entry)
+        for lst in sp.reads.values():
+            _cover_prune(lst, entry)
+    else:
+        _read_add(sp.wide_reads, entry)
 
 
 def _cover_prune(entries, e) -> None:

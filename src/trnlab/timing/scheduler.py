@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from trnlab.isa.base import Engine
 from trnlab.timing import costs
 from trnlab.timing.benchmark import matmul_peak
-from trnlab.timing.hazards import HazardTracker, region
+from trnlab.timing.hazards import HazardTracker
 from trnlab.timing.timeline import Timeline
 
 _DMA = "dma"
@@ -87,36 +87,14 @@ class Scheduler:
         self.floor = max(self.floor, float(t))
 
     # --- hazards ---------------------------------------------------------------------------------
-    def _accesses(self, instr):
-        """(space, box, bucket keys, is_write) of every operand: reads first, then writes."""
-        out = []
-        space = self.hazards.space
-        for is_write, tensors in ((False, instr.reads()), (True, instr.writes())):
-            for t in tensors:
-                if t is None:
-                    continue
-                sp = space(t)
-                r = region(t)
-                out.append((sp, r, sp.keys(r), is_write))
-        return out
-
     def _ready(self, accesses, skip) -> tuple[float, int]:
-        best = (self.floor, -1)
-        wait = self.hazards.wait
-        for sp, r, keys, is_write in accesses:
-            best = wait(sp, r, keys, is_write, skip, best)
-        return best
-
-    def _record(self, accesses, avail: float, unit, index: int) -> None:
-        rec = self.hazards.record
-        for sp, r, keys, is_write in accesses:
-            rec(sp, r, keys, is_write, avail, unit, index)
+        return self.hazards.ready(accesses, skip, (self.floor, -1))
 
     # --- scheduling ------------------------------------------------------------------------------
     def schedule(self, instr) -> tuple[float, float]:
         index = self.count
         self.count += 1
-        accesses = self._accesses(instr)
+        accesses = self.hazards.accesses(instr)
         engine = instr.engine
         if engine == Engine.DMA:
             start, end, pred = self._dma(instr, accesses, index)
@@ -136,7 +114,7 @@ class Scheduler:
             unit_tag, avail = engine, end + self.latency[engine]
             if self.records is not None:
                 self._event(instr, str(engine), start, end, instr.flops(), instr.dma_bytes(), index)
-        self._record(accesses, avail, unit_tag, index)
+        self.hazards.record_all(accesses, avail, unit_tag, index)
         if end > self.end:
             self.end = end
         self.ends.append(avail)
@@ -178,8 +156,9 @@ class Scheduler:
         (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
         hz = self.hz[Engine.TENSOR]
         # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM
-        stat_ready, stat_prod = self._ready(accesses[:1], Engine.TENSOR)
-        ready, producer = self._ready(accesses[1:], Engine.TENSOR)
+        wait, floor = self.hazards.ready, (self.floor, -1)
+        stat_ready, stat_prod = wait(accesses[:1], Engine.TENSOR, floor)
+        ready, producer = wait(accesses[1:], Engine.TENSOR, floor)
         ls_start = max(self.ls_free, self.mm_start, stat_ready)
         ls_end = ls_start + instr.ls_cycles(self.chip) / hz
         free = self.free_at[Engine.TENSOR]

@@ -20,8 +20,8 @@ def llama(size: str = "tiny", seed: int = 0):
 def gpt2(size: str = "tiny", seed: int = 0):
     from transformers import GPT2Config, GPT2LMHeadModel
     _seed(seed)
-    cfg = GPT2Config(vocab_size=512, n_embd=128, n_layer=2, n_head=4, n_positions=512,
-                     attn_implementation="sdpa", use_cache=False) if size == "tiny" else GPT2Config()
+    cfg = GPT2Config(vocab_size=512, n_embd=128, n_layer=2, n_head=4, n_positions=512, bos_token_id=511,
+                     eos_token_id=511, attn_implementation="sdpa", use_cache=False) if size == "tiny" else GPT2Config()
     return GPT2LMHeadModel(cfg).eval()
 
 
