@@ -227,9 +227,12 @@ class Tensor:
             return mask
         return st.init_mask.reshape(-1)[self._bitcast_cover()].all(axis=-1)
 
-    def read(self, api: str = "read", loc: str = "") -> np.ndarray:
-        """The raw values (storage dtype). Reports reads of never-written elements."""
+    def read(self, api: str = "read", loc: str = "", where=None) -> np.ndarray:
+        """The raw values (storage dtype). Reports reads of never-written elements (only those inside
+        `where`, a boolean mask of this view's shape, when an instruction is masked)."""
         mask = self._init_state()
+        if mask is not None and where is not None:
+            mask = mask | ~np.broadcast_to(where, mask.shape)
         if mask is not None and not mask.all():
             msg = (f"{api}: reads uninitialised memory of {self.describe()} "
                    f"({int(mask.size - np.count_nonzero(mask))} of {mask.size} elements never written; "

@@ -68,7 +68,14 @@ class Instruction:
 
     def read(self, t: Tensor) -> np.ndarray:
         """Engine input: the view's values upcast to fp32 (integers kept exact)."""
-        return dt.to_fp32(t.read(self.api, self.loc))
+        return dt.to_fp32(self.raw(t))
+
+    def raw(self, t: Tensor) -> np.ndarray:
+        """The view's stored values. A masked instruction reads only the elements its mask selects, so
+        only those are checked for never-written memory."""
+        mask = self.mask
+        where = mask if mask is not None and np.shape(mask) == t.shape else None
+        return t.read(self.api, self.loc, where=where)
 
     def store(self, t: Tensor, values) -> None:
         t.write(values, where=self.mask, api=self.api, loc=self.loc)

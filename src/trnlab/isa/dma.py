@@ -117,7 +117,7 @@ class DmaIndirect(Instruction):
 
     def execute(self, m):
         ia = self._ia
-        rows = ia.index.read(self.api, self.loc).reshape(-1).astype(np.int64)
+        rows = self.raw(ia.index).reshape(-1).astype(np.int64)
         offs = ia.offsets(rows)
         flat = ia.tensor.storage.array.reshape(-1)
         ok_elem = (offs >= 0) & (offs < flat.size)
@@ -137,7 +137,7 @@ class DmaIndirect(Instruction):
     def _gather(self, ia, flat, offs, keep):
         src_init = ia.tensor.storage.init_mask
         if src_init is not None and not src_init.reshape(-1)[offs[keep]].all():
-            ia.whole().read(self.api, self.loc)                     # reports the uninitialised read
+            self.raw(ia.whole())                     # reports the uninitialised read
         values = np.zeros(ia.shape, dtype=flat.dtype)
         values[keep] = flat[offs[keep]]
         same = flat.dtype == dt.storage(self.dst.dtype)
@@ -145,7 +145,7 @@ class DmaIndirect(Instruction):
         self.dst.write(values, where=keep.reshape(self.dst.shape))
 
     def _scatter(self, ia, flat, offs, keep):
-        src = self.src.read(self.api, self.loc)
+        src = self.raw(self.src)
         same = src.dtype == flat.dtype
         values = (src if same else dt.to_fp32(src)).reshape(ia.shape)
         flat[offs[keep]] = dt.cast(values[keep], ia.tensor.dtype)

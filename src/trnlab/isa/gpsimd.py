@@ -73,8 +73,8 @@ class NcNGather(DataToDst):
             self.fail(DtypeError, f"indices {self.indices.describe()} must be uint32")
 
     def execute(self, m):
-        data = as_2d(self.data.read(self.api, self.loc))
-        idx = as_2d(self.indices.read(self.api, self.loc)).astype(np.int64)
+        data = as_2d(self.raw(self.data))
+        idx = as_2d(self.raw(self.indices)).astype(np.int64)
         bad = (idx < 0) | (idx >= data.shape[1])
         if bad.any():
             p, j = map(int, np.argwhere(bad)[0])
@@ -110,7 +110,7 @@ class NonzeroWithCount(SrcToDst):
 
     def execute(self, m):
         rows = np.arange(0, self.src.shape[0], 16)
-        src = as_2d(self.src.read(self.api, self.loc))
+        src = as_2d(self.raw(self.src))
         n = src.shape[1]
         out = np.zeros((self.dst.shape[0], n + 1), dtype=np.int64)
         for r in rows:

@@ -144,9 +144,9 @@ class TensorCopyIndirect(Instruction):
 
     def _gather(self, x) -> np.ndarray:
         if not isinstance(x, TensorIndirection):
-            return x.read(self.api, self.loc)
+            return self.raw(x)
         offs = x.offsets(self)
-        return np.asarray(x.tensor.read(self.api, self.loc))[x.coords(offs)]
+        return np.asarray(self.raw(x.tensor))[x.coords(offs)]
 
     def _scatter(self, x: TensorIndirection, values: np.ndarray) -> None:
         offs = x.offsets(self)

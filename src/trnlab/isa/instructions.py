@@ -63,7 +63,7 @@ class DmaCopy(SrcToDst):
                                   f"must equal src dtype {dt.name_of(self.src.dtype)}")
 
     def execute(self, m):
-        src = self.src.read(self.api, self.loc)
+        src = self.raw(self.src)
         values = src if src.dtype == dt.storage(self.dst.dtype) else dt.to_fp32(src)
         if values.shape != self.dst.shape:
             values = values.reshape(self.dst.shape)
@@ -107,7 +107,7 @@ class DmaGather(ToDst):
             self.fail(ShapeError, f"row sizes differ: {rows.describe()} vs indexed {table.describe()}")
 
     def execute(self, m):
-        idx = self.index.read(self.api, self.loc).reshape(-1).astype(np.int64)
+        idx = self.raw(self.index).reshape(-1).astype(np.int64)
         table = self.dst if self.scatter else self.src
         rows = table.shape[0]
         bad = (idx < 0) | (idx >= rows)
@@ -116,7 +116,7 @@ class DmaGather(ToDst):
             self.fail(OutOfBoundsError, f"indirect index {first} out of bounds for "
                                         f"{table.describe()} with {rows} rows (oob_mode=error)")
         ok = ~bad
-        src = self.src.read(self.api, self.loc)
+        src = self.raw(self.src)
         if self.scatter:
             values = dt.to_fp32(src).reshape((len(idx),) + self.dst.shape[1:])
             target = self.dst.array
@@ -163,7 +163,7 @@ class DmaTranspose(SrcToDst):
             self.fail(DtypeError, f"dma_transpose supports 2- and 4-byte dtypes, got {dt.name_of(self.src.dtype)}")
 
     def execute(self, m):
-        self.store(self.dst, np.transpose(dt.to_fp32(self.src.read(self.api, self.loc)), self.axes))
+        self.store(self.dst, np.transpose(dt.to_fp32(self.raw(self.src)), self.axes))
 
     def dma_bytes(self) -> int:
         return self.src.nbytes
@@ -187,7 +187,7 @@ class TensorCopy(SrcToDst):
                                           f"(target {chip.name}); use activation(op=copy)")
 
     def execute(self, m):
-        src = self.src.read(self.api, self.loc)
+        src = self.raw(self.src)
         exact = src.dtype == dt.storage(self.dst.dtype) and not (self.engine == Engine.SCALAR and m.chip.nc_version < 3)
         values = src if exact else dt.to_fp32(src).astype(np.float32)
         self.store(self.dst, values.reshape(self.dst.shape))
@@ -449,8 +449,8 @@ class MatMul(ToDst):
 
     def execute(self, m):
         if self.is_transpose and self.perf_mode == "none" and m.chip.nc_version >= 3:
-            s2 = as_2d(self.stationary.read(self.api, self.loc))
-            picked = self._exact_transpose(s2, dt.to_fp32(as_2d(self.moving.read(self.api, self.loc))))
+            s2 = as_2d(self.raw(self.stationary))
+            picked = self._exact_transpose(s2, dt.to_fp32(as_2d(self.raw(self.moving))))
             if picked is not None:
                 same = picked.dtype == dt.storage(self.dst.dtype)
                 self.store(self.dst, (picked if same else dt.to_fp32(picked)).reshape(self.dst.shape))
@@ -551,7 +551,7 @@ class Transpose(SrcToDst):
                                   f"{dt.name_of(s.dtype)}")
 
     def execute(self, m):
-        x = as_2d(self.src.read(self.api, self.loc))
+        x = as_2d(self.raw(self.src))
         values = x.T if x.dtype == dt.storage(self.dst.dtype) else dt.to_fp32(x).T
         if self.engine == Engine.TENSOR and m.chip.nc_version < 3 and dt.is_float(self.src.dtype):
             # NeuronCore-v2 transposes by multiplying with an identity matrix: a NaN/Inf input poisons

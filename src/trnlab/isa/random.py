@@ -156,7 +156,7 @@ class SetRngSeed(_SeedLoad):
             self.fail(ShapeError, f"src_seeds {self.src_seeds.describe()} must be a [1, 1] 32-bit tensor")
 
     def execute(self, m):
-        raw = np.ascontiguousarray(self.src_seeds.read(self.api, self.loc)).reshape(-1).view(np.uint32)
+        raw = np.ascontiguousarray(self.raw(self.src_seeds)).reshape(-1).view(np.uint32)
         reseed(m, Engine.VECTOR, raw)
 
 
@@ -172,7 +172,7 @@ class RandSetState(_SeedLoad):
         _check_state_tile(self, "src_seeds", self.src_seeds)
 
     def execute(self, m):
-        reseed(m, self.engine, as_2d(self.src_seeds.read(self.api, self.loc)))
+        reseed(m, self.engine, as_2d(self.raw(self.src_seeds)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

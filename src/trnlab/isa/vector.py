@@ -378,7 +378,7 @@ class TensorCopyPredicated(ToDst):
     def execute(self, m):
         pred = _predicate(self, self.predicate, self.reverse_pred).reshape(self.dst.shape)
         if isinstance(self.src, Tensor):
-            values = self.src.read(self.api, self.loc).reshape(self.dst.shape)
+            values = self.raw(self.src).reshape(self.dst.shape)
         else:
             values = np.asarray(self.src, dtype=np.float32 if dt.is_float(self.dst.dtype) else np.int64)
         self.dst.write(values, where=pred if self.mask is None else (pred & self.mask))
@@ -527,7 +527,7 @@ class NcStreamShuffle(SrcToDst):
                                       f"{self.src.describe()}")
 
     def execute(self, m):
-        src = as_2d(self.src.read(self.api, self.loc)).copy()        # in-place shuffles are allowed
+        src = as_2d(self.raw(self.src)).copy()        # in-place shuffles are allowed
         rows = np.array([j for j in range(self.dst.shape[0]) if int(self.shuffle_mask[j % 32]) != 255], dtype=int)
         from_rows = np.array([(j // 32) * 32 + int(self.shuffle_mask[j % 32]) for j in rows], dtype=int)
         where = np.zeros(self.dst.shape[0], dtype=bool)

@@ -21,7 +21,8 @@ from trnlab.frontend.isa_enums import (dge_mode, dma_engine, engine, gpsimd_engi
 from trnlab.nki_beta1 import ops as _ops
 from trnlab.nki_beta1.index import Index as _Index, Predicate as _Predicate, affine_form as _affine_form
 from trnlab.nki_beta1.language import _axes, _reduced_shape, matmul_result as _matmul_result
-from trnlab.nki_beta1.tile import Access as _Access, Region as _Region, compiler_placed as _compiler_placed, cut as _cut, flush as _flush
+from trnlab.nki_beta1.tile import (Access as _Access, Region as _Region, Tile as _Tile, compiler_placed as _compiler_placed,
+                                   cut as _cut, flush as _flush)
 
 
 # --- enums (shared with the current front end) ---------------------------------------------------------
@@ -101,6 +102,7 @@ def _matmul_operand(x, loc):
 
 def _matmul_result_dr(s, mv, loc, mask, kw):
     shape = (s.free_size // 2, mv.free_size // 2)
+    _full_mask_only(mask, shape, "nisa.nc_matmul", loc)
 
     def emit(dst, accumulate):
         acc = (True if dst.is_initialized() else None) if accumulate else False
@@ -119,6 +121,7 @@ def nc_transpose(data, mask=None, dtype=None, engine=engine.unknown, **_):
         name = "vector" if (t.buffer == _PSUM and small) else "tensor"
     eng = _eng(name, _Engine.TENSOR)
     shape = (t.free_size, t.shape[0])
+    _full_mask_only(mask, shape, "nisa.nc_transpose", loc)
     kind = _PSUM if eng == _Engine.TENSOR else _SBUF
 
     def build(dst, region, loc):
@@ -206,6 +209,7 @@ def tensor_scalar_reduce(data, op0, operand0, reduce_op, reduce_res, reverse0=Fa
     t = _ops.real_tile(data, "tensor_scalar_reduce", loc)
     o0 = _operand(operand0, "tensor_scalar_reduce", loc)
     rr = _ops.real_tile(reduce_res, "tensor_scalar_reduce", loc)
+    _full_mask_only(mask, tuple(t.shape), "nisa.tensor_scalar_reduce", loc)
 
     def build(dst, region, loc):
         _ops.issue(_I.TensorScalar(api="nisa.tensor_scalar_reduce", loc=loc, dst=dst, data=t, op0=_op(op0),
@@ -356,6 +360,7 @@ def dma_transpose(src, axes=None, mask=None, dtype=None, **_):
     s = _ops.tile_of(src)
     axes = tuple(axes) if axes is not None else tuple(reversed(range(s.ndim)))
     shape = tuple(s.shape[a] for a in axes)
+    _full_mask_only(mask, shape, "nisa.dma_transpose", loc)
 
     def build(dst, region, loc):
         _ops.issue(_I.DmaTranspose(api="nisa.dma_transpose", loc=loc, dst=dst, src=s, axes=axes))
@@ -373,9 +378,21 @@ def tensor_tensor_scan(data0, data1, initial, op0, op1, dtype=None, mask=None, r
     init = _operand(initial, "tensor_tensor_scan", loc)
 
     def build(dst, region, loc):
-        _ops.issue(cls(api="nisa.tensor_tensor_scan", loc=loc, dst=dst, data0=a, data1=b, initial=init,
-                       op0=_op(op0), op1=_op(op1), reverse0=bool(reverse0), reverse1=bool(reverse1)))
-    return _simple("nisa.tensor_tensor_scan", a.shape, _ops.out_dtype(dtype, a, b), build, None)
+        shape = tuple(a.shape)
+        if region is not None and any(r.start != 0 for r in region.box[1:]):
+            # the recurrence runs along the free axis from element 0: a mask may cut its tail (a partial
+            # tile), not its head
+            raise NotImplementedError(f"nisa.tensor_tensor_scan(mask=...) must keep the start of the scanned "
+                                      f"free axis; a mask that skips its first elements is not modelled. At {loc}")
+        rows = region.box[0] if region is not None else slice(None)
+        res = _res(region)
+        if res is not None and not (res.all(axis=tuple(range(1, res.ndim))) | ~res.any(axis=tuple(range(1, res.ndim)))).all():
+            raise NotImplementedError(f"nisa.tensor_tensor_scan(mask=...) must select whole rows (partitions). At {loc}")
+        init_rows = init._view(init.array[rows]) if isinstance(init, _Tile) else init
+        _ops.issue(cls(api="nisa.tensor_tensor_scan", loc=loc, dst=_cut(dst, region, shape),
+                       data0=_cut(a, region, shape), data1=_cut(b, region, shape), initial=init_rows,
+                       op0=_op(op0), op1=_op(op1), reverse0=bool(reverse0), reverse1=bool(reverse1), mask=res))
+    return _simple("nisa.tensor_tensor_scan", a.shape, _ops.out_dtype(dtype, a, b), build, mask)
 
 
 def _masked_input(data, mask, api: str, loc: str):
@@ -425,6 +442,7 @@ def nc_find_index8(data, vals, mask=None, dtype=None, **_):
     cls = _ops.isa_class("NcFindIndex8", "nisa.nc_find_index8")
     t = _ops.real_tile(data, "nc_find_index8", loc)
     v = _ops.real_tile(vals, "nc_find_index8", loc)
+    _full_mask_only(mask, (t.shape[0], 8), "nisa.nc_find_index8", loc)
 
     def build(dst, region, loc):
         _ops.issue(cls(api="nisa.nc_find_index8", loc=loc, dst=dst, data=t, vals=v))
@@ -438,6 +456,7 @@ def nc_match_replace8(data, vals, imm, dst_idx=None, mask=None, dtype=None, **_)
     t = _ops.real_tile(data, "nc_match_replace8", loc)
     v = _ops.real_tile(vals, "nc_match_replace8", loc)
     di = _ops.real_tile(dst_idx, "nc_match_replace8", loc) if dst_idx is not None else None
+    _full_mask_only(mask, tuple(t.shape), "nisa.nc_match_replace8", loc)
 
     def build(dst, region, loc):
         _ops.issue(cls(api="nisa.nc_match_replace8", loc=loc, dst=dst, data=t, vals=v, imm=float(imm), dst_idx=di))
@@ -452,6 +471,7 @@ def tensor_copy_predicated(src, dst, predicate, mask=None, dtype=None, reverse_p
     d = _ops.real_tile(dst, "tensor_copy_predicated", loc)
     s = _operand(src, "tensor_copy_predicated", loc)
     p = _ops.real_tile(predicate, "tensor_copy_predicated", loc)
+    _full_mask_only(mask, tuple(d.shape), "nisa.tensor_copy_predicated", loc)
     _ops.issue(cls(api="nisa.tensor_copy_predicated", loc=loc, dst=d, src=s, predicate=p,
                    reverse_pred=bool(reverse_pred)))
 
@@ -461,6 +481,7 @@ def tensor_partition_reduce(op, data, mask=None, dtype=None, **_):
     _flush()
     cls = _ops.isa_class("TensorPartitionReduce", "nisa.tensor_partition_reduce")
     t = _ops.real_tile(data, "tensor_partition_reduce", loc)
+    _full_mask_only(mask, (1,) + tuple(t.shape[1:]), "nisa.tensor_partition_reduce", loc)
 
     def build(dst, region, loc):
         _ops.issue(cls(api="nisa.tensor_partition_reduce", loc=loc, dst=dst, data=t, op=_op(op)))
@@ -471,6 +492,21 @@ def tensor_partition_reduce(op, data, mask=None, dtype=None, **_):
 def _no_mask(mask, api: str, loc: str) -> None:
     if mask is not None:
         raise NotImplementedError(f"{api}(mask=...) is not modelled by trnlab. At {loc}")
+
+
+def _full_mask_only(mask, shape: tuple, api: str, loc: str) -> None:
+    """A call whose mask= trnlab does not model: a mask selecting the whole iteration space is a no-op;
+    anything else is refused by name (never silently ignored)."""
+    if mask is None:
+        return
+    values = mask.values if isinstance(mask, _Predicate) else np.asarray(mask, dtype=bool)
+    try:
+        if np.broadcast_to(values, shape).all():
+            return
+    except ValueError:
+        pass
+    raise NotImplementedError(f"{api}(mask=...) selecting part of its {list(shape)} iteration space is not "
+                              f"modelled by trnlab. At {loc}")
 
 
 def _begin(api: str, cls_name: str, mask):
