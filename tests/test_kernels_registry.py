@@ -60,12 +60,15 @@ def test_example_inputs_scale_the_problem():
 # --- capacity --------------------------------------------------------------------------------------
 @nki.jit
 def greedy_kernel(x):
-    """Keeps four [128, 16384] fp32 tiles (64 KiB per partition each) live at once."""
+    """Keeps four [128, 16384] fp32 tiles (64 KiB per partition each) live at once: each is read after
+    all four exist, so even last-use allocation cannot overlap them."""
     tiles = []
     for i in range(4):
         t = nl.ndarray((128, 16384), dtype=nl.float32, buffer=nl.sbuf, name=f"greedy_tile_{i}")
         nisa.memset(dst=t, value=float(i))
         tiles.append(t)
+    for t in tiles[1:]:
+        nisa.tensor_tensor(dst=tiles[0], data1=tiles[0], data2=t, op=nl.add)
     return x
 
 
@@ -82,10 +85,44 @@ def test_overallocating_sbuf_raises_naming_the_largest_tiles():
 
 @nki.jit
 def psum_hog(x):
-    """Nine live one-bank PSUM tiles; the chip has eight banks."""
+    """Nine one-bank PSUM tiles, all written before any is read; the chip has eight banks."""
     live = [nl.ndarray((128, 512), dtype=nl.float32, buffer=nl.psum, name=f"bank_{i}") for i in range(9)]
-    assert len(live) == 9
+    for i, t in enumerate(live):
+        nisa.memset(dst=t, value=float(i))
+    acc = nl.ndarray((128, 512), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.memset(dst=acc, value=0.0)
+    for t in live:
+        nisa.tensor_tensor(dst=acc, data1=acc, data2=t, op=nl.add)
     return x
+
+
+@nki.jit
+def psum_dead_but_referenced(a, w):
+    """Twelve matmul results, each consumed right away but all kept referenced by the Python code
+    (as kernels that allocate through a helper do): neuronx-cc allocates by last use, so this fits
+    eight banks; trnlab retries with last-use liveness (core.machine.Liveness)."""
+    out = nl.ndarray((128, 512), dtype=nl.float32, buffer=nl.shared_hbm)
+    at = nl.ndarray((128, 128), dtype=a.dtype, buffer=nl.sbuf)
+    wt = nl.ndarray((128, 512), dtype=w.dtype, buffer=nl.sbuf)
+    nisa.dma_copy(dst=at, src=a)
+    nisa.dma_copy(dst=wt, src=w)
+    acc = nl.ndarray((128, 512), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.memset(dst=acc, value=0.0)
+    held = []
+    for i in range(12):
+        ps = nl.ndarray((128, 512), dtype=nl.float32, buffer=nl.psum, name=f"ps_{i}")
+        nisa.nc_matmul(dst=ps, stationary=at, moving=wt)
+        nisa.tensor_tensor(dst=acc, data1=acc, data2=ps, op=nl.add)
+        held.append(ps)
+    nisa.dma_copy(dst=out, src=acc)
+    return out
+
+
+def test_dead_but_referenced_psum_tiles_fit_by_last_use():
+    a = np.random.default_rng(1).standard_normal((128, 128)).astype(np.float32)
+    w = np.random.default_rng(2).standard_normal((128, 512)).astype(np.float32)
+    out = psum_dead_but_referenced.run((a, w), {}, target="trn2").outputs
+    np.testing.assert_allclose(out, 12 * (a.T @ w), rtol=1e-4, atol=1e-3)   # fp32 matmul + 12 fp32 adds
 
 
 def test_overallocating_psum_raises():

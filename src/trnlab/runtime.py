@@ -11,8 +11,9 @@ from typing import Any, Callable
 import numpy as np
 
 from trnlab.core import dtypes as dt
-from trnlab.core.machine import Machine, running
+from trnlab.core.machine import Liveness, Machine, running
 from trnlab.core.tensor import Tensor
+from trnlab.errors import PsumCapacityError, SbufCapacityError
 
 
 def is_torch(x) -> bool:
@@ -77,7 +78,28 @@ def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics
     numerics = forced.get("numerics", numerics)
     timing = forced.get("timing", timing)
     trace = forced.get("trace", trace)
-    m = machine or Machine(target, numerics=numerics, timing=timing, trace=trace, tensor_class=tensor_class)
+    settings = dict(target=target, numerics=numerics, timing=timing, trace=trace, tensor_class=tensor_class)
+    try:
+        return _run(fn, args, kwargs, grid, machine or Machine(**settings), threads)
+    except (SbufCapacityError, PsumCapacityError) as first:
+        if machine is not None:
+            raise
+        # Over capacity while the kernel's Python code holds its tiles: retry with tiles freed at
+        # their last use, as the compiler allocates (core.machine.Liveness); a kernel that still
+        # does not fit raises from the second run.
+        probe = Liveness()
+        try:
+            _run(fn, args, kwargs, grid, Machine(**{**settings, "timing": False, "trace": False},
+                                                 liveness=probe), threads, observe=False)
+        except Exception:
+            pass
+        else:
+            return _run(fn, args, kwargs, grid, Machine(**settings, liveness=Liveness(probe.last_use)), threads)
+        raise first
+
+
+def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> KernelRun:
+    trace = m.scheduler is not None and m.scheduler.records is not None
     like = next((a for a in itertools.chain(args, kwargs.values()) if is_torch(a)), None)
     inputs: list[tuple[Tensor, Any]] = []
 
@@ -118,7 +140,7 @@ def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics
             if not np.array_equal(original, t.array, equal_nan=True):
                 original[...] = t.array
     run = KernelRun(_convert_outputs(result, like), m, getattr(fn, "__name__", ""), machines)
-    for observer in list(observers):
+    for observer in list(observers) if observe else ():
         observer(run)
     return run
 

@@ -30,7 +30,8 @@ class RunStats:
 
 class Machine:
     def __init__(self, target: "str | ChipSpec | None" = None, *, numerics: bool = True,
-                 timing: bool = True, trace: bool = False, tensor_class=Tensor):
+                 timing: bool = True, trace: bool = False, tensor_class=Tensor,
+                 liveness: "Liveness | None" = None):
         if not precise_fp():
             raise NotImplementedError(
                 "NKI_PRECISE_FP=0 (AWS's fp32-everywhere simulator mode) is not modelled by trnlab, which "
@@ -40,6 +41,13 @@ class Machine:
                                  target=chip.name)
         self.psum = PsumMemory(partitions=chip.partitions, banks=chip.psum_banks,
                                bank_bytes=chip.psum_bank_bytes, target=chip.name)
+        self.liveness = liveness
+        if liveness is not None and liveness.probing:
+            self.sbuf.capacity *= _PROBE_ROOM        # the probe measures lifetimes, not capacity
+            self.psum.capacity *= _PROBE_ROOM
+            self.psum.banks *= _PROBE_ROOM
+        self.issued = 0                  # instructions issued so far (liveness bookkeeping)
+        self.allocated = 0               # on-chip allocations so far
         self.numerics = numerics
         self.tensor_class = tensor_class
         self.hbm_used = 0
@@ -123,6 +131,10 @@ class Machine:
         st = Storage(kind, arr, name, initialized=fill is not None, alloc=alloc)
         import weakref
         weakref.finalize(st, memory.free, alloc.uid)
+        alloc.seq = self.allocated
+        self.allocated += 1
+        if self.liveness is not None:
+            self.liveness.allocated(alloc, memory, self.issued)
         return self.tensor_class(st, arr, dtype, name)
 
     # --- execution ------------------------------------------------------------------------------
@@ -145,6 +157,9 @@ class Machine:
         stats.dma_bytes += instr.dma_bytes()
         if self.scheduler is not None:
             self.scheduler.schedule(instr)
+        if self.liveness is not None:
+            self.liveness.issued(instr, self.issued)
+        self.issued += 1
 
 
     @staticmethod
@@ -208,3 +223,51 @@ class running:
 
     def __exit__(self, *exc) -> None:
         (getattr(_local, "stack") if self.thread_local else _global_stack).pop()
+
+
+# --- last-use liveness ------------------------------------------------------------------------------
+_PROBE_ROOM = 1024
+
+
+class Liveness:
+    """Compiler-style tile lifetimes: a tile's space is free after the last instruction that touches it.
+
+    By default a tile lives while the kernel's Python code holds it (plus NKI loop scoping). A kernel
+    that keeps dead tiles referenced (e.g. in locals after their last use) can then exceed SBUF/PSUM
+    although neuronx-cc, which allocates by last use, fits it. run_kernel retries such a kernel: a
+    probe run with room to spare records each allocation's last use (allocations are numbered in
+    program order, deterministic for a kernel and its inputs), and the real run frees each tile right
+    after it. A tile used after its recorded last use (a kernel that is not deterministic) is reported
+    as a capacity error by Machine.issue, like any reclaimed tile."""
+
+    def __init__(self, last_use: dict | None = None):
+        self.probing = last_use is None
+        self.last_use: dict[int, int] = {} if last_use is None else last_use
+        self._free_after: dict[int, list] = {}
+
+    def allocated(self, alloc, memory, now: int) -> None:
+        if self.probing:
+            self.last_use[alloc.seq] = now - 1          # never used: dead at once
+            return
+        last = self.last_use.get(alloc.seq, 1 << 62)
+        if last < now:                                   # never touched by an instruction
+            self._release(alloc, memory)
+        else:
+            self._free_after.setdefault(last, []).append((alloc, memory))
+
+    def issued(self, instr, index: int) -> None:
+        if self.probing:
+            for t in instr.reads() + instr.writes():
+                alloc = getattr(getattr(t, "storage", None), "alloc", None)
+                if alloc is not None:
+                    self.last_use[alloc.seq] = index
+            return
+        for alloc, memory in self._free_after.pop(index, ()):
+            self._release(alloc, memory)
+
+    @staticmethod
+    def _release(alloc, memory) -> None:
+        if alloc.live:
+            memory.free(alloc.uid)
+            alloc.superseded = True
+            memory.reclaimed += 1

@@ -31,7 +31,9 @@ class Allocation:
     nbytes: int      # bytes per partition
     loc: str
     live: bool = True
-    superseded: bool = False   # reclaimed by a newer instance of the same allocation site
+    superseded: bool = False   # reclaimed by a newer instance of the same allocation site (or after
+                               # its last use, see core.machine.Liveness)
+    seq: int = 0               # allocation number in program order (core.machine.Liveness)
 
     @property
     def b1(self) -> int:
