@@ -17,7 +17,7 @@ import trnlab.isa as I
 from trnlab.core import dtypes as dt
 from trnlab.core.machine import Machine
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # examples: conftest profiles
 FLOATS = [dt.float32, dt.bfloat16, dt.float16, dt.float8_e4m3, dt.float8_e5m2]
 LOC = "test_properties_isa.py:0"
 
