@@ -144,7 +144,8 @@ def expect_tile(ins: Instruction, name: str, t: Tensor, chip, allowed=(SBUF, PSU
     """An on-chip compute-engine operand: right buffer (GpSimd cannot reach PSUM), rank >= 2, partition
     dim within limits and laid along partitions, legal start partition, free size within limits."""
     if not isinstance(t, Tensor):
-        if type(t).__name__ == "TensorIndirection":
+        from trnlab.isa.indirection import TensorIndirection     # (it imports this module)
+        if isinstance(t, TensorIndirection):
             raise NotImplementedError(f"{ins.api}: a tensor indirection (NkiTensor.indirect) operand '{name}' is "
                                       f"modelled by trnlab for nisa.tensor_copy only. At {ins.loc}")
         ins.fail(ShapeError, f"operand '{name}' must be a tile, got {type(t).__name__} {t!r}")
