@@ -188,7 +188,8 @@ def uses_sync(fn, _seen=None, _depth=0) -> bool:
     called = [glb[n] for n in names if n in glb]
     called += [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if _filled(c)]
     return any(uses_sync(f, seen, _depth + 1) for f in called
-               if isinstance(f, types.FunctionType) or hasattr(f, "fn"))
+               if isinstance(f, types.FunctionType)
+               or (not isinstance(f, types.ModuleType) and hasattr(f, "fn")))  # nki.tensor raises on probes
 
 
 def _filled(cell) -> bool:

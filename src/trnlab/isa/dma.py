@@ -168,7 +168,10 @@ class DmaIndirect(Instruction):
 
 def resolve_scalar_offset(t: Tensor, pattern, offset: int, scalar_offset, indirect_dim: int, *,
                           api: str, loc: str) -> Tensor:
-    """Scalar indirection, resolved eagerly: the whole pattern moves by value * stride of indirect_dim.
+    """Scalar indirection, resolved eagerly: the whole pattern moves by value * the row-major stride of
+    dimension `indirect_dim` of the tensor `.ap()` is called on (a tensor dimension, not a pattern entry:
+    nki-library's TensorView drops the selected dimension from the pattern and names the base tensor's
+    dimension, reshaping the base to create one when needed).
 
     `scalar_offset` is a [1, 1] SBUF/HBM tile or anything int() accepts (e.g. a register value)."""
     if isinstance(scalar_offset, Tensor):
@@ -181,9 +184,11 @@ def resolve_scalar_offset(t: Tensor, pattern, offset: int, scalar_offset, indire
         except TypeError:
             raise NotImplementedError(f"{api}: scalar_offset of type {type(scalar_offset).__name__} is not "
                                       f"modelled (use a [1, 1] tile). At {loc}") from None
-    if not 0 <= indirect_dim < len(pattern):
-        raise ShapeError(f"{api}: indirect_dim {indirect_dim} outside the pattern {list(pattern)}. At {loc}")
-    shifted = int(offset) + value * int(pattern[indirect_dim][0])
+    shape = tuple(t.shape)
+    if not 0 <= indirect_dim < len(shape):
+        raise ShapeError(f"{api}: indirect_dim {indirect_dim} outside the dimensions of {t.describe()} "
+                         f"(shape {list(shape)}). At {loc}")
+    shifted = int(offset) + value * int(np.prod(shape[indirect_dim + 1:], dtype=np.int64))
     try:
         return t.ap(pattern, shifted)
     except OutOfBoundsError as exc:

@@ -10,6 +10,9 @@ from trnlab.nki.tensor import NkiTensor
 # `nisa.constants.oob_mode` is how kernels spell the ISA enums; expose the submodule on nki.isa.
 isa.constants = isa_constants
 
+# `nki.dtype`: the type of nl.float32 & co., used in kernel signatures (`index_dtype: nki.dtype = nl.int32`).
+from numpy import dtype  # noqa: E402
+
 
 def jit(fn=None, *, mode=None, platform_target=None, **options):
     """@nki.jit / @nki.jit(...): the kernel runs on the simulated NeuronCore when called.
