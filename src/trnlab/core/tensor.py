@@ -35,6 +35,44 @@ _uids = itertools.count(1)
 _UNWRITTEN = "unwritten"     # Storage init state before any write: the mask is allocated on demand
 
 
+def split_spans(shape, strides, pitch: int) -> tuple[int, int, int, int]:
+    """(lo, hi) byte spans of the dims whose stride is a whole number of `pitch` bytes (they walk
+    partitions, or HBM rows), then (lo, hi) of the other dims (within a partition / row)."""
+    plo = phi = flo = fhi = 0
+    for n, s in zip(shape, strides):
+        if n > 1:
+            span = (n - 1) * s
+            if s and s % pitch == 0:
+                if span < 0:
+                    plo += span
+                else:
+                    phi += span
+            elif span < 0:
+                flo += span
+            else:
+                fhi += span
+    return plo, phi, flo, fhi
+
+
+class OperandOf:
+    """An operand wrapping the view `self.tensor` (an indirect DMA access, a tensor indirection, a
+    Beta 1 affine access): its dtype, memory and name are the tensor's."""
+
+    __slots__ = ()
+
+    @property
+    def dtype(self):
+        return self.tensor.dtype
+
+    @property
+    def buffer(self) -> str:
+        return self.tensor.buffer
+
+    @property
+    def name(self) -> str:
+        return self.tensor.name
+
+
 def _n_real(key: tuple) -> int:
     """Entries of an index key that consume a dimension (not None / Ellipsis)."""
     return sum(1 for k in key if k is not None and k is not Ellipsis)
@@ -171,20 +209,7 @@ class Tensor:
             base = st.hbm_address + off
             return 0, 1, base + lo, base + hi + a.itemsize
         row = st.row_bytes
-        # one pass over the dims: a dim whose stride is a whole number of rows walks partitions
-        plo = phi = flo = fhi = 0
-        for n, s in zip(a.shape, a.strides):
-            if n > 1:
-                span = (n - 1) * s
-                if s and s % row == 0:
-                    if span < 0:
-                        plo += span
-                    else:
-                        phi += span
-                elif span < 0:
-                    flo += span
-                else:
-                    fhi += span
+        plo, phi, flo, fhi = split_spans(a.shape, a.strides, row)
         p_start, b_start = divmod(off, row)
         alloc = st.alloc
         p0 = alloc.p0 + p_start + plo // row

@@ -13,13 +13,13 @@ from typing import ClassVar
 import numpy as np
 
 from trnlab.core import dtypes as dt
-from trnlab.core.tensor import HBM, SBUF, Tensor
+from trnlab.core.tensor import HBM, SBUF, OperandOf, Tensor
 from trnlab.errors import DtypeError, NkiValidationError, OutOfBoundsError, ShapeError
 from trnlab.isa.base import Engine, Instruction, expect_buffer, expect_oob_mode
 
 
 @dataclass(frozen=True, slots=True)
-class IndirectAccess:
+class IndirectAccess(OperandOf):
     """An access pattern on `tensor`'s storage whose dim `indirect_dim` is indexed by the `index` tile."""
     tensor: Tensor
     pattern: tuple            # ((stride, count), ...) in elements
@@ -35,18 +35,6 @@ class IndirectAccess:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def dtype(self):
-        return self.tensor.dtype
-
-    @property
-    def buffer(self) -> str:
-        return self.tensor.buffer
-
-    @property
-    def name(self) -> str:
-        return self.tensor.name
 
     @property
     def ndim(self) -> int:

@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from trnlab.core import dtypes as dt
-from trnlab.core.tensor import SBUF, Tensor
+from trnlab.core.tensor import SBUF, OperandOf, Tensor
 from trnlab.errors import DtypeError, OutOfBoundsError, PartitionError, ShapeError
 from trnlab.isa.base import (Engine, Instruction, expect_same_partitions, expect_tile, expect_version,
                              vector_cost)
@@ -26,7 +26,7 @@ def group_size(engine: Engine) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class TensorIndirection:
+class TensorIndirection(OperandOf):
     """tensor[p, offset(p, i)] for i < num_elem, the offsets read from `index` (see the module doc)."""
     tensor: Tensor
     index: Tensor
@@ -47,18 +47,6 @@ class TensorIndirection:
     @property
     def ndim(self) -> int:
         return 2
-
-    @property
-    def dtype(self):
-        return self.tensor.dtype
-
-    @property
-    def buffer(self) -> str:
-        return self.tensor.buffer
-
-    @property
-    def name(self) -> str:
-        return self.tensor.name
 
     def is_indirect(self) -> bool:
         return True

@@ -19,7 +19,7 @@ import numpy as np
 from trnlab.core import dtypes as dt
 from trnlab.core.machine import current, has_current
 from trnlab.core.srcloc import user_location
-from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
+from trnlab.core.tensor import HBM, PSUM, SBUF, OperandOf, Tensor
 from trnlab.errors import NkiValidationError, OutOfBoundsError, PartitionError, ShapeError
 from trnlab.frontend.indexing import DynSlice  # noqa: F401  (nl.ds)
 from trnlab.nki_beta1.index import Index, Predicate, affine_form
@@ -218,7 +218,7 @@ def _advanced(t: Tile, key: tuple, loc: str):
     return access if bad else access.view(None)
 
 
-class Access:
+class Access(OperandOf):
     """An affine access t[idx_0, ..., idx_n] (index arrays broadcast to the access shape)."""
 
     def __init__(self, tensor: Tile, arrays, loc: str):
@@ -227,14 +227,6 @@ class Access:
     @property
     def shape(self) -> tuple:
         return self.arrays[0].shape
-
-    @property
-    def dtype(self):
-        return self.tensor.dtype
-
-    @property
-    def buffer(self) -> str:
-        return self.tensor.buffer
 
     def bounds(self, where) -> str | None:
         """The AWS out-of-bound message for the first violated dim (masked-out elements ignored)."""
@@ -280,7 +272,7 @@ class Access:
         return t._view(arr)
 
 
-class IndirectAccess:
+class IndirectAccess(OperandOf):
     """t[idx_tile, ...]: rows selected by an SBUF index tile (nl.load gathers, nl.store scatters)."""
 
     def __init__(self, tensor: Tile, key: tuple, loc: str):
@@ -303,10 +295,6 @@ class IndirectAccess:
     @property
     def shape(self) -> tuple:
         return (self.index_tile.size,) + tuple(self.table.shape[1:])
-
-    @property
-    def dtype(self):
-        return self.tensor.dtype
 
 
 def as_view(x, api: str):

@@ -10,7 +10,7 @@ later wait (the write itself waited for it), so it is dropped: live entries stay
 """
 from __future__ import annotations
 
-from trnlab.core.tensor import HBM, PSUM, SBUF
+from trnlab.core.tensor import HBM, PSUM, SBUF, split_spans
 
 # (partition bucket, byte bucket) per memory kind; HBM: (rows, bytes within a row)
 _BUCKETS = {SBUF: (128, 1024), PSUM: (128, 2048), HBM: (128, 8192)}
@@ -28,19 +28,7 @@ def region(t) -> tuple[int, int, int, int]:
     if pitch <= 0:
         _, _, b0, b1 = t.region()
         return 0, 1, b0, b1
-    row_lo = row_hi = col_lo = col_hi = 0
-    for n, s in zip(a.shape, a.strides):
-        if n > 1 and s:
-            span = (n - 1) * s
-            if s % pitch == 0:
-                if span < 0:
-                    row_lo += span
-                else:
-                    row_hi += span
-            elif span < 0:
-                col_lo += span
-            else:
-                col_hi += span
+    row_lo, row_hi, col_lo, col_hi = split_spans(a.shape, a.strides, pitch)
     row, col = divmod(t.byte_offset(), pitch)
     c0, c1 = col + col_lo, col + col_hi + a.itemsize
     r0, r1 = row + row_lo // pitch, row + row_hi // pitch + 1
