@@ -73,7 +73,8 @@ def _latest(entries, p0, p1, b0, b1, skip, best):
 
 
 def _prune_add(entries, entry) -> None:
-    """Append a write; drop the entries it covers that end no later (they can no longer decide a wait)."""
+    """Append an access; drop the older entries of the same list it covers that end no later: a
+    covered write can no longer decide a wait, a covered read no longer decides a WAR wait."""
     _cover_prune(entries, entry)
     entries.append(entry)
 
@@ -212,7 +213,7 @@ def _record_wide(sp: Space, r, is_write: bool, avail: float, unit, index: int) -
         for lst in sp.reads.values():
             _cover_prune(lst, entry)
     else:
-        _read_add(sp.wide_reads, entry)
+        _prune_add(sp.wide_reads, entry)
 
 
 def _cover_prune(entries, e) -> None:
@@ -226,9 +227,3 @@ def _cover_prune(entries, e) -> None:
         return
     entries[:] = [x for x in entries
                   if not (x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1)]
-
-
-def _read_add(entries, e) -> None:
-    """A read that covers an older read and ends no earlier makes it redundant for later WAR waits."""
-    _cover_prune(entries, e)
-    entries.append(e)
