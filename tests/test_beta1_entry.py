@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import trnlab.nki_beta1 as nki
-import trnlab.nki_beta1.isa as nisa
 import trnlab.nki_beta1.language as nl
 
 EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples" / "beta1").glob("*.py"))

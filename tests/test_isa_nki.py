@@ -9,7 +9,7 @@ import pytest
 import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
-from trnlab.errors import NkiValidationError, OutOfBoundsError, PartitionError
+from trnlab.errors import OutOfBoundsError, PartitionError
 
 
 def test_indirect_gather_with_oob_skip():

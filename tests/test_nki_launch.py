@@ -6,7 +6,6 @@ import torch
 import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
-from trnlab.errors import NkiValidationError
 from test_nki_harness import rand
 
 

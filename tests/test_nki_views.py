@@ -6,7 +6,7 @@ import pytest
 import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
-from trnlab.errors import NkiValidationError, OutOfBoundsError, PartitionError, ShapeError, TrnlabError
+from trnlab.errors import NkiValidationError, OutOfBoundsError, ShapeError, TrnlabError
 from test_nki_harness import rand
 
 

@@ -6,11 +6,9 @@ inputs and round once to the dst dtype, as the hardware does on write. Tolerance
 assertion: exact where the instruction is a copy/select, a few fp32 ulps where only summation order
 differs, one dst-dtype ulp where a float64 reference is rounded once.
 """
-import warnings
 
 import ml_dtypes
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import trnlab.isa as I

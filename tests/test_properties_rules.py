@@ -2,7 +2,6 @@
 limit says and accepts the rest. The expected verdict is computed here from the published numbers
 (nki-semantics.md / the ISA docs), independently of the checks in trnlab.isa."""
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 import trnlab.isa as I

@@ -9,7 +9,6 @@ import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
 from trnlab.core.machine import Machine
 from trnlab.errors import HbmCapacityError, NkiValidationError, PsumCapacityError, SbufCapacityError
-from trnlab.hw import get_chip
 from trnlab.isa import TensorCopy
 
 

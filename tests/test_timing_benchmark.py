@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import trnlab
-import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
 from trnlab.core.machine import Machine, running

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from trnlab.core.machine import current, has_current
+from trnlab.core.machine import has_current
 from trnlab.runtime import run_kernel
 
 

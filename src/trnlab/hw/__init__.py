@@ -10,7 +10,6 @@ Values marked [fitted] are calibrated in docs/calibration.md against published m
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 
 KiB = 1024

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from trnlab.core import dtypes as dt
-from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
+from trnlab.core.tensor import PSUM, SBUF, Tensor
 from trnlab.errors import BufferKindError, DtypeError, NkiValidationError, PartitionError, ShapeError
 
 

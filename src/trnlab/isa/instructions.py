@@ -5,7 +5,7 @@ in cycles of the executing engine; N = elements per partition of the main input.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np

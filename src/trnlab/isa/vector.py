@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from trnlab.core import dtypes as dt
-from trnlab.core.tensor import PSUM, SBUF, Tensor
+from trnlab.core.tensor import PSUM, Tensor
 from trnlab.errors import DtypeError, NkiValidationError, ShapeError, UndefinedBehaviorWarning
 from trnlab.isa import alu
 from trnlab.isa.base import (DataToDst, Instruction, SrcToDst, ToDst, accumulate, as_2d, expect_elementwise,

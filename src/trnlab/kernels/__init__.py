@@ -24,15 +24,15 @@ from typing import Any, Callable
 import numpy as np
 
 from trnlab.core import dtypes as dt
-from trnlab.kernels.add import add
-from trnlab.kernels.cumsum import cumsum
-from trnlab.kernels.flash_attention import flash_attention
-from trnlab.kernels.gemm import gemm
-from trnlab.kernels.layernorm import layernorm
-from trnlab.kernels.rmsnorm import rmsnorm
-from trnlab.kernels.rope import rope
-from trnlab.kernels.softmax import softmax
-from trnlab.kernels.transpose import transpose
+from trnlab.kernels.add import add as add
+from trnlab.kernels.cumsum import cumsum as cumsum
+from trnlab.kernels.flash_attention import flash_attention as flash_attention
+from trnlab.kernels.gemm import gemm as gemm
+from trnlab.kernels.layernorm import layernorm as layernorm
+from trnlab.kernels.rmsnorm import rmsnorm as rmsnorm
+from trnlab.kernels.rope import rope as rope
+from trnlab.kernels.softmax import softmax as softmax
+from trnlab.kernels.transpose import transpose as transpose
 
 # Default comparison tolerances (rtol, atol) of a kernel's output against its fp32 numpy reference
 # evaluated on the same (already rounded) inputs. bf16: one rounding of the output is 2^-9 relative

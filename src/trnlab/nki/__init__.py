@@ -2,7 +2,7 @@
 jit and simulate."""
 from __future__ import annotations
 
-from trnlab.errors import NkiValidationError
+from trnlab.errors import NkiValidationError as NkiValidationError
 from trnlab.frontend.kernel import Kernel, unwrap
 from trnlab.nki import collectives, compiler, isa, isa_constants, language, typing  # noqa: F401
 from trnlab.nki.tensor import NkiTensor
@@ -11,7 +11,7 @@ from trnlab.nki.tensor import NkiTensor
 isa.constants = isa_constants
 
 # `nki.dtype`: the type of nl.float32 & co., used in kernel signatures (`index_dtype: nki.dtype = nl.int32`).
-from numpy import dtype  # noqa: E402
+from numpy import dtype as dtype  # noqa: E402
 
 
 def jit(fn=None, *, mode=None, platform_target=None, **options):

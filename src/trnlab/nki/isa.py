@@ -335,7 +335,7 @@ def core_barrier(data, cores, engine=engine.unknown, name=None, **_):
     group.barrier(("core_barrier", cores), rank, cores, api, loc)
 
 
-def sendrecv(src, dst, send_to_rank, recv_from_rank, pipe_id, dma_engine=None, name=None, **_):
+def sendrecv(src, dst, send_to_rank, recv_from_rank, pipe_id, dma_engine=None, name=None, **_):  # noqa: F811 (AWS's parameter name)
     """Send the SBUF tile src to dst of core send_to_rank while receiving core recv_from_rank's src into
     this core's dst (a DMA issued on the receiving core). Returns once both transfers are done."""
     api, loc = "nisa.sendrecv", _loc()

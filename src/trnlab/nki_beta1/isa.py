@@ -11,7 +11,7 @@ from trnlab.core import dtypes as _dt
 from trnlab.core.machine import current as _current, has_current as _has_current
 from trnlab.core.srcloc import user_location as _loc
 from trnlab.core.tensor import PSUM as _PSUM, SBUF as _SBUF
-from trnlab.errors import NkiValidationError as _NkiValidationError, ShapeError as _ShapeError
+from trnlab.errors import NkiValidationError as _NkiValidationError
 from trnlab.isa import instructions as _I
 from trnlab.isa.alu import op_name as _op
 from trnlab.isa.base import Engine as _Engine

@@ -4,7 +4,6 @@ Every call returns a new tile (with no explicit dtype it keeps the input dtype, 
 the inputs) and accepts `mask=` (a predicate over the call's iteration space)."""
 from __future__ import annotations
 
-import builtins
 import linecache
 import re
 import sys
@@ -511,7 +510,7 @@ bitwise_not = invert
 
 
 def tan(x, dtype=None, mask=None, **_):
-    return divide(sin(x, mask=mask), cos(x, mask=mask), dtype=dtype, mask=mask)
+    return divide(sin(x, mask=mask), cos(x, mask=mask), dtype=dtype, mask=mask)  # noqa: F821 (made in the loop above)
 
 
 def reciprocal(x, dtype=None, mask=None, **_):

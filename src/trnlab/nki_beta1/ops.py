@@ -153,7 +153,7 @@ def binary_into(dst: Tile, a, b, op, loc: str, api: str | None = None, mask=None
             a = _expand(a, d.shape)
             b = _expand(b, d.shape)
             eng = engine or (Engine.GPSIMD if dt.is_int(a.dtype) and dt.is_int(b.dtype) and
-                             not (PSUM in (a.buffer, b.buffer, d.buffer)) and op not in _BITVEC
+                             PSUM not in (a.buffer, b.buffer, d.buffer) and op not in _BITVEC
                              else Engine.VECTOR)
             issue(I.TensorTensor(dst=d, data1=a, data2=b, op=op, engine=eng, **kw))
     elif isinstance(a, Tile):

@@ -19,8 +19,8 @@ import numpy as np
 from trnlab.core import dtypes as dt
 from trnlab.core.machine import current, has_current
 from trnlab.core.srcloc import user_location
-from trnlab.core.tensor import HBM, PSUM, SBUF, OperandOf, Tensor
-from trnlab.errors import NkiValidationError, OutOfBoundsError, PartitionError, ShapeError
+from trnlab.core.tensor import PSUM, SBUF, OperandOf, Tensor
+from trnlab.errors import NkiValidationError, OutOfBoundsError, ShapeError
 from trnlab.frontend.indexing import DynSlice  # noqa: F401  (nl.ds)
 from trnlab.nki_beta1.index import Index, Predicate, affine_form
 

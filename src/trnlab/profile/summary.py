@@ -100,7 +100,10 @@ def summarize(obj) -> dict:
     """The summary dict (what summary.json holds); obj is ProfileData, a KernelRun, Machine or Kernel."""
     data = obj if isinstance(obj, ProfileData) else from_run(obj)
     chip, total = data.chip, data.total_s
-    util = (lambda busy: busy / total if total > 0 else 0.0)
+
+    def util(busy):
+        return busy / total if total > 0 else 0.0
+
     raw_flops, equiv_flops, weighted = _flops(data)
     dma_bytes = _dma_bytes(data)
     hbm_bw = chip.hbm_bytes_per_s_per_core

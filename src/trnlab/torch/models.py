@@ -7,7 +7,6 @@ Weights are random from a fixed seed.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import torch
