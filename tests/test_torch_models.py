@@ -2,11 +2,10 @@
 import json
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-import trnlab.torch as tt  # noqa: E402
-from trnlab.torch import models  # noqa: E402
+import trnlab.torch as tt
+from trnlab.torch import models
 
 
 @pytest.mark.parametrize("name", ["llama-tiny", "gpt2-tiny"])
@@ -55,7 +54,6 @@ def test_trn1_and_trn2_prices_differ():
 
 @pytest.mark.parametrize("name", ["hf-llama", "hf-gpt2", "hf-bert"])
 def test_transformers_models(name):
-    pytest.importorskip("transformers")
     from trnlab.torch import hf
     m = hf.LogitsOnly(hf.build(name))
     ids = torch.randint(0, 512, (1, 24), generator=torch.Generator().manual_seed(0))
