@@ -23,8 +23,14 @@ LOC = "test_properties_isa.py:0"
 
 
 def rounded(x, dtype):
-    """Values as the tile will hold them, back in float64 (the reference's input)."""
-    return dt.cast(np.asarray(x, dtype=np.float32), dtype).astype(np.float64)
+    """Values as the tile will hold them, back in float64 (the reference's input). Written here with
+    numpy / ml_dtypes, not with trnlab's own cast: floats round to nearest even from fp32, integers
+    round to nearest and saturate."""
+    x = np.asarray(x, dtype=np.float32)
+    if np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(x.astype(np.float64)), info.min, info.max)
+    return x.astype(dtype).astype(np.float64)
 
 
 def tile(m, shape, dtype, view="plain", values=None, kind="sbuf", name="t"):
@@ -146,7 +152,7 @@ def test_affine_select(p, f, cm, offset, cmp, dtype, seed):
 def test_dma_copy_converts_through_fp32(shape, src_dt, dst_dt, seed):
     m, rng = machine(), np.random.default_rng(seed)
     x = values_for(rng, shape, src_dt)
-    h = m.hbm_tensor(dt.cast(x, src_dt), "h", dtype=src_dt)
+    h = m.hbm_tensor(np.float32(x).astype(src_dt), "h", dtype=src_dt)
     d = tile(m, shape, dst_dt)
     m.issue(I.DmaCopy(api="t", loc=LOC, dst=d, src=h))
     assert_close_dtype(out(d), rounded(x, src_dt), dst_dt, ulps=0)
@@ -157,7 +163,7 @@ def test_dma_copy_converts_through_fp32(shape, src_dt, dst_dt, seed):
 def test_dma_transpose(a, b, c, dtype, seed):
     m, rng = machine(), np.random.default_rng(seed)
     x = values_for(rng, (a, b, c), dtype)
-    h = m.hbm_tensor(dt.cast(x, dtype), "h", dtype=dtype)
+    h = m.hbm_tensor(np.float32(x).astype(dtype), "h", dtype=dtype)
     d = tile(m, (c, b, a), dtype)
     m.issue(I.DmaTranspose(api="t", loc=LOC, dst=d, src=h, axes=(2, 1, 0)))
     np.testing.assert_array_equal(out(d), np.transpose(rounded(x, dtype), (2, 1, 0)))   # exact
@@ -627,6 +633,10 @@ def test_rng_is_deterministic_and_uses_full_range(shape, dtype):
         m.issue(I.Rand(api="t", loc=LOC, dst=d))
         results.append(d.numpy())
     np.testing.assert_array_equal(results[0], results[1])            # same machine seed, same numbers
+    info, r = np.iinfo(dtype), results[0].astype(np.float64)
+    quarter = (float(info.max) - float(info.min)) / 4
+    if r.size >= 256:        # uniform bits: P(no draw in the top or bottom quarter) = 0.75^256 < 1e-31
+        assert r.max() >= info.max - quarter and r.min() <= info.min + quarter
 
 
 def test_rng_state_roundtrip_and_seed():

@@ -68,11 +68,14 @@ def test_partition_striding_and_partition_not_first_are_rejected():
 def test_start_partition_rule(start, count, ok):
     m = mk()
     base = tile(m, (128, 16), name="base")
+    values = np.arange(128 * 16, dtype=np.float32).reshape(128, 16)
+    base.write(values)
     src = base.index((slice(start, start + count),))
     dst = tile(m, (count, 16), name="dst")
     ins = I.TensorCopy(api="nisa.tensor_copy", loc=LOC, dst=dst, src=src)
     if ok:
         m.issue(ins)
+        np.testing.assert_array_equal(dst.numpy(), values[start:start + count])    # the accepted copy ran
         return
     with pytest.raises(PartitionError) as err:
         m.issue(ins)
@@ -94,7 +97,10 @@ def test_dma_is_exempt_from_the_start_partition_rule():
     m = mk()
     base = tile(m, (128, 8), name="base")
     h = m.hbm_tensor(np.ones((5, 8), np.float32), "h")
-    m.issue(I.DmaCopy(api="nisa.dma_copy", loc=LOC, dst=base.index((slice(3, 8),)), src=h))
+    m.issue(I.DmaCopy(api="nisa.dma_copy", loc=LOC, dst=base.index((slice(3, 8),)), src=h))   # start 3: accepted
+    got = base.numpy()
+    np.testing.assert_array_equal(got[3:8], 1.0)
+    np.testing.assert_array_equal(np.delete(got, np.s_[3:8], axis=0), 0.0)          # other partitions untouched
 
 
 # --- matmul ----------------------------------------------------------------------------------------------

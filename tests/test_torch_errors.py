@@ -1,10 +1,9 @@
 """Refusals: unsupported operators (all listed at once, before anything runs) and HBM capacity."""
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-import trnlab.torch as tt  # noqa: E402
-from trnlab.errors import HbmCapacityError, UnsupportedOperatorError  # noqa: E402
+import trnlab.torch as tt
+from trnlab.errors import HbmCapacityError, UnsupportedOperatorError
 
 
 class Unsupported(torch.nn.Module):

@@ -3,11 +3,11 @@ bf16 where the dtype path matters)."""
 import math
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
+import trnlab.torch as tt
+
 F = torch.nn.functional
-
-import trnlab.torch as tt  # noqa: E402
 
 
 class Fn(torch.nn.Module):
