@@ -6,7 +6,7 @@ validated, executed on numpy (unless numerics are off) and handed to the timing 
 """
 from __future__ import annotations
 
-import threading
+import contextvars
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -188,13 +188,15 @@ class Machine:
                     largest=memory.largest())
 
 
-# --- the current machine (one per kernel run; threads of an LNC launch get their own) -------------
-_local = threading.local()
-_global_stack: list[Machine] = []
+# --- the current machine ------------------------------------------------------------------------
+# A context variable, not a process-global stack: each thread (and each asyncio task) has its own, so
+# kernels run concurrently in several threads each issue to their own Machine. A new thread starts
+# with no current machine; many machines may exist in one process and nest within one thread.
+_current: contextvars.ContextVar[tuple] = contextvars.ContextVar("trnlab_machine_stack", default=())
 
 
 def current() -> Machine:
-    stack = getattr(_local, "stack", None) or _global_stack
+    stack = _current.get()
     if not stack:
         raise SimulationError("no kernel is running: NKI calls must happen inside a kernel run "
                               "(nki.simulate(kernel)(...), trnlab.run_kernel, or calling an @nki.jit kernel)")
@@ -202,27 +204,22 @@ def current() -> Machine:
 
 
 def has_current() -> bool:
-    return bool(getattr(_local, "stack", None) or _global_stack)
+    return bool(_current.get())
 
 
 class running:
-    """Context manager making `machine` current (per thread when thread_local=True)."""
+    """Context manager making `machine` current in the calling thread/context."""
 
-    def __init__(self, machine: Machine, *, thread_local: bool = False):
+    def __init__(self, machine: Machine):
         self.machine = machine
-        self.thread_local = thread_local
+        self._token = None
 
     def __enter__(self) -> Machine:
-        if self.thread_local:
-            if not hasattr(_local, "stack"):
-                _local.stack = []
-            _local.stack.append(self.machine)
-        else:
-            _global_stack.append(self.machine)
+        self._token = _current.set(_current.get() + (self.machine,))
         return self.machine
 
     def __exit__(self, *exc) -> None:
-        (getattr(_local, "stack") if self.thread_local else _global_stack).pop()
+        _current.reset(self._token)
 
 
 # --- last-use liveness ------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ def run_programs(fn, args: tuple, kwargs: dict, grid: tuple, machines: list):
         m.num_programs = tuple(grid)
         m.program_id = tuple(int(i) for i in np.unravel_index(rank, grid))
         try:
-            with running(m, thread_local=True):
+            with running(m):
                 results[rank] = fn(*args, **kwargs)
         except BaseException as exc:      # re-raised in the caller's thread below
             errors.append(exc)
