@@ -126,6 +126,8 @@ def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> K
         if threads or lnc.uses_sync(fn):
             machines = [m] + [Machine(m.chip, numerics=m.numerics, timing=m.scheduler is not None, trace=trace,
                                       tensor_class=m.tensor_class) for _ in range(n_programs - 1)]
+            for other in machines[1:]:
+                other.launch = m.launch          # programs of one launch exchange tiles (nisa.sendrecv)
             result = lnc.run_programs(fn, hargs, hkwargs, tuple(grid), machines)
             m = lnc.slowest(machines)
     if machines is None:

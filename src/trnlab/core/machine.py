@@ -7,6 +7,7 @@ validated, executed on numpy (unless numerics are off) and handed to the timing 
 from __future__ import annotations
 
 import contextvars
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from trnlab.config import precise_fp
 from trnlab.core import dtypes as dt
 from trnlab.core.memory import OnChipMemory, PsumMemory
 from trnlab.core.tensor import HBM, PSUM, SBUF, Storage, Tensor
-from trnlab.errors import HbmCapacityError, PsumCapacityError, SbufCapacityError, NkiValidationError, PartitionError, ShapeError, SimulationError
+from trnlab.errors import ForeignTileError, HbmCapacityError, PsumCapacityError, SbufCapacityError, NkiValidationError, PartitionError, ShapeError, SimulationError
 from trnlab.hw import ChipSpec, get_chip
 
 
@@ -26,6 +27,9 @@ class RunStats:
     by_engine: Counter = field(default_factory=Counter)        # engine -> count
     flops: float = 0.0                                          # matmul FLOPs (2*M*N*K)
     dma_bytes: int = 0
+
+
+_launches = itertools.count(1)
 
 
 class Machine:
@@ -46,6 +50,7 @@ class Machine:
             self.sbuf.capacity *= _PROBE_ROOM        # the probe measures lifetimes, not capacity
             self.psum.capacity *= _PROBE_ROOM
             self.psum.banks *= _PROBE_ROOM
+        self.launch = next(_launches)    # tiles belong to the launch that allocated them (LNC programs share it)
         self.issued = 0                  # instructions issued so far (liveness bookkeeping)
         self.allocated = 0               # on-chip allocations so far
         self.numerics = numerics
@@ -132,6 +137,7 @@ class Machine:
         import weakref
         weakref.finalize(st, memory.free, alloc.uid)
         alloc.seq = self.allocated
+        alloc.launch = self.launch
         self.allocated += 1
         if self.liveness is not None:
             self.liveness.allocated(alloc, memory, self.issued)
@@ -141,6 +147,7 @@ class Machine:
     def issue(self, instr) -> None:
         instr.validate(self.chip)
         self._check_writable(instr)
+        self._check_owned(instr)
         if self.sbuf.reclaimed or self.psum.reclaimed:
             self._check_not_reclaimed(instr)
         stats = self.stats
@@ -171,6 +178,17 @@ class Machine:
                 raise NkiValidationError(
                     f"{instr.api}: cannot write to broadcast view {t.describe()} (a stride-0 dimension has one "
                     f"element behind many indices). At {instr.loc}")
+
+    def _check_owned(self, instr) -> None:
+        """A tile kept from an earlier run (a global, a returned tile) is refused: its data belongs to a
+        NeuronCore state that no longer exists, and reading it would silently use stale values."""
+        for t in instr.reads() + instr.writes():
+            alloc = getattr(getattr(t, "storage", None), "alloc", None)
+            if alloc is not None and alloc.launch != self.launch:
+                raise ForeignTileError(
+                    f"{instr.api}: tile {alloc.describe()} belongs to another kernel run; SBUF/PSUM tiles "
+                    f"live only in the run that allocated them (keep host data in HBM tensors or numpy "
+                    f"arrays instead). At {instr.loc}")
 
     def _check_not_reclaimed(self, instr) -> None:
         for t in instr.reads() + instr.writes():
