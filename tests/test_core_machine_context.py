@@ -57,7 +57,7 @@ def test_four_threads_each_record_exactly_their_own_instructions():
 
 
 def test_many_machines_in_one_thread_nest_and_unwind():
-    outer, inner = Machine("trn1", timing=False), Machine("trn2", timing=False)
+    outer, inner = Machine("trn1"), Machine("trn2")
     assert not has_current()
     with running(outer):
         with running(inner):
@@ -68,7 +68,7 @@ def test_many_machines_in_one_thread_nest_and_unwind():
 
 def test_a_thread_does_not_see_another_threads_machine():
     seen = []
-    with running(Machine("trn1", timing=False)):
+    with running(Machine("trn1")):
         t = threading.Thread(target=lambda: seen.append(has_current()))
         t.start()
         t.join()

@@ -10,7 +10,7 @@ import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
 from trnlab.errors import NkiValidationError
-from trnlab.frontend import lnc
+from trnlab.core import lnc
 
 
 @nki.jit

@@ -8,7 +8,7 @@ import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
 from trnlab.core.machine import current
-from trnlab.frontend import lnc
+from trnlab.core import lnc
 
 
 def _wait_until_blocked(program: int) -> None:

@@ -13,6 +13,7 @@ import trnlab.nki.language as nl
 from trnlab.core.machine import Machine, running
 from trnlab.hw import TRN1, TRN2
 from trnlab.nki.tensor import NkiTensor
+from trnlab.runtime import timing_model
 
 VEC = TRN1.vector_hz
 ACT = TRN1.scalar_hz
@@ -21,7 +22,7 @@ LAT = TRN1.static_access_cycles          # 60 cycles
 
 
 def machine(target="trn1", trace=False):
-    return Machine(target, numerics=False, trace=trace, tensor_class=NkiTensor)
+    return Machine(target, numerics=False, scheduler=timing_model(trace=trace), tensor_class=NkiTensor)
 
 
 def sbuf(shape, dtype=nl.float32):

@@ -1,8 +1,9 @@
 """The machine: one simulated NeuronCore running an instruction stream.
 
 Front ends allocate tensors through it and `issue` ISA instructions to it. Each instruction is
-validated, executed on numpy (unless numerics are off) and handed to the timing scheduler
-(unless timing is off): functional and timing execution consume the same stream, online.
+validated, executed on numpy (unless numerics are off) and handed to the scheduler the machine was
+given (an observer, e.g. trnlab.timing.Scheduler; None: no timing): functional and timing execution
+consume the same stream, online. The core knows nothing of the timing model.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import contextvars
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -34,8 +36,10 @@ _launches = itertools.count(1)
 
 class Machine:
     def __init__(self, target: "str | ChipSpec | None" = None, *, numerics: bool = True,
-                 timing: bool = True, trace: bool = False, tensor_class=Tensor,
+                 scheduler: "Callable[[ChipSpec], Any] | None" = None, tensor_class=Tensor,
                  liveness: "Liveness | None" = None):
+        """scheduler: a factory chip -> observer whose schedule(instr) sees every issued instruction
+        (trnlab.timing.Scheduler, or functools.partial(Scheduler, trace=True)); None runs untimed."""
         if not precise_fp():
             raise NotImplementedError(
                 "NKI_PRECISE_FP=0 (AWS's fp32-everywhere simulator mode) is not modelled by trnlab, which "
@@ -64,10 +68,8 @@ class Machine:
         self.program_id: tuple = (0,)
         self.num_programs: tuple = (1,)
         self.printed: list[str] = []
-        self.scheduler = None
-        if timing:
-            from trnlab.timing import Scheduler
-            self.scheduler = Scheduler(chip, trace=trace)
+        self.scheduler_factory = scheduler
+        self.scheduler = scheduler(chip) if scheduler is not None else None
 
     # --- allocation -----------------------------------------------------------------------------
     def hbm_tensor(self, array: np.ndarray, name: str, *, dtype=None, initialized: bool = True) -> Tensor:

@@ -41,7 +41,7 @@ def simulate(kernel, *, target=None, numerics: bool = True):
     """nki.simulate(kernel)(*args): run on the CPU simulator; numpy in -> numpy out (torch -> torch).
     nki.simulate(kernel[2]) runs an LNC2 launch sharing HBM: both programs in order on one machine, or, when
     the kernel synchronises them (nisa.core_barrier / nisa.sendrecv), as two threads on one machine each
-    (trnlab.frontend.lnc)."""
+    (trnlab.core.lnc)."""
     fn, grid = unwrap(kernel)
     k = Kernel(fn, tensor_class=NkiTensor, grid=grid, options=getattr(kernel, "options", None))
 

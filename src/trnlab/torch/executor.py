@@ -15,6 +15,7 @@ from torch.utils import _pytree as pytree
 
 from trnlab.core import dtypes as dt
 from trnlab.core.machine import Machine, running
+from trnlab.runtime import timing_model
 from trnlab.nki.tensor import NkiTensor
 from trnlab.torch import capture
 from trnlab.torch.blas import blas_threads
@@ -175,7 +176,7 @@ class Program:
     # --- running ----------------------------------------------------------------------------------
     def run(self, inputs, *, target=None, numerics: bool = True, trace: bool = True, progress=None) -> RunResult:
         t0 = time.perf_counter()
-        m = Machine(target, numerics=numerics, timing=True, trace=trace, tensor_class=NkiTensor)
+        m = Machine(target, numerics=numerics, scheduler=timing_model(True, trace), tensor_class=NkiTensor)
         flat = pytree.tree_flatten((tuple(inputs), {}))[0]
         ctx = _Ctx(self, m, numerics)
         records, fallbacks = [], []
