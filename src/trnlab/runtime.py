@@ -14,6 +14,7 @@ import numpy as np
 from trnlab.core import dtypes as dt
 from trnlab.core import lnc
 from trnlab.core.machine import Liveness, Machine, running
+from trnlab.core.progress import StatusLine, progress_hook
 from trnlab.core.tensor import Tensor
 from trnlab.errors import PsumCapacityError, SbufCapacityError
 from trnlab.timing import Scheduler
@@ -77,17 +78,30 @@ def timing_model(timing: bool = True, trace: bool = False):
 
 def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics: bool = True,
                timing: bool = True, trace: bool = False, grid: tuple = (1,), tensor_class=Tensor,
-               machine: Machine | None = None, threads: bool | None = None) -> KernelRun:
+               machine: Machine | None = None, threads: bool | None = None,
+               max_instructions: int | None = None, progress=None) -> KernelRun:
     """Run fn(*args, **kwargs) with array arguments placed in HBM; grid programs run in order on one machine.
 
     A launch whose kernel synchronises its programs (nisa.core_barrier / nisa.sendrecv; threads=None
-    detects it, True forces it) runs each program in its own thread on its own Machine (trnlab.core.lnc)."""
+    detects it, True forces it) runs each program in its own thread on its own Machine (trnlab.core.lnc).
+    max_instructions: a run (each program of a threaded launch) issuing more raises InstructionLimitError.
+    progress: None shows a status line on stderr when it is a terminal and the run takes over ~3 s;
+    True always, False never; or a callable(machine, instruction) (core.progress)."""
     target = forced.get("target", target)
     numerics = forced.get("numerics", numerics)
     timing = forced.get("timing", timing)
     trace = forced.get("trace", trace)
+    hook = progress_hook(progress, getattr(fn, "__name__", ""))
     settings = dict(target=target, numerics=numerics, scheduler=timing_model(timing, trace),
-                    tensor_class=tensor_class)
+                    tensor_class=tensor_class, max_instructions=max_instructions, progress=hook)
+    try:
+        return _run_or_retry(fn, args, kwargs, grid, machine, threads, settings)
+    finally:
+        if isinstance(hook, StatusLine):
+            hook.close()
+
+
+def _run_or_retry(fn, args, kwargs, grid, machine, threads, settings) -> KernelRun:
     try:
         return _run(fn, args, kwargs, grid, machine or Machine(**settings), threads)
     except (SbufCapacityError, PsumCapacityError) as first:
@@ -132,7 +146,8 @@ def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> K
     if n_programs > 1 and threads is not False:
         if threads or lnc.uses_sync(fn):
             machines = [m] + [Machine(m.chip, numerics=m.numerics, scheduler=m.scheduler_factory,
-                                      tensor_class=m.tensor_class) for _ in range(n_programs - 1)]
+                                      tensor_class=m.tensor_class, max_instructions=m.max_instructions,
+                                      progress=m.progress) for _ in range(n_programs - 1)]
             for other in machines[1:]:
                 other.launch = m.launch          # programs of one launch exchange tiles (nisa.sendrecv)
             result = lnc.run_programs(fn, hargs, hkwargs, tuple(grid), machines)

@@ -12,8 +12,10 @@ from trnlab.runtime import run_kernel
 from trnlab.timing.benchmark import BenchmarkResult, summarize
 
 
-def benchmark(kernel, *, target=None, numerics: bool = True, trace: bool = False, top: int = 10):
-    """benchmark(kernel, target="trn2")(*args, **kwargs) -> BenchmarkResult."""
+def benchmark(kernel, *, target=None, numerics: bool = True, trace: bool = False, top: int = 10,
+              max_instructions: int | None = None, progress=None):
+    """benchmark(kernel, target="trn2")(*args, **kwargs) -> BenchmarkResult.
+    max_instructions / progress: as runtime.run_kernel (InstructionLimitError; stderr status line)."""
     fn = getattr(kernel, "fn", kernel)
     grid = tuple(getattr(kernel, "grid", (1,)))
     tensor_class = getattr(kernel, "tensor_class", NkiTensor)
@@ -22,7 +24,9 @@ def benchmark(kernel, *, target=None, numerics: bool = True, trace: bool = False
 
     def run(*args, **kwargs) -> BenchmarkResult:
         result = run_kernel(fn, args, kwargs, target=target or options.get("target"), numerics=numerics,
-                            timing=True, trace=trace, grid=grid, tensor_class=tensor_class)
+                            timing=True, trace=trace, grid=grid, tensor_class=tensor_class,
+                            max_instructions=max_instructions if max_instructions is not None
+                            else options.get("max_instructions"), progress=progress)
         return summarize(result, name=name, top=top)
     return run
 

@@ -19,7 +19,8 @@ from trnlab.config import precise_fp
 from trnlab.core import dtypes as dt
 from trnlab.core.memory import OnChipMemory, PsumMemory
 from trnlab.core.tensor import HBM, PSUM, SBUF, Storage, Tensor
-from trnlab.errors import ForeignTileError, HbmCapacityError, PsumCapacityError, SbufCapacityError, NkiValidationError, PartitionError, ShapeError, SimulationError
+from trnlab.core.progress import PROGRESS_EVERY
+from trnlab.errors import ForeignTileError, HbmCapacityError, InstructionLimitError, LaunchError, PsumCapacityError, SbufCapacityError, NkiValidationError, PartitionError, ShapeError, SimulationError
 from trnlab.hw import ChipSpec, get_chip
 
 
@@ -34,12 +35,23 @@ class RunStats:
 _launches = itertools.count(1)
 
 
+def _instruction_limit(limit) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0:
+        raise LaunchError(f"max_instructions must be None or an int >= 0, got {limit!r}")
+    return int(limit)
+
+
 class Machine:
     def __init__(self, target: "str | ChipSpec | None" = None, *, numerics: bool = True,
                  scheduler: "Callable[[ChipSpec], Any] | None" = None, tensor_class=Tensor,
-                 liveness: "Liveness | None" = None):
+                 liveness: "Liveness | None" = None, max_instructions: int | None = None,
+                 progress: "Callable[[Machine, Any], None] | None" = None):
         """scheduler: a factory chip -> observer whose schedule(instr) sees every issued instruction
-        (trnlab.timing.Scheduler, or functools.partial(Scheduler, trace=True)); None runs untimed."""
+        (trnlab.timing.Scheduler, or functools.partial(Scheduler, trace=True)); None runs untimed.
+        max_instructions: issuing more raises InstructionLimitError. progress: called with (machine,
+        instruction) every PROGRESS_EVERY instructions (core.progress)."""
         if not precise_fp():
             raise NotImplementedError(
                 "NKI_PRECISE_FP=0 (AWS's fp32-everywhere simulator mode) is not modelled by trnlab, which "
@@ -55,7 +67,10 @@ class Machine:
             self.psum.capacity *= _PROBE_ROOM
             self.psum.banks *= _PROBE_ROOM
         self.launch = next(_launches)    # tiles belong to the launch that allocated them (LNC programs share it)
-        self.issued = 0                  # instructions issued so far (liveness bookkeeping)
+        self.issued = 0                  # instructions issued so far (liveness bookkeeping, limits)
+        self.max_instructions = _instruction_limit(max_instructions)
+        self.progress = progress
+        self._checkpoint_at = self._next_checkpoint()
         self.allocated = 0               # on-chip allocations so far
         self.numerics = numerics
         self.tensor_class = tensor_class
@@ -147,6 +162,8 @@ class Machine:
 
     # --- execution ------------------------------------------------------------------------------
     def issue(self, instr) -> None:
+        if self.issued >= self._checkpoint_at:
+            self._checkpoint(instr)
         instr.validate(self.chip)
         self._check_writable(instr)
         self._check_owned(instr)
@@ -170,6 +187,24 @@ class Machine:
             self.liveness.issued(instr, self.issued)
         self.issued += 1
 
+
+    def _next_checkpoint(self) -> int:
+        """The instruction count at which issue() next stops for the limit or the progress hook."""
+        at = [self.max_instructions] if self.max_instructions is not None else []
+        if self.progress is not None:
+            at.append((self.issued // PROGRESS_EVERY + 1) * PROGRESS_EVERY)
+        return min((a for a in at if a >= self.issued), default=1 << 62)
+
+    def _checkpoint(self, instr) -> None:
+        limit = self.max_instructions
+        if limit is not None and self.issued >= limit:
+            raise InstructionLimitError(
+                f"{instr.api}: instruction limit reached: the run already issued max_instructions={limit:,} "
+                f"instructions and this one would exceed it (raise or drop max_instructions for longer "
+                f"runs). At {instr.loc}")
+        if self.progress is not None and self.issued % PROGRESS_EVERY == 0:
+            self.progress(self, instr)
+        self._checkpoint_at = self._next_checkpoint()
 
     @staticmethod
     def _check_writable(instr) -> None:

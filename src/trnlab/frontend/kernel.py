@@ -29,10 +29,19 @@ class Kernel:
             return self.fn(*args, **kwargs)
         return self.run(args, kwargs).outputs
 
-    def run(self, args, kwargs, *, target=None, numerics=True, timing=True, trace=False):
-        run = run_kernel(self.fn, args, kwargs, target=target or self.options.get("target"),
+    def run(self, args, kwargs, *, target=None, numerics=True, timing=True, trace=False,
+            max_instructions=None, progress=None):
+        """One run on a fresh machine (runtime.run_kernel); max_instructions and progress default to the
+        kernel's options (@nki.jit(max_instructions=...))."""
+        opts = self.options
+        if max_instructions is None:
+            max_instructions = opts.get("max_instructions")
+        if progress is None:
+            progress = opts.get("progress")
+        run = run_kernel(self.fn, args, kwargs, target=target or opts.get("target"),
                          numerics=numerics, timing=timing, trace=trace, grid=self.grid,
-                         tensor_class=self.tensor_class, threads=self.options.get("lnc_threads"))
+                         tensor_class=self.tensor_class, threads=opts.get("lnc_threads"),
+                         max_instructions=max_instructions, progress=progress)
         self.last_run = run
         return run
 
