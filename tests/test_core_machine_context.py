@@ -73,3 +73,83 @@ def test_a_thread_does_not_see_another_threads_machine():
         t.start()
         t.join()
     assert seen == [False]
+
+
+def _make_beta1(reps: int, barrier):
+    import trnlab.nki_beta1 as b1
+    import trnlab.nki_beta1.language as bl
+
+    @b1.jit
+    def scaled_add(a):
+        out = bl.ndarray(a.shape, dtype=a.dtype, buffer=bl.shared_hbm)
+        t = bl.load(a)
+        if barrier is not None:
+            barrier.wait(timeout=30)
+        for _ in bl.affine_range(reps):
+            t = bl.add(t, 1.0)             # a pending result, issued on its first use
+        bl.store(out, value=t)
+        return out
+    return scaled_add
+
+
+def test_beta1_kernels_in_four_threads_keep_their_own_front_end_state():
+    reps = [1, 3, 8, 20]
+    a = np.zeros((128, 8), dtype=np.float32)
+    alone = [_count(_make_beta1(r, None).run((a,), {})) for r in reps]
+    barrier = threading.Barrier(len(reps))
+    counts, outs, errors = [None] * 4, [None] * 4, []
+
+    def body(i):
+        try:
+            run = _make_beta1(reps[i], barrier).run((a,), {})
+            counts[i], outs[i] = _count(run), run.outputs
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert counts == alone
+    for r, out in zip(reps, outs):
+        np.testing.assert_array_equal(out, np.full_like(a, r))
+
+
+def _make_beta1_grid(barrier):
+    import trnlab.nki_beta1 as b1
+    import trnlab.nki_beta1.language as bl
+
+    @b1.jit
+    def halves(a):
+        out = bl.ndarray(a.shape, dtype=a.dtype, buffer=bl.shared_hbm)   # one tensor for both programs
+        pid = bl.program_id(0)
+        t = bl.load(a[pid * 64:(pid + 1) * 64, :])
+        barrier.wait(timeout=30)
+        bl.store(out[pid * 64:(pid + 1) * 64, :], value=bl.multiply(t, 2.0))
+        return out
+    return halves
+
+
+def test_beta1_grid_launches_in_four_threads_share_hbm_per_launch():
+    a = np.arange(128 * 8, dtype=np.float32).reshape(128, 8)
+    barrier = threading.Barrier(4)
+    outs, errors = [None] * 4, []
+
+    def body(i):
+        try:
+            outs[i] = _make_beta1_grid(barrier)[2].run((a,), {}).outputs
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for out in outs:
+        np.testing.assert_array_equal(out, 2 * a)
