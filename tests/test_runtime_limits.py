@@ -106,3 +106,23 @@ def test_the_status_line_is_shown_only_on_a_terminal_or_when_asked(monkeypatch):
     assert isinstance(progress_hook(True, "k"), StatusLine)
     hook = print
     assert progress_hook(hook, "k") is hook
+
+
+def test_a_forced_limit_reaches_beta1_entry_points(monkeypatch):
+    # what `trnlab run --max-instructions N script.py` sets for every kernel the script launches
+    import trnlab.nki_beta1 as b1
+    import trnlab.nki_beta1.language as bl
+    from trnlab import runtime
+
+    @b1.jit
+    def long_b1(a):
+        out = bl.ndarray(a.shape, dtype=a.dtype, buffer=bl.shared_hbm)
+        t = bl.load(a)
+        for _ in bl.affine_range(10 ** 6):
+            t = bl.add(t, 1.0)
+            bl.store(out, value=t)
+        return out
+
+    monkeypatch.setitem(runtime.forced, "max_instructions", 50)
+    with pytest.raises(InstructionLimitError, match="max_instructions=50 "):
+        b1.simulate_kernel(long_b1, A)

@@ -65,8 +65,9 @@ class KernelRun:
 
 
 # Profiling hook: every finished run is passed to each observer; `forced` overrides run options
-# (e.g. {"timing": True, "trace": True, "numerics": False, "target": "trn2"}) while a profiler
-# captures a script (trnlab.profile.cli).
+# (e.g. {"timing": True, "trace": True, "numerics": False, "target": "trn2", "max_instructions": 10**7,
+# "progress": True}) while a profiler or the CLI runs a script (trnlab.profile.cli, `trnlab run`): it
+# reaches kernels launched through any front end, Beta 1's simulate_kernel/benchmark included.
 observers: list[Callable[[KernelRun], None]] = []
 forced: dict[str, Any] = {}
 
@@ -91,7 +92,8 @@ def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics
     numerics = forced.get("numerics", numerics)
     timing = forced.get("timing", timing)
     trace = forced.get("trace", trace)
-    hook = progress_hook(progress, getattr(fn, "__name__", ""))
+    max_instructions = forced.get("max_instructions", max_instructions)
+    hook = progress_hook(forced.get("progress", progress), getattr(fn, "__name__", ""))
     settings = dict(target=target, numerics=numerics, scheduler=timing_model(timing, trace),
                     tensor_class=tensor_class, max_instructions=max_instructions, progress=hook)
     try:
