@@ -4,7 +4,7 @@ every 128/256 rows of M, so they run here at M=512 (1/8 of the rows, measured ti
 step 4 runs at the published shape. `trnlab calibrate` runs all four at the published shape."""
 import pytest
 
-from trnlab.timing.calibrate import MEASURED, calibrate_command, predict
+from trnlab.bench.calibrate import MEASURED, calibrate_command, predict
 
 TOLERANCE = 0.15       # the goal stated for the timing model: each step within 15%
 # Published trn1 latencies of AWS's NKI matrix-multiplication tutorial (matrix_multiplication.rst,
@@ -53,7 +53,7 @@ def test_step4_is_compute_and_dma_balanced():
 
 def test_calibrate_command_json(monkeypatch, capsys):
     import json
-    import trnlab.timing.calibrate as cal
+    import trnlab.bench.calibrate as cal
     monkeypatch.setattr(cal, "SHAPE", (2048, 1024, 1024))
     monkeypatch.setattr(cal, "MEASURED", [("step4_blocked", 0.1)])
     code = calibrate_command(json_out=True, tolerance=10.0)

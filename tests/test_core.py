@@ -30,7 +30,7 @@ def test_target_resolution(monkeypatch):
 
 
 def test_new_tiles_are_nan_and_reads_are_reported():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     t = m.new_onchip("sbuf", (4, 8), np.float32, "x", api="test", loc="here:1")
     assert np.isnan(t.array).all()
     with pytest.warns(UninitializedReadWarning, match="x"):
@@ -42,13 +42,13 @@ def test_new_tiles_are_nan_and_reads_are_reported():
 
 
 def test_integer_tiles_hold_sentinel():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     t = m.new_onchip("sbuf", (2, 3), np.int32, "i", api="test", loc="")
     assert (t.array == 4).all()
 
 
 def test_bf16_write_rounds_to_nearest_even():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     t = m.new_onchip("sbuf", (1, 3), ml_dtypes.bfloat16, "b", api="test", loc="")
     values = np.array([[1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-9]], dtype=np.float32)
     t.write(values)
@@ -57,7 +57,7 @@ def test_bf16_write_rounds_to_nearest_even():
 
 
 def test_fp8_e4m3_is_legacy_max_240():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     t = m.new_onchip("sbuf", (1, 1), "float8_e4m3", "f", api="test", loc="")
     t.write(np.array([[240.0]]))
     assert float(t.array.astype(np.float32)[0, 0]) == 240.0
@@ -65,19 +65,19 @@ def test_fp8_e4m3_is_legacy_max_240():
 
 
 def test_partition_limit():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     with pytest.raises(PartitionError, match="256.*128"):
         m.new_onchip("sbuf", (256, 4), np.float32, "big", api="nl.ndarray", loc="k.py:3")
 
 
 def test_rank_one_on_chip_rejected():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     with pytest.raises(ShapeError, match="Insufficient rank"):
         m.new_onchip("sbuf", (128,), np.float32, "v", api="nl.ndarray", loc="k.py:3")
 
 
 def test_sbuf_capacity_names_largest_tiles():
-    m = Machine("trn1", timing=False)
+    m = Machine("trn1")
     keep = [m.new_onchip("sbuf", (128, 16384), np.float32, f"a{i}", api="nl.ndarray", loc=f"k.py:{i}")
             for i in range(2)]                               # 2 x 64 KiB of 192 KiB
     with pytest.raises(SbufCapacityError) as err:
@@ -89,7 +89,7 @@ def test_sbuf_capacity_names_largest_tiles():
 
 
 def test_sbuf_space_is_freed_with_the_tile():
-    m = Machine("trn1", timing=False)
+    m = Machine("trn1")
     for _ in range(10):   # two generations (80000 B each) are live at once: old one dropped on rebinding
         t = m.new_onchip("sbuf", (128, 20000), np.float32, "t", api="nl.ndarray", loc="")
     assert len(m.sbuf.live) == 1
@@ -98,7 +98,7 @@ def test_sbuf_space_is_freed_with_the_tile():
 
 
 def test_psum_banks():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     tiles = [m.new_onchip("psum", (128, 512), np.float32, f"p{i}", api="nl.ndarray", loc="") for i in range(8)]
     with pytest.raises(PsumCapacityError, match="8 banks"):
         m.new_onchip("psum", (128, 128), np.float32, "p8", api="nl.ndarray", loc="")
@@ -106,7 +106,7 @@ def test_psum_banks():
 
 
 def test_views_share_storage_and_check_bounds():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     t = m.hbm_tensor(np.arange(64, dtype=np.float32).reshape(8, 8), "x")
     v = t.index((slice(2, 4), slice(0, 8, 2)))
     np.testing.assert_array_equal(v.array, np.arange(64).reshape(8, 8)[2:4, ::2])
@@ -115,7 +115,7 @@ def test_views_share_storage_and_check_bounds():
 
 
 def test_region_reports_partitions_and_bytes():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     t = m.new_onchip("sbuf", (128, 64), np.float32, "t", api="nl.ndarray", loc="")
     p0, p1, b0, b1 = t.index((slice(32, 64), slice(16, 32))).region()
     base = t.storage.alloc.b0
@@ -136,12 +136,12 @@ def _loop_kernel(m, n_iter, keep_previous):
 def test_loop_scoped_tile_is_reclaimed_when_its_site_runs_again():
     # trn1: 192 KiB per partition; two 100 KiB instances do not fit, but the previous iteration's
     # instance is dead once the allocation site runs again (NKI loop scoping), as the compiler sees it.
-    m = Machine("trn1", timing=False)
+    m = Machine("trn1")
     _loop_kernel(m, 4, keep_previous=False)
     assert m.sbuf.reclaimed == 3
 
 
 def test_reclaimed_tile_used_again_is_a_capacity_error():
-    m = Machine("trn1", timing=False)
+    m = Machine("trn1")
     with pytest.raises(SbufCapacityError, match="still used after a newer instance.*k.py:9"):
         _loop_kernel(m, 3, keep_previous=True)

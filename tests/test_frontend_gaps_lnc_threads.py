@@ -10,7 +10,7 @@ import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
 from trnlab.errors import NkiValidationError
-from trnlab.frontend import lnc
+from trnlab.core import lnc
 
 
 @nki.jit
@@ -119,10 +119,8 @@ def test_partner_that_skips_the_barrier_fails_fast():
         if nl.program_id(0) == 0:
             nisa.core_barrier(a, (0, 1))
         return a
-    t0 = time.monotonic()
     with pytest.raises(lnc.SyncError, match="finished without reaching it"):
         nki.simulate(only_p0[2])(np.zeros((4, 4), np.float32))
-    assert time.monotonic() - t0 < lnc.TIMEOUT_S
 
 
 def test_mismatched_waits_are_a_deadlock():
@@ -147,19 +145,6 @@ def test_partner_error_is_the_one_reported():
         return a
     with pytest.raises(ValueError, match="program 1 broke"):
         nki.simulate(p1_fails[2])(np.zeros((4, 4), np.float32))
-
-
-def test_busy_partner_times_out(monkeypatch):
-    monkeypatch.setattr(lnc, "TIMEOUT_S", 0.2)
-
-    @nki.jit
-    def slow_p1(a):
-        if nl.program_id(0) == 1:
-            time.sleep(1.0)                            # busy, not waiting: only the timeout can tell
-        nisa.core_barrier(a, (0, 1))
-        return a
-    with pytest.raises(lnc.SyncError, match="never arrived"):
-        nki.simulate(slow_p1[2])(np.zeros((4, 4), np.float32))
 
 
 def test_sync_needs_trn2_and_an_lnc_launch():

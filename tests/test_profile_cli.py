@@ -150,6 +150,7 @@ def test_collector_keeps_latest_snapshot_of_a_shared_machine():
     from trnlab.core.machine import Machine
     from trnlab.nki.tensor import NkiTensor
     from trnlab.profile.cli import _collector
+    from trnlab.runtime import timing_model
 
     def load(x):
         t = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.sbuf)
@@ -158,7 +159,7 @@ def test_collector_keeps_latest_snapshot_of_a_shared_machine():
     captured = []
     runtime.observers.append(observe := _collector(captured))
     try:
-        shared = Machine("trn2", trace=True, tensor_class=NkiTensor)
+        shared = Machine("trn2", scheduler=timing_model(trace=True), tensor_class=NkiTensor)
         x = np.zeros((8, 8), np.float32)
         for _ in range(3):
             runtime.run_kernel(load, (x,), {}, machine=shared, tensor_class=NkiTensor)

@@ -59,7 +59,7 @@ def values_for(rng, shape, dtype, lo=-4.0, hi=4.0):
 
 
 def machine(target="trn2"):
-    return Machine(target, timing=False)
+    return Machine(target)
 
 
 def out(t):

@@ -33,7 +33,7 @@ def verdict(fn) -> "type | None":
 @given(p=st.integers(1, 256), target=TARGETS)
 def test_partition_dim_limit(p, target):
     """On-chip tiles have at most 128 partitions."""
-    m = Machine(target, timing=False)
+    m = Machine(target)
     got = verdict(lambda: tile(m, (p, 4)))
     assert got == (None if p <= 128 else PartitionError)
 
@@ -44,7 +44,7 @@ def test_start_partition_rule(start, count):
     """Engine accesses start at partition 0 (any count), 0/64 (<= 64 partitions) or 0/32/64/96 (<= 32)."""
     if start + count > 128:
         count = 128 - start
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     src = tile(m, (128, 8), name="base").index((slice(start, start + count),))
     dst = tile(m, (count, 8), name="dst")
     ok = start == 0 or (count <= 64 and start == 64) or (count <= 32 and start in (32, 64, 96))
@@ -58,7 +58,7 @@ def test_start_partition_rule(start, count):
 def test_matmul_k_m_n_limits(k, mm, n, target):
     """nc_matmul: K <= 128 (partitions), M <= 128 (stationary free), N <= 512 (moving free, one PSUM
     bank of fp32 on v2/v3)."""
-    m = Machine(target, timing=False)
+    m = Machine(target)
     kk = min(k, 128)                                   # the tiles themselves cannot exceed 128 partitions
     stat = tile(m, (kk, mm), dt.bfloat16, name="stat")
     mov = tile(m, (kk, n), dt.bfloat16, name="mov")
@@ -76,7 +76,7 @@ def test_matmul_k_m_n_limits(k, mm, n, target):
 @given(offset=st.integers(0, 511), n=st.integers(1, 512))
 def test_matmul_result_fits_one_psum_bank(offset, n):
     """A matmul result may not cross a 2 KiB PSUM bank (v2/v3)."""
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     acc = tile(m, (64, 1024), kind="psum", name="acc")               # two fp32 banks
     dst = acc.index((slice(None), slice(offset, offset + n)))
     stat = tile(m, (64, 64), dt.bfloat16, name="stat")
@@ -91,7 +91,7 @@ def test_matmul_result_fits_one_psum_bank(offset, n):
 def test_sbuf_capacity(sizes, target):
     """Live SBUF tiles share SBUF_KIB per partition; the allocation that exceeds it raises and names
     the largest live tiles."""
-    m = Machine(target, timing=False)
+    m = Machine(target)
     live, used = [], 0
     for i, kib in enumerate(sizes):
         nbytes = kib * 1024
@@ -108,7 +108,7 @@ def test_sbuf_capacity(sizes, target):
 @given(banks=st.lists(st.integers(1, 4), min_size=1, max_size=6))
 def test_psum_capacity_in_banks(banks):
     """PSUM holds 8 banks of 2 KiB per partition; a tile takes whole banks."""
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     live, used = [], 0
     for i, b in enumerate(banks):
         free = b * 512 - (1 if b > 1 else 0)            # fp32 elements: rounds up to b banks
@@ -126,7 +126,7 @@ def test_psum_capacity_in_banks(banks):
 def test_static_out_of_bounds_indexing(rows, cols, r0, c0, nr, nc):
     """An index range reaching past a tensor is an error, never a silent clip (numpy would clip).
     (Negative bounds count from the end, as in Python.)"""
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     h = m.hbm_tensor(np.zeros((rows, cols), np.float32), "h")
     inside = r0 + nr <= rows and c0 + nc <= cols
     got = verdict(lambda: h.index((slice(r0, r0 + nr), slice(c0, c0 + nc))))

@@ -10,10 +10,11 @@ import trnlab.nki.language as nl
 from trnlab.core.machine import Machine
 from trnlab.errors import HbmCapacityError, NkiValidationError, PsumCapacityError, SbufCapacityError
 from trnlab.isa import TensorCopy
+from trnlab.timing import Scheduler
 
 
 def test_hbm_overflow_leaves_the_allocator_consistent_and_names_the_kernel_line():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     limit = m.chip.hbm_bytes_per_core
     huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=(limit + 64,), strides=(0,))
     with pytest.raises(HbmCapacityError, match=r"test_review_core_semantics\.py:\d+"):
@@ -28,7 +29,7 @@ def _tile(m, shape, loc, name="t"):
 
 
 def test_failed_sbuf_allocation_does_not_reclaim_the_previous_instance():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     cap = m.chip.sbuf_bytes_per_partition
     old = _tile(m, (128, cap // 4 // 2), "k.py:5", "old")    # half of SBUF, allocated at site k.py:5
     other = _tile(m, (128, cap // 4 // 4 + 1), "k.py:9", "other")      # a quarter (+4 B), another site
@@ -41,7 +42,7 @@ def test_failed_sbuf_allocation_does_not_reclaim_the_previous_instance():
 
 
 def test_failed_psum_allocation_does_not_reclaim_the_previous_instance():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     old = m.new_onchip("psum", (128, 512), np.float32, "old", api="test", loc="k.py:5")      # 1 bank
     keep = [m.new_onchip("psum", (128, 512), np.float32, f"o{i}", api="test", loc=f"k.py:{20 + i}")
             for i in range(7)]
@@ -52,7 +53,7 @@ def test_failed_psum_allocation_does_not_reclaim_the_previous_instance():
 
 
 def test_write_to_broadcast_view_names_api_and_kernel_line():
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     src = _tile(m, (4, 8), "k.py:1", "src")
     src.write(np.ones((4, 8)))
     row = _tile(m, (1, 8), "k.py:2", "row")
@@ -66,7 +67,7 @@ def test_nki_precise_fp_0_is_not_silently_ignored(monkeypatch):
     bf16/fp8 kept rounding. A flag trnlab cannot honour must say so."""
     monkeypatch.setenv("NKI_PRECISE_FP", "0")
     with pytest.raises(NotImplementedError, match="NKI_PRECISE_FP"):
-        Machine("trn2", timing=False)
+        Machine("trn2")
 
 
 def test_tf32_rounds_on_write():
@@ -105,7 +106,7 @@ def test_core_barrier_makes_later_work_wait_for_the_partner():
 
 
 def test_scheduler_wait_until_delays_later_instructions():
-    m = Machine("trn2", timing=True)
+    m = Machine("trn2", scheduler=Scheduler)
     t = _tile(m, (128, 64), "k.py:1")
     m.scheduler.wait_until(1e-3)
     from trnlab.isa import Memset
@@ -142,7 +143,7 @@ def test_sendrecv_receiver_waits_for_the_senders_data():
 def test_instruction_with_a_broadcast_second_output_writes_nothing():
     """activation writes dst and reduce_res: a read-only reduce_res must not leave dst half-updated."""
     from trnlab.isa import Activation
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     data = _tile(m, (4, 8), "k.py:1", "data")
     data.write(np.ones((4, 8)))
     dst = _tile(m, (4, 8), "k.py:2", "dst")
@@ -162,7 +163,7 @@ def test_writes_through_a_bitcast_view_count_as_initialisation():
     import warnings
     from trnlab.core import dtypes as dt
     from trnlab.errors import UninitializedReadWarning
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     t = _tile(m, (4, 8), "k.py:1")
     halves = t.bitcast(dt.bfloat16)
     assert halves.shape == (4, 16)
@@ -181,7 +182,7 @@ def test_writes_through_a_bitcast_view_count_as_initialisation():
 
 def test_access_pattern_on_a_bitcast_view_counts_in_the_views_elements():
     from trnlab.core import dtypes as dt
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     t = _tile(m, (4, 8), "k.py:1")
     t.write(np.arange(32, dtype=np.float32).reshape(4, 8))
     v = t.bitcast(dt.bfloat16)                       # [4, 16] bf16 halves of the fp32 words
@@ -194,7 +195,7 @@ def test_tensor_scalar_reduce_idle_reduces_without_touching_the_accumulators():
     """reduce_cmd=idle (the NKI 2.30/2.31 default of tensor_scalar_reduce): reduce_res gets this
     instruction's reduction, the Vector accumulator registers keep their value."""
     from trnlab.isa import TensorScalar
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     data = _tile(m, (4, 8), "k.py:1", "data")
     x = np.arange(32, dtype=np.float32).reshape(4, 8)
     data.write(x)
@@ -210,7 +211,7 @@ def test_memset_rejects_a_value_the_integer_dst_cannot_hold():
     """memset(int8 tile, 300) used to store 300 wrapped to 44 silently."""
     from trnlab.errors import DtypeError
     from trnlab.isa import Memset
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     t = m.new_onchip("sbuf", (4, 8), np.int8, "small", api="test", loc="k.py:1")
     with pytest.raises(DtypeError, match=r"nisa\.memset.*300.*8 bits.*'small'.*\[-128, 255\].*At k\.py:2"):
         m.issue(Memset(api="nisa.memset", loc="k.py:2", dst=t, value=300))
@@ -223,7 +224,7 @@ def test_memset_rejects_a_value_the_integer_dst_cannot_hold():
 
 def test_manually_placed_tiles_must_lie_inside_the_memory():
     from trnlab.errors import PartitionError
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     cap = m.chip.sbuf_bytes_per_partition
     with pytest.raises(NkiValidationError, match=rf"nl\.ndarray: SBUF tensor 'x' at address {cap - 4}.*"
                                                  rf"limit {cap} B.*At k\.py:1"):
@@ -238,7 +239,7 @@ def test_manually_placed_tiles_must_lie_inside_the_memory():
 
 def test_view_errors_name_the_kernel_line():
     from trnlab.errors import OutOfBoundsError, ShapeError
-    m = Machine("trn2", timing=False)
+    m = Machine("trn2")
     t = _tile(m, (4, 8), "k.py:1")
     with pytest.raises(ShapeError, match=r"reshape: .*At .*test_review_core_semantics\.py:\d+"):
         t.reshape(4, 9)

@@ -16,7 +16,7 @@ LOC = "kernel.py:42"
 
 
 def mk(target="trn2"):
-    return Machine(target, timing=False)
+    return Machine(target)
 
 
 def tile(m, shape, dtype=dt.float32, kind="sbuf", name="t", fill=0.0, p0=0):

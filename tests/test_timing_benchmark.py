@@ -9,6 +9,7 @@ import trnlab.nki.language as nl
 from trnlab.core.machine import Machine, running
 from trnlab.kernels import matmul as mm
 from trnlab.nki.tensor import NkiTensor
+from trnlab.timing import Scheduler
 from trnlab.timing.hazards import HazardTracker, region
 
 
@@ -94,13 +95,13 @@ def test_benchmark_plain_function():
 
 
 def test_timing_only_does_not_fill_big_hbm_outputs():
-    m = Machine("trn1", numerics=False, tensor_class=NkiTensor)
+    m = Machine("trn1", numerics=False, scheduler=Scheduler, tensor_class=NkiTensor)
     t = m.new_hbm((8192, 8192), ml_dtypes.bfloat16, "big")
     assert t.array.shape == (8192, 8192) and not np.isnan(t.array[0, 0])
 
 
 def test_hbm_row_blocks_are_disjoint_regions():
-    m = Machine("trn1", numerics=False, tensor_class=NkiTensor)
+    m = Machine("trn1", numerics=False, scheduler=Scheduler, tensor_class=NkiTensor)
     with running(m):
         out = m.new_hbm((256, 1024), np.float32, "out")
         a, b = out[0:128, 0:512], out[0:128, 512:1024]
@@ -116,7 +117,7 @@ def test_hbm_row_blocks_are_disjoint_regions():
 
 
 def test_covered_entries_are_pruned():
-    m = Machine("trn1", numerics=False, tensor_class=NkiTensor)
+    m = Machine("trn1", numerics=False, scheduler=Scheduler, tensor_class=NkiTensor)
     with running(m):
         t = nl.ndarray((128, 4096), dtype=nl.float32, buffer=nl.sbuf)
         src = nl.ndarray((128, 4096), dtype=nl.float32, buffer=nl.sbuf)

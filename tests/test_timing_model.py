@@ -12,6 +12,7 @@ import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
 from trnlab.core.machine import Machine, running
 from trnlab.nki.tensor import NkiTensor
+from trnlab.runtime import timing_model
 
 # trn1 (NC-v2) engine clocks from the architecture guide's datapath table, written out here rather than
 # read from the chip preset, so that a wrong preset fails these tests
@@ -27,7 +28,7 @@ DMA_EFFICIENCY, DMA_CHUNK_OVERHEAD = 0.44, 128
 
 
 def machine(target="trn1", trace=False):
-    return Machine(target, numerics=False, trace=trace, tensor_class=NkiTensor)
+    return Machine(target, numerics=False, scheduler=timing_model(trace=trace), tensor_class=NkiTensor)
 
 
 def sbuf(shape, dtype=nl.float32):

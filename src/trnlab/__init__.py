@@ -11,7 +11,7 @@ _LAZY = {
     "get_chip": ("trnlab.hw", "get_chip"),
     "run_kernel": ("trnlab.runtime", "run_kernel"),
     "Machine": ("trnlab.core.machine", "Machine"),
-    "benchmark": ("trnlab.timing.benchmark", "benchmark"),
+    "benchmark": ("trnlab.bench", "benchmark"),
 }
 
 

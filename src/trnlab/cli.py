@@ -41,7 +41,7 @@ def profile(ctx: typer.Context,
 def calibrate(json_out: bool = typer.Option(False, "--json", help="print a JSON list instead of a table"),
               tolerance: float = typer.Option(0.15, help="largest allowed relative error")):
     """Compare predicted kernel latencies with published hardware measurements."""
-    from trnlab.timing.calibrate import calibrate_command
+    from trnlab.bench.calibrate import calibrate_command
     raise typer.Exit(calibrate_command(json_out=json_out, tolerance=tolerance))
 
 

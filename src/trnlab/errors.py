@@ -68,6 +68,18 @@ class SimulationError(TrnlabError, RuntimeError):
     """A kernel failed while running on the simulated NeuronCore."""
 
 
+class LaunchError(TrnlabError, ValueError):
+    """A kernel launch that cannot run: e.g. an SPMD grid with a dimension that is not a positive int."""
+
+
+class ForeignTileError(SimulationError):
+    """An SBUF/PSUM tile of another kernel run (kept in a global or returned) used by this run."""
+
+
+class InstructionLimitError(SimulationError):
+    """A run issued more instructions than its max_instructions limit."""
+
+
 class TrnlabWarning(UserWarning):
     """Base class of trnlab warnings."""
 

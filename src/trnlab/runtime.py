@@ -4,6 +4,7 @@ Shared by both front ends, the benchmark API and the torch path.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -11,9 +12,12 @@ from typing import Any, Callable
 import numpy as np
 
 from trnlab.core import dtypes as dt
+from trnlab.core import lnc
 from trnlab.core.machine import Liveness, Machine, running
+from trnlab.core.progress import StatusLine, progress_hook
 from trnlab.core.tensor import Tensor
 from trnlab.errors import PsumCapacityError, SbufCapacityError
+from trnlab.timing import Scheduler
 
 
 def is_torch(x) -> bool:
@@ -61,24 +65,45 @@ class KernelRun:
 
 
 # Profiling hook: every finished run is passed to each observer; `forced` overrides run options
-# (e.g. {"timing": True, "trace": True, "numerics": False, "target": "trn2"}) while a profiler
-# captures a script (trnlab.profile.cli).
+# (e.g. {"timing": True, "trace": True, "numerics": False, "target": "trn2", "max_instructions": 10**7,
+# "progress": True}) while a profiler or the CLI runs a script (trnlab.profile.cli, `trnlab run`): it
+# reaches kernels launched through any front end, Beta 1's simulate_kernel/benchmark included.
 observers: list[Callable[[KernelRun], None]] = []
 forced: dict[str, Any] = {}
 
 
+def timing_model(timing: bool = True, trace: bool = False):
+    """The scheduler factory a Machine is given: the timing model (recording a trace) or None."""
+    return functools.partial(Scheduler, trace=trace) if timing else None
+
+
 def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics: bool = True,
                timing: bool = True, trace: bool = False, grid: tuple = (1,), tensor_class=Tensor,
-               machine: Machine | None = None, threads: bool | None = None) -> KernelRun:
+               machine: Machine | None = None, threads: bool | None = None,
+               max_instructions: int | None = None, progress=None) -> KernelRun:
     """Run fn(*args, **kwargs) with array arguments placed in HBM; grid programs run in order on one machine.
 
     A launch whose kernel synchronises its programs (nisa.core_barrier / nisa.sendrecv; threads=None
-    detects it, True forces it) runs each program in its own thread on its own Machine (trnlab.frontend.lnc)."""
+    detects it, True forces it) runs each program in its own thread on its own Machine (trnlab.core.lnc).
+    max_instructions: a run (each program of a threaded launch) issuing more raises InstructionLimitError.
+    progress: None shows a status line on stderr when it is a terminal and the run takes over ~3 s;
+    True always, False never; or a callable(machine, instruction) (core.progress)."""
     target = forced.get("target", target)
     numerics = forced.get("numerics", numerics)
     timing = forced.get("timing", timing)
     trace = forced.get("trace", trace)
-    settings = dict(target=target, numerics=numerics, timing=timing, trace=trace, tensor_class=tensor_class)
+    max_instructions = forced.get("max_instructions", max_instructions)
+    hook = progress_hook(forced.get("progress", progress), getattr(fn, "__name__", ""))
+    settings = dict(target=target, numerics=numerics, scheduler=timing_model(timing, trace),
+                    tensor_class=tensor_class, max_instructions=max_instructions, progress=hook)
+    try:
+        return _run_or_retry(fn, args, kwargs, grid, machine, threads, settings)
+    finally:
+        if isinstance(hook, StatusLine):
+            hook.close()
+
+
+def _run_or_retry(fn, args, kwargs, grid, machine, threads, settings) -> KernelRun:
     try:
         return _run(fn, args, kwargs, grid, machine or Machine(**settings), threads)
     except (SbufCapacityError, PsumCapacityError) as first:
@@ -89,7 +114,7 @@ def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics
         # does not fit raises from the second run.
         probe = Liveness()
         try:
-            _run(fn, args, kwargs, grid, Machine(**{**settings, "timing": False, "trace": False},
+            _run(fn, args, kwargs, grid, Machine(**{**settings, "scheduler": None},
                                                  liveness=probe), threads, observe=False)
         except Exception:
             pass
@@ -99,7 +124,6 @@ def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics
 
 
 def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> KernelRun:
-    trace = m.scheduler is not None and m.scheduler.records is not None
     like = next((a for a in itertools.chain(args, kwargs.values()) if is_torch(a)), None)
     inputs: list[tuple[Tensor, Any]] = []
 
@@ -122,10 +146,12 @@ def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> K
     n_programs = int(np.prod(grid))
     machines = None
     if n_programs > 1 and threads is not False:
-        from trnlab.frontend import lnc
         if threads or lnc.uses_sync(fn):
-            machines = [m] + [Machine(m.chip, numerics=m.numerics, timing=m.scheduler is not None, trace=trace,
-                                      tensor_class=m.tensor_class) for _ in range(n_programs - 1)]
+            machines = [m] + [Machine(m.chip, numerics=m.numerics, scheduler=m.scheduler_factory,
+                                      tensor_class=m.tensor_class, max_instructions=m.max_instructions,
+                                      progress=m.progress) for _ in range(n_programs - 1)]
+            for other in machines[1:]:
+                other.launch = m.launch          # programs of one launch exchange tiles (nisa.sendrecv)
             result = lnc.run_programs(fn, hargs, hkwargs, tuple(grid), machines)
             m = lnc.slowest(machines)
     if machines is None:

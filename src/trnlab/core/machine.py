@@ -1,14 +1,17 @@
 """The machine: one simulated NeuronCore running an instruction stream.
 
 Front ends allocate tensors through it and `issue` ISA instructions to it. Each instruction is
-validated, executed on numpy (unless numerics are off) and handed to the timing scheduler
-(unless timing is off): functional and timing execution consume the same stream, online.
+validated, executed on numpy (unless numerics are off) and handed to the scheduler the machine was
+given (an observer, e.g. trnlab.timing.Scheduler; None: no timing): functional and timing execution
+consume the same stream, online. The core knows nothing of the timing model.
 """
 from __future__ import annotations
 
-import threading
+import contextvars
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -16,7 +19,8 @@ from trnlab.config import precise_fp
 from trnlab.core import dtypes as dt
 from trnlab.core.memory import OnChipMemory, PsumMemory
 from trnlab.core.tensor import HBM, PSUM, SBUF, Storage, Tensor
-from trnlab.errors import HbmCapacityError, PsumCapacityError, SbufCapacityError, NkiValidationError, PartitionError, ShapeError, SimulationError
+from trnlab.core.progress import PROGRESS_EVERY
+from trnlab.errors import ForeignTileError, HbmCapacityError, InstructionLimitError, LaunchError, PsumCapacityError, SbufCapacityError, NkiValidationError, PartitionError, ShapeError, SimulationError
 from trnlab.hw import ChipSpec, get_chip
 
 
@@ -28,10 +32,26 @@ class RunStats:
     dma_bytes: int = 0
 
 
+_launches = itertools.count(1)
+
+
+def _instruction_limit(limit) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0:
+        raise LaunchError(f"max_instructions must be None or an int >= 0, got {limit!r}")
+    return int(limit)
+
+
 class Machine:
     def __init__(self, target: "str | ChipSpec | None" = None, *, numerics: bool = True,
-                 timing: bool = True, trace: bool = False, tensor_class=Tensor,
-                 liveness: "Liveness | None" = None):
+                 scheduler: "Callable[[ChipSpec], Any] | None" = None, tensor_class=Tensor,
+                 liveness: "Liveness | None" = None, max_instructions: int | None = None,
+                 progress: "Callable[[Machine, Any], None] | None" = None):
+        """scheduler: a factory chip -> observer whose schedule(instr) sees every issued instruction
+        (trnlab.timing.Scheduler, or functools.partial(Scheduler, trace=True)); None runs untimed.
+        max_instructions: issuing more raises InstructionLimitError. progress: called with (machine,
+        instruction) every PROGRESS_EVERY instructions (core.progress)."""
         if not precise_fp():
             raise NotImplementedError(
                 "NKI_PRECISE_FP=0 (AWS's fp32-everywhere simulator mode) is not modelled by trnlab, which "
@@ -46,7 +66,11 @@ class Machine:
             self.sbuf.capacity *= _PROBE_ROOM        # the probe measures lifetimes, not capacity
             self.psum.capacity *= _PROBE_ROOM
             self.psum.banks *= _PROBE_ROOM
-        self.issued = 0                  # instructions issued so far (liveness bookkeeping)
+        self.launch = next(_launches)    # tiles belong to the launch that allocated them (LNC programs share it)
+        self.issued = 0                  # instructions issued so far (liveness bookkeeping, limits)
+        self.max_instructions = _instruction_limit(max_instructions)
+        self.progress = progress
+        self._checkpoint_at = self._next_checkpoint()
         self.allocated = 0               # on-chip allocations so far
         self.numerics = numerics
         self.tensor_class = tensor_class
@@ -59,10 +83,8 @@ class Machine:
         self.program_id: tuple = (0,)
         self.num_programs: tuple = (1,)
         self.printed: list[str] = []
-        self.scheduler = None
-        if timing:
-            from trnlab.timing import Scheduler
-            self.scheduler = Scheduler(chip, trace=trace)
+        self.scheduler_factory = scheduler
+        self.scheduler = scheduler(chip) if scheduler is not None else None
 
     # --- allocation -----------------------------------------------------------------------------
     def hbm_tensor(self, array: np.ndarray, name: str, *, dtype=None, initialized: bool = True) -> Tensor:
@@ -132,6 +154,7 @@ class Machine:
         import weakref
         weakref.finalize(st, memory.free, alloc.uid)
         alloc.seq = self.allocated
+        alloc.launch = self.launch
         self.allocated += 1
         if self.liveness is not None:
             self.liveness.allocated(alloc, memory, self.issued)
@@ -139,8 +162,11 @@ class Machine:
 
     # --- execution ------------------------------------------------------------------------------
     def issue(self, instr) -> None:
+        if self.issued >= self._checkpoint_at:
+            self._checkpoint(instr)
         instr.validate(self.chip)
         self._check_writable(instr)
+        self._check_owned(instr)
         if self.sbuf.reclaimed or self.psum.reclaimed:
             self._check_not_reclaimed(instr)
         stats = self.stats
@@ -162,6 +188,24 @@ class Machine:
         self.issued += 1
 
 
+    def _next_checkpoint(self) -> int:
+        """The instruction count at which issue() next stops for the limit or the progress hook."""
+        at = [self.max_instructions] if self.max_instructions is not None else []
+        if self.progress is not None:
+            at.append((self.issued // PROGRESS_EVERY + 1) * PROGRESS_EVERY)
+        return min((a for a in at if a >= self.issued), default=1 << 62)
+
+    def _checkpoint(self, instr) -> None:
+        limit = self.max_instructions
+        if limit is not None and self.issued >= limit:
+            raise InstructionLimitError(
+                f"{instr.api}: instruction limit reached: the run already issued max_instructions={limit:,} "
+                f"instructions and this one would exceed it (raise or drop max_instructions for longer "
+                f"runs). At {instr.loc}")
+        if self.progress is not None and self.issued % PROGRESS_EVERY == 0:
+            self.progress(self, instr)
+        self._checkpoint_at = self._next_checkpoint()
+
     @staticmethod
     def _check_writable(instr) -> None:
         """Every destination must be writable before anything executes: an instruction with two outputs
@@ -171,6 +215,17 @@ class Machine:
                 raise NkiValidationError(
                     f"{instr.api}: cannot write to broadcast view {t.describe()} (a stride-0 dimension has one "
                     f"element behind many indices). At {instr.loc}")
+
+    def _check_owned(self, instr) -> None:
+        """A tile kept from an earlier run (a global, a returned tile) is refused: its data belongs to a
+        NeuronCore state that no longer exists, and reading it would silently use stale values."""
+        for t in instr.reads() + instr.writes():
+            alloc = getattr(getattr(t, "storage", None), "alloc", None)
+            if alloc is not None and alloc.launch != self.launch:
+                raise ForeignTileError(
+                    f"{instr.api}: tile {alloc.describe()} belongs to another kernel run; SBUF/PSUM tiles "
+                    f"live only in the run that allocated them (keep host data in HBM tensors or numpy "
+                    f"arrays instead). At {instr.loc}")
 
     def _check_not_reclaimed(self, instr) -> None:
         for t in instr.reads() + instr.writes():
@@ -188,13 +243,15 @@ class Machine:
                     largest=memory.largest())
 
 
-# --- the current machine (one per kernel run; threads of an LNC launch get their own) -------------
-_local = threading.local()
-_global_stack: list[Machine] = []
+# --- the current machine ------------------------------------------------------------------------
+# A context variable, not a process-global stack: each thread (and each asyncio task) has its own, so
+# kernels run concurrently in several threads each issue to their own Machine. A new thread starts
+# with no current machine; many machines may exist in one process and nest within one thread.
+_current: contextvars.ContextVar[tuple] = contextvars.ContextVar("trnlab_machine_stack", default=())
 
 
 def current() -> Machine:
-    stack = getattr(_local, "stack", None) or _global_stack
+    stack = _current.get()
     if not stack:
         raise SimulationError("no kernel is running: NKI calls must happen inside a kernel run "
                               "(nki.simulate(kernel)(...), trnlab.run_kernel, or calling an @nki.jit kernel)")
@@ -202,27 +259,22 @@ def current() -> Machine:
 
 
 def has_current() -> bool:
-    return bool(getattr(_local, "stack", None) or _global_stack)
+    return bool(_current.get())
 
 
 class running:
-    """Context manager making `machine` current (per thread when thread_local=True)."""
+    """Context manager making `machine` current in the calling thread/context."""
 
-    def __init__(self, machine: Machine, *, thread_local: bool = False):
+    def __init__(self, machine: Machine):
         self.machine = machine
-        self.thread_local = thread_local
+        self._token = None
 
     def __enter__(self) -> Machine:
-        if self.thread_local:
-            if not hasattr(_local, "stack"):
-                _local.stack = []
-            _local.stack.append(self.machine)
-        else:
-            _global_stack.append(self.machine)
+        self._token = _current.set(_current.get() + (self.machine,))
         return self.machine
 
     def __exit__(self, *exc) -> None:
-        (getattr(_local, "stack") if self.thread_local else _global_stack).pop()
+        _current.reset(self._token)
 
 
 # --- last-use liveness ------------------------------------------------------------------------------

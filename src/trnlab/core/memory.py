@@ -34,6 +34,7 @@ class Allocation:
     superseded: bool = False   # reclaimed by a newer instance of the same allocation site (or after
                                # its last use, see core.machine.Liveness)
     seq: int = 0               # allocation number in program order (core.machine.Liveness)
+    launch: int = 0            # the kernel launch whose machine allocated it (core.machine.Machine.launch)
 
     @property
     def b1(self) -> int:

@@ -85,7 +85,7 @@ def _matmul_specs() -> dict[str, KernelSpec]:
     factory = getattr(module, "example_inputs", None)
     if reference is None or factory is None:
         return {}
-    from trnlab.frontend.kernel import Kernel
+    from trnlab.nki import Kernel
     factory = _matmul_factory(factory)
     return {name: KernelSpec(name, k, reference, factory) for name, k in vars(module).items()
             if isinstance(k, Kernel) and name.startswith("matmul")}

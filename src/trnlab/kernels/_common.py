@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from trnlab.core import dtypes as dt
-from trnlab.core.machine import current
+from trnlab.errors import ShapeError
 from trnlab.kernels._layout import PMAX, ceil_div
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
@@ -26,18 +25,19 @@ def psum(shape, name="ps", dtype=nl.float32):
     return nl.ndarray(tuple(shape), dtype=dtype, buffer=nl.psum, name=name)
 
 
-def chip():
-    return current().chip
+def strided(t, shape, strides):
+    """A view of t's storage with the given shape and element strides, starting at t's first element
+    (the NKI access pattern t.ap([[stride, count], ...], offset))."""
+    return t.ap([[int(s), int(n)] for s, n in zip(strides, shape)], offset=t.offset, dtype=t.dtype)
 
 
-def strided(t, shape, strides_bytes, offset_bytes: int = 0):
-    """A view of t's storage with the given shape/strides in bytes, starting at t's first element."""
-    base = t.array
-    if offset_bytes:
-        flat = base.reshape(-1) if base.flags.c_contiguous else None
-        assert flat is not None, "offset views need a contiguous base"
-        base = flat[offset_bytes // base.itemsize:]
-    return t._view(as_strided(base, shape=tuple(shape), strides=tuple(strides_bytes)))
+def strides_as(t, shape) -> list[int]:
+    """Element strides of t broadcast to shape (numpy rules: a missing or size-1 dim repeats, stride 0)."""
+    shape = tuple(shape)
+    lead = len(shape) - t.ndim
+    if lead < 0 or any(n not in (1, m) for n, m in zip(t.shape, shape[lead:])):
+        raise ShapeError(f"cannot broadcast {t.describe()} to {list(shape)}")
+    return [0] * lead + [s if n == m else 0 for s, n, m in zip(t.strides, t.shape, shape[lead:])]
 
 
 def coalesce(shape, strides_list):
@@ -68,8 +68,7 @@ class TilePlan:
 
     def __init__(self, out, operands, budget: int = COLS):
         shape = tuple(out.shape)
-        arrays = [out.array] + [np.broadcast_to(o.array, shape) for o in operands]
-        cshape, cstrides = coalesce(shape, [list(a.strides) for a in arrays])
+        cshape, cstrides = coalesce(shape, [strides_as(t, shape) for t in (out, *operands)])
         if len(cshape) == 1:
             c = cshape[0]
             if c >= 2 * P and c % P == 0:                  # fold a long vector onto the partitions
@@ -125,12 +124,12 @@ class TilePlan:
 def row_plan(x, *others):
     """Views [outer..., rows, C_i] of x and others that share x's leading dims (last dims may differ)."""
     lead = tuple(x.shape[:-1])
-    arrays = [x.array] + [np.broadcast_to(o.array, lead + (o.shape[-1],)) for o in others]
-    cshape, cstrides = coalesce(lead, [list(a.strides[:-1]) for a in arrays])
+    tensors = (x, *others)
+    full = [strides_as(t, lead + (t.shape[-1],)) for t in tensors]
+    cshape, cstrides = coalesce(lead, [st[:-1] for st in full])
     if len(cshape) == 1:
         cshape, cstrides = [1] + cshape, [[0] + s for s in cstrides]
-    views = [strided(t, cshape + [a.shape[-1]], s + [a.strides[-1]])
-             for t, a, s in zip([x] + list(others), arrays, cstrides)]
+    views = [strided(t, cshape + [t.shape[-1]], s + [st[-1]]) for t, st, s in zip(tensors, full, cstrides)]
     return tuple(cshape), views
 
 
@@ -150,8 +149,7 @@ def row_tiles(x, *others):
 
 def free_broadcast(view) -> bool:
     """True when a tile view repeats one value per partition along all its free dims."""
-    a = view.array
-    return a.ndim >= 2 and all(st == 0 for st in a.strides[1:]) and int(np.prod(a.shape[1:])) > 1
+    return view.ndim >= 2 and all(st == 0 for st in view.strides[1:]) and int(np.prod(view.shape[1:])) > 1
 
 
 def dma_copy_split(dst, src, min_bytes: int = 256 * 1024, max_pieces: int = 16):
@@ -189,5 +187,5 @@ def float_dtype_for(*tensors):
     return dts.pop() if len(dts) == 1 and dt.is_float(next(iter(dts))) else nl.float32
 
 
-__all__ = ["P", "COLS", "NEG_BIG", "sbuf", "psum", "chip", "strided", "ceil_div", "coalesce", "TilePlan",
+__all__ = ["P", "COLS", "NEG_BIG", "sbuf", "psum", "strided", "strides_as", "ceil_div", "coalesce", "TilePlan",
            "free_broadcast", "row_plan", "row_blocks", "row_tiles", "dma_copy_split", "float_dtype_for", "math"]

@@ -36,7 +36,7 @@ import numpy as np
 import trnlab.nki as nki
 from trnlab.core import dtypes as dt
 from trnlab.errors import ShapeError
-from trnlab.kernels._common import NEG_BIG, P, ceil_div, chip, float_dtype_for, load_transposed, psum, sbuf
+from trnlab.kernels._common import NEG_BIG, P, ceil_div, float_dtype_for, load_transposed, psum, sbuf
 from trnlab.kernels._examples import randn, scaled
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
@@ -94,7 +94,7 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
                 continue
             banks = 2 if _shared_bank(kv.dv, min(P, sq), cdt) else 3
             _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt),
-                        max(1, min(STREAMS, chip().psum_banks // banks)))
+                        max(1, min(STREAMS, nl.tile_size.psum_num_banks // banks)))
     return out
 
 

@@ -16,7 +16,7 @@ from trnlab.core import dtypes as dt
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 from trnlab.kernels._examples import randn, scaled
-from trnlab.kernels._common import P, ceil_div, chip, float_dtype_for, load_transposed, psum, sbuf
+from trnlab.kernels._common import P, ceil_div, float_dtype_for, load_transposed, psum, sbuf
 
 TN = 512          # moving free size = one PSUM bank of fp32
 RING = 8          # moving tiles in flight (DMA prefetch depth)
@@ -24,7 +24,7 @@ RING = 8          # moving tiles in flight (DMA prefetch depth)
 
 def _row_block(k: int, itemsize: int) -> int:
     """How many 128-row tiles of a stay resident: the transposed block uses <= 1/2 of SBUF."""
-    budget = chip().sbuf_bytes_per_partition // 2
+    budget = nl.tile_size.total_available_sbuf_size // 2
     per_tile = ceil_div(k, P) * P * itemsize
     return max(1, min(4, budget // per_tile))
 

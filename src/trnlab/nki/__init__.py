@@ -37,16 +37,17 @@ def _make_kernel(fn, options) -> Kernel:
     return Kernel(fn, tensor_class=NkiTensor, grid=grid, options=options)
 
 
-def simulate(kernel, *, target=None, numerics: bool = True):
+def simulate(kernel, *, target=None, numerics: bool = True, max_instructions=None, progress=None):
     """nki.simulate(kernel)(*args): run on the CPU simulator; numpy in -> numpy out (torch -> torch).
     nki.simulate(kernel[2]) runs an LNC2 launch sharing HBM: both programs in order on one machine, or, when
     the kernel synchronises them (nisa.core_barrier / nisa.sendrecv), as two threads on one machine each
-    (trnlab.frontend.lnc)."""
+    (trnlab.core.lnc)."""
     fn, grid = unwrap(kernel)
     k = Kernel(fn, tensor_class=NkiTensor, grid=grid, options=getattr(kernel, "options", None))
 
     def run(*args, **kwargs):
-        result = k.run(args, kwargs, target=target, numerics=numerics)
+        result = k.run(args, kwargs, target=target, numerics=numerics, max_instructions=max_instructions,
+                       progress=progress)
         if isinstance(kernel, Kernel):
             kernel.last_run = result
         return result.outputs

@@ -295,9 +295,9 @@ def nonzero_with_count(dst, src, index_offset=0, padding_val=-1, name=None, **_)
                                index_offset=int(index_offset), padding_val=int(padding_val)))
 
 
-# --- LNC synchronisation (programs of kernel[2] run as threads: trnlab.frontend.lnc) ------------------------
+# --- LNC synchronisation (programs of kernel[2] run as threads: trnlab.core.lnc) ------------------------
 def _lnc_group(api: str, loc: str):
-    from trnlab.frontend import lnc
+    from trnlab.core import lnc
     m = _current()
     if m.chip.nc_version < 3:
         raise _NkiValidationError(f"{api} is available on NeuronCore-v3 or newer (trn2+), not {m.chip.name}. "

@@ -40,8 +40,7 @@ class Beta1Kernel(Kernel):
         super().__init__(_b1_function(fn), tensor_class=Tile, grid=grid, options=options)
 
     def __getitem__(self, grid) -> "Beta1Kernel":
-        grid = grid if isinstance(grid, tuple) else (grid,)
-        return type(self)(self.fn, grid=tuple(int(g) for g in grid), options=self.options)
+        return type(self)(self.fn, grid=grid, options=self.options)      # Kernel checks the grid
 
 
 def _as_kernel(kernel) -> Beta1Kernel:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import weakref
 
 import numpy as np
@@ -407,7 +408,7 @@ def _box_for(xshape: tuple, box: tuple, shape: tuple) -> tuple:
 # Pending results
 # ================================================================================================
 
-class _State:
+class _State(threading.local):  # per thread: kernels may run in several threads at once
     pending = None            # weakref to the Pending result not yet issued
     last_inplace = None       # the view an in-place operator just wrote
     depth = 0                 # nesting of running Beta 1 kernels (sub-kernel calls)

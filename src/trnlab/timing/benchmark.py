@@ -1,9 +1,8 @@
-"""trnlab.benchmark(kernel, target=..., numerics=True)(*args) -> BenchmarkResult.
+"""What a benchmark reports: BenchmarkResult (latency, engine utilisation, DMA traffic, FLOPs,
+MFU/HFU/MBU, the critical path with kernel source lines) summarised from a timed run's scheduler.
 
-Runs a kernel (an @nki.jit Kernel or a plain function written against the NKI front end) on the
-simulated NeuronCore and reports the timing model's view: latency, engine utilisation, DMA traffic,
-FLOPs, MFU/HFU/MBU and the critical path with kernel source lines. numerics=False skips the
-arithmetic (timing-only); both modes give the same times.
+The benchmark entry point itself, trnlab.benchmark, runs kernels through the front ends and so lives
+above them (trnlab.bench).
 """
 from __future__ import annotations
 
@@ -131,24 +130,6 @@ def summarize(run, *, name: str = "", top: int = 10) -> BenchmarkResult:
         instructions=sched.count, machine=m)
 
 
-def benchmark(kernel, *, target=None, numerics: bool = True, trace: bool = False, top: int = 10):
-    """benchmark(kernel, target="trn2")(*args, **kwargs) -> BenchmarkResult."""
-    from trnlab.nki.tensor import NkiTensor
-    from trnlab.runtime import run_kernel
-
-    fn = getattr(kernel, "fn", kernel)
-    grid = tuple(getattr(kernel, "grid", (1,)))
-    tensor_class = getattr(kernel, "tensor_class", NkiTensor)
-    options = getattr(kernel, "options", {}) or {}
-    name = getattr(fn, "__name__", "kernel")
-
-    def run(*args, **kwargs) -> BenchmarkResult:
-        result = run_kernel(fn, args, kwargs, target=target or options.get("target"), numerics=numerics,
-                            timing=True, trace=trace, grid=grid, tensor_class=tensor_class)
-        return summarize(result, name=name, top=top)
-    return run
-
-
 def matmul_peak(chip, instr) -> float:
     """Peak FLOP/s of the Tensor engine for this matmul's input dtypes (ARCH / profiler weighting)."""
     dtypes = (instr.stationary.dtype, instr.moving.dtype)
@@ -159,4 +140,4 @@ def matmul_peak(chip, instr) -> float:
     return chip.peak_bf16_flops
 
 
-__all__ = ["benchmark", "BenchmarkResult", "PathEntry", "summarize"]
+__all__ = ["BenchmarkResult", "PathEntry", "summarize", "matmul_peak"]

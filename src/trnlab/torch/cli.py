@@ -5,7 +5,6 @@ import json
 import time
 from pathlib import Path
 
-from trnlab.torch.blas import single_thread_blas
 
 BUILTIN_HELP = ("llama-tiny, gpt2-tiny (tests/demo); llama-3-8b, llama-1b, gpt2 (real sizes); "
                 "llama-8b-layer (one Llama-3-8B decoder layer on hidden states); "
@@ -42,7 +41,6 @@ def _build(name: str, batch: int, seq: int, numerics: bool):
 def compile_builtin(name: str, *, target="trn2", batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
                     progress=None):
     """Compile and run a built-in model (prefill, then `decode` single-token steps); return the report."""
-    single_thread_blas()
     model, inputs = _build(name, batch, seq, numerics)
     _stage(progress, f"capturing {name} (torch.export)")
     compiled = _compile(model, inputs, target, dtype, numerics, name, progress, tokens=batch * seq)

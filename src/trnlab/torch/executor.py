@@ -15,9 +15,10 @@ from torch.utils import _pytree as pytree
 
 from trnlab.core import dtypes as dt
 from trnlab.core.machine import Machine, running
+from trnlab.runtime import timing_model
 from trnlab.nki.tensor import NkiTensor
 from trnlab.torch import capture
-from trnlab.torch.blas import single_thread_blas
+from trnlab.torch.blas import blas_threads
 from trnlab.torch.fusion import find_act_muls, find_rmsnorms
 from trnlab.kernels import elementwise
 from trnlab.kernels.rmsnorm import rmsnorm_into
@@ -175,13 +176,12 @@ class Program:
     # --- running ----------------------------------------------------------------------------------
     def run(self, inputs, *, target=None, numerics: bool = True, trace: bool = True, progress=None) -> RunResult:
         t0 = time.perf_counter()
-        single_thread_blas()
-        m = Machine(target, numerics=numerics, timing=True, trace=trace, tensor_class=NkiTensor)
+        m = Machine(target, numerics=numerics, scheduler=timing_model(True, trace), tensor_class=NkiTensor)
         flat = pytree.tree_flatten((tuple(inputs), {}))[0]
         ctx = _Ctx(self, m, numerics)
         records, fallbacks = [], []
         device_nodes = set(self.device_nodes())
-        with running(m):
+        with running(m), blas_threads(1):      # restored when the run ends
             env = ctx.env
             self._place_state(ctx)
             for node, value in zip(self.info.user_inputs, flat):

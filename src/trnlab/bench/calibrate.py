@@ -47,7 +47,7 @@ def inputs(shape):
 def predict(name: str, *, shape=None, target=TARGET, numerics: bool = False):
     """BenchmarkResult of one tutorial step at `shape` (M, K, N)."""
     from trnlab.kernels.matmul import STEPS
-    from trnlab.timing.benchmark import benchmark
+    from trnlab.bench import benchmark
     lhsT, rhs = inputs(shape or SHAPE)
     return benchmark(STEPS[name], target=target, numerics=numerics)(lhsT, rhs)
 
