@@ -57,7 +57,16 @@ class Instruction:
         return float(chip.min_ii_cycles)
 
     def flops(self) -> float:
+        """Useful matmul FLOPs (2*M*N*K): the numerator of MFU."""
         return 0.0
+
+    def pe_flops(self) -> float:
+        """FLOPs the Tensor engine performs, transposes included: the numerator of HFU."""
+        return self.flops()
+
+    def flop_dtypes(self) -> tuple:
+        """The dtypes whose peak rate measures this instruction's FLOPs (trnlab.timing.metrics)."""
+        return tuple(t.dtype for t in self.reads())
 
     def dma_bytes(self) -> int:
         return 0

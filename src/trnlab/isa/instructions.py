@@ -492,6 +492,9 @@ class MatMul(ToDst):
             self.store(dst, np.where(mask, dt.to_fp32(dst.array) + result, result))
 
     def flops(self) -> float:
+        return 0.0 if self.is_transpose else self.pe_flops()
+
+    def pe_flops(self) -> float:
         k, m, n = self._kmn()
         return 2.0 * k * m * n
 
@@ -562,8 +565,14 @@ class Transpose(SrcToDst):
                 values[poisoned, :] = np.nan
         self.store(self.dst, values.reshape(self.dst.shape))
 
-    def flops(self) -> float:
-        return 0.0
+    def pe_flops(self) -> float:
+        if self.engine != Engine.TENSOR:
+            return 0.0
+        p, f = self.src.shape[0], self.src.free_size      # an identity matmul: 2 * P * P * F
+        return 2.0 * p * p * f
+
+    def flop_dtypes(self) -> tuple:
+        return ()        # measured at the bf16 peak: its cost (below) does not depend on the dtype
 
     def cycles(self, chip):
         p, f = self.src.shape[0], self.src.free_size

@@ -17,13 +17,30 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from trnlab.core import dtypes as dt
 from trnlab.isa.base import Engine
 from trnlab.timing import costs
-from trnlab.timing.benchmark import matmul_peak
 from trnlab.timing.hazards import HazardTracker
+from trnlab.timing.metrics import Work
 from trnlab.timing.timeline import Timeline
 
 _DMA = "dma"
+
+
+@dataclass(frozen=True, slots=True)
+class Operand:
+    """One tensor operand of a scheduled instruction."""
+    name: str
+    shape: tuple
+    dtype: str         # e.g. "bfloat16"
+    buffer: str        # "hbm" | "sbuf" | "psum"
+
+    @classmethod
+    def of(cls, t) -> "Operand":
+        return cls(t.name, tuple(t.shape), dt.name_of(t.dtype), t.buffer)
+
+    def describe(self) -> str:
+        return f"'{self.name}'[{','.join(map(str, self.shape))}] {self.dtype} in {self.buffer}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +53,15 @@ class Event:
     end: float
     loc: str           # kernel file:line
     api: str           # front-end API, e.g. "nisa.nc_matmul"
-    detail: str        # operands: "dst 'x'[128,512] float32 in psum; stationary ..."
-    flops: float = 0.0
-    nbytes: int = 0
-    index: int = -1    # instruction number in program order (a DMA's queue pieces share it)
+    operands: tuple = ()   # Operand: the writes, then the reads
+    flops: float = 0.0     # matmul FLOPs (Instruction.flops)
+    nbytes: int = 0        # bytes this queue moved (DMA)
+    index: int = -1        # instruction number in program order (a DMA's queue pieces share it)
+
+    @property
+    def detail(self) -> str:
+        """The operands as text: "'x'[128,512] float32 in psum; ..."."""
+        return "; ".join(o.describe() for o in self.operands)
 
 
 class Scheduler:
@@ -67,10 +89,8 @@ class Scheduler:
         self.mm_start = 0.0
         self.pe_last_end = 0.0
         self.throttle = costs.Throttle(chip)
+        self.work = Work()                      # FLOPs and bytes for MFU/HFU/MBU (timing.metrics)
         # per-instruction (end, predecessor index, opcode, api, loc) for the critical path
-        self.hbm_bytes = 0                      # DMA bytes read from or written to HBM
-        self.pe_ideal_s = 0.0                   # matmul FLOPs / peak rate of their dtype (for MFU)
-        self.pe_transpose_ideal_s = 0.0         # the same for Tensor-engine transposes (HFU)
         self.ends: list[float] = []
         self.preds: list[int] = []
         self.sites: list[tuple] = []
@@ -99,11 +119,10 @@ class Scheduler:
         if engine == Engine.DMA:
             start, end, pred = self._dma(instr, accesses, index)
             unit_tag, avail = _DMA, end
-            if costs.touches_hbm(instr):
-                self.hbm_bytes += instr.dma_bytes()
+            self.work.add_dma(instr.dma_bytes(), costs.touches_hbm(instr))
         else:
             if engine == Engine.TENSOR:
-                self._count_pe_work(instr)
+                self.work.add_pe(self.chip, instr)
             if engine == Engine.TENSOR and instr.opcode == "nc_matmul":
                 start, end, pred = self._matmul(instr, accesses)
             else:
@@ -121,18 +140,6 @@ class Scheduler:
         self.preds.append(pred)
         self.sites.append((instr.opcode, instr.api, instr.loc))
         return start, end
-
-    def _count_pe_work(self, instr) -> None:
-        chip = self.chip
-        if instr.opcode == "nc_matmul" and not getattr(instr, "is_transpose", False):
-            self.pe_ideal_s += instr.flops() / matmul_peak(chip, instr)
-            return
-        src = getattr(instr, "src", None)      # `is None`, not `or`: a tile's truth value reads its data
-        if src is None:
-            src = getattr(instr, "stationary", None)
-        if src is not None and ("transpose" in instr.opcode or getattr(instr, "is_transpose", False)):
-            p, f = src.shape[0], src.free_size      # an identity matmul: 2 * P * P * F
-            self.pe_transpose_ideal_s += 2.0 * p * p * f / chip.peak_bf16_flops
 
     def _compute(self, instr, accesses):
         engine = instr.engine
@@ -214,8 +221,8 @@ class Scheduler:
         return start, end, pred
 
     def _event(self, instr, track, start, end, flops, nbytes, index) -> None:
-        detail = "; ".join(t.describe() for t in (*instr.writes(), *instr.reads()) if t is not None)
-        self.records.append(Event(instr.opcode, track, start, end, instr.loc, instr.api, detail,
+        operands = tuple(Operand.of(t) for t in (*instr.writes(), *instr.reads()) if t is not None)
+        self.records.append(Event(instr.opcode, track, start, end, instr.loc, instr.api, operands,
                                   flops, nbytes, index))
 
     # --- analysis --------------------------------------------------------------------------------
