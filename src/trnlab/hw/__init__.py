@@ -41,7 +41,8 @@ class ChipSpec:
     vector_hz: float
     scalar_hz: float
     gpsimd_hz: float
-    # elements per cycle per partition for 16-bit data on Vector (v3: 512 lanes-equivalent -> 4x)
+    # Vector-engine rate of 16-bit (bf16/fp16) SBUF data over other dtypes (ARCH datapath table: v3/v4
+    # 512 BF16/FP16 elements per cycle vs 256 for others -> 2x; v2 one rate for all)
     vector_bf16_speedup: float = 1.0
     # --- instruction cost constants (ISA docstrings) ---
     min_ii_cycles: int = 64            # ISA: MIN_II ~ 64 engine cycles

@@ -2,7 +2,8 @@
 
 An instruction is a frozen dataclass: its operands (tensor views), attributes, the front-end API
 name and the kernel source line. `validate` checks hardware rules, `execute` is its numpy
-semantics (fp32 math, rounded on write), `cycles` its cost on the executing engine's clock.
+semantics (fp32 math, rounded on write), `cost` what the timing model charges for it: an EngineCost
+(`cycles` on the executing engine's clock), a MatmulCost or a DmaCost.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from trnlab.core import dtypes as dt
 from trnlab.core.tensor import PSUM, SBUF, Tensor
 from trnlab.errors import BufferKindError, DtypeError, NkiValidationError, PartitionError, ShapeError
+from trnlab.timing import costs as dma_model
 
 
 class Engine(str, enum.Enum):
@@ -27,6 +29,31 @@ class Engine(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCost:
+    """A compute instruction: `cycles` of its engine's clock (throughput cost, ISA formulas)."""
+    cycles: float
+
+
+@dataclass(frozen=True, slots=True)
+class MatmulCost:
+    """nc_matmul: MultiplyMoving `cycles`, after a LoadStationary of `ls_cycles` that the timing model
+    overlaps with the previous matmul (background LoadStationary, ARCH v2)."""
+    cycles: float
+    ls_cycles: float
+
+
+@dataclass(frozen=True, slots=True)
+class DmaCost:
+    """A DMA: `nbytes` spread over `pieces` queues (or the one `queue` asked for), each moving `rate`
+    bytes/s, after the chip's fixed DMA start latency (the model: trnlab.timing.costs)."""
+    nbytes: int
+    rate: float
+    pieces: int
+    queue: "int | None"
+    hbm: bool          # reads or writes HBM: counted for MBU, capped by HBM bandwidth
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +79,9 @@ class Instruction:
         raise NotImplementedError(f"{self.api}: numpy semantics of {self.opcode} not modelled")
 
     # --- cost ---
+    def cost(self, chip) -> "EngineCost | MatmulCost | DmaCost":
+        return EngineCost(self.cycles(chip))
+
     def cycles(self, chip) -> float:
         """Engine cycles (throughput cost) on this instruction's engine."""
         return float(chip.min_ii_cycles)
@@ -88,6 +118,23 @@ class Instruction:
 
     def store(self, t: Tensor, values) -> None:
         t.write(values, where=self.mask, api=self.api, loc=self.loc)
+
+
+class DmaInstruction:
+    """Mixin (first base) of the instructions the DMA queues run: their cost is a DmaCost. Subclasses
+    define `engine = Engine.DMA`, `queue` and dma_bytes()."""
+    __slots__ = ()
+
+    def cost(self, chip) -> DmaCost:
+        nbytes = self.dma_bytes()
+        chunk = dma_model.chunk_bytes(self)
+        hbm = dma_model.touches_hbm(self)
+        queue = self.queue
+        pieces = 1 if queue is not None else dma_model.dma_pieces(chip, nbytes, chunk)
+        return DmaCost(nbytes, dma_model.dma_queue_rate(chip, chunk, hbm), pieces, queue, hbm)
+
+    def cycles(self, chip) -> float:
+        raise TypeError(f"{self.opcode} runs on the DMA queues: its cost is time (cost()), not engine cycles")
 
 
 # --- common operand shapes: dst <- f(...), dst <- f(data), dst <- f(src) ---------------------------

@@ -15,7 +15,8 @@ from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
 from trnlab.errors import (AccumulateUninitializedWarning, BufferKindError, DtypeError, MatmulLimitError,
                            NkiValidationError, OutOfBoundsError, PartitionError, ShapeError)
 from trnlab.isa import alu
-from trnlab.isa.base import (DataToDst, Engine, Instruction, SrcToDst, ToDst, accumulate, as_2d, expect_buffer,
+from trnlab.isa.base import (DataToDst, DmaInstruction, Engine, Instruction, MatmulCost, SrcToDst, ToDst, accumulate,
+                             as_2d, expect_buffer,
                              expect_elementwise, expect_not_both_psum, expect_oob_mode, expect_partition_layout,
                              expect_same_elements, expect_same_partitions, expect_start_partition, expect_tile,
                              expect_vector, given, is_bitvec, rows_where, tensors, vector_cost)
@@ -29,7 +30,7 @@ def _is16(t: Tensor) -> bool:
 
 
 def _sbuf16(a: Tensor, b: Tensor) -> bool:
-    """Both operands 16-bit floats in SBUF: the trn2+ Vector 2x rate applies."""
+    """Both operands 16-bit floats in SBUF: the chip's vector_bf16_speedup applies (2x on trn2+)."""
     return _is16(a) and _is16(b) and a.buffer == SBUF and b.buffer == SBUF
 
 
@@ -38,7 +39,7 @@ def _sbuf16(a: Tensor, b: Tensor) -> bool:
 # ================================================================================================
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DmaCopy(SrcToDst):
+class DmaCopy(DmaInstruction, SrcToDst):
     """dst = src through a DMA queue (HBM<->SBUF, SBUF<->SBUF, HBM<->HBM); dtype converts via fp32."""
     opcode: ClassVar[str] = "dma_copy"
     engine: Engine = Engine.DMA
@@ -72,12 +73,9 @@ class DmaCopy(SrcToDst):
     def dma_bytes(self) -> int:
         return max(self.src.nbytes, self.dst.nbytes)
 
-    def cycles(self, chip) -> float:
-        return 0.0  # DMA time is modelled by the timing package (queues, fixed cost, bandwidth)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DmaGather(ToDst):
+class DmaGather(DmaInstruction, ToDst):
     """Indirect DMA: dst[i, ...] = src[idx[i], ...] along src axis 0 (or scatter: dst[idx[i]] = src[i]).
 
     oob_mode 'error' raises on an index outside src; 'skip' leaves those rows untouched."""
@@ -134,12 +132,9 @@ class DmaGather(ToDst):
     def dma_bytes(self) -> int:
         return self.dst.nbytes + self.index.nbytes
 
-    def cycles(self, chip) -> float:
-        return 0.0
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DmaTranspose(SrcToDst):
+class DmaTranspose(DmaInstruction, SrcToDst):
     """dst = permute(src, axes) done by the DMA engines (trn2+: 2- and 4-byte dtypes)."""
     opcode: ClassVar[str] = "dma_transpose"
     axes: tuple
@@ -168,9 +163,6 @@ class DmaTranspose(SrcToDst):
     def dma_bytes(self) -> int:
         return self.src.nbytes
 
-    def cycles(self, chip) -> float:
-        return 0.0
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TensorCopy(SrcToDst):
@@ -193,8 +185,8 @@ class TensorCopy(SrcToDst):
         self.store(self.dst, values.reshape(self.dst.shape))
 
     def cycles(self, chip):
-        speed = 2.0 if _sbuf16(self.src, self.dst) and self.engine == Engine.VECTOR and chip.nc_version >= 3 else 1.0
-        return vector_cost(chip, self.src.free_size / speed)
+        fast = _sbuf16(self.src, self.dst) and self.engine == Engine.VECTOR
+        return vector_cost(chip, self.src.free_size, fast_16bit=fast)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -497,6 +489,9 @@ class MatMul(ToDst):
     def pe_flops(self) -> float:
         k, m, n = self._kmn()
         return 2.0 * k * m * n
+
+    def cost(self, chip) -> MatmulCost:
+        return MatmulCost(self.cycles(chip), self.ls_cycles(chip))
 
     def cycles(self, chip) -> float:
         # ISA nc_matmul: max(min(64, N_stat), N_mov) PE cycles for 8/16-bit inputs, 4x for fp32.
@@ -817,8 +812,7 @@ class TensorScalar(DataToDst):
             self.accum_dst.write(red.reshape(self.accum_dst.shape))
 
     def cycles(self, chip):
-        speed = 2.0 if _sbuf16(self.data, self.dst) and chip.nc_version >= 3 else 1.0
-        c = vector_cost(chip, self.data.free_size / speed)
+        c = vector_cost(chip, self.data.free_size, fast_16bit=_sbuf16(self.data, self.dst))
         return c + (chip.min_ii_cycles if self.accum_dst is not None else 0)
 
 

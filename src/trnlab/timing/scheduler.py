@@ -3,12 +3,13 @@
 Machine.issue hands every instruction here in program order. Each compute engine (Tensor, Vector,
 Scalar, GpSimd) runs its own in-order queue; a DMA instruction is spread over the 16 DMA queues;
 engines and queues run concurrently. An instruction starts when its unit is free and its memory
-hazards (RAW/WAR/WAW on exact regions, see hazards.py) are resolved. Costs:
-  - compute: instr.cycles(chip) at the engine clock (ISA formulas); a consumer sees the result
+hazards (RAW/WAR/WAW on exact regions, see hazards.py) are resolved. Costs come from the instruction
+(instr.cost(chip), trnlab.isa.base); the kind of cost decides how it is scheduled:
+  - EngineCost: cycles at the engine clock (ISA formulas); a consumer sees the result
     static_access_cycles later (ARCH: ~60-cycle access start, hidden between independent work);
-  - nc_matmul: LoadStationary runs in the background of the previous matmul (up to 4x faster than an
+  - MatmulCost: LoadStationary runs in the background of the previous matmul (up to 4x faster than an
     MM), MultiplyMoving costs the ISA formula; trn2/trn3 PE power throttle after idle time;
-  - DMA: fixed ~1.3 us start latency (hidden behind a queue's backlog) + bytes / (queue bandwidth x
+  - DmaCost: fixed ~1.3 us start latency (hidden behind a queue's backlog) + bytes / (queue bandwidth x
     efficiency(descriptor size)), queues sharing the NeuronCore's HBM bandwidth.
 See docs/calibration.md for the constants and the fit against measured kernels.
 """
@@ -18,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from trnlab.core import dtypes as dt
-from trnlab.isa.base import Engine
+from trnlab.isa.base import DmaCost, Engine, MatmulCost
 from trnlab.timing import costs
 from trnlab.timing.hazards import HazardTracker
 from trnlab.timing.metrics import Work
@@ -115,18 +116,20 @@ class Scheduler:
         index = self.count
         self.count += 1
         accesses = self.hazards.accesses(instr)
-        engine = instr.engine
-        if engine == Engine.DMA:
-            start, end, pred = self._dma(instr, accesses, index)
+        cost = instr.cost(self.chip)
+        kind = type(cost)
+        if kind is DmaCost:
+            start, end, pred = self._dma(instr, cost, accesses, index)
             unit_tag, avail = _DMA, end
-            self.work.add_dma(instr.dma_bytes(), costs.touches_hbm(instr))
+            self.work.add_dma(cost.nbytes, cost.hbm)
         else:
+            engine = instr.engine
             if engine == Engine.TENSOR:
                 self.work.add_pe(self.chip, instr)
-            if engine == Engine.TENSOR and instr.opcode == "nc_matmul":
-                start, end, pred = self._matmul(instr, accesses)
+            if kind is MatmulCost:
+                start, end, pred = self._matmul(cost, accesses)
             else:
-                start, end, pred = self._compute(instr, accesses)
+                start, end, pred = self._compute(engine, cost.cycles, accesses)
             self.free_at[engine] = end
             self.busy[engine] += end - start
             self.last_on[engine] = index
@@ -141,13 +144,12 @@ class Scheduler:
         self.sites.append((instr.opcode, instr.api, instr.loc))
         return start, end
 
-    def _compute(self, instr, accesses):
-        engine = instr.engine
+    def _compute(self, engine, cycles, accesses):
         free = self.free_at[engine]
         ready, producer = self._ready(accesses, engine)
         start = max(free, ready)
         pred = producer if ready > free else self.last_on.get(engine, -1)
-        end = start + instr.cycles(self.chip) / self.hz[engine]
+        end = start + cycles / self.hz[engine]
         if engine == Engine.TENSOR:
             end = self._pe_throttled(start, end)
         return start, end, pred
@@ -158,7 +160,7 @@ class Scheduler:
         self.pe_last_end = end
         return end
 
-    def _matmul(self, instr, accesses):
+    def _matmul(self, cost, accesses):
         """LoadStationary (LS) then MultiplyMoving (MM). LS of this matmul overlaps the previous MM
         (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
         hz = self.hz[Engine.TENSOR]
@@ -167,7 +169,7 @@ class Scheduler:
         stat_ready, stat_prod = wait(accesses[:1], Engine.TENSOR, floor)
         ready, producer = wait(accesses[1:], Engine.TENSOR, floor)
         ls_start = max(self.ls_free, self.mm_start, stat_ready)
-        ls_end = ls_start + instr.ls_cycles(self.chip) / hz
+        ls_end = ls_start + cost.ls_cycles / hz
         free = self.free_at[Engine.TENSOR]
         start = max(free, ls_end, ready)
         if start == free:
@@ -176,25 +178,22 @@ class Scheduler:
             pred = producer
         else:
             pred = stat_prod if ls_start == stat_ready and stat_ready > 0 else self.last_on.get(Engine.TENSOR, -1)
-        end = self._pe_throttled(start, start + instr.cycles(self.chip) / hz)
+        end = self._pe_throttled(start, start + cost.cycles / hz)
         self.ls_free = ls_end
         self.mm_start = start
         return start, end, pred
 
-    def _dma(self, instr, accesses, index):
+    def _dma(self, instr, cost, accesses, index):
         """Spread the transfer over the queues (ARCH v2: 16 transfers x 8 partitions); each piece
         takes its queue's earliest free slot after the fixed start latency."""
         chip = self.chip
         ready, producer = self._ready(accesses, None)
-        nbytes = instr.dma_bytes()
-        chunk = costs.chunk_bytes(instr)
-        rate = costs.dma_queue_rate(chip, instr, chunk)
+        nbytes, rate, npieces = cost.nbytes, cost.rate, cost.pieces
         begin = ready + chip.dma_fixed_s          # descriptors + semaphore, hidden behind a backlog
-        queue = getattr(instr, "queue", None)
-        if queue is not None:
-            npieces, candidates = 1, [self.queues[int(queue) % chip.dma_queues]]
+        if cost.queue is not None:
+            candidates = [self.queues[int(cost.queue) % chip.dma_queues]]
         else:
-            npieces, candidates = costs.dma_pieces(chip, nbytes, chunk), self.queues
+            candidates = self.queues
         shares = [nbytes // npieces] * npieces
         shares[0] += nbytes - sum(shares)
         duration = shares[0] / rate
