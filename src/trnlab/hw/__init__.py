@@ -1,10 +1,17 @@
 """Chip presets: one frozen, keyword-only dataclass per NeuronCore generation.
 
-Every number carries its source. Short names (see ../shared/reference/trainium-hardware.md):
-  RTD  = awsdocs-neuron.readthedocs-hosted.com/en/latest/
-  ARCH = the NKI architecture guide of that generation (RTD nki/arch/...)
-  ISA  = NKI ISA docstrings, Nov-2025 ("Estimated instruction cost")
-  DMAG = nki/deep-dives/nki-dma-bandwidth-guide.rst (2026-04)
+Every number carries its source. Short names, all public:
+  RTD  = https://awsdocs-neuron.readthedocs-hosted.com/en/latest/
+  SDK  = https://github.com/aws-neuron/aws-neuron-sdk/blob/master/ (the sources of RTD)
+  ARCH = the NKI architecture guide of that generation: v2 (trn1) RTD nki/arch/trainium_inferentia2_arch.html,
+         v3 (trn2) RTD nki/arch/trainium2_arch.html, v4 (trn3) RTD nki/about/trainium3_arch.html
+  ISA  = NKI ISA docstrings, Nov-2025 ("Estimated instruction cost"): https://github.com/aws-neuron/
+         aws-neuron-sdk/blob/1514f0161870766f551b0aee69da9a48b9ae6b7f/nki/api/nki/isa/__init__.py
+  DMAG = SDK nki/deep-dives/nki-dma-bandwidth-guide.rst (2026-04)
+  perf guide = SDK nki/deep-dives/nki_perf_guide.rst
+  neuron-explorer = SDK tools/neuron-explorer/ (glossary.rst, profile-schema-reference.rst)
+  TUT-2025-09 = https://github.com/aws-neuron/aws-neuron-sdk/blob/3eaf01ad78c37447c9c6f22ec34a980c0d16c0c9/
+                general/nki/tutorials/ (the tutorial pages that still carry measured results)
 Values marked [fitted] are calibrated in docs/calibration.md against published measurements.
 """
 from __future__ import annotations

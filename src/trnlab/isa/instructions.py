@@ -1,6 +1,7 @@
 """The instruction set: one frozen dataclass per instruction with its rules, numpy semantics and cost.
 
-Costs are the Nov-2025 NKI ISA docstring formulas (see ../shared/reference/trainium-hardware.md §3),
+Costs are the Nov-2025 NKI ISA docstring formulas ("Estimated instruction cost" in
+https://github.com/aws-neuron/aws-neuron-sdk/blob/1514f0161870766f551b0aee69da9a48b9ae6b7f/nki/api/nki/isa/__init__.py),
 in cycles of the executing engine; N = elements per partition of the main input.
 """
 from __future__ import annotations
