@@ -17,6 +17,7 @@ Values marked [fitted] are calibrated in docs/calibration.md against published m
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 KiB = 1024
@@ -88,6 +89,15 @@ class ChipSpec:
     instance_usd_per_hour: float
     price_source: str
 
+    def __post_init__(self):
+        for names, ok, rule in _RULES:
+            for name in names:
+                value = getattr(self, name)
+                if not ok(value):
+                    from trnlab.errors import TargetError
+                    raise TargetError(f"chip {self.name!r}: {name} must be {rule}, got {value!r}. "
+                                      f"At {_caller()}")
+
     @property
     def sbuf_bytes(self) -> int:
         return self.partitions * self.sbuf_bytes_per_partition
@@ -115,6 +125,33 @@ class ChipSpec:
     def replace(self, **changes) -> "ChipSpec":
         return dataclasses.replace(self, **changes)
 
+
+def _caller() -> str:
+    """file:line of the code that built the ChipSpec (outside trnlab and the dataclass machinery)."""
+    import sys
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not (filename.startswith(package) or filename == dataclasses.__file__ or filename.startswith("<")):
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"
+
+
+# Constraints that keep the timing model meaningful (a zero or negative clock or bandwidth would divide
+# by zero or run time backwards); checked on every ChipSpec, including ChipSpec.replace(...).
+_RULES = (
+    (("cores_per_chip", "partitions", "sbuf_bytes_per_partition", "psum_banks", "psum_bank_bytes", "pe_rows",
+      "pe_cols", "tensor_hz", "vector_hz", "scalar_hz", "gpsimd_hz", "min_ii_cycles", "matmul_fp32_factor",
+      "matmul_ls_speedup", "dma_queues", "dma_queue_bytes_per_s", "dma_partitions_per_transfer", "hbm_bytes",
+      "hbm_bytes_per_s", "peak_bf16_flops", "peak_fp8_flops", "peak_fp32_flops", "pe_throttle_ramp_s",
+      "pe_throttle_window_s", "instance_cores"), lambda v: v > 0, "> 0"),
+    (("matmul_init_cycles", "static_access_cycles", "gpsimd_start_cycles", "dynamic_min_ii_cycles",
+      "dma_fixed_s", "dma_chunk_overhead_bytes", "instance_usd_per_hour"), lambda v: v >= 0, ">= 0"),
+    (("dma_efficiency", "pe_throttle_floor"), lambda v: 0 < v <= 1, "in (0, 1]"),
+    (("vector_bf16_speedup",), lambda v: v >= 1, ">= 1 (a rate-up for 16-bit data)"),
+)
 
 TRN1 = ChipSpec(
     name="trn1", nc_version=2, cores_per_chip=2,
