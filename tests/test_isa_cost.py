@@ -71,7 +71,7 @@ def test_matmul_cost_is_load_stationary_and_multiply_moving():
     ps = _alloc(m, "psum", (128, 512), np.float32, "p")
     cost = MatMul(api="test", loc="here:1", dst=ps, stationary=st, moving=mv).cost(TRN1)
     # ISA nc_matmul: max(min(64, 128), 512) = 512 PE cycles; LoadStationary 128 columns at 4x (perf guide)
-    assert cost == MatmulCost(cycles=512.0, ls_cycles=32.0)
+    assert type(cost) is MatmulCost and cost == MatmulCost(cycles=512.0, ls_cycles=32.0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +105,7 @@ def test_vector_16bit_rate_comes_from_the_chip_preset(make):
     else:
         ins = TensorScalar(api="test", loc="here:1", dst=b, data=a, op0="multiply", operand0=2.0)
     # ISA: max(MIN_II, N) Vector cycles, N halved by trn2's 2x 16-bit rate (ARCH v3: 512 vs 256 elem/cycle)
+    assert type(ins.cost(TRN2)) is EngineCost
     assert ins.cost(TRN2) == EngineCost(2048 / 2)
     assert ins.cost(TRN1) == EngineCost(2048)
     faster = TRN2.replace(vector_bf16_speedup=4.0)

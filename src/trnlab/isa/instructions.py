@@ -491,29 +491,30 @@ class MatMul(ToDst):
         k, m, n = self._kmn()
         return 2.0 * k * m * n
 
+    def flop_dtypes(self) -> tuple:
+        return (self.stationary.dtype, self.moving.dtype)
+
     def cost(self, chip) -> MatmulCost:
-        return MatmulCost(self.cycles(chip), self.ls_cycles(chip))
+        # MultiplyMoving, ISA nc_matmul: max(min(64, N_stat), N_mov) PE cycles for 8/16-bit inputs, 4x for
+        # fp32. perf_mode=double_row (trn2+ fp8): K=256 in the time of K=128 (_kmn halves the free sizes).
+        # LoadStationary streams the stationary's M columns, up to 4x faster than an MM of the same free
+        # size (perf guide Opt #7: LS_II ~ 128/4 = 32 cycles); the scheduler overlaps it with the
+        # previous matmul (background LS, ARCH v2), so the throughput cost is the moving stream.
+        _, m, n = self._kmn()
+        wide = self.stationary.dtype == dt.float32
+        mm = max(min(chip.matmul_init_cycles, m), n)
+        if wide or self.moving.dtype == dt.float32:
+            mm *= chip.matmul_fp32_factor
+        ls = m / chip.matmul_ls_speedup
+        if wide:
+            ls *= chip.matmul_fp32_factor
+        return MatmulCost(float(mm), float(ls))
 
     def cycles(self, chip) -> float:
-        # ISA nc_matmul: max(min(64, N_stat), N_mov) PE cycles for 8/16-bit inputs, 4x for fp32.
-        # Stationary (weight) loads overlap the previous matmul (background LoadStationary), so the
-        # throughput cost is the moving stream; the timing model adds the load when it cannot hide.
-        # perf_mode=double_row (trn2+ fp8): K=256 in the time of K=128 (_kmn halves the free sizes).
-        _, m, n = self._kmn()
-        c = max(min(chip.matmul_init_cycles, m), n)
-        if self.stationary.dtype == dt.float32 or self.moving.dtype == dt.float32:
-            c *= chip.matmul_fp32_factor
-        return float(c)
+        return self.cost(chip).cycles
 
     def ls_cycles(self, chip) -> float:
-        # LoadStationary streams the stationary's M columns, up to 4x faster than an MM of the same
-        # free size (perf guide Opt #7: LS_II ~ 128/4 = 32 cycles); the scheduler overlaps it with
-        # the previous matmul (background LS, ARCH v2).
-        _, m, _ = self._kmn()
-        c = m / chip.matmul_ls_speedup
-        if self.stationary.dtype == dt.float32:
-            c *= chip.matmul_fp32_factor
-        return float(c)
+        return self.cost(chip).ls_cycles
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

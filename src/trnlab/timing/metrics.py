@@ -36,6 +36,9 @@ def pe_seconds(chip, flops: float, dtypes) -> float:
     return flops * flop_weight(chip, dtypes) / chip.peak_bf16_flops
 
 
+_WEIGHTS: dict = {}        # (nc_version, dtypes) -> flop_weight
+
+
 def ratio(ideal: float, actual: float) -> float:
     """MFU, HFU, MBU: what the work needs at peak over what it took (0 for an empty run)."""
     return ideal / actual if actual > 0 else 0.0
@@ -52,14 +55,18 @@ class Work:
     hbm_bytes: int = 0          # DMA bytes read from or written to HBM
 
     def add_pe(self, chip, instr) -> None:
-        flops, pe = instr.flops(), instr.pe_flops()
+        pe = instr.pe_flops()
         if not pe:
             return
-        dtypes = instr.flop_dtypes()
+        flops = instr.flops()
+        key = (chip.nc_version, instr.flop_dtypes())
+        weight = _WEIGHTS.get(key)
+        if weight is None:                   # (hot path: one entry per dtype combination)
+            weight = _WEIGHTS[key] = flop_weight(chip, key[1])
         self.flops += flops
         self.pe_flops += pe
-        self.mfu_s += pe_seconds(chip, flops, dtypes)
-        self.hfu_s += pe_seconds(chip, pe, dtypes)
+        self.mfu_s += flops * weight / chip.peak_bf16_flops       # = pe_seconds(chip, flops, dtypes)
+        self.hfu_s += pe * weight / chip.peak_bf16_flops
 
     def add_dma(self, nbytes: int, hbm: bool) -> None:
         self.dma_bytes += nbytes
