@@ -106,7 +106,7 @@ def summarize(obj) -> dict:
         "peak_bf16_flops": chip.peak_bf16_flops, "peak_fp32_flops": chip.peak_fp32_flops,
         "mfu": u.mfu, "hfu": u.hfu,
         "hbm_bytes": int(work.hbm_bytes), "hbm_bytes_per_s_per_core": hbm_bw, "mbu": u.mbu,
-        "arithmetic_intensity": raw_flops / dma_bytes if dma_bytes else None,
+        "arithmetic_intensity": raw_flops / work.hbm_bytes if work.hbm_bytes else None,   # per HBM byte
         "busiest_unit": busiest[0], "busiest_utilization": busiest[1]["utilization"],
         "instructions": {"total": sum(by_engine.values()), "by_engine": by_engine, "by_opcode": by_opcode},
         "top_instructions": top_instructions(data, instrs),
@@ -154,7 +154,7 @@ def overview_rows(s: dict) -> list[tuple[str, str]]:
         ("matmul FLOPs", f"{fmt_si(s['matmul_flops'], 'FLOP')} ({fmt_si(s['achieved_flops_per_s'], 'FLOP/s')})"),
         ("DMA", f"{fmt_si(s['dma']['bytes'], 'B')} by {s['dma']['instructions']} DMA instructions on "
                 f"{s['dma']['queues_used']} queues ({fmt_si(s['dma']['achieved_bytes_per_s'], 'B/s')})"),
-        ("arithmetic intensity", "-" if ai is None else f"{ai:.2f} FLOP/B"),
+        ("arithmetic intensity", "-" if ai is None else f"{ai:.2f} FLOP per HBM byte"),
         ("busiest unit", f"{s['busiest_unit']} ({fmt_pct(s['busiest_utilization'])} busy)"),
         ("instructions", str(s["instructions"]["total"])),
     ]
