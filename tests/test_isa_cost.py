@@ -15,7 +15,7 @@ import pytest
 from trnlab.core.machine import Machine
 from trnlab.hw import TRN1, TRN2
 from trnlab.isa import DmaCopy, MatMul, TensorCopy, TensorScalar
-from trnlab.isa.base import DmaCost, EngineCost, MatmulCost
+from trnlab.isa.base import DmaCost, Engine, EngineCost, MatmulCost
 
 
 def _machine(chip=TRN1):
@@ -110,3 +110,18 @@ def test_vector_16bit_rate_comes_from_the_chip_preset(make):
     assert ins.cost(TRN1) == EngineCost(2048)
     faster = TRN2.replace(vector_bf16_speedup=4.0)
     assert ins.cost(faster) == EngineCost(2048 / 4)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DmaWithoutModel(TensorCopy):
+    """A DMA-engine instruction that forgot the DmaInstruction base (it would have cost 0 cycles)."""
+    opcode = "dma_without_model"
+    engine: Engine = Engine.DMA
+
+
+def test_dma_engine_instruction_without_the_dma_model_is_refused():
+    m = _machine()
+    a = _alloc(m, "sbuf", (128, 64), np.float32, "a", fill=0.0)
+    b = _alloc(m, "sbuf", (128, 64), np.float32, "b")
+    with pytest.raises(TypeError, match="DmaInstruction"):
+        DmaWithoutModel(api="test", loc="here:1", dst=b, src=a).cost(TRN1)

@@ -79,6 +79,9 @@ class Instruction:
 
     # --- cost ---
     def cost(self, chip) -> "EngineCost | MatmulCost | DmaCost":
+        if self.engine is Engine.DMA:        # a DMA's cost is its transfer (DmaInstruction.cost)
+            raise TypeError(f"{type(self).__name__} runs on the DMA queues: derive it from "
+                            f"trnlab.isa.base.DmaInstruction (first base) to get its DmaCost")
         return EngineCost(self.cycles(chip))
 
     def cycles(self, chip) -> float:
