@@ -8,7 +8,7 @@ from trnlab.bench.calibrate import MEASURED, calibrate_command, predict
 
 TOLERANCE = 0.15       # the goal stated for the timing model: each step within 15%
 # Published trn1 latencies of AWS's NKI matrix-multiplication tutorial (matrix_multiplication.rst,
-# 2025-09), written here rather than read from trnlab.timing.calibrate, which is under test.
+# 2025-09), written here rather than read from trnlab.bench.calibrate, which is under test.
 MEASURED_MS = {"step1_tiled": 51.80, "step2_hoist_load": 42.96, "step3_block_free": 22.07, "step4_blocked": 6.97}
 SHAPE = (4096, 8192, 8192)       # M, K, N: [4096, 8192] @ [8192, 8192] bf16
 

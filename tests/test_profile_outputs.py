@@ -12,7 +12,6 @@ import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
 from trnlab.profile import chrome_trace, from_run, profile_run, report_html, summarize
-from trnlab.profile.source import parse_operands
 
 
 @nki.jit
@@ -119,12 +118,6 @@ def test_slices_carry_source_line_shapes_and_microseconds(add_run):
     assert add["args"]["dtypes"] == ["float32"] * 3
     first_dma = [e for rec, e in zip(records, slices) if rec.index == records[0].index]
     assert sum(e["args"]["bytes"] for e in first_dma) == 128 * 256 * 4  # its pieces add up to the tile
-
-
-def test_parse_operands():
-    ops = parse_operands("'t9'[128,512] float32 in psum; 'a b'[128,128] bfloat16 in sbuf")
-    assert ops == [{"name": "t9", "shape": [128, 512], "dtype": "float32", "buffer": "psum"},
-                   {"name": "a b", "shape": [128, 128], "dtype": "bfloat16", "buffer": "sbuf"}]
 
 
 # --- summary ---------------------------------------------------------------------------------------

@@ -156,7 +156,7 @@ def test_single_dma_fixed_cost_plus_bandwidth():
     per_queue = 128 * 1024 / 16                       # 16 queues x 8 partitions (ARCH v2)
     expected = DMA_FIXED_S + per_queue / (DMA_QUEUE_BYTES_PER_S * eff)
     assert m.scheduler.end == pytest.approx(expected, rel=1e-9)
-    assert m.scheduler.hbm_bytes == 128 * 1024
+    assert m.scheduler.work.hbm_bytes == 128 * 1024
 
 
 def test_small_rows_are_less_efficient():

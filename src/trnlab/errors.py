@@ -7,7 +7,7 @@ class TrnlabError(Exception):
 
 
 class TargetError(TrnlabError, ValueError):
-    """Unknown chip target."""
+    """Unknown chip target, or a chip preset with an impossible value."""
 
 
 class NkiValidationError(TrnlabError, ValueError):

@@ -1,15 +1,23 @@
 """Chip presets: one frozen, keyword-only dataclass per NeuronCore generation.
 
-Every number carries its source. Short names (see ../shared/reference/trainium-hardware.md):
-  RTD  = awsdocs-neuron.readthedocs-hosted.com/en/latest/
-  ARCH = the NKI architecture guide of that generation (RTD nki/arch/...)
-  ISA  = NKI ISA docstrings, Nov-2025 ("Estimated instruction cost")
-  DMAG = nki/deep-dives/nki-dma-bandwidth-guide.rst (2026-04)
+Every number carries its source. Short names, all public:
+  RTD  = https://awsdocs-neuron.readthedocs-hosted.com/en/latest/
+  SDK  = https://github.com/aws-neuron/aws-neuron-sdk/blob/master/ (the sources of RTD)
+  ARCH = the NKI architecture guide of that generation: v2 (trn1) RTD nki/arch/trainium_inferentia2_arch.html,
+         v3 (trn2) RTD nki/arch/trainium2_arch.html, v4 (trn3) RTD nki/about/trainium3_arch.html
+  ISA  = NKI ISA docstrings, Nov-2025 ("Estimated instruction cost"): https://github.com/aws-neuron/
+         aws-neuron-sdk/blob/1514f0161870766f551b0aee69da9a48b9ae6b7f/nki/api/nki/isa/__init__.py
+  DMAG = SDK nki/deep-dives/nki-dma-bandwidth-guide.rst (2026-04)
+  perf guide = SDK nki/deep-dives/nki_perf_guide.rst
+  neuron-explorer = SDK tools/neuron-explorer/ (glossary.rst, profile-schema-reference.rst)
+  TUT-2025-09 = https://github.com/aws-neuron/aws-neuron-sdk/blob/3eaf01ad78c37447c9c6f22ec34a980c0d16c0c9/
+                general/nki/tutorials/ (the tutorial pages that still carry measured results)
 Values marked [fitted] are calibrated in docs/calibration.md against published measurements.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 KiB = 1024
@@ -41,7 +49,8 @@ class ChipSpec:
     vector_hz: float
     scalar_hz: float
     gpsimd_hz: float
-    # elements per cycle per partition for 16-bit data on Vector (v3: 512 lanes-equivalent -> 4x)
+    # Vector-engine rate of 16-bit (bf16/fp16) SBUF data over other dtypes (ARCH datapath table: v3/v4
+    # 512 BF16/FP16 elements per cycle vs 256 for others -> 2x; v2 one rate for all)
     vector_bf16_speedup: float = 1.0
     # --- instruction cost constants (ISA docstrings) ---
     min_ii_cycles: int = 64            # ISA: MIN_II ~ 64 engine cycles
@@ -80,6 +89,15 @@ class ChipSpec:
     instance_usd_per_hour: float
     price_source: str
 
+    def __post_init__(self):
+        for names, ok, rule in _RULES:
+            for name in names:
+                value = getattr(self, name)
+                if not ok(value):
+                    from trnlab.errors import TargetError
+                    raise TargetError(f"chip {self.name!r}: {name} must be {rule}, got {value!r}. "
+                                      f"At {_caller()}")
+
     @property
     def sbuf_bytes(self) -> int:
         return self.partitions * self.sbuf_bytes_per_partition
@@ -107,6 +125,33 @@ class ChipSpec:
     def replace(self, **changes) -> "ChipSpec":
         return dataclasses.replace(self, **changes)
 
+
+def _caller() -> str:
+    """file:line of the code that built the ChipSpec (outside trnlab and the dataclass machinery)."""
+    import sys
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not (filename.startswith(package) or filename == dataclasses.__file__ or filename.startswith("<")):
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"
+
+
+# Constraints that keep the timing model meaningful (a zero or negative clock or bandwidth would divide
+# by zero or run time backwards); checked on every ChipSpec, including ChipSpec.replace(...).
+_RULES = (
+    (("cores_per_chip", "partitions", "sbuf_bytes_per_partition", "psum_banks", "psum_bank_bytes", "pe_rows",
+      "pe_cols", "tensor_hz", "vector_hz", "scalar_hz", "gpsimd_hz", "min_ii_cycles", "matmul_fp32_factor",
+      "matmul_ls_speedup", "dma_queues", "dma_queue_bytes_per_s", "dma_partitions_per_transfer", "hbm_bytes",
+      "hbm_bytes_per_s", "peak_bf16_flops", "peak_fp8_flops", "peak_fp32_flops", "pe_throttle_ramp_s",
+      "pe_throttle_window_s", "instance_cores"), lambda v: v > 0, "> 0"),
+    (("matmul_init_cycles", "static_access_cycles", "gpsimd_start_cycles", "dynamic_min_ii_cycles",
+      "dma_fixed_s", "dma_chunk_overhead_bytes", "instance_usd_per_hour"), lambda v: v >= 0, ">= 0"),
+    (("dma_efficiency", "pe_throttle_floor"), lambda v: 0 < v <= 1, "in (0, 1]"),
+    (("vector_bf16_speedup",), lambda v: v >= 1, ">= 1 (a rate-up for 16-bit data)"),
+)
 
 TRN1 = ChipSpec(
     name="trn1", nc_version=2, cores_per_chip=2,

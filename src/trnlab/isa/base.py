@@ -2,20 +2,22 @@
 
 An instruction is a frozen dataclass: its operands (tensor views), attributes, the front-end API
 name and the kernel source line. `validate` checks hardware rules, `execute` is its numpy
-semantics (fp32 math, rounded on write), `cycles` its cost on the executing engine's clock.
+semantics (fp32 math, rounded on write), `cost` what the timing model charges for it: an EngineCost
+(`cycles` on the executing engine's clock), a MatmulCost or a DmaCost.
 """
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from trnlab.core import dtypes as dt
 from trnlab.core.tensor import PSUM, SBUF, Tensor
 from trnlab.errors import BufferKindError, DtypeError, NkiValidationError, PartitionError, ShapeError
+from trnlab.timing import costs as dma_model
 
 
 class Engine(str, enum.Enum):
@@ -27,6 +29,30 @@ class Engine(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+# Costs are NamedTuples, not frozen dataclasses: one is built per scheduled instruction (hot path), and
+# a frozen dataclass's __init__ is ~3x slower. The scheduler dispatches on their type.
+class EngineCost(NamedTuple):
+    """A compute instruction: `cycles` of its engine's clock (throughput cost, ISA formulas)."""
+    cycles: float
+
+
+class MatmulCost(NamedTuple):
+    """nc_matmul: MultiplyMoving `cycles`, after a LoadStationary of `ls_cycles` that the timing model
+    overlaps with the previous matmul (background LoadStationary, ARCH v2)."""
+    cycles: float
+    ls_cycles: float
+
+
+class DmaCost(NamedTuple):
+    """A DMA: `nbytes` spread over `pieces` queues (or the one `queue` asked for), each moving `rate`
+    bytes/s, after the chip's fixed DMA start latency (the model: trnlab.timing.costs)."""
+    nbytes: int
+    rate: float
+    pieces: int
+    queue: "int | None"
+    hbm: bool          # reads or writes HBM: counted for MBU, capped by HBM bandwidth
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,12 +78,27 @@ class Instruction:
         raise NotImplementedError(f"{self.api}: numpy semantics of {self.opcode} not modelled")
 
     # --- cost ---
+    def cost(self, chip) -> "EngineCost | MatmulCost | DmaCost":
+        if self.engine is Engine.DMA:        # a DMA's cost is its transfer (DmaInstruction.cost)
+            raise TypeError(f"{type(self).__name__} runs on the DMA queues: derive it from "
+                            f"trnlab.isa.base.DmaInstruction (first base) to get its DmaCost")
+        return EngineCost(self.cycles(chip))
+
     def cycles(self, chip) -> float:
         """Engine cycles (throughput cost) on this instruction's engine."""
         return float(chip.min_ii_cycles)
 
     def flops(self) -> float:
+        """Useful matmul FLOPs (2*M*N*K): the numerator of MFU."""
         return 0.0
+
+    def pe_flops(self) -> float:
+        """FLOPs the Tensor engine performs, transposes included: the numerator of HFU."""
+        return self.flops()
+
+    def flop_dtypes(self) -> tuple:
+        """The dtypes whose peak rate measures this instruction's FLOPs (trnlab.timing.metrics)."""
+        return tuple(t.dtype for t in self.reads())
 
     def dma_bytes(self) -> int:
         return 0
@@ -79,6 +120,23 @@ class Instruction:
 
     def store(self, t: Tensor, values) -> None:
         t.write(values, where=self.mask, api=self.api, loc=self.loc)
+
+
+class DmaInstruction:
+    """Mixin (first base) of the instructions the DMA queues run: their cost is a DmaCost. Subclasses
+    define `engine = Engine.DMA`, `queue` and dma_bytes()."""
+    __slots__ = ()
+
+    def cost(self, chip) -> DmaCost:
+        nbytes = self.dma_bytes()
+        chunk = dma_model.chunk_bytes(self)
+        hbm = dma_model.touches_hbm(self)
+        queue = self.queue
+        pieces = 1 if queue is not None else dma_model.dma_pieces(chip, nbytes, chunk)
+        return DmaCost(nbytes, dma_model.dma_queue_rate(chip, chunk, hbm), pieces, queue, hbm)
+
+    def cycles(self, chip) -> float:
+        raise TypeError(f"{self.opcode} runs on the DMA queues: its cost is time (cost()), not engine cycles")
 
 
 # --- common operand shapes: dst <- f(...), dst <- f(data), dst <- f(src) ---------------------------

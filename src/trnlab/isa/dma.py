@@ -15,7 +15,7 @@ import numpy as np
 from trnlab.core import dtypes as dt
 from trnlab.core.tensor import HBM, SBUF, OperandOf, Tensor
 from trnlab.errors import DtypeError, NkiValidationError, OutOfBoundsError, ShapeError
-from trnlab.isa.base import Engine, Instruction, expect_buffer, expect_oob_mode
+from trnlab.isa.base import DmaInstruction, Engine, Instruction, expect_buffer, expect_oob_mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class IndirectAccess(OperandOf):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DmaIndirect(Instruction):
+class DmaIndirect(DmaInstruction, Instruction):
     """dst = src where exactly one of them is an IndirectAccess (gather from / scatter to HBM)."""
     opcode: ClassVar[str] = "dma_indirect"
     dst: "Tensor | IndirectAccess"
@@ -149,9 +149,6 @@ class DmaIndirect(Instruction):
     def dma_bytes(self) -> int:
         ia = self._ia
         return ia.size * dt.itemsize(ia.dtype) + ia.index.nbytes
-
-    def cycles(self, chip) -> float:
-        return 0.0
 
 
 def resolve_scalar_offset(t: Tensor, pattern, offset: int, scalar_offset, indirect_dim: int, *,

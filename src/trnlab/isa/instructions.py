@@ -1,6 +1,7 @@
 """The instruction set: one frozen dataclass per instruction with its rules, numpy semantics and cost.
 
-Costs are the Nov-2025 NKI ISA docstring formulas (see ../shared/reference/trainium-hardware.md §3),
+Costs are the Nov-2025 NKI ISA docstring formulas ("Estimated instruction cost" in
+https://github.com/aws-neuron/aws-neuron-sdk/blob/1514f0161870766f551b0aee69da9a48b9ae6b7f/nki/api/nki/isa/__init__.py),
 in cycles of the executing engine; N = elements per partition of the main input.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
 from trnlab.errors import (AccumulateUninitializedWarning, BufferKindError, DtypeError, MatmulLimitError,
                            NkiValidationError, OutOfBoundsError, PartitionError, ShapeError)
 from trnlab.isa import alu
-from trnlab.isa.base import (DataToDst, Engine, Instruction, SrcToDst, ToDst, accumulate, as_2d, expect_buffer,
+from trnlab.isa.base import (DataToDst, DmaInstruction, Engine, Instruction, MatmulCost, SrcToDst, ToDst, accumulate,
+                             as_2d, expect_buffer,
                              expect_elementwise, expect_not_both_psum, expect_oob_mode, expect_partition_layout,
                              expect_same_elements, expect_same_partitions, expect_start_partition, expect_tile,
                              expect_vector, given, is_bitvec, rows_where, tensors, vector_cost)
@@ -29,7 +31,7 @@ def _is16(t: Tensor) -> bool:
 
 
 def _sbuf16(a: Tensor, b: Tensor) -> bool:
-    """Both operands 16-bit floats in SBUF: the trn2+ Vector 2x rate applies."""
+    """Both operands 16-bit floats in SBUF: the chip's vector_bf16_speedup applies (2x on trn2+)."""
     return _is16(a) and _is16(b) and a.buffer == SBUF and b.buffer == SBUF
 
 
@@ -38,7 +40,7 @@ def _sbuf16(a: Tensor, b: Tensor) -> bool:
 # ================================================================================================
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DmaCopy(SrcToDst):
+class DmaCopy(DmaInstruction, SrcToDst):
     """dst = src through a DMA queue (HBM<->SBUF, SBUF<->SBUF, HBM<->HBM); dtype converts via fp32."""
     opcode: ClassVar[str] = "dma_copy"
     engine: Engine = Engine.DMA
@@ -72,12 +74,9 @@ class DmaCopy(SrcToDst):
     def dma_bytes(self) -> int:
         return max(self.src.nbytes, self.dst.nbytes)
 
-    def cycles(self, chip) -> float:
-        return 0.0  # DMA time is modelled by the timing package (queues, fixed cost, bandwidth)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DmaGather(ToDst):
+class DmaGather(DmaInstruction, ToDst):
     """Indirect DMA: dst[i, ...] = src[idx[i], ...] along src axis 0 (or scatter: dst[idx[i]] = src[i]).
 
     oob_mode 'error' raises on an index outside src; 'skip' leaves those rows untouched."""
@@ -134,12 +133,9 @@ class DmaGather(ToDst):
     def dma_bytes(self) -> int:
         return self.dst.nbytes + self.index.nbytes
 
-    def cycles(self, chip) -> float:
-        return 0.0
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DmaTranspose(SrcToDst):
+class DmaTranspose(DmaInstruction, SrcToDst):
     """dst = permute(src, axes) done by the DMA engines (trn2+: 2- and 4-byte dtypes)."""
     opcode: ClassVar[str] = "dma_transpose"
     axes: tuple
@@ -168,9 +164,6 @@ class DmaTranspose(SrcToDst):
     def dma_bytes(self) -> int:
         return self.src.nbytes
 
-    def cycles(self, chip) -> float:
-        return 0.0
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TensorCopy(SrcToDst):
@@ -193,8 +186,8 @@ class TensorCopy(SrcToDst):
         self.store(self.dst, values.reshape(self.dst.shape))
 
     def cycles(self, chip):
-        speed = 2.0 if _sbuf16(self.src, self.dst) and self.engine == Engine.VECTOR and chip.nc_version >= 3 else 1.0
-        return vector_cost(chip, self.src.free_size / speed)
+        fast = _sbuf16(self.src, self.dst) and self.engine == Engine.VECTOR
+        return vector_cost(chip, self.src.free_size, fast_16bit=fast)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -492,29 +485,36 @@ class MatMul(ToDst):
             self.store(dst, np.where(mask, dt.to_fp32(dst.array) + result, result))
 
     def flops(self) -> float:
+        return 0.0 if self.is_transpose else self.pe_flops()
+
+    def pe_flops(self) -> float:
         k, m, n = self._kmn()
         return 2.0 * k * m * n
 
-    def cycles(self, chip) -> float:
-        # ISA nc_matmul: max(min(64, N_stat), N_mov) PE cycles for 8/16-bit inputs, 4x for fp32.
-        # Stationary (weight) loads overlap the previous matmul (background LoadStationary), so the
-        # throughput cost is the moving stream; the timing model adds the load when it cannot hide.
-        # perf_mode=double_row (trn2+ fp8): K=256 in the time of K=128 (_kmn halves the free sizes).
+    def flop_dtypes(self) -> tuple:
+        return (self.stationary.dtype, self.moving.dtype)
+
+    def cost(self, chip) -> MatmulCost:
+        # MultiplyMoving, ISA nc_matmul: max(min(64, N_stat), N_mov) PE cycles for 8/16-bit inputs, 4x for
+        # fp32. perf_mode=double_row (trn2+ fp8): K=256 in the time of K=128 (_kmn halves the free sizes).
+        # LoadStationary streams the stationary's M columns, up to 4x faster than an MM of the same free
+        # size (perf guide Opt #7: LS_II ~ 128/4 = 32 cycles); the scheduler overlaps it with the
+        # previous matmul (background LS, ARCH v2), so the throughput cost is the moving stream.
         _, m, n = self._kmn()
-        c = max(min(chip.matmul_init_cycles, m), n)
-        if self.stationary.dtype == dt.float32 or self.moving.dtype == dt.float32:
-            c *= chip.matmul_fp32_factor
-        return float(c)
+        wide = self.stationary.dtype == dt.float32
+        mm = max(min(chip.matmul_init_cycles, m), n)
+        if wide or self.moving.dtype == dt.float32:
+            mm *= chip.matmul_fp32_factor
+        ls = m / chip.matmul_ls_speedup
+        if wide:
+            ls *= chip.matmul_fp32_factor
+        return MatmulCost(float(mm), float(ls))
+
+    def cycles(self, chip) -> float:
+        return self.cost(chip).cycles
 
     def ls_cycles(self, chip) -> float:
-        # LoadStationary streams the stationary's M columns, up to 4x faster than an MM of the same
-        # free size (perf guide Opt #7: LS_II ~ 128/4 = 32 cycles); the scheduler overlaps it with
-        # the previous matmul (background LS, ARCH v2).
-        _, m, _ = self._kmn()
-        c = m / chip.matmul_ls_speedup
-        if self.stationary.dtype == dt.float32:
-            c *= chip.matmul_fp32_factor
-        return float(c)
+        return self.cost(chip).ls_cycles
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -562,8 +562,14 @@ class Transpose(SrcToDst):
                 values[poisoned, :] = np.nan
         self.store(self.dst, values.reshape(self.dst.shape))
 
-    def flops(self) -> float:
-        return 0.0
+    def pe_flops(self) -> float:
+        if self.engine != Engine.TENSOR:
+            return 0.0
+        p, f = self.src.shape[0], self.src.free_size      # an identity matmul: 2 * P * P * F
+        return 2.0 * p * p * f
+
+    def flop_dtypes(self) -> tuple:
+        return ()        # measured at the bf16 peak: its cost (below) does not depend on the dtype
 
     def cycles(self, chip):
         p, f = self.src.shape[0], self.src.free_size
@@ -808,8 +814,7 @@ class TensorScalar(DataToDst):
             self.accum_dst.write(red.reshape(self.accum_dst.shape))
 
     def cycles(self, chip):
-        speed = 2.0 if _sbuf16(self.data, self.dst) and chip.nc_version >= 3 else 1.0
-        c = vector_cost(chip, self.data.free_size / speed)
+        c = vector_cost(chip, self.data.free_size, fast_16bit=_sbuf16(self.data, self.dst))
         return c + (chip.min_ii_cycles if self.accum_dst is not None else 0)
 
 

@@ -1,6 +1,6 @@
 """Vector Engine instructions beyond elementwise math: scans, statistics, top-8, selects, shuffles.
 
-Costs are the Nov-2025 ISA docstring formulas (../shared/reference/trainium-hardware.md §3);
+Costs are the Nov-2025 ISA docstring formulas (ISA, see trnlab.hw for the public URLs);
 N = elements per partition of the main input. Rows marked [UNCONFIRMED] have no published formula.
 """
 from __future__ import annotations

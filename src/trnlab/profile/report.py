@@ -7,9 +7,11 @@ import io
 from collections import defaultdict
 from pathlib import Path
 
+from trnlab.core import dtypes as dt
 from trnlab.profile.source import ENGINES, ProfileData, from_run, track_order
 from trnlab.profile.summary import (critical_rows, engine_rows, fmt_pct, fmt_si, fmt_time, overview_rows,
                                     summarize, top_rows)
+from trnlab.timing.metrics import peak_flops
 
 MAX_LEGEND = 12
 
@@ -62,7 +64,7 @@ def roofline_png(summary: dict, chip) -> bytes:
     import numpy as np
     plt = _pyplot()
     bw = chip.hbm_bytes_per_s_per_core
-    peak, peak32 = chip.peak_bf16_flops, chip.peak_fp32_flops
+    peak, peak32, peak8 = (peak_flops(chip, (d,)) for d in (dt.bfloat16, dt.float32, dt.float8_e4m3))
     ai = summary["arithmetic_intensity"]
     ridge = peak / bw
     lo = min(ridge / 100, ai / 3 if ai else ridge / 100)
@@ -73,6 +75,9 @@ def roofline_png(summary: dict, chip) -> bytes:
               label=f"roof: bf16 peak {fmt_si(peak, 'FLOP/s')}, HBM/core {fmt_si(bw, 'B/s')}")
     ax.loglog(x, np.minimum(peak32, bw * x), color="grey", lw=1, ls="--",
               label=f"fp32 peak {fmt_si(peak32, 'FLOP/s')}")
+    if peak8 != peak:
+        ax.loglog(x, np.minimum(peak8, bw * x), color="grey", lw=1, ls="-.",
+                  label=f"fp8 peak {fmt_si(peak8, 'FLOP/s')}")
     ax.axvline(ridge, color="black", lw=0.5, ls=":")
     if ai:
         ax.loglog([ai], [summary["achieved_flops_per_s"]], "o", color="tab:red", ms=10,
@@ -87,8 +92,8 @@ def roofline_png(summary: dict, chip) -> bytes:
         ax.text(0.68, 0.3, "no matmul FLOPs: pure data movement\n"
                           f"MBU {fmt_pct(summary['mbu'])}", transform=ax.transAxes, ha="center", fontsize=12)
     lowest = min(summary["achieved_flops_per_s"] or peak, bw * lo)
-    ax.set_ylim(max(lowest / 5, peak / 1e6), peak * 3)
-    ax.set_xlabel("arithmetic intensity (matmul FLOP / DMA byte)")
+    ax.set_ylim(max(lowest / 5, peak / 1e6), max(peak, peak8) * 3)
+    ax.set_xlabel("arithmetic intensity (matmul FLOP / HBM byte)")
     ax.set_ylabel("FLOP/s")
     ax.set_title(f"Roofline: {summary['kernel']} on {summary['target']} (one NeuronCore)")
     ax.grid(which="both", alpha=0.25)
@@ -132,7 +137,8 @@ def report_html(obj, summary: dict | None = None, *, trace_file: str | None = "t
         '<p class="note">No timeline: the run was not traced (trace=True).</p>',
         "<h2>Roofline</h2>", _img(roofline_png(s, data.chip), "roofline"),
         '<p class="note">Roof: min(peak compute, arithmetic intensity x HBM bandwidth per NeuronCore). '
-        "MFU counts FLOPs BF16-equivalent (fp32 x4, fp8 x0.5 on trn2+), as AWS's profiler does.</p>",
+        "MFU counts FLOPs at their dtype's peak (BF16-equivalent: fp32 x4, fp8 x0.5 on trn2+), as AWS's "
+        "profiler does; HFU also counts Tensor-engine transposes; MBU counts HBM bytes.</p>",
         "<h2>Top instructions (summed instruction time, grouped by source line)</h2>",
         _table(("file:line", "opcode", "engine", "count", "total", "mean", "total / kernel time"), top_rows(s)),
         '<p class="note">Times are summed over all instances of a line (a DMA counts from its first queue '

@@ -5,11 +5,11 @@ run's scheduler had trace=True; the summary degrades gracefully without them (no
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from trnlab.timing.metrics import Work
+
 ENGINES = ("tensor", "vector", "scalar", "gpsimd")
-_OPERAND = re.compile(r"'(?P<name>.*)'\[(?P<shape>[\d, ]*)\] (?P<dtype>\S+) in (?P<buffer>\S+)$")
 
 
 @dataclass
@@ -22,6 +22,7 @@ class ProfileData:
     stats: object = None            # trnlab.core.machine.RunStats
     traced: bool = True
     critical: list = field(default_factory=list)   # [(opcode, api, loc, seconds added)], last first
+    work: Work = field(default_factory=Work)         # the scheduler's FLOP and byte totals (MFU/HFU/MBU)
 
 
 def track_name(unit) -> str:
@@ -51,17 +52,6 @@ def track_order(track: str) -> tuple:
     return (2, 0, track)
 
 
-def parse_operands(detail: str) -> list[dict]:
-    """Event.detail ("'x'[128,512] float32 in psum; ...") -> [{name, shape, dtype, buffer}, ...]."""
-    out = []
-    for part in (detail or "").split("; "):
-        m = _OPERAND.match(part.strip())
-        if m:
-            shape = [int(d) for d in m["shape"].replace(" ", "").split(",") if d]
-            out.append({"name": m["name"], "shape": shape, "dtype": m["dtype"], "buffer": m["buffer"]})
-    return out
-
-
 def from_run(obj, name: str | None = None) -> ProfileData:
     """Build ProfileData from a KernelRun, a Machine or a Kernel (its last_run); ProfileData passes through."""
     if isinstance(obj, ProfileData):
@@ -83,7 +73,7 @@ def from_run(obj, name: str | None = None) -> ProfileData:
         busy[track] = busy.get(track, 0.0) + float(seconds)
     return ProfileData(name=name, chip=machine.chip, total_s=float(sched.end), busy=busy,
                        events=list(records or []), stats=getattr(machine, "stats", None),
-                       traced=records is not None, critical=critical_path(sched))
+                       traced=records is not None, critical=critical_path(sched), work=sched.work)
 
 
 def critical_path(sched) -> list[tuple[str, str, str, float]]:

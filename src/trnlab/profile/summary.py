@@ -1,11 +1,7 @@
 """The numbers of a profile: time, engine utilization, MFU, MBU, DMA totals, instruction counts, hot lines.
 
-Definitions (trainium-hardware.md 2.8, from AWS's neuron-explorer profile-schema reference):
-  utilization(track) = busy time / kernel time
-  MFU = BF16-equivalent matmul FLOPs / (peak_bf16_flops x kernel time); the profiler weights FLOPs by
-        input dtype: BF16/FP16/TF32 1x, FP32 4x, FP8 1x on NC-v2 and 0.5x on NC-v3+, so an all-fp32
-        kernel is measured against the fp32 peak (= bf16 peak / 4).
-  MBU = DMA bytes / (HBM bandwidth per NeuronCore x kernel time)
+Definitions: utilization(track) = busy time / kernel time; MFU, HFU and MBU as defined once in
+trnlab.timing.metrics (FLOPs at their dtype's peak, AWS's profiler weighting; MBU over HBM bytes).
 """
 from __future__ import annotations
 
@@ -13,40 +9,8 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from trnlab.profile.source import (ENGINES, ProfileData, from_run, instructions, is_dma, parse_operands,
-                                   track_order)
-
-
-def flop_weight(event, chip) -> float:
-    """BF16-equivalent weight of a matmul's FLOPs from its input dtypes (profile-schema reference)."""
-    inputs = [o["dtype"] for o in parse_operands(event.detail) if o["buffer"] != "psum"]
-    if "float32" in inputs:
-        return 4.0
-    if any(d.startswith("float8") for d in inputs):
-        return 0.5 if chip.nc_version >= 3 else 1.0
-    if any(d in ("int8", "uint8") for d in inputs):
-        return 0.5
-    return 1.0
-
-
-def _engine_of(track: str) -> str:
-    return "dma" if is_dma(track) else track
-
-
-def _flops(data: ProfileData) -> tuple[float, float, bool]:
-    """(raw matmul FLOPs, BF16-equivalent FLOPs, dtype-weighted?)."""
-    if data.traced and data.events:
-        raw = sum(e.flops for e in data.events)
-        equiv = sum(e.flops * flop_weight(e, data.chip) for e in data.events if e.flops)
-        return raw, equiv, True
-    raw = float(getattr(data.stats, "flops", 0.0) or 0.0)
-    return raw, raw, False
-
-
-def _dma_bytes(data: ProfileData) -> int:
-    if data.traced and data.events:
-        return int(sum(e.nbytes for e in data.events))
-    return int(getattr(data.stats, "dma_bytes", 0) or 0)
+from trnlab.profile.source import ENGINES, ProfileData, from_run, instructions, is_dma, track_order
+from trnlab.timing.metrics import utilization
 
 
 def _counts(data: ProfileData, instrs: list[dict]) -> tuple[dict, dict]:
@@ -104,8 +68,9 @@ def summarize(obj) -> dict:
     def util(busy):
         return busy / total if total > 0 else 0.0
 
-    raw_flops, equiv_flops, weighted = _flops(data)
-    dma_bytes = _dma_bytes(data)
+    work = data.work
+    raw_flops, dma_bytes = work.flops, int(work.dma_bytes)
+    u = utilization(chip, work, total)
     hbm_bw = chip.hbm_bytes_per_s_per_core
     instrs = instructions(data.events)
     by_engine, by_opcode = _counts(data, instrs)
@@ -136,13 +101,12 @@ def summarize(obj) -> dict:
         "kernel": data.name, "target": chip.name, "traced": data.traced,
         "total_s": total, "total_us": total * 1e6,
         "engines": engines, "dma": dma,
-        "matmul_flops": raw_flops, "bf16_equivalent_flops": equiv_flops, "flops_dtype_weighted": weighted,
+        "matmul_flops": raw_flops, "bf16_equivalent_flops": work.mfu_s * chip.peak_bf16_flops,
         "achieved_flops_per_s": raw_flops / total if total > 0 else 0.0,
         "peak_bf16_flops": chip.peak_bf16_flops, "peak_fp32_flops": chip.peak_fp32_flops,
-        "mfu": equiv_flops / (chip.peak_bf16_flops * total) if total > 0 else 0.0,
-        "hbm_bytes_per_s_per_core": hbm_bw,
-        "mbu": dma_bytes / (hbm_bw * total) if total > 0 else 0.0,
-        "arithmetic_intensity": raw_flops / dma_bytes if dma_bytes else None,
+        "mfu": u.mfu, "hfu": u.hfu,
+        "hbm_bytes": int(work.hbm_bytes), "hbm_bytes_per_s_per_core": hbm_bw, "mbu": u.mbu,
+        "arithmetic_intensity": raw_flops / work.hbm_bytes if work.hbm_bytes else None,   # per HBM byte
         "busiest_unit": busiest[0], "busiest_utilization": busiest[1]["utilization"],
         "instructions": {"total": sum(by_engine.values()), "by_engine": by_engine, "by_opcode": by_opcode},
         "top_instructions": top_instructions(data, instrs),
@@ -183,13 +147,14 @@ def overview_rows(s: dict) -> list[tuple[str, str]]:
     return [
         ("kernel", f"{s['kernel']} on {s['target']}"),
         ("total time", fmt_time(s["total_s"])),
-        ("MFU", f"{fmt_pct(s['mfu'])} of {fmt_si(s['peak_bf16_flops'], 'FLOP/s')} bf16 peak"
-                + ("" if s["flops_dtype_weighted"] else " (dtypes unknown without trace: bf16 assumed)")),
-        ("MBU", f"{fmt_pct(s['mbu'])} of {fmt_si(s['hbm_bytes_per_s_per_core'], 'B/s')} HBM per core"),
+        ("MFU / HFU", f"{fmt_pct(s['mfu'])} / {fmt_pct(s['hfu'])} (FLOPs at their dtype's peak; bf16 peak "
+                      f"{fmt_si(s['peak_bf16_flops'], 'FLOP/s')})"),
+        ("MBU", f"{fmt_pct(s['mbu'])}: HBM traffic {fmt_si(s['hbm_bytes'], 'B')} at "
+                f"{fmt_si(s['hbm_bytes_per_s_per_core'], 'B/s')} per core"),
         ("matmul FLOPs", f"{fmt_si(s['matmul_flops'], 'FLOP')} ({fmt_si(s['achieved_flops_per_s'], 'FLOP/s')})"),
         ("DMA", f"{fmt_si(s['dma']['bytes'], 'B')} by {s['dma']['instructions']} DMA instructions on "
                 f"{s['dma']['queues_used']} queues ({fmt_si(s['dma']['achieved_bytes_per_s'], 'B/s')})"),
-        ("arithmetic intensity", "-" if ai is None else f"{ai:.2f} FLOP/B"),
+        ("arithmetic intensity", "-" if ai is None else f"{ai:.2f} FLOP per HBM byte"),
         ("busiest unit", f"{s['busiest_unit']} ({fmt_pct(s['busiest_utilization'])} busy)"),
         ("instructions", str(s["instructions"]["total"])),
     ]

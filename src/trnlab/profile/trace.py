@@ -10,9 +10,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from trnlab.profile.source import ENGINES, ProfileData, from_run, parse_operands, track_order
+from trnlab.profile.source import ENGINES, ProfileData, from_run, track_order
 
-_EVENT_CORE = {"name", "track", "start", "end", "loc", "api", "detail", "flops", "nbytes"}
+_EVENT_CORE = {"name", "track", "start", "end", "loc", "api", "operands", "flops", "nbytes"}
 PID = 1
 US = 1e6    # seconds -> microseconds
 
@@ -24,9 +24,9 @@ def track_ids(data: ProfileData) -> dict[str, int]:
 
 
 def slice_args(event) -> dict:
-    operands = parse_operands(event.detail)
+    operands = event.operands
     args = {"api": event.api, "loc": event.loc, "operands": event.detail,
-            "shapes": [o["shape"] for o in operands], "dtypes": [o["dtype"] for o in operands],
+            "shapes": [list(o.shape) for o in operands], "dtypes": [o.dtype for o in operands],
             "flops": event.flops, "bytes": event.nbytes, "duration_ns": (event.end - event.start) * 1e9}
     if event.nbytes and event.end > event.start:
         args["GB_per_s"] = event.nbytes / (event.end - event.start) / 1e9

@@ -10,8 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from trnlab.core import dtypes as dt
 from trnlab.isa.base import Engine
+from trnlab.timing.metrics import utilization
 
 ENGINES = ("tensor", "vector", "scalar", "gpsimd")
 
@@ -40,9 +40,9 @@ class BenchmarkResult:
     dma_bytes: int
     hbm_bytes: int
     flops: float               # matmul FLOPs (2*M*N*K)
-    mfu: float                 # matmul FLOPs at their dtype's peak rate / latency
-    hfu: float                 # as MFU, also counting Tensor-engine transposes
-    mbu: float                 # HBM bytes / (HBM bandwidth per NeuronCore x latency)
+    mfu: float                 # MFU, HFU, MBU: see trnlab.timing.metrics
+    hfu: float
+    mbu: float
     critical_path: list = field(default_factory=list)    # PathEntry, largest first
     outputs: Any = None
     instructions: int = 0
@@ -119,25 +119,13 @@ def summarize(run, *, name: str = "", top: int = 10) -> BenchmarkResult:
     busy = {e: sched.busy.get(Engine(e), 0.0) / latency if latency > 0 else 0.0 for e in ENGINES}
     dma = sum(v for u, v in sched.busy.items() if isinstance(u, tuple))
     busy["dma"] = dma / chip.dma_queues / latency if latency > 0 else 0.0
-    hbm_seconds = chip.hbm_bytes_per_s_per_core * latency
+    work = sched.work
+    u = utilization(chip, work, latency)
     return BenchmarkResult(
         name=name or run.name or "kernel", target=chip.name, latency_s=latency, busy=busy,
-        dma_bytes=int(m.stats.dma_bytes), hbm_bytes=int(sched.hbm_bytes), flops=float(m.stats.flops),
-        mfu=sched.pe_ideal_s / latency if latency > 0 else 0.0,
-        hfu=(sched.pe_ideal_s + sched.pe_transpose_ideal_s) / latency if latency > 0 else 0.0,
-        mbu=sched.hbm_bytes / hbm_seconds if hbm_seconds > 0 else 0.0,
-        critical_path=_critical(sched, latency, top), outputs=run.outputs,
+        dma_bytes=int(work.dma_bytes), hbm_bytes=int(work.hbm_bytes), flops=float(work.flops),
+        mfu=u.mfu, hfu=u.hfu, mbu=u.mbu, critical_path=_critical(sched, latency, top), outputs=run.outputs,
         instructions=sched.count, machine=m)
 
 
-def matmul_peak(chip, instr) -> float:
-    """Peak FLOP/s of the Tensor engine for this matmul's input dtypes (ARCH / profiler weighting)."""
-    dtypes = (instr.stationary.dtype, instr.moving.dtype)
-    if dt.float32 in dtypes:
-        return chip.peak_fp32_flops
-    if getattr(instr, "perf_mode", "none") == "double_row":
-        return chip.peak_fp8_flops
-    return chip.peak_bf16_flops
-
-
-__all__ = ["BenchmarkResult", "PathEntry", "summarize", "matmul_peak"]
+__all__ = ["BenchmarkResult", "PathEntry", "summarize"]

@@ -1,5 +1,5 @@
-"""Cost helpers the scheduler needs beyond an instruction's own cycles(): DMA transfer shape and
-efficiency, Tensor-engine power throttling. Constants come from the chip preset (trnlab.hw)."""
+"""The DMA model (reached through DmaInstruction.cost in the ISA: transfer shape, efficiency, queue
+spreading) and the Tensor-engine power throttle. Constants come from the chip preset (trnlab.hw)."""
 from __future__ import annotations
 
 import math
@@ -48,10 +48,11 @@ def dma_pieces(chip, nbytes: int, chunk: int) -> int:
     return max(1, min(chip.dma_queues, math.ceil(descriptors / chip.dma_partitions_per_transfer)))
 
 
-def dma_queue_rate(chip, instr, chunk: int) -> float:
-    """Bytes/s one queue moves for this DMA. Queues share the NeuronCore's HBM bandwidth."""
-    rate = chip.dma_queue_bytes_per_s * dma_efficiency(chip, chunk) * getattr(instr, "dma_rate_factor", 1.0)
-    if touches_hbm(instr):
+def dma_queue_rate(chip, chunk: int, hbm: bool) -> float:
+    """Bytes/s one queue moves for a DMA of `chunk`-byte descriptors. Queues share the NeuronCore's
+    HBM bandwidth."""
+    rate = chip.dma_queue_bytes_per_s * dma_efficiency(chip, chunk)
+    if hbm:
         rate = min(rate, chip.hbm_bytes_per_s_per_core / chip.dma_queues)
     return rate
 

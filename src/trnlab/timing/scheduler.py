@@ -3,12 +3,13 @@
 Machine.issue hands every instruction here in program order. Each compute engine (Tensor, Vector,
 Scalar, GpSimd) runs its own in-order queue; a DMA instruction is spread over the 16 DMA queues;
 engines and queues run concurrently. An instruction starts when its unit is free and its memory
-hazards (RAW/WAR/WAW on exact regions, see hazards.py) are resolved. Costs:
-  - compute: instr.cycles(chip) at the engine clock (ISA formulas); a consumer sees the result
+hazards (RAW/WAR/WAW on exact regions, see hazards.py) are resolved. Costs come from the instruction
+(instr.cost(chip), trnlab.isa.base); the kind of cost decides how it is scheduled:
+  - EngineCost: cycles at the engine clock (ISA formulas); a consumer sees the result
     static_access_cycles later (ARCH: ~60-cycle access start, hidden between independent work);
-  - nc_matmul: LoadStationary runs in the background of the previous matmul (up to 4x faster than an
+  - MatmulCost: LoadStationary runs in the background of the previous matmul (up to 4x faster than an
     MM), MultiplyMoving costs the ISA formula; trn2/trn3 PE power throttle after idle time;
-  - DMA: fixed ~1.3 us start latency (hidden behind a queue's backlog) + bytes / (queue bandwidth x
+  - DmaCost: fixed ~1.3 us start latency (hidden behind a queue's backlog) + bytes / (queue bandwidth x
     efficiency(descriptor size)), queues sharing the NeuronCore's HBM bandwidth.
 See docs/calibration.md for the constants and the fit against measured kernels.
 """
@@ -17,13 +18,30 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from trnlab.isa.base import Engine
+from trnlab.core import dtypes as dt
+from trnlab.isa.base import DmaCost, Engine, MatmulCost
 from trnlab.timing import costs
-from trnlab.timing.benchmark import matmul_peak
 from trnlab.timing.hazards import HazardTracker
+from trnlab.timing.metrics import Work
 from trnlab.timing.timeline import Timeline
 
 _DMA = "dma"
+
+
+@dataclass(frozen=True, slots=True)
+class Operand:
+    """One tensor operand of a scheduled instruction."""
+    name: str
+    shape: tuple
+    dtype: str         # e.g. "bfloat16"
+    buffer: str        # "hbm" | "sbuf" | "psum"
+
+    @classmethod
+    def of(cls, t) -> "Operand":
+        return cls(t.name, tuple(t.shape), dt.name_of(t.dtype), t.buffer)
+
+    def describe(self) -> str:
+        return f"'{self.name}'[{','.join(map(str, self.shape))}] {self.dtype} in {self.buffer}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +54,15 @@ class Event:
     end: float
     loc: str           # kernel file:line
     api: str           # front-end API, e.g. "nisa.nc_matmul"
-    detail: str        # operands: "dst 'x'[128,512] float32 in psum; stationary ..."
-    flops: float = 0.0
-    nbytes: int = 0
-    index: int = -1    # instruction number in program order (a DMA's queue pieces share it)
+    operands: tuple = ()   # Operand: the writes, then the reads
+    flops: float = 0.0     # matmul FLOPs (Instruction.flops)
+    nbytes: int = 0        # bytes this queue moved (DMA)
+    index: int = -1        # instruction number in program order (a DMA's queue pieces share it)
+
+    @property
+    def detail(self) -> str:
+        """The operands as text: "'x'[128,512] float32 in psum; ..."."""
+        return "; ".join(o.describe() for o in self.operands)
 
 
 class Scheduler:
@@ -67,10 +90,8 @@ class Scheduler:
         self.mm_start = 0.0
         self.pe_last_end = 0.0
         self.throttle = costs.Throttle(chip)
+        self.work = Work()                      # FLOPs and bytes for MFU/HFU/MBU (timing.metrics)
         # per-instruction (end, predecessor index, opcode, api, loc) for the critical path
-        self.hbm_bytes = 0                      # DMA bytes read from or written to HBM
-        self.pe_ideal_s = 0.0                   # matmul FLOPs / peak rate of their dtype (for MFU)
-        self.pe_transpose_ideal_s = 0.0         # the same for Tensor-engine transposes (HFU)
         self.ends: list[float] = []
         self.preds: list[int] = []
         self.sites: list[tuple] = []
@@ -95,19 +116,20 @@ class Scheduler:
         index = self.count
         self.count += 1
         accesses = self.hazards.accesses(instr)
-        engine = instr.engine
-        if engine == Engine.DMA:
-            start, end, pred = self._dma(instr, accesses, index)
+        cost = instr.cost(self.chip)
+        kind = type(cost)
+        if kind is DmaCost:
+            start, end, pred = self._dma(instr, cost, accesses, index)
             unit_tag, avail = _DMA, end
-            if costs.touches_hbm(instr):
-                self.hbm_bytes += instr.dma_bytes()
+            self.work.add_dma(cost.nbytes, cost.hbm)
         else:
+            engine = instr.engine
             if engine == Engine.TENSOR:
-                self._count_pe_work(instr)
-            if engine == Engine.TENSOR and instr.opcode == "nc_matmul":
-                start, end, pred = self._matmul(instr, accesses)
+                self.work.add_pe(self.chip, instr)
+            if kind is MatmulCost:
+                start, end, pred = self._matmul(cost, accesses)
             else:
-                start, end, pred = self._compute(instr, accesses)
+                start, end, pred = self._compute(engine, cost.cycles, accesses)
             self.free_at[engine] = end
             self.busy[engine] += end - start
             self.last_on[engine] = index
@@ -122,25 +144,12 @@ class Scheduler:
         self.sites.append((instr.opcode, instr.api, instr.loc))
         return start, end
 
-    def _count_pe_work(self, instr) -> None:
-        chip = self.chip
-        if instr.opcode == "nc_matmul" and not getattr(instr, "is_transpose", False):
-            self.pe_ideal_s += instr.flops() / matmul_peak(chip, instr)
-            return
-        src = getattr(instr, "src", None)      # `is None`, not `or`: a tile's truth value reads its data
-        if src is None:
-            src = getattr(instr, "stationary", None)
-        if src is not None and ("transpose" in instr.opcode or getattr(instr, "is_transpose", False)):
-            p, f = src.shape[0], src.free_size      # an identity matmul: 2 * P * P * F
-            self.pe_transpose_ideal_s += 2.0 * p * p * f / chip.peak_bf16_flops
-
-    def _compute(self, instr, accesses):
-        engine = instr.engine
+    def _compute(self, engine, cycles, accesses):
         free = self.free_at[engine]
         ready, producer = self._ready(accesses, engine)
         start = max(free, ready)
         pred = producer if ready > free else self.last_on.get(engine, -1)
-        end = start + instr.cycles(self.chip) / self.hz[engine]
+        end = start + cycles / self.hz[engine]
         if engine == Engine.TENSOR:
             end = self._pe_throttled(start, end)
         return start, end, pred
@@ -151,7 +160,7 @@ class Scheduler:
         self.pe_last_end = end
         return end
 
-    def _matmul(self, instr, accesses):
+    def _matmul(self, cost, accesses):
         """LoadStationary (LS) then MultiplyMoving (MM). LS of this matmul overlaps the previous MM
         (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
         hz = self.hz[Engine.TENSOR]
@@ -160,7 +169,7 @@ class Scheduler:
         stat_ready, stat_prod = wait(accesses[:1], Engine.TENSOR, floor)
         ready, producer = wait(accesses[1:], Engine.TENSOR, floor)
         ls_start = max(self.ls_free, self.mm_start, stat_ready)
-        ls_end = ls_start + instr.ls_cycles(self.chip) / hz
+        ls_end = ls_start + cost.ls_cycles / hz
         free = self.free_at[Engine.TENSOR]
         start = max(free, ls_end, ready)
         if start == free:
@@ -169,25 +178,22 @@ class Scheduler:
             pred = producer
         else:
             pred = stat_prod if ls_start == stat_ready and stat_ready > 0 else self.last_on.get(Engine.TENSOR, -1)
-        end = self._pe_throttled(start, start + instr.cycles(self.chip) / hz)
+        end = self._pe_throttled(start, start + cost.cycles / hz)
         self.ls_free = ls_end
         self.mm_start = start
         return start, end, pred
 
-    def _dma(self, instr, accesses, index):
+    def _dma(self, instr, cost, accesses, index):
         """Spread the transfer over the queues (ARCH v2: 16 transfers x 8 partitions); each piece
         takes its queue's earliest free slot after the fixed start latency."""
         chip = self.chip
         ready, producer = self._ready(accesses, None)
-        nbytes = instr.dma_bytes()
-        chunk = costs.chunk_bytes(instr)
-        rate = costs.dma_queue_rate(chip, instr, chunk)
+        nbytes, rate, npieces = cost.nbytes, cost.rate, cost.pieces
         begin = ready + chip.dma_fixed_s          # descriptors + semaphore, hidden behind a backlog
-        queue = getattr(instr, "queue", None)
-        if queue is not None:
-            npieces, candidates = 1, [self.queues[int(queue) % chip.dma_queues]]
+        if cost.queue is not None:
+            candidates = [self.queues[int(cost.queue) % chip.dma_queues]]
         else:
-            npieces, candidates = costs.dma_pieces(chip, nbytes, chunk), self.queues
+            candidates = self.queues
         shares = [nbytes // npieces] * npieces
         shares[0] += nbytes - sum(shares)
         duration = shares[0] / rate
@@ -214,8 +220,8 @@ class Scheduler:
         return start, end, pred
 
     def _event(self, instr, track, start, end, flops, nbytes, index) -> None:
-        detail = "; ".join(t.describe() for t in (*instr.writes(), *instr.reads()) if t is not None)
-        self.records.append(Event(instr.opcode, track, start, end, instr.loc, instr.api, detail,
+        operands = tuple(Operand.of(t) for t in (*instr.writes(), *instr.reads()) if t is not None)
+        self.records.append(Event(instr.opcode, track, start, end, instr.loc, instr.api, operands,
                                   flops, nbytes, index))
 
     # --- analysis --------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ class CompiledModel:
                      for r in run.fallbacks]
         rep = Report(model=self.name, dtype=name, tokens=self.tokens or count_tokens(inputs),
                      latency_s=run.latency_s, model_flops=sum(o.model_flops for o in run.ops),
-                     hw_flops=m.stats.flops, weights_bytes=self.program.weight_bytes(),
+                     hw_flops=m.scheduler.work.pe_flops, hw_pe_s=m.scheduler.work.hfu_s, weights_bytes=self.program.weight_bytes(),
                      activation_peak_bytes=self.program.activation_peak_bytes(),
                      instructions=sum(m.stats.instructions.values()), ops=run.ops, fallbacks=fallbacks,
                      engine_busy=busy, mode="numerics" if self.numerics else "timing-only", phase=self.phase,

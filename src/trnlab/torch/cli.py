@@ -86,6 +86,7 @@ def _decode(name, model, target, batch, seq, dtype, steps, numerics, progress):
     first.latency_s = sum(r.latency_s for r in reports) / len(reports)
     first.model_flops = sum(r.model_flops for r in reports) / len(reports)
     first.hw_flops = sum(r.hw_flops for r in reports) / len(reports)
+    first.hw_pe_s = sum(r.hw_pe_s for r in reports) / len(reports)
     return first
 
 

@@ -220,7 +220,7 @@ class Program:
     def _run_node(self, ctx, node) -> OpRecord:
         m = ctx.machine
         before_end, before_n = m.scheduler.end, sum(m.stats.instructions.values())
-        before_flops, before_dma = m.stats.flops, m.stats.dma_bytes
+        before_flops, before_dma = m.scheduler.work.pe_flops, m.stats.dma_bytes
         ctx.node = node
         host_s = 0.0
         where = "device"
@@ -249,7 +249,7 @@ class Program:
         ctx.env[node] = out
         return OpRecord(node.name, op, capture.describe_args(node), _describe_val(node.meta.get("val")),
                         m.scheduler.end - before_end, sum(m.stats.instructions.values()) - before_n,
-                        m.stats.flops - before_flops, model_flops(node) if fused is None else 0.0,
+                        m.scheduler.work.pe_flops - before_flops, model_flops(node) if fused is None else 0.0,
                         m.stats.dma_bytes - before_dma, where, capture.source_line(node), host_s)
 
     def _host_fallback(self, ctx, node):

@@ -6,7 +6,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from trnlab.core import dtypes as dt
 from trnlab.hw import ChipSpec
+from trnlab.timing.metrics import peak_flops, ratio
 
 
 @dataclass
@@ -50,15 +52,16 @@ class Report:
     wall_s: float = 0.0
     compile_s: float = 0.0
     decode: "Report | None" = None
+    hw_pe_s: float = 0.0                # Tensor-engine FLOPs at their dtype's peak (timing.metrics)
 
     # --- derived numbers ---
     @property
     def mfu(self) -> float:
-        return self.model_flops / (self.latency_s * self.peak_flops) if self.latency_s else 0.0
+        return ratio(self.model_flops / self.peak_flops, self.latency_s)
 
     @property
     def hfu(self) -> float:
-        return self.hw_flops / (self.latency_s * self.peak_flops) if self.latency_s else 0.0
+        return ratio(self.hw_pe_s, self.latency_s)
 
     @property
     def tokens_per_s(self) -> float:
@@ -212,7 +215,6 @@ def numerics_table(report: Report):
 
 
 def chip_fields(chip: ChipSpec, dtype_name: str) -> dict:
-    peak = {"float32": chip.peak_fp32_flops}.get(dtype_name, chip.peak_bf16_flops)
-    return dict(target=chip.name, peak_flops=peak, hbm_capacity_bytes=chip.hbm_bytes_per_core,
+    return dict(target=chip.name, peak_flops=peak_flops(chip, (dt.canonical(dtype_name),)), hbm_capacity_bytes=chip.hbm_bytes_per_core,
                 usd_per_hour=chip.instance_usd_per_hour, instance=chip.instance, instance_cores=chip.instance_cores,
                 price_source=chip.price_source)
