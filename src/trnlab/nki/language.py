@@ -7,7 +7,7 @@ from contextlib import nullcontext as _nullcontext
 
 import numpy as np
 
-from trnlab.core import dtypes as _dt
+from trnlab.core import dtypes as _dt, inputs as _inputs
 from trnlab.core.machine import current as _current
 from trnlab.core.srcloc import user_location as _loc
 from trnlab.core.tensor import HBM as _HBM, PSUM as _PSUM, SBUF as _SBUF
@@ -116,7 +116,7 @@ def ndarray(shape, dtype, buffer=sbuf, name: str = "", address=None) -> NkiTenso
     loc = _loc()
     kind = _buffer_kind(buffer)
     m = _current()
-    shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    shape = _inputs.tensor_shape(shape, f"tensor '{name}'" if name else "tensor", "nl.ndarray", loc)
     if kind == _HBM:
         if buffer is shared_hbm:
             return _shared_hbm(m, shape, dtype, name, loc)[0]
@@ -150,7 +150,7 @@ def _shared_hbm(m, shape, dtype, name, loc):
 
 def _filled(shape, dtype, buffer, name, value, api):
     kind = _buffer_kind(buffer)
-    shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    shape = _inputs.tensor_shape(shape, f"tensor '{name}'" if name else "tensor", api, _loc())
     if kind == _HBM:   # HBM constants are placed by the host, like kernel inputs
         m = _current()
         t, fresh = (_shared_hbm(m, shape, dtype, name, _loc()) if buffer is shared_hbm
@@ -200,7 +200,8 @@ def shared_identity_matrix(n, dtype=uint8, dst=None) -> NkiTensor:
 def shared_constant(constant, dtype=None) -> NkiTensor:
     """A shared-HBM tensor holding the given host data."""
     arr = np.asarray(constant)
-    arr = arr.astype({"f": np.float32, "i": np.int32}.get(arr.dtype.kind, arr.dtype)) if arr.itemsize == 8 else arr
+    if dtype is None:   # a 64-bit host constant (numpy's default) is narrowed only when exact
+        arr = _inputs.narrow_exact(arr, "the constant", "nl.shared_constant", _loc())
     return _current().hbm_tensor(arr, _name("", "const"), dtype=dtype if dtype is not None else arr.dtype)
 
 
