@@ -167,3 +167,38 @@ def test_beta1_shares_the_checks():
         b1.simulate_kernel(k, A)
     with pytest.raises(DtypeError, match="kernel argument 'a'.*float64"):
         b1.simulate_kernel(k, A.astype(np.float64))
+
+
+# --- indexing (core.tensor / frontend.indexing) ------------------------------------------------------
+def index_kernel(index):
+    @nki.jit
+    def k(a):
+        t = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.sbuf)
+        nisa.dma_copy(dst=t, src=a)
+        v = index(t)
+        out = nl.ndarray(v.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=v)
+        return out
+    return k
+
+
+@pytest.mark.parametrize("index, pattern", [
+    (lambda t: t[:, nl.ds(0, 2.5)], r"nl\.ds: size must be an int >= 1, got 2\.5"),
+    (lambda t: t[:, nl.ds(0, -2)], r"nl\.ds: size must be an int >= 1, got -2"),
+    (lambda t: t[:, nl.ds(1.5, 2)], r"nl\.ds: start must be an int, got 1\.5"),
+    (lambda t: t[:, 1.5], r"index 1\.5 \(float\) .* must be an int"),
+    (lambda t: t[:, "a"], r"index 'a' \(str\) .* must be an int"),
+    (lambda t: t[:, 1.0:3], r"slice start 1\.0 \(float\) .* must be an int"),
+    (lambda t: t[:, 2:2], r"empty slice \[2:2\] on dim 1"),
+])
+def test_bad_indices_are_refused_not_truncated(index, pattern):
+    with pytest.raises(ShapeError, match=pattern) as err:
+        nki.simulate(index_kernel(index))(A)
+    assert HERE in str(err.value)
+
+
+def test_integer_like_indices_still_work():
+    got = nki.simulate(index_kernel(lambda t: t[:, np.int32(1):np.int64(3)]))(A)
+    np.testing.assert_array_equal(got, A[:, 1:3])
+    got = nki.simulate(index_kernel(lambda t: t[:, nl.ds(np.int64(2), 2)]))(A)
+    np.testing.assert_array_equal(got, A[:, 2:4])

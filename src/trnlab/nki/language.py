@@ -206,7 +206,7 @@ def shared_constant(constant, dtype=None) -> NkiTensor:
 
 
 def ds(start, size, step=1) -> DynSlice:
-    if isinstance(start, NkiTensor) or not hasattr(start, "__index__"):
+    if isinstance(start, NkiTensor) or not hasattr(start, "__index__") and not isinstance(start, float):
         raise NotImplementedError(
             f"nl.ds with a runtime start ({type(start).__name__}) is not modelled by trnlab; a compile-time "
             f"int start is, and a runtime offset can be spelled t.ap(pattern, scalar_offset=...). At {_loc()}")

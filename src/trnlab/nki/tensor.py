@@ -43,7 +43,7 @@ class NkiTensor(Tensor):
         remaining = self.array.ndim - len(ints)
         for i in ints:
             if i == 0 or remaining < 2:
-                v = int(key[i])
+                v = self._index_int(key[i], "index", "indexing", None)
                 v = v + self.array.shape[i] if v < 0 else v
                 if out is None:
                     out = list(key)
