@@ -190,6 +190,7 @@ def index_kernel(index):
     (lambda t: t[:, "a"], r"index 'a' \(str\) .* must be an int"),
     (lambda t: t[:, 1.0:3], r"slice start 1\.0 \(float\) .* must be an int"),
     (lambda t: t[:, 2:2], r"empty slice \[2:2\] on dim 1"),
+    (lambda t: t.slice(1, 0.5, 3), r"slice start 0\.5 \(float\) .* must be an int"),
 ])
 def test_bad_indices_are_refused_not_truncated(index, pattern):
     with pytest.raises(ShapeError, match=pattern) as err:
