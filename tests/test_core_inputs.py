@@ -203,3 +203,19 @@ def test_integer_like_indices_still_work():
     np.testing.assert_array_equal(got, A[:, 1:3])
     got = nki.simulate(index_kernel(lambda t: t[:, nl.ds(np.int64(2), 2)]))(A)
     np.testing.assert_array_equal(got, A[:, 2:4])
+
+
+# --- ISA operands that are plainly not tensors --------------------------------------------------------
+@pytest.mark.parametrize("src, shown", [("hello", "str 'hello'"), (3.0, "float 3.0"), (None, "NoneType None"),
+                                        (np.ones((128, 4), np.float32), "host numpy array")])
+def test_dma_operand_that_is_not_a_tensor(src, shown):
+    @nki.jit
+    def k(a):
+        t = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.sbuf)
+        nisa.dma_copy(dst=t, src=src)
+        return a
+
+    with pytest.raises(ShapeError) as err:
+        nki.simulate(k)(A)
+    msg = str(err.value)
+    assert "nisa.dma_copy: operand 'src' must be a tensor" in msg and shown in msg and HERE in msg

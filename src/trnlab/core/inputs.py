@@ -130,3 +130,23 @@ def _frame_of(exc: BaseException) -> str:
             loc = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
         tb = tb.tb_next
     return loc
+
+
+# --- ISA operands -----------------------------------------------------------------------------------
+_NOT_TENSORS = (str, bytes, bool, int, float, complex, np.ndarray, np.generic, list, tuple, dict, type(None))
+
+
+def non_tensor_operand(instr) -> ShapeError | None:
+    """An error naming the first required tensor operand of instr that is plainly not a tensor (a string,
+    a number, None, a host numpy array, ...), else None. Called after an instruction failed, so it costs
+    nothing on the normal path."""
+    import dataclasses
+    for f in dataclasses.fields(instr):
+        value = getattr(instr, f.name)
+        if f.type == "Tensor" and isinstance(value, _NOT_TENSORS):
+            hint = (" (a host numpy array is placed in HBM only as a kernel argument or through "
+                    "nl.shared_constant)" if isinstance(value, np.ndarray) else "")
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            return ShapeError(f"{instr.api}: operand '{f.name}' must be a tensor, got {type(value).__name__} "
+                              f"{shown}{hint}. At {instr.loc}")
+    return None

@@ -10,7 +10,7 @@ from trnlab.core.machine import current as _current
 from trnlab.core.srcloc import user_location as _loc
 from trnlab.nki._signature import check_module as _check_module
 from trnlab.errors import NkiValidationError as _NkiValidationError
-from trnlab.core import dtypes as _dt
+from trnlab.core import dtypes as _dt, inputs as _inputs
 from trnlab.core.tensor import HBM as _HBM, PSUM as _PSUM, SBUF as _SBUF
 from trnlab.isa import dma as _D, gpsimd as _G, instructions as _I, random as _R, vector as _V
 from trnlab.isa.alu import op_name as _op
@@ -48,7 +48,13 @@ def _name(x) -> str:
 
 
 def _issue(instr) -> None:
-    _current().issue(instr)
+    try:
+        _current().issue(instr)
+    except AttributeError as exc:      # e.g. src="x": name the operand instead of "'str' has no attribute"
+        bad = _inputs.non_tensor_operand(instr)
+        if bad is None:
+            raise
+        raise bad from exc
 
 
 # --- data movement ------------------------------------------------------------------------------------
