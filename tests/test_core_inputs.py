@@ -219,3 +219,12 @@ def test_dma_operand_that_is_not_a_tensor(src, shown):
         nki.simulate(k)(A)
     msg = str(err.value)
     assert "nisa.dma_copy: operand 'src' must be a tensor" in msg and shown in msg and HERE in msg
+
+
+def test_host_call_that_does_not_bind_to_the_kernel():
+    with pytest.raises(KernelArgumentError) as err:
+        nki.simulate(copy_kernel)(A, bb=3)
+    msg = str(err.value)
+    assert "copy_kernel(a)" in msg and "'bb'" in msg and HERE in msg
+    with pytest.raises(KernelArgumentError, match=r"copy_kernel\(a\): missing a required argument: 'a'"):
+        nki.simulate(copy_kernel)()

@@ -119,3 +119,24 @@ def test_type_error_raised_inside_an_api_is_not_rewritten():
 
     with pytest.raises(DtypeError):
         nki.simulate(k)(np.ones((128, 4), np.float32))
+
+
+def test_tensor_copy_dtype_of_awss_matmul_tutorial():
+    # nki-samples tutorials/matrix_multiplication passes dtype=dst.dtype to nisa.tensor_copy.
+    def kernel(copy_dtype):
+        @nki.jit
+        def k(a):
+            t = nl.load(a)
+            r = nl.ndarray(a.shape, dtype=nl.bfloat16, buffer=nl.sbuf)
+            nisa.tensor_copy(dst=r, src=t, dtype=copy_dtype)
+            out = nl.ndarray(a.shape, dtype=nl.bfloat16, buffer=nl.shared_hbm)
+            nl.store(out, r)
+            return out
+        return k
+
+    a = np.linspace(-3, 3, 512, dtype=np.float32).reshape(128, 4)
+    out = nki.simulate(kernel(nl.bfloat16))(a)
+    np.testing.assert_array_equal(out.astype(np.float32), a.astype(nl.bfloat16).astype(np.float32))
+    from trnlab.errors import DtypeError
+    with pytest.raises(DtypeError, match=r"dtype=float16 differs from dst .*test_nki_api_signatures.py:"):
+        nki.simulate(kernel(nl.float16))(a)

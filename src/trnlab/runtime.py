@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from trnlab.core import dtypes as dt
-from trnlab.core.inputs import kernel_argument, mixed_sequence, static_used_as_tensor
+from trnlab.core.inputs import kernel_argument, kernel_call, mixed_sequence, static_used_as_tensor
 from trnlab.core.machine import Liveness, Machine, running
 from trnlab.core.srcloc import user_location
 from trnlab.core.tensor import Tensor
@@ -107,6 +107,7 @@ def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> K
 
     statics: dict = {}          # arguments that reach the kernel as Python values or sequences
     loc = user_location()
+    kernel_call(fn, args, kwargs, loc)
 
     def wrap(name, value):
         if _is_array(value):

@@ -73,6 +73,21 @@ def host_can_hold(size: int, name: str, shape: tuple, api: str, loc: str) -> Non
 
 
 # --- kernel arguments -------------------------------------------------------------------------------
+def kernel_call(fn, args: tuple, kwargs: dict, loc: str) -> None:
+    """The host call must bind to the kernel's parameters: a typed error naming the kernel, its
+    parameters and the call line, instead of a bare TypeError from inside the launch."""
+    import inspect
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        name = getattr(fn, "__name__", "kernel")
+        raise KernelArgumentError(f"kernel call: {name}{sig}: {exc}. At {loc}") from None
+
+
 def kernel_argument(arr: np.ndarray, arg: str, loc: str) -> np.ndarray:
     """A host array about to be placed in HBM as kernel argument `arg`."""
     what = f"kernel argument '{arg}'"

@@ -9,7 +9,7 @@ import numpy as np
 from trnlab.core.machine import current as _current
 from trnlab.core.srcloc import user_location as _loc
 from trnlab.nki._signature import check_module as _check_module
-from trnlab.errors import NkiValidationError as _NkiValidationError
+from trnlab.errors import DtypeError as _DtypeError, NkiValidationError as _NkiValidationError
 from trnlab.core import dtypes as _dt, inputs as _inputs
 from trnlab.core.tensor import HBM as _HBM, PSUM as _PSUM, SBUF as _SBUF
 from trnlab.isa import dma as _D, gpsimd as _G, instructions as _I, random as _R, vector as _V
@@ -84,7 +84,13 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown,
     _issue(_I.DmaTranspose(api="nisa.dma_transpose", loc=loc, dst=dst, src=src, axes=tuple(axes)))
 
 
-def tensor_copy(dst, src, engine=engine.unknown, name=None):
+def tensor_copy(dst, src, engine=engine.unknown, name=None, dtype=None):
+    """`dtype` is not in AWS's signature, but AWS's published matmul tutorial (nki-samples,
+    tutorials/matrix_multiplication) passes dtype=dst.dtype: accepted when it names dst's dtype."""
+    if dtype is not None and _dt.canonical(dtype) != getattr(dst, "dtype", None):
+        raise _DtypeError(f"nisa.tensor_copy: dtype={_dt.name_of(_dt.canonical(dtype))} differs from dst "
+                          f"{dst.describe() if hasattr(dst, 'describe') else dst!r}; the copy converts to "
+                          f"dst's dtype, so pass no dtype. At {_loc()}")
     if isinstance(dst, _TI) or isinstance(src, _TI):
         _issue(_TensorCopyIndirect(api="nisa.tensor_copy", loc=_loc(), dst=dst, src=src,
                                    engine=_engine(engine, _Engine.VECTOR)))
