@@ -109,6 +109,8 @@ def test_zero_and_fractional_dims():
         nki.simulate(alloc_kernel((128, 0), buffer=nl.sbuf))(A)
     with pytest.raises(ShapeError, match=r"dimension 128.5 is a float, not an int"):
         nki.simulate(alloc_kernel((128.5, 4), buffer=nl.sbuf))(A)
+    with pytest.raises(ShapeError, match=r"dimension 2.0 is a float, not an int \(use // for integer division\)"):
+        nki.simulate(alloc_kernel((128, 4 / 2), buffer=nl.sbuf))(A)
 
 
 @pytest.mark.parametrize("shape", [(2**40, 2**20), (2**40, 2**40)])

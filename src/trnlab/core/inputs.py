@@ -25,8 +25,9 @@ def tensor_shape(shape, what: str, api: str, loc: str) -> tuple:
     dims = shape if isinstance(shape, (tuple, list)) else (shape,)
     for d in dims:
         if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            hint = " (use // for integer division)" if isinstance(d, float) and d.is_integer() else ""
             raise ShapeError(f"{api}: {what} has shape {list(dims)}: dimension {d!r} is a "
-                             f"{type(d).__name__}, not an int. At {loc}")
+                             f"{type(d).__name__}, not an int{hint}. At {loc}")
         if d < 1:
             raise ShapeError(f"{api}: {what} has shape {[int(x) for x in dims]}: every dimension must be "
                              f">= 1, got {int(d)}{' (a zero-size tensor)' if d == 0 else ''}. At {loc}")
