@@ -60,6 +60,18 @@ class HbmCapacityError(CapacityError):
     """Tensors in HBM exceed the device memory."""
 
 
+class HostMemoryError(CapacityError):
+    """A tensor the simulating host cannot hold in its memory (the device might)."""
+
+
+class ApiArgumentError(TrnlabError, TypeError):
+    """A call that does not match the API's signature: an unknown keyword, a missing or extra argument."""
+
+
+class KernelArgumentError(TrnlabError, TypeError):
+    """A kernel argument the simulator cannot place in HBM (a string, a list of numbers, an object array)."""
+
+
 class UnsupportedOperatorError(TrnlabError, NotImplementedError):
     """A model operator with no lowering (raised by trnlab.torch)."""
 

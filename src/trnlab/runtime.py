@@ -13,8 +13,10 @@ import numpy as np
 
 from trnlab.core import dtypes as dt
 from trnlab.core import lnc
+from trnlab.core.inputs import kernel_argument, kernel_call, mixed_sequence, static_used_as_tensor
 from trnlab.core.machine import Liveness, Machine, running
 from trnlab.core.progress import StatusLine, progress_hook
+from trnlab.core.srcloc import user_location
 from trnlab.core.tensor import Tensor
 from trnlab.errors import PsumCapacityError, SbufCapacityError
 from trnlab.timing import Scheduler
@@ -25,7 +27,8 @@ def is_torch(x) -> bool:
 
 
 def to_numpy(x) -> np.ndarray:
-    """numpy / torch (incl. bfloat16) / ml_dtypes -> numpy array with a supported dtype."""
+    """numpy / torch (incl. bfloat16) / ml_dtypes -> numpy array, dtype unchanged (64-bit types are
+    refused when the array is placed, never narrowed: core.inputs.kernel_argument)."""
     if is_torch(x):
         import torch
         t = x.detach().cpu()
@@ -35,12 +38,11 @@ def to_numpy(x) -> np.ndarray:
             if t.dtype == getattr(torch, name, None):
                 return t.view(torch.uint8).numpy().view(getattr(dt, name))
         return t.numpy()
-    arr = np.asarray(x)
-    if arr.dtype == np.float64:
-        arr = arr.astype(np.float32)
-    elif arr.dtype == np.int64:
-        arr = arr.astype(np.int32)
-    return arr
+    return np.asarray(x)
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, np.ndarray) or is_torch(x) and hasattr(x, "detach")
 
 
 def from_numpy(arr: np.ndarray, like) -> Any:
@@ -127,21 +129,46 @@ def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> K
     like = next((a for a in itertools.chain(args, kwargs.values()) if is_torch(a)), None)
     inputs: list[tuple[Tensor, Any]] = []
 
+    statics: dict = {}          # arguments that reach the kernel as Python values or sequences
+    loc = user_location()
+    kernel_call(fn, args, kwargs, loc)
+
     def wrap(name, value):
-        if isinstance(value, Tensor) or np.isscalar(value) or value is None or callable(value):
-            return value
-        if isinstance(value, (np.ndarray, np.generic)) or is_torch(value):
-            t = m.hbm_tensor(to_numpy(value), name)
+        if _is_array(value):
+            t = m.hbm_tensor(kernel_argument(to_numpy(value), name, loc), name)
             inputs.append((t, value))
             return t
-        if isinstance(value, (tuple, list)) and value and all(
-                isinstance(v, np.ndarray) or is_torch(v) for v in value):
-            return type(value)(wrap(f"{name}_{i}", v) for i, v in enumerate(value))
+        if isinstance(value, (tuple, list)) and any(_is_array(v) for v in value):
+            if not all(_is_array(v) for v in value):
+                raise mixed_sequence(name, value, loc)
+            statics[name] = type(value)(wrap(f"{name}_{i}", v) for i, v in enumerate(value))
+            return statics[name]
+        statics[name] = value
         return value
 
     names = _param_names(fn, len(args))
     hargs = tuple(wrap(n, a) for n, a in zip(names, args))
     hkwargs = {k: wrap(k, v) for k, v in kwargs.items()}
+    try:
+        result, m, machines = _launch(fn, hargs, hkwargs, grid, m, threads, trace)
+    except AttributeError as exc:
+        misuse = static_used_as_tensor(exc, statics)
+        if misuse is None:
+            raise
+        raise misuse from exc
+    # Write modified inputs back in place (as AWS's simulator does for mutated HBM inputs).
+    for t, original in inputs:
+        if isinstance(original, np.ndarray) and original.flags.writeable and original.dtype == t.array.dtype:
+            if not np.array_equal(original, t.array, equal_nan=True):
+                original[...] = t.array
+    run = KernelRun(_convert_outputs(result, like), m, getattr(fn, "__name__", ""), machines)
+    for observer in list(observers) if observe else ():
+        observer(run)
+    return run
+
+
+def _launch(fn, hargs, hkwargs, grid, m: Machine, threads, trace):
+    """Run every program of the launch grid; (result, machine, per-program machines or None)."""
     result = None
     n_programs = int(np.prod(grid))
     machines = None
@@ -160,15 +187,7 @@ def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> K
             for pid in range(n_programs):
                 m.program_id = tuple(int(i) for i in np.unravel_index(pid, grid))
                 result = fn(*hargs, **hkwargs)
-    # Write modified inputs back in place (as AWS's simulator does for mutated HBM inputs).
-    for t, original in inputs:
-        if isinstance(original, np.ndarray) and original.flags.writeable and original.dtype == t.array.dtype:
-            if not np.array_equal(original, t.array, equal_nan=True):
-                original[...] = t.array
-    run = KernelRun(_convert_outputs(result, like), m, getattr(fn, "__name__", ""), machines)
-    for observer in list(observers) if observe else ():
-        observer(run)
-    return run
+    return result, m, machines
 
 
 def _param_names(fn, n) -> list[str]:

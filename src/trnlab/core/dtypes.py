@@ -44,9 +44,10 @@ _BY_NAME = {
     "int8": int8, "int16": int16, "int32": int32,
     "uint8": uint8, "uint16": uint16, "uint32": uint32,
     "bool": bool_, "bool_": bool_,
-    "float64": float32,  # numpy defaults; the chip has no fp64, values are narrowed to fp32
-    "int64": int32,
 }
+# No 64-bit or complex types: AWS's NKI dtype table has none, so they are refused, never narrowed.
+SUPPORTED_NAMES = ("bfloat16, float16, float32, tfloat32, float8_e4m3, float8_e4m3fn, float8_e5m2, "
+                   "int8, int16, int32, uint8, uint16, uint32, bool")
 
 LOW_PRECISION_FLOATS = (bfloat16, float16, float8_e4m3, float8_e4m3fn, float8_e5m2)
 FP8 = (float8_e4m3, float8_e4m3fn, float8_e5m2)
@@ -69,10 +70,17 @@ def canonical(dt) -> "np.dtype | TF32Type":
     try:
         npdt = np.dtype(dt)
     except TypeError:
-        raise DtypeError(f"unsupported dtype {dt!r}") from None
+        raise DtypeError(_unsupported(dt)) from None
     if npdt.name in _BY_NAME:
         return _BY_NAME[npdt.name]
-    raise DtypeError(f"unsupported dtype {dt!r}")
+    raise DtypeError(_unsupported(npdt))
+
+
+def _unsupported(dt) -> str:
+    name = getattr(dt, "name", None) or repr(dt)
+    hint = ("; the chip has no 64-bit types: cast on the host (e.g. x.astype(np.float32) or np.int32)"
+            if isinstance(dt, np.dtype) and dt.itemsize == 8 and dt.kind in "fiu" else "")
+    return f"unsupported dtype {name}: NKI tensors hold {SUPPORTED_NAMES}{hint}"
 
 
 _SUPPORTED = {bfloat16, float8_e4m3, float8_e4m3fn, float8_e5m2, float16, float32,

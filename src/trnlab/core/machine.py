@@ -16,7 +16,8 @@ from typing import Any, Callable
 import numpy as np
 
 from trnlab.config import precise_fp
-from trnlab.core import dtypes as dt
+from trnlab.core import dtypes as dt, inputs
+from trnlab.core.srcloc import user_location
 from trnlab.core.memory import OnChipMemory, PsumMemory
 from trnlab.core.tensor import HBM, PSUM, SBUF, Storage, Tensor
 from trnlab.core.progress import PROGRESS_EVERY
@@ -120,18 +121,20 @@ class Machine:
         bits = np.array(dt.fill_value(dtype), dtype=storage).view(f"u{storage.itemsize}")
         return np.full(shape, bits, dtype=bits.dtype).view(storage)
 
-    def new_hbm(self, shape, dtype, name: str) -> Tensor:
-        dtype = dt.canonical(dtype)
-        shape = tuple(int(s) for s in shape)
-        self._hbm_fits(name, shape, int(np.prod(shape, dtype=np.int64)) * dt.storage(dtype).itemsize)
+    def new_hbm(self, shape, dtype, name: str, *, api: str = "nl.ndarray") -> Tensor:
+        loc = user_location()
+        shape, dtype = inputs.new_tensor(shape, dtype, name, api, loc)
+        size = inputs.nbytes(shape, dt.storage(dtype))
+        self._hbm_fits(name, shape, size)
+        if self.numerics:
+            inputs.host_can_hold(size, name, shape, api, loc)
         arr = self._blank(shape, dtype)
         return self.hbm_tensor(arr, name, dtype=dtype, initialized=False)
 
     def new_onchip(self, kind: str, shape, dtype, name: str, *, api: str, loc: str,
                    p0: int = 0, address: int | None = None, fill=None) -> Tensor:
         """Allocate an SBUF/PSUM tile [P, free...]; checks partition and capacity limits."""
-        dtype = dt.canonical(dtype)
-        shape = tuple(int(s) for s in shape)
+        shape, dtype = inputs.new_tensor(shape, dtype, name, api, loc)
         if len(shape) < 2:
             raise ShapeError(f"{api}: Insufficient rank for on-chip tensor '{name}' {list(shape)}: "
                              f"SBUF/PSUM tiles need at least 2 dimensions (partition, free). At {loc}")
@@ -139,7 +142,7 @@ class Machine:
         if shape[0] > limit or p0 + shape[0] > limit or p0 < 0:
             raise PartitionError(f"{api}: number of partitions {shape[0]} of '{name}' {list(shape)} exceed "
                                  f"architecture limitation of {limit} (start partition {p0}). At {loc}")
-        nbytes = int(np.prod(shape[1:], dtype=np.int64)) * dt.itemsize(dtype)
+        nbytes = inputs.nbytes(shape[1:], dtype)
         memory = self.psum if kind == PSUM else self.sbuf
         if kind not in (SBUF, PSUM):
             raise NkiValidationError(f"{api}: unknown on-chip buffer {kind!r}. At {loc}")

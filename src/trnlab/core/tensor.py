@@ -7,6 +7,7 @@ reports reads of never-written memory until the storage has been fully written o
 from __future__ import annotations
 
 import itertools
+import operator
 import math
 import warnings
 
@@ -354,18 +355,18 @@ class Tensor:
                 if step is None:
                     step = 1
                 elif type(step) is not int:
-                    step = int(step)
+                    step = self._index_int(step, "slice step", api, loc)
                 if step <= 0:
                     raise ShapeError(f"{api}: slice step must be positive, got {step} on dim {dim} of "
                                      f"{self.describe()}. At {_at(loc)}")
                 if start is None:
                     start = 0
                 elif type(start) is not int:
-                    start = int(start)
+                    start = self._index_int(start, "slice start", api, loc)
                 if stop is None:
                     stop = size
                 elif type(stop) is not int:
-                    stop = int(stop)
+                    stop = self._index_int(stop, "slice stop", api, loc)
                 if start < 0:
                     start += size
                 if stop < 0:
@@ -374,9 +375,11 @@ class Tensor:
                     raise OutOfBoundsError(
                         f"Out-of-bound access for tensor `{self.name}` on dimension {dim}: index range "
                         f"[{start}, {stop - 1}] exceed dimension size of {size} ({api}). At {_at(loc)}")
+                if start == stop:
+                    raise ShapeError(f"{api}: empty slice [{start}:{stop}] on dim {dim} of {self.describe()}: "
+                                     f"a view needs at least 1 element per dimension. At {_at(loc)}")
                 out.append(slice(start, stop, step))
-                if stop > start:
-                    delta += start * strides[dim]
+                delta += start * strides[dim]
             elif k is None:
                 out.append(k)
                 continue
@@ -386,14 +389,7 @@ class Tensor:
                 continue
             else:
                 size = shape[dim]
-                if type(k) is int:
-                    i = k
-                else:
-                    try:
-                        i = int(k)
-                    except TypeError:
-                        raise ShapeError(f"{api}: unsupported index {k!r} for {self.describe()}. "
-                                         f"At {_at(loc)}") from None
+                i = k if type(k) is int else self._index_int(k, "index", api, loc)
                 if i < -size or i >= size:
                     raise OutOfBoundsError(
                         f"Out-of-bound access for tensor `{self.name}` on dimension {dim}: index {i} "
@@ -402,6 +398,21 @@ class Tensor:
                 delta += (i + size if i < 0 else i) * strides[dim]
             dim += 1
         return tuple(out), delta
+
+    def _index_int(self, k, what: str, api: str, loc: str | None) -> int:
+        """An index or slice bound as an int: ints, numpy ints and __index__ objects; a float or a string
+        is refused (int() would truncate 1.5 to 1 silently)."""
+        if isinstance(k, (float, np.floating, str, bytes, bool, np.bool_)):
+            raise ShapeError(f"{api}: {what} {k!r} ({type(k).__name__}) for {self.describe()} must be an int. "
+                             f"At {_at(loc)}")
+        try:
+            return operator.index(k)
+        except TypeError:
+            pass
+        try:
+            return int(k)          # front-end index objects that define __int__ only
+        except (TypeError, ValueError):
+            raise ShapeError(f"{api}: unsupported {what} {k!r} for {self.describe()}. At {_at(loc)}") from None
 
     def reshape(self, *shape) -> "Tensor":
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import enum
+import inspect
 
 import numpy as np
 
 from trnlab.core.machine import current as _current
 from trnlab.core.srcloc import user_location as _loc
-from trnlab.errors import NkiValidationError as _NkiValidationError
-from trnlab.core import dtypes as _dt
+from trnlab.nki._signature import check_module as _check_module
+from trnlab.errors import DtypeError as _DtypeError, NkiValidationError as _NkiValidationError
+from trnlab.core import dtypes as _dt, inputs as _inputs
 from trnlab.core.tensor import HBM as _HBM, PSUM as _PSUM, SBUF as _SBUF
 from trnlab.isa import dma as _D, gpsimd as _G, instructions as _I, random as _R, vector as _V
 from trnlab.isa.alu import op_name as _op
@@ -46,12 +48,18 @@ def _name(x) -> str:
 
 
 def _issue(instr) -> None:
-    _current().issue(instr)
+    try:
+        _current().issue(instr)
+    except AttributeError as exc:      # e.g. src="x": name the operand instead of "'str' has no attribute"
+        bad = _inputs.non_tensor_operand(instr)
+        if bad is None:
+            raise
+        raise bad from exc
 
 
 # --- data movement ------------------------------------------------------------------------------------
 def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode.unknown, engine=engine.unknown,
-             name=None, **_):
+             name=None):
     """dst = src by DMA; an operand made by .ap(vector_offset=idx, indirect_dim=d) is gathered/scattered."""
     loc = _loc()
     if isinstance(dst, _D.IndirectAccess) or isinstance(src, _D.IndirectAccess):
@@ -67,7 +75,7 @@ _DMA_TRANSPOSE_AXES = {2: (1, 0), 3: (2, 1, 0), 4: (3, 1, 2, 0)}
 
 
 def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown, oob_mode=oob_mode.error,
-                  name=None, **_):
+                  name=None):
     loc = _loc()
     if isinstance(src, _D.IndirectAccess):
         raise NotImplementedError(f"nisa.dma_transpose with an indirect (vector_offset) src is not modelled. At {loc}")
@@ -76,7 +84,13 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=dge_mode.unknown,
     _issue(_I.DmaTranspose(api="nisa.dma_transpose", loc=loc, dst=dst, src=src, axes=tuple(axes)))
 
 
-def tensor_copy(dst, src, engine=engine.unknown, name=None, **_):
+def tensor_copy(dst, src, engine=engine.unknown, name=None, dtype=None):
+    """`dtype` is not in AWS's signature, but AWS's published matmul tutorial (nki-samples,
+    tutorials/matrix_multiplication) passes dtype=dst.dtype: accepted when it names dst's dtype."""
+    if dtype is not None and _dt.canonical(dtype) != getattr(dst, "dtype", None):
+        raise _DtypeError(f"nisa.tensor_copy: dtype={_dt.name_of(_dt.canonical(dtype))} differs from dst "
+                          f"{dst.describe() if hasattr(dst, 'describe') else dst!r}; the copy converts to "
+                          f"dst's dtype, so pass no dtype. At {_loc()}")
     if isinstance(dst, _TI) or isinstance(src, _TI):
         _issue(_TensorCopyIndirect(api="nisa.tensor_copy", loc=_loc(), dst=dst, src=src,
                                    engine=_engine(engine, _Engine.VECTOR)))
@@ -85,47 +99,47 @@ def tensor_copy(dst, src, engine=engine.unknown, name=None, **_):
                          engine=_engine(engine, _Engine.VECTOR)))
 
 
-def tensor_copy_predicated(dst, src, predicate, reverse_pred=False, name=None, **_):
+def tensor_copy_predicated(dst, src, predicate, reverse_pred=False, name=None):
     _issue(_V.TensorCopyPredicated(api="nisa.tensor_copy_predicated", loc=_loc(), dst=dst, src=src,
                                    predicate=predicate, reverse_pred=bool(reverse_pred)))
 
 
-def memset(dst, value, engine=engine.unknown, name=None, **_):
+def memset(dst, value, engine=engine.unknown, name=None):
     _issue(_I.Memset(api="nisa.memset", loc=_loc(), dst=dst, value=value, engine=_engine(engine, _Engine.VECTOR)))
 
 
-def iota(dst, pattern, offset=0, channel_multiplier=0, name=None, **_):
+def iota(dst, pattern, offset=0, channel_multiplier=0, name=None):
     _issue(_I.Iota(api="nisa.iota", loc=_loc(), dst=dst, pattern=tuple(tuple(p) for p in pattern),
                    offset=int(offset), channel_multiplier=int(channel_multiplier)))
 
 
 def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value, cmp_op=None, offset=0,
-                  name=None, **_):
+                  name=None):
     _issue(_I.AffineSelect(api="nisa.affine_select", loc=_loc(), dst=dst, on_true=on_true_tile,
                            on_false_value=float(on_false_value), pattern=tuple(tuple(p) for p in pattern),
                            offset=int(offset), channel_multiplier=int(channel_multiplier),
                            cmp_op=_op(cmp_op) if cmp_op is not None else "equal"))
 
 
-def nc_stream_shuffle(dst, src, shuffle_mask, name=None, **_):
+def nc_stream_shuffle(dst, src, shuffle_mask, name=None):
     _issue(_V.NcStreamShuffle(api="nisa.nc_stream_shuffle", loc=_loc(), dst=dst, src=src,
                               shuffle_mask=tuple(int(v) for v in shuffle_mask)))
 
 
-def nc_n_gather(dst, data, indices, name=None, **_):
+def nc_n_gather(dst, data, indices, name=None):
     _issue(_G.NcNGather(api="nisa.nc_n_gather", loc=_loc(), dst=dst, data=data, indices=indices))
 
 
 # --- tensor engine ------------------------------------------------------------------------------------
 def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_onezero=False,
               is_transpose=False, accumulate=None, tile_position=(), tile_size=(),
-              perf_mode=matmul_perf_mode.none, name=None, **_):
+              perf_mode=matmul_perf_mode.none, name=None):
     _issue(_I.MatMul(api="nisa.nc_matmul", loc=_loc(), dst=dst, stationary=stationary, moving=moving,
                      accumulate=accumulate, perf_mode=_name(perf_mode), is_transpose=bool(is_transpose),
                      tile_position=tuple(tile_position or ()), tile_size=tuple(tile_size or ())))
 
 
-def nc_transpose(dst, data, engine=engine.unknown, name=None, **_):
+def nc_transpose(dst, data, engine=engine.unknown, name=None):
     """Tensor Engine (SBUF -> PSUM, <= 128x128) or Vector Engine (<= 32x32); unknown picks by buffers and size."""
     if _name(engine) == "unknown":
         small = data.shape[0] <= 32 and data.free_size <= 32
@@ -138,13 +152,18 @@ def nc_transpose(dst, data, engine=engine.unknown, name=None, **_):
 
 # --- scalar engine ------------------------------------------------------------------------------------
 def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=None,
-               reduce_cmd=reduce_cmd.idle, name=None, alpha=0.0, **_):
+               reduce_cmd=reduce_cmd.idle, engine=engine.scalar, name=None):
+    """`engine` (NKI 2.33+) may only name the Scalar Engine here: GpSimd activation (NeuronCore-v4) is
+    not modelled."""
+    if _name(engine) not in ("scalar", "act", "unknown"):
+        raise NotImplementedError(f"nisa.activation on the {_name(engine)} engine is not modelled by trnlab "
+                                  f"(only the Scalar Engine). At {_loc()}")
     _issue(_I.Activation(api="nisa.activation", loc=_loc(), dst=dst, func=_op(op), data=data, bias=bias,
                          scale=scale, reduce_op=_op(reduce_op) if reduce_op is not None else None,
-                         reduce_res=reduce_res, reduce_cmd=_name(reduce_cmd), alpha=float(alpha)))
+                         reduce_res=reduce_res, reduce_cmd=_name(reduce_cmd)))
 
 
-def activation_reduce(dst, op, data, reduce_op, reduce_res, bias=None, scale=1.0, name=None, **_):
+def activation_reduce(dst, op, data, reduce_op, reduce_res, bias=None, scale=1.0, name=None):
     _issue(_I.Activation(api="nisa.activation_reduce", loc=_loc(), dst=dst, func=_op(op), data=data,
                          bias=bias, scale=scale, reduce_op=_op(reduce_op), reduce_res=reduce_res,
                          reduce_cmd="reset_reduce"))
@@ -161,93 +180,93 @@ def _tensor_tensor_engine(engine_arg, op, tiles) -> _Engine:
     return _Engine.GPSIMD if ints and not any(t.buffer == _PSUM for t in tiles) else _Engine.VECTOR
 
 
-def tensor_tensor(dst, data1, data2, op, engine=engine.unknown, name=None, **_):
+def tensor_tensor(dst, data1, data2, op, engine=engine.unknown, name=None):
     op = _op(op)
     _issue(_I.TensorTensor(api="nisa.tensor_tensor", loc=_loc(), dst=dst, data1=data1, data2=data2, op=op,
                            engine=_tensor_tensor_engine(engine, op, (dst, data1, data2))))
 
 
 def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=None, reverse1=False,
-                  engine=engine.unknown, name=None, **_):
+                  engine=engine.unknown, name=None):
     _issue(_I.TensorScalar(api="nisa.tensor_scalar", loc=_loc(), dst=dst, data=data, op0=_op(op0),
                            operand0=operand0, reverse0=reverse0, op1=_op(op1) if op1 is not None else None,
                            operand1=operand1, reverse1=reverse1, engine=_engine(engine, _Engine.VECTOR)))
 
 
 def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, reverse0=False,
-                         reduce_cmd=reduce_cmd.reset_reduce, reduce_init=None, name=None, **_):
+                         reduce_cmd=reduce_cmd.reset_reduce, reduce_init=None, name=None):
     _issue(_I.TensorScalar(api="nisa.tensor_scalar_reduce", loc=_loc(), dst=dst, data=data, op0=_op(op0),
                            operand0=operand0, reverse0=reverse0, accum_op=_op(reduce_op), accum_dst=reduce_res,
                            reduce_cmd=_name(reduce_cmd), reduce_init=reduce_init))
 
 
 def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=reduce_cmd.reset_reduce,
-                             name=None, reverse0=False, **_):
+                             name=None, reverse0=False):
     _issue(_V.TensorScalarCumulative(api="nisa.tensor_scalar_cumulative", loc=_loc(), dst=dst, src=src,
                                      op0=_op(op0), op1=_op(op1), imm0=imm0, imm1=imm1,
                                      reduce_cmd=_name(reduce_cmd), reverse0=bool(reverse0)))
 
 
 def scalar_tensor_tensor(dst, data, op0, operand0, op1, operand1, reverse0=False, reverse1=False,
-                         engine=engine.unknown, name=None, **_):
+                         engine=engine.unknown, name=None):
     _issue(_I.ScalarTensorTensor(api="nisa.scalar_tensor_tensor", loc=_loc(), dst=dst, data=data,
                                  op0=_op(op0), operand0=operand0, op1=_op(op1), operand1=operand1,
                                  reverse0=reverse0, reverse1=reverse1, engine=_engine(engine, _Engine.VECTOR)))
 
 
-def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, reverse1=False, name=None, **_):
+def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, reverse1=False, name=None):
     _issue(_V.TensorTensorScan(api="nisa.tensor_tensor_scan", loc=_loc(), dst=dst, data0=data0, data1=data1,
                                initial=initial, op0=_op(op0), op1=_op(op1), reverse0=bool(reverse0),
                                reverse1=bool(reverse1)))
 
 
-def reciprocal(dst, data, name=None, **_):
+def reciprocal(dst, data, name=None):
     _issue(_I.Reciprocal(api="nisa.reciprocal", loc=_loc(), dst=dst, data=data))
 
 
 def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=reduce_cmd.idle, reduce_init=0.0,
-                name=None, **_):
+                name=None):
     _issue(_V.Exponential(api="nisa.exponential", loc=_loc(), dst=dst, src=src, max_value=max_value,
                           reduce_res=reduce_res, reduce_cmd=_name(reduce_cmd), reduce_init=reduce_init))
 
 
 # --- vector engine: reductions, statistics, top-8 ------------------------------------------------------
-def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, name=None, **_):
+def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, name=None):
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     axes = tuple(int(a) % data.ndim for a in axes)
     _issue(_I.TensorReduce(api="nisa.tensor_reduce", loc=_loc(), dst=dst, data=data, op=_op(op),
                            axes=axes, negate=bool(negate)))
 
 
-def tensor_partition_reduce(dst, op, data, name=None, **_):
+def tensor_partition_reduce(dst, op, data, name=None):
     _issue(_G.TensorPartitionReduce(api="nisa.tensor_partition_reduce", loc=_loc(), dst=dst, data=data,
                                     op=_op(op)))
 
 
-def bn_stats(dst, data, name=None, **_):
+def bn_stats(dst, data, name=None):
     _issue(_V.BnStats(api="nisa.bn_stats", loc=_loc(), dst=dst, data=data))
 
 
-def bn_aggr(dst, data, name=None, **_):
+def bn_aggr(dst, data, name=None):
     _issue(_V.BnAggr(api="nisa.bn_aggr", loc=_loc(), dst=dst, data=data))
 
 
-def max8(dst, src, name=None, **_):
+def max8(dst, src, name=None):
     _issue(_V.Max8(api="nisa.max8", loc=_loc(), dst=dst, src=src))
 
 
-def nc_find_index8(dst, data, vals, name=None, **_):
+def nc_find_index8(dst, data, vals, name=None):
     _issue(_V.NcFindIndex8(api="nisa.nc_find_index8", loc=_loc(), dst=dst, data=data, vals=vals))
 
 
-def nc_match_replace8(dst, data, vals, imm, dst_idx=None, name=None, **_):
+def nc_match_replace8(dst, data, vals, imm, dst_idx=None, name=None):
     _issue(_V.NcMatchReplace8(api="nisa.nc_match_replace8", loc=_loc(), dst=dst, data=data, vals=vals,
                               imm=float(imm), dst_idx=dst_idx))
 
 
 # --- vector engine: selects ---------------------------------------------------------------------------
 def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd=reduce_cmd.idle,
-                  reduce_op=None, reverse_pred=False, name=None, **_):
+                  reduce_op=None, reverse_pred=False, name=None):
     _issue(_V.SelectReduce(api="nisa.select_reduce", loc=_loc(), dst=dst, predicate=predicate, on_true=on_true,
                            on_false=on_false, reduce_res=reduce_res, reduce_cmd=_name(reduce_cmd),
                            reduce_op=_op(reduce_op) if reduce_op is not None else "maximum",
@@ -255,7 +274,7 @@ def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd
 
 
 def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_cmd=reduce_cmd.reset_reduce,
-                 reduce_res=None, reduce_op=None, range_start=0, on_false_value=_V.FP32_MIN, name=None, **_):
+                 reduce_res=None, reduce_op=None, range_start=0, on_false_value=_V.FP32_MIN, name=None):
     _issue(_V.RangeSelect(api="nisa.range_select", loc=_loc(), dst=dst, on_true=on_true_tile,
                           comp_op0=_op(comp_op0), comp_op1=_op(comp_op1), bound0=bound0, bound1=bound1,
                           reduce_cmd=_name(reduce_cmd), reduce_res=reduce_res,
@@ -264,33 +283,33 @@ def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_c
 
 
 # --- random numbers -----------------------------------------------------------------------------------
-def dropout(dst, data, prob, name=None, **_):
+def dropout(dst, data, prob, name=None):
     _issue(_R.Dropout(api="nisa.dropout", loc=_loc(), dst=dst, data=data, prob=prob))
 
 
-def rng(dst, engine=engine.unknown, name=None, **_):
+def rng(dst, engine=engine.unknown, name=None):
     _issue(_R.Rand(api="nisa.rng", loc=_loc(), dst=dst, mode="bits", engine=_engine(engine, _Engine.VECTOR)))
 
 
-def rand2(dst, min, max, name=None, **_):  # noqa: A002  (AWS's parameter names)
+def rand2(dst, min, max, name=None):  # noqa: A002  (AWS's parameter names)
     _issue(_R.Rand(api="nisa.rand2", loc=_loc(), dst=dst, mode="uniform", low=min, high=max))
 
 
-def set_rng_seed(src_seeds, name=None, **_):
+def set_rng_seed(src_seeds, name=None):
     _issue(_R.SetRngSeed(api="nisa.set_rng_seed", loc=_loc(), src_seeds=src_seeds))
 
 
-def rand_set_state(src_seeds, engine=engine.unknown, name=None, **_):
+def rand_set_state(src_seeds, engine=engine.unknown, name=None):
     _issue(_R.RandSetState(api="nisa.rand_set_state", loc=_loc(), src_seeds=src_seeds,
                            engine=_engine(engine, _Engine.GPSIMD)))
 
 
-def rand_get_state(dst, engine=engine.unknown, name=None, **_):
+def rand_get_state(dst, engine=engine.unknown, name=None):
     _issue(_R.RandGetState(api="nisa.rand_get_state", loc=_loc(), dst=dst, engine=_engine(engine, _Engine.GPSIMD)))
 
 
 # --- gpsimd ---------------------------------------------------------------------------------------------
-def nonzero_with_count(dst, src, index_offset=0, padding_val=-1, name=None, **_):
+def nonzero_with_count(dst, src, index_offset=0, padding_val=-1, name=None):
     _issue(_G.NonzeroWithCount(api="nisa.nonzero_with_count", loc=_loc(), dst=dst, src=src,
                                index_offset=int(index_offset), padding_val=int(padding_val)))
 
@@ -320,7 +339,7 @@ def _rank(value, name: str, api: str, n: int, loc: str) -> int:
     return r
 
 
-def core_barrier(data, cores, engine=engine.unknown, name=None, **_):
+def core_barrier(data, cores, engine=engine.unknown, name=None):
     """Every core in `cores` waits here until all of them arrive (after writing their part of the shared-HBM
     tensor `data`). In the timing model each core resumes at the last arrival."""
     api, loc = "nisa.core_barrier", _loc()
@@ -335,7 +354,7 @@ def core_barrier(data, cores, engine=engine.unknown, name=None, **_):
     group.barrier(("core_barrier", cores), rank, cores, api, loc)
 
 
-def sendrecv(src, dst, send_to_rank, recv_from_rank, pipe_id, dma_engine=None, name=None, **_):  # noqa: F811 (AWS's parameter name)
+def sendrecv(src, dst, send_to_rank, recv_from_rank, pipe_id, dma_engine=None, name=None):  # noqa: F811 (AWS's parameter name)
     """Send the SBUF tile src to dst of core send_to_rank while receiving core recv_from_rank's src into
     this core's dst (a DMA issued on the receiving core). Returns once both transfers are done."""
     api, loc = "nisa.sendrecv", _loc()
@@ -362,15 +381,56 @@ def sendrecv(src, dst, send_to_rank, recv_from_rank, pipe_id, dma_engine=None, n
     group.wait_consumed(sent, rank, api, loc)
 
 
-def _not_modelled(name):
-    def fn(*args, **kwargs):
-        raise NotImplementedError(f"nki.isa.{name} is not modelled by trnlab. At {_loc()}")
-    fn.__name__ = name
-    return fn
+def _not_modelled(api: str):
+    raise NotImplementedError(f"nki.isa.{api} is not modelled by trnlab. At {_loc()}")
 
 
-for _api in ("sendrecv", "core_barrier", "nc_matmul_mx", "quantize_mx", "dma_compute", "register_alloc",
-             "register_move", "register_load", "register_store", "activate2", "topk", "local_gather",
-             "sequence_bounds"):
-    if _api not in globals():
-        globals()[_api] = _not_modelled(_api)
+# AWS APIs trnlab does not model, with AWS's signatures (so a misspelt keyword is still reported as such).
+def nc_matmul_mx(dst, stationary, moving, stationary_scale, moving_scale, tile_position=None, tile_size=None,
+                 accumulate=None, name=None):
+    _not_modelled("nc_matmul_mx")
+
+
+def quantize_mx(dst, src, dst_scale, name=None):
+    _not_modelled("quantize_mx")
+
+
+def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode=oob_mode.error, name=None):
+    _not_modelled("dma_compute")
+
+
+def register_alloc(x=None):
+    _not_modelled("register_alloc")
+
+
+def register_move(dst, src):
+    _not_modelled("register_move")
+
+
+def register_load(dst, src):
+    _not_modelled("register_load")
+
+
+def register_store(dst, src):
+    _not_modelled("register_store")
+
+
+def activate2(dst, op, data, imm0, imm1, op0, op1, relu_param=0.0, reverse0=False, reverse1=False,
+              reduce_op=None, reduce_res=None, reduce_cmd=reduce_cmd.idle, name=None):
+    _not_modelled("activate2")
+
+
+def local_gather(dst, src_buffer, index, num_elem_per_idx=1, num_valid_indices=None, name=None):
+    _not_modelled("local_gather")
+
+
+def sequence_bounds(dst, segment_ids, name=None):
+    _not_modelled("sequence_bounds")
+
+
+def _public_functions(namespace: dict) -> list[str]:
+    return [k for k, v in namespace.items() if not k.startswith("_") and inspect.isfunction(v)
+            and v.__module__ == __name__]
+
+
+_check_module(globals(), "nisa", _public_functions(globals()))

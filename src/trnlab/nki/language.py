@@ -2,11 +2,12 @@
 and the convenience tile ops (thin wrappers that issue nki.isa instructions)."""
 from __future__ import annotations
 
+import inspect as _inspect
 from contextlib import nullcontext as _nullcontext
 
 import numpy as np
 
-from trnlab.core import dtypes as _dt
+from trnlab.core import dtypes as _dt, inputs as _inputs
 from trnlab.core.machine import current as _current
 from trnlab.core.srcloc import user_location as _loc
 from trnlab.core.tensor import HBM as _HBM, PSUM as _PSUM, SBUF as _SBUF
@@ -14,6 +15,7 @@ from trnlab.frontend.buffers import Buffer as _Buffer, hbm, private_hbm, psum, s
 from trnlab.frontend import spmd as _spmd
 from trnlab.errors import NkiValidationError as _NkiValidationError
 from trnlab.nki import _tileops
+from trnlab.nki._signature import check_module as _check_module, raise_unbound as _raise_unbound
 from trnlab.nki.tensor import DynSlice, NkiTensor  # noqa: F401
 
 # --- dtypes ---------------------------------------------------------------------------------------
@@ -109,12 +111,12 @@ def _name(name: str, prefix: str = "t") -> str:
     return f"{prefix}{_counter[0]}"
 
 
-def ndarray(shape, dtype, buffer=sbuf, name: str = "", address=None, **_) -> NkiTensor:
+def ndarray(shape, dtype, buffer=sbuf, name: str = "", address=None) -> NkiTensor:
     """A new uninitialised tensor (NaN-filled; integers hold 4)."""
     loc = _loc()
     kind = _buffer_kind(buffer)
     m = _current()
-    shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    shape = _inputs.tensor_shape(shape, f"tensor '{name}'" if name else "tensor", "nl.ndarray", loc)
     if kind == _HBM:
         if buffer is shared_hbm:
             return _shared_hbm(m, shape, dtype, name, loc)[0]
@@ -148,7 +150,7 @@ def _shared_hbm(m, shape, dtype, name, loc):
 
 def _filled(shape, dtype, buffer, name, value, api):
     kind = _buffer_kind(buffer)
-    shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    shape = _inputs.tensor_shape(shape, f"tensor '{name}'" if name else "tensor", api, _loc())
     if kind == _HBM:   # HBM constants are placed by the host, like kernel inputs
         m = _current()
         t, fresh = (_shared_hbm(m, shape, dtype, name, _loc()) if buffer is shared_hbm
@@ -159,26 +161,26 @@ def _filled(shape, dtype, buffer, name, value, api):
     return _tileops.memset_tile(shape, dtype, value, kind, api, name)
 
 
-def zeros(shape, dtype, buffer=sbuf, name: str = "", **_) -> NkiTensor:
+def zeros(shape, dtype, buffer=sbuf, name: str = "") -> NkiTensor:
     """A new tensor filled with 0 (on-chip: a memset instruction)."""
     return _filled(shape, dtype, buffer, name, 0, "nl.zeros")
 
 
-def ones(shape, dtype, buffer=sbuf, name: str = "", **_) -> NkiTensor:
+def ones(shape, dtype, buffer=sbuf, name: str = "") -> NkiTensor:
     return _filled(shape, dtype, buffer, name, 1, "nl.ones")
 
 
-def full(shape, fill_value, dtype, buffer=sbuf, name: str = "", **_) -> NkiTensor:
+def full(shape, fill_value, dtype, buffer=sbuf, name: str = "") -> NkiTensor:
     return _filled(shape, dtype, buffer, name, fill_value, "nl.full")
 
 
-def zeros_like(a, dtype=None, buffer=None, name: str = "", **_) -> NkiTensor:
-    return zeros(a.shape, dtype if dtype is not None else a.dtype, _like_buffer(a, buffer), name)
+def zeros_like(x, dtype=None, buffer=None, name: str = "") -> NkiTensor:
+    return zeros(x.shape, dtype if dtype is not None else x.dtype, _like_buffer(x, buffer), name)
 
 
-def empty_like(a, dtype=None, buffer=None, name: str = "", **_) -> NkiTensor:
-    """New, uninitialised storage with a's shape (and dtype unless given)."""
-    return ndarray(a.shape, dtype if dtype is not None else a.dtype, _like_buffer(a, buffer), name)
+def empty_like(x, dtype=None, buffer=None, name: str = "") -> NkiTensor:
+    """New, uninitialised storage with x's shape (and dtype unless given)."""
+    return ndarray(x.shape, dtype if dtype is not None else x.dtype, _like_buffer(x, buffer), name)
 
 
 def _like_buffer(a, buffer):
@@ -187,20 +189,24 @@ def _like_buffer(a, buffer):
     return {_SBUF: sbuf, _PSUM: psum}.get(getattr(a, "buffer", _SBUF), shared_hbm)
 
 
-def shared_identity_matrix(n, dtype=None, **_) -> NkiTensor:
+def shared_identity_matrix(n, dtype=uint8, dst=None) -> NkiTensor:
     """An [n, n] identity matrix in SBUF (built on chip by memset + affine_select)."""
+    if dst is not None:
+        raise NotImplementedError(f"nl.shared_identity_matrix(dst=...) is not modelled by trnlab; use the "
+                                  f"returned tile. At {_loc()}")
     return _tileops.identity(int(n), dtype if dtype is not None else uint8)
 
 
-def shared_constant(constant, dtype=None, **_) -> NkiTensor:
+def shared_constant(constant, dtype=None) -> NkiTensor:
     """A shared-HBM tensor holding the given host data."""
     arr = np.asarray(constant)
-    arr = arr.astype({"f": np.float32, "i": np.int32}.get(arr.dtype.kind, arr.dtype)) if arr.itemsize == 8 else arr
+    if dtype is None:   # a 64-bit host constant (numpy's default) is narrowed only when exact
+        arr = _inputs.narrow_exact(arr, "the constant", "nl.shared_constant", _loc())
     return _current().hbm_tensor(arr, _name("", "const"), dtype=dtype if dtype is not None else arr.dtype)
 
 
 def ds(start, size, step=1) -> DynSlice:
-    if isinstance(start, NkiTensor) or not hasattr(start, "__index__"):
+    if isinstance(start, NkiTensor) or not hasattr(start, "__index__") and not isinstance(start, float):
         raise NotImplementedError(
             f"nl.ds with a runtime start ({type(start).__name__}) is not modelled by trnlab; a compile-time "
             f"int start is, and a runtime offset can be spelled t.ap(pattern, scalar_offset=...). At {_loc()}")
@@ -208,16 +214,16 @@ def ds(start, size, step=1) -> DynSlice:
 
 
 # --- ranges (hints; all run as ordinary Python loops, in order) -------------------------------------
-def affine_range(*args, **_):
-    return range(*args)
+def affine_range(start, stop=None, step=1):
+    return range(start) if stop is None else range(start, stop, step)
 
 
-def sequential_range(*args, **_):
-    return range(*args)
+def sequential_range(start, stop=None, step=1):
+    return range(start) if stop is None else range(start, stop, step)
 
 
-def static_range(*args, **_):
-    return range(*args)
+def static_range(start, stop=None, step=1):
+    return range(start) if stop is None else range(start, stop, step)
 
 
 dynamic_range = sequential_range
@@ -235,21 +241,22 @@ class NKIObject:
     """Base class for kernel configuration objects (the NKI compiler requires it)."""
 
 
-def device_print(prefix, x, **_) -> None:
+def device_print(print_prefix, tensor) -> None:
     """Print a tensor's values (simulation only); also recorded in the machine's `printed` list."""
     m = _current()
-    if isinstance(x, NkiTensor):
-        values = _dt.to_fp32(x.read("nl.device_print", _loc())) if _dt.is_float(x.dtype) else x.numpy()
-        text = f"{prefix} {np.array2string(np.asarray(values), threshold=1 << 16)}"
+    if isinstance(tensor, NkiTensor):
+        values = (_dt.to_fp32(tensor.read("nl.device_print", _loc())) if _dt.is_float(tensor.dtype)
+                  else tensor.numpy())
+        text = f"{print_prefix} {np.array2string(np.asarray(values), threshold=1 << 16)}"
     else:
-        text = f"{prefix} {x}"
+        text = f"{print_prefix} {tensor}"
     m.printed.append(text)
     print(text)
 
 
-def expand_dims(data, axis):
-    """A view of data with a new size-1 dim at `axis`."""
-    return data.expand_dim(axis)
+def expand_dims(x, axis):
+    """A view of x with a new size-1 dim at `axis`."""
+    return x.expand_dim(axis)
 
 
 # --- convenience tile functions (thin wrappers that issue nki.isa instructions; see _tileops) ---------------
@@ -265,7 +272,7 @@ broadcast_to = _tileops.broadcast_to
 
 
 # --- random numbers (deterministic: the machine's seeded per-engine PRNG streams) ---------------------
-def rand(shape, dtype=float32, buffer=sbuf, name: str = "", **_) -> NkiTensor:
+def rand(shape, dtype=float32, buffer=sbuf, name: str = "") -> NkiTensor:
     """A new tile of uniform [0, 1) values (rng bits on the Vector Engine, scaled to dtype)."""
     kind = _buffer_kind(buffer)
     if kind == _HBM:
@@ -274,12 +281,12 @@ def rand(shape, dtype=float32, buffer=sbuf, name: str = "", **_) -> NkiTensor:
     return _tileops.rand(shape, dtype, kind, name)
 
 
-def random_seed(seed, **_) -> None:
+def random_seed(seed) -> None:
     """Seed the random numbers of nl.rand / nl.dropout: a [1, 1] 32-bit tile (or a Python int)."""
     _tileops.random_seed(seed)
 
 
-def dropout(x, rate, dtype=None, **_) -> NkiTensor:
+def dropout(x, rate, dtype=None) -> NkiTensor:
     """x with elements zeroed with probability `rate` (a scalar or [P, 1] tile); kept values are not rescaled."""
     return _tileops.dropout(x, rate, dtype)
 
@@ -291,8 +298,12 @@ def _not_modelled(name):
     return fn
 
 
-for _api in ("fori_loop", "while_loop", "gather_flattened"):
+for _api in ("fori_loop", "while_loop"):
     globals()[_api] = _not_modelled(_api)
+
+
+def gather_flattened(data, indices, axis=0, dtype=None):
+    raise NotImplementedError(f"nki.language.gather_flattened is not modelled by trnlab. At {_loc()}")
 
 
 # --- ALU operators and activation functions (usable as op=... and as tile functions) ----------------
@@ -303,12 +314,29 @@ class _Op:
         self.op_name = name          # the ISA name (nl.max -> "maximum")
         self.kind = kind             # "alu" | "act" | "reduce"
         self.__name__ = public or name
+        self.__signature__ = _OP_SIGNATURES["all" if self.__name__ in ("all", "any") else kind]
 
     def __repr__(self) -> str:
         return f"nl.{self.__name__}"
 
     def __call__(self, *args, **kwargs):
-        return _tileops.call(self, *args, **kwargs)
+        try:
+            bound = self.__signature__.bind(*args, **kwargs)
+        except TypeError:
+            _raise_unbound(f"nl.{self.__name__}", self.__signature__, args, kwargs)
+        return _tileops.call(self, *bound.args, **bound.kwargs)
+
+
+def _sig(text: str) -> _inspect.Signature:
+    """A signature from a parameter list written as in AWS's docs."""
+    scope: dict = {}
+    exec(f"def f({text}): pass", scope)  # noqa: S102  (a constant parameter list, not user input)
+    return _inspect.signature(scope["f"])
+
+
+# AWS's signatures of nl.<op>(...) used as a tile function (nki.language reference).
+_OP_SIGNATURES = {"alu": _sig("x, y, dtype=None"), "act": _sig("x, dtype=None"),
+                  "reduce": _sig("x, axis, dtype=None, keepdims=False"), "all": _sig("x, axis, dtype=None")}
 
 
 _ALU = ["add", "subtract", "multiply", "divide", "maximum", "minimum", "power", "equal", "not_equal",
@@ -332,3 +360,7 @@ mean = _Op("mean", "reduce")
 prod = _Op("multiply", "reduce", "prod")
 all = _Op("logical_and", "reduce", "all")      # noqa: A001
 any = _Op("logical_or", "reduce", "any")       # noqa: A001
+
+
+_check_module(globals(), "nl", [k for k, v in list(globals().items())
+                                if not k.startswith("_") and _inspect.isfunction(v)])

@@ -43,7 +43,7 @@ class NkiTensor(Tensor):
         remaining = self.array.ndim - len(ints)
         for i in ints:
             if i == 0 or remaining < 2:
-                v = int(key[i])
+                v = self._index_int(key[i], "index", "indexing", None)
                 v = v + self.array.shape[i] if v < 0 else v
                 if out is None:
                     out = list(key)
@@ -174,13 +174,13 @@ class NkiTensor(Tensor):
     def slice(self, dim: int, start: int, end: int, step: int = 1) -> "NkiTensor":
         dim = int(dim) % self.ndim
         key = [slice(None)] * self.ndim
-        key[dim] = slice(int(start), int(end), int(step))
+        key[dim] = slice(start, end, step)      # bounds checked (ints only) by index()
         return self.index(tuple(key), api="slice", loc=user_location())
 
     def transpose(self, *axes):
         return self.permute(*axes) if axes else self.permute(tuple(reversed(range(self.ndim))))
 
-    def rearrange(self, *args, **kwargs):
+    def rearrange(self, src_pattern, dst_pattern, fixed_sizes=None):
         raise NotImplementedError(f"NkiTensor.rearrange is not modelled by trnlab; use reshape/permute. "
                                   f"At {user_location()}")
 
@@ -190,7 +190,7 @@ class NkiTensor(Tensor):
         from trnlab.isa.indirection import TensorIndirection
         return TensorIndirection(self, index, int(index.size if num_elem is None else num_elem))
 
-    def vector_select(self, *args, **kwargs):
+    def vector_select(self, dim, vector_offset):
         raise NotImplementedError(f"NkiTensor.vector_select is not modelled by trnlab; use .ap(vector_offset=). "
                                   f"At {user_location()}")
 
