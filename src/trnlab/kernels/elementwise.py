@@ -6,7 +6,7 @@ loaded as a [rows, 1] vector and applied with tensor_scalar; other broadcasts ar
 DMA. Tiles of the last few iterations stay allocated so loads run ahead of compute (multi-buffering).
 
 Public kernel (@nki.jit): elementwise(a, b, op="multiply") -> a op b broadcast numpy-style, in a.dtype.
-Model-path entries on existing HBM views: unary, scalar_op, binary, where.
+Model-path entries on existing HBM views: unary, scalar_op, binary, bitwise, where.
 """
 from __future__ import annotations
 
@@ -108,6 +108,27 @@ def binary(out, a, b, op: str, *, alpha=None, act_a=None):
             nisa.tensor_scalar(dst=y, data=tb, op0=op, operand0=ta, reverse0=True)
         else:
             nisa.tensor_tensor(dst=y, data1=ta, data2=tb, op=op)
+        _store(vo, y)
+        keep.append((ta, tb, y))
+    return out
+
+
+def bitwise(out, a, b, op: str):
+    """out = a op b on the integer bits (bitwise_and/or/xor); b an integer tensor or an int.
+
+    Operands are loaded as out's integer dtype (the Vector engine's bitvec ops never go through fp32)."""
+    tensors = [a] + ([] if _is_scalar(b) else [b])
+    plan = TilePlan(out, tensors)
+    keep = deque(maxlen=_depth(plan, 3))
+    for vo, va, *vb in plan:
+        ta = _load(va, "a", out.dtype)
+        y = sbuf(vo.shape, out.dtype, name="y")
+        if vb:
+            tb = _load(vb[0], "b", out.dtype)
+            nisa.tensor_tensor(dst=y, data1=ta, data2=tb, op=op)
+        else:
+            tb = None
+            nisa.tensor_scalar(dst=y, data=ta, op0=op, operand0=int(b))
         _store(vo, y)
         keep.append((ta, tb, y))
     return out
