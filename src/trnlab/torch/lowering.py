@@ -150,13 +150,8 @@ def reshape(ctx, x, shape):
         return contiguous_copy(ctx, x).reshape(shape)
 
 
-@lowers(aten.view, aten._unsafe_view, aten.reshape, aten.view_copy, dtypes=INDEX)
+@lowers(aten.view, aten.view_copy, dtypes=INDEX)
 def _view(ctx, node, x, shape, *_):
-    return reshape(ctx, x, _shape(node))
-
-
-@lowers(aten.flatten, aten.unflatten, dtypes=INDEX)
-def _flatten(ctx, node, x, *_):
     return reshape(ctx, x, _shape(node))
 
 
@@ -165,26 +160,12 @@ def _permute(ctx, node, x, dims):
     return x.permute(tuple(d % x.ndim for d in dims))
 
 
-@lowers(aten.transpose, dtypes=INDEX)
-def _transpose(ctx, node, x, d0, d1):
-    axes = list(range(x.ndim))
-    d0, d1 = d0 % x.ndim, d1 % x.ndim
-    axes[d0], axes[d1] = axes[d1], axes[d0]
-    return x.permute(tuple(axes))
-
-
-@lowers(aten.t, aten.numpy_T, dtypes=INDEX)
-def _t(ctx, node, x):
-    return x.permute(tuple(reversed(range(x.ndim))))
-
-
-@lowers(aten.expand, aten.expand_copy, dtypes=INDEX)
+@lowers(aten.expand, dtypes=INDEX)
 def _expand(ctx, node, x, *_ , **__):
     return x.broadcast_to(_shape(node))
 
 
-@lowers(aten.unsqueeze, aten.squeeze, aten.alias, aten.detach, aten.lift_fresh_copy, aten.view_as,
-        dtypes=INDEX)
+@lowers(aten.unsqueeze, aten.squeeze, aten.alias, dtypes=INDEX)
 def _reshape_like(ctx, node, x, *_):
     return reshape(ctx, x, _shape(node))
 
@@ -207,11 +188,6 @@ def _select(ctx, node, x, dim, index):
     return x.index((slice(None),) * dim + (int(index),))
 
 
-@lowers(aten.narrow, dtypes=INDEX)
-def _narrow(ctx, node, x, dim, start, length):
-    return _slice(ctx, node, x, dim, start, start + length)
-
-
 @lowers(aten.split, aten.split_with_sizes, dtypes=INDEX)
 def _split(ctx, node, x, sizes, dim=0):
     dim %= x.ndim
@@ -229,11 +205,6 @@ def _split(ctx, node, x, sizes, dim=0):
 def _unbind(ctx, node, x, dim=0):
     dim %= x.ndim
     return [x.index((slice(None),) * dim + (i,)) for i in range(x.shape[dim])]
-
-
-@lowers(aten.chunk, dtypes=INDEX)
-def _chunk(ctx, node, x, chunks, dim=0):
-    return _split(ctx, node, x, math.ceil(x.shape[dim % x.ndim] / chunks), dim)
 
 
 @lowers(operator.getitem, dtypes=INDEX)
@@ -260,7 +231,7 @@ def _cast_into(node, out, x):
     return out
 
 
-@lowers(aten.clone, aten.contiguous, aten._to_copy, aten.to, aten.type_as, dtypes=INDEX,
+@lowers(aten.clone, aten._to_copy, aten.type_as, dtypes=INDEX,
         supports=lambda node, x, *_, **__: _cast_refusal(x, node))
 def _copy(ctx, node, x, *args, **kwargs):
     return _cast_into(node, ctx.out(node), x)
@@ -272,7 +243,7 @@ def _copy_from(ctx, node, x, src, *args):
     return _cast_into(node, out, src.broadcast_to(out.shape))
 
 
-@lowers(aten.cat, aten.concat, dtypes=INDEX)
+@lowers(aten.cat, dtypes=INDEX)
 def _cat(ctx, node, tensors, dim=0):
     out = ctx.out(node)
     dim %= out.ndim
@@ -326,9 +297,9 @@ def _dropout_refusal(node, x, p=0.0, train=False):
     return "dropout in training mode (random masks are not simulated)" if train and p > 0 else None
 
 
-@lowers(aten.dropout, aten.native_dropout, aten.feature_dropout, supports=_dropout_refusal)
+@lowers(aten.native_dropout, supports=_dropout_refusal)
 def _dropout(ctx, node, x, p=0.0, train=False):
-    return (x, None) if node.target.overloadpacket is aten.native_dropout else x
+    return x, None
 
 
 # --- matmuls ------------------------------------------------------------------------------------------
@@ -411,7 +382,7 @@ def _dim_last(ctx, x, dim):
     return x.permute(order), order
 
 
-@lowers(aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax, aten._safe_softmax, dtypes=FLOATS)
+@lowers(aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax, dtypes=FLOATS)
 def _softmax(ctx, node, x, dim, *_):
     out = ctx.out(node)
     xv, order = _dim_last(ctx, x, dim)
@@ -561,14 +532,6 @@ def _bitwise_not(ctx, node, x):
     return ew.bitwise(ctx.out(node), x, -1, "bitwise_xor")
 
 
-@lowers(aten.rsub, supports=_binary_refusal)
-def _rsub(ctx, node, a, b, alpha=1):
-    out = ctx.out(node)
-    if is_dev(b):
-        return ew.binary(out, b, a, "subtract", alpha=alpha)
-    return ew.scalar_op(out, a, "multiply", -float(alpha), op1="add", scalar1=_scalar(b))
-
-
 _ACT = {aten.relu: "relu", aten.sigmoid: "sigmoid", aten.tanh: "tanh", aten.silu: "silu", aten.exp: "exp",
         aten.log: "log", aten.sqrt: "sqrt", aten.rsqrt: "rsqrt", aten.neg: "negative", aten.abs: "abs",
         aten.sin: "sin", aten.cos: "cos", aten.erf: "erf", aten.reciprocal: "reciprocal", aten.sign: "sign",
@@ -643,21 +606,21 @@ def _masked_fill(ctx, node, x, mask, value):
 
 
 # --- bookkeeping ops (no data) ------------------------------------------------------------------------
-@lowers(aten._assert_tensor_metadata, aten._assert_scalar, aten.sym_constrain_range_for_size,
-        aten._assert_async, dtypes=None)
+@lowers(aten._assert_tensor_metadata, aten._assert_scalar, dtypes=None)
 def _noop(ctx, node, *_, **__):
     return None
 
 
 # ops whose PyTorch implementation we keep (not decomposed): everything above that has a
-# decomposition in torch.export's default table
+# decomposition in torch.export's default table. Ops that torch.export always traces through
+# (CompositeImplicitAutograd: reshape, flatten, transpose, t, chunk, narrow, contiguous, to, dropout,
+# rsub, ...) never reach a lowering and have none.
 PRESERVED = [aten.linear.default, aten.scaled_dot_product_attention.default, aten.rms_norm.default,
              aten.silu.default, aten.embedding.default, aten.index_copy.default, aten.layer_norm.default,
-             aten.softmax.int, aten.log_softmax.int, aten.matmul.default, aten.dropout.default,
+             aten.softmax.int, aten.log_softmax.int, aten.matmul.default,
              aten.gelu.default, aten.clamp_min.default, aten.clamp_max.default, aten.square.default,
              aten.hardtanh.default, aten.index_select.default, aten.stack.default, aten.split.Tensor,
-             aten.chunk.default, aten.unbind.int, aten.flatten.using_ints, aten.unflatten.int,
-             aten.narrow.default, aten.type_as.default, aten.masked_fill.Scalar, aten.masked_fill.Tensor,
+             aten.unbind.int, aten.type_as.default, aten.masked_fill.Scalar, aten.masked_fill.Tensor,
              aten.argmax.default, aten.mish.default, aten.softplus.default]
 
 
