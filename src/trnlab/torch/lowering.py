@@ -19,8 +19,9 @@ UnsupportedOperatorError, or run on the host with fallback='cpu'):
 Dtype policy. The NeuronCore holds fp32, bf16, fp16 and 8/16/32-bit integers (bool as uint8).
 - float64 and complex are never on the device: any op touching them is refused.
 - int64 is held as int32 and is accepted only by ops that move or index with it (views, copies,
-  cat/stack, embedding/index_select/index_copy indices, argmax indices, casts), never by arithmetic
-  or comparisons, where int32 wrap-around or fp32 rounding would differ from PyTorch. int64 values
+  cat/stack, embedding/index_select/index_copy indices, argmax indices, casts) and by bitwise
+  and/or/xor/not (exact on int32 bits), never by arithmetic or comparisons, where int32 wrap-around
+  or fp32 rounding would differ from PyTorch. Casts from floats to int64 are refused. int64 values
   entering the device (inputs, constants, host-fallback results) are checked to fit int32 when
   they are placed; DeviceValueError otherwise.
 - Integer arithmetic (int8..int32) runs on the Vector engine in fp32, as the hardware does: exact
@@ -520,12 +521,20 @@ def _bitwise(op):
     return lower
 
 
+def _bitwise_refusal(node, a, b):
+    for x in (a, b):
+        if not isinstance(x, torch.Tensor) and not -2**31 <= int(x) < 2**31:
+            return f"{node.target.__name__} with the scalar {x}, beyond the int32 the device computes in"
+    return None
+
+
+# and/or/xor/not of values that fit int32 fit int32: int64 (held as int32) is exact here
 for _op, _name in [(aten.bitwise_and, "bitwise_and"), (aten.bitwise_or, "bitwise_or"),
                    (aten.bitwise_xor, "bitwise_xor")]:
-    lowers(_op, dtypes=INTS)(_bitwise(_name))
+    lowers(_op, dtypes=INTS | {torch.int64}, supports=_bitwise_refusal)(_bitwise(_name))
 
 
-@lowers(aten.bitwise_not, dtypes=INTS)
+@lowers(aten.bitwise_not, dtypes=INTS | {torch.int64})
 def _bitwise_not(ctx, node, x):
     if node.meta["val"].dtype == torch.bool:
         return ew.bitwise(ctx.out(node), x, 1, "bitwise_xor")
