@@ -294,8 +294,16 @@ def _index_copy(ctx, node, x, dim, index, source):
     return out
 
 
+def _first_output_only(node) -> str | None:
+    """Lowerings that compute only output 0 of a multi-output op (the statistics / mask are not made)."""
+    used = sorted({u.args[1] for u in node.users if u.target is operator.getitem and u.args[1] != 0})
+    return f"{node.target} with its output(s) {used} used (only output 0 is lowered)" if used else None
+
+
 def _dropout_refusal(node, x, p=0.0, train=False):
-    return "dropout in training mode (random masks are not simulated)" if train and p > 0 else None
+    if train and p > 0:
+        return "dropout in training mode (random masks are not simulated)"
+    return _first_output_only(node)
 
 
 @lowers(aten.native_dropout, supports=_dropout_refusal)
@@ -309,7 +317,8 @@ def _mm(ctx, out, a, b, bias=None):
     return out
 
 
-@lowers(aten.linear, dtypes=FLOATS)
+@lowers(aten.linear, dtypes=FLOATS,
+        supports=lambda node, x, w, b=None: None if w.ndim == 2 else f"linear with a {w.ndim}-D weight")
 def _linear(ctx, node, x, weight, bias=None):
     out = ctx.out(node)
     k = x.shape[-1]
@@ -392,7 +401,7 @@ def _softmax(ctx, node, x, dim, *_):
     return out
 
 
-@lowers(aten.native_layer_norm, dtypes=FLOATS)
+@lowers(aten.native_layer_norm, dtypes=FLOATS, supports=lambda node, *_: _first_output_only(node))
 def _native_layer_norm(ctx, node, x, shape, weight, bias, eps):
     out = ctx.out_at(node, 0)
     c = int(np.prod(shape))
