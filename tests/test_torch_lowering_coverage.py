@@ -67,7 +67,8 @@ CASES = {
     aten.cat: (lambda s, x, y: torch.cat([x, y], dim=1), (rnd(3, 2), rnd(3, 5))),
     aten.stack: (lambda s, x, y: torch.stack([x, y], dim=1), (rnd(3, 2), rnd(3, 2))),
     aten.embedding: (lambda s, i: F.embedding(i, s.w), (torch.tensor([[3, 0, 7], [1, 1, 9]]),), {"w": rnd(10, 4)}),
-    aten.index_select: (lambda s, x, i: x.index_select(1, i), (rnd(3, 6), torch.tensor([5, 0, 2]))),
+    aten.index_select: (lambda s, x, i, j: (x.index_select(1, i), x.index_select(0, j)),
+                        (rnd(3, 6), torch.tensor([5, 0, 2]), torch.tensor(2))),         # 1-D and 0-d index
     aten.index_copy: (lambda s, x, i, y: x.index_copy(0, i, y), (rnd(5, 3), torch.tensor([4, 1]), rnd(2, 3))),
     aten.native_dropout: (lambda s, x: aten.native_dropout(x, 0.3, False)[0] + 1, (rnd(3, 4),)),
     aten.linear: (lambda s, x: F.linear(x, s.w, s.b), (rnd(2, 3, 8),), {"w": rnd(5, 8), "b": rnd(5)}),

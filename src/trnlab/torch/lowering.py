@@ -278,6 +278,7 @@ def _embedding(ctx, node, weight, indices, *_):
 @lowers(aten.index_select, dtypes=INDEX)
 def _index_select(ctx, node, x, dim, index):
     out = ctx.out(node)
+    index = index.reshape((1,)) if index.ndim == 0 else index      # a 0-d index keeps the dim (size 1)
     dim %= x.ndim
     order = (dim,) + tuple(i for i in range(x.ndim) if i != dim)
     gather.gather_rows(out.permute(order), x.permute(order), index)
