@@ -117,6 +117,13 @@ def test_float_to_int_casts_truncate_and_to_bool_tests_nonzero():
         assert o.dtype == r.dtype and torch.equal(o, r), (o, r)
 
 
+def test_uint8_to_bool_cast_is_zero_or_one():
+    x = torch.tensor([0, 2, 255, 1], dtype=torch.uint8)
+    compiled, ref = compiled_and_eager(lambda s, x: (x.bool().float(), x.bool()), x)
+    for o, r in zip(compiled.last_run.outputs, ref):
+        assert o.dtype == r.dtype and torch.equal(o, r), (o, r)
+
+
 def test_float_to_int64_cast_is_refused():
     err = refused(lambda s, x: x.long(), torch.tensor([1.5, 3e12]))
     assert "aten._to_copy.default" in str(err) and "int32" in str(err)

@@ -221,10 +221,11 @@ def _cast_refusal(src, node) -> str | None:
     return None
 
 
-def _cast_into(node, out, x):
-    """A copy into out's dtype with PyTorch's cast rules (the DMA rounds to nearest and saturates)."""
+def _cast_into(node, out, x, src):
+    """A copy of x (captured as src) into out's dtype with PyTorch's cast rules (the DMA rounds to
+    nearest and saturates; bool and uint8 share the device's uint8)."""
     to = node.meta["val"].dtype
-    if to == torch.bool and x.dtype != out.dtype:
+    if to == torch.bool and src.meta["val"].dtype != torch.bool:
         return ew.scalar_op(out, x, "not_equal", 0.0)
     if not to.is_floating_point and to != torch.bool and dt.is_float(x.dtype):
         return ew.unary(out, x, "trunc")                 # PyTorch truncates toward zero
@@ -235,13 +236,13 @@ def _cast_into(node, out, x):
 @lowers(aten.clone, aten._to_copy, aten.type_as, dtypes=INDEX,
         supports=lambda node, x, *_, **__: _cast_refusal(x, node))
 def _copy(ctx, node, x, *args, **kwargs):
-    return _cast_into(node, ctx.out(node), x)
+    return _cast_into(node, ctx.out(node), x, node.args[0])
 
 
 @lowers(aten.copy, dtypes=INDEX, supports=lambda node, x, src, *_: _cast_refusal(src, node))
 def _copy_from(ctx, node, x, src, *args):
     out = ctx.out(node)
-    return _cast_into(node, out, src.broadcast_to(out.shape))
+    return _cast_into(node, out, src.broadcast_to(out.shape), node.args[1])
 
 
 @lowers(aten.cat, dtypes=INDEX)
