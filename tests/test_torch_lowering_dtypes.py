@@ -183,3 +183,12 @@ def test_a_lowering_with_the_wrong_shape_or_dtype_is_an_internal_error(monkeypat
     monkeypatch.setitem(lowering.LOWERINGS, aten.neg, lowering.Lowering(wrong_dtype))
     with pytest.raises(LoweringError, match="bfloat16"):
         tt.compile(Fn(lambda s, x: -x), (torch.randn(3, 4),), dtype=torch.float32, check=False)
+
+
+def test_arguments_a_lowering_does_not_take_are_refused_not_crashed(monkeypatch):
+    reg = lowering.LOWERINGS[aten.addmm]
+    monkeypatch.setitem(lowering.LOWERINGS, aten.addmm,
+                        lowering.Lowering(reg.fn, reg.dtypes, lambda node, bias, a, b: None))   # takes no beta
+    err = refused(lambda s, c, a, b: torch.addmm(c, a, b, beta=0.5), torch.randn(3), torch.randn(2, 4),
+                  torch.randn(4, 3))
+    assert "arguments not handled by the lowering" in str(err)

@@ -98,7 +98,10 @@ def refusal(node) -> str | None:
                 return dtype_reason(dtype)
     if reg.supports is not None:
         args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), _meta)
-        return reg.supports(node, *args, **kwargs)
+        try:
+            return reg.supports(node, *args, **kwargs)
+        except TypeError as e:              # arguments the lowering's signature does not take
+            return f"arguments not handled by the lowering ({e})"
     return None
 
 
