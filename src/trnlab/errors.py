@@ -76,6 +76,14 @@ class UnsupportedOperatorError(TrnlabError, NotImplementedError):
     """A model operator with no lowering (raised by trnlab.torch)."""
 
 
+class DeviceValueError(TrnlabError, ValueError):
+    """A dtype or a value the NeuronCore cannot hold (compile dtype float64, int64 beyond int32)."""
+
+
+class LoweringError(TrnlabError, RuntimeError):
+    """Internal: a lowering's result does not match the captured graph's shape or dtype."""
+
+
 class SimulationError(TrnlabError, RuntimeError):
     """A kernel failed while running on the simulated NeuronCore."""
 

@@ -150,7 +150,7 @@ def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> K
     hargs = tuple(wrap(n, a) for n, a in zip(names, args))
     hkwargs = {k: wrap(k, v) for k, v in kwargs.items()}
     try:
-        result, m, machines = _launch(fn, hargs, hkwargs, grid, m, threads, trace)
+        result, m, machines = _launch(fn, hargs, hkwargs, grid, m, threads)
     except AttributeError as exc:
         misuse = static_used_as_tensor(exc, statics)
         if misuse is None:
@@ -167,7 +167,7 @@ def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> K
     return run
 
 
-def _launch(fn, hargs, hkwargs, grid, m: Machine, threads, trace):
+def _launch(fn, hargs, hkwargs, grid, m: Machine, threads):
     """Run every program of the launch grid; (result, machine, per-program machines or None)."""
     result = None
     n_programs = int(np.prod(grid))

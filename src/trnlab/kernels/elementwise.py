@@ -6,7 +6,7 @@ loaded as a [rows, 1] vector and applied with tensor_scalar; other broadcasts ar
 DMA. Tiles of the last few iterations stay allocated so loads run ahead of compute (multi-buffering).
 
 Public kernel (@nki.jit): elementwise(a, b, op="multiply") -> a op b broadcast numpy-style, in a.dtype.
-Model-path entries on existing HBM views: unary, scalar_op, binary, where.
+Model-path entries on existing HBM views: unary, scalar_op, binary, bitwise, where.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from collections import deque
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 from trnlab.kernels._examples import randn, scaled
-from trnlab.kernels._common import NEG_BIG, TilePlan, free_broadcast, sbuf
+from trnlab.kernels._common import TilePlan, free_broadcast, sbuf
 
 F32 = nl.float32
 BUDGET = 96 * 1024  # SBUF bytes per partition for tiles in flight: loads run ahead of compute
@@ -113,48 +113,50 @@ def binary(out, a, b, op: str, *, alpha=None, act_a=None):
     return out
 
 
-def where(out, cond, a, b):
-    """out = cond ? a : b with a, b tensors or scalars, as (a - b) * cond + b in fp32.
+def bitwise(out, a, b, op: str):
+    """out = a op b on the integer bits (bitwise_and/or/xor); b an integer tensor or an int.
 
-    The ISA here has no select ALU op, so infinite scalars are clamped to +-3e38 (softmax-neutral)."""
+    Operands are loaded as out's integer dtype (the Vector engine's bitvec ops never go through fp32)."""
+    tensors = [a] + ([] if _is_scalar(b) else [b])
+    plan = TilePlan(out, tensors)
+    keep = deque(maxlen=_depth(plan, 3))
+    for vo, va, *vb in plan:
+        ta = _load(va, "a", out.dtype)
+        y = sbuf(vo.shape, out.dtype, name="y")
+        if vb:
+            tb = _load(vb[0], "b", out.dtype)
+            nisa.tensor_tensor(dst=y, data1=ta, data2=tb, op=op)
+        else:
+            tb = None
+            nisa.tensor_scalar(dst=y, data=ta, op0=op, operand0=int(b))
+        _store(vo, y)
+        keep.append((ta, tb, y))
+    return out
+
+
+def where(out, cond, a, b):
+    """out = cond ? a : b with a, b tensors or scalars: b (memset or loaded in out's dtype), then a
+    copied over it where cond is set (tensor_copy_predicated): exact for inf and NaN in either branch."""
     tensors = [cond] + [t for t in (a, b) if not _is_scalar(t)]
     plan = TilePlan(out, tensors)
-    keep = deque(maxlen=_depth(plan, 5))
+    keep = deque(maxlen=_depth(plan, 3))
     for views in plan:
         vo, vc, rest = views[0], views[1], list(views[2:])
-        c = _load(vc, "cond", F32)
-        ta = _load(rest.pop(0), "a") if not _is_scalar(a) else _finite(a)
-        tb = _load(rest.pop(0), "b") if not _is_scalar(b) else _finite(b)
-        diff = sbuf(vo.shape, F32, name="diff")
-        y = sbuf(vo.shape, out.dtype, name="y")
-        if _is_scalar(a) and _is_scalar(b):
-            nisa.tensor_scalar(dst=y, data=c, op0=nl.multiply, operand0=ta - tb, op1=nl.add, operand1=tb)
-        elif _is_scalar(a):
-            nisa.tensor_scalar(dst=diff, data=tb, op0=nl.subtract, operand0=ta, reverse0=True)   # a - b
-            nisa.tensor_tensor(dst=diff, data1=diff, data2=c, op=nl.multiply)
-            nisa.tensor_tensor(dst=y, data1=diff, data2=tb, op=nl.add)
-        elif _is_scalar(b):
-            nisa.tensor_scalar(dst=diff, data=ta, op0=nl.subtract, operand0=tb)
-            nisa.tensor_tensor(dst=diff, data1=diff, data2=c, op=nl.multiply)
-            nisa.tensor_scalar(dst=y, data=diff, op0=nl.add, operand0=tb)
+        c = _load(vc, "cond", nl.uint8)
+        ta = _load(rest.pop(0), "a", out.dtype) if not _is_scalar(a) else float(a)
+        if _is_scalar(b):
+            y = sbuf(vo.shape, out.dtype, name="y")
+            nisa.memset(dst=y, value=float(b))
         else:
-            nisa.tensor_tensor(dst=diff, data1=ta, data2=tb, op=nl.subtract)
-            nisa.tensor_tensor(dst=diff, data1=diff, data2=c, op=nl.multiply)
-            nisa.tensor_tensor(dst=y, data1=diff, data2=tb, op=nl.add)
+            y = _load(rest.pop(0), "y", out.dtype)
+        nisa.tensor_copy_predicated(dst=y, src=ta, predicate=c)
         _store(vo, y)
-        keep.append((c, ta, tb, diff, y))
+        keep.append((c, ta, y))
     return out
 
 
 def _is_scalar(x) -> bool:
     return isinstance(x, (int, float, bool))
-
-
-def _finite(x) -> float:
-    x = float(x)
-    if x != x:
-        return 0.0
-    return max(NEG_BIG, min(-NEG_BIG, x))
 
 
 _NUMPY_OPS = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide,

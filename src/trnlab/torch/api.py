@@ -11,6 +11,7 @@ from trnlab.errors import HbmCapacityError
 from trnlab.hw import get_chip
 from trnlab.torch import capture
 from trnlab.torch.executor import Program, RunResult
+from trnlab.torch.lowering import check_compile_dtype
 from trnlab.torch.report import BOUNDS, NumericsCheck, Report, chip_fields, fmt_bytes
 
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
@@ -40,6 +41,7 @@ class CompiledModel:
         self.model = model
         self.chip = get_chip(target)
         self.dtype = as_dtype(dtype)
+        check_compile_dtype(self.dtype)
         self.numerics = numerics
         self.check = check and numerics
         self.name = name or type(model).__name__

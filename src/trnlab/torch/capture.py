@@ -12,7 +12,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from trnlab.errors import UnsupportedOperatorError
-from trnlab.torch.lowering import PRESERVED, lowering_for
+from trnlab.torch.lowering import PRESERVED, refusal
 
 aten = torch.ops.aten
 
@@ -143,22 +143,23 @@ def _cheap_to_fold(node) -> bool:
 
 
 def unsupported(ep: ExportedProgram, info: GraphInfo, skip: set = frozenset()) -> list:
-    """Every call node with no lowering: (op, args description, source line)."""
+    """Every call node the device cannot run: (op, args description, source line, node, reason)."""
     missing = []
     for node in ep.graph.nodes:
         if node.op != "call_function" or node in info.folded or node in skip:
             continue
-        if lowering_for(node.target) is None:
-            missing.append((str(node.target), describe_args(node), source_line(node), node))
+        reason = refusal(node)
+        if reason:
+            missing.append((str(node.target), describe_args(node), source_line(node), node, reason))
     return missing
 
 
 def raise_unsupported(missing: list, model_name: str) -> None:
     ops = sorted({m[0] for m in missing})
-    lines = [f"{len(missing)} operator(s) of {model_name} have no trnlab lowering ({', '.join(ops)}); "
+    lines = [f"{len(missing)} operator(s) of {model_name} cannot run on the NeuronCore ({', '.join(ops)}); "
              "nothing was run. Pass fallback='cpu' to run them on the host instead:"]
-    for op, args, src, _ in missing:
-        lines.append(f"  {op}({args})  at {src}")
+    for op, args, src, _, reason in missing:
+        lines.append(f"  {op}({args})  at {src}: {reason}")
     err = UnsupportedOperatorError("\n".join(lines))
-    err.ops = [(op, args, src) for op, args, src, _ in missing]
+    err.ops = [(op, args, src) for op, args, src, _, _ in missing]
     raise err

@@ -15,6 +15,8 @@ from torch.utils import _pytree as pytree
 
 from trnlab.core import dtypes as dt
 from trnlab.core.machine import Machine, running
+from trnlab.core.tensor import Tensor
+from trnlab.errors import DeviceValueError, LoweringError
 from trnlab.runtime import timing_model
 from trnlab.nki.tensor import NkiTensor
 from trnlab.torch import capture
@@ -22,11 +24,12 @@ from trnlab.torch.blas import blas_threads
 from trnlab.torch.fusion import find_act_muls, find_rmsnorms
 from trnlab.kernels import elementwise
 from trnlab.kernels.rmsnorm import rmsnorm_into
-from trnlab.torch.lowering import aten, is_dev, lowering_for
+from trnlab.torch.lowering import aten, dtype_reason, is_dev, refusal, registration
 
 DEVICE_DTYPES = {torch.float32: dt.float32, torch.bfloat16: dt.bfloat16, torch.float16: dt.float16,
                  torch.int64: dt.int32, torch.int32: dt.int32, torch.int16: dt.int16, torch.int8: dt.int8,
-                 torch.uint8: dt.uint8, torch.bool: dt.uint8, torch.float64: dt.float32}
+                 torch.uint8: dt.uint8, torch.bool: dt.uint8}     # int64 held as int32 (lowering.py's policy)
+INT32 = torch.iinfo(torch.int32)
 
 VIEW_OPS = {aten.view, aten._unsafe_view, aten.permute, aten.transpose, aten.t, aten.expand, aten.unsqueeze,
             aten.squeeze, aten.slice, aten.select, aten.alias, aten.detach, aten.split, aten.split_with_sizes,
@@ -38,6 +41,22 @@ def device_dtype(torch_dtype):
         return DEVICE_DTYPES[torch_dtype]
     except KeyError:
         raise NotImplementedError(f"dtype {torch_dtype} on the device") from None
+
+
+def holdable(value: torch.Tensor) -> bool:
+    """Can the device hold this host tensor (its dtype, and int64 values within int32)?"""
+    if value.dtype not in DEVICE_DTYPES:
+        return False
+    if value.dtype != torch.int64 or value.is_meta or value.numel() == 0:
+        return True
+    return INT32.min <= int(value.min()) and int(value.max()) <= INT32.max
+
+
+def _device_nbytes(v) -> int:
+    """Bytes a host value takes in HBM (0 for values that stay on the host, e.g. float64)."""
+    if isinstance(v, torch.Tensor) and v.dtype in DEVICE_DTYPES:
+        return int(np.prod(v.shape)) * dt.itemsize(DEVICE_DTYPES[v.dtype])
+    return 0
 
 
 @dataclass
@@ -94,7 +113,8 @@ class Program:
         self.fallback = fallback
         self.graph = ep.graph
         self.info = capture.analyse(ep)
-        self.fused = {**find_act_muls(self.graph), **find_rmsnorms(self.graph)}
+        fused = {**find_act_muls(self.graph), **find_rmsnorms(self.graph)}
+        self.fused = {n: f for n, f in fused.items() if not any(refusal(m) for m in (n, *f.interior))}
         self.interior = {n for f in self.fused.values() for n in f.interior}
         self.missing = capture.unsupported(ep, self.info, skip=self.interior | set(self.fused))
         if self.missing and fallback != "cpu":
@@ -129,8 +149,7 @@ class Program:
         total = 0
         for node, layouts in used.items():
             v = self.info.state.get(node, self.folded_values.get(node))
-            nbytes = int(np.prod(v.shape)) * dt.itemsize(device_dtype(v.dtype))
-            total += nbytes * len(layouts)
+            total += _device_nbytes(v) * len(layouts)
         return total
 
     def _device_state(self) -> dict:
@@ -187,9 +206,7 @@ class Program:
             for node, value in zip(self.info.user_inputs, flat):
                 if isinstance(value, torch.Tensor):         # the dtype the graph was captured with
                     value = value.to(node.meta["val"].dtype)
-                    env[node] = ctx.place(value, node.name)
-                else:
-                    env[node] = value
+                env[node] = ctx.bind(value, node.name)
             for node in self.graph.nodes:
                 if node.op != "call_function" or node not in device_nodes:
                     continue
@@ -205,8 +222,8 @@ class Program:
     def _place_state(self, ctx):
         for node, layouts in self._device_state().items():
             value = self.info.state.get(node, self.folded_values.get(node))
-            if not isinstance(value, torch.Tensor):
-                ctx.env[node] = value
+            if not isinstance(value, torch.Tensor) or not holdable(value):
+                ctx.env[node] = value                   # on the host: refused ops use it there
                 continue
             rows_t = ctx.place(value, node.name) if "rows" in layouts else None
             if "kmajor" in layouts:
@@ -231,9 +248,9 @@ class Program:
             op = f"{fused.func} * mul (fused)"
         elif fused is not None:
             out = ctx.out(node)
-            x = ctx.env[fused.x]
+            x = ctx.value(fused.x)
             c = x.shape[-1]
-            w = ctx.env[fused.weight] if fused.weight is not None else None
+            w = ctx.value(fused.weight) if fused.weight is not None else None
             rmsnorm_into(out.reshape(out.size // c, c), _rows2d(ctx, x), None if w is None else w.reshape(c),
                          fused.eps)
             op = "rms_norm (fused)"
@@ -243,8 +260,11 @@ class Program:
             host_s = time.perf_counter() - t
             where, op = "cpu-fallback", str(node.target)
         else:
-            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: ctx.value(n))
-            out = lowering_for(node.target)(ctx, node, *args, **kwargs)
+            reg = registration(node.target)
+            get = ctx.value if reg.dtypes is not None else ctx.env.get      # bookkeeping ops read nothing
+            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), get)
+            out = reg.fn(ctx, node, *args, **kwargs)
+            check_result(node, out)
             op = str(node.target)
         ctx.env[node] = out
         return OpRecord(node.name, op, capture.describe_args(node), _describe_val(node.meta.get("val")),
@@ -255,7 +275,7 @@ class Program:
     def _host_fallback(self, ctx, node):
         """Run one op on the host with PyTorch (device -> host -> device; no simulated time)."""
         def host(n):
-            v = ctx.value(n)
+            v = ctx.host_value(n)
             if is_dev(v):
                 if not ctx.numerics:
                     meta = n.meta["val"]
@@ -263,11 +283,10 @@ class Program:
                 return _to_torch(v, n.meta["val"].dtype)
             return v
         args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), host)
-        result = node.target(*args, **kwargs)
-        return pytree.tree_map(lambda r: ctx.place(r, node.name) if isinstance(r, torch.Tensor) else r, result)
+        return node.target(*args, **kwargs)     # host tensors: placed when a device op reads them
 
     def _to_host(self, ctx, node):
-        v = ctx.value(node)
+        v = ctx.host_value(node)
         if not is_dev(v):
             return v
         meta = node.meta["val"]
@@ -283,9 +302,30 @@ def _rows2d(ctx, x):
 
 
 def _nbytes(v) -> int:
-    if isinstance(v, torch.Tensor):
-        return int(np.prod(v.shape)) * dt.itemsize(device_dtype(v.dtype))
-    return 0
+    return _device_nbytes(v)
+
+
+def check_result(node, out) -> None:
+    """A lowering's outputs must have the captured graph's shapes and (device) dtypes."""
+    meta = node.meta.get("val")
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    metas = list(meta) if isinstance(meta, (tuple, list)) else [meta]
+    if len(outs) != len(metas):
+        _mismatch(node, f"{len(outs)} outputs", f"{len(metas)}")
+    for i, (o, m) in enumerate(zip(outs, metas)):
+        if not isinstance(m, torch.Tensor) or (o is None and len(metas) > 1):    # unused extra outputs
+            continue
+        want = (tuple(int(s) for s in m.shape), device_dtype(m.dtype))
+        if not isinstance(o, (Tensor, torch.Tensor)):
+            _mismatch(node, f"output {i}: {type(o).__name__}", f"a tensor {want}")
+        got = (tuple(o.shape), device_dtype(o.dtype) if isinstance(o, torch.Tensor) else o.dtype)
+        if got != want:
+            _mismatch(node, f"output {i}: shape {got[0]} dtype {got[1]}", f"shape {want[0]} dtype {want[1]}")
+
+
+def _mismatch(node, got, want):
+    raise LoweringError(f"internal error: the lowering of {node.target} ({node.name}, at {capture.source_line(node)}) "
+                        f"produced {got}; the captured graph has {want}")
 
 
 def _describe_val(v) -> str:
@@ -319,25 +359,42 @@ class _Ctx:
         self.node = None
         self.training = False
 
-    def value(self, node):
+    def host_value(self, node):
+        """The node's value where it is: an HBM tensor, a host tensor (refused dtypes, fallback results)."""
         if node in self.env:
             return self.env[node]
         if node in self.program.folded_values:      # a folded constant used directly
             v = self.program.folded_values[node]
-            if isinstance(v, torch.Tensor):
+            if isinstance(v, torch.Tensor) and holdable(v):
                 v = self.place(v, node.name)
                 self.state_uids.add(v.storage.uid)
             self.env[node] = v
             return v
         raise KeyError(f"no value for {node.name}")
 
+    def value(self, node):
+        """The node's value on the device (a host tensor is placed in HBM now, once)."""
+        v = self.host_value(node)
+        if isinstance(v, torch.Tensor):
+            v = self.env[node] = self.place(v, node.name)
+        elif isinstance(v, (tuple, list)) and any(isinstance(x, torch.Tensor) for x in v):
+            v = self.env[node] = type(v)(self.place(x, f"{node.name}.{i}") if isinstance(x, torch.Tensor) else x
+                                         for i, x in enumerate(v))
+        return v
+
+    def bind(self, value, name: str):
+        """A host value entering the run: placed in HBM if the device can hold it, else kept on the host."""
+        return self.place(value, name) if isinstance(value, torch.Tensor) and holdable(value) else value
+
     # --- allocation ---
     def alloc(self, shape, dtype, name=None):
         name = name or (self.node.name if self.node is not None else "t")
         shape = tuple(int(s) for s in shape)
         if self.numerics:
-            return self.machine.new_hbm(shape, dtype, name)
-        return self.machine.hbm_tensor(np.empty(shape, dtype=dt.storage(dtype)), name, dtype=dtype)
+            t = self.machine.new_hbm(shape, dtype, name)
+        else:
+            t = self.machine.hbm_tensor(np.empty(shape, dtype=dt.storage(dtype)), name, dtype=dtype)
+        return t if tuple(t.shape) == shape else t.reshape(shape)       # HBM holds 0-d tensors as [1]
 
     def out(self, node):
         val = node.meta["val"]
@@ -349,6 +406,12 @@ class _Ctx:
 
     def place(self, value: torch.Tensor, name: str):
         """Host tensor -> HBM (no instructions: inputs and weights are on the device before the run)."""
+        if not holdable(value):
+            what = (f"int64 values in [{int(value.min())}, {int(value.max())}], beyond the int32 the device holds "
+                    "int64 in" if value.dtype == torch.int64 else dtype_reason(value.dtype))
+            raise DeviceValueError(f"'{name}' {str(value.dtype).replace('torch.', '')}{list(value.shape)} cannot be "
+                                   f"placed on the NeuronCore: {what}; cast it or use fallback='cpu' for the "
+                                   "ops that need these values")
         ddt = device_dtype(value.dtype)
         if value.is_meta or not self.numerics:
             arr = np.empty(tuple(value.shape), dtype=dt.storage(ddt))
@@ -362,7 +425,8 @@ class _Ctx:
                 arr = v.contiguous().numpy()
                 # a copy: the device must never write into the caller's tensors (in-place KV updates)
                 arr = arr.astype(dt.storage(ddt)) if arr.dtype != dt.storage(ddt) else arr.copy()
-        return self.machine.hbm_tensor(np.ascontiguousarray(arr), name, dtype=ddt)
+        t = self.machine.hbm_tensor(np.ascontiguousarray(arr), name, dtype=ddt)
+        return t if tuple(t.shape) == tuple(value.shape) else t.reshape(tuple(value.shape))
 
     # --- layout / liveness ---
     def weight_t(self, w):

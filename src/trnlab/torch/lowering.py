@@ -5,16 +5,41 @@ device (HBM views); it returns HBM tensors. Views cost nothing (strided HBM view
 moves or computes data issues ISA instructions through the kernel library trnlab.kernels.
 Ops not listed here are decomposed by PyTorch first (see capture.preserved_ops); whatever is left
 without a lowering is reported by UnsupportedOperatorError.
+
+Each registration declares what the lowering computes correctly, and `refusal(node)` checks a
+captured node against it before anything runs (a refused node is listed in the one
+UnsupportedOperatorError, or run on the host with fallback='cpu'):
+
+- dtypes: the tensor dtypes of inputs and outputs it accepts. Type promotion is PyTorch's: the
+  output dtype is the one in the captured graph (node.meta['val']); engines compute in fp32 and
+  round on the write to that dtype (bitwise ops work on the integer bits).
+- supports: a predicate on the node's arguments for lowerings that handle only some of them
+  (e.g. addmm with beta == 1); it returns the reason when the arguments are not handled.
+
+Dtype policy. The NeuronCore holds fp32, bf16, fp16 and 8/16/32-bit integers (bool as uint8).
+- float64 and complex are never on the device: any op touching them is refused.
+- int64 is held as int32 and is accepted only by ops that move or index with it (views, copies,
+  cat/stack, embedding/index_select/index_copy indices, argmax indices, casts) and by bitwise
+  and/or/xor/not (exact on int32 bits), never by arithmetic or comparisons, where int32 wrap-around
+  or fp32 rounding would differ from PyTorch. Casts from floats to int64 are refused. int64 values
+  entering the device (inputs, constants, host-fallback results) are checked to fit int32 when
+  they are placed; DeviceValueError otherwise.
+- Integer arithmetic (int8..int32) runs on the Vector engine in fp32, as the hardware does: exact
+  while |values| < 2**24.
 """
 from __future__ import annotations
 
 import math
 import operator
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
+from trnlab.core import dtypes as dt
 from trnlab.core.tensor import Tensor
+from trnlab.errors import DeviceValueError
 from trnlab.kernels import elementwise as ew, gather, rows
 from trnlab.kernels._common import dma_copy_split
 from trnlab.kernels.flash_attention import flash_attention_into
@@ -24,23 +49,87 @@ from trnlab.kernels.rmsnorm import rmsnorm_into
 from trnlab.kernels.softmax import softmax_into
 
 aten = torch.ops.aten
+
+FLOATS = frozenset({torch.float32, torch.bfloat16, torch.float16})
+INTS = frozenset({torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool})
+VALUES = FLOATS | INTS                    # default: what engines compute on
+INDEX = VALUES | {torch.int64}            # ops that only move data or index with it
+
+
+@dataclass(frozen=True)
+class Lowering:
+    fn: Callable
+    dtypes: frozenset | None = VALUES     # None: bookkeeping op, touches no data
+    supports: Callable | None = None      # (node, *args, **kwargs) -> reason it is not handled, or None
+
+
 LOWERINGS: dict = {}
 
 
-def lowers(*ops):
+def lowers(*ops, dtypes=VALUES, supports=None):
     def register(fn):
         for op in ops:
-            LOWERINGS[op] = fn
+            LOWERINGS[op] = Lowering(fn, dtypes, supports)
         return fn
     return register
 
 
-def lowering_for(target):
-    """The lowering of an FX call target (an OpOverload, its packet, or a Python operator)."""
+def registration(target) -> Lowering | None:
+    """The registration of an FX call target (an OpOverload, its packet, or a Python operator)."""
     if target in LOWERINGS:
         return LOWERINGS[target]
-    packet = getattr(target, "overloadpacket", None)
-    return LOWERINGS.get(packet)
+    return LOWERINGS.get(getattr(target, "overloadpacket", None))
+
+
+def lowering_for(target):
+    """The lowering function of an FX call target, or None."""
+    reg = registration(target)
+    return None if reg is None else reg.fn
+
+
+def refusal(node) -> str | None:
+    """Why the device cannot run this captured node ('' / None when it can)."""
+    reg = registration(node.target)
+    if reg is None:
+        return "no trnlab lowering"
+    if reg.dtypes is not None:
+        for dtype in _tensor_dtypes(node):
+            if dtype not in reg.dtypes:
+                return dtype_reason(dtype)
+    if reg.supports is not None:
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), _meta)
+        try:
+            return reg.supports(node, *args, **kwargs)
+        except TypeError as e:              # arguments the lowering's signature does not take
+            return f"arguments not handled by the lowering ({e})"
+    return None
+
+
+def dtype_reason(dtype) -> str:
+    name = str(dtype).replace("torch.", "")
+    if dtype == torch.int64:
+        return ("int64 arithmetic not supported on NeuronCore (int64 is held as int32 and engines compute "
+                "in fp32, so results could wrap or round); use fallback='cpu' or cast")
+    return f"{name} not supported on NeuronCore; use fallback='cpu' or cast"
+
+
+def check_compile_dtype(dtype) -> None:
+    """trnlab.torch.compile(dtype=...): the dtype floating-point models run in on the device."""
+    if dtype not in FLOATS:
+        raise DeviceValueError(f"trnlab.torch.compile(dtype={dtype}): the NeuronCore computes floating-point "
+                               f"models in float32, bfloat16 or float16, not {str(dtype).replace('torch.', '')}")
+
+
+def _tensor_dtypes(node):
+    vals = [a.meta.get("val") for a in node.all_input_nodes] + [node.meta.get("val")]
+    flat = []
+    for v in vals:
+        flat.extend(v if isinstance(v, (list, tuple)) else [v])
+    return [v.dtype for v in flat if isinstance(v, torch.Tensor)]
+
+
+def _meta(n):
+    return n.meta.get("val")
 
 
 def is_dev(x) -> bool:
@@ -65,45 +154,27 @@ def reshape(ctx, x, shape):
         return contiguous_copy(ctx, x).reshape(shape)
 
 
-@lowers(aten.view, aten._unsafe_view, aten.reshape, aten.view_copy)
+@lowers(aten.view, aten.view_copy, dtypes=INDEX)
 def _view(ctx, node, x, shape, *_):
     return reshape(ctx, x, _shape(node))
 
 
-@lowers(aten.flatten, aten.unflatten)
-def _flatten(ctx, node, x, *_):
-    return reshape(ctx, x, _shape(node))
-
-
-@lowers(aten.permute, aten.permute_copy)
+@lowers(aten.permute, aten.permute_copy, dtypes=INDEX)
 def _permute(ctx, node, x, dims):
     return x.permute(tuple(d % x.ndim for d in dims))
 
 
-@lowers(aten.transpose)
-def _transpose(ctx, node, x, d0, d1):
-    axes = list(range(x.ndim))
-    d0, d1 = d0 % x.ndim, d1 % x.ndim
-    axes[d0], axes[d1] = axes[d1], axes[d0]
-    return x.permute(tuple(axes))
-
-
-@lowers(aten.t, aten.numpy_T)
-def _t(ctx, node, x):
-    return x.permute(tuple(reversed(range(x.ndim))))
-
-
-@lowers(aten.expand, aten.expand_copy)
+@lowers(aten.expand, dtypes=INDEX)
 def _expand(ctx, node, x, *_ , **__):
     return x.broadcast_to(_shape(node))
 
 
-@lowers(aten.unsqueeze, aten.squeeze, aten.alias, aten.detach, aten.lift_fresh_copy, aten.view_as)
+@lowers(aten.unsqueeze, aten.squeeze, aten.alias, dtypes=INDEX)
 def _reshape_like(ctx, node, x, *_):
     return reshape(ctx, x, _shape(node))
 
 
-@lowers(aten.slice)
+@lowers(aten.slice, dtypes=INDEX)
 def _slice(ctx, node, x, dim=0, start=None, end=None, step=1):
     dim %= x.ndim
     n = x.shape[dim]
@@ -115,18 +186,13 @@ def _slice(ctx, node, x, dim=0, start=None, end=None, step=1):
     return x.index(key)
 
 
-@lowers(aten.select)
+@lowers(aten.select, dtypes=INDEX)
 def _select(ctx, node, x, dim, index):
     dim %= x.ndim
     return x.index((slice(None),) * dim + (int(index),))
 
 
-@lowers(aten.narrow)
-def _narrow(ctx, node, x, dim, start, length):
-    return _slice(ctx, node, x, dim, start, start + length)
-
-
-@lowers(aten.split, aten.split_with_sizes)
+@lowers(aten.split, aten.split_with_sizes, dtypes=INDEX)
 def _split(ctx, node, x, sizes, dim=0):
     dim %= x.ndim
     n = x.shape[dim]
@@ -139,38 +205,50 @@ def _split(ctx, node, x, sizes, dim=0):
     return out
 
 
-@lowers(aten.unbind)
+@lowers(aten.unbind, dtypes=INDEX)
 def _unbind(ctx, node, x, dim=0):
     dim %= x.ndim
     return [x.index((slice(None),) * dim + (i,)) for i in range(x.shape[dim])]
 
 
-@lowers(aten.chunk)
-def _chunk(ctx, node, x, chunks, dim=0):
-    return _split(ctx, node, x, math.ceil(x.shape[dim % x.ndim] / chunks), dim)
-
-
-@lowers(operator.getitem)
+@lowers(operator.getitem, dtypes=INDEX)
 def _getitem(ctx, node, seq, i):
     return seq[i]
 
 
 # --- data movement ------------------------------------------------------------------------------------
-@lowers(aten.clone, aten.contiguous, aten._to_copy, aten.to, aten.type_as)
-def _copy(ctx, node, x, *args, **kwargs):
-    out = ctx.out(node)
+def _cast_refusal(src, node) -> str | None:
+    out = node.meta["val"]
+    if isinstance(src, torch.Tensor) and src.is_floating_point() and out.dtype == torch.int64:
+        return "float-to-int64 cast: the values may not fit the int32 the NeuronCore holds int64 in"
+    return None
+
+
+def _cast_into(node, out, x, src):
+    """A copy of x (captured as src) into out's dtype with PyTorch's cast rules (the DMA rounds to
+    nearest and saturates; bool and uint8 share the device's uint8)."""
+    to = node.meta["val"].dtype
+    if to == torch.bool and src.meta["val"].dtype != torch.bool:
+        return ew.scalar_op(out, x, "not_equal", 0.0)
+    if not to.is_floating_point and to != torch.bool and dt.is_float(x.dtype):
+        return ew.unary(out, x, "trunc")                 # PyTorch truncates toward zero
     dma_copy_split(out, x)
     return out
 
 
-@lowers(aten.copy)
+@lowers(aten.clone, aten._to_copy, aten.type_as, dtypes=INDEX,
+        supports=lambda node, x, *_, **__: _cast_refusal(x, node))
+def _copy(ctx, node, x, *args, **kwargs):
+    return _cast_into(node, ctx.out(node), x, node.args[0])
+
+
+@lowers(aten.copy, dtypes=INDEX, supports=lambda node, x, src, *_: _cast_refusal(src, node))
 def _copy_from(ctx, node, x, src, *args):
     out = ctx.out(node)
-    dma_copy_split(out, src.broadcast_to(out.shape))
-    return out
+    return _cast_into(node, out, src.broadcast_to(out.shape), node.args[1])
 
 
-@lowers(aten.cat, aten.concat)
+@lowers(aten.cat, dtypes=INDEX)
 def _cat(ctx, node, tensors, dim=0):
     out = ctx.out(node)
     dim %= out.ndim
@@ -184,7 +262,7 @@ def _cat(ctx, node, tensors, dim=0):
     return out
 
 
-@lowers(aten.stack)
+@lowers(aten.stack, dtypes=INDEX)
 def _stack(ctx, node, tensors, dim=0):
     out = ctx.out(node)
     dim %= out.ndim
@@ -193,7 +271,7 @@ def _stack(ctx, node, tensors, dim=0):
     return out
 
 
-@lowers(aten.embedding)
+@lowers(aten.embedding, dtypes=INDEX)
 def _embedding(ctx, node, weight, indices, *_):
     out = ctx.out(node)
     flat_idx = reshape(ctx, indices, (indices.size,))
@@ -201,16 +279,17 @@ def _embedding(ctx, node, weight, indices, *_):
     return out
 
 
-@lowers(aten.index_select)
+@lowers(aten.index_select, dtypes=INDEX)
 def _index_select(ctx, node, x, dim, index):
     out = ctx.out(node)
+    index = index.reshape((1,)) if index.ndim == 0 else index      # a 0-d index keeps the dim (size 1)
     dim %= x.ndim
     order = (dim,) + tuple(i for i in range(x.ndim) if i != dim)
     gather.gather_rows(out.permute(order), x.permute(order), index)
     return out
 
 
-@lowers(aten.index_copy)
+@lowers(aten.index_copy, dtypes=INDEX)
 def _index_copy(ctx, node, x, dim, index, source):
     """Functional index_copy; in place when x is not used afterwards (the KV-cache update)."""
     dim %= x.ndim
@@ -220,11 +299,21 @@ def _index_copy(ctx, node, x, dim, index, source):
     return out
 
 
-@lowers(aten.dropout, aten.native_dropout, aten.feature_dropout)
-def _dropout(ctx, node, x, p=0.0, train=False):
+def _first_output_only(node) -> str | None:
+    """Lowerings that compute only output 0 of a multi-output op (the statistics / mask are not made)."""
+    used = sorted({u.args[1] for u in node.users if u.target is operator.getitem and u.args[1] != 0})
+    return f"{node.target} with its output(s) {used} used (only output 0 is lowered)" if used else None
+
+
+def _dropout_refusal(node, x, p=0.0, train=False):
     if train and p > 0:
-        raise NotImplementedError("dropout in training mode")
-    return (x, None) if node.target.overloadpacket is aten.native_dropout else x
+        return "dropout in training mode (random masks are not simulated)"
+    return _first_output_only(node)
+
+
+@lowers(aten.native_dropout, supports=_dropout_refusal)
+def _dropout(ctx, node, x, p=0.0, train=False):
+    return x, None
 
 
 # --- matmuls ------------------------------------------------------------------------------------------
@@ -233,7 +322,8 @@ def _mm(ctx, out, a, b, bias=None):
     return out
 
 
-@lowers(aten.linear)
+@lowers(aten.linear, dtypes=FLOATS,
+        supports=lambda node, x, w, b=None: None if w.ndim == 2 else f"linear with a {w.ndim}-D weight")
 def _linear(ctx, node, x, weight, bias=None):
     out = ctx.out(node)
     k = x.shape[-1]
@@ -243,19 +333,26 @@ def _linear(ctx, node, x, weight, bias=None):
     return _mm(ctx, o2, a, w_t, bias).reshape(out.shape)
 
 
-@lowers(aten.mm)
+@lowers(aten.mm, dtypes=FLOATS)
 def _mm_op(ctx, node, a, b):
     return _mm(ctx, ctx.out(node), a, b)
 
 
-@lowers(aten.addmm)
+def _addmm_refusal(node, bias, a, b, beta=1, alpha=1):
+    if beta != 1 or alpha != 1:
+        return f"addmm with beta={beta}, alpha={alpha} (only beta = alpha = 1 is lowered)"
+    if bias.ndim != 1:
+        return f"addmm with a {bias.ndim}-D input (only a 1-D bias is lowered)"
+    return None
+
+
+@lowers(aten.addmm, dtypes=FLOATS, supports=_addmm_refusal)
 def _addmm(ctx, node, bias, a, b, beta=1, alpha=1):
-    if beta != 1 or alpha != 1 or bias.ndim != 1:
-        raise NotImplementedError("addmm with beta/alpha != 1 or a 2-D bias")
     return _mm(ctx, ctx.out(node), a, b, bias)
 
 
-@lowers(aten.bmm, aten.matmul)
+@lowers(aten.bmm, aten.matmul, dtypes=FLOATS,
+        supports=lambda node, a, b: None if a.ndim >= 2 and b.ndim >= 2 else "matmul with a 1-D operand")
 def _bmm(ctx, node, a, b):
     out = ctx.out(node)
     if a.ndim == 2 and b.ndim == 2:
@@ -271,18 +368,22 @@ def _bmm(ctx, node, a, b):
     return out
 
 
-@lowers(aten.scaled_dot_product_attention)
+def _sdpa_refusal(node, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    if dropout_p:
+        return f"scaled_dot_product_attention with dropout_p={dropout_p} (random masks are not simulated)"
+    if not q.ndim == k.ndim == v.ndim or q.ndim not in (3, 4):
+        return (f"scaled_dot_product_attention on rank-{q.ndim}/{k.ndim}/{v.ndim} q/k/v "
+                "(only [B, H, S, D] or [B, S, D] are lowered)")
+    return None
+
+
+@lowers(aten.scaled_dot_product_attention, supports=_sdpa_refusal)   # bool or float masks
 def _sdpa(ctx, node, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     out = ctx.out(node)
-    if dropout_p and ctx.training:
-        raise NotImplementedError("scaled_dot_product_attention with dropout in training mode")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    o4 = out
     if q.ndim == 3:
         q, k, v, o4 = (t.reshape((1,) + tuple(t.shape)) for t in (q, k, v, out))
-    elif q.ndim == 4:
-        o4 = out
-    else:
-        raise NotImplementedError(f"scaled_dot_product_attention on rank-{q.ndim} inputs")
     flash_attention_into(o4, q, k, v, scale=scale, causal=bool(is_causal), mask=attn_mask)
     return out
 
@@ -296,7 +397,7 @@ def _dim_last(ctx, x, dim):
     return x.permute(order), order
 
 
-@lowers(aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax, aten._safe_softmax)
+@lowers(aten._softmax, aten.softmax, aten._log_softmax, aten.log_softmax, dtypes=FLOATS)
 def _softmax(ctx, node, x, dim, *_):
     out = ctx.out(node)
     xv, order = _dim_last(ctx, x, dim)
@@ -305,7 +406,7 @@ def _softmax(ctx, node, x, dim, *_):
     return out
 
 
-@lowers(aten.native_layer_norm)
+@lowers(aten.native_layer_norm, dtypes=FLOATS, supports=lambda node, *_: _first_output_only(node))
 def _native_layer_norm(ctx, node, x, shape, weight, bias, eps):
     out = ctx.out_at(node, 0)
     c = int(np.prod(shape))
@@ -313,7 +414,7 @@ def _native_layer_norm(ctx, node, x, shape, weight, bias, eps):
     return out, None, None
 
 
-@lowers(aten.layer_norm)
+@lowers(aten.layer_norm, dtypes=FLOATS)
 def _layer_norm(ctx, node, x, shape, weight=None, bias=None, eps=1e-5, *_):
     out = ctx.out(node)
     c = int(np.prod(shape))
@@ -321,7 +422,7 @@ def _layer_norm(ctx, node, x, shape, weight=None, bias=None, eps=1e-5, *_):
     return out
 
 
-@lowers(aten.rms_norm)
+@lowers(aten.rms_norm, dtypes=FLOATS)
 def _rms_norm(ctx, node, x, shape, weight=None, eps=None):
     out = ctx.out(node)
     c = int(np.prod(shape))
@@ -355,10 +456,14 @@ def _reduction(op, scale_by_count=False):
     return lower
 
 
-LOWERINGS[aten.sum] = _reduction("add")
-LOWERINGS[aten.mean] = _reduction("add", scale_by_count=True)
-LOWERINGS[aten.amax] = _reduction("maximum")
-LOWERINGS[aten.amin] = _reduction("minimum")
+def _no_int64_input(node, x, *_, **__):
+    return dtype_reason(torch.int64) if x.dtype == torch.int64 else None
+
+
+lowers(aten.sum)(_reduction("add"))
+lowers(aten.mean)(_reduction("add", scale_by_count=True))
+lowers(aten.amax)(_reduction("maximum"))
+lowers(aten.amin)(_reduction("minimum"))
 
 
 def _argreduce(largest):
@@ -370,11 +475,12 @@ def _argreduce(largest):
     return lower
 
 
-LOWERINGS[aten.argmax] = _argreduce(True)
-LOWERINGS[aten.argmin] = _argreduce(False)
+# the int64 outputs are indices into a dim (they fit int32); int64 inputs are refused
+lowers(aten.argmax, dtypes=INDEX, supports=_no_int64_input)(_argreduce(True))
+lowers(aten.argmin, dtypes=INDEX, supports=_no_int64_input)(_argreduce(False))
 
 
-@lowers(aten.max, aten.min)
+@lowers(aten.max, aten.min, dtypes=INDEX, supports=_no_int64_input)
 def _max_dim(ctx, node, x, dim=None, keepdim=False):
     largest = node.target.overloadpacket is aten.max
     if dim is None:
@@ -392,18 +498,23 @@ def _scalar(x):
     return x
 
 
-def _binary(op, reverse_scalar_ok=True):
-    def lower(ctx, node, a, b, alpha=None, **kwargs):
-        if kwargs.get("rounding_mode") is not None:
-            raise NotImplementedError(f"{node.target} with rounding_mode")
+def _binary_refusal(node, a, b, alpha=None, rounding_mode=None):
+    if rounding_mode is not None:
+        return (f"division with rounding_mode={rounding_mode!r} (fp32 a / b then rounding can differ from "
+                "PyTorch's exact floor/trunc division)")
+    if not isinstance(a, torch.Tensor) and alpha not in (None, 1):
+        return f"scalar {node.target.__name__} tensor with alpha={alpha}"
+    return None
+
+
+def _binary(op):
+    def lower(ctx, node, a, b, alpha=None, rounding_mode=None):   # rounding_mode: refused unless None
         out = ctx.out(node)
         if is_dev(a) and is_dev(b):
             return ew.binary(out, a, b, op, alpha=alpha)
         if is_dev(a):
             s = _scalar(b) * (alpha if alpha is not None else 1)
             return ew.scalar_op(out, a, op, s)
-        if alpha is not None and alpha != 1:
-            raise NotImplementedError("scalar op tensor with alpha")
         return ew.scalar_op(out, b, op, _scalar(a), reverse=True)
     return lower
 
@@ -412,17 +523,36 @@ for _op, _name in [(aten.add, "add"), (aten.sub, "subtract"), (aten.mul, "multip
                    (aten.maximum, "maximum"), (aten.minimum, "minimum"), (aten.eq, "equal"),
                    (aten.ne, "not_equal"), (aten.lt, "less"), (aten.le, "less_equal"), (aten.gt, "greater"),
                    (aten.ge, "greater_equal"), (aten.logical_and, "logical_and"),
-                   (aten.logical_or, "logical_or"), (aten.logical_xor, "logical_xor"),
-                   (aten.bitwise_and, "logical_and"), (aten.bitwise_or, "logical_or")]:
-    LOWERINGS[_op] = _binary(_name)
+                   (aten.logical_or, "logical_or"), (aten.logical_xor, "logical_xor")]:
+    lowers(_op, supports=_binary_refusal)(_binary(_name))
 
 
-@lowers(aten.rsub)
-def _rsub(ctx, node, a, b, alpha=1):
-    out = ctx.out(node)
-    if is_dev(b):
-        return ew.binary(out, b, a, "subtract", alpha=alpha)
-    return ew.scalar_op(out, a, "multiply", -float(alpha), op1="add", scalar1=_scalar(b))
+def _bitwise(op):
+    def lower(ctx, node, a, b):
+        if not is_dev(a):
+            a, b = b, a                     # the ops commute
+        return ew.bitwise(ctx.out(node), a, b if is_dev(b) else int(_scalar(b)), op)
+    return lower
+
+
+def _bitwise_refusal(node, a, b):
+    for x in (a, b):
+        if not isinstance(x, torch.Tensor) and not -2**31 <= int(x) < 2**31:
+            return f"{node.target.__name__} with the scalar {x}, beyond the int32 the device computes in"
+    return None
+
+
+# and/or/xor/not of values that fit int32 fit int32: int64 (held as int32) is exact here
+for _op, _name in [(aten.bitwise_and, "bitwise_and"), (aten.bitwise_or, "bitwise_or"),
+                   (aten.bitwise_xor, "bitwise_xor")]:
+    lowers(_op, dtypes=INTS | {torch.int64}, supports=_bitwise_refusal)(_bitwise(_name))
+
+
+@lowers(aten.bitwise_not, dtypes=INTS | {torch.int64})
+def _bitwise_not(ctx, node, x):
+    if node.meta["val"].dtype == torch.bool:
+        return ew.bitwise(ctx.out(node), x, 1, "bitwise_xor")
+    return ew.bitwise(ctx.out(node), x, -1, "bitwise_xor")
 
 
 _ACT = {aten.relu: "relu", aten.sigmoid: "sigmoid", aten.tanh: "tanh", aten.silu: "silu", aten.exp: "exp",
@@ -439,7 +569,7 @@ def _unary(func):
 
 
 for _op, _fn in _ACT.items():
-    LOWERINGS[_op] = _unary(_fn)
+    lowers(_op)(_unary(_fn))
 
 
 @lowers(aten.gelu)
@@ -447,7 +577,7 @@ def _gelu(ctx, node, x, approximate="none"):
     return ew.unary(ctx.out(node), x, "gelu_apprx_tanh" if approximate == "tanh" else "gelu")
 
 
-@lowers(aten.logical_not, aten.bitwise_not)
+@lowers(aten.logical_not)
 def _not(ctx, node, x):
     return ew.scalar_op(ctx.out(node), x, "equal", 0.0)
 
@@ -466,7 +596,13 @@ def _pow(ctx, node, a, b):
     return ew.scalar_op(out, a, "power", e)
 
 
-@lowers(aten.clamp, aten.clamp_min, aten.clamp_max, aten.hardtanh)
+def _clamp_refusal(node, x, *bounds):
+    if any(isinstance(b, torch.Tensor) for b in bounds):
+        return f"{node.target.__name__} with tensor bounds (only number bounds are lowered)"
+    return None
+
+
+@lowers(aten.clamp, aten.clamp_min, aten.clamp_max, aten.hardtanh, supports=_clamp_refusal)
 def _clamp(ctx, node, x, lo=None, hi=None):
     out = ctx.out(node)
     name = node.target.overloadpacket
@@ -493,21 +629,21 @@ def _masked_fill(ctx, node, x, mask, value):
 
 
 # --- bookkeeping ops (no data) ------------------------------------------------------------------------
-@lowers(aten._assert_tensor_metadata, aten._assert_scalar, aten.sym_constrain_range_for_size,
-        aten._assert_async)
+@lowers(aten._assert_tensor_metadata, aten._assert_scalar, dtypes=None)
 def _noop(ctx, node, *_, **__):
     return None
 
 
 # ops whose PyTorch implementation we keep (not decomposed): everything above that has a
-# decomposition in torch.export's default table
+# decomposition in torch.export's default table. Ops that torch.export always traces through
+# (CompositeImplicitAutograd: reshape, flatten, transpose, t, chunk, narrow, contiguous, to, dropout,
+# rsub, ...) never reach a lowering and have none.
 PRESERVED = [aten.linear.default, aten.scaled_dot_product_attention.default, aten.rms_norm.default,
              aten.silu.default, aten.embedding.default, aten.index_copy.default, aten.layer_norm.default,
-             aten.softmax.int, aten.log_softmax.int, aten.matmul.default, aten.dropout.default,
+             aten.softmax.int, aten.log_softmax.int, aten.matmul.default,
              aten.gelu.default, aten.clamp_min.default, aten.clamp_max.default, aten.square.default,
              aten.hardtanh.default, aten.index_select.default, aten.stack.default, aten.split.Tensor,
-             aten.chunk.default, aten.unbind.int, aten.flatten.using_ints, aten.unflatten.int,
-             aten.narrow.default, aten.type_as.default, aten.masked_fill.Scalar, aten.masked_fill.Tensor,
+             aten.unbind.int, aten.type_as.default, aten.masked_fill.Scalar, aten.masked_fill.Tensor,
              aten.argmax.default, aten.mish.default, aten.softplus.default]
 
 
