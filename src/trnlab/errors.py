@@ -64,6 +64,14 @@ class UnsupportedOperatorError(TrnlabError, NotImplementedError):
     """A model operator with no lowering (raised by trnlab.torch)."""
 
 
+class ModelInputError(TrnlabError, TypeError):
+    """A compiled model called with arguments its forward does not take (count, names)."""
+
+
+class OptionError(TrnlabError, ValueError):
+    """An option of trnlab.torch.compile / torch.compile(backend="trnlab") that does not exist or has a bad value."""
+
+
 class SimulationError(TrnlabError, RuntimeError):
     """A kernel failed while running on the simulated NeuronCore."""
 

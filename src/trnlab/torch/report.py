@@ -1,6 +1,7 @@
 """The model report: per-op table, latency, MFU, HBM use, throughput, cost and numerics."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,6 +17,7 @@ class NumericsCheck:
     max_rel_err: float      # max |out - ref| / max |ref|
     bound: float            # allowed max_rel_err for the dtype
     ok: bool
+    nonfinite_mismatches: int = 0   # positions where one side is NaN/inf and the other is not the same
 
 
 # Allowed error relative to the output's largest magnitude. bf16 keeps 8 significant bits
@@ -91,19 +93,35 @@ class Report:
     def print(self, console=None, top: int = 15) -> None:
         from rich.console import Console
         console = console or Console()
-        console.print(op_table(self, top))
-        console.print(summary_table(self))
-        if self.numerics:
-            console.print(numerics_table(self))
-        if self.fallbacks:
-            for f in self.fallbacks:
-                console.print(f"[yellow]CPU fallback[/]: {f['op']} at {f['source']} ({f['share']:.1%} of ops)")
+        tables = [op_table(self, top), summary_table(self)] + ([numerics_table(self)] if self.numerics else [])
+        with natural_width(console, tables):
+            for t in tables:
+                console.print(t)
+        for f in self.fallbacks:
+            console.print(f"[yellow]CPU fallback[/]: {f['op']} at {f['source']} ({f['share']:.1%} of ops)")
 
     def __str__(self) -> str:
         from rich.console import Console
         console = Console(width=120, record=True, file=open(os.devnull, "w"))
         self.print(console)
         return console.export_text()
+
+
+@contextlib.contextmanager
+def natural_width(console, tables):
+    """Off a terminal (piped, a file, a string) nothing limits the line length, so tables are laid out
+    at their natural width instead of rich's default 80 columns; a terminal keeps its own width."""
+    if console.is_terminal:
+        yield
+        return
+    saved = console._width
+    wide = console.options.update_width(10_000)
+    need = max(console.measure(t, options=wide).maximum for t in tables)
+    console.width = max(console.width, need)
+    try:
+        yield
+    finally:
+        console._width = saved
 
 
 def fmt_time(s: float) -> str:
@@ -119,6 +137,13 @@ def fmt_bytes(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{int(n)} B"
+
+
+def fmt_usd(x: float) -> str:
+    """Dollars with 3 significant digits ($0.000127, $1.27e-05 below a hundredth of a cent, $12.7, $1,270)."""
+    if x >= 1000:
+        return f"${x:,.0f}"
+    return f"${x:.3g}"
 
 
 def grouped_ops(report: Report) -> list[dict]:
@@ -184,7 +209,7 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
                     f"HFU {r.hfu:.1%}"),
             ("HBM", f"weights {fmt_bytes(r.weights_bytes)} + peak activations "
                     f"{fmt_bytes(r.activation_peak_bytes)} of {fmt_bytes(r.hbm_capacity_bytes)} per NeuronCore"),
-            ("cost", f"${r.usd_per_million_tokens:.4f} per million tokens "
+            ("cost", f"{fmt_usd(r.usd_per_million_tokens)} per million tokens "
                      f"({r.instance} ${r.usd_per_hour:.2f}/h / {r.instance_cores} NeuronCores)"),
             ("price source", r.price_source),
             ("instructions", f"{r.instructions:,} ISA instructions on one simulated NeuronCore"),
@@ -195,7 +220,7 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
     if r.decode is not None:
         d = r.decode
         rows.insert(2, ("decode", f"{fmt_time(d.latency_s)} per step ({d.tokens} tokens/step) = "
-                                  f"{d.tokens_per_s:,.0f} tokens/s, ${d.usd_per_million_tokens:.4f}/M tokens, "
+                                  f"{d.tokens_per_s:,.0f} tokens/s, {fmt_usd(d.usd_per_million_tokens)}/M tokens, "
                                   f"MFU {d.mfu:.2%}"))
     return rows
 
@@ -207,8 +232,13 @@ def numerics_table(report: Report):
         t.add_column(col)
     for c in report.numerics:
         t.add_row(c.output, f"{c.max_abs_err:.3g}", f"{c.max_rel_err:.3g}", f"{c.bound:.0e}",
-                  "[green]yes[/]" if c.ok else "[red]NO[/]")
+                  "[green]yes[/]" if c.ok else "[red]NO[/]" + _nonfinite_note(c))
     return t
+
+
+def _nonfinite_note(c: NumericsCheck) -> str:
+    n = c.nonfinite_mismatches
+    return f" ({n} NaN/inf where eager differs)" if n else ""
 
 
 def chip_fields(chip: ChipSpec, dtype_name: str) -> dict:
