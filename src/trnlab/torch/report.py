@@ -246,3 +246,53 @@ def chip_fields(chip: ChipSpec, dtype_name: str) -> dict:
     return dict(target=chip.name, peak_flops=peak, hbm_capacity_bytes=chip.hbm_bytes_per_core,
                 usd_per_hour=chip.instance_usd_per_hour, instance=chip.instance, instance_cores=chip.instance_cores,
                 price_source=chip.price_source)
+
+
+# --- kernel lines -> aten ops (the model's report.html) ---------------------------------------------
+def kernel_line_ops(run) -> list[dict]:
+    """Which aten op (and model line) issued each kernel line's instructions: one row per (kernel
+    line, op, model line) with its instruction count and summed instruction time, largest first.
+
+    Op i of run.ops issued the instructions numbered from the sum of the earlier ops' counts
+    (Event.index is the instruction number in program order; a DMA's queue pieces share it)."""
+    owner, first = {}, 0
+    for rec in run.ops:
+        for i in range(first, first + rec.instructions):
+            owner[i] = rec
+        first += rec.instructions
+    spans: dict = {}
+    for e in getattr(run.machine.scheduler, "records", None) or []:
+        start, end, loc = spans.get(e.index, (e.start, e.end, e.loc))
+        spans[e.index] = (min(start, e.start), max(end, e.end), loc)
+    rows: dict = {}
+    for index, (start, end, loc) in spans.items():
+        rec = owner.get(index)
+        if rec is None:
+            continue
+        key = (_short_src(loc), rec.op.replace("aten.", ""), _short_src(rec.source))
+        row = rows.setdefault(key, {"kernel_line": key[0], "op": key[1], "model_line": key[2],
+                                    "instructions": 0, "time_s": 0.0})
+        row["instructions"] += 1
+        row["time_s"] += end - start
+    return sorted(rows.values(), key=lambda r: -r["time_s"])
+
+
+def kernel_lines_html(run, top: int = 40) -> str:
+    """An HTML section: kernel lines mapped to the aten op and model line that issued them."""
+    import html
+    rows = "".join(f"<tr><td>{html.escape(r['kernel_line'])}</td><td>{html.escape(r['op'])}</td>"
+                   f"<td>{html.escape(r['model_line'])}</td><td>{r['instructions']}</td>"
+                   f"<td>{fmt_time(r['time_s'])}</td></tr>" for r in kernel_line_ops(run)[:top])
+    return ("<h2>Kernel lines by the model op that issued them</h2><table><tr><th>kernel file:line</th>"
+            "<th>aten op</th><th>model line</th><th>instructions</th><th>summed instruction time</th></tr>"
+            f"{rows}</table>")
+
+
+def add_kernel_lines(report_html, run) -> None:
+    """Insert kernel_lines_html into a written report.html (before </body>)."""
+    from pathlib import Path
+    path = Path(report_html)
+    text = path.read_text(encoding="utf-8")
+    at = text.rfind("</body>")
+    at = len(text) if at < 0 else at
+    path.write_text(text[:at] + kernel_lines_html(run) + text[at:], encoding="utf-8")
