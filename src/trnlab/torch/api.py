@@ -20,7 +20,6 @@ model (train/eval flags, parameters, buffers) and the example inputs as they wer
 """
 from __future__ import annotations
 
-import copy
 import inspect
 import time
 from dataclasses import dataclass
@@ -300,15 +299,13 @@ def check_weights_fit(model, dtype, chip, name) -> None:
 def compare(model, args, outputs, dtype: str, kwargs: dict | None = None) -> list[NumericsCheck]:
     """Each output vs eager fp32 PyTorch: max abs error and error relative to the output's max magnitude.
 
-    Eager runs on copies (of the module, in eval mode, and of the inputs): a forward that updates
-    state in place must not change the caller's objects. NaN matches NaN and inf matches an inf of
-    the same sign at the same position; a non-finite value on one side only fails the check."""
-    ref_model = copy.deepcopy(model)
-    if any(p.is_floating_point() and p.dtype != torch.float32 for p in ref_model.parameters()):
-        ref_model = ref_model.float()
+    Eager runs on copies (of the module's parameters and buffers, in eval mode, and of the inputs):
+    a forward that updates state in place must not change the caller's objects. NaN matches NaN and
+    inf matches an inf of the same sign at the same position; a non-finite value on one side only fails."""
+    state = {k: _ref_input(v) for k, v in [*model.named_parameters(), *model.named_buffers()]}
     ref_args, ref_kwargs = pytree.tree_map(_ref_input, (tuple(args), dict(kwargs or {})))
-    with torch.no_grad():
-        ref = ref_model.eval()(*ref_args, **ref_kwargs)
+    with torch.no_grad(), capture.eval_mode(model):
+        ref = torch.func.functional_call(model, state, ref_args, ref_kwargs)
     ref_flat = [r for r in pytree.tree_flatten(_plain(ref))[0] if isinstance(r, torch.Tensor)]
     out_flat = [o for o in pytree.tree_flatten(_plain(outputs))[0] if isinstance(o, torch.Tensor)]
     bound = BOUNDS.get(dtype, 5e-2)
