@@ -171,3 +171,30 @@ def test_bf16_model_returns_bf16():
     m = mlp().to(torch.bfloat16)
     fn = tt.compile(m, (torch.randn(8, 64, dtype=torch.bfloat16),))
     assert fn(torch.randn(8, 64, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+class Raises(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        raise ValueError("model bug")
+
+
+def test_training_flag_restored_when_capture_fails():
+    m = Raises()
+    with pytest.raises(Exception, match="model bug"):
+        tt.compile(m, (torch.randn(2, 4),))
+    assert m.training and m.lin.training
+
+
+def test_one_tensor_as_example_inputs_and_keyword_examples():
+    torch.manual_seed(4)
+    m = TwoInputs()
+    x, y = torch.randn(4, 16), torch.randn(4, 16)
+    fn = tt.compile(m, (x,), dtype=torch.float32, example_kwargs={"y": y})
+    with torch.no_grad():
+        assert close(fn.last_run.outputs, m(x, y))
+    single = tt.compile(mlp(), torch.randn(8, 64), dtype=torch.float32)   # used to be split into 8 rows
+    assert single.report.numerics_ok and single.last_run.outputs.shape == (8, 32)

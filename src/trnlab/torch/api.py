@@ -101,6 +101,8 @@ class CompiledModel:
         self.signature = _forward_signature(model)
         self.variants: dict = {}
         check_weights_fit(model, self.dtype, self.chip, self.name)
+        if isinstance(example_inputs, torch.Tensor):     # one tensor, not a tuple of arguments
+            example_inputs = (example_inputs,)
         args, kwargs = self._bind(tuple(example_inputs), example_kwargs or {})
         first = self._variant(args, kwargs)
         self.program, self.compile_s = first.program, first.compile_s
@@ -203,14 +205,15 @@ class CompiledModel:
 
 
 def compile(model, example_inputs, *, target="trn2", dtype=torch.bfloat16, fallback=None, numerics=True,
-            check=True, name=None, tokens=None, trace=True) -> CompiledModel:
-    """Compile `model` for one simulated NeuronCore and run it once on example_inputs.
+            check=True, name=None, tokens=None, trace=True, example_kwargs: dict | None = None) -> CompiledModel:
+    """Compile `model` for one simulated NeuronCore and run it once on example_inputs (a tuple of
+    forward's positional arguments, or one tensor) and example_kwargs.
 
     Returns a callable CompiledModel; its `.report` holds the per-op table, latency, MFU, HBM use,
     tokens/s, $/M tokens and (check=True) the comparison with eager fp32 PyTorch. The options
     (target, dtype, fallback, numerics, check, name) are described in this module's docstring."""
     return CompiledModel(model, example_inputs, target=target, dtype=dtype, fallback=fallback, numerics=numerics,
-                         check=check, name=name, tokens=tokens, trace=trace)
+                         check=check, name=name, tokens=tokens, trace=trace, example_kwargs=example_kwargs)
 
 
 def input_signature(args: tuple, kwargs: dict) -> tuple:
