@@ -35,6 +35,14 @@ def test_innermost_user_frame_wins():
     assert source_line(node) == "/home/me/model.py:21  return self.proj(x)"
 
 
+def test_transformers_model_called_directly_points_into_its_modeling_file():
+    transformers = pytest.importorskip("transformers")
+    hf_file = os.path.join(os.path.dirname(transformers.__file__), "models", "gpt2", "modeling_gpt2.py")
+    node = node_with_trace([(hf_file, 190, "forward", "query = self.c_attn(hidden_states)"),
+                            (TORCH_LINEAR, 134, "forward", "return F.linear(input, self.weight, self.bias)")])
+    assert source_line(node) == f"{hf_file}:190  query = self.c_attn(hidden_states)"
+
+
 def test_only_library_frames_fall_back_to_the_innermost():
     node = node_with_trace([(TORCH_LINEAR, 134, "forward", "return F.linear(input, self.weight, self.bias)")])
     assert source_line(node).startswith(TORCH_LINEAR + ":134")

@@ -74,18 +74,22 @@ _FILE_LINE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
 
 def source_line(node) -> str:
     """'file.py:LINE  code' of the model line that produced the node: the innermost frame outside
-    torch and transformers (nn.Linear's forward is not the user's line), else the innermost frame."""
+    torch and transformers (nn.Linear's forward is not the user's line); for a transformers model
+    called directly, the innermost frame outside torch; else the innermost frame."""
     trace = node.meta.get("stack_trace") or ""
     frames = _FILE_LINE.findall(trace)
     if not frames:
         return "<unknown>"
-    user = [f for f in frames if not _library_file(f[0])]
-    path, line, _, code = (user or frames)[-1]
+    dirs = _library_dirs()
+    user = [f for f in frames if not _under(f[0], dirs)]
+    model = [f for f in frames if not _under(f[0], dirs[:1])]
+    path, line, _, code = (user or model or frames)[-1]
     return f"{path}:{line}  {code.strip()}"
 
 
 @functools.cache
 def _library_dirs() -> tuple:
+    """The installed torch package's directory, then transformers' (when installed)."""
     dirs = [os.path.dirname(torch.__file__)]
     try:
         import transformers
@@ -96,9 +100,9 @@ def _library_dirs() -> tuple:
 
 
 @functools.cache
-def _library_file(path: str) -> bool:
-    """Inside the installed torch or transformers package (by location, not by a name in the path)."""
-    return os.path.realpath(path).startswith(_library_dirs())
+def _under(path: str, dirs: tuple) -> bool:
+    """Inside one of the package directories (by location, not by a name in the path)."""
+    return os.path.realpath(path).startswith(dirs)
 
 
 def describe_args(node) -> str:
