@@ -198,3 +198,15 @@ def test_one_tensor_as_example_inputs_and_keyword_examples():
         assert close(fn.last_run.outputs, m(x, y))
     single = tt.compile(mlp(), torch.randn(8, 64), dtype=torch.float32)   # used to be split into 8 rows
     assert single.report.numerics_ok and single.last_run.outputs.shape == (8, 32)
+
+
+def test_other_input_dtype_gets_its_own_variant():
+    torch.manual_seed(5)
+    m = torch.nn.Sequential(torch.nn.Embedding(32, 16), torch.nn.Linear(16, 8))
+    ids = torch.randint(0, 32, (2, 6))
+    fn = tt.compile(m, (ids,), dtype=torch.float32)
+    ids32 = torch.randint(0, 32, (2, 6), dtype=torch.int32)
+    got = fn(ids32)
+    with torch.no_grad():
+        assert close(got, m(ids32))
+    assert len(fn.variants) == 2 and fn.report.numerics_ok
