@@ -84,6 +84,14 @@ class LoweringError(TrnlabError, RuntimeError):
     """Internal: a lowering's result does not match the captured graph's shape or dtype."""
 
 
+class ModelInputError(TrnlabError, TypeError):
+    """A compiled model called with arguments its forward does not take (count, names)."""
+
+
+class OptionError(TrnlabError, ValueError):
+    """An option of trnlab.torch.compile / torch.compile(backend="trnlab") that does not exist or has a bad value."""
+
+
 class SimulationError(TrnlabError, RuntimeError):
     """A kernel failed while running on the simulated NeuronCore."""
 

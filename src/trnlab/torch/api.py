@@ -1,13 +1,34 @@
-"""trnlab.torch.compile: a PyTorch model compiled onto one simulated NeuronCore, checked, timed, priced."""
+"""trnlab.torch.compile: a PyTorch model compiled onto one simulated NeuronCore, checked, timed, priced.
+
+Options (keyword arguments of trnlab.torch.compile; the same names in torch.compile's `options=`):
+  target    chip preset: "trn1" | "trn2" | "trn3" (default "trn2")
+  dtype     compute dtype on the device: "bf16" | "fp16" | "fp32" (or torch.bfloat16, torch.float16,
+            torch.float32; default bf16). Outputs come back in the dtype eager PyTorch returns for the same
+            inputs (an fp32 model returns fp32, a bf16 model bf16).
+  fallback  None (default: ops without a lowering raise UnsupportedOperatorError before anything runs)
+            | "cpu" (run them on the host with PyTorch, named in the report)
+  numerics  True (default) | False: timing only (shapes only, e.g. meta tensors)
+  check     True (default) | False: compare every call's outputs with eager fp32 PyTorch
+  name      the model's name in the report (default: the class name)
+Anything else (a misspelt name, fallback="gpu", a torch.compile mode) raises OptionError.
+
+A CompiledModel is called like the model. Its forward's signature is enforced (a missing, extra or
+unknown argument raises ModelInputError); a call with new shapes, dtypes or non-tensor values compiles
+a new variant (kept, keyed by that input signature). Buffers, parameters and inputs that forward
+changes in place are written back after every call, as eager PyTorch does. Compiling leaves the
+model (train/eval flags, parameters, buffers) and the example inputs as they were.
+"""
 from __future__ import annotations
 
+import inspect
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-from trnlab.errors import HbmCapacityError
+from trnlab.errors import HbmCapacityError, ModelInputError, OptionError
 from trnlab.hw import get_chip
 from trnlab.torch import capture
 from trnlab.torch.executor import Program, RunResult
@@ -16,16 +37,46 @@ from trnlab.torch.report import BOUNDS, NumericsCheck, Report, chip_fields, fmt_
 
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
           "fp16": torch.float16, "float16": torch.float16}
+OPTIONS = ("target", "dtype", "fallback", "numerics", "check", "name")
+FALLBACKS = (None, "cpu")
 
 
 def as_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype
-    return DTYPES[str(dtype).replace("torch.", "")]
+    key = str(dtype).replace("torch.", "")
+    if key not in DTYPES:
+        raise OptionError(f"dtype={dtype!r} is not a compute dtype of trnlab; valid: {sorted(DTYPES)} "
+                          "(or torch.bfloat16, torch.float16, torch.float32)")
+    return DTYPES[key]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
+
+
+def check_options(options: dict) -> None:
+    """Refuse option names outside OPTIONS (values are checked by CompiledModel)."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise OptionError(f"unknown trnlab option(s) {unknown}; valid names: {list(OPTIONS)}")
+
+
+def _check_values(fallback, numerics, check) -> None:
+    if fallback not in FALLBACKS:
+        raise OptionError(f"fallback={fallback!r} is not supported; valid values: {list(FALLBACKS)}")
+    for key, value in (("numerics", numerics), ("check", check)):
+        if not isinstance(value, bool):
+            raise OptionError(f"{key}={value!r} must be True or False")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compiled input signature: the program, eager PyTorch's dtype of each output leaf, and the
+    seconds its capture and analyses took."""
+    program: Program
+    out_dtypes: tuple
+    compile_s: float
 
 
 class CompiledModel:
@@ -37,30 +88,58 @@ class CompiledModel:
                  numerics: bool = True, check: bool = True, name: str | None = None, tokens: int | None = None,
                  phase: str = "prefill", example_kwargs: dict | None = None, trace: bool = True,
                  run_example: bool = True):
-        t0 = time.perf_counter()
+        _check_values(fallback, numerics, check)
         self.model = model
         self.chip = get_chip(target)
         self.dtype = as_dtype(dtype)
         check_compile_dtype(self.dtype)
+        self.fallback = fallback
         self.numerics = numerics
         self.check = check and numerics
         self.name = name or type(model).__name__
         self.tokens = tokens
         self.phase = phase
         self.trace = trace
+        self.signature = _forward_signature(model)
+        self.variants: dict = {}
         check_weights_fit(model, self.dtype, self.chip, self.name)
-        ep = capture.export(model, tuple(example_inputs), self.dtype, example_kwargs)
-        self.program = Program(ep, name=self.name, fallback=fallback)
-        self._check_hbm()
-        self.compile_s = time.perf_counter() - t0
+        if isinstance(example_inputs, torch.Tensor):     # one tensor, not a tuple of arguments
+            example_inputs = (example_inputs,)
+        args, kwargs = self._bind(tuple(example_inputs), example_kwargs or {})
+        first = self._variant(args, kwargs)
+        self.program, self.compile_s = first.program, first.compile_s
         self.last_run: RunResult | None = None
         self.report: Report | None = None
         if run_example:
-            self(*example_inputs)
+            self._call(tuple(example_inputs), example_kwargs or {}, write_back=False)
 
-    def _check_hbm(self) -> None:
-        weights = self.program.weight_bytes()
-        acts = self.program.activation_peak_bytes()
+    # --- inputs and variants ----------------------------------------------------------------------
+    def _bind(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """The call in its canonical form (forward's positional args, then keyword-only ones)."""
+        if self.signature is None:
+            return tuple(args), dict(kwargs)
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ModelInputError(
+                f"{self.name}: {exc}: forward{self.signature} was called with {_describe_call(args, kwargs)}"
+            ) from None
+        return bound.args, bound.kwargs
+
+    def _variant(self, args: tuple, kwargs: dict) -> Variant:
+        key = input_signature(args, kwargs)
+        if key not in self.variants:
+            t0 = time.perf_counter()
+            ep = capture.export(self.model, args, self.dtype, kwargs)
+            program = Program(ep, name=self.name, fallback=self.fallback)
+            self._check_hbm(program)
+            self.variants[key] = Variant(program, eager_dtypes(self.model, args, kwargs),
+                                         time.perf_counter() - t0)
+        return self.variants[key]
+
+    def _check_hbm(self, program: Program) -> None:
+        weights = program.weight_bytes()
+        acts = program.activation_peak_bytes()
         limit = self.chip.hbm_bytes_per_core
         if weights + acts > limit:
             raise HbmCapacityError(
@@ -71,13 +150,40 @@ class CompiledModel:
     def __iter__(self):
         return iter((self, self.report))
 
-    def __call__(self, *inputs, progress=None):
-        run = self.program.run(inputs, target=self.chip, numerics=self.numerics, trace=self.trace, progress=progress)
-        self.last_run = run
-        self.report = self._report(run, inputs)
-        return run.outputs
+    # --- calls ------------------------------------------------------------------------------------
+    def __call__(self, *inputs, progress=None, **kwargs):
+        """Run forward(*inputs, **kwargs) on a fresh simulated NeuronCore (`progress`, a callable ticked
+        once per op, is trnlab's own keyword). In-place updates are written back when numerics=True."""
+        return self._call(inputs, kwargs, progress=progress, write_back=True)
 
-    def _report(self, run: RunResult, inputs) -> Report:
+    def _call(self, inputs: tuple, kwargs: dict, *, progress=None, write_back: bool):
+        args, kwargs = self._bind(inputs, kwargs)
+        variant = self._variant(args, kwargs)
+        self.program = program = variant.program
+        info = program.info
+        for node, fqn in info.mutable.items():          # the state forward changes: its current value
+            info.state[node] = _state_tensor(self.model, fqn).detach().to(node.meta["val"].dtype)
+        flat = pytree.tree_flatten((args, kwargs))[0]
+        run = program.run(flat, target=self.chip, numerics=self.numerics, trace=self.trace, progress=progress)
+        outputs, written = run.outputs, []
+        if info.mutations:
+            outputs, written = outputs
+        run.outputs = outputs = cast_outputs(outputs, variant.out_dtypes)
+        self.last_run = run
+        self.report = self._report(run, args, kwargs, variant.compile_s)
+        if write_back and self.numerics:
+            self._write_back(info, written, flat)
+        return outputs
+
+    def _write_back(self, info, written: list, flat: list) -> None:
+        """In-place updates of forward, applied to the caller's module and inputs like eager PyTorch."""
+        inputs = {n.name: v for n, v in zip(info.user_inputs, flat)}
+        with torch.no_grad():
+            for (kind, target), value in zip(info.mutations, written):
+                dst = inputs[target] if kind == "input" else _state_tensor(self.model, target)
+                dst.copy_(value)
+
+    def _report(self, run: RunResult, args: tuple, kwargs: dict, compile_s: float) -> Report:
         name = dtype_name(self.dtype)
         m = run.machine
         busy = {}
@@ -88,28 +194,90 @@ class CompiledModel:
         n_ops = max(1, len(run.ops))
         fallbacks = [{"op": r.op, "source": r.source, "share": 1 / n_ops, "host_s": r.host_s}
                      for r in run.fallbacks]
-        rep = Report(model=self.name, dtype=name, tokens=self.tokens or count_tokens(inputs),
+        rep = Report(model=self.name, dtype=name, tokens=self.tokens or count_tokens((args, kwargs)),
                      latency_s=run.latency_s, model_flops=sum(o.model_flops for o in run.ops),
                      hw_flops=m.scheduler.work.pe_flops, hw_pe_s=m.scheduler.work.hfu_s, weights_bytes=self.program.weight_bytes(),
                      activation_peak_bytes=self.program.activation_peak_bytes(),
                      instructions=sum(m.stats.instructions.values()), ops=run.ops, fallbacks=fallbacks,
                      engine_busy=busy, mode="numerics" if self.numerics else "timing-only", phase=self.phase,
-                     wall_s=run.wall_s, compile_s=self.compile_s, **chip_fields(self.chip, name))
+                     wall_s=run.wall_s, compile_s=compile_s, **chip_fields(self.chip, name))
         if self.check:
-            rep.numerics = compare(self.model, inputs, run.outputs, name)
+            rep.numerics = compare(self.model, args, run.outputs, name, kwargs)
         return rep
 
 
 def compile(model, example_inputs, *, target="trn2", dtype=torch.bfloat16, fallback=None, numerics=True,
-            check=True, name=None, tokens=None, trace=True) -> CompiledModel:
-    """Compile `model` for one simulated NeuronCore and run it once on example_inputs.
+            check=True, name=None, tokens=None, trace=True, example_kwargs: dict | None = None) -> CompiledModel:
+    """Compile `model` for one simulated NeuronCore and run it once on example_inputs (a tuple of
+    forward's positional arguments, or one tensor) and example_kwargs.
 
     Returns a callable CompiledModel; its `.report` holds the per-op table, latency, MFU, HBM use,
-    tokens/s, $/M tokens and (numerics=True) the comparison with eager fp32 PyTorch.
-    fallback='cpu' runs ops without a lowering on the host (named in the report) instead of raising
-    UnsupportedOperatorError. numerics=False is the timing-only mode (shapes only, e.g. meta tensors)."""
+    tokens/s, $/M tokens and (check=True) the comparison with eager fp32 PyTorch. The options
+    (target, dtype, fallback, numerics, check, name) are described in this module's docstring."""
     return CompiledModel(model, example_inputs, target=target, dtype=dtype, fallback=fallback, numerics=numerics,
-                         check=check, name=name, tokens=tokens, trace=trace)
+                         check=check, name=name, tokens=tokens, trace=trace, example_kwargs=example_kwargs)
+
+
+def input_signature(args: tuple, kwargs: dict) -> tuple:
+    """What a compiled variant is specialised to: the call's structure, every tensor's shape, dtype and
+    device, every other value (torch.export bakes those into the graph)."""
+    leaves, spec = pytree.tree_flatten((args, kwargs))
+    return (str(spec),) + tuple(_leaf_key(x) for x in leaves)
+
+
+def _leaf_key(x):
+    if isinstance(x, torch.Tensor):
+        return ("tensor", tuple(x.shape), x.dtype, x.device.type)
+    try:
+        hash(x)
+        return (type(x), x)
+    except TypeError:
+        return (type(x), repr(x))
+
+
+def _forward_signature(model):
+    try:
+        return inspect.signature(model.forward)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _describe_call(args: tuple, kwargs: dict) -> str:
+    def one(x):
+        if isinstance(x, torch.Tensor):
+            return f"{dtype_name(x.dtype)}{list(x.shape)}"
+        return type(x).__name__ if isinstance(x, (list, tuple, dict)) else repr(x)
+    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
+    return f"({', '.join(parts)})"
+
+
+def _state_tensor(model, fqn: str) -> torch.Tensor:
+    try:
+        return model.get_buffer(fqn)
+    except AttributeError:
+        return model.get_parameter(fqn)
+
+
+def eager_dtypes(model, args: tuple, kwargs: dict) -> tuple:
+    """The dtype eager PyTorch returns for each output leaf (None: not a tensor), from a run on fake
+    tensors (no compute; the module's own parameters and buffers are not touched)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode, torch.no_grad(), capture.eval_mode(model):
+        fake = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
+        state = {k: fake(v) for k, v in [*model.named_parameters(), *model.named_buffers()]}
+        args, kwargs = pytree.tree_map(fake, (args, kwargs))
+        out = torch.func.functional_call(model, state, args, kwargs)
+    return tuple(x.dtype if isinstance(x, torch.Tensor) else None for x in pytree.tree_flatten(out)[0])
+
+
+def cast_outputs(outputs, dtypes: tuple):
+    """Outputs in eager PyTorch's dtypes (the device computed in the compute dtype)."""
+    leaves, spec = pytree.tree_flatten(outputs)
+    if len(leaves) != len(dtypes):
+        return outputs
+    cast = [x.to(d) if isinstance(x, torch.Tensor) and d is not None and x.dtype != d else x
+            for x, d in zip(leaves, dtypes)]
+    return pytree.tree_unflatten(cast, spec)
 
 
 def count_tokens(inputs) -> int:
@@ -138,32 +306,49 @@ def check_weights_fit(model, dtype, chip, name) -> None:
             f"({fmt_bytes(chip.hbm_bytes)} per chip / {chip.cores_per_chip} cores)", required=total, limit=limit)
 
 
-def compare(model, inputs, outputs, dtype: str) -> list[NumericsCheck]:
-    """Each output vs eager fp32 PyTorch: max abs error and error relative to the output's max magnitude."""
-    model = model.eval()
-    ref_inputs = [x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs]
-    if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
-        import copy
-        model = copy.deepcopy(model).float()
-    with torch.no_grad():
-        ref = model(*ref_inputs)
+def compare(model, args, outputs, dtype: str, kwargs: dict | None = None) -> list[NumericsCheck]:
+    """Each output vs eager fp32 PyTorch: max abs error and error relative to the output's max magnitude.
+
+    Eager runs on copies (of the module's parameters and buffers, in eval mode, and of the inputs):
+    a forward that updates state in place must not change the caller's objects. NaN matches NaN and
+    inf matches an inf of the same sign at the same position; a non-finite value on one side only fails."""
+    state = {k: _ref_input(v) for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    ref_args, ref_kwargs = pytree.tree_map(_ref_input, (tuple(args), dict(kwargs or {})))
+    with torch.no_grad(), capture.eval_mode(model):
+        ref = torch.func.functional_call(model, state, ref_args, ref_kwargs)
     ref_flat = [r for r in pytree.tree_flatten(_plain(ref))[0] if isinstance(r, torch.Tensor)]
     out_flat = [o for o in pytree.tree_flatten(_plain(outputs))[0] if isinstance(o, torch.Tensor)]
     bound = BOUNDS.get(dtype, 5e-2)
-    checks = []
-    for i, (o, r) in enumerate(zip(out_flat, ref_flat)):
-        if not r.is_floating_point():
-            exact = bool(torch.equal(o.to(r.dtype), r))
-            checks.append(NumericsCheck(f"output[{i}] {list(r.shape)}", 0.0 if exact else 1.0,
-                                        0.0 if exact else 1.0, 0.0, exact))
-            continue
-        err = (o.float() - r.float()).abs()
-        max_abs = float(err.max()) if err.numel() else 0.0
-        scale = float(r.float().abs().max()) if r.numel() else 0.0
-        rel = max_abs / scale if scale else max_abs
-        ok = bool(torch.isfinite(o.float()).all()) and rel <= bound
-        checks.append(NumericsCheck(f"output[{i}] {list(r.shape)}", max_abs, rel, bound, ok))
+    checks = [check_output(f"output[{i}] {list(r.shape)}", o, r, bound)
+              for i, (o, r) in enumerate(zip(out_flat, ref_flat))]
+    if len(out_flat) != len(ref_flat):
+        checks.append(NumericsCheck(f"{len(out_flat)} outputs, eager returns {len(ref_flat)}",
+                                    float("inf"), float("inf"), bound, False))
     return checks
+
+
+def _ref_input(x):
+    if isinstance(x, torch.Tensor):
+        x = x.detach().clone()
+        return x.float() if x.is_floating_point() else x
+    return x
+
+
+def check_output(label: str, o: torch.Tensor, r: torch.Tensor, bound: float) -> NumericsCheck:
+    if o.shape != r.shape:
+        return NumericsCheck(f"{label} (got {list(o.shape)})", float("inf"), float("inf"), bound, False)
+    if not r.is_floating_point():
+        exact = bool(torch.equal(o.to(r.dtype), r))
+        return NumericsCheck(label, 0.0 if exact else 1.0, 0.0 if exact else 1.0, 0.0, exact)
+    o, r = o.float(), r.float()
+    finite = torch.isfinite(o) & torch.isfinite(r)
+    same = (o.isnan() & r.isnan()) | (torch.isinf(r) & (o == r))
+    mismatches = int((~(finite | same)).sum())
+    max_abs = float((o - r)[finite].abs().max()) if finite.any() else 0.0
+    ref_finite = r[torch.isfinite(r)]
+    scale = float(ref_finite.abs().max()) if ref_finite.numel() else 0.0
+    rel = max_abs / scale if scale else max_abs
+    return NumericsCheck(label, max_abs, rel, bound, mismatches == 0 and rel <= bound, mismatches)
 
 
 def _plain(x):

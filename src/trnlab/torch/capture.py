@@ -2,14 +2,18 @@
 the graph analyses run before anything executes (unsupported ops, constant folding, fusions)."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
+from torch.utils import _pytree as pytree
 
 from trnlab.errors import UnsupportedOperatorError
 from trnlab.torch.lowering import PRESERVED, refusal
@@ -26,19 +30,32 @@ def decomposition_table() -> dict:
 
 def export(model: torch.nn.Module, example_inputs: tuple, dtype: torch.dtype = torch.float32,
            kwargs: dict | None = None) -> ExportedProgram:
-    """torch.export the model (cast to dtype: bf16 mode runs the bf16 model, as on the device)."""
-    model = model.eval()
-    if dtype != torch.float32 and _has_float_params(model):
-        model = copy.deepcopy(model).to(dtype)
-    inputs = tuple(_cast_input(x, dtype) for x in example_inputs)
-    kwargs = {k: _cast_input(v, dtype) for k, v in (kwargs or {}).items()}
-    with torch.no_grad():
-        ep = torch.export.export(model, inputs, kwargs=kwargs or None, strict=False)
+    """torch.export the model in eval mode (cast to dtype: bf16 mode runs the bf16 model, as on the device).
+
+    The caller's module is left as it was: its train/eval flags are restored, the cast runs on a copy."""
+    with eval_mode(model):
+        if dtype != torch.float32 and _has_float_params(model):
+            model = copy.deepcopy(model).to(dtype)
+        inputs = tuple(_cast_input(x, dtype) for x in example_inputs)
+        kwargs = {k: _cast_input(v, dtype) for k, v in (kwargs or {}).items()}
+        with torch.no_grad():
+            ep = torch.export.export(model, inputs, kwargs=kwargs or None, strict=False)
     with warnings.catch_warnings():
         # torch 2.13's own run_decompositions deep-copies a TreeSpec and trips its own deprecation
         # warning (typing_extensions LeafSpec); it is not about the user's model.
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
         return ep.run_decompositions(decomposition_table())
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """model.eval() for the duration, then every submodule's own training flag back."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        yield model.eval()
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def _has_float_params(model) -> bool:
@@ -56,14 +73,36 @@ _FILE_LINE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
 
 
 def source_line(node) -> str:
-    """'file.py:LINE  code' of the model line that produced the node (last user frame)."""
+    """'file.py:LINE  code' of the model line that produced the node: the innermost frame outside
+    torch and transformers (nn.Linear's forward is not the user's line); for a transformers model
+    called directly, the innermost frame outside torch; else the innermost frame."""
     trace = node.meta.get("stack_trace") or ""
     frames = _FILE_LINE.findall(trace)
-    user = [f for f in frames if "/torch/" not in f[0] or "/trnlab/" in f[0]]
     if not frames:
         return "<unknown>"
-    path, line, _, code = (user or frames)[-1]
+    dirs = _library_dirs()
+    user = [f for f in frames if not _under(f[0], dirs)]
+    model = [f for f in frames if not _under(f[0], dirs[:1])]
+    path, line, _, code = (user or model or frames)[-1]
     return f"{path}:{line}  {code.strip()}"
+
+
+@functools.cache
+def _library_dirs() -> tuple:
+    """The installed torch package's directory, then transformers' (when installed)."""
+    dirs = [os.path.dirname(torch.__file__)]
+    try:
+        import transformers
+        dirs.append(os.path.dirname(transformers.__file__))
+    except ImportError:
+        pass
+    return tuple(os.path.realpath(d) + os.sep for d in dirs)
+
+
+@functools.cache
+def _under(path: str, dirs: tuple) -> bool:
+    """Inside one of the package directories (by location, not by a name in the path)."""
+    return os.path.realpath(path).startswith(dirs)
 
 
 def describe_args(node) -> str:
@@ -91,8 +130,16 @@ class GraphInfo:
     state: dict                # placeholder node -> torch tensor (parameters, buffers, constants)
     params: set                # placeholder nodes that are parameters (weights)
     folded: set                # call nodes computed at compile time (no dependence on user inputs)
-    outputs: list              # output nodes (user outputs) in order
-    out_spec: object
+    outputs: list              # output nodes: user outputs in order, then the mutated values (if any)
+    out_spec: object           # user outputs' tree; (that tree, [mutated values]) when forward mutates
+    mutations: list = field(default_factory=list)   # (kind, target) per mutated value, see MUTATIONS
+    mutable: dict = field(default_factory=dict)     # state placeholder -> FQN of a state forward mutates
+
+
+# What forward may write to, as torch.export's graph signature lists it: eager PyTorch changes the
+# module's buffer/parameter or the caller's input in place, so a compiled call writes the value back.
+MUTATIONS = {OutputKind.BUFFER_MUTATION: "buffer", OutputKind.PARAMETER_MUTATION: "parameter",
+             OutputKind.USER_INPUT_MUTATION: "input"}
 
 
 def analyse(ep: ExportedProgram) -> GraphInfo:
@@ -116,12 +163,28 @@ def analyse(ep: ExportedProgram) -> GraphInfo:
     out_node = next(n for n in ep.graph.nodes if n.op == "output")
     flat_out = list(out_node.args[0])
     outputs = [n for n, spec in zip(flat_out, sig.output_specs) if spec.kind == OutputKind.USER_OUTPUT]
-    return GraphInfo(user, state, params, constant_nodes(ep.graph, set(user)), outputs, ep.call_spec.out_spec)
+    written = [(n, spec) for n, spec in zip(flat_out, sig.output_specs) if spec.kind in MUTATIONS]
+    others = sorted({str(spec.kind) for spec in sig.output_specs}
+                    - {str(k) for k in (*MUTATIONS, OutputKind.USER_OUTPUT, OutputKind.TOKEN)})
+    if others:
+        raise UnsupportedOperatorError(f"the captured graph has outputs of kind {', '.join(others)}; trnlab "
+                                       "runs inference graphs (user outputs and in-place state updates) only")
+    mutated = {spec.target for _, spec in written}
+    mutable = {n: spec.target for n, spec in zip(placeholders, sig.input_specs)
+               if n in state and spec.target in mutated}
+    out_spec = ep.call_spec.out_spec
+    if written:
+        user_tree = pytree.tree_unflatten([0] * out_spec.num_leaves, out_spec)
+        out_spec = pytree.tree_structure((user_tree, [0] * len(written)))
+    folded = constant_nodes(ep.graph, set(user) | set(mutable))
+    return GraphInfo(user, state, params, folded, outputs + [n for n, _ in written], out_spec,
+                     [(MUTATIONS[spec.kind], spec.target) for _, spec in written], mutable)
 
 
-def constant_nodes(graph, user_inputs: set) -> set:
-    """Call nodes that do not depend on user inputs (folded at compile time, like any compiler)."""
-    dynamic = set(user_inputs)
+def constant_nodes(graph, dynamic_inputs: set) -> set:
+    """Call nodes that depend neither on user inputs nor on state forward mutates (folded at compile
+    time, like any compiler)."""
+    dynamic = set(dynamic_inputs)
     folded = set()
     for node in graph.nodes:
         if node.op != "call_function":

@@ -133,6 +133,8 @@ def write_outputs(compiled, report, out: str | Path, console=None) -> list[Path]
     try:
         from trnlab.profile import profile_run
         profile_run(run, out, name=report.model, quiet=True)
+        from trnlab.torch.report import add_kernel_lines
+        add_kernel_lines(out / "report.html", run)            # kernel lines -> the aten op that issued them
         written += [out / "trace.json", out / "summary.json", out / "report.html"]
         _add_op_track(out / "trace.json", run)
     except ImportError:        # the profiling package is optional: write a minimal Chrome trace

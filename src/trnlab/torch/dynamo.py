@@ -3,8 +3,9 @@ trnlab.torch.compile and run every call on the simulated NeuronCore.
 
     torch.compile(model, backend="trnlab", options={"target": "trn1", "dtype": torch.bfloat16})
 
-Options: target, dtype, fallback ("cpu"), check (compare with eager), numerics. The report of the
-last call is on `trnlab.torch.dynamo.last_compiled().report`.
+Options: target, dtype, fallback (None | "cpu"), check (compare with eager), numerics, name; they are
+described in trnlab.torch.api. Any other name, or a torch.compile `mode`, raises OptionError at the
+first call. The report of the last call is on `trnlab.torch.dynamo.last_compiled().report`.
 """
 from __future__ import annotations
 
@@ -18,29 +19,29 @@ def last_compiled():
     return _compiled[-1] if _compiled else None
 
 
-def trnlab_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None, **_):
-    from trnlab.torch.api import CompiledModel
+def trnlab_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None, mode=None):
+    from trnlab.torch.api import CompiledModel, check_options
+    from trnlab.errors import OptionError
     opts = dict(options or {})
-    compiled_by_signature = {}
+    compiled: list = []
 
     def run(*args):
-        # A dynamic-shape graph is called with many shapes; a trnlab Program is specialised to the
-        # shapes it was compiled with, so compile once per input signature (on real inputs, not fake ones).
-        key = _signature(args)
-        if key not in compiled_by_signature:
-            compiled_by_signature[key] = CompiledModel(
+        # Compiled on the first real inputs (not dynamo's fake ones). The CompiledModel compiles one
+        # variant per input signature (shapes, dtypes, values), so a dynamic-shape graph called with
+        # new shapes never reuses a program specialised to other ones.
+        if not compiled:
+            if mode not in (None, "default"):
+                raise OptionError(f"torch.compile mode={mode!r} is not supported by the trnlab backend; "
+                                  "pass trnlab options with options={...}")
+            check_options(opts)
+            compiled.append(CompiledModel(
                 gm, args, target=opts.get("target", "trn2"), dtype=opts.get("dtype", torch.bfloat16),
                 fallback=opts.get("fallback"), numerics=opts.get("numerics", True),
-                check=opts.get("check", True), name=opts.get("name", "dynamo graph"))
-            _compiled.append(compiled_by_signature[key])
-            return _as_tuple(compiled_by_signature[key].last_run.outputs)
-        return _as_tuple(compiled_by_signature[key](*args))
+                check=opts.get("check", True), name=opts.get("name", "dynamo graph"), run_example=False))
+            _compiled.append(compiled[0])
+        return _as_tuple(compiled[0](*args))
 
     return run
-
-
-def _signature(args) -> tuple:
-    return tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else (type(a), a) for a in args)
 
 
 def _as_tuple(outputs):

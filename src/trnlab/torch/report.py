@@ -1,6 +1,7 @@
 """The model report: per-op table, latency, MFU, HBM use, throughput, cost and numerics."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,6 +19,7 @@ class NumericsCheck:
     max_rel_err: float      # max |out - ref| / max |ref|
     bound: float            # allowed max_rel_err for the dtype
     ok: bool
+    nonfinite_mismatches: int = 0   # positions where one side is NaN/inf and the other is not the same
 
 
 # Allowed error relative to the output's largest magnitude. bf16 keeps 8 significant bits
@@ -94,19 +96,35 @@ class Report:
     def print(self, console=None, top: int = 15) -> None:
         from rich.console import Console
         console = console or Console()
-        console.print(op_table(self, top))
-        console.print(summary_table(self))
-        if self.numerics:
-            console.print(numerics_table(self))
-        if self.fallbacks:
-            for f in self.fallbacks:
-                console.print(f"[yellow]CPU fallback[/]: {f['op']} at {f['source']} ({f['share']:.1%} of ops)")
+        tables = [op_table(self, top), summary_table(self)] + ([numerics_table(self)] if self.numerics else [])
+        with natural_width(console, tables):
+            for t in tables:
+                console.print(t)
+        for f in self.fallbacks:
+            console.print(f"[yellow]CPU fallback[/]: {f['op']} at {f['source']} ({f['share']:.1%} of ops)")
 
     def __str__(self) -> str:
         from rich.console import Console
         console = Console(width=120, record=True, file=open(os.devnull, "w"))
         self.print(console)
         return console.export_text()
+
+
+@contextlib.contextmanager
+def natural_width(console, tables):
+    """Off a terminal (piped, a file, a string) nothing limits the line length, so tables are laid out
+    at their natural width instead of rich's default 80 columns; a terminal keeps its own width."""
+    if console.is_terminal:
+        yield
+        return
+    saved = console._width
+    wide = console.options.update_width(10_000)
+    need = max(console.measure(t, options=wide).maximum for t in tables)
+    console.width = max(console.width, need)
+    try:
+        yield
+    finally:
+        console._width = saved
 
 
 def fmt_time(s: float) -> str:
@@ -122,6 +140,13 @@ def fmt_bytes(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{int(n)} B"
+
+
+def fmt_usd(x: float) -> str:
+    """Dollars with 3 significant digits ($0.000127, $1.27e-05 below a hundredth of a cent, $12.7, $1,270)."""
+    if x >= 1000:
+        return f"${x:,.0f}"
+    return f"${x:.3g}"
 
 
 def grouped_ops(report: Report) -> list[dict]:
@@ -187,7 +212,7 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
                     f"HFU {r.hfu:.1%}"),
             ("HBM", f"weights {fmt_bytes(r.weights_bytes)} + peak activations "
                     f"{fmt_bytes(r.activation_peak_bytes)} of {fmt_bytes(r.hbm_capacity_bytes)} per NeuronCore"),
-            ("cost", f"${r.usd_per_million_tokens:.4f} per million tokens "
+            ("cost", f"{fmt_usd(r.usd_per_million_tokens)} per million tokens "
                      f"({r.instance} ${r.usd_per_hour:.2f}/h / {r.instance_cores} NeuronCores)"),
             ("price source", r.price_source),
             ("instructions", f"{r.instructions:,} ISA instructions on one simulated NeuronCore"),
@@ -198,7 +223,7 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
     if r.decode is not None:
         d = r.decode
         rows.insert(2, ("decode", f"{fmt_time(d.latency_s)} per step ({d.tokens} tokens/step) = "
-                                  f"{d.tokens_per_s:,.0f} tokens/s, ${d.usd_per_million_tokens:.4f}/M tokens, "
+                                  f"{d.tokens_per_s:,.0f} tokens/s, {fmt_usd(d.usd_per_million_tokens)}/M tokens, "
                                   f"MFU {d.mfu:.2%}"))
     return rows
 
@@ -210,11 +235,66 @@ def numerics_table(report: Report):
         t.add_column(col)
     for c in report.numerics:
         t.add_row(c.output, f"{c.max_abs_err:.3g}", f"{c.max_rel_err:.3g}", f"{c.bound:.0e}",
-                  "[green]yes[/]" if c.ok else "[red]NO[/]")
+                  "[green]yes[/]" if c.ok else "[red]NO[/]" + _nonfinite_note(c))
     return t
+
+
+def _nonfinite_note(c: NumericsCheck) -> str:
+    n = c.nonfinite_mismatches
+    return f" ({n} NaN/inf where eager differs)" if n else ""
 
 
 def chip_fields(chip: ChipSpec, dtype_name: str) -> dict:
     return dict(target=chip.name, peak_flops=peak_flops(chip, (dt.canonical(dtype_name),)), hbm_capacity_bytes=chip.hbm_bytes_per_core,
                 usd_per_hour=chip.instance_usd_per_hour, instance=chip.instance, instance_cores=chip.instance_cores,
                 price_source=chip.price_source)
+
+
+# --- kernel lines -> aten ops (the model's report.html) ---------------------------------------------
+def kernel_line_ops(run) -> list[dict]:
+    """Which aten op (and model line) issued each kernel line's instructions: one row per (kernel
+    line, op, model line) with its instruction count and summed instruction time, largest first.
+
+    Op i of run.ops issued the instructions numbered from the sum of the earlier ops' counts
+    (Event.index is the instruction number in program order; a DMA's queue pieces share it)."""
+    owner, first = {}, 0
+    for rec in run.ops:
+        for i in range(first, first + rec.instructions):
+            owner[i] = rec
+        first += rec.instructions
+    spans: dict = {}
+    for e in getattr(run.machine.scheduler, "records", None) or []:
+        start, end, loc = spans.get(e.index, (e.start, e.end, e.loc))
+        spans[e.index] = (min(start, e.start), max(end, e.end), loc)
+    rows: dict = {}
+    for index, (start, end, loc) in spans.items():
+        rec = owner.get(index)
+        if rec is None:
+            continue
+        key = (_short_src(loc), rec.op.replace("aten.", ""), _short_src(rec.source))
+        row = rows.setdefault(key, {"kernel_line": key[0], "op": key[1], "model_line": key[2],
+                                    "instructions": 0, "time_s": 0.0})
+        row["instructions"] += 1
+        row["time_s"] += end - start
+    return sorted(rows.values(), key=lambda r: -r["time_s"])
+
+
+def kernel_lines_html(run, top: int = 40) -> str:
+    """An HTML section: kernel lines mapped to the aten op and model line that issued them."""
+    import html
+    rows = "".join(f"<tr><td>{html.escape(r['kernel_line'])}</td><td>{html.escape(r['op'])}</td>"
+                   f"<td>{html.escape(r['model_line'])}</td><td>{r['instructions']}</td>"
+                   f"<td>{fmt_time(r['time_s'])}</td></tr>" for r in kernel_line_ops(run)[:top])
+    return ("<h2>Kernel lines by the model op that issued them</h2><table><tr><th>kernel file:line</th>"
+            "<th>aten op</th><th>model line</th><th>instructions</th><th>summed instruction time</th></tr>"
+            f"{rows}</table>")
+
+
+def add_kernel_lines(report_html, run) -> None:
+    """Insert kernel_lines_html into a written report.html (before </body>)."""
+    from pathlib import Path
+    path = Path(report_html)
+    text = path.read_text(encoding="utf-8")
+    at = text.rfind("</body>")
+    at = len(text) if at < 0 else at
+    path.write_text(text[:at] + kernel_lines_html(run) + text[at:], encoding="utf-8")
