@@ -1,0 +1,101 @@
+"""Output folders written whole or not at all.
+
+One run per folder: a command writes its files into a fresh hidden folder beside `out`
+(`.NAME.partial-XXXX`) and swaps it into place when every file is written, so `out` always holds the
+files of exactly one finished run (an interrupted run leaves the previous one untouched; SIGKILL can
+leave a `.partial-` folder behind, never a half-written `out`). The swap replaces `out` only when it
+is absent, empty, or a previous trnlab output (it holds MARKER); any other folder is refused before
+the run starts. Single files are written to a temporary file in the same folder, then os.replace.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from trnlab.errors import OutputError
+
+MARKER = "trnlab-run.json"
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file in the same folder and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _writable_ancestor(path: Path) -> Path:
+    parent = path.parent.resolve()
+    while not parent.exists():
+        parent = parent.parent
+    return parent
+
+
+def check_out(out) -> Path:
+    """The output folder, or OutputError when it cannot hold one trnlab run (checked before any work)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is an existing file; give a folder (new, empty, or a previous trnlab output)")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise OutputError(f"--out {out} is a non-empty folder that is not a trnlab output (no {MARKER}); "
+                          f"give a new or empty folder")
+    base = _writable_ancestor(out)
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out}: cannot create files in {base} (not a writable folder)")
+    return out
+
+
+@contextmanager
+def staged_dir(out, manifest: dict | None = None):
+    """Yield a fresh folder beside `out`; on success write MARKER into it and swap it into `out`."""
+    out = check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()                     # (mkdtemp would make it 0700: the run folder keeps the umask)
+    try:
+        yield tmp
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        write_text_atomic(tmp / MARKER, json.dumps({**(manifest or {}), "files": files}, indent=1))
+        _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """Rename tmp to out; a previous run in out is moved aside first and deleted afterwards."""
+    for _ in range(100):            # another run may swap in between: try again
+        try:
+            os.rename(tmp, out)     # POSIX: succeeds when out is absent or an empty folder
+            return
+        except FileNotFoundError:
+            raise
+        except OSError:             # out holds a previous run
+            pass
+        check_out(out)
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(out, old)
+        except FileNotFoundError:
+            continue
+        try:
+            os.rename(tmp, out)
+            return
+        except OSError:
+            continue
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    raise OutputError(f"--out {out}: could not replace the folder (other runs keep writing to it)")
