@@ -1,6 +1,8 @@
 """Rich consoles for the command line: tables are never cut at 80 columns when output is piped."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 PIPE_WIDTH = 200      # rich assumes 80 columns when stdout is not a terminal
 
 
@@ -10,3 +12,25 @@ def make_console(stderr: bool = False):
     if not console.is_terminal:
         console = Console(stderr=stderr, width=max(PIPE_WIDTH, console.width))
     return console
+
+
+@contextmanager
+def steps_progress(verb: str, total: int):
+    """A rich progress bar on stderr when it is a terminal (nothing otherwise); yields on_step(name)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    console = make_console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, transient=True)
+    task = bar.add_task(verb, total=total)
+    started = []
+
+    def on_step(name: str) -> None:
+        if started:
+            bar.advance(task)
+        started.append(name)
+        bar.update(task, description=f"{verb} {name}")
+    with bar:
+        yield on_step

@@ -38,6 +38,7 @@ def write_text_atomic(path, text: str) -> Path:
 
 
 def _writable_ancestor(path: Path) -> Path:
+    """The folder in which the first missing part of `path` would be created."""
     parent = path.parent.resolve()
     while not parent.exists():
         parent = parent.parent
@@ -53,8 +54,10 @@ def check_out(out) -> Path:
         raise OutputError(f"--out {out} is a non-empty folder that is not a trnlab output (no {MARKER}); "
                           f"give a new or empty folder")
     base = _writable_ancestor(out)
-    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
-        raise OutputError(f"--out {out}: cannot create files in {base} (not a writable folder)")
+    try:                            # a real probe: os.access says yes to root even on read-only mounts
+        os.rmdir(tempfile.mkdtemp(prefix=".trnlab-probe-", dir=base))
+    except OSError as exc:
+        raise OutputError(f"--out {out}: cannot create folders in {base} ({exc.strerror})") from None
     return out
 
 
