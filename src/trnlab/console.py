@@ -31,6 +31,15 @@ def steps_progress(verb: str, total: int):
         if started:
             bar.advance(task)
         started.append(name)
-        bar.update(task, description=f"{verb} {name}")
+        bar.update(task, description=f"{verb} {name}", refresh=True)
     with bar:
         yield on_step
+
+
+def fmt_bytes(n: float) -> str:
+    """Byte amounts in binary units, the one style of trnlab's output (bandwidths stay in SI GB/s,
+    as AWS publishes them)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
