@@ -26,11 +26,7 @@ def no_simulation(monkeypatch):
     monkeypatch.setattr(pcli, "profile_builtin", boom)
     monkeypatch.setattr(pcli, "profile_script", boom)
     monkeypatch.setattr(cal, "calibrate", boom)
-    try:
-        import trnlab.torch.cli as tcli
-        monkeypatch.setattr(tcli, "compile_builtin", boom)
-    except ImportError:
-        pass
+    monkeypatch.setattr("trnlab.torch.cli.compile_builtin", boom)
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -48,7 +44,6 @@ def no_simulation(monkeypatch):
     (["model", "llama-nope"], ["unknown model", "'llama-nope'", "llama-tiny", "gpt2-tiny"]),
 ])
 def test_bad_argument_is_one_line_exit_2(no_simulation, args, needles):
-    pytest.importorskip("torch") if args[0] in ("model", "demo") else None
     result = invoke(*args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
@@ -60,8 +55,6 @@ def test_bad_argument_is_one_line_exit_2(no_simulation, args, needles):
 
 @pytest.mark.parametrize("command", [["profile", "add"], ["model", "llama-tiny"], ["demo"]])
 def test_out_that_is_a_file_is_refused(no_simulation, tmp_path, command):
-    if command[0] != "profile":
-        pytest.importorskip("torch")
     target = tmp_path / "report.txt"
     target.write_text("keep me")
     result = invoke(*command, "--out", str(target))
@@ -91,7 +84,6 @@ def test_version():
 
 
 def test_model_list():
-    pytest.importorskip("torch")
     from trnlab.torch.models import CONFIGS
     result = invoke("model", "--list")
     assert result.exit_code == 0
@@ -136,8 +128,6 @@ def test_run_options_before_the_script_are_trnlab_s(tmp_path, capsys):
     (["model", "hf-llama", "--timing-only", "--seq", "8"], "transformers", "trnlab[hf]"),
 ])
 def test_missing_extra_names_the_pip_extra(monkeypatch, args, module, extra):
-    if args[0] == "model":
-        pytest.importorskip("torch")
     monkeypatch.setitem(sys.modules, module, None)        # `import module` now raises ImportError
     result = invoke(*args)
     assert result.exit_code == 2, result.output

@@ -9,7 +9,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from trnlab.cli import app
@@ -172,7 +171,6 @@ def test_kernel_trace_tracks_nest(tmp_path):
 
 
 def test_model_trace_op_slices_nest(tmp_path):
-    pytest.importorskip("torch")
     out = tmp_path / "model"
     result = CliRunner().invoke(app, ["model", "llama-tiny", "--seq", "32", "--out", str(out)])
     assert result.exit_code == 0, result.output
