@@ -132,8 +132,10 @@ def profile(ctx: typer.Context,
                                           help="Compute values, or only time the instructions."),
             max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
     """Profile a kernel: Perfetto trace, summary.json, HTML report and a terminal summary."""
+    listing = script_or_kernel in ("--list", "list") or "--list" in ctx.args
     _check_target("profile", target)
-    _check_out("profile", out)
+    if not listing:
+        _check_out("profile", out)
     _check_int("profile", "--max-instructions", max_instructions, 1)
     from trnlab.profile.cli import profile_command
     with _instruction_limit(max_instructions):
