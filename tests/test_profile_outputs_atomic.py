@@ -181,3 +181,53 @@ def test_model_trace_op_slices_nest(tmp_path):
     names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"
              and e["tid"] in op_tids}
     assert all(n.startswith("model ops") for n in names)
+
+
+def test_output_of_an_older_trnlab_is_replaced_not_refused(tmp_path):
+    out = tmp_path / "old"
+    (out / "00_double").mkdir(parents=True)
+    for name in ("trace.json", "summary.json", "report.html", "runs.json"):
+        (out / name).write_text("{}")
+    (out / "00_double" / "trace.json").write_text("{}")
+    assert profile(tmp_path, out, "double").exit_code == 0
+    assert set(tree(out)) == {"trace.json", "summary.json", "report.html", MARKER}
+
+
+def test_concurrent_runs_into_one_folder_leave_exactly_one_run(tmp_path):
+    import threading
+
+    from trnlab.profile.outputs import staged_dir
+    out = tmp_path / "shared"
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def writer(tag):
+        try:
+            with staged_dir(out, {"tag": tag}) as tmp:
+                for i in range(5):
+                    (tmp / f"{tag}_{i}.txt").write_text(tag)
+                barrier.wait(timeout=60)          # all four swap at the same moment
+        except Exception as exc:                  # pragma: no cover - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=writer, args=(t,)) for t in "abcd"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    files = tree(out)
+    tags = {name[0] for name in files if name != MARKER}
+    assert len(tags) == 1                          # one run, never a mix
+    tag = tags.pop()
+    assert set(files) == {f"{tag}_{i}.txt" for i in range(5)} | {MARKER}
+    assert json.loads(files[MARKER])["tag"] == tag
+    assert leftovers(out) == []
+
+
+def test_default_output_folders_of_commands_do_not_contain_each_other():
+    import typer
+    group = typer.main.get_command(app)
+    defaults = {name: Path(next(p.default for p in cmd.params if p.name == "out"))
+                for name, cmd in group.commands.items() if name in ("profile", "demo")}
+    a, b = defaults["profile"], defaults["demo"]
+    assert a not in b.parents and b not in a.parents and a != b     # one would replace the other's run

@@ -206,7 +206,7 @@ def model(name: Optional[str] = typer.Argument(None, help="Built-in model (see -
 
 @app.command()
 def demo(target: Optional[str] = typer.Option(None, help=TARGET_HELP),
-         out: str = typer.Option("trnlab-out", help="Output folder: new, empty, or a previous trnlab output "
+         out: str = typer.Option("trnlab-out/demo", help="Output folder: new, empty, or a previous trnlab output "
                                                     "(replaced whole)."),
          max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
     """The tiny Llama compiled onto a simulated NeuronCore: checked, timed, priced, profiled."""

@@ -5,12 +5,14 @@ One run per folder: a command writes its files into a fresh hidden folder beside
 files of exactly one finished run (an interrupted run leaves the previous one untouched; SIGKILL can
 leave a `.partial-` folder behind, never a half-written `out`). The swap replaces `out` only when it
 is absent, empty, or a previous trnlab output (it holds MARKER); any other folder is refused before
-the run starts. Single files are written to a temporary file in the same folder, then os.replace.
+the run starts (a folder of run files from a trnlab without MARKER counts as a previous output).
+Single files are written to a temporary file in the same folder, then os.replace.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -45,12 +47,36 @@ def _writable_ancestor(path: Path) -> Path:
     return parent
 
 
+RUN_FILES = {"trace.json", "summary.json", "report.html", "model.json", "model.html", "runs.json", "index.html"}
+
+
+def _legacy_output(folder: Path) -> bool:
+    """A folder written by a trnlab without MARKER: only run files, and NN_<kernel>/ folders of them."""
+    try:
+        for p in folder.iterdir():
+            if p.is_dir() and re.fullmatch(r"\d\d_.+", p.name):
+                if not all(q.is_file() and q.name in RUN_FILES for q in p.iterdir()):
+                    return False
+            elif not (p.is_file() and p.name in RUN_FILES):
+                return False
+    except FileNotFoundError:       # moved away by a concurrent run: nothing of the user's to protect
+        return True
+    return True
+
+
 def check_out(out) -> Path:
     """The output folder, or OutputError when it cannot hold one trnlab run (checked before any work)."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is an existing file; give a folder (new, empty, or a previous trnlab output)")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+    try:                            # one listing, no exists()-then-use race with a concurrent swap
+        filled = any(out.iterdir())
+    except FileNotFoundError:
+        filled = False
+    except NotADirectoryError:      # out is a file, or a folder above it is (the probe below reports that)
+        if out.exists():
+            raise OutputError(f"--out {out} is an existing file; give a folder (new, empty, or a previous "
+                              f"trnlab output)") from None
+        filled = False
+    if filled and not (out / MARKER).is_file() and not _legacy_output(out):
         raise OutputError(f"--out {out} is a non-empty folder that is not a trnlab output (no {MARKER}); "
                           f"give a new or empty folder")
     base = _writable_ancestor(out)
@@ -88,7 +114,10 @@ def _swap(tmp: Path, out: Path) -> None:
             raise
         except OSError:             # out holds a previous run
             pass
-        check_out(out)
+        try:
+            check_out(out)          # still one of ours (a user may have filled it meanwhile)
+        except FileNotFoundError:   # another run moved it aside just now
+            continue
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         try:
             os.rename(out, old)

@@ -246,7 +246,7 @@ def model_command(name: str, *, target=None, batch=1, seq=128, dtype="bf16", dec
     return 0 if report.numerics_ok else 2
 
 
-def demo_command(target=None, out="trnlab-out") -> int:
+def demo_command(target=None, out="trnlab-out/demo") -> int:
     """The tiny Llama compiled onto a simulated NeuronCore: checked, timed, priced, profiled."""
     from trnlab.console import make_console
     from trnlab.hw import get_chip
