@@ -42,6 +42,8 @@ def no_simulation(monkeypatch):
     (["calibrate", "--tolerance", "nan"], ["--tolerance", "nan", ">= 0"]),
     (["calibrate", "--tolerance", "-0.1"], ["--tolerance", "-0.1"]),
     (["model", "llama-nope"], ["unknown model", "'llama-nope'", "llama-tiny", "gpt2-tiny"]),
+    (["model", "llama-8b-layer", "--decode", "2"], ["--decode", "'llama-8b-layer'", "llama-tiny"]),
+    (["model", "hf-bert", "--decode", "2"], ["--decode", "'hf-bert'", "gpt2-tiny"]),
 ])
 def test_bad_argument_is_one_line_exit_2(no_simulation, args, needles):
     result = invoke(*args)

@@ -101,8 +101,7 @@ def run(ctx: typer.Context,
                                                "after it are the script's own"),
         target: Optional[str] = typer.Option(None, help=TARGET_HELP),
         max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
-    """Run a Python script with trnlab standing in for `nki` and `neuronxcc.nki` (trnlab's options go
-    before the script path)."""
+    """Run a Python script with trnlab standing in for `nki` and `neuronxcc.nki` (options before the script path)."""
     _check_target("run", target)
     _check_int("run", "--max-instructions", max_instructions, 1)
     from trnlab.compat import run_script
@@ -193,8 +192,10 @@ def model(name: Optional[str] = typer.Argument(None, help="Built-in model (see -
     names = _model_names("model")
     if name not in names:
         _fail("model", f"unknown model {name!r}; valid values: {', '.join(names)}")
+    from trnlab.torch.cli import decoder_names, model_command
+    if decode and name not in decoder_names():
+        _fail("model", f"--decode needs a built-in decoder, not {name!r}; valid values: {', '.join(decoder_names())}")
     _check_out("model", out)
-    from trnlab.torch.cli import model_command
     with _instruction_limit(max_instructions):
         try:
             code = model_command(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,

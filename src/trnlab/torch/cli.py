@@ -18,6 +18,12 @@ def model_names() -> list[str]:
     return sorted(CONFIGS) + sorted(BUILDERS)
 
 
+def decoder_names() -> list[str]:
+    """Built-in models that --decode can step (whole decoders with a KV cache)."""
+    from trnlab.torch.models import CONFIGS
+    return sorted(n for n in CONFIGS if not n.endswith("-layer"))
+
+
 def _build(name: str, batch: int, seq: int, numerics: bool):
     """(model, example inputs, label) for a built-in name."""
     import torch
