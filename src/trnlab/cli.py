@@ -1,6 +1,13 @@
-"""The `trnlab` command. Each subcommand is a thin shell over a library function (imported lazily)."""
+"""The `trnlab` command. Each subcommand is a thin shell over a library function (imported lazily).
+
+Every argument is checked before any simulation starts: a bad one is one line on stderr naming the
+option, the value and the valid values, exit code 2 (click's convention for usage errors).
+"""
 from __future__ import annotations
 
+import math
+import os
+from contextlib import contextmanager
 from typing import List, Optional
 
 import typer
@@ -8,71 +15,219 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="trnlab: run, time and profile NKI kernels and PyTorch models on a simulated Trainium.")
 
-TARGET_HELP = "Chip preset: trn1|trn2|trn3 (or gen2|gen3|gen4). Default: $NEURON_PLATFORM_TARGET_OVERRIDE or trn2."
+TARGET_HELP = ("Chip preset: trn1|trn2|trn3 (or gen2|gen3|gen4). "
+               "Default: $NEURON_PLATFORM_TARGET_OVERRIDE, else trn2.")
+MAX_HELP = "Stop a kernel run after N instructions (also $TRNLAB_MAX_INSTRUCTIONS)."
+DTYPES = ("bf16", "fp32", "fp16")
+EXTRAS = {"torch": "torch", "transformers": "hf", "pytest": "test"}     # missing module -> trnlab extra
+SCRIPT_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def run(ctx: typer.Context, script: str = typer.Argument(..., help="Python script written for nki or neuronxcc.nki"),
-        target: Optional[str] = typer.Option(None, help=TARGET_HELP)):
-    """Run a Python script with trnlab standing in for `nki` and `neuronxcc.nki`."""
+def _fail(command: str, message: str) -> None:
+    typer.echo(f"trnlab {command}: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _check_target(command: str, target: Optional[str]) -> None:
+    from trnlab.config import TARGETS
+    if target is not None and target.strip().lower() not in TARGETS:
+        _fail(command, f"--target {target!r} is not a chip preset; valid values: {'|'.join(TARGETS)}")
+
+
+def _check_out(command: str, out: Optional[str]) -> None:
+    from trnlab.errors import OutputError
+    from trnlab.profile.outputs import check_out
+    if out is not None:
+        try:
+            check_out(out)
+        except OutputError as exc:
+            _fail(command, str(exc))
+
+
+def _check_int(command: str, option: str, value: Optional[int], low: int) -> None:
+    if value is not None and value < low:
+        _fail(command, f"{option} must be an integer >= {low}, got {value}")
+
+
+def _missing_extra(command: str, exc: ImportError) -> None:
+    """A missing optional dependency: name the extra to install instead of a traceback."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRAS:
+        raise exc
+    _fail(command, f"needs the '{top}' package, which is not installed: pip install 'trnlab[{EXTRAS[top]}]'")
+
+
+@contextmanager
+def _instruction_limit(limit: Optional[int]):
+    """--max-instructions: published to every run through config.max_instructions() for this command."""
+    if limit is None:
+        yield
+        return
+    saved = os.environ.get("TRNLAB_MAX_INSTRUCTIONS")
+    os.environ["TRNLAB_MAX_INSTRUCTIONS"] = str(limit)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TRNLAB_MAX_INSTRUCTIONS", None)
+        else:
+            os.environ["TRNLAB_MAX_INSTRUCTIONS"] = saved
+
+
+def _version(value: bool) -> None:
+    if value:
+        from trnlab import __version__
+        typer.echo(f"trnlab {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print trnlab's version and exit.")):
+    """Checks the environment flags (trnlab.config) once, before any command runs."""
+    from trnlab import config
+    from trnlab.errors import ConfigError
+    try:
+        config.validate()
+    except ConfigError as exc:
+        typer.echo(f"trnlab: {exc}", err=True)
+        raise typer.Exit(2)
+
+
+# interspersed args off: everything after the script path (even --target, --help) belongs to the script
+@app.command(context_settings={**SCRIPT_ARGS, "allow_interspersed_args": False})
+def run(ctx: typer.Context,
+        script: str = typer.Argument(..., help="Python script written for nki or neuronxcc.nki; the arguments "
+                                               "after it are the script's own"),
+        target: Optional[str] = typer.Option(None, help=TARGET_HELP),
+        max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
+    """Run a Python script with trnlab standing in for `nki` and `neuronxcc.nki` (options before the script path)."""
+    _check_target("run", target)
+    _check_int("run", "--max-instructions", max_instructions, 1)
     from trnlab.compat import run_script
-    raise typer.Exit(run_script(script, list(ctx.args), target=target))
+    with _instruction_limit(max_instructions):
+        raise typer.Exit(run_script(script, list(ctx.args), target=target))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings=SCRIPT_ARGS)
 def pytest(ctx: typer.Context, target: Optional[str] = typer.Option(None, help=TARGET_HELP)):
-    """Run a third-party pytest suite with the nki/neuronxcc shim active."""
+    """Run a third-party pytest suite with the nki/neuronxcc shim active (arguments go to pytest)."""
+    _check_target("pytest", target)
     from trnlab.compat import run_pytest
+    try:
+        import pytest as _pytest  # noqa: F401  (an optional extra)
+    except ImportError as exc:
+        _missing_extra("pytest", exc)
     raise typer.Exit(run_pytest(list(ctx.args), target=target))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings=SCRIPT_ARGS)
 def profile(ctx: typer.Context,
             script_or_kernel: str = typer.Argument(..., help="a script, or a built-in kernel name (see --list)"),
             target: Optional[str] = typer.Option(None, help=TARGET_HELP),
-            out: str = typer.Option("trnlab-out/profile", help="output directory"),
-            numerics: bool = typer.Option(True, "--numerics/--timing-only", help="compute values or only time")):
+            out: str = typer.Option("trnlab-out/profile", help="Output folder: new, empty, or a previous trnlab "
+                                                               "output (replaced whole)."),
+            numerics: bool = typer.Option(True, "--numerics/--timing-only",
+                                          help="Compute values, or only time the instructions."),
+            max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
     """Profile a kernel: Perfetto trace, summary.json, HTML report and a terminal summary."""
+    listing = script_or_kernel in ("--list", "list") or "--list" in ctx.args
+    _check_target("profile", target)
+    if not listing:
+        _check_out("profile", out)
+    _check_int("profile", "--max-instructions", max_instructions, 1)
     from trnlab.profile.cli import profile_command
-    raise typer.Exit(profile_command(script_or_kernel, list(ctx.args), target=target, out=out, numerics=numerics))
+    with _instruction_limit(max_instructions):
+        raise typer.Exit(profile_command(script_or_kernel, list(ctx.args), target=target, out=out,
+                                         numerics=numerics))
 
 
 @app.command()
-def calibrate(json_out: bool = typer.Option(False, "--json", help="print a JSON list instead of a table"),
-              tolerance: float = typer.Option(0.15, help="largest allowed relative error")):
+def calibrate(json_out: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+              tolerance: float = typer.Option(0.15, help="Largest allowed relative error (a number >= 0); "
+                                                         "exit code 1 above it.")):
     """Compare predicted kernel latencies with published hardware measurements."""
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        _fail("calibrate", f"--tolerance must be a finite number >= 0, got {tolerance}")
     from trnlab.bench.calibrate import calibrate_command
     raise typer.Exit(calibrate_command(json_out=json_out, tolerance=tolerance))
 
 
+def _model_names(command: str) -> list[str]:
+    try:
+        from trnlab.torch.cli import model_names
+        return model_names()
+    except ImportError as exc:
+        _missing_extra(command, exc)
+
+
 @app.command()
-def model(name: str = typer.Argument(..., help="built-in model: llama-tiny, llama-8b-layer, gpt2-tiny, ..."),
-          target: str = typer.Option("trn2", help=TARGET_HELP),
-          batch: int = typer.Option(1), seq: int = typer.Option(128),
-          dtype: str = typer.Option("bf16", help="bf16|fp32"),
-          decode: int = typer.Option(0, help="also time N single-token decode steps with a KV cache"),
-          numerics: bool = typer.Option(True, "--numerics/--timing-only"),
-          json_out: bool = typer.Option(False, "--json"),
-          out: Optional[str] = typer.Option(None, help="write trace + HTML report here")):
+def model(name: Optional[str] = typer.Argument(None, help="Built-in model (see --list): llama-tiny, "
+                                                          "llama-8b-layer, gpt2-tiny, ..."),
+          list_models: bool = typer.Option(False, "--list", help="List the built-in models and exit."),
+          target: Optional[str] = typer.Option(None, help=TARGET_HELP),
+          batch: int = typer.Option(1, help="Batch size (>= 1)."),
+          seq: int = typer.Option(128, help="Prompt length in tokens (>= 1)."),
+          dtype: str = typer.Option("bf16", help="Compute dtype: " + "|".join(DTYPES) + "."),
+          decode: int = typer.Option(0, help="Also time N single-token decode steps with a KV cache (>= 0)."),
+          numerics: bool = typer.Option(True, "--numerics/--timing-only",
+                                        help="Compute and check values, or only time the instructions."),
+          json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+          out: Optional[str] = typer.Option(None, help="Write trace + HTML reports into this folder (new, empty, "
+                                                       "or a previous trnlab output)."),
+          max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
     """Compile a built-in PyTorch model onto the simulated chip: outputs checked, time, MFU, cost."""
-    from trnlab.torch.cli import model_command
-    raise typer.Exit(model_command(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,
-                                   numerics=numerics, json_out=json_out, out=out))
+    if list_models:
+        for n in _model_names("model"):
+            typer.echo(n)
+        raise typer.Exit(0)
+    if name is None:
+        _fail("model", "give a model name; valid values: " + ", ".join(_model_names("model")))
+    _check_target("model", target)
+    for option, value, low in (("--batch", batch, 1), ("--seq", seq, 1), ("--decode", decode, 0),
+                               ("--max-instructions", max_instructions, 1)):
+        _check_int("model", option, value, low)
+    if dtype not in DTYPES:
+        _fail("model", f"--dtype {dtype!r} is not supported; valid values: {'|'.join(DTYPES)}")
+    names = _model_names("model")
+    if name not in names:
+        _fail("model", f"unknown model {name!r}; valid values: {', '.join(names)}")
+    from trnlab.torch.cli import decoder_names, model_command
+    if decode and name not in decoder_names():
+        _fail("model", f"--decode needs a built-in decoder, not {name!r}; valid values: {', '.join(decoder_names())}")
+    _check_out("model", out)
+    with _instruction_limit(max_instructions):
+        try:
+            code = model_command(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,
+                                 numerics=numerics, json_out=json_out, out=out)
+        except ImportError as exc:
+            _missing_extra("model", exc)
+    raise typer.Exit(code)
 
 
 @app.command()
-def demo(target: str = typer.Option("trn2", help=TARGET_HELP),
-         out: str = typer.Option("trnlab-out", help="output directory")):
+def demo(target: Optional[str] = typer.Option(None, help=TARGET_HELP),
+         out: str = typer.Option("trnlab-out/demo", help="Output folder: new, empty, or a previous trnlab output "
+                                                    "(replaced whole)."),
+         max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
     """The tiny Llama compiled onto a simulated NeuronCore: checked, timed, priced, profiled."""
-    from trnlab.torch.cli import demo_command
-    raise typer.Exit(demo_command(target=target, out=out))
+    _check_target("demo", target)
+    _check_out("demo", out)
+    _check_int("demo", "--max-instructions", max_instructions, 1)
+    try:
+        from trnlab.torch.cli import demo_command
+    except ImportError as exc:
+        _missing_extra("demo", exc)
+    with _instruction_limit(max_instructions):
+        raise typer.Exit(demo_command(target=target, out=out))
 
 
 @app.command()
 def chips():
     """List the chip presets and their key numbers."""
-    from rich.console import Console
     from rich.table import Table
+
+    from trnlab.console import make_console
     from trnlab.hw import PRESETS
     table = Table(title="trnlab chip presets (per NeuronCore)")
     for col in ("target", "NC gen", "SBUF/partition", "PSUM banks", "PE clock", "bf16 peak", "HBM/chip", "DMA queues"):
@@ -81,7 +236,7 @@ def chips():
         table.add_row(c.name, f"v{c.nc_version}", f"{c.sbuf_bytes_per_partition // 1024} KiB", str(c.psum_banks),
                       f"{c.tensor_hz / 1e9:.2f} GHz", f"{c.peak_bf16_flops / 1e12:.1f} TF",
                       f"{c.hbm_bytes / 2**30:.0f} GiB", str(c.dma_queues))
-    Console().print(table)
+    make_console().print(table)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -122,3 +122,11 @@ class AccumulateUninitializedWarning(TrnlabWarning):
 
 class UndefinedBehaviorWarning(TrnlabWarning):
     """An instruction whose hardware result is documented as undefined for these inputs."""
+
+
+class ConfigError(TrnlabError, ValueError):
+    """An environment flag holds a value trnlab does not accept (names the variable, value and valid values)."""
+
+
+class OutputError(TrnlabError, OSError):
+    """An output directory cannot be written (a file, unwritable, or a folder that is not a trnlab output)."""

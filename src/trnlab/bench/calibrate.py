@@ -52,21 +52,30 @@ def predict(name: str, *, shape=None, target=TARGET, numerics: bool = False):
     return benchmark(STEPS[name], target=target, numerics=numerics)(lhsT, rhs)
 
 
-def calibrate(*, shape=None, target=TARGET) -> list[Row]:
-    """Predicted vs measured; measured values scale with the FLOPs when `shape` is not the published one."""
+def calibrate(*, shape=None, target=TARGET, on_step=None) -> list[Row]:
+    """Predicted vs measured; measured values scale with the FLOPs when `shape` is not the published one.
+    on_step(name) is called before each step is simulated (progress display)."""
     shape = shape or SHAPE
     scale = (shape[0] * shape[1] * shape[2]) / (SHAPE[0] * SHAPE[1] * SHAPE[2])
-    return [Row(name, getattr(target, "name", target), predict(name, shape=shape, target=target).latency_us,
-                ms * 1e3 * scale) for name, ms in MEASURED]
+    rows = []
+    for name, ms in MEASURED:
+        if on_step:
+            on_step(name)
+        rows.append(Row(name, getattr(target, "name", target), predict(name, shape=shape, target=target).latency_us,
+                        ms * 1e3 * scale))
+    return rows
 
 
 def calibrate_command(json_out: bool = False, tolerance: float = 0.15) -> int:
-    rows = calibrate()
+    from trnlab.console import steps_progress
+    with steps_progress("simulating", len(MEASURED)) as on_step:
+        rows = calibrate(on_step=on_step)
     if json_out:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
     else:
-        from rich.console import Console
         from rich.table import Table
+
+        from trnlab.console import make_console
         table = Table(title=f"trnlab calibration: {SOURCE}; [4096,8192]@[8192,8192] bf16")
         for col in ("kernel", "target", "predicted ms", "measured ms", "error"):
             table.add_column(col, justify="right" if col != "kernel" else "left")
@@ -74,5 +83,5 @@ def calibrate_command(json_out: bool = False, tolerance: float = 0.15) -> int:
             ok = abs(r.error) <= tolerance
             table.add_row(r.name, r.target, f"{r.predicted_us / 1e3:.2f}", f"{r.measured_us / 1e3:.2f}",
                           f"[{'green' if ok else 'red'}]{r.error:+.1%}[/]")
-        Console().print(table)
+        make_console().print(table)
     return 0 if all(abs(r.error) <= tolerance for r in rows) else 1

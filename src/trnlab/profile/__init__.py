@@ -6,8 +6,10 @@
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from trnlab.profile.outputs import write_text_atomic
 from trnlab.profile.report import report_html, write_report
 from trnlab.profile.source import ProfileData, from_run
 from trnlab.profile.summary import print_summary, summarize, write_summary
@@ -20,9 +22,10 @@ def profile_run(run, out_dir, *, name: str | None = None, console=None, quiet: b
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(data)
+    # each file through a temporary file and os.replace: an interrupted run never leaves a partial file
     write_trace(data, out / "trace.json")
-    write_summary(summary, out / "summary.json")
-    write_report(data, out / "report.html", summary)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "report.html", report_html(data, summary, trace_file="trace.json"))
     if not quiet:
         print_summary(summary, console)
     return summary

@@ -2,7 +2,8 @@
 
 A built-in kernel name runs that kernel (trnlab.kernels) on random inputs of its default shape.
 A script runs under the nki/neuronxcc shim while every kernel run is captured (runtime.observers);
-the last run is written to DIR/, and with several runs each one also to DIR/NN_<kernel>/.
+the last run is written to DIR/, and with several runs each one also to DIR/NN_<kernel>/, listed in
+DIR/runs.json and DIR/index.html. DIR holds one run only (trnlab.profile.outputs.staged_dir).
 """
 from __future__ import annotations
 
@@ -16,27 +17,29 @@ import weakref
 from pathlib import Path
 
 from trnlab import runtime
-from trnlab.profile import profile_run
+from trnlab.profile import profile_run, run_traced
+from trnlab.profile.outputs import staged_dir, write_text_atomic
 from trnlab.profile.source import from_run
-from trnlab.profile.summary import fmt_pct, fmt_time, summarize
+from trnlab.profile.summary import fmt_pct, fmt_time, print_summary, summarize
 
 MAX_RUN_DIRS = 32     # per-run directories written for a script (the rest are listed in runs.json)
 
 
 def profile_command(script_or_kernel: str, args: list[str], target: str | None = None,
                     out: str = "trnlab-out/profile", numerics: bool = True) -> int:
-    from rich.console import Console
-    console = Console()
+    from trnlab.console import make_console
+    from trnlab.errors import OutputError, TargetError
+    from trnlab.hw import get_chip
+    from trnlab.profile.outputs import check_out
+    console = make_console()
     if script_or_kernel in ("--list", "list") or "--list" in args:
         return list_kernels(console)
-    if target:
-        from trnlab.errors import TargetError
-        from trnlab.hw import get_chip
-        try:
-            get_chip(target)
-        except TargetError as exc:
-            console.print(f"trnlab profile: {exc}", markup=False, highlight=False)
-            return 2
+    try:
+        get_chip(target)
+        check_out(out)
+    except (TargetError, OutputError) as exc:
+        console.print(f"trnlab profile: {exc}", markup=False, highlight=False)
+        return 2
     path = Path(script_or_kernel)
     if path.suffix == ".py" or path.is_file():
         return profile_script(path, args, target=target, out=Path(out), numerics=numerics, console=console)
@@ -56,15 +59,17 @@ def list_kernels(console) -> int:
 
 
 def profile_builtin(name: str, *, target, out: Path, numerics: bool, console) -> int:
-    from trnlab.profile import profile_kernel, registry
+    from trnlab.profile import registry
     try:
         spec = registry.get(name)
     except KeyError as exc:
         console.print(f"[red]trnlab profile: {exc.args[0]}[/]")
         return 2
     args, kwargs = spec.inputs(seed=0)
-    profile_kernel(spec.kernel, args, kwargs, out=out, target=target, numerics=numerics, name=name,
-                   console=console)
+    run = run_traced(spec.kernel, args, kwargs, target=target, numerics=numerics)
+    with staged_dir(out, {"command": "profile", "kernel": name}) as tmp:
+        profile_run(run, tmp, name=name, quiet=True)
+    print_summary(summarize(from_run(run, name)), console)
     _print_outputs(console, out)
     return 0
 
@@ -144,6 +149,17 @@ def profile_script(path: Path, args, *, target, out: Path, numerics: bool, conso
     if code:
         console.print(f"[yellow]{path} exited with code {code}; profiling the {len(profiles)} kernel run(s) "
                       f"it completed[/]")
+    with staged_dir(out, {"command": "profile", "script": str(path), "kernels": len(profiles)}) as tmp:
+        index = _write_runs(profiles, tmp)
+    print_summary(summarize(profiles[-1]), console)
+    if len(profiles) > 1:
+        _print_runs(console, profiles, index)
+    _print_outputs(console, out)
+    return code if numerics else 0    # --timing-only: result checks in the script are expected to fail
+
+
+def _write_runs(profiles, out: Path) -> list[dict]:
+    """The last run in out/; with several, each in out/NN_<kernel>/ plus runs.json and index.html."""
     index = []
     for i, data in enumerate(profiles):
         entry = {"index": i, "kernel": data.name, "total_us": data.total_s * 1e6}
@@ -152,12 +168,25 @@ def profile_script(path: Path, args, *, target, out: Path, numerics: bool, conso
             profile_run(data, sub, quiet=True)
             entry["dir"] = sub.name
         index.append(entry)
-    profile_run(profiles[-1], out, console=console)
+    profile_run(profiles[-1], out, quiet=True)
     if len(profiles) > 1:
-        (out / "runs.json").write_text(json.dumps(index, indent=2))
-        _print_runs(console, profiles, index)
-    _print_outputs(console, out)
-    return code if numerics else 0    # --timing-only: result checks in the script are expected to fail
+        write_text_atomic(out / "runs.json", json.dumps(index, indent=2))
+        write_text_atomic(out / "index.html", index_html(index))
+    return index
+
+
+def index_html(index: list[dict]) -> str:
+    """A page linking every captured kernel run's report."""
+    from html import escape
+    rows = "".join(
+        f"<tr><td>{e['index']}</td><td>{escape(e['kernel'])}</td><td>{e['total_us']:.3f}</td><td>"
+        + (f"<a href='{escape(e['dir'])}/report.html'>report</a> | "
+           f"<a href='{escape(e['dir'])}/trace.json'>trace</a>" if "dir" in e else "not written")
+        + "</td></tr>" for e in index)
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>trnlab profile: kernel runs</title></head>"
+            f"<body><h1>{len(index)} kernel runs</h1><p>The last run is also <a href='report.html'>report.html"
+            "</a>.</p><table border='1' cellpadding='4'><tr><th>#</th><th>kernel</th><th>time (us)</th>"
+            f"<th>files</th></tr>{rows}</table></body></html>")
 
 
 def _safe(name: str) -> str:
@@ -177,8 +206,9 @@ def _print_runs(console, profiles, index) -> None:
 
 
 def _print_outputs(console, out: Path) -> None:
+    extra = f", {out / 'index.html'}" if (out / "index.html").is_file() else ""
     console.print(f"wrote {out / 'trace.json'} (open in https://ui.perfetto.dev), {out / 'summary.json'}, "
-                  f"{out / 'report.html'}")
+                  f"{out / 'report.html'}{extra}")
 
 
 __all__ = ["profile_command", "capture_script", "list_kernels"]

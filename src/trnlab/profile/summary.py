@@ -132,6 +132,9 @@ def fmt_time(seconds: float) -> str:
 
 
 def fmt_si(value: float, unit: str) -> str:
+    if unit == "B":          # byte amounts in binary units (KiB/MiB/GiB) everywhere in trnlab's output
+        from trnlab.console import fmt_bytes
+        return fmt_bytes(value)
     for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
             return f"{value / factor:.2f} {prefix}{unit}"

@@ -10,6 +10,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from trnlab.profile.outputs import write_text_atomic
 from trnlab.profile.source import ENGINES, ProfileData, from_run, track_order
 
 _EVENT_CORE = {"name", "track", "start", "end", "loc", "api", "operands", "flops", "nbytes"}
@@ -54,7 +55,4 @@ def chrome_trace(obj) -> dict:
 
 
 def write_trace(obj, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(chrome_trace(obj)))
-    return path
+    return write_text_atomic(path, json.dumps(chrome_trace(obj)))

@@ -75,11 +75,13 @@ class BenchmarkResult:
     def table(self):
         """A rich renderable summary."""
         from rich.table import Table
+
+        from trnlab.console import fmt_bytes
         t = Table(title=f"{self.name} on {self.target}: {self.latency_us:,.1f} us predicted", show_header=False)
         t.add_column("metric")
         t.add_column("value")
         t.add_row("busy", "  ".join(f"{k} {v:.0%}" for k, v in self.busy.items()))
-        t.add_row("DMA", f"{self.dma_bytes / 1e6:,.2f} MB at {self.dma_bandwidth / 1e9:,.1f} GB/s (MBU {self.mbu:.1%})")
+        t.add_row("DMA", f"{fmt_bytes(self.dma_bytes)} at {self.dma_bandwidth / 1e9:,.1f} GB/s (MBU {self.mbu:.1%})")
         t.add_row("FLOPs", f"{self.flops / 1e9:,.2f} GFLOP at {self.achieved_flops / 1e12:,.2f} TFLOP/s")
         t.add_row("MFU / HFU", f"{self.mfu:.1%} / {self.hfu:.1%}")
         for p in self.critical_path[:5]:

@@ -17,6 +17,12 @@ def model_names() -> list[str]:
     return sorted(CONFIGS) + sorted(BUILDERS)
 
 
+def decoder_names() -> list[str]:
+    """Built-in models that --decode can step (whole decoders with a KV cache)."""
+    from trnlab.torch.models import CONFIGS
+    return sorted(n for n in CONFIGS if not n.endswith("-layer"))
+
+
 def _build(name: str, batch: int, seq: int, numerics: bool):
     """(model, example inputs, label) for a built-in name."""
     import torch
@@ -38,7 +44,7 @@ def _build(name: str, batch: int, seq: int, numerics: bool):
     return m, (ids.to("meta") if not numerics else ids,)
 
 
-def compile_builtin(name: str, *, target="trn2", batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
+def compile_builtin(name: str, *, target=None, batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
                     progress=None):
     """Compile and run a built-in model (prefill, then `decode` single-token steps); return the report."""
     model, inputs = _build(name, batch, seq, numerics)
@@ -122,28 +128,26 @@ def _progress(console):
     return bar, {"task": None}
 
 
+OP_TID = 999          # first trace track of the model ops (engine and DMA tracks are numbered from 1)
+
+
 # --- outputs --------------------------------------------------------------------------------------
 def write_outputs(compiled, report, out: str | Path, console=None) -> list[Path]:
-    """trace.json (Perfetto: engines, DMA queues and one track of model ops), report.html
-    (the profiler's report), model.html (per-op table, cost, numerics), model.json."""
+    """trace.json (Perfetto: engines, DMA queues and model-op tracks), report.html (the profiler's
+    report), model.html (per-op table, cost, numerics), model.json; written into a fresh folder that
+    replaces `out` whole (trnlab.profile.outputs.staged_dir)."""
+    from trnlab.profile import profile_run
+    from trnlab.profile.outputs import staged_dir, write_text_atomic
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     run = compiled.last_run
-    written = []
-    try:
-        from trnlab.profile import profile_run
-        profile_run(run, out, name=report.model, quiet=True)
+    with staged_dir(out, {"command": "model", "model": report.model}) as tmp:
+        profile_run(run, tmp, name=report.model, quiet=True)
         from trnlab.torch.report import add_kernel_lines
-        add_kernel_lines(out / "report.html", run)            # kernel lines -> the aten op that issued them
-        written += [out / "trace.json", out / "summary.json", out / "report.html"]
-        _add_op_track(out / "trace.json", run)
-    except ImportError:        # the profiling package is optional: write a minimal Chrome trace
-        (out / "trace.json").write_text(json.dumps(_minimal_trace(run)))
-        written.append(out / "trace.json")
-    (out / "model.json").write_text(report.to_json(indent=1))
-    (out / "model.html").write_text(model_html(report), encoding="utf-8")
-    written += [out / "model.json", out / "model.html"]
-    return written
+        add_kernel_lines(tmp / "report.html", run)            # kernel lines -> the aten op that issued them
+        _add_op_track(tmp / "trace.json", run)
+        write_text_atomic(tmp / "model.json", report.to_json(indent=1))
+        write_text_atomic(tmp / "model.html", model_html(report))
+    return [out / n for n in ("trace.json", "summary.json", "report.html", "model.json", "model.html")]
 
 
 def _op_spans(run):
@@ -158,29 +162,37 @@ def _op_spans(run):
     return spans
 
 
+def op_lanes(spans) -> list[int]:
+    """A lane per op span so that spans sharing a lane never overlap: ops run concurrently on the
+    engines, and Perfetto needs the complete events of one track to be disjoint or nested."""
+    ends: list[float] = []
+    lanes = []
+    for _, start, end in spans:
+        lane = next((i for i, e in enumerate(ends) if e <= start), len(ends))
+        if lane == len(ends):
+            ends.append(end)
+        ends[lane] = end
+        lanes.append(lane)
+    return lanes
+
+
 def _add_op_track(path: Path, run) -> None:
+    from trnlab.profile.outputs import write_text_atomic
     trace = json.loads(path.read_text())
-    tid = 999
-    trace["traceEvents"].append({"ph": "M", "pid": 1, "tid": tid, "name": "thread_name",
-                                 "args": {"name": "model ops (aten)"}})
-    trace["traceEvents"].append({"ph": "M", "pid": 1, "tid": tid, "name": "thread_sort_index",
-                                 "args": {"sort_index": 0}})
-    for rec, start, end in _op_spans(run):
-        trace["traceEvents"].append({"ph": "X", "pid": 1, "tid": tid, "name": rec.op.replace("aten.", ""),
-                                     "ts": start * 1e6, "dur": (end - start) * 1e6, "cat": "op",
-                                     "args": {"node": rec.name, "args": rec.args, "out": rec.out,
-                                              "source": rec.source, "instructions": rec.instructions}})
-    path.write_text(json.dumps(trace))
-
-
-def _minimal_trace(run) -> dict:
-    events = getattr(run.machine.scheduler, "records", None) or []
-    tracks = sorted({e.track for e in events})
-    tid = {t: i + 1 for i, t in enumerate(tracks)}
-    meta = [{"ph": "M", "pid": 1, "tid": tid[t], "name": "thread_name", "args": {"name": t}} for t in tracks]
-    return {"traceEvents": meta + [{"ph": "X", "pid": 1, "tid": tid[e.track], "name": e.name, "ts": e.start * 1e6,
-                                    "dur": (e.end - e.start) * 1e6, "args": {"loc": e.loc}} for e in events],
-            "displayTimeUnit": "ns"}
+    spans = _op_spans(run)
+    lanes = op_lanes(spans)
+    events = trace["traceEvents"]
+    for lane in range(max(lanes, default=-1) + 1):
+        tid = OP_TID + lane
+        label = "model ops (aten)" if lane == 0 else f"model ops (aten, overlap {lane})"
+        events.append({"ph": "M", "pid": 1, "tid": tid, "name": "thread_name", "args": {"name": label}})
+        events.append({"ph": "M", "pid": 1, "tid": tid, "name": "thread_sort_index", "args": {"sort_index": -100 + lane}})
+    for (rec, start, end), lane in zip(spans, lanes):
+        events.append({"ph": "X", "pid": 1, "tid": OP_TID + lane, "name": rec.op.replace("aten.", ""),
+                       "ts": start * 1e6, "dur": (end - start) * 1e6, "cat": "op",
+                       "args": {"node": rec.name, "args": rec.args, "out": rec.out,
+                                "source": rec.source, "instructions": rec.instructions}})
+    write_text_atomic(path, json.dumps(trace))
 
 
 def model_html(report) -> str:
@@ -209,11 +221,11 @@ def model_html(report) -> str:
 
 
 # --- commands -------------------------------------------------------------------------------------
-def model_command(name: str, *, target="trn2", batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
+def model_command(name: str, *, target=None, batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
                   json_out=False, out=None) -> int:
-    from rich.console import Console
+    from trnlab.console import make_console
     from trnlab.errors import TrnlabError
-    console = Console(stderr=json_out)
+    console = make_console(stderr=json_out)
     progress = None if json_out else _progress(console)
     try:
         if progress:
@@ -221,14 +233,15 @@ def model_command(name: str, *, target="trn2", batch=1, seq=128, dtype="bf16", d
         compiled, report = compile_builtin(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,
                                            numerics=numerics, progress=progress)
     except (TrnlabError, KeyError, ValueError) as exc:
-        if progress:
-            progress[0].stop()
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc   # str(KeyError) adds quotes
         from rich.markup import escape
+        if progress:
+            progress[0].stop()
         console.print(f"[red]{type(exc).__name__}[/]: {escape(str(text))}", highlight=False)
         return 1
-    if progress:
-        progress[0].stop()
+    finally:
+        if progress:
+            progress[0].stop()
     if out:
         write_outputs(compiled, report, out)
     if json_out:
@@ -240,21 +253,24 @@ def model_command(name: str, *, target="trn2", batch=1, seq=128, dtype="bf16", d
     return 0 if report.numerics_ok else 2
 
 
-def demo_command(target="trn2", out="trnlab-out") -> int:
+def demo_command(target=None, out="trnlab-out/demo") -> int:
     """The tiny Llama compiled onto a simulated NeuronCore: checked, timed, priced, profiled."""
-    from rich.console import Console
-    console = Console()
+    from trnlab.console import make_console
+    from trnlab.hw import get_chip
+    console = make_console()
+    chip = get_chip(target).name          # None: $NEURON_PLATFORM_TARGET_OVERRIDE, else trn2
     t0 = time.perf_counter()
     console.rule(f"trnlab demo: a tiny Llama (RMSNorm, RoPE, SwiGLU, grouped-query attention) on a simulated "
-                 f"{target} NeuronCore")
+                 f"{chip} NeuronCore")
     progress = _progress(console)
     progress[0].start()
-    compiled, report = compile_builtin("llama-tiny", target=target, batch=1, seq=128, dtype="bf16", decode=4,
-                                       numerics=True, progress=progress)
-    tick = _stage(progress, f"writing the Perfetto trace and HTML reports to {out}/")
-    del tick
-    written = write_outputs(compiled, report, out)
-    progress[0].stop()
+    try:
+        compiled, report = compile_builtin("llama-tiny", target=chip, batch=1, seq=128, dtype="bf16", decode=4,
+                                           numerics=True, progress=progress)
+        _stage(progress, f"writing the Perfetto trace and HTML reports to {out}/")
+        written = write_outputs(compiled, report, out)
+    finally:
+        progress[0].stop()
     report.print(console)
     ok = report.numerics_ok and (report.decode is None or report.decode.numerics_ok)
     console.print(f"outputs {'match' if ok else 'DO NOT match'} eager PyTorch within the bf16 bound; "
