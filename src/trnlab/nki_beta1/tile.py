@@ -312,11 +312,14 @@ class IndirectAccess(OperandOf):
     """t[idx_tile, ...]: rows selected by an SBUF index tile (nl.load gathers, nl.store scatters)."""
 
     def __init__(self, tensor: Tile, key: tuple, loc: str):
-        self.tensor, self.loc = tensor, loc
         pos = [i for i, k in enumerate(key) if isinstance(k, (Tensor, Pending))]
+        if len(pos) == 1 and pos[0] > 0 and all(_is_int(k) for k in key[:pos[0]]):
+            tensor = _basic(tensor, key[:pos[0]], loc)     # x[b, idx, ...]: gather within x[b]
+            key, pos = key[pos[0]:], [0]
+        self.tensor, self.loc = tensor, loc
         if pos != [0]:
             raise NkiValidationError(f"indirect indexing of `{tensor.name}` needs the index tile in the first "
-                                     f"(partition) position. At {loc}")
+                                     f"(partition) position, after integer indices only. At {loc}")
         from trnlab.nki_beta1.ops import tile_of
         self.index_tile = tile_of(key[0])
         rest = key[1:]
@@ -331,6 +334,10 @@ class IndirectAccess(OperandOf):
     @property
     def shape(self) -> tuple:
         return (self.index_tile.size,) + tuple(self.table.shape[1:])
+
+
+def _is_int(k) -> bool:
+    return isinstance(k, (int, np.integer)) and not isinstance(k, bool)
 
 
 def as_view(x, api: str):
