@@ -190,7 +190,8 @@ def _create(shape, dtype, buffer, name, api) -> Tile:
     address, footprint = None, None
     if hasattr(buffer, "psum_placement"):
         chip = _current().chip
-        address, footprint = buffer.psum_placement(shape, par_axis, _dt.itemsize(dtype), chip.psum_bank_bytes)
+        address, footprint = buffer.psum_placement(shape, par_axis, _dt.itemsize(_dt.canonical(dtype)),
+                                                     chip.psum_bank_bytes)
     t = _ops.alloc(kind, storage_shape, dtype, api, name, loc, address=address, footprint=footprint)
     if par_axis:
         return Tile(t.storage, np.moveaxis(t.array, 0, par_axis), t.dtype, t.name, par_axis)
@@ -386,6 +387,7 @@ def load(src, mask=None, dtype=None, **_):
 def store(dst, value, mask=None, **_) -> None:
     """SBUF tile -> HBM (DMA); PSUM values are first copied to SBUF; an index tile scatters rows."""
     loc = _loc()
+    _flush()
     _expect_hbm(dst, "dst", "store", loc)
     if isinstance(dst, _IndirectAccess):
         v = _ops.to_sbuf(_ops.real_tile(value, "store", loc), "nl.store", loc)
