@@ -1,5 +1,6 @@
 """Beta 1 gaps found running AWS's nki-samples unit suite: each test is our own small kernel exercising
 one construct those public kernels use, checked against numpy (never against trnlab's own formulas)."""
+import functools
 import json
 import os
 
@@ -264,3 +265,25 @@ def test_profile_result_lists_the_kernel_instructions(tmp_path):
     k(rand(128, 8))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert os.path.exists(tmp_path / "trace.json") and summary
+
+
+def test_psum_alloc_callback_places_tiles_on_banks_already_in_use():
+    def banks(idx, pdim_size, fdim_size, table):
+        return (table[idx], 0, 0)
+
+    @nki.jit
+    def k(a):
+        out = nl.ndarray((2, 128, 512), dtype=nl.float32, buffer=nl.shared_hbm)
+        big = nl.ndarray((8, nl.par_dim(128), 512), dtype=nl.float32,
+                         buffer=ncc.psum.mod_alloc(base_bank=0, num_bank_tiles=(8,)))
+        # two more tiles on banks 3 and 6, which `big` already covers: still 8 banks in all
+        pair = nl.ndarray((2, nl.par_dim(128), 512), dtype=nl.float32,
+                          buffer=ncc.psum.alloc(functools.partial(banks, table={(0,): 3, (1,): 6})))
+        x = nl.load(a)
+        big[0] = nl.multiply(x, 2.0)
+        for i in nl.affine_range(2):
+            pair[i] = nl.add(big[0], float(i))
+            nl.store(out[i], pair[i])
+        return out
+    a = rand(128, 512)
+    np.testing.assert_allclose(nki.simulate_kernel(k, a), np.stack([a * 2.0, a * 2.0 + 1.0]), rtol=1e-6)
