@@ -17,10 +17,12 @@ import importlib.util
 import os
 import runpy
 import sys
+import sysconfig
 import traceback
 import types
 
 from trnlab import config
+from trnlab.errors import TrnlabError
 
 _NKI = {
     "nki": "trnlab.nki",
@@ -33,6 +35,9 @@ _NKI = {
     "nki.tensor": "trnlab.nki.ntensor",
 }
 _BETA1_PACKAGE = "trnlab.nki_beta1"
+# Framework-only packages kernel scripts import (often unused): stand-ins that fail only when used.
+_FRAMEWORKS = ("torch_xla", "torch_neuronx", "jax_neuronx", "libneuronxla")
+_STUB = "stub"
 
 
 def target_of(name: str) -> str | None:
@@ -43,7 +48,50 @@ def target_of(name: str) -> str | None:
         return ""                                   # an empty namespace package
     if name == "neuronxcc.nki" or name.startswith("neuronxcc.nki."):
         return _BETA1_PACKAGE + name[len("neuronxcc.nki"):]
+    if name.startswith("neuronxcc.") or name.split(".")[0] in _FRAMEWORKS:
+        return _STUB
     return None
+
+
+class FrameworkUnavailableError(TrnlabError, RuntimeError):
+    """A script used a framework-only module (torch_xla, torch_neuronx, ...) that trnlab stands in for."""
+
+
+class _Missing:
+    """An attribute of a stand-in module: any use (call, attribute, iteration, ...) raises, naming it."""
+
+    def __init__(self, path: str):
+        self._path = path
+
+    def _fail(self, *_, **__):
+        from trnlab.core.srcloc import user_location
+        top = self._path.split(".")[0]
+        raise FrameworkUnavailableError(
+            f"`{self._path}` was used, but {top} is not installed and trnlab only stands in for it so that "
+            f"importing it works: trnlab runs NKI kernels on its simulated NeuronCore, so call the kernel with "
+            f"numpy arrays or CPU torch tensors instead of moving them to an XLA/Neuron device. At {user_location()}")
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Missing(f"{self._path}.{name}")
+
+    __call__ = __iter__ = __bool__ = __index__ = __int__ = __float__ = __enter__ = _fail
+
+    def __repr__(self) -> str:
+        return f"<trnlab stand-in for {self._path}>"
+
+
+def _stub_module(name: str) -> types.ModuleType:
+    module = types.ModuleType(name, f"trnlab compat stand-in for {name}: importing works, using it raises")
+    module.__path__ = []
+
+    def missing(attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Missing(f"{name}.{attr}")
+    module.__getattr__ = missing
+    return module
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -52,6 +100,8 @@ class _AliasLoader(importlib.abc.Loader):
         self.original_spec = None
 
     def create_module(self, spec):
+        if self.target == _STUB:
+            return _stub_module(spec.name)
         if not self.target:
             module = types.ModuleType(spec.name, "trnlab compat stand-in for AWS's neuronxcc package")
             module.__path__ = []
@@ -68,22 +118,39 @@ class _AliasLoader(importlib.abc.Loader):
 class ShimFinder(importlib.abc.MetaPathFinder):
     """Resolves the nki / neuronxcc names of the enabled groups to trnlab modules."""
 
-    def __init__(self, groups: set):
+    def __init__(self, groups: set, stubs: set = frozenset()):
         self.groups = set(groups)
+        self.stubs = set(stubs)         # framework-only packages (torch_xla, ...) given stand-ins
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname.split(".")[0] not in self.groups:
+        if fullname.split(".")[0] not in self.groups | self.stubs:
             return None
         mapped = target_of(fullname)
-        if mapped is None:
+        if mapped is None or (mapped == _STUB and not _imported_by_user_code()):
             return None
-        if mapped and importlib.util.find_spec(mapped.rsplit(".", 1)[0]) is None:
+        if mapped and mapped != _STUB and importlib.util.find_spec(mapped.rsplit(".", 1)[0]) is None:
             return None
-        is_pkg = mapped == "" or fullname in ("nki", "nki.isa", "neuronxcc.nki")
+        is_pkg = mapped in ("", _STUB) or fullname in ("nki", "nki.isa", "neuronxcc.nki")
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(mapped), is_package=is_pkg)
 
 
 _finder: ShimFinder | None = None
+
+
+def _imported_by_user_code() -> bool:
+    """True when the import statement is the script's (or its test's) own: installed libraries probing
+    for torch_xla (importlib.util.find_spec in transformers, accelerate, ...) must keep seeing it absent."""
+    frame = sys._getframe(2)
+    while frame is not None and ("importlib" in frame.f_code.co_filename or
+                                 frame.f_code.co_filename.startswith("<frozen")):
+        frame = frame.f_back
+    if frame is None:
+        return False
+    path = os.path.abspath(frame.f_code.co_filename)
+    return not ("site-packages" in path or "dist-packages" in path or path.startswith(_STDLIB))
+
+
+_STDLIB = os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
 
 
 def _real_package_installed(top: str) -> bool:
@@ -114,7 +181,7 @@ def install(force: bool = False) -> list[str]:
     if force:
         for name in [n for n in sys.modules if n.split(".")[0] in groups]:
             del sys.modules[name]
-    _finder = ShimFinder(groups)
+    _finder = ShimFinder(groups, {top for top in _FRAMEWORKS if not _real_package_installed(top)})
     sys.meta_path.insert(0, _finder)
     return sorted(groups)
 
@@ -126,7 +193,7 @@ def uninstall() -> None:
         return
     if _finder in sys.meta_path:
         sys.meta_path.remove(_finder)
-    for name in [n for n in sys.modules if n.split(".")[0] in _finder.groups]:
+    for name in [n for n in sys.modules if n.split(".")[0] in _finder.groups | _finder.stubs]:
         if _is_ours(sys.modules[name]):
             del sys.modules[name]
     _finder = None
@@ -174,9 +241,28 @@ def run_script(path: str, args: list[str] | None = None, target: str | None = No
         except SystemExit as exc:
             return _exit_code(exc.code)
         except Exception as exc:
-            print_script_error(exc, path, sys.stderr)
+            hint = missing_extra(exc)
+            if hint:
+                print(f"trnlab run: {hint}", file=sys.stderr)
+            else:
+                print_script_error(exc, path, sys.stderr)
             return 1
     return 0
+
+
+# optional dependency -> the trnlab extra that installs it (pyproject.toml [project.optional-dependencies])
+_EXTRAS = {"torch": "torch", "transformers": "hf", "pytest": "test", "xdist": "test", "hypothesis": "test"}
+
+
+def missing_extra(exc: BaseException) -> str | None:
+    """One line naming the extra to install when `exc` is a missing optional dependency of trnlab."""
+    if not isinstance(exc, ImportError):
+        return None
+    top = (getattr(exc, "name", None) or "").split(".")[0]
+    extra = _EXTRAS.get(top)
+    if extra is None:
+        return None
+    return f"`{top}` is not installed; install trnlab's `{extra}` extra: pip install 'trnlab[{extra}]'"
 
 
 def print_script_error(exc: BaseException, path: str, file) -> None:
@@ -212,10 +298,15 @@ def _exit_code(code) -> int:
 
 def run_pytest(args: list[str] | None = None, target: str | None = None) -> int:
     """Run pytest with the shim active (also in xdist workers, through the trnlab.compat.pytest_plugin)."""
-    import pytest
+    try:
+        import pytest
+    except ImportError as exc:
+        print(f"trnlab pytest: {missing_extra(exc) or exc}", file=sys.stderr)
+        return 2
     install()
     with _Environment(None, None, target):
         return int(pytest.main(["-p", "trnlab.compat.pytest_plugin"] + list(args or [])))
 
 
-__all__ = ["install", "uninstall", "installed", "run_script", "run_pytest", "target_of"]
+__all__ = ["install", "uninstall", "installed", "run_script", "run_pytest", "target_of", "missing_extra",
+           "FrameworkUnavailableError"]

@@ -132,7 +132,7 @@ class Machine:
         return self.hbm_tensor(arr, name, dtype=dtype, initialized=False)
 
     def new_onchip(self, kind: str, shape, dtype, name: str, *, api: str, loc: str,
-                   p0: int = 0, address: int | None = None, fill=None) -> Tensor:
+                   p0: int = 0, address: int | None = None, fill=None, footprint: int | None = None) -> Tensor:
         """Allocate an SBUF/PSUM tile [P, free...]; checks partition and capacity limits."""
         shape, dtype = inputs.new_tensor(shape, dtype, name, api, loc)
         if len(shape) < 2:
@@ -143,6 +143,8 @@ class Machine:
             raise PartitionError(f"{api}: number of partitions {shape[0]} of '{name}' {list(shape)} exceed "
                                  f"architecture limitation of {limit} (start partition {p0}). At {loc}")
         nbytes = inputs.nbytes(shape[1:], dtype)
+        if footprint is not None:            # modular allocation: tiles of the tensor reuse the same banks
+            nbytes = min(nbytes, int(footprint))
         memory = self.psum if kind == PSUM else self.sbuf
         if kind not in (SBUF, PSUM):
             raise NkiValidationError(f"{api}: unknown on-chip buffer {kind!r}. At {loc}")

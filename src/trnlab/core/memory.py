@@ -158,24 +158,36 @@ class PsumMemory(OnChipMemory):
         self.banks = banks
         self.bank_bytes = bank_bytes
 
+    def _banks(self, b0: int, nbytes: int) -> set:
+        return set(range(b0 // self.bank_bytes, -(-(b0 + nbytes) // self.bank_bytes)))
+
+    def covered(self) -> set:
+        """Banks some live tile occupies (tiles placed at the same address= share their banks)."""
+        return set().union(*(self._banks(a.b0, a.nbytes) for a in self.live.values()))
+
     def banks_used(self) -> int:
-        return sum(a.nbytes for a in self.live.values()) // self.bank_bytes
+        return len(self.covered())
+
+    def _new_banks(self, banks: int, address: int | None) -> int:
+        if address is None:
+            return banks
+        return len(self._banks(address, banks * self.bank_bytes) - self.covered())
 
     def allocate(self, *, name, shape, dtype_name, p0, nparts, nbytes, loc, api, address=None):
         banks = max(1, -(-nbytes // self.bank_bytes))
-        used = self.banks_used()
-        if used + banks > self.banks and self._reclaim_previous_instance(
-                loc, 0, self.partitions, lambda: self.banks_used() + banks <= self.banks):
-            used = self.banks_used()
-        if used + banks > self.banks:
+        used, new = self.banks_used(), self._new_banks(banks, address)
+        if used + new > self.banks and self._reclaim_previous_instance(
+                loc, 0, self.partitions, lambda: self.banks_used() + self._new_banks(banks, address) <= self.banks):
+            used, new = self.banks_used(), self._new_banks(banks, address)
+        if used + new > self.banks:
             tiles = "; ".join(a.describe() for a in self.largest())
             dims = ",".join(str(d) for d in shape)
             raise PsumCapacityError(
                 f"{api}: PSUM capacity exceeded on {self.target}: tile '{name}' [{dims}] {dtype_name} "
                 f"needs {banks} bank(s) of {self.bank_bytes} B, {used} of {self.banks} banks are live; "
-                f"limit {self.banks} banks, required {used + banks}. Largest live tiles: {tiles or 'none'}. "
+                f"limit {self.banks} banks, required {used + new}. Largest live tiles: {tiles or 'none'}. "
                 f"At {loc}",
-                required=used + banks, limit=self.banks, largest=self.largest())
+                required=used + new, limit=self.banks, largest=self.largest())
         if address is not None and address % self.bank_bytes:
             from trnlab.errors import NkiValidationError
             raise NkiValidationError(
@@ -187,5 +199,5 @@ class PsumMemory(OnChipMemory):
         alloc = Allocation(next(self._ids), name, tuple(shape), dtype_name, 0, self.partitions, b0,
                            banks * self.bank_bytes, loc)
         self.live[alloc.uid] = alloc
-        self.peak_bytes = max(self.peak_bytes, (used + banks) * self.bank_bytes)
+        self.peak_bytes = max(self.peak_bytes, (used + new) * self.bank_bytes)
         return alloc

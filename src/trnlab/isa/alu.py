@@ -28,6 +28,11 @@ def _divide(a, b):
         return np.divide(a, b)
 
 
+def _rsqrt(a):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.float32(1.0) / np.sqrt(a)
+
+
 def _logical_shift_right(a, b):
     ai = np.asarray(a).astype(np.int64) & 0xFFFFFFFF
     return (ai >> np.asarray(b).astype(np.int64)).astype(np.int64)
@@ -66,7 +71,14 @@ ALU_OPS = {
     "mod": lambda a, b: np.mod(a, b),
     "fmod": lambda a, b: np.fmod(a, b),
     "bypass": lambda a, b: a,
+    # unary operators of AWS's ALU table ("Supported Math Operators for NKI ISA"): the operand is ignored
+    "rsqrt": lambda a, b: _rsqrt(a),
+    "reciprocal": lambda a, b: _divide(np.float32(1.0), a),
+    "abs": lambda a, b: np.abs(a),
+    "logical_not": lambda a, b: (np.asarray(a) == 0).astype(np.float32),
+    "invert": _int_op(lambda a, b: np.invert(a)),
 }
+UNARY_ALU = frozenset({"rsqrt", "reciprocal", "abs", "logical_not", "invert"})
 
 # Reductions usable in tensor_reduce / activation reduce / scans (identity, numpy reducer).
 REDUCE_OPS = {

@@ -387,7 +387,7 @@ def accumulate(ins: Instruction, regs: np.ndarray, p: int, cmd: str, op: str, va
 
 
 BITVEC_OPS = frozenset({"bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift",
-                        "arith_shift_right", "logical_shift_left", "logical_shift_right"})
+                        "arith_shift_right", "logical_shift_left", "logical_shift_right", "invert"})
 
 
 def is_bitvec(op: str | None) -> bool:

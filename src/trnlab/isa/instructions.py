@@ -689,12 +689,20 @@ class Activation(Instruction):
             out = alu.activation(self.func, self.api, self.loc)(y).astype(np.float32, copy=False)
         if self.dst is not None:
             self.store(self.dst, out.reshape(self.dst.shape))
+        rows = None
+        if self.mask is not None:            # masked-off elements are not computed: they add nothing
+            keep = np.asarray(self.mask, dtype=bool).reshape(out.shape)
+            out, rows = np.where(keep, out, np.float32(0.0)), keep.any(axis=1)
+        saved = m.reduce_regs[:p].copy()
         if self.reduce_cmd == "idle" and self.reduce_op is None:
-            result = m.reduce_regs[:p].copy()        # read-out only
+            result = saved                           # read-out only
         else:
             result = accumulate(self, m.reduce_regs, p, self.reduce_cmd, "add", out)
+        if rows is not None:                 # a partition the mask skips entirely keeps its accumulator
+            m.reduce_regs[:p][~rows] = saved[~rows]
         if self.reduce_res is not None:
-            self.reduce_res.write(result.reshape(self.reduce_res.shape))
+            where = None if rows is None else rows_where(rows, self.reduce_res.shape)
+            self.reduce_res.write(result.reshape(self.reduce_res.shape), where=where, api=self.api, loc=self.loc)
 
     def cycles(self, chip):
         c = vector_cost(chip, self.data.free_size)                      # ISA: max(MIN_II, N)
@@ -820,7 +828,7 @@ class TensorScalar(DataToDst):
 
 def _apply(ins, op, x, operand, reverse):
     fn = alu.alu(op, ins.api, ins.loc)
-    return fn(operand, x) if reverse else fn(x, operand)
+    return fn(operand, x) if reverse and op not in alu.UNARY_ALU else fn(x, operand)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -237,7 +237,27 @@ num_programs = _spmd.num_programs
 program_ndim = _spmd.program_ndim
 
 
-class NKIObject:
+class _NKIObjectType(type):
+    """AWS's compiler gives every NKIObject class an __init__ taking its attributes as keywords (even a
+    @dataclass whose fields are unannotated class attributes): keywords the class's own __init__ does not
+    take are set as attributes after it runs."""
+
+    def __call__(cls, *args, **kwargs):
+        params = _inspect.signature(cls.__init__).parameters
+        if _inspect.Parameter.VAR_KEYWORD in {p.kind for p in params.values()}:   # (nl.any shadows any)
+            return super().__call__(*args, **kwargs)
+        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in params}
+        unknown = sorted(k for k in extra if not hasattr(cls, k))
+        if unknown:
+            raise _NkiValidationError(f"{cls.__name__}(): unknown keyword argument(s) {unknown}; an NKIObject "
+                                     f"takes its class attributes as keywords. At {_loc()}")
+        obj = super().__call__(*args, **kwargs)
+        for k, v in extra.items():
+            setattr(obj, k, v)
+        return obj
+
+
+class NKIObject(metaclass=_NKIObjectType):
     """Base class for kernel configuration objects (the NKI compiler requires it)."""
 
 
@@ -342,7 +362,7 @@ _OP_SIGNATURES = {"alu": _sig("x, y, dtype=None"), "act": _sig("x, dtype=None"),
 _ALU = ["add", "subtract", "multiply", "divide", "maximum", "minimum", "power", "equal", "not_equal",
         "greater", "greater_equal", "less", "less_equal", "logical_and", "logical_or", "logical_xor",
         "bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift", "abs_max", "abs_min", "mod",
-        "fmod", "logical_shift_left", "logical_shift_right", "arith_shift_right"]
+        "fmod", "logical_shift_left", "logical_shift_right", "arith_shift_right", "invert"]
 _ACT = ["exp", "log", "tanh", "sigmoid", "relu", "gelu", "gelu_dx", "gelu_apprx_tanh", "gelu_apprx_sigmoid",
         "gelu_apprx_sigmoid_dx", "silu", "silu_dx", "softplus", "mish", "erf", "erf_dx", "sin", "cos", "tan",
         "arctan", "sqrt", "rsqrt", "reciprocal", "sign", "abs", "square", "copy", "identity", "negative",

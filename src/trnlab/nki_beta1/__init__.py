@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 
+from trnlab.errors import NkiValidationError
 from trnlab.frontend.kernel import Kernel, unwrap
 from trnlab.nki_beta1 import compiler, isa, language, typing  # noqa: F401
 from trnlab.nki_beta1.tile import Tile, _state
@@ -44,7 +45,7 @@ class Beta1Kernel(Kernel):
 
 
 def _as_kernel(kernel) -> Beta1Kernel:
-    if isinstance(kernel, Benchmarked):
+    if isinstance(kernel, (Benchmarked, Profiled)):
         kernel = kernel.kernel
     if isinstance(kernel, Beta1Kernel):
         return kernel
@@ -143,10 +144,49 @@ def benchmark(kernel=None, *, warmup: int = 10, iters: int = 100, save_neff_name
     return wrap(kernel) if kernel is not None else wrap
 
 
-def profile(*args, **kwargs):
-    raise NotImplementedError("nki.profile (NEFF/NTFF capture on a device) is not available in trnlab; run "
-                              "`trnlab profile <script.py>` for a Perfetto trace, summary.json and HTML report "
-                              "from the timing model")
+class Profiled:
+    """A kernel wrapped by nki.profile: each call runs it traced and writes trnlab's profile (trace.json,
+    summary.json, report.html) into `working_directory`. No NEFF or NTFF is written: those are device
+    artifacts; the profile comes from the timing model."""
+
+    def __init__(self, kernel, working_directory, overwrite: bool):
+        self.kernel = _as_kernel(kernel)
+        self.working_directory, self.overwrite = working_directory, bool(overwrite)
+        self.profile_summary = None
+        functools.update_wrapper(self, self.kernel.fn)
+
+    def __getitem__(self, grid) -> "Profiled":
+        return Profiled(self.kernel[grid], self.working_directory, self.overwrite)
+
+    def __call__(self, *args, **kwargs):
+        import os
+        from trnlab.profile import profile_run
+        out = self.working_directory
+        existing = os.path.join(out, "trace.json")
+        if not self.overwrite and os.path.exists(existing):
+            raise NkiValidationError(f"nki.profile: {existing} already exists and overwrite=False; pass "
+                                     f"overwrite=True or another working_directory")
+        args, kwargs = typing.materialize_args(args, kwargs)
+        run = self.kernel.run(args, kwargs, timing=True, trace=True)
+        name = getattr(self.kernel.fn, "__name__", "kernel")
+        self.profile_summary = profile_run(run, out, name=name, quiet=True)
+        print(f"trnlab profile of {name}: trace.json, summary.json, report.html in {out} (timing model; "
+              f"no NEFF/NTFF is written)")
+        return run.outputs
+
+
+def profile(func=None, *, working_directory=None, save_neff_name=None, save_trace_name=None, overwrite=False,
+            profile_nth=1, additional_compile_opt=None, **_):
+    """@nki.profile(working_directory=...): every call runs the kernel on the simulator and writes trnlab's
+    profile of that run into working_directory (an absolute path, as AWS requires)."""
+    import os
+    if working_directory is None or not os.path.isabs(str(working_directory)):
+        raise NkiValidationError(f"nki.profile: working_directory must be an absolute path, got "
+                                 f"{working_directory!r}")
+
+    def wrap(k):
+        return Profiled(k, str(working_directory), overwrite)
+    return wrap(func) if func is not None else wrap
 
 
 __all__ = ["jit", "trace", "simulate_kernel", "baremetal", "benchmark", "profile", "language", "isa",

@@ -56,7 +56,7 @@ def _operand(x, api, loc):
     return _ops.real_tile(x, api, loc) if _ops.is_tile(x) else _ops.scalar(x)
 
 
-def _simple(api, shape, dtype, build, mask=None, kind=_SBUF, targets=(_SBUF, _PSUM)):
+def _simple(api, shape, dtype, build, mask=None, kind=_SBUF, targets=(_SBUF, _PSUM), required=False):
     """A tile-returning call: build(dst, region) issues the instruction(s)."""
     loc = _loc()
     shape = tuple(int(s) for s in shape)
@@ -66,7 +66,7 @@ def _simple(api, shape, dtype, build, mask=None, kind=_SBUF, targets=(_SBUF, _PS
         if region is not None and region.empty:
             return
         build(dst, region, loc)
-    return _ops.new_result(shape, dtype, kind, emit, api, targets=targets)
+    return _ops.new_result(shape, dtype, kind, emit, api, targets=targets, required=required)
 
 
 def _res(region):
@@ -162,12 +162,12 @@ def activation_reduce(op, data, reduce_op, reduce_res, bias=None, scale=1.0, mas
     func = _op(op)
 
     def build(dst, region, loc):
-        if region is not None:
-            raise NotImplementedError(f"nisa.activation_reduce(mask=...) is not modelled. At {loc}")
-        _ops.issue(_I.Activation(api="nisa.activation_reduce", loc=loc, dst=dst, func=func, data=t, bias=b, scale=sc,
-                                 reduce_op=_op(reduce_op), reduce_res=rr, reduce_cmd="reset_reduce"))
-    result = _simple("nisa.activation_reduce", t.shape, _ops.out_dtype(dtype, t), build, mask)
-    return result.materialize()          # reduce_res is written now, as the caller expects
+        shape = tuple(t.shape)
+        _ops.issue(_I.Activation(api="nisa.activation_reduce", loc=loc, dst=_cut(dst, region, shape), func=func,
+                                 data=_cut(t, region, shape), bias=_cut(b, region, shape),
+                                 scale=_cut(sc, region, shape), reduce_op=_op(reduce_op),
+                                 reduce_res=_cut(rr, region, shape), reduce_cmd="reset_reduce", mask=_res(region)))
+    return _simple("nisa.activation_reduce", t.shape, _ops.out_dtype(dtype, t), build, mask, required=True)
 
 
 def tensor_tensor(data1, data2, op, dtype=None, mask=None, engine=engine.unknown, **_):

@@ -187,7 +187,12 @@ def _create(shape, dtype, buffer, name, api) -> Tile:
     if kind == _HBM:
         return _shared_hbm(shape, dtype, buffer, name, api, loc)
     storage_shape = (shape[par_axis],) + shape[:par_axis] + shape[par_axis + 1:]
-    t = _ops.alloc(kind, storage_shape, dtype, api, name, loc)
+    address, footprint = None, None
+    if hasattr(buffer, "psum_placement"):
+        chip = _current().chip
+        address, footprint = buffer.psum_placement(shape, par_axis, _dt.itemsize(_dt.canonical(dtype)),
+                                                     chip.psum_bank_bytes)
+    t = _ops.alloc(kind, storage_shape, dtype, api, name, loc, address=address, footprint=footprint)
     if par_axis:
         return Tile(t.storage, np.moveaxis(t.array, 0, par_axis), t.dtype, t.name, par_axis)
     return t
@@ -382,6 +387,7 @@ def load(src, mask=None, dtype=None, **_):
 def store(dst, value, mask=None, **_) -> None:
     """SBUF tile -> HBM (DMA); PSUM values are first copied to SBUF; an index tile scatters rows."""
     loc = _loc()
+    _flush()
     _expect_hbm(dst, "dst", "store", loc)
     if isinstance(dst, _IndirectAccess):
         v = _ops.to_sbuf(_ops.real_tile(value, "store", loc), "nl.store", loc)
@@ -708,7 +714,8 @@ def dropout(x, rate, dtype=None, mask=None, **_):
 
 
 def loop_reduce(x, op, loop_indices, dtype=None, mask=None, **_):
-    """acc = op(acc, x) where acc is the variable this call is assigned to (`b = nl.loop_reduce(a, ...)`)."""
+    """acc = op(acc, x) where acc is the assignment target: a variable (`b = nl.loop_reduce(a, ...)`) or a
+    subscripted tile (`acc[i] = nl.loop_reduce(a, ...)`, reduced in place when the assignment runs)."""
     loc = _loc()
     _flush()
     t = _ops.real_tile(x, "loop_reduce", loc)
@@ -719,7 +726,13 @@ def loop_reduce(x, op, loop_indices, dtype=None, mask=None, **_):
     if isinstance(acc, Tile) and tuple(acc.shape) == tuple(t.shape):
         _ops.binary_into(acc, acc, t, opname, loc, api="nl.loop_reduce", mask=mask)
         return acc
-    return copy(t, mask=mask, dtype=dtype)
+
+    def emit(dst, into_target):
+        if into_target:
+            _ops.binary_into(dst, dst, t, opname, loc, api="nl.loop_reduce", mask=mask)
+        else:                                  # no target to reduce into: the value itself
+            _ops.copy_into(dst, t, loc, "nl.loop_reduce", mask=mask)
+    return _ops.new_result(t.shape, _ops.out_dtype(dtype, t), _SBUF, emit, "nl.loop_reduce", reduces=True)
 
 
 def _assignment_target(frame):

@@ -35,7 +35,8 @@ def isa_class(name: str, api: str):
 
 
 # --- tiles ----------------------------------------------------------------------------------------
-def alloc(kind: str, shape, dtype, api: str, name: str = "", loc: str | None = None) -> Tile:
+def alloc(kind: str, shape, dtype, api: str, name: str = "", loc: str | None = None, *, address=None,
+          footprint=None) -> Tile:
     loc = loc or user_location()
     m = current()
     name = name or f"{api.split('.')[-1]}_{next(_names)}"
@@ -43,7 +44,7 @@ def alloc(kind: str, shape, dtype, api: str, name: str = "", loc: str | None = N
     if kind == HBM:
         t = m.new_hbm(shape, dtype, name)
     else:
-        t = m.new_onchip(kind, shape, dtype, name, api=api, loc=loc)
+        t = m.new_onchip(kind, shape, dtype, name, api=api, loc=loc, address=address, footprint=footprint)
     return t if isinstance(t, Tile) else Tile(t.storage, t.array, t.dtype, t.name)
 
 

@@ -54,9 +54,14 @@ class Tile(Tensor):
             _state.last_inplace = None
             return
         dst = as_view(index(self, key, loc), "tensor assignment")
-        if isinstance(value, Pending) and value.consumable(dst, sys._getframe(1)):
+        if isinstance(value, Pending) and (value.consumable(dst, sys._getframe(1)) or
+                                           (value.reduces and value.tile is None)):
             value.emit_into(dst)
             return
+        if isinstance(value, Pending) and value.reduces:
+            raise NkiValidationError(f"nl.loop_reduce: its result was used before the assignment into "
+                                     f"`{dst.name}` ran, so it cannot reduce into it; assign the call directly "
+                                     f"(`acc[...] = nl.loop_reduce(x, ...)`). At {loc}")
         flush()
         ops.assign(dst, value, loc)
 
@@ -181,6 +186,8 @@ def index(t: Tile, key, loc: str):
 def _basic(t: Tile, key: tuple, loc: str) -> Tile:
     if len(key) > t.ndim:
         raise OutOfBoundsError(f"too many indices for {t.describe()}: {len(key)} given for rank {t.ndim}. At {loc}")
+    if not t.on_chip and None not in key and _past_end(t, key):
+        return _slices_access(t, key, loc)
     out, par_axis, dim_out = [], t.par_axis, 0
     for d, k in enumerate(key):
         if isinstance(k, slice) or k is None:
@@ -196,11 +203,40 @@ def _basic(t: Tile, key: tuple, loc: str) -> Tile:
             out.append(k)
             if d < t.par_axis:
                 par_axis -= 1
+    if len(out) == t.ndim and not any(isinstance(k, slice) for k in out):
+        out.append(Ellipsis)            # all ints: a 0-d view of the storage, not numpy's scalar copy
     view = t.index(tuple(out), api="indexing", loc=loc)
     result = t._view(view.array, par_axis=par_axis if t.on_chip else 0)
     if t.on_chip and result.ndim < 2:
         result = t._view(result.array.reshape(result.shape + (1,)))
     return result
+
+
+def _past_end(t: Tile, key: tuple) -> bool:
+    """A forward slice of an HBM tensor that runs past its end: a mask (nl.load / dma_copy mask=) may still
+    keep the access in bounds, so the check waits for it."""
+    for k, size in zip(key, t.shape):
+        if isinstance(k, slice) and (k.step or 1) > 0 and k.stop is not None and (k.start or 0) >= 0 \
+                and int(k.stop) > size:
+            return True
+    return False
+
+
+def _slices_access(t: Tile, key: tuple, loc: str) -> "Access":
+    """The basic key (ints and forward slices) as an affine Access, bounds-checked when it is used."""
+    key = key + (slice(None),) * (t.ndim - len(key))
+    n_out = sum(isinstance(k, slice) for k in key)
+    arrays, j = [], 0
+    for k, size in zip(key, t.shape):
+        if isinstance(k, slice):
+            start, stop, step = int(k.start or 0), size if k.stop is None else int(k.stop), int(k.step or 1)
+            shape = [1] * n_out
+            shape[j] = len(range(start, stop, step))
+            arrays.append(np.arange(start, stop, step, dtype=np.int64).reshape(shape))
+            j += 1
+        else:
+            arrays.append(np.int64(int(k) + size if int(k) < 0 else int(k)))
+    return Access(t, np.broadcast_arrays(*arrays), loc)
 
 
 def _advanced(t: Tile, key: tuple, loc: str):
@@ -277,11 +313,14 @@ class IndirectAccess(OperandOf):
     """t[idx_tile, ...]: rows selected by an SBUF index tile (nl.load gathers, nl.store scatters)."""
 
     def __init__(self, tensor: Tile, key: tuple, loc: str):
-        self.tensor, self.loc = tensor, loc
         pos = [i for i, k in enumerate(key) if isinstance(k, (Tensor, Pending))]
+        if len(pos) == 1 and pos[0] > 0 and all(_is_int(k) for k in key[:pos[0]]):
+            tensor = _basic(tensor, key[:pos[0]], loc)     # x[b, idx, ...]: gather within x[b]
+            key, pos = key[pos[0]:], [0]
+        self.tensor, self.loc = tensor, loc
         if pos != [0]:
             raise NkiValidationError(f"indirect indexing of `{tensor.name}` needs the index tile in the first "
-                                     f"(partition) position. At {loc}")
+                                     f"(partition) position, after integer indices only. At {loc}")
         from trnlab.nki_beta1.ops import tile_of
         self.index_tile = tile_of(key[0])
         rest = key[1:]
@@ -296,6 +335,10 @@ class IndirectAccess(OperandOf):
     @property
     def shape(self) -> tuple:
         return (self.index_tile.size,) + tuple(self.table.shape[1:])
+
+
+def _is_int(k) -> bool:
+    return isinstance(k, (int, np.integer)) and not isinstance(k, bool)
 
 
 def as_view(x, api: str):
@@ -436,14 +479,26 @@ def flush() -> None:
         p.materialize()
 
 
+class _Strong:
+    """A strong reference with weakref's call interface."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __call__(self):
+        return self.obj
+
+
 class Pending:
     """A tile-returning call whose instruction is issued on first use (or into an assignment target)."""
 
     __slots__ = ("shape", "dtype", "kind", "emit", "machine", "tile", "api", "accumulates", "targets",
-                 "name", "__weakref__")
+                 "name", "reduces", "__weakref__")
 
     def __init__(self, shape, dtype, kind: str, emit, api: str, *, targets=(SBUF, PSUM),
-                 accumulates: bool = False, name: str = ""):
+                 accumulates: bool = False, name: str = "", reduces: bool = False, required: bool = False):
         flush()
         self.shape = tuple(int(s) for s in shape)
         self.dtype = dt.canonical(dtype)
@@ -453,7 +508,10 @@ class Pending:
         self.accumulates = accumulates
         self.targets = targets
         self.name = name
-        _state.pending = weakref.ref(self)
+        self.reduces = reduces          # nl.loop_reduce: an assignment target is reduced into, not overwritten
+        # required: the call also writes an in-place operand (reduce_res), so it is issued even when its
+        # result is discarded (held strongly until the next flush, not through a weak reference)
+        _state.pending = _Strong(self) if required else weakref.ref(self)
 
     def materialize(self) -> Tile:
         if self.tile is None:
@@ -477,7 +535,7 @@ class Pending:
 
     def emit_into(self, dst: Tensor, accumulate: bool = False) -> None:
         _state.pending = None
-        self.emit(dst, accumulate)
+        self.emit(dst, accumulate or self.reduces)
         self.tile = dst
 
     # --- behave like the tile ---------------------------------------------------------------------
