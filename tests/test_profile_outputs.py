@@ -94,7 +94,7 @@ def test_one_track_per_engine_and_used_dma_queue(add_run):
     assert len(named) == len(set(named)), "one thread per track"
     assert {"tensor", "vector", "scalar", "gpsimd"} <= set(named)
     dma_used = {t for t in used if t.startswith("dma.q")}
-    assert len(dma_used) > 1            # 12 DMAs spread over the queues
+    assert dma_used == {f"dma.q{i}" for i in range(16)}      # 128-partition DMAs use all 16 queues
     assert {t for t in named if t.startswith("dma")} == dma_used
     track_of = {e["tid"]: e["args"]["name"] for e in trace["traceEvents"]
                 if e["ph"] == "M" and e["name"] == "thread_name"}
