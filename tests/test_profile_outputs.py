@@ -135,7 +135,7 @@ ADD_TRN2_S = 17.079380764163374e-6      # predicted latency of add_kernel on [51
 def test_summary_matches_hand_computed_costs(add_run):
     s = summarize(add_run)
     sched = add_run.machine.scheduler
-    assert s["total_s"] == pytest.approx(ADD_TRN2_S, rel=1e-12)
+    assert s["total_s"] == pytest.approx(ADD_TRN2_S, rel=1e-9)
     # Vector: 4 tensor_tensor of [128, 256] fp32, both inputs in SBUF, not bf16: ISA cost max(64, 2N)
     # = 512 cycles at the trn2 Vector clock of 0.96 GHz
     assert s["engines"]["vector"]["busy_s"] == pytest.approx(4 * 2 * 256 / 0.96e9, rel=1e-9)
@@ -187,7 +187,7 @@ def test_mfu_single_bf16_matmul_by_hand():
     assert 0 < s["mfu"] < 1
     # a cold trn2 PE runs at 50% (power throttle): 512 moving columns at 2.4 GHz x 0.5
     assert s["engines"]["tensor"]["busy_s"] == pytest.approx(512 / (2.4e9 * 0.5), rel=1e-9)
-    assert t == pytest.approx(6.581887351778657e-6, rel=1e-12)       # predicted latency (a literal)
+    assert t == pytest.approx(6.581887351778657e-6, rel=1e-9)       # predicted latency (a literal)
     assert s["arithmetic_intensity"] == pytest.approx(flops / ((128 * 128 + 128 * 512) * 2 + 128 * 512 * 4))
 
 

@@ -39,7 +39,7 @@ BLOCKED_TRN1_S = 141.5850076394199e-6
 
 def test_predicted_latency_is_a_fixed_number(operands):
     end, _, _ = schedule(mm.matmul_blocked, operands, False)
-    assert end == pytest.approx(BLOCKED_TRN1_S, rel=1e-12)
+    assert end == pytest.approx(BLOCKED_TRN1_S, rel=1e-9)
 
 
 def test_benchmark_result_fields(operands):
@@ -48,7 +48,7 @@ def test_benchmark_result_fields(operands):
     ref = lhsT.astype(np.float32).T @ rhs.astype(np.float32)
     np.testing.assert_allclose(r.outputs.astype(np.float32), ref, rtol=2 ** -7, atol=2 ** -6 * np.abs(ref).max())
     t = BLOCKED_TRN1_S
-    assert r.latency_s == pytest.approx(t, rel=1e-12) and r.latency_us == pytest.approx(t * 1e6, rel=1e-12)
+    assert r.latency_s == pytest.approx(t, rel=1e-9) and r.latency_us == pytest.approx(t * 1e6, rel=1e-9)
     flops = 2 * 1024 * 2048 * 1024
     assert r.flops == flops
     # MFU = FLOPs / (trn1 bf16 peak x latency), peak = 128 x 128 PEs x 2 FLOP x 2.8 GHz (NC-v2 guide: "92
