@@ -20,6 +20,25 @@ def test_presets_have_published_capacities():
     assert TRN1.peak_bf16_flops == pytest.approx(91.75e12, rel=1e-3)
 
 
+@pytest.mark.parametrize("chip,cores,hbm_gib,hbm_bw,bf16_tf,fp8_tf,fp32_tf,clocks,dma_queue", [
+    # published per-NeuronCore TensorE TFLOPS (NC-v2/v3/v4 pages: 92 / 79 / 79 bf16, 92 / 158 / 315 fp8,
+    # 23 / 20 / 20 fp32), chip HBM (32 / 96 / 144 GiB at 820 GB/s / 2.9 TB/s / 4.9 TB/s), engine clocks
+    # (Tensor, Vector, Scalar, GpSimd) and DMA bandwidth-guide queue rates (17 / 23 / 33 B/ns)
+    (TRN1, 2, 32, 820e9, 92e12, 92e12, 23e12, (2.8e9, 1.12e9, 1.4e9, 1.4e9), 17e9),
+    (TRN2, 8, 96, 2.9e12, 79e12, 158e12, 20e12, (2.4e9, 0.96e9, 1.2e9, 1.2e9), 23e9),
+    (TRN3, 8, 144, 4.9e12, 79e12, 315e12, 20e12, (2.4e9, 1.2e9, 1.2e9, 1.2e9), 33e9),
+], ids=["trn1", "trn2", "trn3"])
+def test_presets_match_published_figures(chip, cores, hbm_gib, hbm_bw, bf16_tf, fp8_tf, fp32_tf, clocks, dma_queue):
+    assert chip.cores_per_chip == cores and chip.hbm_bytes == hbm_gib * 2 ** 30 and chip.hbm_bytes_per_s == hbm_bw
+    # rounded published figures: within 1% (the docs' own rounding, e.g. 78.6 -> "79")
+    assert chip.peak_bf16_flops == pytest.approx(bf16_tf, rel=0.01)
+    assert chip.peak_fp8_flops == pytest.approx(fp8_tf, rel=0.01)
+    assert chip.peak_fp32_flops == pytest.approx(fp32_tf, rel=0.02)
+    assert (chip.tensor_hz, chip.vector_hz, chip.scalar_hz, chip.gpsimd_hz) == clocks
+    assert chip.dma_queues == 16 and chip.dma_queue_bytes_per_s == dma_queue
+    assert chip.psum_bytes_per_partition == 8 * 2048                  # 8 banks x 2 KiB
+
+
 def test_target_resolution(monkeypatch):
     monkeypatch.delenv("NEURON_PLATFORM_TARGET_OVERRIDE", raising=False)
     monkeypatch.delenv("NKI_NC_VERSION", raising=False)

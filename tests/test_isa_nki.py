@@ -44,7 +44,7 @@ def test_indirect_gather_oob_error_names_the_kernel_line():
         nisa.dma_copy(dst=out, src=dst)
         return out
 
-    line = inspect.getsourcelines(gather.fn if hasattr(gather, "fn") else gather)[1] + 6
+    line = inspect.getsourcelines(gather.fn)[1] + 6
     with pytest.raises(OutOfBoundsError) as err:
         nki.simulate(gather)(np.zeros((10, 4), np.float32), np.array([[1], [11]], np.int32))
     assert "test_isa_nki.py" in str(err.value) and "11" in str(err.value)

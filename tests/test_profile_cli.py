@@ -107,7 +107,9 @@ def test_registry_finds_shipped_kernels():
     specs, _ = registry.discover()
     assert "add" in specs, sorted(specs)
     args, kwargs = specs["add"].inputs(seed=0)
-    assert len(args) == 2 and args[0].shape == args[1].shape
+    assert [a.shape for a in args] == [(512, 2048), (512, 2048)] and kwargs == {}
+    again, _ = specs["add"].inputs(seed=0)
+    np.testing.assert_array_equal(args[0], again[0])            # a seed gives the same inputs
 
 
 def test_builtin_add_end_to_end(tmp_path):
@@ -116,6 +118,8 @@ def test_builtin_add_end_to_end(tmp_path):
     assert code == 0, output
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["instructions"]["by_engine"]["vector"] >= 1 and summary["mfu"] == 0.0
+    # example inputs: two [512, 2048] fp32 arrays; an add reads each once and writes the sum once
+    assert summary["dma"]["bytes"] == 3 * 512 * 2048 * 4
 
 
 def test_run_kernel_observers_and_forced_options():

@@ -7,8 +7,8 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 import trnlab.isa as I
 from trnlab.core import dtypes as dt
 from trnlab.core.machine import Machine
-from trnlab.errors import (MatmulLimitError, PartitionError, PsumCapacityError, SbufCapacityError, ShapeError,
-                           TrnlabError)
+from trnlab.errors import (MatmulLimitError, OutOfBoundsError, PartitionError, PsumCapacityError, SbufCapacityError,
+                           ShapeError, TrnlabError)
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # examples: conftest profiles
 LOC = "kernel.py:7"
@@ -130,7 +130,4 @@ def test_static_out_of_bounds_indexing(rows, cols, r0, c0, nr, nc):
     h = m.hbm_tensor(np.zeros((rows, cols), np.float32), "h")
     inside = r0 + nr <= rows and c0 + nc <= cols
     got = verdict(lambda: h.index((slice(r0, r0 + nr), slice(c0, c0 + nc))))
-    if inside:
-        assert got is None
-    else:
-        assert got is not None
+    assert got == (None if inside else OutOfBoundsError)

@@ -178,9 +178,11 @@ def test_dma_then_matmul_chain():
         lhs = sbuf((128, 128), nl.bfloat16)
         rhs = sbuf((128, 512), nl.bfloat16)
         nisa.dma_copy(dst=lhs, src=src)
-        dma_end = m.scheduler.end
         out = nl.ndarray((128, 512), dtype=nl.float32, buffer=nl.psum)
         nisa.nc_matmul(dst=out, stationary=lhs, moving=rhs)
+    # the load: 8 partitions x 256-byte rows per queue at the efficiency of 256-byte chunks
+    eff = DMA_EFFICIENCY * 256 / (256 + DMA_CHUNK_OVERHEAD)
+    dma_end = DMA_FIXED_S + 8 * 256 / (DMA_QUEUE_BYTES_PER_S * eff)
     # the stationary arrives with the DMA; LoadStationary (32 cycles) then MultiplyMoving (512)
     assert m.scheduler.end == pytest.approx(dma_end + (32 + 512) / PE, rel=1e-9)
 

@@ -118,3 +118,8 @@ def test_cli_model_json(capsys):
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["numerics_ok"] and data["decode"]["tokens"] == 1
     assert data["decode"]["latency_s"] > 0
+    # prefill of 16 tokens: 2 x 16 x linear weights + causal attention over 16 x 17 / 2 pairs, 2 layers
+    w = LINEAR_WEIGHTS["gpt2-tiny"]
+    assert data["tokens"] == 16 and data["model_flops"] == 2 * 16 * w + 2 * 4 * 4 * (16 * 17 // 2) * 64
+    # a decode step: one token against the static cache of 16 + 2 positions (masked, not causal)
+    assert data["decode"]["model_flops"] == 2 * 1 * w + 2 * 4 * 4 * 18 * 64
