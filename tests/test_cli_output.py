@@ -28,7 +28,7 @@ def test_benchmark_prints_bytes_in_binary_units():
 
 def test_calibrate_shows_progress_on_a_terminal(monkeypatch):
     import trnlab.console
-    import trnlab.timing.calibrate as cal
+    import trnlab.bench.calibrate as cal
     stderr = io.StringIO()
     made = []
 
@@ -49,7 +49,7 @@ def test_calibrate_shows_progress_on_a_terminal(monkeypatch):
 
 
 def test_calibrate_prints_no_progress_when_piped(monkeypatch, capsys):
-    import trnlab.timing.calibrate as cal
+    import trnlab.bench.calibrate as cal
 
     class Fake:
         latency_us = 1000.0

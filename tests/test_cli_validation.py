@@ -19,7 +19,7 @@ def invoke(*args, **kw):
 def no_simulation(monkeypatch):
     """Any simulation started by a command fails the test."""
     import trnlab.profile.cli as pcli
-    import trnlab.timing.calibrate as cal
+    import trnlab.bench.calibrate as cal
 
     def boom(*a, **k):
         raise AssertionError("a simulation started before the arguments were checked")

@@ -72,10 +72,9 @@ def test_installed_libraries_probing_for_a_framework_still_find_it_absent(shim):
         assert scope["found"] is expected, filename
 
 
-def test_script_missing_an_optional_extra_gets_one_line_naming_it(shim, tmp_path, capsys):
+def test_script_missing_an_optional_extra_gets_one_line_naming_it(shim, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)     # as if the hf extra were not installed
     path = _script(tmp_path, """
-        import sys
-        sys.modules["transformers"] = None     # as if the hf extra were not installed
         import transformers
     """)
     assert shim.run_script(path) == 1

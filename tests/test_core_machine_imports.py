@@ -9,7 +9,7 @@ import trnlab
 SRC = pathlib.Path(trnlab.__file__).parent
 
 LAYERS = [
-    {"trnlab", "errors", "config"},              # the lazy top-level API imports nothing at import time
+    {"trnlab", "errors", "config", "console"},            # the lazy top-level API imports nothing at import time
     {"hw"},
     {"core", "isa"},
     {"timing"},
@@ -95,9 +95,16 @@ def test_every_package_has_a_layer():
     assert packages | modules | {"trnlab"} <= set(RANK), sorted((packages | modules) - set(RANK))
 
 
+# Upward imports made on purpose, each at call time inside a function, never at import time.
+ALLOWED_UPWARD = {
+    ("nki_beta1", "profile"): "AWS's Beta 1 API has nki.profile, a decorator that runs the profiler; "
+                              "trnlab.profile imports no Beta 1 module, so no cycle forms",
+}
+
+
 def test_no_import_goes_up_a_layer():
     upward = [f"{src} -> {dst} ({where})" for src, targets in package_graph().items()
-              for dst, where in targets.items() if RANK[dst] > RANK[src]]
+              for dst, where in targets.items() if RANK[dst] > RANK[src] and (src, dst) not in ALLOWED_UPWARD]
     assert not upward, upward
 
 

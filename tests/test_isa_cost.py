@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from trnlab.core.machine import Machine
+from trnlab.runtime import timing_model
 from trnlab.hw import TRN1, TRN2
 from trnlab.isa import DmaCopy, MatMul, TensorCopy, TensorScalar
 from trnlab.isa.base import DmaCost, Engine, EngineCost, MatmulCost
 
 
 def _machine(chip=TRN1):
-    return Machine(chip, numerics=False, timing=True)
+    return Machine(chip, numerics=False, scheduler=timing_model())
 
 
 def _alloc(m, kind, shape, dtype, name, fill=None):

@@ -168,7 +168,8 @@ def _close(out, ref):
 
 @pytest.mark.parametrize("op", list(CASES), ids=_name)
 def test_lowering_matches_eager(op):
-    fn, inputs, params, fallback = (tuple(CASES[op]) + ({}, None))[:4]
+    case = tuple(CASES[op])
+    fn, inputs, params, fallback = case + ({}, None)[len(case) - 2:]
     model = Fn(fn, params)
     compiled = tt.compile(model, inputs, dtype=torch.float32, check=False, fallback=fallback)
     program = compiled.program

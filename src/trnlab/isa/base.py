@@ -17,7 +17,7 @@ import numpy as np
 from trnlab.core import dtypes as dt
 from trnlab.core.tensor import PSUM, SBUF, Tensor
 from trnlab.errors import BufferKindError, DtypeError, NkiValidationError, PartitionError, ShapeError
-from trnlab.timing import costs as dma_model
+from trnlab.isa import costs as dma_model
 
 
 class Engine(str, enum.Enum):
@@ -47,7 +47,7 @@ class MatmulCost(NamedTuple):
 
 class DmaCost(NamedTuple):
     """A DMA: `nbytes` spread over `pieces` queues (or the one `queue` asked for), each moving `rate`
-    bytes/s, after the chip's fixed DMA start latency (the model: trnlab.timing.costs)."""
+    bytes/s, after the chip's fixed DMA start latency (the model: trnlab.isa.costs)."""
     nbytes: int
     rate: float
     pieces: int

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from trnlab.core import dtypes as dt
 from trnlab.isa.base import DmaCost, Engine, MatmulCost
-from trnlab.timing import costs
+from trnlab.isa import costs
 from trnlab.timing.hazards import HazardTracker
 from trnlab.timing.metrics import Work
 from trnlab.timing.timeline import Timeline

@@ -261,12 +261,17 @@ def _state_tensor(model, fqn: str) -> torch.Tensor:
 def eager_dtypes(model, args: tuple, kwargs: dict) -> tuple:
     """The dtype eager PyTorch returns for each output leaf (None: not a tensor), from a run on fake
     tensors (no compute; the module's own parameters and buffers are not touched)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    with FakeTensorMode(allow_non_fake_inputs=True) as mode, torch.no_grad(), capture.eval_mode(model):
-        fake = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
-        state = {k: fake(v) for k, v in [*model.named_parameters(), *model.named_buffers()]}
-        args, kwargs = pytree.tree_map(fake, (args, kwargs))
-        out = torch.func.functional_call(model, state, args, kwargs)
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode, torch.no_grad(), capture.eval_mode(model):
+            fake = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
+            state = {k: fake(v) for k, v in [*model.named_parameters(), *model.named_buffers()]}
+            out = torch.func.functional_call(model, state, *pytree.tree_map(fake, (args, kwargs)))
+    except DataDependentOutputException:      # forward reads a value (.item()): run it for real, on copies
+        clone = lambda x: x.detach().clone() if isinstance(x, torch.Tensor) else x  # noqa: E731
+        with torch.no_grad(), capture.eval_mode(model):
+            state = {k: clone(v) for k, v in [*model.named_parameters(), *model.named_buffers()]}
+            out = torch.func.functional_call(model, state, *pytree.tree_map(clone, (args, kwargs)))
     return tuple(x.dtype if isinstance(x, torch.Tensor) else None for x in pytree.tree_flatten(out)[0])
 
 
