@@ -126,3 +126,25 @@ def test_a_forced_limit_reaches_beta1_entry_points(monkeypatch):
     monkeypatch.setitem(runtime.forced, "max_instructions", 50)
     with pytest.raises(InstructionLimitError, match="max_instructions=50 "):
         b1.simulate_kernel(long_b1, A)
+
+
+def test_limit_from_the_environment_applies_to_every_run(monkeypatch):
+    # `trnlab run/profile/model --max-instructions N` publishes N as TRNLAB_MAX_INSTRUCTIONS (trnlab.config)
+    monkeypatch.setenv("TRNLAB_MAX_INSTRUCTIONS", "10")
+    with pytest.raises(InstructionLimitError, match="max_instructions=10 "):
+        nki.simulate(endless)(A)
+    assert run_kernel(copies, (A, 7), {}).machine.issued == 9      # under the limit: runs to the end
+
+
+def test_cli_max_instructions_stops_an_endless_script(tmp_path):
+    import subprocess
+    script = tmp_path / "endless.py"
+    script.write_text("import numpy as np\nimport nki, nki.language as nl, nki.isa as nisa\n\n"
+                      "@nki.jit\ndef k(a):\n    t = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.sbuf)\n"
+                      "    nisa.dma_copy(dst=t, src=a)\n    for _ in nl.affine_range(10 ** 9):\n"
+                      "        nisa.tensor_copy(dst=t, src=t)\n    return a\n\n"
+                      "nki.simulate(k)(np.zeros((128, 4), np.float32))\n")
+    proc = subprocess.run([sys.executable, "-m", "trnlab.cli", "run", "--max-instructions", "100", str(script)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "InstructionLimitError" in proc.stderr and f"{script}:9" in proc.stderr, proc.stderr

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from trnlab.config import precise_fp
+from trnlab.config import max_instructions as env_max_instructions, precise_fp
 from trnlab.core import dtypes as dt, inputs
 from trnlab.core.srcloc import user_location
 from trnlab.core.memory import OnChipMemory, PsumMemory
@@ -69,7 +69,8 @@ class Machine:
             self.psum.banks *= _PROBE_ROOM
         self.launch = next(_launches)    # tiles belong to the launch that allocated them (LNC programs share it)
         self.issued = 0                  # instructions issued so far (liveness bookkeeping, limits)
-        self.max_instructions = _instruction_limit(max_instructions)
+        self.max_instructions = _instruction_limit(
+            env_max_instructions() if max_instructions is None else max_instructions)
         self.progress = progress
         self._checkpoint_at = self._next_checkpoint()
         self.allocated = 0               # on-chip allocations so far
