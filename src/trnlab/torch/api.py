@@ -1,7 +1,7 @@
 """trnlab.torch.compile: a PyTorch model compiled onto one simulated NeuronCore, checked, timed, priced.
 
 Options (keyword arguments of trnlab.torch.compile; the same names in torch.compile's `options=`):
-  target    chip preset: "trn1" | "trn2" | "trn3" (default "trn2")
+  target    chip preset: "trn1" | "trn2" | "trn3" (default: $NEURON_PLATFORM_TARGET_OVERRIDE, else "trn2")
   dtype     compute dtype on the device: "bf16" | "fp16" | "fp32" (or torch.bfloat16, torch.float16,
             torch.float32; default bf16). Outputs come back in the dtype eager PyTorch returns for the same
             inputs (an fp32 model returns fp32, a bf16 model bf16).
@@ -84,7 +84,7 @@ class CompiledModel:
 
     `fn, report = trnlab.torch.compile(...)` also works (the object unpacks to itself and its report)."""
 
-    def __init__(self, model, example_inputs, *, target="trn2", dtype=torch.bfloat16, fallback=None,
+    def __init__(self, model, example_inputs, *, target=None, dtype=torch.bfloat16, fallback=None,
                  numerics: bool = True, check: bool = True, name: str | None = None, tokens: int | None = None,
                  phase: str = "prefill", example_kwargs: dict | None = None, trace: bool = True,
                  run_example: bool = True):
@@ -206,7 +206,7 @@ class CompiledModel:
         return rep
 
 
-def compile(model, example_inputs, *, target="trn2", dtype=torch.bfloat16, fallback=None, numerics=True,
+def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallback=None, numerics=True,
             check=True, name=None, tokens=None, trace=True, example_kwargs: dict | None = None) -> CompiledModel:
     """Compile `model` for one simulated NeuronCore and run it once on example_inputs (a tuple of
     forward's positional arguments, or one tensor) and example_kwargs.

@@ -35,7 +35,7 @@ def trnlab_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | Non
                                   "pass trnlab options with options={...}")
             check_options(opts)
             compiled.append(CompiledModel(
-                gm, args, target=opts.get("target", "trn2"), dtype=opts.get("dtype", torch.bfloat16),
+                gm, args, target=opts.get("target"), dtype=opts.get("dtype", torch.bfloat16),
                 fallback=opts.get("fallback"), numerics=opts.get("numerics", True),
                 check=opts.get("check", True), name=opts.get("name", "dynamo graph"), run_example=False))
             _compiled.append(compiled[0])
