@@ -81,3 +81,21 @@ def test_report_html_has_the_kernel_line_section(compiled, tmp_path):
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Kernel lines by the model op that issued them" in html and "linear" in html
     assert html.rstrip().endswith("</html>")
+
+
+def test_report_json_is_strict_json_when_an_error_is_infinite():
+    import dataclasses
+    import json
+    import math
+
+    import torch
+
+    import trnlab.torch as tt
+    report = tt.compile(torch.nn.Linear(4, 4), (torch.randn(2, 4),)).report
+    check = report.numerics[0]
+    report.numerics = [dataclasses.replace(check, max_abs_err=math.inf, max_rel_err=math.nan)]
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+    data = json.loads(report.to_json(), parse_constant=refuse)
+    assert "inf" in json.dumps(data) and "nan" in json.dumps(data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -90,7 +91,8 @@ class Report:
         return d
 
     def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), default=str, **kw)
+        """Strict JSON: a non-finite number (an error of inf, a NaN) is written as its string."""
+        return json.dumps(_finite(self.to_dict()), default=str, allow_nan=False, **kw)
 
     # --- terminal output ---
     def print(self, console=None, top: int = 15) -> None:
@@ -298,3 +300,14 @@ def add_kernel_lines(report_html, run) -> None:
     at = text.rfind("</body>")
     at = len(text) if at < 0 else at
     path.write_text(text[:at] + kernel_lines_html(run) + text[at:], encoding="utf-8")
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
