@@ -246,7 +246,7 @@ def test_rule_violation_through_nki_names_the_kernel_line():
 
 def test_unmodelled_apis_raise_not_implemented():
     import inspect
-    for name in ("quantize_mx", "nc_matmul_mx", "local_gather"):   # sendrecv: tests/test_frontend_gaps_lnc_threads.py
+    for name in ("quantize_mx", "nc_matmul_mx", "local_gather"):   # sendrecv: tests/test_frontend_lnc.py
         fn = getattr(nisa, name)
         required = [p for p in inspect.signature(fn).parameters.values() if p.default is p.empty]
         with pytest.raises(NotImplementedError, match=name):

@@ -171,3 +171,12 @@ def test_collector_keeps_latest_snapshot_of_a_shared_machine():
     finally:
         runtime.observers.remove(observe)
     assert [len(p.events) for p in captured] == [3, 1]
+
+
+def test_profile_bad_target_is_one_line(tmp_path, capsys):
+    """`trnlab profile add --target trn9` used to dump a rich traceback (TargetError escaped)."""
+    from trnlab.profile.cli import profile_command
+    assert profile_command("add", [], target="trn9", out=str(tmp_path / "p")) == 2
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Traceback" not in text
+    assert "unknown target 'trn9'" in text and "trn2" in text

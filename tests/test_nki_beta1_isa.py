@@ -1,18 +1,70 @@
-"""Beta 1 wrappers for select_reduce, range_select, nc_stream_shuffle, tensor_scalar_cumulative
-(against numpy), and local_gather raising NotImplementedError naming itself."""
+"""Tests of trnlab.nki_beta1.isa."""
 import numpy as np
 import pytest
 
 import trnlab.nki_beta1 as nki
 import trnlab.nki_beta1.isa as nisa
 import trnlab.nki_beta1.language as nl
+from trnlab.errors import BufferKindError
 
-rng = np.random.default_rng(7)
-FP32_MIN = np.finfo(np.float32).min
+
+rng = np.random.default_rng(11)
 
 
 def rand(*shape):
     return rng.uniform(-2.0, 2.0, size=shape).astype(np.float32)
+
+
+FP32_MIN = np.finfo(np.float32).min
+
+
+@nki.jit(platform_target="trn2")
+def _range_select_kernel(a, lo, hi):
+    out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+    red_out = nl.ndarray((a.shape[0], 1), dtype=nl.float32, buffer=nl.shared_hbm)
+    red = nl.ndarray((a.shape[0], 1), dtype=nl.float32, buffer=nl.sbuf)
+    sel = nisa.range_select(on_true_tile=nl.load(a), comp_op0=nl.greater_equal, comp_op1=nl.less,
+                            bound0=nl.load(lo), bound1=nl.load(hi), reduce_cmd=nisa.reduce_cmd.reset_reduce,
+                            reduce_res=red, range_start=4)
+    nl.store(out, value=sel)
+    nl.store(red_out, value=red)
+    return out, red_out
+
+
+def randn(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def test_nc_matmul_moves_a_compiler_placed_transpose_result_to_sbuf():
+    """`wt = nisa.nc_transpose(w)` lands in PSUM (the kernel did not place it); feeding it to nc_matmul makes
+    the front end move it to SBUF first, as neuronx-cc does."""
+    @nki.jit
+    def k(a, w):
+        out = nl.ndarray((a.shape[0], w.shape[0]), dtype=nl.float32, buffer=nl.shared_hbm)
+        a_t = nisa.nc_transpose(nl.load(a))
+        w_t = nisa.nc_transpose(nl.load(w))
+        res = nl.ndarray((a.shape[0], w.shape[0]), dtype=nl.float32, buffer=nl.psum)
+        res[...] = nisa.nc_matmul(a_t, w_t)             # a @ w.T
+        nl.store(out, value=nl.copy(res))
+        return out
+    a = rng.standard_normal((64, 128)).astype(np.float32)
+    w = rng.standard_normal((96, 128)).astype(np.float32)
+    out = nki.simulate_kernel(k, a, w)
+    np.testing.assert_allclose(out, a @ w.T, rtol=1e-4, atol=1e-4)   # fp32 operands, fp32 PSUM
+
+
+def test_nc_matmul_still_rejects_a_psum_tile_the_kernel_allocated():
+    @nki.jit
+    def k(a):
+        out = nl.ndarray((128, 128), dtype=nl.float32, buffer=nl.shared_hbm)
+        p = nl.ndarray((128, 128), dtype=nl.float32, buffer=nl.psum)
+        p[...] = nisa.nc_transpose(nl.load(a))
+        res = nl.ndarray((128, 128), dtype=nl.float32, buffer=nl.psum)
+        res[...] = nisa.nc_matmul(p, nl.load(a))
+        nl.store(out, value=nl.copy(res))
+        return out
+    with pytest.raises(BufferKindError, match="stationary"):
+        nki.simulate_kernel(k, rng.standard_normal((128, 128)).astype(np.float32))
 
 
 def test_select_reduce_new_tile_and_max_reduce():
@@ -48,19 +100,6 @@ def test_select_reduce_reverse_pred_tile_on_false():
     a, f = rand(32, 16), rand(32, 1)
     out = nki.simulate_kernel(k, pred, a, f)
     np.testing.assert_array_equal(out, np.where(pred == 0, a, f))
-
-
-@nki.jit(platform_target="trn2")
-def _range_select_kernel(a, lo, hi):
-    out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
-    red_out = nl.ndarray((a.shape[0], 1), dtype=nl.float32, buffer=nl.shared_hbm)
-    red = nl.ndarray((a.shape[0], 1), dtype=nl.float32, buffer=nl.sbuf)
-    sel = nisa.range_select(on_true_tile=nl.load(a), comp_op0=nl.greater_equal, comp_op1=nl.less,
-                            bound0=nl.load(lo), bound1=nl.load(hi), reduce_cmd=nisa.reduce_cmd.reset_reduce,
-                            reduce_res=red, range_start=4)
-    nl.store(out, value=sel)
-    nl.store(red_out, value=red)
-    return out, red_out
 
 
 def test_range_select_matches_numpy():
@@ -129,26 +168,6 @@ def test_local_gather_names_itself():
         nki.simulate_kernel(k, rand(8, 8))
 
 
-def _seeded_rand_kernel(seed):
-    @nki.jit
-    def k():
-        out = nl.ndarray((2, 64, 32), dtype=nl.float32, buffer=nl.shared_hbm)
-        nl.random_seed(seed)
-        nl.store(out[0], value=nl.rand((64, 32)))
-        nl.random_seed(seed)
-        nl.store(out[1], value=nl.rand((64, 32)))
-        return out
-    return k
-
-
-def test_beta1_random_seed_restarts_the_stream():
-    a = nki.simulate_kernel(_seeded_rand_kernel(5))
-    np.testing.assert_array_equal(a[0], a[1])
-    assert a.min() >= 0.0 and a.max() < 1.0
-    b = nki.simulate_kernel(_seeded_rand_kernel(6))
-    assert not np.array_equal(a[0], b[0])
-
-
 def test_beta1_isa_dropout():
     @nki.jit
     def k(a):
@@ -160,3 +179,44 @@ def test_beta1_isa_dropout():
     dropped = out == 0
     assert abs(dropped.mean() - 0.25) < 0.02          # 16384 draws: sigma 0.0034
     np.testing.assert_array_equal(out[~dropped], a[~dropped])
+
+
+# --- Beta 1: bn_stats honours a mask over its input (a partial last chunk of a wide row) ----------------
+def test_b1_bn_stats_mask_limits_the_partial_chunk():
+    width, chunk = 700, 512                    # chunks of 512 and 188 elements
+
+    @nki.jit
+    def mean_var(x):
+        out = nl.ndarray((128, 2), dtype=nl.float32, buffer=nl.shared_hbm)
+        ip, jf = nl.arange(128)[:, None], nl.arange(chunk)[None, :]
+        t = nl.load(x)
+        stats = nl.ndarray((128, 12), dtype=nl.float32)
+        for j in nl.affine_range(2):
+            stats[ip, j * 6 + nl.arange(6)[None, :]] = nisa.bn_stats(
+                t[ip, j * chunk + jf], mask=(j * chunk + jf < width), dtype=nl.float32)
+        nl.store(out, nisa.bn_aggr(stats))
+        return out
+
+    x = randn(128, width)
+    got = nki.simulate_kernel(mean_var, x)
+    np.testing.assert_allclose(got[:, 0], x.mean(axis=1), rtol=1e-5, atol=1e-6)   # fp32 statistics
+    np.testing.assert_allclose(got[:, 1], x.var(axis=1), rtol=1e-4, atol=1e-6)
+
+
+# --- Beta 1: affine_select straight from a matmul's PSUM tile (causal mask) ------------------------------
+def test_b1_affine_select_reads_a_psum_tile():
+    @nki.jit
+    def causal_scores(qT, kT):
+        n = qT.shape[1]
+        out = nl.ndarray((n, n), dtype=nl.float32, buffer=nl.shared_hbm)
+        ps = nl.zeros((n, n), dtype=nl.float32, buffer=nl.psum)
+        ps += nisa.nc_matmul(nl.load(qT), nl.load(kT))
+        ip, jf = nl.mgrid[0:n, 0:n]
+        masked = nisa.affine_select(pred=(ip >= jf), on_true_tile=ps[ip, jf], on_false_value=-1e4,
+                                    dtype=nl.float32)
+        nl.store(out, masked)
+        return out
+
+    qT, kT = randn(16, 32), randn(16, 32)
+    want = np.where(np.tril(np.ones((32, 32), bool)), qT.T @ kT, -1e4)
+    np.testing.assert_allclose(nki.simulate_kernel(causal_scores, qT, kT), want, rtol=1e-4, atol=1e-4)

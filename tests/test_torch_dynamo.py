@@ -1,4 +1,4 @@
-"""Review: torch.compile(backend="trnlab") with shape changes (dynamo recompiles a dynamic-shape graph)."""
+"""Tests of trnlab.torch.dynamo."""
 import torch
 
 import trnlab.torch  # noqa: F401  (registers the backend)
@@ -17,12 +17,3 @@ def test_dynamo_backend_handles_new_input_shapes():
             got, ref = compiled(x), model(x)
         assert got.shape == ref.shape
         assert float((got - ref).abs().max()) <= 1e-3 * float(ref.abs().max())   # fp32 bound of the report
-
-
-def test_model_command_unknown_model_message(capsys):
-    """An unknown model name is one clear line (it used to print the KeyError repr with extra quotes)."""
-    from trnlab.torch.cli import model_command
-    assert model_command("no-such-model") == 1
-    out = capsys.readouterr()
-    text = " ".join((out.out + out.err).split())
-    assert "KeyError: unknown model 'no-such-model'; built-ins:" in text and "llama-tiny" in text

@@ -1,5 +1,4 @@
-"""Gaps found by running current-generation public NKI kernels unmodified, each pinned with our own small
-kernel against numpy: tensor indirection (NkiTensor.indirect) gather and scatter through nisa.tensor_copy."""
+"""Tests of trnlab.isa.indirection."""
 import numpy as np
 import pytest
 
@@ -7,6 +6,7 @@ import trnlab.nki as nki
 import trnlab.nki.isa as nisa
 import trnlab.nki.language as nl
 from trnlab.errors import NkiValidationError, OutOfBoundsError, PartitionError, ShapeError
+
 
 rng = np.random.default_rng(7)
 

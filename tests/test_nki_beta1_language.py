@@ -1,12 +1,11 @@
-"""Gaps found by running public NKI kernels unmodified (max-pool padding masks, vision select-and-scatter,
-resize, fft1d), each pinned with our own small kernel against numpy."""
+"""Tests of trnlab.nki_beta1.language."""
 import numpy as np
 import pytest
 
 import trnlab.nki_beta1 as nki
 import trnlab.nki_beta1.isa as nisa
 import trnlab.nki_beta1.language as nl
-from trnlab.errors import BufferKindError
+
 
 rng = np.random.default_rng(11)
 
@@ -40,6 +39,22 @@ def _pool_kernel(reducer, k, pad, stride):
         nl.store(out, value=reducer(t[ic, r, q], axis=[3, 4], mask=inside))
         return out
     return pool
+
+
+def _seeded_rand_kernel(seed):
+    @nki.jit
+    def k():
+        out = nl.ndarray((2, 64, 32), dtype=nl.float32, buffer=nl.shared_hbm)
+        nl.random_seed(seed)
+        nl.store(out[0], value=nl.rand((64, 32)))
+        nl.random_seed(seed)
+        nl.store(out[1], value=nl.rand((64, 32)))
+        return out
+    return k
+
+
+def randn(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 @pytest.mark.parametrize("reducer,fill,ref", [(nl.max, -np.inf, np.max), (nl.sum, 0.0, np.sum),
@@ -98,47 +113,50 @@ def test_full_with_finfo_min_then_max_with_padding_border():
     np.testing.assert_array_equal(out, np.maximum(np.maximum(xp[:, :, :-2], xp[:, :, 1:-1]), xp[:, :, 2:]))
 
 
-def test_hbm_reshape_accepts_shape_keyword():
+def test_beta1_random_seed_restarts_the_stream():
+    a = nki.simulate_kernel(_seeded_rand_kernel(5))
+    np.testing.assert_array_equal(a[0], a[1])
+    assert a.min() >= 0.0 and a.max() < 1.0
+    b = nki.simulate_kernel(_seeded_rand_kernel(6))
+    assert not np.array_equal(a[0], b[0])
+
+
+# --- Beta 1 and current: reductions over free axes that are not the trailing ones ------------------------
+def test_b1_sum_over_interleaved_axes_pools_windows():
     @nki.jit
-    def k(x):
-        b, h, w, c = x.shape
-        out = nl.ndarray((b, h * w, c), dtype=x.dtype, buffer=nl.shared_hbm)
-        flat = x.reshape(shape=(b, h * w, c))
-        ib, ic = nl.mgrid[0:b, 0:c]
-        for i in nl.static_range(h * w):
-            nl.store(out[ib, i, ic], value=nl.load(flat[ib, h * w - 1 - i, ic]))
+    def pool3(x):
+        c, h, w = x.shape
+        out = nl.ndarray((c, h // 3, w // 3), dtype=x.dtype, buffer=nl.shared_hbm)
+        p, a, b, d, e = nl.mgrid[0:c, 0:h // 3, 0:3, 0:w // 3, 0:3]
+        t = nl.load(x)
+        nl.store(out, nl.max(t[p, 3 * a + b, 3 * d + e], axis=[2, 4]))
         return out
-    x = rng.standard_normal((2, 3, 2, 5)).astype(np.float32)
-    np.testing.assert_array_equal(nki.simulate_kernel(k, x), x.reshape(2, 6, 5)[:, ::-1])
+
+    x = randn(16, 9, 12)
+    want = x.reshape(16, 3, 3, 4, 3).max(axis=(2, 4))
+    np.testing.assert_array_equal(nki.simulate_kernel(pool3, x), want)      # max is exact
 
 
-def test_nc_matmul_moves_a_compiler_placed_transpose_result_to_sbuf():
-    """`wt = nisa.nc_transpose(w)` lands in PSUM (the kernel did not place it); feeding it to nc_matmul makes
-    the front end move it to SBUF first, as neuronx-cc does."""
+# --- Beta 1: a rank-1 HBM view loads as a [n, 1] tile (per-partition scale column) -----------------------
+def test_b1_load_of_a_column_gives_a_partition_vector():
     @nki.jit
-    def k(a, w):
-        out = nl.ndarray((a.shape[0], w.shape[0]), dtype=nl.float32, buffer=nl.shared_hbm)
-        a_t = nisa.nc_transpose(nl.load(a))
-        w_t = nisa.nc_transpose(nl.load(w))
-        res = nl.ndarray((a.shape[0], w.shape[0]), dtype=nl.float32, buffer=nl.psum)
-        res[...] = nisa.nc_matmul(a_t, w_t)             # a @ w.T
-        nl.store(out, value=nl.copy(res))
+    def scale_rows(x, s):
+        out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+        col = nl.load(s[0:64, 2])                         # int index drops the HBM dim -> [64, 1] tile
+        nl.store(out, nisa.activation(op=nl.exp, data=nl.load(x), scale=col))
         return out
-    a = rng.standard_normal((64, 128)).astype(np.float32)
-    w = rng.standard_normal((96, 128)).astype(np.float32)
-    out = nki.simulate_kernel(k, a, w)
-    np.testing.assert_allclose(out, a @ w.T, rtol=1e-4, atol=1e-4)   # fp32 operands, fp32 PSUM
+
+    x, s = randn(64, 10), randn(64, 4)
+    got = nki.simulate_kernel(scale_rows, x, s)
+    np.testing.assert_allclose(got, np.exp(x * s[:, 2:3]), rtol=1e-5, atol=1e-6)
 
 
-def test_nc_matmul_still_rejects_a_psum_tile_the_kernel_allocated():
+def test_b1_store_into_a_column():
     @nki.jit
-    def k(a):
-        out = nl.ndarray((128, 128), dtype=nl.float32, buffer=nl.shared_hbm)
-        p = nl.ndarray((128, 128), dtype=nl.float32, buffer=nl.psum)
-        p[...] = nisa.nc_transpose(nl.load(a))
-        res = nl.ndarray((128, 128), dtype=nl.float32, buffer=nl.psum)
-        res[...] = nisa.nc_matmul(p, nl.load(a))
-        nl.store(out, value=nl.copy(res))
-        return out
-    with pytest.raises(BufferKindError, match="stationary"):
-        nki.simulate_kernel(k, rng.standard_normal((128, 128)).astype(np.float32))
+    def row_sums(x, out):
+        nl.store(out[0:32, 1], nl.sum(nl.load(x), axis=1))
+
+    x, out = randn(32, 7), np.zeros((32, 3), np.float32)
+    nki.simulate_kernel(row_sums, x, out)                 # modified numpy inputs are written back
+    np.testing.assert_allclose(out[:, 1], x.sum(axis=1), rtol=1e-5, atol=1e-5)
+    assert not out[:, [0, 2]].any()

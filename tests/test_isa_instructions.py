@@ -1,0 +1,40 @@
+"""Tests of trnlab.isa.instructions."""
+import numpy as np
+import pytest
+
+from trnlab.core.machine import Machine
+
+
+def _tile(m, shape, loc, name="t"):
+    return m.new_onchip("sbuf", shape, np.float32, name, api="test", loc=loc)
+
+
+def test_tensor_scalar_reduce_idle_reduces_without_touching_the_accumulators():
+    """reduce_cmd=idle (the NKI 2.30/2.31 default of tensor_scalar_reduce): reduce_res gets this
+    instruction's reduction, the Vector accumulator registers keep their value."""
+    from trnlab.isa import TensorScalar
+    m = Machine("trn2")
+    data = _tile(m, (4, 8), "k.py:1", "data")
+    x = np.arange(32, dtype=np.float32).reshape(4, 8)
+    data.write(x)
+    dst, res = _tile(m, (4, 8), "k.py:2", "dst"), _tile(m, (4, 1), "k.py:3", "res")
+    m.vector_regs[:] = 7.0
+    m.issue(TensorScalar(api="nisa.tensor_scalar_reduce", loc="k.py:4", dst=dst, data=data, op0="multiply",
+                         operand0=2.0, accum_op="add", accum_dst=res, reduce_cmd="idle"))
+    np.testing.assert_array_equal(res.array[:, 0], (2 * x).sum(axis=1))     # exact: small integers
+    np.testing.assert_array_equal(m.vector_regs, 7.0)
+
+
+def test_memset_rejects_a_value_the_integer_dst_cannot_hold():
+    """memset(int8 tile, 300) used to store 300 wrapped to 44 silently."""
+    from trnlab.errors import DtypeError
+    from trnlab.isa import Memset
+    m = Machine("trn2")
+    t = m.new_onchip("sbuf", (4, 8), np.int8, "small", api="test", loc="k.py:1")
+    with pytest.raises(DtypeError, match=r"nisa\.memset.*300.*8 bits.*'small'.*\[-128, 255\].*At k\.py:2"):
+        m.issue(Memset(api="nisa.memset", loc="k.py:2", dst=t, value=300))
+    m.issue(Memset(api="nisa.memset", loc="k.py:3", dst=t, value=-128))
+    assert (t.array == -128).all()
+    u = m.new_onchip("sbuf", (4, 8), np.uint32, "u", api="test", loc="k.py:4")
+    m.issue(Memset(api="nisa.memset", loc="k.py:5", dst=u, value=-1))      # all-ones bit pattern stays legal
+    assert (u.array == 0xFFFFFFFF).all()
