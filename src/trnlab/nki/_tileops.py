@@ -14,7 +14,7 @@ from trnlab.core import dtypes as dt
 from trnlab.core.machine import current
 from trnlab.core.srcloc import user_location
 from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
-from trnlab.errors import BufferKindError, NkiValidationError, ShapeError
+from trnlab.errors import BufferKindError, DtypeError, NkiValidationError, ShapeError
 from trnlab.isa import instructions as I
 from trnlab.isa.base import Engine
 from trnlab.isa.random import Dropout, Rand as RandBits, SetRngSeed
@@ -144,6 +144,19 @@ def negative(x, dtype=None):
 
 def logical_not(x, dtype=None):
     return _tensor_scalar("nl.logical_not", x, "equal", 0, dtype)
+
+
+def invert(x, dtype=None):
+    """Bitwise NOT of an integer tile (AWS: integer input only, XOR with all-ones): one ALU instruction."""
+    api = "nl.invert"
+    on_chip(x, "x", api)
+    if not dt.is_int(x.dtype):
+        raise DtypeError(f"{api}: 'x' must be an integer tile (bitwise NOT acts on integer bits), got "
+                         f"{dt.name_of(x.dtype)} ({x.describe()}). At {user_location()}")
+    out = _tensor_scalar(api, x, "invert", 0, None)      # bitvec ops write integer tiles
+    if dtype is None or dt.canonical(dtype) == out.dtype:
+        return out
+    return copy(out, dtype, api)
 
 
 def reciprocal(x, dtype=None):
@@ -421,7 +434,7 @@ def dropout(x, rate, dtype=None) -> Tensor:
 
 # --- dispatch of nl.<op>(...) calls ----------------------------------------------------------------------------
 _UNARY_SPECIAL = {"negative": negative, "reciprocal": reciprocal, "tan": tan, "logical_not": logical_not,
-                  "copy": lambda x, dtype=None: copy(x, dtype)}
+                  "invert": invert, "copy": lambda x, dtype=None: copy(x, dtype)}
 
 
 def call(op, *args, **kwargs):

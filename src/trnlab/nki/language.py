@@ -334,7 +334,8 @@ class _Op:
         self.op_name = name          # the ISA name (nl.max -> "maximum")
         self.kind = kind             # "alu" | "act" | "reduce"
         self.__name__ = public or name
-        self.__signature__ = _OP_SIGNATURES["all" if self.__name__ in ("all", "any") else kind]
+        self.__signature__ = _OP_SIGNATURES["all" if self.__name__ in ("all", "any") else
+                                            "unary" if self.__name__ in _UNARY_ALU else kind]
 
     def __repr__(self) -> str:
         return f"nl.{self.__name__}"
@@ -355,10 +356,11 @@ def _sig(text: str) -> _inspect.Signature:
 
 
 # AWS's signatures of nl.<op>(...) used as a tile function (nki.language reference).
-_OP_SIGNATURES = {"alu": _sig("x, y, dtype=None"), "act": _sig("x, dtype=None"),
+_OP_SIGNATURES = {"alu": _sig("x, y, dtype=None"), "act": _sig("x, dtype=None"), "unary": _sig("x, dtype=None"),
                   "reduce": _sig("x, axis, dtype=None, keepdims=False"), "all": _sig("x, axis, dtype=None")}
 
 
+_UNARY_ALU = {"invert"}    # ALU operators whose tile function takes one tile: nl.invert(x, dtype=None)
 _ALU = ["add", "subtract", "multiply", "divide", "maximum", "minimum", "power", "equal", "not_equal",
         "greater", "greater_equal", "less", "less_equal", "logical_and", "logical_or", "logical_xor",
         "bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift", "abs_max", "abs_min", "mod",
