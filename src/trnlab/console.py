@@ -1,4 +1,5 @@
-"""Rich consoles for the command line: tables are never cut at 80 columns when output is piped."""
+"""Rich consoles and formatting for trnlab's output: tables are never cut at 80 columns when output is piped,
+byte amounts in one unit style."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -43,3 +44,20 @@ def fmt_bytes(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n:.0f} B"
+
+
+@contextmanager
+def natural_width(console, tables):
+    """Off a terminal (piped, a file, a string) nothing limits the line length, so tables are laid out
+    at their natural width instead of rich's default 80 columns; a terminal keeps its own width."""
+    if console.is_terminal:
+        yield
+        return
+    saved = console._width
+    wide = console.options.update_width(10_000)
+    need = max(console.measure(t, options=wide).maximum for t in tables)
+    console.width = max(console.width, need)
+    try:
+        yield
+    finally:
+        console._width = saved

@@ -38,7 +38,7 @@ def trnlab_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | Non
                 gm, args, target=opts.get("target"), dtype=opts.get("dtype", torch.bfloat16),
                 fallback=opts.get("fallback"), numerics=opts.get("numerics", True),
                 check=opts.get("check", True), name=opts.get("name", "dynamo graph"), run_example=False))
-            _compiled.append(compiled[0])
+            _compiled[:] = compiled          # only the last one: the backend keeps no model alive
         return _as_tuple(compiled[0](*args))
 
     return run

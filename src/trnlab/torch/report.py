@@ -1,13 +1,13 @@
 """The model report: per-op table, latency, MFU, HBM use, throughput, cost and numerics."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
 from dataclasses import dataclass, field
 
+from trnlab.console import fmt_bytes, natural_width
 from trnlab.core import dtypes as dt
 from trnlab.hw import ChipSpec
 from trnlab.timing.metrics import peak_flops, ratio
@@ -112,36 +112,12 @@ class Report:
         return console.export_text()
 
 
-@contextlib.contextmanager
-def natural_width(console, tables):
-    """Off a terminal (piped, a file, a string) nothing limits the line length, so tables are laid out
-    at their natural width instead of rich's default 80 columns; a terminal keeps its own width."""
-    if console.is_terminal:
-        yield
-        return
-    saved = console._width
-    wide = console.options.update_width(10_000)
-    need = max(console.measure(t, options=wide).maximum for t in tables)
-    console.width = max(console.width, need)
-    try:
-        yield
-    finally:
-        console._width = saved
-
-
 def fmt_time(s: float) -> str:
     if s >= 1:
         return f"{s:.2f} s"
     if s >= 1e-3:
         return f"{s * 1e3:.2f} ms"
     return f"{s * 1e6:.1f} us"
-
-
-def fmt_bytes(n: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{int(n)} B"
 
 
 def fmt_usd(x: float) -> str:
