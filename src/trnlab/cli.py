@@ -74,6 +74,33 @@ def _instruction_limit(limit: Optional[int]):
             os.environ["TRNLAB_MAX_INSTRUCTIONS"] = saved
 
 
+COMPILER_HELP = ("Compiler-model switches for what-if runs, e.g. psum_zero_fold=0,multibuffer=0 or none "
+                 "(trnlab.core.compiler; also $TRNLAB_COMPILER).")
+
+
+@contextmanager
+def _compiler(command: str, text: Optional[str]):
+    """--compiler: validated, then published to every run through $TRNLAB_COMPILER for this command."""
+    if text is None:
+        yield
+        return
+    from trnlab.core.compiler import CompilerModel
+    from trnlab.errors import ConfigError
+    try:
+        CompilerModel.parse(text)
+    except ConfigError as exc:
+        _fail(command, str(exc))
+    saved = os.environ.get("TRNLAB_COMPILER")
+    os.environ["TRNLAB_COMPILER"] = text
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TRNLAB_COMPILER", None)
+        else:
+            os.environ["TRNLAB_COMPILER"] = saved
+
+
 def _version(value: bool) -> None:
     if value:
         from trnlab import __version__
@@ -100,12 +127,13 @@ def run(ctx: typer.Context,
         script: str = typer.Argument(..., help="Python script written for nki or neuronxcc.nki; the arguments "
                                                "after it are the script's own"),
         target: Optional[str] = typer.Option(None, help=TARGET_HELP),
-        max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
+        max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP),
+        compiler: Optional[str] = typer.Option(None, metavar="SWITCHES", help=COMPILER_HELP)):
     """Run a Python script with trnlab standing in for `nki` and `neuronxcc.nki` (options before the script path)."""
     _check_target("run", target)
     _check_int("run", "--max-instructions", max_instructions, 1)
     from trnlab.compat import run_script
-    with _instruction_limit(max_instructions):
+    with _instruction_limit(max_instructions), _compiler("run", compiler):
         raise typer.Exit(run_script(script, list(ctx.args), target=target))
 
 
@@ -129,7 +157,8 @@ def profile(ctx: typer.Context,
                                                                "output (replaced whole)."),
             numerics: bool = typer.Option(True, "--numerics/--timing-only",
                                           help="Compute values, or only time the instructions."),
-            max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
+            max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP),
+            compiler: Optional[str] = typer.Option(None, metavar="SWITCHES", help=COMPILER_HELP)):
     """Profile a kernel: Perfetto trace, summary.json, HTML report and a terminal summary."""
     listing = script_or_kernel in ("--list", "list") or "--list" in ctx.args
     _check_target("profile", target)
@@ -137,7 +166,7 @@ def profile(ctx: typer.Context,
         _check_out("profile", out)
     _check_int("profile", "--max-instructions", max_instructions, 1)
     from trnlab.profile.cli import profile_command
-    with _instruction_limit(max_instructions):
+    with _instruction_limit(max_instructions), _compiler("profile", compiler):
         raise typer.Exit(profile_command(script_or_kernel, list(ctx.args), target=target, out=out,
                                          numerics=numerics))
 

@@ -9,6 +9,8 @@ an empty value counts as unset):
   TRNLAB_STRICT                    0 (default) or 1: uninitialised reads raise instead of warning
   TRNLAB_FORCE_COMPAT              0 (default) or 1: trnlab.compat shadows a real installed nki/neuronxcc
   TRNLAB_MAX_INSTRUCTIONS          a positive integer: stop a run that issues more instructions
+  TRNLAB_COMPILER                  compiler-model switches, e.g. psum_zero_fold=0,multibuffer=0 or none
+                                   (trnlab.core.compiler.CompilerModel)
 """
 from __future__ import annotations
 
@@ -85,9 +87,17 @@ def max_instructions() -> int | None:
     return int(value)
 
 
+def compiler_switches() -> str | None:
+    """TRNLAB_COMPILER: the compiler-model switches (parsed by trnlab.core.compiler)."""
+    return _get("TRNLAB_COMPILER")
+
+
 def validate() -> None:
     """Read every flag once so a bad value fails at start-up (the CLI calls this before any work)."""
     env_target()
     for name in FLAGS:
         _flag(name, False)
     max_instructions()
+    if compiler_switches():
+        from trnlab.core.compiler import current
+        current()

@@ -176,7 +176,7 @@ def _launch(fn, hargs, hkwargs, grid, m: Machine, threads):
         if threads or lnc.uses_sync(fn):
             machines = [m] + [Machine(m.chip, numerics=m.numerics, scheduler=m.scheduler_factory,
                                       tensor_class=m.tensor_class, max_instructions=m.max_instructions,
-                                      progress=m.progress) for _ in range(n_programs - 1)]
+                                      progress=m.progress, compiler=m.compiler) for _ in range(n_programs - 1)]
             for other in machines[1:]:
                 other.launch = m.launch          # programs of one launch exchange tiles (nisa.sendrecv)
             result = lnc.run_programs(fn, hargs, hkwargs, tuple(grid), machines)

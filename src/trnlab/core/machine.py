@@ -18,6 +18,7 @@ import numpy as np
 from trnlab.config import max_instructions as env_max_instructions, precise_fp
 from trnlab.core import dtypes as dt, inputs
 from trnlab.core.srcloc import user_location
+from trnlab.core.compiler import CompilerModel, current as current_compiler
 from trnlab.core.memory import OnChipMemory, PsumMemory
 from trnlab.core.tensor import HBM, PSUM, SBUF, Storage, Tensor
 from trnlab.core.progress import PROGRESS_EVERY
@@ -48,7 +49,7 @@ class Machine:
     def __init__(self, target: "str | ChipSpec | None" = None, *, numerics: bool = True,
                  scheduler: "Callable[[ChipSpec], Any] | None" = None, tensor_class=Tensor,
                  liveness: "Liveness | None" = None, max_instructions: int | None = None,
-                 progress: "Callable[[Machine, Any], None] | None" = None):
+                 progress: "Callable[[Machine, Any], None] | None" = None, compiler: "CompilerModel | None" = None):
         """scheduler: a factory chip -> observer whose schedule(instr) sees every issued instruction
         (trnlab.timing.Scheduler, or functools.partial(Scheduler, trace=True)); None runs untimed.
         max_instructions: issuing more raises InstructionLimitError. progress: called with (machine,
@@ -58,6 +59,7 @@ class Machine:
                 "NKI_PRECISE_FP=0 (AWS's fp32-everywhere simulator mode) is not modelled by trnlab, which "
                 "always rounds to the destination dtype on write (NKI_PRECISE_FP=1, AWS's default); unset it")
         self.chip = chip = get_chip(target)
+        self.compiler = compiler if compiler is not None else current_compiler()
         self.sbuf = OnChipMemory(partitions=chip.partitions, bytes_per_partition=chip.sbuf_bytes_per_partition,
                                  target=chip.name)
         self.psum = PsumMemory(partitions=chip.partitions, banks=chip.psum_banks,

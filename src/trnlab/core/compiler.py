@@ -1,0 +1,82 @@
+"""The compiler model: what neuronx-cc does to a kernel that changes its time, one switch per behaviour.
+
+trnlab runs a kernel's instructions as written, but on hardware the kernel first goes through neuronx-cc,
+which allocates tiles, places high-level ops on engines and removes work. The behaviours below are the
+ones that change measured time; each is implemented in one place (named here) and can be switched off
+for what-if runs: `trnlab run --compiler psum_zero_fold=0,multibuffer=0 ...`, the environment variable
+TRNLAB_COMPILER (same syntax, read in trnlab.config), or `with compiler.using(CompilerModel(...))`.
+"""
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, fields, replace
+
+from trnlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CompilerModel:
+    # nl.zeros(..., buffer=nl.psum) followed by matmul accumulation: the zeroing is folded into the
+    # first matmul's overwrite (no Vector memset). Implemented where PSUM tiles are zero-filled.
+    psum_zero_fold: bool = True
+    # tiles allocated inside a loop body rotate through up to `multibuffer_depth` buffers, so
+    # independent iterations pipeline across engines. Implemented in core.memory (allocation).
+    multibuffer: bool = True
+    multibuffer_depth: int = 4
+    # high-level nl ops (both front ends) go to the least-loaded engine that can run them
+    # (Vector, Scalar, GpSimd), as neuronx-cc balances them. Implemented in the timing scheduler.
+    engine_balance: bool = True
+    # compiler-allocated tiles that overflow SBUF are spilled to HBM (extra DMA traffic and a warning)
+    # instead of raising SbufCapacityError; tiles at explicit addresses still get the error.
+    sbuf_spill: bool = True
+
+    @classmethod
+    def parse(cls, text: str, base: "CompilerModel | None" = None, *, source: str = "--compiler") -> "CompilerModel":
+        """'psum_zero_fold=0,multibuffer_depth=2' -> CompilerModel; 'none' turns every behaviour off."""
+        model = base or cls()
+        text = text.strip()
+        if text.lower() == "none":
+            return replace(model, psum_zero_fold=False, multibuffer=False, engine_balance=False, sbuf_spill=False)
+        names = {f.name: f.type for f in fields(cls)}
+        for item in filter(None, (s.strip() for s in text.split(","))):
+            key, _, value = item.partition("=")
+            key, value = key.strip(), value.strip()
+            if key not in names:
+                raise ConfigError(f"{source}: unknown compiler behaviour {key!r}; valid: {', '.join(names)}")
+            if names[key] in ("bool", bool):
+                if value not in ("0", "1"):
+                    raise ConfigError(f"{source}: {key}={value!r} is not accepted; valid values: 0|1")
+                model = replace(model, **{key: value == "1"})
+            else:
+                if not value.isdigit() or int(value) < 1:
+                    raise ConfigError(f"{source}: {key}={value!r} is not accepted; valid values: a positive integer")
+                model = replace(model, **{key: int(value)})
+        return model
+
+
+_current: contextvars.ContextVar = contextvars.ContextVar("trnlab_compiler_model", default=None)
+
+
+def current() -> CompilerModel:
+    """The model in force: the innermost `using(...)`, else TRNLAB_COMPILER, else the defaults."""
+    model = _current.get()
+    if model is not None:
+        return model
+    from trnlab.config import compiler_switches
+    text = compiler_switches()
+    return CompilerModel.parse(text, source="TRNLAB_COMPILER") if text else CompilerModel()
+
+
+class using:
+    """with using(CompilerModel(psum_zero_fold=False)): machines created inside use that model."""
+
+    def __init__(self, model: CompilerModel):
+        self.model = model
+        self._token = None
+
+    def __enter__(self) -> CompilerModel:
+        self._token = _current.set(self.model)
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        _current.reset(self._token)
