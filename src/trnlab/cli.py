@@ -116,6 +116,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     from trnlab.errors import ConfigError
     try:
         config.validate()
+        from trnlab.core import compiler
+        compiler.current()                   # TRNLAB_COMPILER parses
     except ConfigError as exc:
         typer.echo(f"trnlab: {exc}", err=True)
         raise typer.Exit(2)

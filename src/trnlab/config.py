@@ -98,6 +98,3 @@ def validate() -> None:
     for name in FLAGS:
         _flag(name, False)
     max_instructions()
-    if compiler_switches():
-        from trnlab.core.compiler import current
-        current()
