@@ -124,6 +124,10 @@ class UndefinedBehaviorWarning(TrnlabWarning):
     """An instruction whose hardware result is documented as undefined for these inputs."""
 
 
+class SbufSpillWarning(TrnlabWarning):
+    """Compiler-allocated tiles did not fit SBUF and were spilled to HBM (extra DMA traffic)."""
+
+
 class ConfigError(TrnlabError, ValueError):
     """An environment flag holds a value trnlab does not accept (names the variable, value and valid values)."""
 

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import functools
 import itertools
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 
 from trnlab.core import dtypes as dt
 from trnlab.core import lnc
+from trnlab.core.compiler import current as current_compiler
 from trnlab.core.inputs import kernel_argument, kernel_call, mixed_sequence, static_used_as_tensor
 from trnlab.core.machine import Liveness, Machine, running
 from trnlab.core.progress import StatusLine, progress_hook
 from trnlab.core.srcloc import user_location
 from trnlab.core.tensor import Tensor
-from trnlab.errors import PsumCapacityError, SbufCapacityError
+from trnlab.errors import PsumCapacityError, SbufCapacityError, SbufSpillWarning
 from trnlab.timing import Scheduler
 
 
@@ -106,23 +108,41 @@ def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics
 
 
 def _run_or_retry(fn, args, kwargs, grid, machine, threads, settings) -> KernelRun:
+    """Run; over capacity, retry with tiles freed at their last use (core.machine.Liveness), and only
+    when that still does not fit SBUF, let the compiler spill (CompilerModel.sbuf_spill)."""
+    model = current_compiler()
+    strict = {**settings, "compiler": replace(model, sbuf_spill=False)}
     try:
-        return _run(fn, args, kwargs, grid, machine or Machine(**settings), threads)
+        return _run(fn, args, kwargs, grid, machine or Machine(**strict), threads)
     except (SbufCapacityError, PsumCapacityError) as first:
         if machine is not None:
             raise
         # Over capacity while the kernel's Python code holds its tiles: retry with tiles freed at
-        # their last use, as the compiler allocates (core.machine.Liveness); a kernel that still
-        # does not fit raises from the second run.
-        probe = Liveness()
-        try:
-            _run(fn, args, kwargs, grid, Machine(**{**settings, "scheduler": None},
-                                                 liveness=probe), threads, observe=False)
-        except Exception:
-            pass
-        else:
-            return _run(fn, args, kwargs, grid, Machine(**settings, liveness=Liveness(probe.last_use)), threads)
-        raise first
+        # their last use, as the compiler allocates (core.machine.Liveness).
+        last_use = _probe_last_use(fn, args, kwargs, grid, threads, strict)
+        error = first
+        if last_use is not None:
+            try:
+                return _run(fn, args, kwargs, grid, Machine(**strict, liveness=Liveness(last_use)), threads)
+            except (SbufCapacityError, PsumCapacityError) as second:
+                error = second
+        if not (model.sbuf_spill and isinstance(error, SbufCapacityError)):
+            raise error
+        # Still over SBUF: neuronx-cc spills compiler-allocated tiles to HBM (a kernel that places
+        # its tiles itself raises the capacity error again from this run).
+        liveness = Liveness(last_use) if last_use is not None else None
+        return _run(fn, args, kwargs, grid, Machine(**settings, compiler=model, liveness=liveness), threads)
+
+
+def _probe_last_use(fn, args, kwargs, grid, threads, settings) -> dict | None:
+    """Each allocation's last use, from an untimed run with room to spare; None if that run fails."""
+    probe = Liveness()
+    try:
+        _run(fn, args, kwargs, grid, Machine(**{**settings, "scheduler": None}, liveness=probe),
+             threads, observe=False)
+    except Exception:
+        return None
+    return probe.last_use
 
 
 def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> KernelRun:
@@ -162,6 +182,10 @@ def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> K
             if not np.array_equal(original, t.array, equal_nan=True):
                 original[...] = t.array
     run = KernelRun(_convert_outputs(result, like), m, getattr(fn, "__name__", ""), machines)
+    for mm in machines or [m]:
+        report = mm.spill_report()
+        if report is not None:
+            warnings.warn(SbufSpillWarning(f"kernel {run.name!r}: {report}"), stacklevel=2)
     for observer in list(observers) if observe else ():
         observer(run)
     return run

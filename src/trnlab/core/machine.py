@@ -32,9 +32,18 @@ class RunStats:
     by_engine: Counter = field(default_factory=Counter)        # engine -> count
     flops: float = 0.0                                          # matmul FLOPs (2*M*N*K)
     dma_bytes: int = 0
+    spill_bytes: int = 0                                        # SBUF<->HBM bytes of compiler spills + reloads
+    spilled: dict = field(default_factory=dict)                 # alloc uid -> Allocation, tiles spilled
 
 
 _launches = itertools.count(1)
+# The DMA instruction class of compiler spills and reloads (trnlab.isa.instructions.DmaCopy registers
+# itself: the core must not import the ISA, which builds on it).
+_spill_copy: list = []
+
+
+def register_spill_copy(cls) -> None:
+    _spill_copy[:] = [cls]
 
 
 def _instruction_limit(limit) -> int | None:
@@ -60,10 +69,14 @@ class Machine:
                 "always rounds to the destination dtype on write (NKI_PRECISE_FP=1, AWS's default); unset it")
         self.chip = chip = get_chip(target)
         self.compiler = compiler if compiler is not None else current_compiler()
+        model = self.compiler
+        depth = model.multibuffer_depth if model.multibuffer else 1
         self.sbuf = OnChipMemory(partitions=chip.partitions, bytes_per_partition=chip.sbuf_bytes_per_partition,
-                                 target=chip.name)
+                                 target=chip.name, rotate=depth, spill=model.sbuf_spill)
         self.psum = PsumMemory(partitions=chip.partitions, banks=chip.psum_banks,
-                               bank_bytes=chip.psum_bank_bytes, target=chip.name)
+                               bank_bytes=chip.psum_bank_bytes, target=chip.name, rotate=depth)
+        self._tiles: dict = {}           # SBUF alloc uid -> (weakref to its Storage, dtype), when spilling
+        self._spill_area: dict = {}      # SBUF alloc uid -> its HBM spill tensor
         self.liveness = liveness
         if liveness is not None and liveness.probing:
             self.sbuf.capacity *= _PROBE_ROOM        # the probe measures lifetimes, not capacity
@@ -163,7 +176,13 @@ class Machine:
         weakref.finalize(st, memory.free, alloc.uid)
         alloc.seq = self.allocated
         alloc.launch = self.launch
+        alloc.last_use = self.issued
         self.allocated += 1
+        if memory.spill:
+            self._tiles[alloc.uid] = (weakref.ref(st), dtype)
+            if memory.pending_spills:
+                victims, memory.pending_spills = memory.pending_spills, []
+                self._spill_dmas(victims, loc)
         if self.liveness is not None:
             self.liveness.allocated(alloc, memory, self.issued)
         return self.tensor_class(st, arr, dtype, name)
@@ -177,6 +196,8 @@ class Machine:
         self._check_owned(instr)
         if self.sbuf.reclaimed or self.psum.reclaimed:
             self._check_not_reclaimed(instr)
+        if self.sbuf.spill:
+            self._touch(instr)
         stats = self.stats
         stats.instructions[instr.opcode] += 1
         stats.by_engine[instr.engine] += 1
@@ -195,6 +216,69 @@ class Machine:
             self.liveness.issued(instr, self.issued)
         self.issued += 1
 
+
+    # --- compiler spill (core.compiler.CompilerModel.sbuf_spill) ------------------------------------
+    def _touch(self, instr) -> None:
+        """Record the use of each SBUF operand (LRU victim choice) and reload spilled ones first."""
+        allocs = [a for a in (getattr(getattr(t, "storage", None), "alloc", None)
+                              for t in instr.reads() + instr.writes() if t is not None)
+                  if a is not None]
+        pinned = {a.uid for a in allocs}
+        for a in allocs:
+            a.last_use = self.issued
+            if a.spilled:
+                victims = self.sbuf.reload(a, pinned)
+                if a.spilled:
+                    memory = self.sbuf
+                    raise SbufCapacityError(
+                        f"{instr.api}: SBUF capacity exceeded on {self.chip.name}: spilled tile {a.describe()} "
+                        f"cannot be reloaded: the operands of this instruction alone need more than the "
+                        f"limit of {memory.capacity} B per partition. At {instr.loc}",
+                        required=memory.used_in(a.p0, a.p1) + a.nbytes, limit=memory.capacity,
+                        largest=memory.largest())
+                self._spill_dmas(victims, instr.loc)
+                self._spill_dma(a, instr.loc, reload=True)
+
+    def _spill_dmas(self, victims, loc: str) -> None:
+        for a in victims:
+            self._spill_dma(a, loc, reload=False)
+
+    def _spill_dma(self, alloc, loc: str, *, reload: bool) -> None:
+        """The DMA neuronx-cc inserts for a spill (SBUF -> HBM) or a reload (HBM -> SBUF): timed and
+        counted like any DMA, not executed (a tile keeps its own values, so the data stays exact)."""
+        ref, dtype = self._tiles[alloc.uid]
+        st = ref()
+        if st is None:
+            return
+        nbytes = alloc.nbytes * (alloc.p1 - alloc.p0)
+        stats = self.stats
+        stats.instructions["dma_copy"] += 1
+        stats.by_engine["dma"] += 1
+        stats.dma_bytes += nbytes
+        stats.spill_bytes += nbytes
+        stats.spilled[alloc.uid] = alloc
+        if self.scheduler is None:          # untimed: accounting only
+            return
+        tile = Tensor(st, st.array, dtype, alloc.name)
+        area = self._spill_area.get(alloc.uid)
+        if area is None:
+            area = self._spill_area[alloc.uid] = self.hbm_tensor(
+                np.zeros(st.array.shape, dtype=st.array.dtype), f"spill.{alloc.name}", dtype=dtype)
+        src, dst = (area, tile) if reload else (tile, area)
+        # not counted in `issued`: Liveness numbers the kernel's own instructions (its probe never spills)
+        self.scheduler.schedule(_spill_copy[0](api="neuronx-cc reload" if reload else "neuronx-cc spill",
+                                               loc=loc, dst=dst, src=src))
+
+    def spill_report(self) -> str | None:
+        """One line naming the spilled tiles and the traffic, or None when nothing spilled."""
+        spilled = self.stats.spilled
+        if not spilled:
+            return None
+        tiles = "; ".join(f"{a.describe()}, {a.nbytes * (a.p1 - a.p0)} B" for a in spilled.values())
+        return (f"SBUF spill on {self.chip.name}: {len(spilled)} compiler-allocated tile(s) did not fit SBUF "
+                f"and were spilled to HBM and reloaded ({self.stats.spill_bytes} B of spill/reload DMA "
+                f"traffic): {tiles}. Shrink or free tiles earlier to avoid it, or switch it off "
+                f"(--compiler sbuf_spill=0) to get the capacity error")
 
     def _next_checkpoint(self) -> int:
         """The instruction count at which issue() next stops for the limit or the progress hook."""

@@ -7,10 +7,26 @@ PSUM: 8 banks x 2 KiB per partition; a tile takes whole banks (matmul results mu
 Tiles are freed when the kernel drops its last reference to them (Python scope = tile lifetime),
 so a loop that allocates a tile per iteration keeps at most two generations live, as double
 buffering would. Capacity is checked on every allocation; the error lists the largest live tiles.
+
+Two neuronx-cc behaviours (trnlab.core.compiler) act here:
+- multi-buffering (`multibuffer`, `multibuffer_depth`): a tile's address is chosen away from the
+  addresses its allocation site gave its last depth-1 instances, so the load of loop iteration i+1
+  does not wait (WAR) for the compute of iteration i on the same bytes. neuronx-cc rotates the
+  address of every tile it allocates itself and never moves a tile placed at a fixed address
+  (nki.compiler.AddressRotation, AUTO: "a memloc with a fixed address ... is opted OUT of rotation
+  ... a memloc the backend allocates keeps rotation ON";
+  https://awsdocs-neuron.readthedocs-hosted.com/en/latest/nki/api/generated/nki.compiler.AddressRotation.html);
+  its ring allocation mode gives each tile a fresh address until the allocation wraps around and "in
+  PSUM, rotates through the 8 banks" (nki.compiler.AllocationMode.RING). Rotation only picks among
+  addresses that fit: it never causes a capacity error (plain first fit otherwise).
+- SBUF spill (`sbuf_spill`): a compiler-allocated tile that does not fit evicts the least recently
+  used compiler-allocated tiles to HBM (spill_victims); core.machine.Machine issues the spill and
+  reload DMAs.
 """
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass
 
 from trnlab.errors import PsumCapacityError, SbufCapacityError
@@ -35,6 +51,9 @@ class Allocation:
                                # its last use, see core.machine.Liveness)
     seq: int = 0               # allocation number in program order (core.machine.Liveness)
     launch: int = 0            # the kernel launch whose machine allocated it (core.machine.Machine.launch)
+    explicit: bool = False     # placed at a kernel-given address (never rotated, never spilled)
+    last_use: int = -1         # instruction index of its latest use (kept only when spilling is on)
+    spilled: bool = False      # evicted to HBM by the compiler's spill; reloaded before its next use
 
     @property
     def b1(self) -> int:
@@ -50,7 +69,10 @@ class OnChipMemory:
 
     kind = "sbuf"
 
-    def __init__(self, *, partitions: int, bytes_per_partition: int, target: str):
+    def __init__(self, *, partitions: int, bytes_per_partition: int, target: str, rotate: int = 1,
+                 spill: bool = False):
+        """rotate: multi-buffering depth (1: plain first fit). spill: over-capacity compiler-allocated
+        tiles evict others (spill_victims) instead of raising, unless the kernel places tiles itself."""
         self.partitions = partitions
         self.capacity = bytes_per_partition
         self.target = target
@@ -58,6 +80,12 @@ class OnChipMemory:
         self.peak_bytes = 0
         self.reclaimed = 0
         self._ids = itertools.count(1)
+        self.rotate = max(1, int(rotate))
+        self._recent: dict[str, deque] = {}      # site -> (b0, b1) of its last rotate-1 instances
+        self.spill = spill
+        self.spilled: dict[int, Allocation] = {}  # evicted tiles, by uid
+        self.pending_spills: list[Allocation] = []   # evicted by an allocation; Machine issues their DMA
+        self.explicit_seen = False
 
     # --- accounting -------------------------------------------------------------------------
     def used_in(self, p0: int, p1: int) -> int:
@@ -81,15 +109,74 @@ class OnChipMemory:
         if used + nbytes > self.capacity and self._reclaim_previous_instance(
                 loc, p0, p1, lambda: self.used_in(p0, p1) + nbytes <= self.capacity):
             used = self.used_in(p0, p1)
+        if used + nbytes > self.capacity and address is None and self._may_spill():
+            self.pending_spills += self.spill_victims(p0, p1, nbytes, pinned=())
+            used = self.used_in(p0, p1)
         if used + nbytes > self.capacity:
             self._overflow(name, shape, dtype_name, nbytes, used, loc, api)
         if address is not None:
             self._check_address(address, nbytes, name, loc, api)
-        b0 = address if address is not None else self._first_fit(p0, p1, nbytes)
-        alloc = Allocation(next(self._ids), name, tuple(shape), dtype_name, p0, p1, b0, nbytes, loc)
+            self.explicit_seen = True
+        b0 = address if address is not None else self._place(loc, p0, p1, nbytes)
+        alloc = Allocation(next(self._ids), name, tuple(shape), dtype_name, p0, p1, b0, nbytes, loc,
+                           explicit=address is not None)
         self.live[alloc.uid] = alloc
         self.peak_bytes = max(self.peak_bytes, used + nbytes)
         return alloc
+
+    # --- multi-buffering ------------------------------------------------------------------------
+    def _place(self, loc: str, p0: int, p1: int, nbytes: int) -> int:
+        """First fit, away from the bytes this site's last rotate-1 instances had when that fits."""
+        if self.rotate <= 1:
+            return self._first_fit(p0, p1, nbytes)
+        recent = self._recent.get(loc)
+        if recent is None:
+            recent = self._recent[loc] = deque(maxlen=self.rotate - 1)
+        b0 = self._first_fit(p0, p1, nbytes, avoid=recent) if recent else None
+        if b0 is None or b0 + nbytes > self.capacity:
+            b0 = self._first_fit(p0, p1, nbytes)
+        recent.append((b0, b0 + nbytes))
+        return b0
+
+    # --- spill ----------------------------------------------------------------------------------
+    def _may_spill(self) -> bool:
+        """Spilling is the compiler's: a kernel that places tiles itself keeps the capacity error."""
+        return self.spill and not self.explicit_seen
+
+    def spill_victims(self, p0: int, p1: int, nbytes: int, pinned) -> list[Allocation]:
+        """Evict live compiler-allocated tiles overlapping partitions [p0, p1), least recently used
+        first, never those in `pinned` (uids), until nbytes more fit. Evicts nothing when even all of
+        them would not make room (the caller then raises the capacity error)."""
+        candidates = sorted((a for a in self.live.values()
+                             if not a.explicit and a.uid not in pinned and a.p0 < p1 and p0 < a.p1),
+                            key=lambda a: (a.last_use, a.seq))
+        chosen = []
+        for a in candidates:
+            if self.used_in(p0, p1) + nbytes <= self.capacity:
+                break
+            del self.live[a.uid]
+            chosen.append(a)
+        if self.used_in(p0, p1) + nbytes > self.capacity:
+            for a in chosen:                       # a failed allocation changes nothing
+                self.live[a.uid] = a
+            return []
+        for a in chosen:
+            a.spilled = True
+            self.spilled[a.uid] = a
+        return chosen
+
+    def reload(self, alloc: Allocation, pinned) -> list[Allocation]:
+        """Bring a spilled tile back before its next use; returns the tiles evicted to make room
+        (empty list and the tile still spilled when there is no room: the caller raises)."""
+        victims = []
+        if self.used_in(alloc.p0, alloc.p1) + alloc.nbytes > self.capacity:
+            victims = self.spill_victims(alloc.p0, alloc.p1, alloc.nbytes, pinned)
+            if not victims:
+                return []
+        del self.spilled[alloc.uid]
+        alloc.spilled = False
+        self.live[alloc.uid] = alloc
+        return victims
 
     def _check_address(self, address: int, nbytes: int, name: str, loc: str, api: str) -> None:
         """A manually placed tile must lie inside the partition's bytes."""
@@ -120,12 +207,12 @@ class OnChipMemory:
         return True
 
     def free(self, uid: int) -> None:
-        alloc = self.live.pop(uid, None)
+        alloc = self.live.pop(uid, None) or self.spilled.pop(uid, None)
         if alloc is not None:
             alloc.live = False
 
-    def _first_fit(self, p0: int, p1: int, nbytes: int) -> int:
-        spans = sorted((a.b0, a.b1) for a in self.live.values() if a.p0 < p1 and p0 < a.p1)
+    def _first_fit(self, p0: int, p1: int, nbytes: int, avoid=()) -> int:
+        spans = sorted([(a.b0, a.b1) for a in self.live.values() if a.p0 < p1 and p0 < a.p1] + list(avoid))
         cursor = 0
         for b0, b1 in spans:
             if b0 - cursor >= nbytes:
@@ -153,8 +240,9 @@ class PsumMemory(OnChipMemory):
 
     kind = "psum"
 
-    def __init__(self, *, partitions: int, banks: int, bank_bytes: int, target: str):
-        super().__init__(partitions=partitions, bytes_per_partition=banks * bank_bytes, target=target)
+    def __init__(self, *, partitions: int, banks: int, bank_bytes: int, target: str, rotate: int = 1):
+        super().__init__(partitions=partitions, bytes_per_partition=banks * bank_bytes, target=target,
+                         rotate=rotate)
         self.banks = banks
         self.bank_bytes = bank_bytes
 
@@ -195,9 +283,9 @@ class PsumMemory(OnChipMemory):
                 f"boundary. At {loc}")
         if address is not None:
             self._check_address(address, banks * self.bank_bytes, name, loc, api)
-        b0 = address if address is not None else self._first_fit(0, self.partitions, banks * self.bank_bytes)
+        b0 = address if address is not None else self._place(loc, 0, self.partitions, banks * self.bank_bytes)
         alloc = Allocation(next(self._ids), name, tuple(shape), dtype_name, 0, self.partitions, b0,
-                           banks * self.bank_bytes, loc)
+                           banks * self.bank_bytes, loc, explicit=address is not None)
         self.live[alloc.uid] = alloc
         self.peak_bytes = max(self.peak_bytes, (used + new) * self.bank_bytes)
         return alloc

@@ -13,6 +13,7 @@ import numpy as np
 
 from trnlab.core import dtypes as dt
 from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
+from trnlab.core.machine import register_spill_copy
 from trnlab.errors import (AccumulateUninitializedWarning, BufferKindError, DtypeError, MatmulLimitError,
                            NkiValidationError, OutOfBoundsError, PartitionError, ShapeError)
 from trnlab.isa import alu
@@ -73,6 +74,9 @@ class DmaCopy(DmaInstruction, SrcToDst):
 
     def dma_bytes(self) -> int:
         return max(self.src.nbytes, self.dst.nbytes)
+
+
+register_spill_copy(DmaCopy)          # compiler spills/reloads are DMA copies (core.machine)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
