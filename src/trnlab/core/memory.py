@@ -126,14 +126,21 @@ class OnChipMemory:
 
     # --- multi-buffering ------------------------------------------------------------------------
     def _place(self, loc: str, p0: int, p1: int, nbytes: int) -> int:
-        """First fit, away from the bytes this site's last rotate-1 instances had when that fits."""
+        """First fit away from the bytes recent tiles had, when that fits: first away from the last
+        rotate-1 instances of every site (a ring: loads of the next iteration then wait for no recent
+        reader), else away from as many of this site's own latest instances as fit, else first fit."""
         if self.rotate <= 1:
             return self._first_fit(p0, p1, nbytes)
         recent = self._recent.get(loc)
         if recent is None:
             recent = self._recent[loc] = deque(maxlen=self.rotate - 1)
-        b0 = self._first_fit(p0, p1, nbytes, avoid=recent) if recent else None
-        if b0 is None or b0 + nbytes > self.capacity:
+        every = [span for spans in self._recent.values() for span in spans]
+        own = list(recent)
+        for avoid in (every, *(own[-k:] for k in range(len(own), 0, -1))):   # newest kept longest
+            b0 = self._first_fit(p0, p1, nbytes, avoid=avoid) if avoid else None
+            if b0 is not None and b0 + nbytes <= self.capacity:
+                break
+        else:
             b0 = self._first_fit(p0, p1, nbytes)
         recent.append((b0, b0 + nbytes))
         return b0
