@@ -59,6 +59,14 @@ def test_spill_keeps_values_exact_and_warns_once_naming_the_tile():
     assert run.machine.stats.spill_bytes == 2 * TILE_BYTES
 
 
+def test_benchmark_reports_the_spill_traffic():
+    from trnlab.timing.benchmark import summarize
+    run, _ = _run()
+    result = summarize(run)
+    assert result.spill_bytes == 2 * TILE_BYTES and result.as_dict()["spill_bytes"] == 2 * TILE_BYTES
+    assert "SBUF spill" in str(result)
+
+
 def test_spill_costs_its_traffic_at_dma_speed():
     spilled, _ = _run()
     roomy, warned = _run(target=dataclasses.replace(TRN1, sbuf_bytes_per_partition=2 * 192 * 1024))

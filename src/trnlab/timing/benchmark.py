@@ -47,6 +47,7 @@ class BenchmarkResult:
     outputs: Any = None
     instructions: int = 0
     machine: Any = None
+    spill_bytes: int = 0       # SBUF<->HBM bytes of compiler spills and reloads (CompilerModel.sbuf_spill)
 
     @property
     def latency_us(self) -> float:
@@ -69,7 +70,7 @@ class BenchmarkResult:
         return {"name": self.name, "target": self.target, "latency_us": self.latency_us, "busy": dict(self.busy),
                 "dma_bytes": self.dma_bytes, "hbm_bytes": self.hbm_bytes, "dma_bandwidth": self.dma_bandwidth,
                 "flops": self.flops, "achieved_flops": self.achieved_flops, "mfu": self.mfu, "hfu": self.hfu,
-                "mbu": self.mbu, "instructions": self.instructions,
+                "mbu": self.mbu, "instructions": self.instructions, "spill_bytes": self.spill_bytes,
                 "critical_path": [p.as_dict() for p in self.critical_path]}
 
     def table(self):
@@ -84,6 +85,8 @@ class BenchmarkResult:
         t.add_row("DMA", f"{fmt_bytes(self.dma_bytes)} at {self.dma_bandwidth / 1e9:,.1f} GB/s (MBU {self.mbu:.1%})")
         t.add_row("FLOPs", f"{self.flops / 1e9:,.2f} GFLOP at {self.achieved_flops / 1e12:,.2f} TFLOP/s")
         t.add_row("MFU / HFU", f"{self.mfu:.1%} / {self.hfu:.1%}")
+        if self.spill_bytes:
+            t.add_row("SBUF spill", f"{fmt_bytes(self.spill_bytes)} of spill/reload DMA (compiler spill)")
         for p in self.critical_path[:5]:
             t.add_row(f"critical {p.share:.0%}", f"{p.api} x{p.count} at {_short(p.loc)}")
         return t
@@ -127,7 +130,7 @@ def summarize(run, *, name: str = "", top: int = 10) -> BenchmarkResult:
         name=name or run.name or "kernel", target=chip.name, latency_s=latency, busy=busy,
         dma_bytes=int(work.dma_bytes), hbm_bytes=int(work.hbm_bytes), flops=float(work.flops),
         mfu=u.mfu, hfu=u.hfu, mbu=u.mbu, critical_path=_critical(sched, latency, top), outputs=run.outputs,
-        instructions=sched.count, machine=m)
+        instructions=sched.count, machine=m, spill_bytes=int(m.stats.spill_bytes))
 
 
 __all__ = ["BenchmarkResult", "PathEntry", "summarize"]
