@@ -270,11 +270,17 @@ class Machine:
                                                loc=loc, dst=dst, src=src))
 
     def spill_report(self) -> str | None:
-        """One line naming the spilled tiles and the traffic, or None when nothing spilled."""
+        """One line naming the spilled tiles (grouped by allocation site) and the traffic, or None."""
         spilled = self.stats.spilled
         if not spilled:
             return None
-        tiles = "; ".join(f"{a.describe()}, {a.nbytes * (a.p1 - a.p0)} B" for a in spilled.values())
+        sites: dict = {}
+        for a in spilled.values():
+            sites.setdefault((a.loc, a.shape, a.dtype_name), []).append(a)
+        tiles = "; ".join(
+            f"{group[0].describe()}, {group[0].nbytes * (group[0].p1 - group[0].p0)} B"
+            + (f" (and {len(group) - 1} more tiles of that line)" if len(group) > 1 else "")
+            for group in sites.values())
         return (f"SBUF spill on {self.chip.name}: {len(spilled)} compiler-allocated tile(s) did not fit SBUF "
                 f"and were spilled to HBM and reloaded ({self.stats.spill_bytes} B of spill/reload DMA "
                 f"traffic): {tiles}. Shrink or free tiles earlier to avoid it, or switch it off "
