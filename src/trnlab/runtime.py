@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import itertools
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -111,7 +111,7 @@ def _run_or_retry(fn, args, kwargs, grid, machine, threads, settings) -> KernelR
     """Run; over capacity, retry with tiles freed at their last use (core.machine.Liveness), and only
     when that still does not fit SBUF, let the compiler spill (CompilerModel.sbuf_spill)."""
     model = current_compiler()
-    strict = {**settings, "compiler": replace(model, sbuf_spill=False)}
+    strict = {**settings, "compiler": model, "spill": False}
     try:
         return _run(fn, args, kwargs, grid, machine or Machine(**strict), threads)
     except (SbufCapacityError, PsumCapacityError) as first:
@@ -200,7 +200,7 @@ def _launch(fn, hargs, hkwargs, grid, m: Machine, threads):
         if threads or lnc.uses_sync(fn):
             machines = [m] + [Machine(m.chip, numerics=m.numerics, scheduler=m.scheduler_factory,
                                       tensor_class=m.tensor_class, max_instructions=m.max_instructions,
-                                      progress=m.progress, compiler=m.compiler) for _ in range(n_programs - 1)]
+                                      progress=m.progress, compiler=m.compiler, spill=m.sbuf.spill) for _ in range(n_programs - 1)]
             for other in machines[1:]:
                 other.launch = m.launch          # programs of one launch exchange tiles (nisa.sendrecv)
             result = lnc.run_programs(fn, hargs, hkwargs, tuple(grid), machines)
