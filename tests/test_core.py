@@ -96,8 +96,7 @@ def test_rank_one_on_chip_rejected():
 
 
 def test_sbuf_capacity_names_largest_tiles():
-    from trnlab.core.compiler import CompilerModel
-    m = Machine("trn1", compiler=CompilerModel(sbuf_spill=False))      # the capacity error, not a spill
+    m = Machine("trn1")
     keep = [m.new_onchip("sbuf", (128, 16384), np.float32, f"a{i}", api="nl.ndarray", loc=f"k.py:{i}")
             for i in range(2)]                               # 2 x 64 KiB of 192 KiB
     with pytest.raises(SbufCapacityError) as err:

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from trnlab.core.compiler import CompilerModel
 from trnlab.core.machine import Machine
 from trnlab.errors import NkiValidationError, PsumCapacityError, SbufCapacityError
 
@@ -12,7 +11,7 @@ def _tile(m, shape, loc, name="t"):
 
 
 def test_failed_sbuf_allocation_does_not_reclaim_the_previous_instance():
-    m = Machine("trn2", compiler=CompilerModel(sbuf_spill=False))      # the capacity error, not a spill
+    m = Machine("trn2")
     cap = m.chip.sbuf_bytes_per_partition
     old = _tile(m, (128, cap // 4 // 2), "k.py:5", "old")    # half of SBUF, allocated at site k.py:5
     other = _tile(m, (128, cap // 4 // 4 + 1), "k.py:9", "other")      # a quarter (+4 B), another site

@@ -111,7 +111,7 @@ def _run_or_retry(fn, args, kwargs, grid, machine, threads, settings) -> KernelR
     """Run; over capacity, retry with tiles freed at their last use (core.machine.Liveness), and only
     when that still does not fit SBUF, let the compiler spill (CompilerModel.sbuf_spill)."""
     model = current_compiler()
-    strict = {**settings, "compiler": model, "spill": False}
+    strict = {**settings, "compiler": model}
     try:
         return _run(fn, args, kwargs, grid, machine or Machine(**strict), threads)
     except (SbufCapacityError, PsumCapacityError) as first:
@@ -131,7 +131,8 @@ def _run_or_retry(fn, args, kwargs, grid, machine, threads, settings) -> KernelR
         # Still over SBUF: neuronx-cc spills compiler-allocated tiles to HBM (a kernel that places
         # its tiles itself raises the capacity error again from this run).
         liveness = Liveness(last_use) if last_use is not None else None
-        return _run(fn, args, kwargs, grid, Machine(**settings, compiler=model, liveness=liveness), threads)
+        return _run(fn, args, kwargs, grid, Machine(**settings, compiler=model, liveness=liveness, spill=True),
+                    threads)
 
 
 def _probe_last_use(fn, args, kwargs, grid, threads, settings) -> dict | None:

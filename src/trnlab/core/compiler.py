@@ -22,8 +22,9 @@ class CompilerModel:
     # tiles allocated inside a loop body rotate through up to `multibuffer_depth` buffers, so
     # independent iterations pipeline across engines. Implemented in core.memory (allocation).
     # Depth 2: the documented default factor of neuronx-cc's multi-buffer directive
-    # (nki.compiler.multi_buffer(factor=2), awsdocs-neuron .../_modules/nki/compiler.html); deeper
-    # rings (CompileConfig experimental_allocation_mode=RING) are opt-in. See docs/calibration.md.
+    # (nki.compiler.multi_buffer(factor=2),
+    # https://awsdocs-neuron.readthedocs-hosted.com/en/latest/_modules/nki/compiler.html); deeper rings
+    # (CompileConfig experimental_allocation_mode=RING) are opt-in. See docs/calibration.md.
     multibuffer: bool = True
     multibuffer_depth: int = 2
     # high-level nl ops (both front ends) go to the least-loaded engine that can run them

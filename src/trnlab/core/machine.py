@@ -59,13 +59,13 @@ class Machine:
                  scheduler: "Callable[[ChipSpec], Any] | None" = None, tensor_class=Tensor,
                  liveness: "Liveness | None" = None, max_instructions: int | None = None,
                  progress: "Callable[[Machine, Any], None] | None" = None, compiler: "CompilerModel | None" = None,
-                 spill: bool | None = None):
+                 spill: bool = False):
         """scheduler: a factory chip -> observer whose schedule(instr) sees every issued instruction
         (trnlab.timing.Scheduler, or functools.partial(Scheduler, trace=True)); None runs untimed.
         max_instructions: issuing more raises InstructionLimitError. progress: called with (machine,
-        instruction) every PROGRESS_EVERY instructions (core.progress). spill: False keeps SBUF overflow
-        an error although the compiler model spills (runtime tries without spilling first); None: the
-        model's sbuf_spill."""
+        instruction) every PROGRESS_EVERY instructions (core.progress). spill: True lets the compiler model's
+        sbuf_spill act (runtime.run_kernel asks for it only after the run without it and the last-use
+        retry overflowed SBUF); False keeps the overflow an SbufCapacityError."""
         if not precise_fp():
             raise NotImplementedError(
                 "NKI_PRECISE_FP=0 (AWS's fp32-everywhere simulator mode) is not modelled by trnlab, which "
@@ -76,7 +76,7 @@ class Machine:
         depth = model.multibuffer_depth if model.multibuffer else 1
         self.sbuf = OnChipMemory(partitions=chip.partitions, bytes_per_partition=chip.sbuf_bytes_per_partition,
                                  target=chip.name, rotate=depth,
-                                 spill=model.sbuf_spill if spill is None else spill and model.sbuf_spill)
+                                 spill=spill and model.sbuf_spill)
         self.psum = PsumMemory(partitions=chip.partitions, banks=chip.psum_banks,
                                bank_bytes=chip.psum_bank_bytes, target=chip.name, rotate=depth)
         self._tiles: dict = {}           # SBUF alloc uid -> (weakref to its Storage, dtype), when spilling
