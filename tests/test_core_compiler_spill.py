@@ -108,3 +108,20 @@ def test_a_kernel_that_fits_after_freeing_dead_tiles_does_not_spill():
         run = run_kernel(dead_tiles_held, (x,), {}, target="trn1", tensor_class=NkiTensor)
     assert run.machine.stats.spill_bytes == 0
     np.testing.assert_array_equal(run.outputs, x[0])
+
+
+def test_victims_are_least_recently_used_and_never_pinned():
+    from trnlab.core.memory import OnChipMemory
+    mem = OnChipMemory(partitions=128, bytes_per_partition=4096, target="test", spill=True)
+    tiles = [mem.allocate(name=f"t{i}", shape=(128, 256), dtype_name="float32", p0=0, nparts=128,
+                          nbytes=1024, loc=f"k.py:{i}", api="test") for i in range(4)]    # SBUF full
+    for tile, last_use in zip(tiles, (5, 1, 7, 3)):
+        tile.last_use = last_use
+    # t1 (used at 1) is the least recently used, but pinned (an operand of the instruction): t3 goes
+    victims = mem.spill_victims(0, 128, 1024, pinned={tiles[1].uid})
+    assert [v.name for v in victims] == ["t3"] and tiles[3].spilled and tiles[3].uid not in mem.live
+    # 1 KiB is free now; room for 3 KiB needs the next two by age, t1 then t0
+    victims = mem.spill_victims(0, 128, 3072, pinned=set())
+    assert [v.name for v in victims] == ["t1", "t0"]
+    # more than all unpinned tiles can free: nothing is evicted
+    assert mem.spill_victims(0, 128, 4096, pinned={tiles[2].uid}) == [] and tiles[2].uid in mem.live
