@@ -79,6 +79,36 @@ def _n_real(key: tuple) -> int:
     return sum(1 for k in key if k is not None and k is not Ellipsis)
 
 
+def _fast_key(key: tuple, shape: tuple, strides: tuple) -> int | None:
+    """The byte offset a key adds, if it is the common kind that numpy already reads exactly as given:
+    plain ints in range and slices of in-range non-negative int bounds, step None or 1, not empty. None:
+    anything else (the full checks of Tensor._check_key then normalise it or raise)."""
+    if len(key) > len(shape):
+        return None
+    delta = 0
+    for k, size, stride in zip(key, shape, strides):
+        if type(k) is slice:
+            start, stop, step = k.start, k.stop, k.step
+            if step is not None and (type(step) is not int or step != 1):
+                return None
+            if start is None:
+                start = 0
+            elif type(start) is not int or start < 0:
+                return None
+            if stop is None:
+                stop = size
+            elif type(stop) is not int or stop > size or stop < 0:
+                return None
+            if start >= stop:
+                return None
+            delta += start * stride
+        elif type(k) is int and 0 <= k < size:
+            delta += k * stride
+        else:
+            return None
+    return delta
+
+
 class Storage:
     """One allocation: its memory kind, backing numpy array, address and initialisation state."""
 
@@ -343,10 +373,13 @@ class Tensor:
     def _check_key(self, key: tuple, api: str, loc: str | None) -> tuple[tuple, int]:
         """The key with slices and ints normalised, and the byte offset it adds to this view's start
         (numpy's rule: an empty slice starts at 0). Hot (every tile index): slices and ints first."""
-        shape, strides = self.array.shape, self.array.strides
+        shape, strides = self.shape, self.array.strides
         if len(key) > len(shape) and _n_real(key) > len(shape):
             raise OutOfBoundsError(f"{api}: too many indices for {self.describe()}: {len(key)} given for "
                                    f"rank {len(shape)}. At {_at(loc)}")
+        fast = _fast_key(key, shape, strides)
+        if fast is not None:
+            return key, fast
         out, dim, delta = [], 0, 0
         for k in key:
             if type(k) is slice:

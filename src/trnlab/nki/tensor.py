@@ -19,11 +19,15 @@ class NkiTensor(Tensor):
     def __getitem__(self, key) -> "NkiTensor":
         if not isinstance(key, tuple):
             key = (key,)
+        ints = False
         for k in key:
-            if isinstance(k, DynSlice):
-                key = tuple(k.as_slice() if isinstance(k, DynSlice) else k for k in key)
-                break
-        if self.on_chip:
+            if type(k) is not slice:            # (hot: most tile keys are all slices)
+                if isinstance(k, DynSlice):
+                    key = tuple(k.as_slice() if isinstance(k, DynSlice) else k for k in key)
+                    ints = any(type(k) is not slice for k in key)
+                    break
+                ints = True
+        if ints and self.storage.kind != HBM:
             key = self._keep_rank(key)
         # loc=None: the kernel line is looked up only if the key fails its checks
         return self.index(key, api="indexing", loc=None)
