@@ -158,7 +158,7 @@ class Storage:
 class Tensor:
     """A view of a Storage. On-chip tensors have the partition dim first."""
 
-    __slots__ = ("storage", "array", "dtype", "name", "_region", "_offset", "shape", "free_size")
+    __slots__ = ("storage", "array", "dtype", "name", "_region", "_offset", "shape", "free_size", "_layout")
 
     def __init__(self, storage: Storage, array: np.ndarray, dtype, name: str | None = None):
         self.storage = storage
@@ -167,6 +167,7 @@ class Tensor:
         self.name = name if name is not None else storage.name
         self._region = None          # cached physical box (a view never changes)
         self._offset = None          # cached byte_offset() (__array_interface__ costs ~2 us)
+        self._layout = None          # cached layout()
         # plain attributes, not properties: read many times per instruction (a view never changes)
         self.shape: tuple = array.shape
         self.free_size: int = math.prod(self.shape[1:])      # elements per partition; 1 for a 1-D tensor
@@ -247,6 +248,16 @@ class Tensor:
         p1 = alloc.p0 + p_start + phi // row + 1
         b0 = alloc.b0 + b_start + flo
         return p0, p1, b0, alloc.b0 + b_start + fhi + a.itemsize
+
+    def layout(self) -> tuple:
+        """Everything hardware-rule checks read of a view, hashable: class, memory, dtype, shape, strides,
+        partition pitch and physical box (isa.base.validate_once keys instructions on it)."""
+        lay = self._layout
+        if lay is None:
+            st = self.storage
+            lay = self._layout = (type(self), st.kind, self.dtype, self.shape, self.array.strides, st.row_bytes,
+                                  self.region())
+        return lay
 
     def partition_start(self) -> int:
         return self.region()[0]
