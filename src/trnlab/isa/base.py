@@ -139,23 +139,45 @@ def _plain(v) -> bool:
     return t in _PLAIN or (t is tuple and all(_plain(x) for x in v))
 
 
+_shapes: dict = {}            # attribute types -> (tensor positions, tuple positions), or None: not memoisable
+
+
+def _shape_of(types: tuple):
+    tensor_at, tuple_at = [], []
+    for i, t in enumerate(types):
+        if issubclass(t, Tensor):
+            tensor_at.append(i)
+        elif t is tuple:
+            tuple_at.append(i)
+        elif t not in _PLAIN:
+            return None
+    return tuple(tensor_at), tuple(tuple_at)
+
+
 def _facts(ins) -> "tuple | None":
-    """The instruction's attributes, tensors as their layout; None if one is not a plain value
-    (a mask array, an indirect access, ...): such an instruction is always checked in full."""
+    """The instruction's attribute types and values, tensors as their layout; None if one is not a plain
+    value (a mask array, an indirect access, ...): such an instruction is always checked in full."""
     cls = type(ins)
     getter = _getters.get(cls)
     if getter is None:
         names = [f.name for f in fields(cls) if f.name not in ("api", "loc")]
         getter = _getters[cls] = attrgetter(*names, "api")      # (>= 2 names: always a tuple)
-    out = []
-    for v in getter(ins)[:-1]:
-        if isinstance(v, Tensor):
-            out.append(v.layout())
-        elif _plain(v):
-            out.append((type(v), v))
-        else:
+    vals = getter(ins)
+    types = tuple(map(type, vals))
+    shape = _shapes.get(types, False)
+    if shape is False:
+        shape = _shapes[types] = _shape_of(types)
+    if shape is None:
+        return None
+    tensor_at, tuple_at = shape
+    for i in tuple_at:
+        if not _plain(vals[i]):
             return None
-    return tuple(out)
+    vals = list(vals)
+    vals[-1] = None                        # the api (only named in messages)
+    for i in tensor_at:
+        vals[i] = vals[i].layout()
+    return types, tuple(vals)
 
 
 def validate_once(validate):
