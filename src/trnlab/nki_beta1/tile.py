@@ -23,7 +23,7 @@ from trnlab.core.srcloc import user_location
 from trnlab.core.tensor import PSUM, SBUF, OperandOf, Tensor
 from trnlab.errors import NkiValidationError, OutOfBoundsError, ShapeError
 from trnlab.frontend.indexing import DynSlice  # noqa: F401  (nl.ds)
-from trnlab.nki_beta1.index import Index, Predicate, affine_form
+from trnlab.nki_beta1.index import Index, Predicate, affine_form, compact
 
 
 # ================================================================================================
@@ -268,7 +268,7 @@ class Access(OperandOf):
     def bounds(self, where) -> str | None:
         """The AWS out-of-bound message for the first violated dim (masked-out elements ignored)."""
         for d, a in enumerate(self.arrays):
-            vals = a if where is None else a[np.broadcast_to(where, a.shape)]
+            vals = compact(a) if where is None else a[np.broadcast_to(where, a.shape)]
             if vals.size == 0:
                 continue
             lo, hi, size = int(vals.min()), int(vals.max()), self.tensor.shape[d]
