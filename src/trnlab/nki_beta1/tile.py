@@ -252,7 +252,7 @@ def _advanced(t: Tile, key: tuple, loc: str):
     arrays = np.broadcast_arrays(*arrays)
     access = Access(t, arrays, loc)
     bad = access.bounds(None)
-    return access if bad else access.view(None)
+    return access if bad else access.strided()
 
 
 class Access(OperandOf):
@@ -284,12 +284,16 @@ class Access(OperandOf):
         msg = self.bounds(where)
         if msg:
             raise OutOfBoundsError(f"{msg}. At {self.loc}")
+        return self.strided()
+
+    def strided(self) -> Tile:
+        """The strided view of this access, already known to be in bounds."""
         t = self.tensor
         shape = self.shape
         offset = t.byte_offset()
         strides = [0] * len(shape)
         for d, a in enumerate(self.arrays):
-            form = affine_form(np.broadcast_to(a, shape))
+            form = affine_form(a if a.shape == shape else np.broadcast_to(a, shape))
             if form is None:
                 raise NotImplementedError(f"non-affine index expression on dimension {d} of tensor `{t.name}`: "
                                           f"NKI indices must be affine in nl.arange/mgrid and loop variables. "
