@@ -251,12 +251,15 @@ class Tensor:
 
     def layout(self) -> tuple:
         """Everything hardware-rule checks read of a view, hashable: class, memory, dtype, shape, strides,
-        partition pitch and physical box (isa.base.validate_once keys instructions on it)."""
+        partition pitch and partitions; the byte range too in PSUM (a matmul result must not cross a
+        bank), not elsewhere, where no rule reads it (isa.base.validate_once keys instructions on it, so
+        the tiles of one SBUF buffer share one key)."""
         lay = self._layout
         if lay is None:
             st = self.storage
+            r = self.region()
             lay = self._layout = (type(self), st.kind, self.dtype, self.shape, self.array.strides, st.row_bytes,
-                                  self.region())
+                                  r if st.kind == PSUM else r[:2])
         return lay
 
     def partition_start(self) -> int:
