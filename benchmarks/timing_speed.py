@@ -86,13 +86,16 @@ def zeros(*shape):
     return np.zeros(shape, ml_dtypes.bfloat16)
 
 
-def run_step4(m, k, n, **blocks):
-    """(wall s, instructions, predicted s) of the step-4 kernel, timing-only on trn1."""
+def run_step4(m, k, n, *, cpu: list | None = None, **blocks):
+    """(wall s, instructions, predicted s) of the step-4 kernel, timing-only on trn1; appends the
+    process CPU seconds to `cpu` (on a shared machine the wall time also counts other processes)."""
     import trnlab
     from trnlab.kernels.matmul import matmul_blocked
     lhsT, rhs = zeros(k, m), zeros(k, n)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     r = trnlab.benchmark(matmul_blocked, target="trn1", numerics=False)(lhsT, rhs, **blocks)
+    if cpu is not None:
+        cpu.append(time.process_time() - c)
     return time.perf_counter() - t, r.instructions, r.latency_s
 
 
@@ -120,9 +123,12 @@ def run_scalesim(m, n, k, rows=128, cols=128) -> dict:
 
 def main() -> None:
     from trnlab.hw import TRN1
-    wall, count, predicted = run_step4(4096, 8192, 8192)
+    cpu: list = []
+    wall, count, predicted = run_step4(4096, 8192, 8192, cpu=cpu)
     print(f"step-4 GEMM 4096x8192x8192 bf16, trn1, timing-only: {wall:.2f} s wall, {count} instructions, "
-          f"{count / wall:,.0f} instructions/s, predicted {predicted * 1e3:.2f} ms (goal < 10 s)")
+          f"{count / wall:,.0f} instructions/s, predicted {predicted * 1e3:.2f} ms (goal < 10 s, >= 50,000/s)")
+    print(f"  process CPU time {cpu[0]:.2f} s: {count / cpu[0]:,.0f} instructions per CPU second "
+          f"(the wall time above includes waiting for a busy machine's cores)")
     if "--skip-scalesim" in sys.argv:
         return
     # 1024^3 on a 128x128 array: our step-4 kernel with blocks that divide 1024

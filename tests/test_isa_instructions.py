@@ -38,3 +38,24 @@ def test_memset_rejects_a_value_the_integer_dst_cannot_hold():
     u = m.new_onchip("sbuf", (4, 8), np.uint32, "u", api="test", loc="k.py:4")
     m.issue(Memset(api="nisa.memset", loc="k.py:5", dst=u, value=-1))      # all-ones bit pattern stays legal
     assert (u.array == 0xFFFFFFFF).all()
+
+
+def test_validation_remembered_per_layout_never_hides_a_failing_one():
+    """Instructions of one class and shapes are checked once per distinct operand layout
+    (isa.base.validate_once); the PSUM byte range stays part of it: a [128, 512] fp32 matmul result at
+    bytes [1024, 3072) crosses the 2 KiB bank boundary and fails after the same shapes at [0, 2048) passed."""
+    from trnlab.errors import MatmulLimitError
+    from trnlab.isa import MatMul
+    m = Machine("trn1", numerics=False)
+    s = m.new_onchip("sbuf", (128, 128), np.float32, "s", api="test", loc="k.py:1")
+    mv = m.new_onchip("sbuf", (128, 512), np.float32, "mv", api="test", loc="k.py:2")
+    acc = m.new_onchip("psum", (128, 1024), np.float32, "acc", api="test", loc="k.py:3")
+    for _ in range(2):
+        m.issue(MatMul(api="nisa.nc_matmul", loc="k.py:4", dst=acc.index((slice(None), slice(0, 512))),
+                       stationary=s, moving=mv))
+        with pytest.raises(MatmulLimitError, match=r"crosses a 2048 B PSUM bank boundary.*At k\.py:5"):
+            m.issue(MatMul(api="nisa.nc_matmul", loc="k.py:5", dst=acc.index((slice(None), slice(256, 768))),
+                           stationary=s, moving=mv))
+    with pytest.raises(MatmulLimitError, match=r"crosses"):        # a layout that failed is never remembered
+        MatMul(api="nisa.nc_matmul", loc="k.py:6", dst=acc.index((slice(None), slice(256, 768))),
+               stationary=s, moving=mv).validate(m.chip)

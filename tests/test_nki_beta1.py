@@ -29,3 +29,24 @@ def test_b1_benchmark_with_typed_placeholders():
     latency_s = bench.benchmark_result.nc_latency.get_latency_percentile(99) * 1e-6
     assert 2 * dma_s + (64 + 60) / 0.96e9 <= latency_s * (1 + 1e-9)
     assert latency_s <= (2 * dma_s + (256 + 60) / 0.96e9) * (1 + 1e-9)
+
+
+def test_b1_benchmark_of_placeholders_only_is_timing_only():
+    # placeholder inputs are random values the caller never sees: no value work, the same predicted time
+    @nki.jit
+    def double(a):
+        out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+        nl.store(out, nl.load(a) * 2)
+        return out
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        timed = nki.benchmark(warmup=1, iters=1)(double)
+        timed(nt.tensor[[128, 256], nl.float32])
+        assert timed.kernel.last_run.machine.numerics is False
+        computed = nki.benchmark(warmup=1, iters=1)(double)
+        out = computed(np.full((128, 256), 3.0, np.float32))    # a real array: values computed
+        assert computed.kernel.last_run.machine.numerics is True
+    np.testing.assert_array_equal(out, np.full((128, 256), 6.0, np.float32))
+    assert (timed.benchmark_result.nc_latency.get_latency_percentile(99)
+            == computed.benchmark_result.nc_latency.get_latency_percentile(99))

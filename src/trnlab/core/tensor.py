@@ -79,6 +79,36 @@ def _n_real(key: tuple) -> int:
     return sum(1 for k in key if k is not None and k is not Ellipsis)
 
 
+def _fast_key(key: tuple, shape: tuple, strides: tuple) -> int | None:
+    """The byte offset a key adds, if it is the common kind that numpy already reads exactly as given:
+    plain ints in range and slices of in-range non-negative int bounds, step None or 1, not empty. None:
+    anything else (the full checks of Tensor._check_key then normalise it or raise)."""
+    if len(key) > len(shape):
+        return None
+    delta = 0
+    for k, size, stride in zip(key, shape, strides):
+        if type(k) is slice:
+            start, stop, step = k.start, k.stop, k.step
+            if step is not None and (type(step) is not int or step != 1):
+                return None
+            if start is None:
+                start = 0
+            elif type(start) is not int or start < 0:
+                return None
+            if stop is None:
+                stop = size
+            elif type(stop) is not int or stop > size or stop < 0:
+                return None
+            if start >= stop:
+                return None
+            delta += start * stride
+        elif type(k) is int and 0 <= k < size:
+            delta += k * stride
+        else:
+            return None
+    return delta
+
+
 class Storage:
     """One allocation: its memory kind, backing numpy array, address and initialisation state."""
 
@@ -128,7 +158,7 @@ class Storage:
 class Tensor:
     """A view of a Storage. On-chip tensors have the partition dim first."""
 
-    __slots__ = ("storage", "array", "dtype", "name", "_region", "_offset", "shape", "free_size")
+    __slots__ = ("storage", "array", "dtype", "name", "_region", "_offset", "shape", "free_size", "_layout")
 
     def __init__(self, storage: Storage, array: np.ndarray, dtype, name: str | None = None):
         self.storage = storage
@@ -137,6 +167,7 @@ class Tensor:
         self.name = name if name is not None else storage.name
         self._region = None          # cached physical box (a view never changes)
         self._offset = None          # cached byte_offset() (__array_interface__ costs ~2 us)
+        self._layout = None          # cached layout()
         # plain attributes, not properties: read many times per instruction (a view never changes)
         self.shape: tuple = array.shape
         self.free_size: int = math.prod(self.shape[1:])      # elements per partition; 1 for a 1-D tensor
@@ -217,6 +248,19 @@ class Tensor:
         p1 = alloc.p0 + p_start + phi // row + 1
         b0 = alloc.b0 + b_start + flo
         return p0, p1, b0, alloc.b0 + b_start + fhi + a.itemsize
+
+    def layout(self) -> tuple:
+        """Everything hardware-rule checks read of a view, hashable: class, memory, dtype, shape, strides,
+        partition pitch and partitions; the byte range too in PSUM (a matmul result must not cross a
+        bank), not elsewhere, where no rule reads it (isa.base.validate_once keys instructions on it, so
+        the tiles of one SBUF buffer share one key)."""
+        lay = self._layout
+        if lay is None:
+            st = self.storage
+            r = self.region()
+            lay = self._layout = (type(self), st.kind, self.dtype, self.shape, self.array.strides, st.row_bytes,
+                                  r if st.kind == PSUM else r[:2])
+        return lay
 
     def partition_start(self) -> int:
         return self.region()[0]
@@ -343,10 +387,13 @@ class Tensor:
     def _check_key(self, key: tuple, api: str, loc: str | None) -> tuple[tuple, int]:
         """The key with slices and ints normalised, and the byte offset it adds to this view's start
         (numpy's rule: an empty slice starts at 0). Hot (every tile index): slices and ints first."""
-        shape, strides = self.array.shape, self.array.strides
+        shape, strides = self.shape, self.array.strides
         if len(key) > len(shape) and _n_real(key) > len(shape):
             raise OutOfBoundsError(f"{api}: too many indices for {self.describe()}: {len(key)} given for "
                                    f"rank {len(shape)}. At {_at(loc)}")
+        fast = _fast_key(key, shape, strides)
+        if fast is not None:
+            return key, fast
         out, dim, delta = [], 0, 0
         for k in key:
             if type(k) is slice:

@@ -8,7 +8,8 @@ semantics (fp32 math, rounded on write), `cost` what the timing model charges fo
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import ClassVar, NamedTuple
 
@@ -120,6 +121,84 @@ class Instruction:
 
     def store(self, t: Tensor, values) -> None:
         t.write(values, where=self.mask, api=self.api, loc=self.loc)
+
+
+# --- validation once per distinct instruction ------------------------------------------------------
+# The hardware-rule checks of the common instructions are a pure function of the chip, the class, the
+# attributes and each operand's layout (Tensor.layout): kernels issue the same few shapes thousands
+# of times, so a combination that passed is not checked again (~10 us of a ~40 us matmul issue).
+# Only failures raise, and those are always re-checked in full, so messages are unchanged.
+_PLAIN = frozenset({type(None), bool, int, float, str, Engine})
+_PASSED_MAX = 1 << 16
+_passed: dict = {}            # id(chip) -> (chip, set of (class, facts) that passed validate)
+_getters: dict = {}           # class -> getter of its attributes except api and loc
+
+
+def _plain(v) -> bool:
+    t = type(v)
+    return t in _PLAIN or (t is tuple and all(_plain(x) for x in v))
+
+
+_shapes: dict = {}            # attribute types -> (tensor positions, tuple positions), or None: not memoisable
+
+
+def _shape_of(types: tuple):
+    tensor_at, tuple_at = [], []
+    for i, t in enumerate(types):
+        if issubclass(t, Tensor):
+            tensor_at.append(i)
+        elif t is tuple:
+            tuple_at.append(i)
+        elif t not in _PLAIN:
+            return None
+    return tuple(tensor_at), tuple(tuple_at)
+
+
+def _facts(ins) -> "tuple | None":
+    """The instruction's attribute types and values, tensors as their layout; None if one is not a plain
+    value (a mask array, an indirect access, ...): such an instruction is always checked in full."""
+    cls = type(ins)
+    getter = _getters.get(cls)
+    if getter is None:
+        names = [f.name for f in fields(cls) if f.name not in ("api", "loc")]
+        getter = _getters[cls] = attrgetter(*names, "api")      # (>= 2 names: always a tuple)
+    vals = getter(ins)
+    types = tuple(map(type, vals))
+    shape = _shapes.get(types, False)
+    if shape is False:
+        shape = _shapes[types] = _shape_of(types)
+    if shape is None:
+        return None
+    tensor_at, tuple_at = shape
+    for i in tuple_at:
+        if not _plain(vals[i]):
+            return None
+    vals = list(vals)
+    vals[-1] = None                        # the api (only named in messages)
+    for i in tensor_at:
+        vals[i] = vals[i].layout()
+    return types, tuple(vals)
+
+
+def validate_once(validate):
+    """Decorator of a validate(self, chip) that reads only the chip, the attributes and operand layouts."""
+    @functools.wraps(validate)
+    def once(self, chip):
+        facts = _facts(self)
+        if facts is None:
+            return validate(self, chip)
+        entry = _passed.get(id(chip))
+        if entry is None or entry[0] is not chip:
+            entry = _passed[id(chip)] = (chip, set())
+        seen, key = entry[1], (type(self), facts)
+        if key in seen:
+            return None
+        validate(self, chip)
+        if len(seen) >= _PASSED_MAX:
+            seen.clear()
+        seen.add(key)
+        return None
+    return once
 
 
 class DmaInstruction:

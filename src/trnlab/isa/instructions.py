@@ -21,7 +21,7 @@ from trnlab.isa.base import (DataToDst, DmaInstruction, Engine, Instruction, Mat
                              as_2d, expect_buffer,
                              expect_elementwise, expect_not_both_psum, expect_oob_mode, expect_partition_layout,
                              expect_same_elements, expect_same_partitions, expect_start_partition, expect_tile,
-                             expect_vector, given, is_bitvec, rows_where, tensors, vector_cost)
+                             expect_vector, given, is_bitvec, rows_where, tensors, validate_once, vector_cost)
 
 ANY = (HBM, SBUF, PSUM)
 ONCHIP = (SBUF, PSUM)
@@ -48,6 +48,7 @@ class DmaCopy(DmaInstruction, SrcToDst):
     queue: int | None = None          # DMA queue (None: the scheduler picks)
     raw_bytes: bool = False           # hwdge: bytes move unconverted, dtypes must match
 
+    @validate_once
     def validate(self, chip):
         expect_buffer(self, "dst", self.dst, (HBM, SBUF))
         expect_buffer(self, "src", self.src, (HBM, SBUF))
@@ -174,6 +175,7 @@ class TensorCopy(SrcToDst):
     """dst = src on Vector, Scalar or GpSimd (bit-exact when dtypes are equal)."""
     opcode: ClassVar[str] = "tensor_copy"
 
+    @validate_once
     def validate(self, chip):
         expect_tile(self, "src", self.src, chip)
         expect_tile(self, "dst", self.dst, chip)
@@ -199,6 +201,7 @@ class Memset(ToDst):
     opcode: ClassVar[str] = "memset"
     value: float
 
+    @validate_once
     def validate(self, chip):
         expect_tile(self, "dst", self.dst, chip)
         if dt.is_int(self.dst.dtype) and float(self.value) != int(float(self.value)):
@@ -329,6 +332,7 @@ class MatMul(ToDst):
             return s.shape[0] * 2, s.free_size // 2, mv.free_size // 2
         return s.shape[0], s.free_size, mv.free_size
 
+    @validate_once
     def validate(self, chip):
         s, mv, d = self.stationary, self.moving, self.dst
         expect_buffer(self, "stationary", s, (SBUF,))
@@ -527,6 +531,7 @@ class Transpose(SrcToDst):
     opcode: ClassVar[str] = "nc_transpose"
     engine: Engine = Engine.TENSOR
 
+    @validate_once
     def validate(self, chip):
         s, d = self.src, self.dst
         if self.engine == Engine.TENSOR:
@@ -655,6 +660,7 @@ class Activation(Instruction):
     def writes(self):
         return given(self.dst, self.reduce_res)
 
+    @validate_once
     def validate(self, chip):
         expect_tile(self, "data", self.data, chip)
         if self.dst is not None:
@@ -726,6 +732,7 @@ class TensorTensor(ToDst):
     def reads(self):
         return (self.data1, self.data2)
 
+    @validate_once
     def validate(self, chip):
         expect_elementwise(self, chip, data1=self.data1, data2=self.data2, dst=self.dst)
         expect_not_both_psum(self, data1=self.data1, data2=self.data2)
@@ -774,6 +781,7 @@ class TensorScalar(DataToDst):
     def writes(self):
         return given(self.dst, self.accum_dst)
 
+    @validate_once
     def validate(self, chip):
         expect_elementwise(self, chip, data=self.data, dst=self.dst)
         p = self.data.shape[0]
@@ -881,6 +889,7 @@ class TensorReduce(DataToDst):
     axes: tuple
     negate: bool = False
 
+    @validate_once
     def validate(self, chip):
         expect_tile(self, "data", self.data, chip)
         expect_tile(self, "dst", self.dst, chip)

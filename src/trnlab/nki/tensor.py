@@ -19,11 +19,16 @@ class NkiTensor(Tensor):
     def __getitem__(self, key) -> "NkiTensor":
         if not isinstance(key, tuple):
             key = (key,)
+        ints = 0
         for k in key:
-            if isinstance(k, DynSlice):
-                key = tuple(k.as_slice() if isinstance(k, DynSlice) else k for k in key)
-                break
-        if self.on_chip:
+            if type(k) is not slice:            # (hot: most tile keys are slices and a few ints)
+                if isinstance(k, DynSlice):
+                    key = tuple(k.as_slice() if isinstance(k, DynSlice) else k for k in key)
+                    ints = sum(1 for k in key if type(k) is not slice)
+                    break
+                ints += 1
+        # _keep_rank changes only an int on dim 0 or a key that would leave fewer than 2 dims
+        if ints and self.storage.kind != HBM and (type(key[0]) is not slice or self.array.ndim - ints < 2):
             key = self._keep_rank(key)
         # loc=None: the kernel line is looked up only if the key fails its checks
         return self.index(key, api="indexing", loc=None)

@@ -184,9 +184,19 @@ class _MGrid:
 mgrid = _MGrid()
 
 
+def compact(values: np.ndarray) -> np.ndarray:
+    """The array without its broadcast copies: each stride-0 dim cut to size 1 (the values are constant
+    along it). Index arrays reach the tile views broadcast to the access shape, so the affine check and
+    the bounds scan then touch P + F values instead of P x F."""
+    strides = getattr(values, "strides", None)
+    if not strides or 0 not in strides or values.size == 0:
+        return values
+    return values[tuple(slice(0, 1) if s == 0 else slice(None) for s in strides)]
+
+
 def affine_form(values: np.ndarray):
     """(offset, coefficients per axis) of an integer array that is affine over its grid, or None."""
-    v = np.asarray(values, dtype=np.int64)
+    v = compact(np.asarray(values, dtype=np.int64))     # a broadcast dim has coefficient 0: n = 1 below
     if v.size == 0:
         return 0, (0,) * v.ndim
     origin = v[(0,) * v.ndim]

@@ -35,13 +35,30 @@ class _TensorType:
         return rng.integers(0, 8, size=shape).astype(dtype)
 
 
-def materialize_args(args: tuple, kwargs: dict, seed: int = 0) -> tuple[tuple, dict]:
-    """Replace nt.tensor[[shape], dtype] placeholders by random host arrays (nki.benchmark inputs)."""
+def materialize_args(args: tuple, kwargs: dict, seed: int = 0, *, values: bool = True) -> tuple[tuple, dict]:
+    """Replace nt.tensor[[shape], dtype] placeholders by random host arrays (nki.benchmark inputs);
+    values=False: by zeros (a timing-only run never reads them)."""
     rng = np.random.default_rng(seed)
 
     def one(v):
-        return v.materialize(rng) if isinstance(v, _TensorType) and v.is_placeholder() else v
+        if not (isinstance(v, _TensorType) and v.is_placeholder()):
+            return v
+        if values:
+            return v.materialize(rng)
+        from trnlab.core import dtypes as dt
+        return np.zeros(tuple(int(d) for d in v.spec[0]), dt.storage(dt.canonical(v.spec[1])))
     return tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}
+
+
+def only_placeholders(args: tuple, kwargs: dict) -> bool:
+    """Every tensor argument is an nt.tensor[[shape], dtype] placeholder (and there is one): the kernel's
+    inputs are random values the caller never sees, so its outputs can say nothing, and nki.benchmark
+    times it without computing them (AWS's published matmul tutorial benchmarks this way; computing
+    its four [4096, 8192] @ [8192, 8192] products took ~4 min of numpy for no observable result)."""
+    values = (*args, *kwargs.values())
+    placeholders = [v for v in values if isinstance(v, _TensorType) and v.is_placeholder()]
+    arrays = [v for v in values if not isinstance(v, _TensorType) and hasattr(v, "shape") and hasattr(v, "dtype")]
+    return bool(placeholders) and not arrays
 
 
 tensor = _TensorType()

@@ -128,8 +128,27 @@ class HazardTracker:
         for sp, r, keys, is_write in accesses:
             if keys is None:
                 best = self.wait(sp, r, None, is_write, skip, best)
-            else:
+            elif len(keys) > 1 or sp.wide_writes or sp.wide_reads:
                 best = _wait_buckets(sp, r, keys, is_write, skip if is_write else None, best)
+            else:       # one bucket, no wide entries: _wait_buckets inline (the common case)
+                p0, p1, b0, b1 = r
+                t, who = best
+                k = keys[0]
+                entries = sp.writes.get(k)
+                if entries:
+                    s = skip if is_write else None
+                    for e in entries:
+                        if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                                s is None or e[5] is not s):
+                            t, who = e[4], e[6]
+                if is_write:
+                    entries = sp.reads.get(k)
+                    if entries:
+                        for e in entries:
+                            if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                                    skip is None or e[5] is not skip):
+                                t, who = e[4], e[6]
+                best = t, who
         return best
 
     def wait(self, sp: Space, r, keys, is_write: bool, skip, best):
@@ -158,7 +177,22 @@ class HazardTracker:
                 continue
             p0, p1, b0, b1 = r
             table = sp.writes if is_write else sp.reads
-            single = len(keys) == 1          # the box lies inside its only bucket: clipping changes nothing
+            if len(keys) == 1:               # the box lies inside its only bucket: no clipping (inline)
+                k = keys[0]
+                e = [p0, p1, b0, b1, avail, unit, index]
+                lst = table.get(k)
+                if lst is None:
+                    table[k] = [e]
+                else:
+                    if lst:
+                        _cover_prune(lst, e)
+                    lst.append(e)
+                if is_write:
+                    rd = sp.reads.get(k)
+                    if rd:
+                        _cover_prune(rd, e)
+                continue
+            single = False
             for k in keys:
                 if single:
                     e = [p0, p1, b0, b1, avail, unit, index]

@@ -200,6 +200,10 @@ class Scheduler:
         lines = self.lines
         slots = []
         for u in candidates:                      # earliest start first, ties to the lower queue
+            ends = lines[u].ends
+            if not ends or ends[-1] <= begin:     # idle by then: Timeline.slot's answer, without the call
+                slots.append((begin, u[1], len(ends), -1, u))
+                continue
             s, pos, blocker = lines[u].slot(begin, duration)
             slots.append((s, u[1], pos, blocker, u))
         slots.sort()                              # (start, queue) is unique: never compares further
