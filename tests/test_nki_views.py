@@ -162,3 +162,24 @@ def test_tensor_assignment_copies_tiles_and_memsets_scalars():
     want = 3 * a
     want[:, 0:8] = -1.0
     np.testing.assert_allclose(nki.simulate(k)(a), want, rtol=1e-6)   # fp32: rounding only
+
+
+def test_repeated_tile_key_reuses_its_view_and_lookalike_keys_do_not():
+    """A key of exact ints/slices seen before gives the same view; 1.0 and True compare equal to 1 but
+    must still be checked as themselves (a float bound is refused even after the int one was cut)."""
+    seen = {}
+
+    @nki.jit
+    def k(src):
+        t = nl.ndarray((4, 8), dtype=src.dtype, buffer=nl.sbuf)
+        nisa.dma_copy(dst=t, src=src)
+        seen["same"] = t[0:2, 1:5] is t[0:2, 1:5]
+        seen["other"] = t[0:2, 1:5] is t[0:2, 1:6]
+        with pytest.raises(TrnlabError):
+            t[0:2, 1.0:5]
+        out = nl.ndarray((2, 4), dtype=src.dtype, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=t[0:2, 1:5])
+        return out
+    a = rand(4, 8)
+    np.testing.assert_array_equal(nki.simulate(k)(a), a[0:2, 1:5])
+    assert seen == {"same": True, "other": False}

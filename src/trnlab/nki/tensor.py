@@ -12,6 +12,29 @@ from trnlab.errors import NkiValidationError, OutOfBoundsError, ShapeError
 from trnlab.frontend.indexing import DynSlice  # noqa: F401  (nl.ds)
 
 
+_VIEWS_MAX = 256          # sub-views cached per tensor (NkiTensor.__getitem__)
+
+
+def _plain_key(key: tuple) -> "tuple | None":
+    """A hashable stand-in for a key of exact ints and slices with exact-int (or None) bounds, or None for
+    any other key. Exact types: True, 1.0 and np.int64(1) compare equal to 1 but index differently
+    (or raise), so they must not find a view cut by an int."""
+    sig = []
+    for k in key:
+        tk = type(k)
+        if tk is slice:
+            a, b, c = k.start, k.stop, k.step
+            if (a is None or type(a) is int) and (b is None or type(b) is int) and (c is None or type(c) is int):
+                sig.append((a, b, c))
+            else:
+                return None
+        elif tk is int:
+            sig.append(k)
+        else:
+            return None
+    return tuple(sig)
+
+
 class NkiTensor(Tensor):
     __slots__ = ()
 
@@ -19,6 +42,27 @@ class NkiTensor(Tensor):
     def __getitem__(self, key) -> "NkiTensor":
         if not isinstance(key, tuple):
             key = (key,)
+        # A kernel cuts the same tiles out of a buffer many times (each rhs tile once per lhsT tile): a
+        # key of plain ints and int-bounded slices gets the view made the first time (views never change;
+        # its region and layout are then computed once, not per use).
+        sig = _plain_key(key)
+        if sig is not None:
+            views = self._views
+            if views is None:
+                views = self._views = {}
+            else:
+                view = views.get(sig)
+                if view is not None:
+                    return view
+            view = self._index_key(key)
+            if type(view.array) is np.ndarray:      # (an all-int key gives a copy: never cached)
+                if len(views) >= _VIEWS_MAX:
+                    views.clear()
+                views[sig] = view
+            return view
+        return self._index_key(key)
+
+    def _index_key(self, key: tuple) -> "NkiTensor":
         ints = 0
         for k in key:
             if type(k) is not slice:            # (hot: most tile keys are slices and a few ints)
