@@ -159,7 +159,7 @@ class Tensor:
     """A view of a Storage. On-chip tensors have the partition dim first."""
 
     __slots__ = ("storage", "array", "dtype", "name", "_region", "_offset", "shape", "free_size", "_layout",
-                 "_views")
+                 "_views", "_hz")
 
     def __init__(self, storage: Storage, array: np.ndarray, dtype, name: str | None = None):
         self.storage = storage
@@ -170,6 +170,7 @@ class Tensor:
         self._offset = None          # cached byte_offset() (__array_interface__ costs ~2 us)
         self._layout = None          # cached layout()
         self._views = None           # front ends may cache sub-views by key here (a view never changes)
+        self._hz = None              # cached hazard-tracker access (timing.hazards.HazardTracker.accesses)
         # plain attributes, not properties: read many times per instruction (a view never changes)
         self.shape: tuple = array.shape
         self.free_size: int = math.prod(self.shape[1:])      # elements per partition; 1 for a 1-D tensor

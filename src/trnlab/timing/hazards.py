@@ -99,27 +99,40 @@ class HazardTracker:
         return sp
 
     def accesses(self, instr) -> list:
-        """(space, box, bucket keys, is_write) of every operand: reads first, then writes."""
+        """(space, box, bucket keys, is_write) of every operand: reads first, then writes. A view's pair
+        (read, write) of these is kept on the view for this tracker (a view never changes, and kernels
+        use the same tile views many times)."""
         out = []
-        spaces = self.spaces
-        for is_write, tensors in ((False, instr.reads()), (True, instr.writes())):
-            for t in tensors:
-                if t is None:
-                    continue
-                if t.storage.kind == HBM:
-                    sp, r = self.space(t), region(t)
-                else:
-                    sp = spaces.get(t.storage.kind) or self.space(t)
-                    r = t.region()
-                p0, p1, b0, b1 = r
-                pb, bb = sp.pb, sp.bb
-                kp, kb = p0 // pb, b0 // bb
-                if (p1 - 1) // pb == kp and (b1 - 1) // bb == kb:
-                    keys = ((kp, kb),)
-                else:
-                    keys = sp.keys(r)
-                out.append((sp, r, keys, is_write))
+        append = out.append
+        for t in instr.reads():
+            if t is not None:
+                acc = t._hz
+                if acc is None or acc[0] is not self:
+                    acc = t._hz = self._access(t)
+                append(acc[1])
+        for t in instr.writes():
+            if t is not None:
+                acc = t._hz
+                if acc is None or acc[0] is not self:
+                    acc = t._hz = self._access(t)
+                append(acc[2])
         return out
+
+    def _access(self, t) -> tuple:
+        """(self, read access, write access) of a view."""
+        if t.storage.kind == HBM:
+            sp, r = self.space(t), region(t)
+        else:
+            sp = self.spaces.get(t.storage.kind) or self.space(t)
+            r = t.region()
+        p0, p1, b0, b1 = r
+        pb, bb = sp.pb, sp.bb
+        kp, kb = p0 // pb, b0 // bb
+        if (p1 - 1) // pb == kp and (b1 - 1) // bb == kb:
+            keys = ((kp, kb),)
+        else:
+            keys = sp.keys(r)
+        return self, (sp, r, keys, False), (sp, r, keys, True)
 
     def ready(self, accesses, skip, best) -> tuple[float, int]:
         """Latest (avail, producer index) the accesses must wait for, starting from `best`: RAW for a
@@ -184,8 +197,14 @@ class HazardTracker:
                 if lst is None:
                     table[k] = [e]
                 else:
-                    if lst:
-                        _cover_prune(lst, e)
+                    if lst:                  # _cover_prune, inline
+                        if len(lst) == 1:
+                            x = lst[0]
+                            if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+                                lst.clear()
+                        else:
+                            lst[:] = [x for x in lst if not (x[4] <= avail and p0 <= x[0] and x[1] <= p1
+                                                             and b0 <= x[2] and x[3] <= b1)]
                     lst.append(e)
                 if is_write:
                     rd = sp.reads.get(k)
