@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import weakref
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import ClassVar, NamedTuple
@@ -56,7 +57,7 @@ class DmaCost(NamedTuple):
     hbm: bool          # reads or writes HBM: counted for MBU, capped by HBM bandwidth
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, weakref_slot=True)     # (weakref: same_facts)
 class Instruction:
     api: str                     # the front-end API that issued it (e.g. "nisa.nc_matmul")
     loc: str                     # kernel file:line
@@ -184,21 +185,49 @@ def validate_once(validate):
     """Decorator of a validate(self, chip) that reads only the chip, the attributes and operand layouts."""
     @functools.wraps(validate)
     def once(self, chip):
+        global _last
         facts = _facts(self)
         if facts is None:
             return validate(self, chip)
         entry = _passed.get(id(chip))
         if entry is None or entry[0] is not chip:
-            entry = _passed[id(chip)] = (chip, set())
+            entry = _passed[id(chip)] = (chip, {})
         seen, key = entry[1], (type(self), facts)
-        if key in seen:
-            return None
-        validate(self, chip)
-        if len(seen) >= _PASSED_MAX:
-            seen.clear()
-        seen.add(key)
+        memo = seen.get(key)
+        if memo is None:
+            validate(self, chip)
+            if len(seen) >= _PASSED_MAX:
+                seen.clear()
+            memo = seen[key] = {}
+        _last = (weakref.ref(self), chip, memo)
         return None
     return once
+
+
+# (weak reference to the instruction, chip, memo) of the latest validate_once pass: methods marked
+# @same_facts of that very instruction reuse its key's memo (the key is not built twice). Identity-checked,
+# so another thread's instruction or an unvalidated one just computes; weak, so that it never keeps an
+# instruction's tiles (and their SBUF/PSUM space) alive.
+_last: tuple = (lambda: None, None, None)
+
+
+def same_facts(method):
+    """Decorator of a method (self) or (self, chip) that, like validate, reads only the chip, the class,
+    the attributes and the operand layouts (a cost, FLOPs): computed once per distinct validated
+    instruction (matmuls repeat thousands of times)."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def memoized(self, *chip):
+        last = _last
+        if last[0]() is self and (not chip or chip[0] is last[1]):
+            memo = last[2]
+            v = memo.get(name)
+            if v is None:
+                v = memo[name] = method(self, *chip)
+            return v
+        return method(self, *chip)
+    return memoized
 
 
 class DmaInstruction:

@@ -21,7 +21,8 @@ from trnlab.isa.base import (DataToDst, DmaInstruction, Engine, Instruction, Mat
                              as_2d, expect_buffer,
                              expect_elementwise, expect_not_both_psum, expect_oob_mode, expect_partition_layout,
                              expect_same_elements, expect_same_partitions, expect_start_partition, expect_tile,
-                             expect_vector, given, is_bitvec, rows_where, tensors, validate_once, vector_cost)
+                             expect_vector, given, is_bitvec, rows_where, same_facts, tensors, validate_once,
+                             vector_cost)
 
 ANY = (HBM, SBUF, PSUM)
 ONCHIP = (SBUF, PSUM)
@@ -492,9 +493,11 @@ class MatMul(ToDst):
         else:
             self.store(dst, np.where(mask, dt.to_fp32(dst.array) + result, result))
 
+    @same_facts
     def flops(self) -> float:
         return 0.0 if self.is_transpose else self.pe_flops()
 
+    @same_facts
     def pe_flops(self) -> float:
         k, m, n = self._kmn()
         return 2.0 * k * m * n
@@ -502,6 +505,7 @@ class MatMul(ToDst):
     def flop_dtypes(self) -> tuple:
         return (self.stationary.dtype, self.moving.dtype)
 
+    @same_facts
     def cost(self, chip) -> MatmulCost:
         # MultiplyMoving, ISA nc_matmul: max(min(64, N_stat), N_mov) PE cycles for 8/16-bit inputs, 4x for
         # fp32. perf_mode=double_row (trn2+ fp8): K=256 in the time of K=128 (_kmn halves the free sizes).
