@@ -172,12 +172,15 @@ def _facts(ins) -> "tuple | None":
         return None
     tensor_at, tuple_at = shape
     for i in tuple_at:
-        if not _plain(vals[i]):
+        v = vals[i]
+        if v and not _plain(v):            # (an empty tuple is plain: no call)
             return None
     vals = list(vals)
     vals[-1] = None                        # the api (only named in messages)
     for i in tensor_at:
-        vals[i] = vals[i].layout()
+        t = vals[i]
+        lay = t._layout                    # Tensor.layout(), cached on the view
+        vals[i] = t.layout() if lay is None else lay
     return types, tuple(vals)
 
 

@@ -26,6 +26,7 @@ from trnlab.timing.metrics import Work
 from trnlab.timing.timeline import Timeline
 
 _DMA = "dma"
+_TENSOR = Engine.TENSOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class Scheduler:
         self.hazards = HazardTracker()
         self.hz = {Engine.TENSOR: chip.tensor_hz, Engine.VECTOR: chip.vector_hz,
                    Engine.SCALAR: chip.scalar_hz, Engine.GPSIMD: chip.gpsimd_hz}
+        self.pe_hz = chip.tensor_hz
         self.latency = {e: chip.static_access_cycles / hz for e, hz in self.hz.items()}
         self.latency[_DMA] = 0.0
         self.queues = [("dma", q) for q in range(chip.dma_queues)]
@@ -163,22 +165,32 @@ class Scheduler:
     def _matmul(self, cost, accesses):
         """LoadStationary (LS) then MultiplyMoving (MM). LS of this matmul overlaps the previous MM
         (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
-        hz = self.hz[Engine.TENSOR]
+        hz = self.pe_hz
         # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM
         wait, floor = self.hazards.ready, (self.floor, -1)
-        stat_ready, stat_prod = wait(accesses[:1], Engine.TENSOR, floor)
-        ready, producer = wait(accesses[1:], Engine.TENSOR, floor)
-        ls_start = max(self.ls_free, self.mm_start, stat_ready)
+        stat_ready, stat_prod = wait((accesses[0],), _TENSOR, floor)
+        ready, producer = wait(accesses[1:], _TENSOR, floor)
+        ls_start = self.ls_free
+        if self.mm_start > ls_start:
+            ls_start = self.mm_start
+        if stat_ready > ls_start:
+            ls_start = stat_ready
         ls_end = ls_start + cost.ls_cycles / hz
-        free = self.free_at[Engine.TENSOR]
+        free = self.free_at[_TENSOR]
         start = max(free, ls_end, ready)
         if start == free:
-            pred = self.last_on.get(Engine.TENSOR, -1)
+            pred = self.last_on.get(_TENSOR, -1)
         elif start == ready:
             pred = producer
         else:
-            pred = stat_prod if ls_start == stat_ready and stat_ready > 0 else self.last_on.get(Engine.TENSOR, -1)
-        end = self._pe_throttled(start, start + cost.cycles / hz)
+            pred = stat_prod if ls_start == stat_ready and stat_ready > 0 else self.last_on.get(_TENSOR, -1)
+        end = start + cost.cycles / hz
+        throttle = self.throttle           # _pe_throttled, inline
+        if throttle.on:
+            end = start + (end - start) / throttle.speed(start, self.pe_last_end)
+        else:
+            end = start + (end - start) / 1.0
+        self.pe_last_end = end
         self.ls_free = ls_end
         self.mm_start = start
         return start, end, pred
