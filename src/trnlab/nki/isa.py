@@ -43,8 +43,19 @@ def _engine(e, default: _Engine) -> _Engine:
             "tensor": _Engine.TENSOR, "pool": _Engine.GPSIMD, "act": _Engine.SCALAR}.get(name, default)
 
 
+# id(enum member) -> (member, its value): an Enum's .value and __hash__ run Python code (hot: every call).
+# The entry holds the member, so its id is never reused while cached.
+_NAMES: dict = {}
+
+
 def _name(x) -> str:
-    return x.value if isinstance(x, enum.Enum) else str(x)
+    e = _NAMES.get(id(x))
+    if e is not None and e[0] is x:
+        return e[1]
+    if not isinstance(x, enum.Enum):
+        return str(x)
+    _NAMES[id(x)] = (x, x.value)
+    return x.value
 
 
 def _issue(instr) -> None:
@@ -136,7 +147,8 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
               perf_mode=matmul_perf_mode.none, name=None):
     _issue(_I.MatMul(api="nisa.nc_matmul", loc=_loc(), dst=dst, stationary=stationary, moving=moving,
                      accumulate=accumulate, perf_mode=_name(perf_mode), is_transpose=bool(is_transpose),
-                     tile_position=tuple(tile_position or ()), tile_size=tuple(tile_size or ())))
+                     tile_position=tuple(tile_position) if tile_position else (),
+                     tile_size=tuple(tile_size) if tile_size else ()))
 
 
 def nc_transpose(dst, data, engine=engine.unknown, name=None):
