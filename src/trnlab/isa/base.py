@@ -33,6 +33,9 @@ class Engine(str, enum.Enum):
         return self.value
 
 
+_DMA_ENGINE = Engine.DMA      # (an Enum class attribute lookup runs Python code: hot paths use constants)
+
+
 # Costs are NamedTuples, not frozen dataclasses: one is built per scheduled instruction (hot path), and
 # a frozen dataclass's __init__ is ~3x slower. The scheduler dispatches on their type.
 class EngineCost(NamedTuple):
@@ -81,7 +84,7 @@ class Instruction:
 
     # --- cost ---
     def cost(self, chip) -> "EngineCost | MatmulCost | DmaCost":
-        if self.engine is Engine.DMA:        # a DMA's cost is its transfer (DmaInstruction.cost)
+        if self.engine is _DMA_ENGINE:       # a DMA's cost is its transfer (DmaInstruction.cost)
             raise TypeError(f"{type(self).__name__} runs on the DMA queues: derive it from "
                             f"trnlab.isa.base.DmaInstruction (first base) to get its DmaCost")
         return EngineCost(self.cycles(chip))

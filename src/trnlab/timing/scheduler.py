@@ -126,7 +126,7 @@ class Scheduler:
             self.work.add_dma(cost.nbytes, cost.hbm)
         else:
             engine = instr.engine
-            if engine == Engine.TENSOR:
+            if engine == _TENSOR:
                 self.work.add_pe(self.chip, instr)
             if kind is MatmulCost:
                 start, end, pred = self._matmul(cost, accesses)
@@ -152,7 +152,7 @@ class Scheduler:
         start = max(free, ready)
         pred = producer if ready > free else self.last_on.get(engine, -1)
         end = start + cycles / self.hz[engine]
-        if engine == Engine.TENSOR:
+        if engine == _TENSOR:
             end = self._pe_throttled(start, end)
         return start, end, pred
 
