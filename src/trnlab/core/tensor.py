@@ -109,6 +109,10 @@ def _fast_key(key: tuple, shape: tuple, strides: tuple) -> int | None:
     return delta
 
 
+_LAYOUTS: dict = {}          # Tensor.layout() interned
+_LAYOUTS_MAX = 1 << 16
+
+
 class Storage:
     """One allocation: its memory kind, backing numpy array, address and initialisation state."""
 
@@ -261,8 +265,12 @@ class Tensor:
         if lay is None:
             st = self.storage
             r = self.region()
-            lay = self._layout = (type(self), st.kind, self.dtype, self.shape, self.array.strides, st.row_bytes,
-                                  r if st.kind == PSUM else r[:2])
+            lay = (type(self), st.kind, self.dtype, self.shape, self.array.strides, st.row_bytes,
+                   r if st.kind == PSUM else r[:2])
+            # one object per distinct layout: validation keys holding it then compare by identity
+            if len(_LAYOUTS) >= _LAYOUTS_MAX:
+                _LAYOUTS.clear()
+            lay = self._layout = _LAYOUTS.setdefault(lay, lay)
         return lay
 
     def partition_start(self) -> int:
