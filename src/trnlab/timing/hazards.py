@@ -202,9 +202,12 @@ class HazardTracker:
                             x = lst[0]
                             if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
                                 lst.clear()
-                        else:
-                            lst[:] = [x for x in lst if not (x[4] <= avail and p0 <= x[0] and x[1] <= p1
-                                                             and b0 <= x[2] and x[3] <= b1)]
+                        else:                # rebuilt only when an entry is covered (rare for reads)
+                            for x in lst:
+                                if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+                                    lst[:] = [x for x in lst if not (x[4] <= avail and p0 <= x[0] and x[1] <= p1
+                                                                     and b0 <= x[2] and x[3] <= b1)]
+                                    break
                     lst.append(e)
                 if is_write:
                     rd = sp.reads.get(k)
@@ -278,5 +281,8 @@ def _cover_prune(entries, e) -> None:
         if x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
             entries.clear()
         return
-    entries[:] = [x for x in entries
-                  if not (x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1)]
+    for x in entries:                      # rebuilt only when an entry is covered
+        if x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+            entries[:] = [x for x in entries
+                          if not (x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1)]
+            return
