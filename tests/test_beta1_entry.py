@@ -55,6 +55,31 @@ def test_benchmark_latency_comes_from_timing_model():
     assert jb.benchmark_result.nc_latency.get_latency_percentile(90) == pytest.approx(end_us, rel=1e-9)
 
 
+def test_benchmark_writes_files_at_the_save_names(tmp_path, monkeypatch):
+    # AWS's mamba and layernorm scripts call nki.benchmark(f, save_neff_name='file.neff',
+    # save_trace_name='profile.ntff') and then os.rename both files: they must exist
+    import json
+    import os
+    monkeypatch.chdir(tmp_path)
+    a = np.ones((128, 512), np.float32)
+    nki.benchmark(double, save_neff_name="file.neff", save_trace_name="profile.ntff")(a)
+    os.rename("file.neff", "v1.neff")
+    os.rename("profile.ntff", "v1.ntff")
+    listing = (tmp_path / "v1.neff").read_text()
+    assert "NOT a NEFF" in listing.splitlines()[0]
+    body = [ln.split("\t") for ln in listing.splitlines() if not ln.startswith("#")]
+    # the kernel is a load, one multiply, a store: three instructions, in issue order
+    assert [(row[2], row[3], row[4]) for row in body] == [("dma", "dma_copy", "nl.load"),
+                                                          ("vector", "tensor_scalar", "nl.multiply"),
+                                                          ("dma", "dma_copy", "nl.store")]
+    trace = json.loads((tmp_path / "v1.ntff").read_text())
+    slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert {e["cat"] for e in slices} >= {"vector", "dma"}
+    lat = nki.benchmark(double)
+    lat(a)                                           # no save names: nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v1.neff", "v1.ntff"]
+
+
 def test_profile_decorates_and_refuses_a_relative_working_directory():
     # nki.profile now decorates (tests/test_beta1_aws_unit_gaps.py runs it); AWS requires an absolute path
     assert callable(nki.profile(working_directory="/tmp"))
