@@ -57,12 +57,12 @@ class ChipSpec:
     # scalar_tensor_tensor outside their fast cases). ISA: 2N. [fitted: rmsnorm_quant trn2 LNC=2, the four
     # Target Latencies of nki-samples@1ee7f1d doc/nki_samples.reference.rmsnorm_quant.rst] by
     # benchmarks/fit_engines.py; the same Vector datapath on every generation, so one value for all.
-    vector_two_input_cycles: float = 2.0
+    vector_two_input_cycles: float = 1.625   # [fitted] ISA value 2; fit result 2026-12 (docs/calibration.md)
     # Fixed time a measured kernel latency includes beyond the engines' and queues' work (runtime launch,
     # start semaphores, end-of-kernel notification); added by `trnlab calibrate` to the predicted time
     # before comparing it with a measurement. [fitted: same rmsnorm_quant points] by benchmarks/fit_engines.py;
     # runtime mechanism, so one value for all generations.
-    kernel_launch_s: float = 0.0
+    kernel_launch_s: float = 52.8e-6         # [fitted] fit result 2026-12 (docs/calibration.md)
     min_ii_cycles: int = 64            # ISA: MIN_II ~ 64 engine cycles
     matmul_init_cycles: int = 64       # ARCH: MM_INIT_LATENCY = 64 PE cycles
     static_access_cycles: int = 60     # ARCH v2: ~60 cycles to start an SBUF/PSUM access
