@@ -148,6 +148,23 @@ def _point(name):
     return next(p for p in cal.POINTS if p.name == name)
 
 
+@pytest.mark.parametrize("name", ["mm_step1_tiled", "mm_step2_hoist_load", "mm_step3_block_free"])
+def test_matmul_steps_1_to_3_within_tolerance(name):
+    # steps 1-3 repeat the same work for every 128/256 rows of M: M=512 is 1/8 of the published shape
+    launch_us = 52.8        # the fitted launch time (hw presets), counted once, not per eighth
+    predicted_ms = ((cal.predict_us(_point(name), shape=(512, 8192, 8192)) - launch_us) * 8 + launch_us) / 1e3
+    assert predicted_ms == pytest.approx(MM_MS[name], rel=0.15)
+
+
+@pytest.mark.xfail(reason="the tutorial's step 4 zeroes a PSUM tile per (m, n, k-block) with nl.zeros; neuronx-cc "
+                          "folds that into the matmul and multi-buffers PSUM, trnlab does not yet (+62%, "
+                          "docs/calibration.md)", strict=False)
+def test_matmul_step4_within_tolerance():
+    # one of the two 2048-row blocks of M: half the published work
+    predicted_ms = cal.predict_us(_point("mm_step4_fully_blocked"), shape=(2048, 8192, 8192)) * 2 / 1e3
+    assert predicted_ms == pytest.approx(MM_MS["mm_step4_fully_blocked"], rel=0.15)
+
+
 def test_rmsnorm_quant_time_is_linear_in_row_tiles():
     # the fit extrapolates S=32K from S=2K and S=4K (benchmarks/fit_engines.py): the kernel's time per
     # 128-row tile must be constant once the pipeline is full
