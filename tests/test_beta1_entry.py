@@ -136,3 +136,23 @@ def test_examples_run_unmodified(path, neuronxcc_modules, capsys):
 
 def test_examples_exist():
     assert len(EXAMPLES) >= 2
+
+
+@nki.jit
+def _halves(a):
+    """Each program of a 2-program launch doubles its half of the rows into one shared_hbm output."""
+    out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+    half = a.shape[0] // 2
+    r0 = nl.program_id(axis=0) * half
+    nl.store(out[r0:r0 + half, :], value=nl.multiply(nl.load(a[r0:r0 + half, :]), 2.0))
+    return out
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_shared_hbm_is_one_tensor_for_every_program(threads):
+    # LNC=2 as two physical cores (threads, one machine each) or in order on one machine: either way the
+    # programs write the same shared_hbm tensor, so the output holds both halves
+    a = np.arange(256 * 4, dtype=np.float32).reshape(256, 4)
+    k = _halves[2]
+    k.options["lnc_threads"] = threads
+    np.testing.assert_array_equal(k.run((a,), {}).outputs, 2 * a)
