@@ -206,3 +206,16 @@ def test_launch_time_is_the_least_squares_minimum():
     assert c == pytest.approx(grid[np.argmin(sse_grid)], abs=2e-3)
     assert sse == pytest.approx(sse_grid.min(), rel=1e-6)
     assert fit.best_launch([(P(100.0), 150.0)])[0] == 0.0  # never negative
+
+
+def test_cli_all_flag_reaches_the_command(monkeypatch):
+    from typer.testing import CliRunner
+
+    from trnlab.cli import app
+    _fake(monkeypatch, {"fit": 1.0, "validate": 1.0, "bound": 1.0})
+    quick = CliRunner().invoke(app, ["calibrate", "--json"])
+    full = CliRunner().invoke(app, ["calibrate", "--json", "--all"])
+    assert quick.exit_code == 0 and full.exit_code == 0
+    count = [len([r for r in json.loads(res.stdout) if r["name"] in {p.name for p in cal.POINTS}])
+             for res in (quick, full)]
+    assert count == [len([p for p in cal.POINTS if p.quick]), len(cal.POINTS)]
