@@ -56,6 +56,31 @@ def test_benchmark_latency_comes_from_timing_model():
     assert jb.benchmark_result.nc_latency.get_latency_percentile(90) == pytest.approx(end_us, rel=1e-9)
 
 
+def test_benchmark_writes_files_at_the_save_names(tmp_path, monkeypatch):
+    # AWS's mamba and layernorm scripts call nki.benchmark(f, save_neff_name='file.neff',
+    # save_trace_name='profile.ntff') and then os.rename both files: they must exist
+    import json
+    import os
+    monkeypatch.chdir(tmp_path)
+    a = np.ones((128, 512), np.float32)
+    nki.benchmark(double, save_neff_name="file.neff", save_trace_name="profile.ntff")(a)
+    os.rename("file.neff", "v1.neff")
+    os.rename("profile.ntff", "v1.ntff")
+    listing = (tmp_path / "v1.neff").read_text()
+    assert "NOT a NEFF" in listing.splitlines()[0]
+    body = [ln.split("\t") for ln in listing.splitlines() if not ln.startswith("#")]
+    # the kernel is a load, one multiply, a store: three instructions, in issue order
+    assert [(row[2], row[3], row[4]) for row in body] == [("dma", "dma_copy", "nl.load"),
+                                                          ("vector", "tensor_scalar", "nl.multiply"),
+                                                          ("dma", "dma_copy", "nl.store")]
+    trace = json.loads((tmp_path / "v1.ntff").read_text())
+    slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert {e["cat"] for e in slices} >= {"vector", "dma"}
+    lat = nki.benchmark(double)
+    lat(a)                                           # no save names: nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v1.neff", "v1.ntff"]
+
+
 def test_profile_decorates_and_refuses_a_relative_working_directory():
     # nki.profile now decorates (tests/test_beta1_aws_unit_gaps.py runs it); AWS requires an absolute path
     assert callable(nki.profile(working_directory="/tmp"))
@@ -112,3 +137,23 @@ def test_examples_run_unmodified(path, neuronxcc_modules, capsys):
 
 def test_examples_exist():
     assert len(EXAMPLES) >= 2
+
+
+@nki.jit
+def _halves(a):
+    """Each program of a 2-program launch doubles its half of the rows into one shared_hbm output."""
+    out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+    half = a.shape[0] // 2
+    r0 = nl.program_id(axis=0) * half
+    nl.store(out[r0:r0 + half, :], value=nl.multiply(nl.load(a[r0:r0 + half, :]), 2.0))
+    return out
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_shared_hbm_is_one_tensor_for_every_program(threads):
+    # LNC=2 as two physical cores (threads, one machine each) or in order on one machine: either way the
+    # programs write the same shared_hbm tensor, so the output holds both halves
+    a = np.arange(256 * 4, dtype=np.float32).reshape(256, 4)
+    k = _halves[2]
+    k.options["lnc_threads"] = threads
+    np.testing.assert_array_equal(k.run((a,), {}).outputs, 2 * a)

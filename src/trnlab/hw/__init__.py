@@ -53,6 +53,16 @@ class ChipSpec:
     # 512 BF16/FP16 elements per cycle vs 256 for others -> 2x; v2 one rate for all)
     vector_bf16_speedup: float = 1.0
     # --- instruction cost constants (ISA docstrings) ---
+    # Vector cycles per element when two tensor operands stream in (tensor_tensor, tensor_tensor_scan,
+    # scalar_tensor_tensor outside their fast cases). ISA: 2N. [fitted: rmsnorm_quant trn2 LNC=2, the four
+    # Target Latencies of nki-samples@1ee7f1d doc/nki_samples.reference.rmsnorm_quant.rst] by
+    # benchmarks/fit_engines.py; the same Vector datapath on every generation, so one value for all.
+    vector_two_input_cycles: float = 1.625   # [fitted] ISA value 2; fit result 2026-12 (docs/calibration.md)
+    # Fixed time a measured kernel latency includes beyond the engines' and queues' work (runtime launch,
+    # start semaphores, end-of-kernel notification); added by `trnlab calibrate` to the predicted time
+    # before comparing it with a measurement. [fitted: same rmsnorm_quant points] by benchmarks/fit_engines.py;
+    # runtime mechanism, so one value for all generations.
+    kernel_launch_s: float = 52.8e-6         # [fitted] fit result 2026-12 (docs/calibration.md)
     min_ii_cycles: int = 64            # ISA: MIN_II ~ 64 engine cycles
     matmul_init_cycles: int = 64       # ARCH: MM_INIT_LATENCY = 64 PE cycles
     static_access_cycles: int = 60     # ARCH v2: ~60 cycles to start an SBUF/PSUM access
@@ -148,7 +158,9 @@ _RULES = (
       "hbm_bytes_per_s", "peak_bf16_flops", "peak_fp8_flops", "peak_fp32_flops", "pe_throttle_ramp_s",
       "pe_throttle_window_s", "instance_cores"), lambda v: v > 0, "> 0"),
     (("matmul_init_cycles", "static_access_cycles", "gpsimd_start_cycles", "dynamic_min_ii_cycles",
-      "dma_fixed_s", "dma_chunk_overhead_bytes", "instance_usd_per_hour"), lambda v: v >= 0, ">= 0"),
+      "dma_fixed_s", "dma_chunk_overhead_bytes", "instance_usd_per_hour", "kernel_launch_s"), lambda v: v >= 0,
+     ">= 0"),
+    (("vector_two_input_cycles",), lambda v: v >= 1, ">= 1 (cycles per element of a two-input Vector op)"),
     (("dma_efficiency", "pe_throttle_floor"), lambda v: 0 < v <= 1, "in (0, 1]"),
     (("vector_bf16_speedup",), lambda v: v >= 1, ">= 1 (a rate-up for 16-bit data)"),
 )

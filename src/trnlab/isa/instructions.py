@@ -763,7 +763,8 @@ class TensorTensor(ToDst):
         one_psum = (self.data1.buffer == PSUM) != (self.data2.buffer == PSUM)
         fast = (self.engine == Engine.VECTOR and self.op in ("add", "multiply", "subtract") and _is16(self.data1) and _is16(self.data2)
                 and _is16(self.dst) and not one_psum)
-        return vector_cost(chip, n, per_elem=1.0 if (one_psum or fast) else 2.0)
+        # ISA: N in the fast cases, else 2N; the 2 is chip.vector_two_input_cycles (fitted, hw presets)
+        return vector_cost(chip, n, per_elem=1.0 if (one_psum or fast) else chip.vector_two_input_cycles)
 
     def engine_choices(self, chip):
         # ISA tensor_tensor: Vector or GpSimd; bitvec ops stay on Vector, integer math on its engine
@@ -899,7 +900,8 @@ class ScalarTensorTensor(DataToDst):
         n = self.data.free_size
         fast = (_is16(self.data) and _is16(self.operand1) and self.op0 == "subtract"
                 and self.op1 == "multiply" and n % 2 == 0)
-        return max(chip.min_ii_cycles, n if fast else 2 * n)       # ISA: N or 2N
+        # ISA: N or 2N; the 2 is chip.vector_two_input_cycles (fitted, hw presets)
+        return max(chip.min_ii_cycles, n if fast else chip.vector_two_input_cycles * n)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
