@@ -48,7 +48,8 @@ def test_benchmark_latency_comes_from_timing_model():
     # the 60-cycle result latency on the engine where it finishes first (engine_balance): the Scalar Engine
     # at 1.2 GHz rather than Vector at 0.96 GHz (ties with GpSimd go to Scalar)
     dma_s = 1.3e-6 + 8 * 2048 / (23e9 * 0.44 * 2048 / (2048 + 128))
-    end_us = (2 * dma_s + (512 + 60) / 1.2e9) * 1e6
+    # nc_latency is a device latency: plus the fixed launch time fitted by trnlab calibrate (52.8 us)
+    end_us = (2 * dma_s + (512 + 60) / 1.2e9) * 1e6 + 52.8
     assert lat.get_latency_percentile(50) == pytest.approx(end_us, rel=1e-9)
     assert lat.get_latency_percentile(99) == lat.get_latency_percentile(0)
     jb = nki.jit(double.fn, mode="benchmark")
@@ -71,11 +72,11 @@ def test_benchmark_writes_files_at_the_save_names(tmp_path, monkeypatch):
     body = [ln.split("\t") for ln in listing.splitlines() if not ln.startswith("#")]
     # the kernel is a load, one multiply, a store: three instructions, in issue order
     assert [(row[2], row[3], row[4]) for row in body] == [("dma", "dma_copy", "nl.load"),
-                                                          ("vector", "tensor_scalar", "nl.multiply"),
+                                                          ("scalar", "tensor_scalar", "nl.multiply"),
                                                           ("dma", "dma_copy", "nl.store")]
     trace = json.loads((tmp_path / "v1.ntff").read_text())
     slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
-    assert {e["cat"] for e in slices} >= {"vector", "dma"}
+    assert {e["cat"] for e in slices} >= {"scalar", "dma"}
     lat = nki.benchmark(double)
     lat(a)                                           # no save names: nothing written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v1.neff", "v1.ntff"]
