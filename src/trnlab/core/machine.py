@@ -7,6 +7,7 @@ consume the same stream, online. The core knows nothing of the timing model.
 """
 from __future__ import annotations
 
+import bisect
 import contextvars
 import itertools
 import math
@@ -109,6 +110,9 @@ class Machine:
         self._tiles: dict = {}           # SBUF alloc uid -> (weakref to its Storage, dtype), when spilling
         self._spill_area: dict = {}      # SBUF alloc uid -> its HBM spill tensor
         self.liveness = liveness
+        if self.sbuf.spill and liveness is not None and liveness.uses:
+            # the probe saw the whole program: evict the tile needed furthest in the future
+            self.sbuf.next_use = lambda alloc: liveness.next_use(alloc.seq, self.issued)
         if liveness is not None and liveness.probing:
             self.sbuf.capacity *= _PROBE_ROOM        # the probe measures lifetimes, not capacity
             self.psum.capacity *= _PROBE_ROOM
@@ -206,6 +210,7 @@ class Machine:
             arr = np.full(shape, 0, dtype=dt.storage(dtype))
             arr[...] = dt.cast(np.asarray(fill, dtype=np.float32), dtype)
         st = Storage(kind, arr, name, initialized=fill is not None, alloc=alloc)
+        alloc.has_data = alloc.dirty = fill is not None
         import weakref
         weakref.finalize(st, memory.free, alloc.uid)
         alloc.seq = self.allocated
@@ -297,12 +302,14 @@ class Machine:
 
     # --- compiler spill (core.compiler.CompilerModel.sbuf_spill) ------------------------------------
     def _touch(self, instr) -> None:
-        """Record the use of each SBUF operand (LRU victim choice) and reload spilled ones first."""
-        allocs = [a for a in (getattr(getattr(t, "storage", None), "alloc", None)
-                              for t in instr.reads() + instr.writes() if t is not None)
+        """Record the use of each SBUF operand (LRU victim choice), reload spilled ones first, and mark
+        written ones dirty (their HBM spill copy, if any, is stale)."""
+        written = {id(t) for t in instr.writes() if t is not None}
+        allocs = [(a, id(t) in written) for t, a in ((t, getattr(getattr(t, "storage", None), "alloc", None))
+                                                      for t in instr.reads() + instr.writes() if t is not None)
                   if a is not None]
-        pinned = {a.uid for a in allocs}
-        for a in allocs:
+        pinned = {a.uid for a, _ in allocs}
+        for a, writes in allocs:
             a.last_use = self.issued
             if a.spilled:
                 victims = self.sbuf.reload(a, pinned)
@@ -315,11 +322,19 @@ class Machine:
                         required=memory.used_in(a.p0, a.p1) + a.nbytes, limit=memory.capacity,
                         largest=memory.largest())
                 self._spill_dmas(victims, instr.loc)
-                self._spill_dma(a, instr.loc, reload=True)
+                if a.has_data:                  # a never-written tile has nothing to bring back
+                    self._spill_dma(a, instr.loc, reload=True)
+            if writes:
+                a.has_data = a.dirty = True
 
     def _spill_dmas(self, victims, loc: str) -> None:
+        """Store each evicted tile to HBM, unless its HBM copy is still valid (reloaded and not written
+        since) or it holds no data yet (never written): then eviction costs no DMA."""
         for a in victims:
-            self._spill_dma(a, loc, reload=False)
+            self.stats.spilled[a.uid] = a
+            if a.dirty:
+                self._spill_dma(a, loc, reload=False)
+                a.dirty = False
 
     def _spill_dma(self, alloc, loc: str, *, reload: bool) -> None:
         """The DMA neuronx-cc inserts for a spill (SBUF -> HBM) or a reload (HBM -> SBUF): timed and
@@ -468,14 +483,24 @@ class Liveness:
     after it. A tile used after its recorded last use (a kernel that is not deterministic) is reported
     as a capacity error by Machine.issue, like any reclaimed tile."""
 
-    def __init__(self, last_use: dict | None = None):
+    def __init__(self, last_use: dict | None = None, uses: dict | None = None):
+        """last_use, uses: a probe's records (None: this one probes). uses: allocation seq -> the
+        increasing indices of the instructions that read or write it (spill victims: core.memory)."""
         self.probing = last_use is None
         self.last_use: dict[int, int] = {} if last_use is None else last_use
+        self.uses: dict[int, list] = {} if uses is None else uses
         self._free_after: dict[int, list] = {}
+
+    def next_use(self, seq: int, now: int) -> int | None:
+        """Index of the first instruction at or after `now` that uses allocation `seq`; None if none."""
+        uses = self.uses.get(seq, ())
+        i = bisect.bisect_left(uses, now)
+        return uses[i] if i < len(uses) else None
 
     def allocated(self, alloc, memory, now: int) -> None:
         if self.probing:
             self.last_use[alloc.seq] = now - 1          # never used: dead at once
+            self.uses[alloc.seq] = []
             return
         last = self.last_use.get(alloc.seq, 1 << 62)
         if last < now:                                   # never touched by an instruction
@@ -489,6 +514,9 @@ class Liveness:
                 alloc = getattr(getattr(t, "storage", None), "alloc", None)
                 if alloc is not None:
                     self.last_use[alloc.seq] = index
+                    uses = self.uses[alloc.seq]
+                    if not uses or uses[-1] != index:
+                        uses.append(index)
             return
         for alloc, memory in self._free_after.pop(index, ()):
             self._release(alloc, memory)
