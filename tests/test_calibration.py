@@ -156,9 +156,6 @@ def test_matmul_steps_1_to_3_within_tolerance(name):
     assert predicted_ms == pytest.approx(MM_MS[name], rel=0.15)
 
 
-@pytest.mark.xfail(reason="the tutorial's step 4 zeroes a PSUM tile per (m, n, k-block) with nl.zeros; neuronx-cc "
-                          "folds that into the matmul and multi-buffers PSUM, trnlab does not yet (+62%, "
-                          "docs/calibration.md)", strict=False)
 def test_matmul_step4_within_tolerance():
     # one of the two 2048-row blocks of M: half the published work
     predicted_ms = cal.predict_us(_point("mm_step4_fully_blocked"), shape=(2048, 8192, 8192)) * 2 / 1e3
