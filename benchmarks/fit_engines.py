@@ -3,7 +3,8 @@
     PYTHONPATH=src python benchmarks/fit_engines.py            # fit, print the result and the check
     PYTHONPATH=src python benchmarks/fit_engines.py --quick    # coarser grid, no full-size check
 
-What is fitted (both in src/trnlab/hw/__init__.py, one value for every generation):
+What is fitted (both in the trn2 preset of src/trnlab/hw/__init__.py; trn1 and trn3 keep the documented
+values, ISA 2N and no launch time, as none of their calibration points constrains them):
 - vector_two_input_cycles: Vector cycles per element when two tensor operands stream in (ISA: 2);
 - kernel_launch_s: fixed time a measured latency includes beyond the engines' and queues' work.
 To what: the four rmsnorm_quant Target Latencies (trn2, LNC=2; bench.calibrate POINTS, role fit).

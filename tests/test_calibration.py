@@ -151,7 +151,7 @@ def _point(name):
 @pytest.mark.parametrize("name", ["mm_step1_tiled", "mm_step2_hoist_load", "mm_step3_block_free"])
 def test_matmul_steps_1_to_3_within_tolerance(name):
     # steps 1-3 repeat the same work for every 128/256 rows of M: M=512 is 1/8 of the published shape
-    launch_us = 52.8        # the fitted launch time (hw presets), counted once, not per eighth
+    launch_us = 0.0         # trn1 has no fitted launch time (hw presets)
     predicted_ms = ((cal.predict_us(_point(name), shape=(512, 8192, 8192)) - launch_us) * 8 + launch_us) / 1e3
     assert predicted_ms == pytest.approx(MM_MS[name], rel=0.15)
 
