@@ -37,12 +37,10 @@ def test_calibrate_shows_progress_on_a_terminal(monkeypatch):
         return Console(file=stderr if stderr_ else io.StringIO(), force_terminal=True, width=120)
     monkeypatch.setattr(trnlab.console, "make_console", lambda stderr=False: terminal(stderr))
 
-    class Fake:
-        latency_us = 1000.0
     seen = []
-    monkeypatch.setattr(cal, "predict", lambda name, **kw: seen.append(name) or Fake())
+    monkeypatch.setattr(cal, "predict_us", lambda point, **kw: seen.append(point.name) or point.measured_us)
     assert cal.calibrate_command(json_out=True, tolerance=1e9) == 0
-    assert seen == [name for name, _ in cal.MEASURED]
+    assert seen == [p.name for p in cal.POINTS if p.quick]
     shown = stderr.getvalue()
     for name in seen:
         assert f"simulating {name}" in shown
@@ -51,9 +49,7 @@ def test_calibrate_shows_progress_on_a_terminal(monkeypatch):
 def test_calibrate_prints_no_progress_when_piped(monkeypatch, capsys):
     import trnlab.bench.calibrate as cal
 
-    class Fake:
-        latency_us = 1000.0
-    monkeypatch.setattr(cal, "predict", lambda name, **kw: Fake())
+    monkeypatch.setattr(cal, "predict_us", lambda point, **kw: 1000.0)
     cal.calibrate_command(json_out=True, tolerance=1e9)
     captured = capsys.readouterr()
     assert "simulating" not in captured.err and captured.out.lstrip().startswith("[")

@@ -175,13 +175,15 @@ def profile(ctx: typer.Context,
 
 @app.command()
 def calibrate(json_out: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
-              tolerance: float = typer.Option(0.15, help="Largest allowed relative error (a number >= 0); "
-                                                         "exit code 1 above it.")):
-    """Compare predicted kernel latencies with published hardware measurements."""
+              tolerance: float = typer.Option(0.15, help="Largest allowed relative error of a fitted point (a "
+                                                         "number >= 0); exit code 1 above it or over a bound."),
+              all_points: bool = typer.Option(False, "--all", help="Every point, including the long ones "
+                                                                    "(several minutes); default: the quick set.")):
+    """Compare predicted kernel latencies with published hardware measurements (roles fit/validate/bound)."""
     if not (math.isfinite(tolerance) and tolerance >= 0):
         _fail("calibrate", f"--tolerance must be a finite number >= 0, got {tolerance}")
     from trnlab.bench.calibrate import calibrate_command
-    raise typer.Exit(calibrate_command(json_out=json_out, tolerance=tolerance))
+    raise typer.Exit(calibrate_command(json_out=json_out, tolerance=tolerance, all_points=all_points))
 
 
 def _model_names(command: str) -> list[str]:

@@ -119,31 +119,33 @@ def _run_or_retry(fn, args, kwargs, grid, machine, threads, settings) -> KernelR
             raise
         # Over capacity while the kernel's Python code holds its tiles: retry with tiles freed at
         # their last use, as the compiler allocates (core.machine.Liveness).
-        last_use = _probe_last_use(fn, args, kwargs, grid, threads, strict)
+        probe = _probe(fn, args, kwargs, grid, threads, strict)
         error = first
-        if last_use is not None:
+        if probe is not None:
             try:
-                return _run(fn, args, kwargs, grid, Machine(**strict, liveness=Liveness(last_use)), threads)
+                return _run(fn, args, kwargs, grid, Machine(**strict, liveness=Liveness(probe.last_use)), threads)
             except (SbufCapacityError, PsumCapacityError) as second:
                 error = second
         if not (model.sbuf_spill and isinstance(error, SbufCapacityError)):
             raise error
         # Still over SBUF: neuronx-cc spills compiler-allocated tiles to HBM (a kernel that places
-        # its tiles itself raises the capacity error again from this run).
-        liveness = Liveness(last_use) if last_use is not None else None
+        # its tiles itself raises the capacity error again from this run). The probe's record of every
+        # use lets it evict the tiles needed furthest in the future (core.memory.spill_victims).
+        liveness = Liveness(probe.last_use, probe.uses) if probe is not None else None
         return _run(fn, args, kwargs, grid, Machine(**settings, compiler=model, liveness=liveness, spill=True),
                     threads)
 
 
-def _probe_last_use(fn, args, kwargs, grid, threads, settings) -> dict | None:
-    """Each allocation's last use, from an untimed run with room to spare; None if that run fails."""
+def _probe(fn, args, kwargs, grid, threads, settings) -> Liveness | None:
+    """Each allocation's uses and last use (a probing Liveness), from an untimed run with room to
+    spare; None if that run fails."""
     probe = Liveness()
     try:
         _run(fn, args, kwargs, grid, Machine(**{**settings, "scheduler": None}, liveness=probe),
              threads, observe=False)
     except Exception:
         return None
-    return probe.last_use
+    return probe
 
 
 def _run(fn, args, kwargs, grid, m: Machine, threads, observe: bool = True) -> KernelRun:

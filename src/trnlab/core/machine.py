@@ -7,6 +7,7 @@ consume the same stream, online. The core knows nothing of the timing model.
 """
 from __future__ import annotations
 
+import bisect
 import contextvars
 import itertools
 import math
@@ -36,6 +37,7 @@ class RunStats:
     dma_bytes: int = 0
     spill_bytes: int = 0                                        # SBUF<->HBM bytes of compiler spills + reloads
     spilled: dict = field(default_factory=dict)                 # alloc uid -> Allocation, tiles spilled
+    folded_memsets: int = 0      # PSUM zero-fills the compiler folded into a matmul (psum_zero_fold)
 
 
 _launches = itertools.count(1)
@@ -69,6 +71,17 @@ def _lazy_zeros(shape: tuple, storage) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes), dtype=storage).reshape(shape)
 
 
+def _covers(t, storage) -> bool:
+    """The view t spans every element of storage."""
+    return t.storage is storage and t.array.size == storage.array.size
+
+
+def _absorbs_zero(instr, storage) -> bool:
+    """A matmul (unmasked) whose destination is all of `storage` and that does not read it otherwise."""
+    return (instr.opcode == "nc_matmul" and instr.mask is None and _covers(instr.dst, storage)
+            and not any(getattr(r, "storage", None) is storage for r in instr.reads()))
+
+
 class Machine:
     def __init__(self, target: "str | ChipSpec | None" = None, *, numerics: bool = True,
                  scheduler: "Callable[[ChipSpec], Any] | None" = None, tensor_class=Tensor,
@@ -97,6 +110,9 @@ class Machine:
         self._tiles: dict = {}           # SBUF alloc uid -> (weakref to its Storage, dtype), when spilling
         self._spill_area: dict = {}      # SBUF alloc uid -> its HBM spill tensor
         self.liveness = liveness
+        if self.sbuf.spill and liveness is not None and liveness.uses:
+            # the probe saw the whole program: evict the tile needed furthest in the future
+            self.sbuf.next_use = lambda alloc: liveness.next_use(alloc.seq, self.issued)
         if liveness is not None and liveness.probing:
             self.sbuf.capacity *= _PROBE_ROOM        # the probe measures lifetimes, not capacity
             self.psum.capacity *= _PROBE_ROOM
@@ -121,6 +137,9 @@ class Machine:
         self.printed: list[str] = []
         self.scheduler_factory = scheduler
         self.scheduler = scheduler(chip) if scheduler is not None else None
+        if hasattr(self.scheduler, "balance"):       # the timing scheduler places nl ops (engine_balance)
+            self.scheduler.balance = self.compiler.engine_balance
+        self._pending_zero: dict = {}    # storage uid -> its deferred nl.zeros memset (psum_zero_fold)
 
     # --- allocation -----------------------------------------------------------------------------
     def hbm_tensor(self, array: np.ndarray, name: str, *, dtype=None, initialized: bool = True) -> Tensor:
@@ -191,6 +210,7 @@ class Machine:
             arr = np.full(shape, 0, dtype=dt.storage(dtype))
             arr[...] = dt.cast(np.asarray(fill, dtype=np.float32), dtype)
         st = Storage(kind, arr, name, initialized=fill is not None, alloc=alloc)
+        alloc.has_data = alloc.dirty = fill is not None
         import weakref
         weakref.finalize(st, memory.free, alloc.uid)
         alloc.seq = self.allocated
@@ -217,9 +237,8 @@ class Machine:
             self._check_not_reclaimed(instr)
         if self.sbuf.spill:
             self._touch(instr)
-        stats = self.stats
-        stats.instructions[instr.opcode] += 1
-        stats.by_engine[instr.engine] += 1
+        if self._pending_zero:
+            self._settle_zero(instr)
         if self.numerics:
             try:
                 instr.execute(self)
@@ -227,23 +246,70 @@ class Machine:
                 raise
             except Exception as exc:  # numpy failures become errors that name the instruction
                 raise SimulationError(f"{instr.api}: {type(exc).__name__}: {exc}. At {instr.loc}") from exc
-        stats.flops += instr.flops()
-        stats.dma_bytes += instr.dma_bytes()
-        if self.scheduler is not None:
-            self.scheduler.schedule(instr)
+        if self._defers_zero(instr):
+            self._pending_zero[instr.dst.storage.uid] = instr
+        else:
+            self._commit(instr)
+        # numbered in program order whether or not it was deferred: Liveness compares these numbers with
+        # those of its untimed probe run, which never defers
         if self.liveness is not None:
             self.liveness.issued(instr, self.issued)
         self.issued += 1
 
+    def _commit(self, instr) -> None:
+        """Count an executed instruction and hand it to the scheduler (which may place it on another
+        engine: the engine counted is the one it runs on)."""
+        stats = self.stats
+        stats.instructions[instr.opcode] += 1
+        stats.flops += instr.flops()
+        stats.dma_bytes += instr.dma_bytes()
+        engine = instr.engine
+        if self.scheduler is not None:
+            self.scheduler.schedule(instr)
+            engine = getattr(self.scheduler, "placed", None) or engine
+        stats.by_engine[engine] += 1
+
+    # --- compiler model: PSUM zero folding (CompilerModel.psum_zero_fold) ----------------------------
+    # AWS's matmul tutorial kernels zero a PSUM accumulator with nl.zeros(..., buffer=nl.psum) and then
+    # accumulate matmuls into it. neuronx-cc emits no memset for that: the first matmul writes PSUM with
+    # accumulate off. No AWS document states it; it is inferred from the tutorial's measured times (the
+    # fully optimised kernel runs at ~85% of PE peak on trn1, which leaves no room for a Vector memset
+    # of every accumulator on the critical path). Numerics are unchanged: the zero-fill executes at once,
+    # so the first matmul still accumulates onto zeros (0 + x == x in fp32); only its timing is dropped.
+    def _defers_zero(self, instr) -> bool:
+        """An nl.zeros fill of a whole PSUM tile, timed: becomes 'pending zero' instead of a memset."""
+        if self.scheduler is None or instr.api != "nl.zeros" or instr.opcode != "memset":
+            return False
+        dst = instr.dst
+        return (self.compiler.psum_zero_fold and dst.buffer == PSUM and instr.mask is None
+                and float(instr.value) == 0.0 and _covers(dst, dst.storage))
+
+    def _settle_zero(self, instr) -> None:
+        """The first instruction touching a pending-zero tile: a matmul writing all of it absorbs the
+        zeroing (its write is the overwrite); anything else (a read, a partial write, another op) gets
+        the memset scheduled first, as the kernel wrote it."""
+        pending = self._pending_zero
+        for t in (*instr.writes(), *instr.reads()):
+            st = getattr(t, "storage", None)
+            memset = pending.pop(st.uid, None) if st is not None else None
+            if memset is None:
+                continue
+            if _absorbs_zero(instr, st):
+                self.stats.folded_memsets += 1
+            else:
+                self._commit(memset)
+
 
     # --- compiler spill (core.compiler.CompilerModel.sbuf_spill) ------------------------------------
     def _touch(self, instr) -> None:
-        """Record the use of each SBUF operand (LRU victim choice) and reload spilled ones first."""
-        allocs = [a for a in (getattr(getattr(t, "storage", None), "alloc", None)
-                              for t in instr.reads() + instr.writes() if t is not None)
+        """Record the use of each SBUF operand (LRU victim choice), reload spilled ones first, and mark
+        written ones dirty (their HBM spill copy, if any, is stale)."""
+        written = {id(t) for t in instr.writes() if t is not None}
+        allocs = [(a, id(t) in written) for t, a in ((t, getattr(getattr(t, "storage", None), "alloc", None))
+                                                      for t in instr.reads() + instr.writes() if t is not None)
                   if a is not None]
-        pinned = {a.uid for a in allocs}
-        for a in allocs:
+        pinned = {a.uid for a, _ in allocs}
+        for a, writes in allocs:
             a.last_use = self.issued
             if a.spilled:
                 victims = self.sbuf.reload(a, pinned)
@@ -256,11 +322,19 @@ class Machine:
                         required=memory.used_in(a.p0, a.p1) + a.nbytes, limit=memory.capacity,
                         largest=memory.largest())
                 self._spill_dmas(victims, instr.loc)
-                self._spill_dma(a, instr.loc, reload=True)
+                if a.has_data:                  # a never-written tile has nothing to bring back
+                    self._spill_dma(a, instr.loc, reload=True)
+            if writes:
+                a.has_data = a.dirty = True
 
     def _spill_dmas(self, victims, loc: str) -> None:
+        """Store each evicted tile to HBM, unless its HBM copy is still valid (reloaded and not written
+        since) or it holds no data yet (never written): then eviction costs no DMA."""
         for a in victims:
-            self._spill_dma(a, loc, reload=False)
+            self.stats.spilled[a.uid] = a
+            if a.dirty:
+                self._spill_dma(a, loc, reload=False)
+                a.dirty = False
 
     def _spill_dma(self, alloc, loc: str, *, reload: bool) -> None:
         """The DMA neuronx-cc inserts for a spill (SBUF -> HBM) or a reload (HBM -> SBUF): timed and
@@ -409,14 +483,24 @@ class Liveness:
     after it. A tile used after its recorded last use (a kernel that is not deterministic) is reported
     as a capacity error by Machine.issue, like any reclaimed tile."""
 
-    def __init__(self, last_use: dict | None = None):
+    def __init__(self, last_use: dict | None = None, uses: dict | None = None):
+        """last_use, uses: a probe's records (None: this one probes). uses: allocation seq -> the
+        increasing indices of the instructions that read or write it (spill victims: core.memory)."""
         self.probing = last_use is None
         self.last_use: dict[int, int] = {} if last_use is None else last_use
+        self.uses: dict[int, list] = {} if uses is None else uses
         self._free_after: dict[int, list] = {}
+
+    def next_use(self, seq: int, now: int) -> int | None:
+        """Index of the first instruction at or after `now` that uses allocation `seq`; None if none."""
+        uses = self.uses.get(seq, ())
+        i = bisect.bisect_left(uses, now)
+        return uses[i] if i < len(uses) else None
 
     def allocated(self, alloc, memory, now: int) -> None:
         if self.probing:
             self.last_use[alloc.seq] = now - 1          # never used: dead at once
+            self.uses[alloc.seq] = []
             return
         last = self.last_use.get(alloc.seq, 1 << 62)
         if last < now:                                   # never touched by an instruction
@@ -430,6 +514,9 @@ class Liveness:
                 alloc = getattr(getattr(t, "storage", None), "alloc", None)
                 if alloc is not None:
                     self.last_use[alloc.seq] = index
+                    uses = self.uses[alloc.seq]
+                    if not uses or uses[-1] != index:
+                        uses.append(index)
             return
         for alloc, memory in self._free_after.pop(index, ()):
             self._release(alloc, memory)

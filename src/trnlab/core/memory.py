@@ -19,9 +19,11 @@ Two neuronx-cc behaviours (trnlab.core.compiler) act here:
   its ring allocation mode gives each tile a fresh address until the allocation wraps around and "in
   PSUM, rotates through the 8 banks" (nki.compiler.AllocationMode.RING). Rotation only picks among
   addresses that fit: it never causes a capacity error (plain first fit otherwise).
-- SBUF spill (`sbuf_spill`): a compiler-allocated tile that does not fit evicts the least recently
-  used compiler-allocated tiles to HBM (spill_victims); core.machine.Machine issues the spill and
-  reload DMAs.
+- SBUF spill (`sbuf_spill`): a compiler-allocated tile that does not fit evicts other
+  compiler-allocated tiles to HBM (spill_victims): those whose next use is furthest away when the
+  program's uses are known (`next_use`, from core.machine.Liveness's probe: neuronx-cc allocates
+  statically with the whole program in view), else the least recently used; core.machine.Machine
+  issues the spill and reload DMAs (a spill only for tiles written since their last HBM copy).
 """
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ class Allocation:
     explicit: bool = False     # placed at a kernel-given address (never rotated, never spilled)
     last_use: int = -1         # instruction index of its latest use (kept only when spilling is on)
     spilled: bool = False      # evicted to HBM by the compiler's spill; reloaded before its next use
+    has_data: bool = False     # written at least once (a reload of a never-written tile moves nothing)
+    dirty: bool = False        # written since its HBM spill copy was made (evicting it needs a store)
 
     @property
     def b1(self) -> int:
@@ -86,6 +90,9 @@ class OnChipMemory:
         self.spilled: dict[int, Allocation] = {}  # evicted tiles, by uid
         self.pending_spills: list[Allocation] = []   # evicted by an allocation; Machine issues their DMA
         self.explicit_seen = False
+        # alloc -> instruction index of its next use, None when never used again; set by Machine
+        # from a probe run (furthest-next-use victims); None: least-recently-used victims
+        self.next_use = None
 
     # --- accounting -------------------------------------------------------------------------
     def used_in(self, p0: int, p1: int) -> int:
@@ -151,12 +158,15 @@ class OnChipMemory:
         return self.spill and not self.explicit_seen
 
     def spill_victims(self, p0: int, p1: int, nbytes: int, pinned) -> list[Allocation]:
-        """Evict live compiler-allocated tiles overlapping partitions [p0, p1), least recently used
-        first, never those in `pinned` (uids), until nbytes more fit. Evicts nothing when even all of
-        them would not make room (the caller then raises the capacity error)."""
+        """Evict live compiler-allocated tiles overlapping partitions [p0, p1), never those in `pinned`
+        (uids), until nbytes more fit; returns the spilled ones. Order: with `next_use` known, tiles
+        never used again first (freed: nothing to store or reload), then the furthest next use first
+        (Belady's choice, which a static allocator seeing the whole program approximates); without
+        it, least recently used first. Evicts nothing when even all of them would not make room (the
+        caller then raises the capacity error)."""
         candidates = sorted((a for a in self.live.values()
                              if not a.explicit and a.uid not in pinned and a.p0 < p1 and p0 < a.p1),
-                            key=lambda a: (a.last_use, a.seq))
+                            key=self._victim_order())
         chosen = []
         for a in candidates:
             if self.used_in(p0, p1) + nbytes <= self.capacity:
@@ -167,10 +177,29 @@ class OnChipMemory:
             for a in chosen:                       # a failed allocation changes nothing
                 self.live[a.uid] = a
             return []
+        spilled = []
         for a in chosen:
+            if self.next_use is not None and self.next_use(a) is None:
+                a.live = False                     # dead: freed, as core.machine.Liveness would
+                a.superseded = True
+                self.reclaimed += 1
+                continue
             a.spilled = True
             self.spilled[a.uid] = a
-        return chosen
+            spilled.append(a)
+        return spilled
+
+    def _victim_order(self):
+        """Sort key of spill candidates: furthest next use first (never used again: first of all), or
+        least recently used first without next-use information."""
+        if self.next_use is None:
+            return lambda a: (a.last_use, a.seq)
+        never = float("inf")
+
+        def furthest_first(a):
+            nxt = self.next_use(a)
+            return (-(never if nxt is None else nxt), a.seq)
+        return furthest_first
 
     def reload(self, alloc: Allocation, pinned) -> list[Allocation]:
         """Bring a spilled tile back before its next use; returns the tiles evicted to make room
@@ -178,7 +207,7 @@ class OnChipMemory:
         victims = []
         if self.used_in(alloc.p0, alloc.p1) + alloc.nbytes > self.capacity:
             victims = self.spill_victims(alloc.p0, alloc.p1, alloc.nbytes, pinned)
-            if not victims:
+            if self.used_in(alloc.p0, alloc.p1) + alloc.nbytes > self.capacity:
                 return []
         del self.spilled[alloc.uid]
         alloc.spilled = False

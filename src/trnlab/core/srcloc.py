@@ -1,6 +1,7 @@
 """Find the kernel source line that issued an instruction: the first frame outside trnlab's machinery.
 
-Frames in trnlab/kernels count as kernel code (our kernel library is written in the NKI front end)."""
+Frames in trnlab/kernels and trnlab/bench/published.py count as kernel code (our kernel library and our
+calibration kernels are written in the NKI front ends)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ import sys
 import trnlab
 
 _PKG = os.path.dirname(os.path.abspath(trnlab.__file__)) + os.sep
-_KERNELS = _PKG + "kernels" + os.sep
+_KERNELS = (_PKG + "kernels" + os.sep, os.path.join(_PKG, "bench", "published.py"))
 _SKIP_PREFIXES = (os.path.dirname(os.__file__) + os.sep + "contextlib",)
 
 

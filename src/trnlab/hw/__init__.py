@@ -53,6 +53,15 @@ class ChipSpec:
     # 512 BF16/FP16 elements per cycle vs 256 for others -> 2x; v2 one rate for all)
     vector_bf16_speedup: float = 1.0
     # --- instruction cost constants (ISA docstrings) ---
+    # Vector cycles per element when two tensor operands stream in (tensor_tensor, tensor_tensor_scan,
+    # scalar_tensor_tensor outside their fast cases). ISA: 2N. trn2 overrides it with the value fitted to
+    # its calibration points; trn1 and trn3 have no point that constrains it and keep the ISA value.
+    vector_two_input_cycles: float = 2.0
+    # Fixed time a measured kernel latency includes beyond the engines' and queues' work (runtime launch,
+    # start semaphores, end-of-kernel notification): added to the kernel time wherever a device latency is
+    # reported (trnlab calibrate, nki.benchmark's nc_latency). Fitted on trn2 only; no trn1/trn3
+    # calibration point determines it (the trn1 matmul points are milliseconds: < 1%), so 0 there.
+    kernel_launch_s: float = 0.0
     min_ii_cycles: int = 64            # ISA: MIN_II ~ 64 engine cycles
     matmul_init_cycles: int = 64       # ARCH: MM_INIT_LATENCY = 64 PE cycles
     static_access_cycles: int = 60     # ARCH v2: ~60 cycles to start an SBUF/PSUM access
@@ -148,7 +157,9 @@ _RULES = (
       "hbm_bytes_per_s", "peak_bf16_flops", "peak_fp8_flops", "peak_fp32_flops", "pe_throttle_ramp_s",
       "pe_throttle_window_s", "instance_cores"), lambda v: v > 0, "> 0"),
     (("matmul_init_cycles", "static_access_cycles", "gpsimd_start_cycles", "dynamic_min_ii_cycles",
-      "dma_fixed_s", "dma_chunk_overhead_bytes", "instance_usd_per_hour"), lambda v: v >= 0, ">= 0"),
+      "dma_fixed_s", "dma_chunk_overhead_bytes", "instance_usd_per_hour", "kernel_launch_s"), lambda v: v >= 0,
+     ">= 0"),
+    (("vector_two_input_cycles",), lambda v: v >= 1, ">= 1 (cycles per element of a two-input Vector op)"),
     (("dma_efficiency", "pe_throttle_floor"), lambda v: 0 < v <= 1, "in (0, 1]"),
     (("vector_bf16_speedup",), lambda v: v >= 1, ">= 1 (a rate-up for 16-bit data)"),
 )
@@ -173,6 +184,10 @@ TRN2 = ChipSpec(
     fp8_double_row=True,                           # ARCH v3: double-row FP8
     tensor_hz=2.4e9, vector_hz=0.96e9, scalar_hz=1.2e9, gpsimd_hz=1.2e9,  # ARCH v3 datapath table
     vector_bf16_speedup=2.0,                       # ARCH v3: 512 BF16/FP16 elements/cycle vs 256 others
+    # [fitted: the four rmsnorm_quant Target Latencies, trn2 LNC=2, nki-samples@1ee7f1d
+    # doc/nki_samples.reference.rmsnorm_quant.rst] by benchmarks/fit_engines.py (docs/calibration.md)
+    vector_two_input_cycles=1.25,                  # ISA value 2
+    kernel_launch_s=106.9e-6,
     dma_queue_bytes_per_s=23e9,                    # DMAG: TRN2 23 B/ns per engine
     hbm_bytes=96 * GiB, hbm_bytes_per_s=2.9e12,    # RTD trainium2.html: 96 GiB, 2.9 TB/s per chip
     peak_bf16_flops=128 * 128 * 2 * 2.4e9,         # 78.6 TFLOPS; RTD neuron-core-v3 says 79

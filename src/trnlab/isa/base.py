@@ -93,6 +93,12 @@ class Instruction:
         """Engine cycles (throughput cost) on this instruction's engine."""
         return float(chip.min_ii_cycles)
 
+    def engine_choices(self, chip) -> tuple:
+        """The engines that can run this instruction with the same numerics as `self.engine`, Vector
+        first (the timing scheduler's tie-break). Used only for ops the compiler places
+        (compiler_placed); the default is the instruction's own engine."""
+        return (self.engine,)
+
     def flops(self) -> float:
         """Useful matmul FLOPs (2*M*N*K): the numerator of MFU."""
         return 0.0
@@ -234,6 +240,40 @@ def same_facts(method):
             return v
         return method(self, *chip)
     return memoized
+
+
+# APIs whose instructions name no engine in the kernel: high-level nl ops (both front ends, including
+# the operators `t += u`, which lower to nl.add) and tensor assignment `t[...] = u`. neuronx-cc places
+# them on Vector, Scalar or GpSimd (CompilerModel.engine_balance); nisa.* calls keep their engine.
+_PLACED_APIS = frozenset({"tensor assignment"})
+
+
+def compiler_placed(instr: Instruction) -> bool:
+    """The compiler, not the kernel, chose this instruction's engine."""
+    api = instr.api
+    return api.startswith("nl.") or api in _PLACED_APIS
+
+
+def balance_choices(ins: Instruction, *, scalar: bool, gpsimd: bool) -> tuple:
+    """(Vector, [Scalar], [GpSimd]) for an op the ISA lets run on several engines (nki.isa docs:
+    tensor_copy and tensor_scalar "using Vector or Scalar or GpSimd Engine", tensor_tensor "Vector
+    Engine or GpSimd Engine", memset "Vector or GpSimd Engine"), keeping numerics fixed: an instruction
+    the front end issued on another engine than Vector keeps it (its numerics were chosen there), and
+    GpSimd, which cannot reach PSUM (ARCH), is offered only for PSUM-free operands."""
+    if ins.engine != Engine.VECTOR:
+        return (ins.engine,)
+    out = [Engine.VECTOR]
+    if scalar:
+        out.append(Engine.SCALAR)
+    if gpsimd and all(t.buffer != PSUM for t in (*ins.reads(), *ins.writes()) if isinstance(t, Tensor)):
+        out.append(Engine.GPSIMD)
+    return tuple(out)
+
+
+def float_math(ins: Instruction) -> bool:
+    """Arithmetic runs in fp32 on every engine: some input tile is a float (GpSimd does exact integer
+    arithmetic when all inputs are integers, isa.instructions.arith_inputs)."""
+    return any(dt.is_float(t.dtype) for t in ins.reads() if isinstance(t, Tensor))
 
 
 class DmaInstruction:

@@ -18,7 +18,7 @@ from trnlab.errors import (AccumulateUninitializedWarning, BufferKindError, Dtyp
                            NkiValidationError, OutOfBoundsError, PartitionError, ShapeError)
 from trnlab.isa import alu
 from trnlab.isa.base import (DataToDst, DmaInstruction, Engine, Instruction, MatmulCost, SrcToDst, ToDst, accumulate,
-                             as_2d, expect_buffer,
+                             as_2d, balance_choices, float_math, expect_buffer,
                              expect_elementwise, expect_not_both_psum, expect_oob_mode, expect_partition_layout,
                              expect_same_elements, expect_same_partitions, expect_start_partition, expect_tile,
                              expect_vector, given, is_bitvec, rows_where, same_facts, tensors, validate_once,
@@ -196,6 +196,10 @@ class TensorCopy(SrcToDst):
         fast = _sbuf16(self.src, self.dst) and self.engine == Engine.VECTOR
         return vector_cost(chip, self.src.free_size, fast_16bit=fast)
 
+    def engine_choices(self, chip):
+        # ISA tensor_copy: Vector, Scalar (NeuronCore-v3+; validate) or GpSimd; a copy is bit-exact on each
+        return balance_choices(self, scalar=chip.nc_version >= 3, gpsimd=True)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Memset(ToDst):
@@ -221,8 +225,12 @@ class Memset(ToDst):
             self.store(self.dst, np.full(self.dst.shape, self.value, dtype=np.float32))
 
     def cycles(self, chip):
-        half = self.value == 0 and _is16(self.dst)
+        # ISA memset: max(MIN_II, N/2) Vector Engine cycles for a 16-bit zero fill, else max(MIN_II, N)
+        half = self.value == 0 and _is16(self.dst) and self.engine == Engine.VECTOR
         return vector_cost(chip, self.dst.free_size, per_elem=0.5 if half else 1.0)
+
+    def engine_choices(self, chip):
+        return balance_choices(self, scalar=False, gpsimd=True)      # ISA memset: Vector or GpSimd
 
 
 def _check_pattern(ins) -> None:
@@ -757,9 +765,14 @@ class TensorTensor(ToDst):
     def cycles(self, chip):
         n = self.data1.free_size
         one_psum = (self.data1.buffer == PSUM) != (self.data2.buffer == PSUM)
-        fast = (self.op in ("add", "multiply", "subtract") and _is16(self.data1) and _is16(self.data2)
+        fast = (self.engine == Engine.VECTOR and self.op in ("add", "multiply", "subtract") and _is16(self.data1) and _is16(self.data2)
                 and _is16(self.dst) and not one_psum)
-        return vector_cost(chip, n, per_elem=1.0 if (one_psum or fast) else 2.0)
+        # ISA: N in the fast cases, else 2N; the 2 is chip.vector_two_input_cycles (fitted, hw presets)
+        return vector_cost(chip, n, per_elem=1.0 if (one_psum or fast) else chip.vector_two_input_cycles)
+
+    def engine_choices(self, chip):
+        # ISA tensor_tensor: Vector or GpSimd; bitvec ops stay on Vector, integer math on its engine
+        return balance_choices(self, scalar=False, gpsimd=not is_bitvec(self.op) and float_math(self))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -838,8 +851,17 @@ class TensorScalar(DataToDst):
             self.accum_dst.write(red.reshape(self.accum_dst.shape))
 
     def cycles(self, chip):
-        c = vector_cost(chip, self.data.free_size, fast_16bit=_sbuf16(self.data, self.dst))
+        fast = _sbuf16(self.data, self.dst) and self.engine == Engine.VECTOR     # a Vector datapath speedup
+        c = vector_cost(chip, self.data.free_size, fast_16bit=fast)
         return c + (chip.min_ii_cycles if self.accum_dst is not None else 0)
+
+    def engine_choices(self, chip):
+        # ISA tensor_scalar: Vector, Scalar or GpSimd; bitvec ops and the Vector accumulator registers
+        # (tensor_scalar_reduce) only on Vector; the v2/v3 Scalar Engine only for multiply/add
+        if is_bitvec(self.op0) or self.accum_dst is not None:
+            return (self.engine,)
+        scalar = chip.nc_version > 3 or (self.op0, self.op1) in (("multiply", "add"), ("multiply", None), ("add", None))
+        return balance_choices(self, scalar=scalar, gpsimd=float_math(self))
 
 
 def _apply(ins, op, x, operand, reverse):
@@ -882,7 +904,8 @@ class ScalarTensorTensor(DataToDst):
         n = self.data.free_size
         fast = (_is16(self.data) and _is16(self.operand1) and self.op0 == "subtract"
                 and self.op1 == "multiply" and n % 2 == 0)
-        return max(chip.min_ii_cycles, n if fast else 2 * n)       # ISA: N or 2N
+        # ISA: N or 2N; the 2 is chip.vector_two_input_cycles (fitted, hw presets)
+        return max(chip.min_ii_cycles, n if fast else chip.vector_two_input_cycles * n)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

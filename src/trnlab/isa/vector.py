@@ -100,7 +100,8 @@ class TensorTensorScan(ToDst):
         self.store(self.dst, out.reshape(self.dst.shape))
 
     def cycles(self, chip):
-        return vector_cost(chip, self.data0.free_size, per_elem=2.0)      # ISA: max(MIN_II, 2N)
+        # ISA: max(MIN_II, 2N); the 2 is chip.vector_two_input_cycles (fitted, hw presets)
+        return vector_cost(chip, self.data0.free_size, per_elem=chip.vector_two_input_cycles)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

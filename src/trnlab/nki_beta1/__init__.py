@@ -118,30 +118,60 @@ class Benchmarked:
                  additional_compile_opt=None, **_):
         self.kernel = _as_kernel(kernel)
         self.warmup, self.iters = int(warmup), int(iters)
+        self.save_neff_name, self.save_trace_name = save_neff_name, save_trace_name
         self.benchmark_result = None
         functools.update_wrapper(self, self.kernel.fn)
 
     def __getitem__(self, grid) -> "Benchmarked":
-        return Benchmarked(self.kernel[grid], warmup=self.warmup, iters=self.iters)
+        return Benchmarked(self.kernel[grid], warmup=self.warmup, iters=self.iters,
+                           save_neff_name=self.save_neff_name, save_trace_name=self.save_trace_name)
 
     def __call__(self, *args, **kwargs):
         numerics = not typing.only_placeholders(args, kwargs)     # (placeholders only: timing-only)
         args, kwargs = typing.materialize_args(args, kwargs, values=numerics)
-        run = self.kernel.run(args, kwargs, timing=True, numerics=numerics)
-        sched = run.machine.scheduler
-        latency_us = sched.end * 1e6 if sched is not None else 0.0
+        trace = bool(self.save_neff_name or self.save_trace_name)
+        run = self.kernel.run(args, kwargs, timing=True, numerics=numerics, trace=trace)
+        sched, chip = run.machine.scheduler, run.machine.chip
+        kernel_us = sched.end * 1e6 if sched is not None else 0.0
+        # AWS's NcLatency is a measured device latency, which includes the fixed launch time that
+        # trnlab calibrate fits (hw kernel_launch_s); the kernel's own time is printed beside it
+        latency_us = kernel_us + chip.kernel_launch_s * 1e6
         self.benchmark_result = BenchmarkResult(NcLatency(latency_us, self.iters), run)
-        print(f"trnlab benchmark of {getattr(self.kernel.fn, '__name__', 'kernel')}: predicted latency "
-              f"{latency_us:.2f} us on {run.machine.chip.name} (timing model; warmup/iters not needed)")
+        name = getattr(self.kernel.fn, "__name__", "kernel")
+        _save_artifacts(run, name, self.save_neff_name, self.save_trace_name)
+        print(f"trnlab benchmark of {name}: predicted latency {latency_us:.2f} us on {chip.name} "
+              f"(kernel {kernel_us:.2f} us + launch {chip.kernel_launch_s * 1e6:.1f} us; timing model, "
+              f"warmup/iters not needed)")
         return run.outputs
+
+
+def _save_artifacts(run, name: str, neff_name, trace_name) -> None:
+    """Files at the names AWS's nki.benchmark writes, so scripts that rename them afterwards run unmodified:
+    save_trace_name gets trnlab's Perfetto/Chrome trace JSON (not an NTFF), save_neff_name a text listing of
+    the simulated instructions (not a NEFF: no compiled binary exists)."""
+    from trnlab.profile.outputs import write_text_atomic
+    from trnlab.profile.source import from_run, instructions
+    from trnlab.profile.trace import write_trace
+    data = from_run(run, name)
+    if trace_name:
+        write_trace(data, trace_name)
+    if neff_name:
+        lines = [f"# trnlab instruction listing of kernel '{name}' on {data.chip.name}: NOT a NEFF.",
+                 "# trnlab simulates the kernel; no compiled NEFF exists. The trace is trnlab's timing model.",
+                 f"# predicted latency {data.total_s * 1e6:.3f} us",
+                 "# start_us\tend_us\tengine\topcode\tapi\tsource"]
+        lines += [f"{i['start'] * 1e6:.3f}\t{i['end'] * 1e6:.3f}\t{i['engine']}\t{i['name']}\t{i['api']}\t{i['loc']}"
+                  for i in instructions(data.events)]
+        write_text_atomic(neff_name, "\n".join(lines) + "\n")
 
 
 def benchmark(kernel=None, *, warmup: int = 10, iters: int = 100, save_neff_name=None, save_trace_name=None,
               additional_compile_opt=None, **kwargs):
     """@nki.benchmark(warmup=, iters=): after a call, `f.benchmark_result.nc_latency.get_latency_percentile(p)`
-    gives the predicted latency in microseconds."""
+    gives the predicted latency in microseconds. save_trace_name / save_neff_name: see _save_artifacts."""
     def wrap(k):
-        return Benchmarked(k, warmup=warmup, iters=iters)
+        return Benchmarked(k, warmup=warmup, iters=iters, save_neff_name=save_neff_name,
+                           save_trace_name=save_trace_name)
     return wrap(kernel) if kernel is not None else wrap
 
 

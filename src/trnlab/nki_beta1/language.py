@@ -4,6 +4,7 @@ Every call returns a new tile (with no explicit dtype it keeps the input dtype, 
 the inputs) and accepts `mask=` (a predicate over the call's iteration space)."""
 from __future__ import annotations
 
+import contextlib
 import linecache
 import re
 import sys
@@ -211,13 +212,18 @@ def _shared_hbm(shape, dtype, buffer, name, api, loc) -> Tile:
     """shared_hbm / hbm tensors are one tensor for all programs of a grid (private_hbm is per program)."""
     if buffer is private_hbm:
         return _ops.alloc(_HBM, shape, dtype, api, name, loc)
-    state = _programs.setdefault(_current(), [0, {}])
+    m = _current()
+    state = _programs.setdefault(m, [0, {}])
     ordinal = state[0]
     state[0] += 1
-    t = state[1].get(ordinal)
-    if t is None or tuple(t.shape) != tuple(shape) or t.dtype != _dt.canonical(dtype):
-        t = _ops.alloc(_HBM, shape, dtype, api, name, loc)
-        state[1][ordinal] = t
+    # Programs of a threaded LNC launch run on one machine each: they share the launch group's tensors.
+    group = getattr(m, "lnc_group", None)
+    tensors = group.shared.setdefault("beta1_shared_hbm", {}) if group is not None else state[1]
+    with group.lock if group is not None else contextlib.nullcontext():
+        t = tensors.get(ordinal)
+        if t is None or tuple(t.shape) != tuple(shape) or t.dtype != _dt.canonical(dtype):
+            t = _ops.alloc(_HBM, shape, dtype, api, name, loc)
+            tensors[ordinal] = t
     return t
 
 

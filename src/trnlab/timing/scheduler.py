@@ -16,10 +16,11 @@ See docs/calibration.md for the constants and the fit against measured kernels.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from trnlab.core import dtypes as dt
-from trnlab.isa.base import DmaCost, Engine, MatmulCost
+from trnlab.core.compiler import current as current_compiler
+from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed
 from trnlab.isa import costs
 from trnlab.timing.hazards import HazardTracker
 from trnlab.timing.metrics import Work
@@ -98,6 +99,10 @@ class Scheduler:
         self.preds: list[int] = []
         self.sites: list[tuple] = []
         self.floor = 0.0                        # no later instruction starts before this (wait_until)
+        # CompilerModel.engine_balance (the Machine sets it from its own model); `placed`: the engine
+        # the latest compute instruction ran on
+        self.balance = current_compiler().engine_balance
+        self.placed = None
 
     # --- synchronisation with other cores (trnlab.frontend.lnc) ----------------------------------
     def now(self) -> float:
@@ -123,6 +128,7 @@ class Scheduler:
         if kind is DmaCost:
             start, end, pred = self._dma(instr, cost, accesses, index)
             unit_tag, avail = _DMA, end
+            self.placed = instr.engine
             self.work.add_dma(cost.nbytes, cost.hbm)
         else:
             engine = instr.engine
@@ -131,11 +137,16 @@ class Scheduler:
             if kind is MatmulCost:
                 start, end, pred = self._matmul(cost, accesses)
             else:
-                start, end, pred = self._compute(engine, cost.cycles, accesses)
+                choices = instr.engine_choices(self.chip) if self.balance and compiler_placed(instr) else ()
+                if len(choices) > 1:
+                    engine, (start, end, pred) = self._place(instr, choices, accesses)
+                else:
+                    start, end, pred = self._compute(engine, cost.cycles, accesses)
             self.free_at[engine] = end
             self.busy[engine] += end - start
             self.last_on[engine] = index
             unit_tag, avail = engine, end + self.latency[engine]
+            self.placed = engine
             if self.records is not None:
                 self._event(instr, str(engine), start, end, instr.flops(), instr.dma_bytes(), index)
         self.hazards.record_all(accesses, avail, unit_tag, index)
@@ -155,6 +166,19 @@ class Scheduler:
         if engine == _TENSOR:
             end = self._pe_throttled(start, end)
         return start, end, pred
+
+    def _place(self, instr, choices, accesses):
+        """engine_balance: run a compiler-placed op on the eligible engine where it finishes first, each
+        engine charged the ISA cost formula at its own clock; ties go to the earlier engine of
+        `choices` (Vector first). Only engines whose numerics equal the issued engine's are offered
+        (Instruction.engine_choices), so the values never depend on this choice."""
+        best = None
+        for engine in choices:
+            placed = instr if engine == instr.engine else replace(instr, engine=engine)
+            timing = self._compute(engine, placed.cost(self.chip).cycles, accesses)
+            if best is None or timing[1] < best[1][1]:
+                best = (engine, timing)
+        return best
 
     def _pe_throttled(self, start: float, end: float) -> float:
         speed = self.throttle.speed(start, self.pe_last_end)
