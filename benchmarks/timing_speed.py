@@ -137,7 +137,7 @@ def main() -> None:
     wall, count, predicted = run_step4(1024, 1024, 1024, **blocks)
     ours_cycles = predicted * TRN1.tensor_hz
     ss = run_scalesim(1024, 1024, 1024)
-    print(f"GEMM 1024x1024x1024 on a 128x128 array:")
+    print("GEMM 1024x1024x1024 on a 128x128 array:")
     print(f"  trnlab    {wall:8.3f} s wall  {ours_cycles:12,.0f} cycles (whole kernel incl. DMA, at the 2.8 GHz PE clock; "
           f"{count} instructions)")
     print(f"  SCALE-Sim {ss['wall_s']:8.3f} s wall  {ss['cycles']:12,} cycles (ws dataflow; process {ss['process_wall_s']:.1f} s)")

@@ -197,12 +197,16 @@ def test_launch_time_is_the_least_squares_minimum():
         def __init__(self, m):
             self.measured_us = m
     sims = [(P(150.0), 100.0), (P(240.0), 200.0), (P(1000.0), 990.0)]
-    c, sse = fit.best_launch(sims)
+    c, sse = fit.best_launch(sims, max_launch_us=1000.0)
     grid = np.linspace(0, 100, 100001)                     # brute force, independent of the closed form
     sse_grid = sum(((t + grid) / p.measured_us - 1) ** 2 for p, t in sims)
     assert c == pytest.approx(grid[np.argmin(sse_grid)], abs=2e-3)
     assert sse == pytest.approx(sse_grid.min(), rel=1e-6)
     assert fit.best_launch([(P(100.0), 150.0)])[0] == 0.0  # never negative
+    # the bound-derived limit clamps it (the minimum of a parabola restricted to [0, limit])
+    c_lim, sse_lim = fit.best_launch(sims, max_launch_us=20.0)
+    in_range = grid <= 20.0
+    assert c_lim == 20.0 and sse_lim == pytest.approx(sse_grid[in_range].min(), rel=1e-6)
 
 
 def test_cli_all_flag_reaches_the_command(monkeypatch):
