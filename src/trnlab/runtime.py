@@ -67,6 +67,13 @@ class KernelRun:
     name: str = ""          # the kernel function's name
     machines: list | None = None   # threaded LNC launches: one Machine per program (machine = the slowest)
 
+    @property
+    def device_latency_s(self) -> float:
+        """What a device measurement reports (nki.benchmark's nc_latency, a published latency): the
+        simulated kernel time plus the chip's fixed launch time (hw kernel_launch_s); 0 when untimed."""
+        sched = self.machine.scheduler
+        return sched.end + self.machine.chip.kernel_launch_s if sched is not None else 0.0
+
 
 # Profiling hook: every finished run is passed to each observer; `forced` overrides run options
 # (e.g. {"timing": True, "trace": True, "numerics": False, "target": "trn2", "max_instructions": 10**7,

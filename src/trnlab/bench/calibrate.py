@@ -157,8 +157,7 @@ def predict_run(point: Point, *, shape=None, chip=None, trace: bool = False):
 def predict_us(point: Point, *, shape=None, chip=None) -> float:
     """Predicted measured latency: the simulated kernel time plus the chip's fitted kernel_launch_s (the
     fixed time a measurement includes beyond the engines' and queues' work; docs/calibration.md)."""
-    m = predict_run(point, shape=shape, chip=chip).machine
-    return (m.scheduler.end + m.chip.kernel_launch_s) * 1e6
+    return predict_run(point, shape=shape, chip=chip).device_latency_s * 1e6
 
 
 def calibrate(points=None, *, on_step=None, chips=None) -> list[Row]:

@@ -131,11 +131,11 @@ class Benchmarked:
         args, kwargs = typing.materialize_args(args, kwargs, values=numerics)
         trace = bool(self.save_neff_name or self.save_trace_name)
         run = self.kernel.run(args, kwargs, timing=True, numerics=numerics, trace=trace)
-        sched, chip = run.machine.scheduler, run.machine.chip
-        kernel_us = sched.end * 1e6 if sched is not None else 0.0
+        chip = run.machine.chip
         # AWS's NcLatency is a measured device latency, which includes the fixed launch time that
         # trnlab calibrate fits (hw kernel_launch_s); the kernel's own time is printed beside it
-        latency_us = kernel_us + chip.kernel_launch_s * 1e6
+        latency_us = run.device_latency_s * 1e6
+        kernel_us = latency_us - chip.kernel_launch_s * 1e6
         self.benchmark_result = BenchmarkResult(NcLatency(latency_us, self.iters), run)
         name = getattr(self.kernel.fn, "__name__", "kernel")
         _save_artifacts(run, name, self.save_neff_name, self.save_trace_name)
