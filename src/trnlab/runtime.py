@@ -139,8 +139,7 @@ def _run_or_retry(fn, args, kwargs, grid, machine, threads, settings) -> KernelR
         # its tiles itself raises the capacity error again from this run). The probe's record of every
         # use lets it evict the tiles needed furthest in the future (core.memory.spill_victims).
         liveness = Liveness(probe.last_use, probe.uses) if probe is not None else None
-        return _run(fn, args, kwargs, grid, Machine(**settings, compiler=model, liveness=liveness, spill=True),
-                    threads)
+        return _run(fn, args, kwargs, grid, Machine(**strict, liveness=liveness, spill=True), threads)
 
 
 def _probe(fn, args, kwargs, grid, threads, settings) -> Liveness | None:

@@ -524,6 +524,4 @@ class Liveness:
     @staticmethod
     def _release(alloc, memory) -> None:
         if alloc.live:
-            memory.free(alloc.uid)
-            alloc.superseded = True
-            memory.reclaimed += 1
+            memory.retire(alloc)

@@ -180,9 +180,7 @@ class OnChipMemory:
         spilled = []
         for a in chosen:
             if self.next_use is not None and self.next_use(a) is None:
-                a.live = False                     # dead: freed, as core.machine.Liveness would
-                a.superseded = True
-                self.reclaimed += 1
+                self.retire(a)                     # dead: freed, as core.machine.Liveness would
                 continue
             a.spilled = True
             self.spilled[a.uid] = a
@@ -237,15 +235,21 @@ class OnChipMemory:
         if not fits():
             self.live[old.uid] = old
             return False
-        old.live = False
-        old.superseded = True
-        self.reclaimed += 1
+        self.retire(old)
         return True
 
     def free(self, uid: int) -> None:
         alloc = self.live.pop(uid, None) or self.spilled.pop(uid, None)
         if alloc is not None:
             alloc.live = False
+
+    def retire(self, alloc: Allocation) -> None:
+        """Free a tile the compiler knows is dead although the kernel still holds it (superseded: a use
+        after this is reported by Machine.issue as a capacity error)."""
+        self.free(alloc.uid)
+        alloc.live = False
+        alloc.superseded = True
+        self.reclaimed += 1
 
     def _first_fit(self, p0: int, p1: int, nbytes: int, avoid=()) -> int:
         spans = sorted([(a.b0, a.b1) for a in self.live.values() if a.p0 < p1 and p0 < a.p1] + list(avoid))

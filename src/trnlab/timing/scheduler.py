@@ -19,7 +19,6 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from trnlab.core import dtypes as dt
-from trnlab.core.compiler import current as current_compiler
 from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed
 from trnlab.isa import costs
 from trnlab.timing.hazards import HazardTracker
@@ -99,9 +98,9 @@ class Scheduler:
         self.preds: list[int] = []
         self.sites: list[tuple] = []
         self.floor = 0.0                        # no later instruction starts before this (wait_until)
-        # CompilerModel.engine_balance (the Machine sets it from its own model); `placed`: the engine
+        # CompilerModel.engine_balance: the Machine sets it from its own model; `placed`: the engine
         # the latest compute instruction ran on
-        self.balance = current_compiler().engine_balance
+        self.balance = True
         self.placed = None
 
     # --- synchronisation with other cores (trnlab.frontend.lnc) ----------------------------------
@@ -139,7 +138,7 @@ class Scheduler:
             else:
                 choices = instr.engine_choices(self.chip) if self.balance and compiler_placed(instr) else ()
                 if len(choices) > 1:
-                    engine, (start, end, pred) = self._place(instr, choices, accesses)
+                    engine, (start, end, pred) = self._place(instr, cost.cycles, choices, accesses)
                 else:
                     start, end, pred = self._compute(engine, cost.cycles, accesses)
             self.free_at[engine] = end
@@ -167,15 +166,16 @@ class Scheduler:
             end = self._pe_throttled(start, end)
         return start, end, pred
 
-    def _place(self, instr, choices, accesses):
+    def _place(self, instr, issued_cycles, choices, accesses):
         """engine_balance: run a compiler-placed op on the eligible engine where it finishes first, each
         engine charged the ISA cost formula at its own clock; ties go to the earlier engine of
         `choices` (Vector first). Only engines whose numerics equal the issued engine's are offered
         (Instruction.engine_choices), so the values never depend on this choice."""
         best = None
         for engine in choices:
-            placed = instr if engine == instr.engine else replace(instr, engine=engine)
-            timing = self._compute(engine, placed.cost(self.chip).cycles, accesses)
+            cycles = (issued_cycles if engine == instr.engine     # (the caller's cost of the issued engine)
+                      else replace(instr, engine=engine).cost(self.chip).cycles)
+            timing = self._compute(engine, cycles, accesses)
             if best is None or timing[1] < best[1][1]:
                 best = (engine, timing)
         return best
