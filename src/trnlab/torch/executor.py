@@ -112,7 +112,8 @@ class Program:
         self.name = name
         self.fallback = fallback
         self.graph = ep.graph
-        self.info = capture.analyse(ep)
+        # an ExportedProgram (inference capture) or a plain aten GraphModule (AOTAutograd fw/bw graphs)
+        self.info = capture.analyse(ep) if hasattr(ep, "graph_signature") else capture.analyse_graph(ep)
         fused = {**find_act_muls(self.graph), **find_rmsnorms(self.graph)}
         self.fused = {n: f for n, f in fused.items() if not any(refusal(m) for m in (n, *f.interior))}
         self.interior = {n for f in self.fused.values() for n in f.interior}
@@ -213,7 +214,7 @@ class Program:
                 records.append(self._run_node(ctx, node))
                 if progress is not None:
                     progress()
-            outputs = [self._to_host(ctx, n) for n in self.info.outputs]
+            outputs = [None if n is None else self._to_host(ctx, n) for n in self.info.outputs]
         sched = m.scheduler
         fallbacks = [r for r in records if r.where == "cpu-fallback"]
         return RunResult(pytree.tree_unflatten(outputs, self.info.out_spec), records, sched.end, m,
