@@ -5,6 +5,8 @@ tfloat32 has no ml_dtypes type: it is stored as float32 and rounded to a 10-bit 
 """
 from __future__ import annotations
 
+import contextvars
+
 import ml_dtypes
 import numpy as np
 
@@ -137,7 +139,49 @@ def cast(values, dt) -> np.ndarray:
         return np.clip(v, info.min, info.max).astype(dt)
     if dt == bool_:
         return values.astype(bool)
+    if dt is bfloat16 and values.dtype == float32:
+        rng = _stochastic_rng.get()
+        if rng is not None:
+            return stochastic_round_bf16(values, rng)
     return values.astype(dt)
+
+
+# The Generator of the Machine whose instruction is executing with stochastic rounding on (None: round to
+# nearest even). Machine.issue sets it around one instruction's execution: only engine and DMA writes of
+# that machine round stochastically, host-side casts never do.
+_stochastic_rng: contextvars.ContextVar = contextvars.ContextVar("trnlab_stochastic_rounding", default=None)
+
+
+class stochastic_rounding:
+    """Context manager: fp32 -> bf16 casts inside round stochastically with `rng` (None: unchanged)."""
+
+    def __init__(self, rng):
+        self.rng = rng
+        self._token = None
+
+    def __enter__(self):
+        self._token = _stochastic_rng.set(self.rng)
+        return self.rng
+
+    def __exit__(self, *exc) -> None:
+        _stochastic_rng.reset(self._token)
+
+
+def stochastic_round_bf16(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """fp32 -> bf16 by stochastic rounding: round up (away from zero) with probability equal to the
+    distance from the lower-magnitude bf16 neighbour in units of the gap, so the rounding is unbiased.
+
+    Stochastic rounding is defined on the bits (AWS Neuron rounding modes,
+    https://awsdocs-neuron.readthedocs-hosted.com/en/latest/general/arch/neuron-features/rounding-modes.html):
+    add a uniform random integer in [0, 2^16) to the fp32 bit pattern and truncate the low 16 bits.
+    ml_dtypes has no stochastic mode, hence the bit-level code here (every other rounding is ml_dtypes).
+    The magnitude carries into the exponent when it rounds up across a binade (and past the largest
+    finite bf16 to inf, like round-up); NaN and inf are returned unchanged."""
+    x = np.ascontiguousarray(values, dtype=np.float32)
+    noise = rng.integers(0, 1 << 16, size=x.shape, dtype=np.uint32)
+    bits = (x.view(np.uint32) + noise) & np.uint32(0xFFFF0000)
+    rounded = np.where(np.isfinite(x), bits.view(np.float32), x)
+    return rounded.astype(bfloat16)         # exact: the low 16 bits are zero
 
 
 def to_fp32(values: np.ndarray) -> np.ndarray:

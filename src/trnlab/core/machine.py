@@ -58,6 +58,14 @@ def _instruction_limit(limit) -> int | None:
     return int(limit)
 
 
+def _sr_generator(seed) -> "np.random.Generator | None":
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise LaunchError(f"stochastic_rounding must be None, a seed (int >= 0) or a numpy Generator, got {seed!r}")
+    return np.random.default_rng(int(seed))
+
+
 _LAZY_MIN_BYTES = 1 << 20         # below this, np.zeros is as fast (measured: 3 us for 256 KiB)
 
 
@@ -87,13 +95,16 @@ class Machine:
                  scheduler: "Callable[[ChipSpec], Any] | None" = None, tensor_class=Tensor,
                  liveness: "Liveness | None" = None, max_instructions: int | None = None,
                  progress: "Callable[[Machine, Any], None] | None" = None, compiler: "CompilerModel | None" = None,
-                 spill: bool = False):
+                 spill: bool = False, stochastic_rounding: "int | np.random.Generator | None" = None):
         """scheduler: a factory chip -> observer whose schedule(instr) sees every issued instruction
         (trnlab.timing.Scheduler, or functools.partial(Scheduler, trace=True)); None runs untimed.
         max_instructions: issuing more raises InstructionLimitError. progress: called with (machine,
         instruction) every PROGRESS_EVERY instructions (core.progress). spill: True lets the compiler model's
         sbuf_spill act (runtime.run_kernel asks for it only after the run without it and the last-use
-        retry overflowed SBUF); False keeps the overflow an SbufCapacityError."""
+        retry overflowed SBUF); False keeps the overflow an SbufCapacityError.
+        stochastic_rounding: None rounds fp32 -> bf16 writes to nearest even; a seed (int) or a numpy
+        Generator rounds them stochastically (dtypes.stochastic_round_bf16), deterministic per seed: AWS's
+        BF16 training mode (NEURON_RT_STOCHASTIC_ROUNDING_EN=1). Other roundings are unchanged."""
         if not precise_fp():
             raise NotImplementedError(
                 "NKI_PRECISE_FP=0 (AWS's fp32-everywhere simulator mode) is not modelled by trnlab, which "
@@ -132,6 +143,7 @@ class Machine:
         self.vector_regs = np.zeros((chip.partitions, 1), dtype=np.float32)  # Vector accumulators
         self.rng_streams: dict = {}      # engine -> PRNG stream (isa.random); seeded, deterministic
         self.rng = np.random.default_rng(0)
+        self.sr_rng = _sr_generator(stochastic_rounding)
         self.program_id: tuple = (0,)
         self.num_programs: tuple = (1,)
         self.printed: list[str] = []
@@ -241,7 +253,11 @@ class Machine:
             self._settle_zero(instr)
         if self.numerics:
             try:
-                instr.execute(self)
+                if self.sr_rng is None:
+                    instr.execute(self)
+                else:
+                    with dt.stochastic_rounding(self.sr_rng):
+                        instr.execute(self)
             except (NkiValidationError, SimulationError):
                 raise
             except Exception as exc:  # numpy failures become errors that name the instruction
