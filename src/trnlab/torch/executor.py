@@ -83,6 +83,7 @@ class RunResult:
     machine: Machine
     wall_s: float
     fallbacks: list = field(default_factory=list)
+    program: "Program | None" = None        # what ran (its graph: e.g. the activations a forward saves)
 
 
 def model_flops(node) -> float:
@@ -218,7 +219,7 @@ class Program:
         sched = m.scheduler
         fallbacks = [r for r in records if r.where == "cpu-fallback"]
         return RunResult(pytree.tree_unflatten(outputs, self.info.out_spec), records, sched.end, m,
-                         time.perf_counter() - t0, fallbacks)
+                         time.perf_counter() - t0, fallbacks, self)
 
     def _place_state(self, ctx):
         for node, layouts in self._device_state().items():

@@ -139,7 +139,7 @@ def model_shape(model: torch.nn.Module) -> tuple[int, int]:
 
 
 # --- the training loop ------------------------------------------------------------------------------
-class WithLoss(torch.nn.Module):
+class NextTokenLoss(torch.nn.Module):
     """forward(input_ids, labels) -> mean next-token cross-entropy of a logits model (the loss and its
     backward run on the chip with the model)."""
 
@@ -223,3 +223,152 @@ class TrainResult:
                 "hbm": self.hbm.to_dict(), "grad_check": self.grad_check, "wall_s": self.wall_s,
                 "ops": [{"op": o.op, "time_s": o.time_s, "instructions": o.instructions, "source": o.source}
                         for o in self.ops]}
+
+
+# --- models and data ------------------------------------------------------------------------------------
+def build_for_training(name: str, *, seed: int = 0, meta: bool = False, checkpointing: str = "none"):
+    """(module whose forward(input_ids, labels) returns the loss, vocab size) for a built-in name."""
+    from trnlab.torch import hf, models
+    if name in hf.TRAINING_BUILDERS:
+        if meta:
+            raise ValueError(f"{name} is built from transformers with real weights; --timing-only trains the "
+                             "built-in decoders only")
+        if checkpointing != "none":
+            raise ValueError(f"--checkpointing {checkpointing} is for the built-in decoders, not {name}")
+        model = hf.TRAINING_BUILDERS[name]("tiny", seed)
+        return _HfWithLabels(model), hf.vocab(model)
+    if name.endswith("-layer"):
+        raise ValueError(f"{name} is one decoder layer on hidden states; `trnlab train` trains whole models "
+                         "(benchmarks/train_estimate.py times one layer's training step)")
+    model = models.set_checkpointing(models.build(name, seed=seed, meta=meta), checkpointing)
+    return NextTokenLoss(model), model.cfg.vocab
+
+
+class _HfWithLabels(torch.nn.Module):
+    """A transformers model called with labels= (it computes its own loss); BERT gets masked-LM labels."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, labels):
+        return self.model(input_ids=input_ids, labels=labels).loss
+
+
+def training_batch(name: str, vocab: int, batch: int, seq: int, seed: int = 1, meta: bool = False):
+    """(input_ids, labels): a fixed batch of random tokens (the loss falls as the model learns it).
+    Built-in decoders get next-token labels; transformers causal LMs shift labels themselves; BERT gets
+    15% of positions masked (label -100 elsewhere, PyTorch's ignore_index)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, seq + 1), generator=gen)
+    if name == "hf-bert":
+        inputs, labels = ids[:, :seq].clone(), ids[:, :seq].clone()
+        masked = torch.rand(batch, seq, generator=gen) < 0.15
+        masked[:, 0] = True                            # at least one label per row
+        inputs[masked] = min(103, vocab - 1)           # BERT's [MASK] id
+        labels[~masked] = -100
+    elif name.startswith("hf-"):
+        inputs = labels = ids[:, :seq]
+    else:
+        inputs, labels = ids[:, :seq], ids[:, 1:]
+    if meta:
+        return inputs.to("meta"), labels.to("meta")
+    return inputs, labels
+
+
+# --- the loop -----------------------------------------------------------------------------------------
+def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int = 64, dtype="bf16",
+          checkpointing: str = "none", optimizer: str = "adamw", lr: float = 1e-3, numerics: bool = True,
+          progress=None, fallback=None) -> TrainResult:
+    """Train a built-in model for `steps` steps on one simulated NeuronCore: each step runs forward and
+    backward (torch.compile with the trnlab backend) and the optimizer (trnlab.torch.optim) on the chip;
+    eager fp32 PyTorch trains a copy beside it on the same batch. The model runs without dropout (random
+    masks are not simulated). numerics=False: timing only, one step on shapes (no values, no eager)."""
+    import copy
+    import time as _time
+    from trnlab.hw import get_chip
+    from trnlab.torch import optim as sim_optim
+    from trnlab.torch.api import as_dtype, dtype_name
+    from trnlab.torch.report import chip_fields
+    from trnlab.torch.train import GRAD_TOLERANCE, compile_train, last_training
+
+    t0 = _time.perf_counter()
+    chip = get_chip(target)
+    tdtype = as_dtype(dtype)
+    model, vocab = build_for_training(name, meta=not numerics, checkpointing=checkpointing)
+    inputs, labels = training_batch(name, vocab, batch, seq, meta=not numerics)
+    n_params = trainable_params(model)
+    before = hbm_breakdown(model, tdtype, optimizer=optimizer, activations_bytes=0,
+                           capacity_bytes=chip.hbm_bytes_per_core)
+    before.check(name, chip.name)
+    layers, hidden = model_shape(model.model)
+    compiled = compile_train(model, target=chip.name, dtype=tdtype, numerics=numerics, check=False, name=name,
+                             fallback=fallback)
+    opt = _optimizer(sim_optim, optimizer, model, lr, chip.name, numerics)
+    ref = ref_opt = None
+    if numerics:
+        ref = copy.deepcopy(model).float()
+        ref_opt = _optimizer(torch.optim, optimizer, ref, lr)
+    losses, eager_losses, grad_check, hbm = [], [], {}, None
+    for step in range(steps if numerics else 1):
+        _tick(progress, f"step {step + 1}/{steps}: forward and backward on the simulated chip")
+        loss = compiled(inputs, labels)
+        loss.backward()
+        record = last_training()
+        if hbm is None:
+            saved = saved_activation_bytes(record.forward_runs[-1].program.graph, 1, tdtype)
+            hbm = hbm_breakdown(model, tdtype, optimizer=optimizer, activations_bytes=saved,
+                                capacity_bytes=chip.hbm_bytes_per_core)
+            hbm.check(name, chip.name)
+        if numerics:
+            ref_loss = ref(inputs, labels)
+            ref_loss.backward()
+            if step == 0:
+                grad_check = _grad_check(model, ref, GRAD_TOLERANCE.get(dtype_name(tdtype), 5e-2))
+            ref_opt.step()
+            ref_opt.zero_grad()
+            losses.append(float(loss))
+            eager_losses.append(float(ref_loss))
+        _tick(progress, f"step {step + 1}/{steps}: {optimizer} on the simulated chip")
+        opt.step()
+        opt.zero_grad()
+    timing = StepTiming(sum(r.latency_s for r in record.forwards), sum(r.latency_s for r in record.backwards),
+                        opt.last_step.latency_s, sum(r.hw_pe_s for r in record.forwards + record.backwards),
+                        sum(r.instructions for r in record.forwards + record.backwards) + opt.last_step.instructions)
+    fields = chip_fields(chip, dtype_name(tdtype))
+    ops = [o for r in record.forwards + record.backwards for o in r.ops]
+    return TrainResult(name, chip.name, dtype_name(tdtype), batch, seq, checkpointing, optimizer, losses,
+                       eager_losses, timing, hbm, n_params,
+                       training_flops_per_token(n_params, layers, hidden, seq), fields["peak_flops"],
+                       fields["usd_per_hour"], fields["instance"], fields["instance_cores"], grad_check, ops,
+                       "numerics" if numerics else "timing-only", _time.perf_counter() - t0)
+
+
+def _optimizer(module, kind: str, model, lr: float, target=None, numerics=None):
+    """AdamW (weight decay 0.01, PyTorch's default) or SGD with momentum 0.9, from `module` (torch.optim
+    for eager, trnlab.torch.optim for the chip)."""
+    extra = {} if target is None else {"target": target, "numerics": numerics}
+    if kind == "adamw":
+        return module.AdamW(model.parameters(), lr=lr, **extra)
+    return module.SGD(model.parameters(), lr=lr, momentum=0.9, **extra)
+
+
+def _grad_check(model, ref, tolerance: float) -> dict:
+    """Every parameter's gradient on the chip vs eager fp32 (error relative to the reference's max)."""
+    from trnlab.torch.api import check_output
+    ref_params = dict(ref.named_parameters())
+    worst, name = 0.0, ""
+    for pname, p in model.named_parameters():
+        r = ref_params[pname].grad
+        if r is None:
+            continue
+        got = p.grad if p.grad is not None else torch.zeros_like(r)
+        err = check_output(pname, got.detach().float(), r.float(), tolerance).max_rel_err
+        if err >= worst:
+            worst, name = err, pname
+    return {"max_rel_err": worst, "worst_param": name, "tolerance": tolerance, "ok": worst <= tolerance}
+
+
+def _tick(progress, text: str) -> None:
+    if progress is not None:
+        progress(text)
