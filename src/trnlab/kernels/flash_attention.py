@@ -39,7 +39,7 @@ import numpy as np
 import trnlab.nki as nki
 from trnlab.core import dtypes as dt
 from trnlab.errors import ShapeError
-from trnlab.kernels._common import NEG_BIG, P, ceil_div, float_dtype_for, load_transposed, psum, sbuf
+from trnlab.kernels._common import NEG_BIG, P, ceil_div, float_dtype_for, load_transposed, psum, sbuf, strided
 from trnlab.kernels._examples import randn, scaled
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
@@ -88,7 +88,6 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
     hkv, skv = k.shape[1], k.shape[2]
     group = h_ // hkv
     mask4 = mask.broadcast_to((b_, h_, sq, skv)) if mask is not None else None
-    lse4 = lse.reshape(tuple(lse.shape) + (1,)) if lse is not None else None
     cdt = float_dtype_for(q, k, v)
     for b in range(b_):
         for hk in range(hkv):
@@ -97,15 +96,15 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
             if sq == 1 and not causal:          # decode: the group's query heads are the rows
                 _drain(_attend(out.index((b, slice(h0, h1), 0)), _QT(q.index((b, slice(h0, h1), 0)), cdt), kv,
                                mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale,
-                               lse4.index((b, slice(h0, h1), 0)) if lse4 is not None else None))
+                               column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None))
                 continue
             banks = 2 if _shared_bank(kv.dv, min(P, sq), cdt) else 3
-            _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse4),
+            _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse),
                         max(1, min(STREAMS, nl.tile_size.psum_num_banks // banks)))
     return out
 
 
-def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse4=None):
+def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse=None):
     for h in range(h0, h1):
         qt = _QT(q.index((b, h)), cdt)
         for q0 in range(0, sq, P):
@@ -113,7 +112,7 @@ def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse4=None):
             yield _attend(out.index((b, h, slice(q0, q1))), qt.rows(q0, q1), kv,
                           mask4.index((b, h, slice(q0, q1))) if mask4 is not None else None,
                           q0 if causal else None, scale,
-                          lse4.index((b, h, slice(q0, q1))) if lse4 is not None else None)
+                          column(lse.index((b, h, slice(q0, q1)))) if lse is not None else None)
 
 
 def _interleave(gens, width: int) -> None:
@@ -331,6 +330,11 @@ def _apply_mask(s, mask, buf, n, scale):
     out = buf.s[:, :n]
     nisa.tensor_tensor(dst=out, data1=s, data2=mt, op=nl.add)
     return out
+
+
+def column(v):
+    """A 1-D HBM view [n] (any stride) as [n, 1]: one value per partition."""
+    return strided(v, (v.shape[0], 1), (v.strides[0], 1))
 
 
 def _vec(rows, name):

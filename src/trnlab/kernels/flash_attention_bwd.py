@@ -42,7 +42,7 @@ from trnlab.core import dtypes as dt
 from trnlab.errors import ShapeError
 from trnlab.kernels._common import NEG_BIG, P, float_dtype_for, load_transposed, psum, sbuf
 from trnlab.kernels._examples import randn
-from trnlab.kernels.flash_attention import _as_4d, _interleave, reference as _forward_reference
+from trnlab.kernels.flash_attention import _as_4d, _interleave, column, reference as _forward_reference
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 
@@ -98,12 +98,11 @@ def flash_attention_bwd_into(dq, dk, dv, q, k, v, out, dout, lse, *, scale: floa
     group = h_ // hkv
     mask4 = mask.broadcast_to((b_, h_, sq, skv)) if mask is not None else None
     cdt = float_dtype_for(q, k, v, out, dout)
-    lse4 = lse.reshape(tuple(lse.shape) + (1,))
     for b in range(b_):
         for hk in range(hkv):
             kv = _KVSide(k.index((b, hk)), v.index((b, hk)), cdt)
             for h in range(hk * group, (hk + 1) * group):
-                qs = _QSide(q.index((b, h)), dout.index((b, h)), out.index((b, h)), lse4.index((b, h)), cdt)
+                qs = _QSide(q.index((b, h)), dout.index((b, h)), out.index((b, h)), lse.index((b, h)), cdt)
                 m = mask4.index((b, h)) if mask4 is not None else None
                 lanes = _Lanes(qs.d, kv.dv, cdt)
                 _interleave((_key_tile(kv, qs, j, m, causal, scale, lanes) for j in range(kv.n_tiles)), lanes.width)
@@ -176,7 +175,7 @@ class _QSide:
         for (r0, r1), do_t in zip(self.bounds, self.do_rows):
             n = r1 - r0
             nl_t = sbuf((n, 1), F32, name="neg_lse")
-            nisa.dma_copy(dst=nl_t, src=lse[r0:r1])
+            nisa.dma_copy(dst=nl_t, src=column(lse.index((slice(r0, r1),))))
             nisa.tensor_scalar(dst=nl_t, data=nl_t, op0=nl.multiply, operand0=-1.0)
             o_t = sbuf((n, self.dv), out.dtype, name="o")
             nisa.dma_copy(dst=o_t, src=out[r0:r1])

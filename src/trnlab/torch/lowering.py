@@ -650,3 +650,6 @@ PRESERVED = [aten.linear.default, aten.scaled_dot_product_attention.default, ate
 def covered_ops() -> list[str]:
     """Names of the ops with a lowering (aten packets and Python operators)."""
     return sorted(str(k) if hasattr(k, "overloads") else getattr(k, "__name__", str(k)) for k in LOWERINGS)
+
+
+import trnlab.torch.lowering_attention  # noqa: E402,F401  (registers the SDPA flash ops; kept in its own file)
