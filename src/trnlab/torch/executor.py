@@ -97,12 +97,24 @@ def model_flops(node) -> float:
         a = node.args[1] if packet is aten.addmm else node.args[0]
         return 2.0 * np.prod(val.shape) * shape(a)[-1]
     if packet is aten.scaled_dot_product_attention:
-        q, k = shape(node.args[0]), shape(node.args[1])
-        sq, skv, d = q[-2], k[-2], q[-1]
-        causal = node.kwargs.get("is_causal", len(node.args) > 5 and node.args[5])
-        pairs = sum(min(skv, i + 1) for i in range(sq)) if causal else sq * skv
-        return 4.0 * np.prod(q[:-2]) * pairs * d
+        return _attention_flops(node, 0, 5)
+    if packet is aten._scaled_dot_product_flash_attention_for_cpu:
+        return _attention_flops(node, 0, 4)
+    if packet is aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        # recompute S = q k^T, then dP = dO v^T, dV = P^T dO, dK = dS^T q, dQ = dS k: five products of
+        # 2 * pairs * D(v) FLOPs against the forward's two: 2.5x when Dv = D, FlashAttention's own count
+        # (https://github.com/Dao-AILab/flash-attention/blob/main/benchmarks/benchmark_flash_attention.py)
+        return 2.5 * _attention_flops(node, 1, 7)
     return 0.0
+
+
+def _attention_flops(node, q_pos: int, causal_pos: int) -> float:
+    """4 * B * H * (query, key) pairs * D: the forward's q k^T and P v (the causal half when causal)."""
+    q, k = (tuple(node.args[i].meta["val"].shape) for i in (q_pos, q_pos + 1))
+    sq, skv, d = q[-2], k[-2], q[-1]
+    causal = node.kwargs.get("is_causal", len(node.args) > causal_pos and node.args[causal_pos])
+    pairs = sum(min(skv, i + 1) for i in range(sq)) if causal else sq * skv
+    return 4.0 * np.prod(q[:-2]) * pairs * d
 
 
 class Program:

@@ -653,3 +653,4 @@ def covered_ops() -> list[str]:
 
 
 from trnlab.torch import lowering_train  # noqa: E402,F401  (training ops register here; imported last)
+from trnlab.torch import lowering_attention  # noqa: E402,F401  (the SDPA flash ops and their backward)
