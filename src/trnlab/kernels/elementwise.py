@@ -37,8 +37,21 @@ def _depth(plan, n_tiles: int, itemsize: int = 4) -> int:
 
 
 def _load(view, name, dtype=None):
-    t = sbuf(view.shape, dtype or (F32 if view.dtype in (nl.bool_, nl.uint8) else view.dtype), name=name)
+    dtype = dtype or (F32 if view.dtype in (nl.bool_, nl.uint8) else view.dtype)
+    if free_broadcast(view):
+        return _expand(_load_vec(view, name), view.shape, dtype, name)
+    t = sbuf(view.shape, dtype, name=name)
     nisa.dma_copy(dst=t, src=view)
+    return t
+
+
+def _expand(vec, shape, dtype, name):
+    """A tile whose rows repeat one value each, from the [rows, 1] vector: a DMA from a stride-0 HBM
+    view would move one element per descriptor, the Vector engine fills it at its full rate.
+    1 * v reproduces v exactly (signed zeros, inf and NaN included)."""
+    t = sbuf(shape, dtype, name=name)
+    nisa.memset(dst=t, value=1.0)
+    nisa.tensor_scalar(dst=t, data=t, op0="multiply", operand0=vec)
     return t
 
 

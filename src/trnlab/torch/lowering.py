@@ -449,11 +449,43 @@ def _reduction(op, scale_by_count=False):
     def lower(ctx, node, x, dims=None, keepdim=False, *_, **__):
         out = ctx.out(node)
         dims = list(range(x.ndim)) if dims is None or dims == [] else ([dims] if isinstance(dims, int) else list(dims))
+        dims = sorted(d % x.ndim for d in dims)
+        scale_of = (lambda c: 1.0 / c) if scale_by_count else (lambda c: 1.0)
+        if len(dims) == x.ndim and x.size >= 2 * PARTITIONS and x.size % PARTITIONS == 0:
+            return _reduce_all(ctx, out, x, op, scale_of(x.size))
+        if op == "add" and not scale_by_count and dt.is_float(x.dtype) and dims == list(range(len(dims))) \
+                and len(dims) < x.ndim:
+            return _column_sum(ctx, out, x, len(dims))
         xv, lead = _reduce_view(ctx, x, dims)
         c = xv.shape[-1]
-        rows.reduce_last(out.reshape(lead + (1,)), xv, op, scale=1.0 / c if scale_by_count else 1.0)
+        rows.reduce_last(out.reshape(lead + (1,)), xv, op, scale=scale_of(c))
         return out
     return lower
+
+
+PARTITIONS = 128
+
+
+def _reduce_all(ctx, out, x, op, scale):
+    """A reduction to one value in two stages, as on the chip: every partition reduces its share of
+    the elements, then one partition reduces the 128 fp32 partials (one partition alone would walk
+    every element)."""
+    partial = ctx.alloc((PARTITIONS, 1), dt.float32, f"{ctx.node.name}.partial")
+    rows.reduce_last(partial, reshape(ctx, x, (PARTITIONS, x.size // PARTITIONS)), op)
+    rows.reduce_last(out.reshape(1, 1), partial.reshape(1, PARTITIONS), op, scale=scale)
+    return out
+
+
+def _column_sum(ctx, out, x, lead: int):
+    """Sum over the leading dims (bias and norm-weight gradients: [tokens, C] -> [C]) on the Tensor
+    engine: ones[1, M] @ x[M, C], accumulated in fp32 PSUM, instead of a partition-strided walk."""
+    from trnlab.kernels.training import fill
+    m = int(np.prod(x.shape[:lead]))
+    c = x.size // m
+    ones = ctx.alloc((1, m), x.dtype, f"{ctx.node.name}.ones")
+    fill(ones, 1.0)
+    gemm_into(out.reshape(1, c), ones, reshape(ctx, x, (m, c)))
+    return out
 
 
 def _no_int64_input(node, x, *_, **__):

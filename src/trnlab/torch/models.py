@@ -112,9 +112,18 @@ class _Block(nn.Module):
 
     def _attend(self, q, k, v, **kw):
         attend = functools.partial(F.scaled_dot_product_attention, is_causal=True, **kw)
+        if q.is_meta:
+            attend = _flash_for_cpu
         if self.recompute_attention and torch.is_grad_enabled():
             return checkpoint(attend, q, k, v, use_reentrant=False)
         return attend(q, k, v)
+
+
+def _flash_for_cpu(q, k, v):
+    """The op F.scaled_dot_product_attention dispatches to for CPU tensors (with its backward), called
+    directly for shapes-only (meta) models: on the meta device SDPA would pick its unfused math
+    backend, and a timing-only estimate would then time a graph the real model never runs."""
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)[0]
 
 
 class LlamaBlock(_Block):

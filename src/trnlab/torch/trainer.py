@@ -372,3 +372,52 @@ def _grad_check(model, ref, tolerance: float) -> dict:
 def _tick(progress, text: str) -> None:
     if progress is not None:
         progress(text)
+
+
+# --- one decoder layer's training step (estimates of real sizes) -------------------------------------------
+class _LayerLoss(torch.nn.Module):
+    """A decoder layer on hidden states with a scalar loss (mean square of its output), so backward
+    computes every weight gradient and the input gradient a middle layer passes down."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.model = layer
+
+    def forward(self, x):
+        return self.model(x).float().pow(2).mean()
+
+
+def layer_step(name: str = "llama-8b-layer", *, target=None, batch: int = 1, seq: int = 4096, dtype="bf16",
+               checkpointing: str = "none", optimizer: str = "adamw") -> TrainResult:
+    """Timing-only training step (forward, backward, optimizer) of one built-in decoder layer at a real
+    size, on shapes only (meta tensors): the per-layer figure whole-model and cluster plans build on."""
+    import time as _time
+    from trnlab.hw import get_chip
+    from trnlab.torch import models, optim as sim_optim
+    from trnlab.torch.api import as_dtype, dtype_name
+    from trnlab.torch.report import chip_fields
+    from trnlab.torch.train import compile_train, last_training
+
+    t0 = _time.perf_counter()
+    chip, tdtype = get_chip(target), as_dtype(dtype)
+    layer = models.set_checkpointing(models.build_layer(name, meta=True), checkpointing)
+    module = _LayerLoss(layer)
+    x = torch.empty(batch, seq, layer.cfg.hidden, device="meta", requires_grad=True)
+    compiled = compile_train(module, target=chip.name, dtype=tdtype, numerics=False, check=False, name=name)
+    compiled(x).backward()
+    record = last_training()
+    opt = _optimizer(sim_optim, optimizer, module, 1e-4, chip.name, False)
+    opt.step()
+    n = trainable_params(module)
+    saved = saved_activation_bytes(record.forward_runs[-1].program.graph, 1, tdtype)
+    hbm = hbm_breakdown(module, tdtype, optimizer=optimizer, activations_bytes=saved,
+                        capacity_bytes=chip.hbm_bytes_per_core)
+    runs = record.forwards + record.backwards
+    timing = StepTiming(sum(r.latency_s for r in record.forwards), sum(r.latency_s for r in record.backwards),
+                        opt.last_step.latency_s, sum(r.hw_pe_s for r in runs),
+                        sum(r.instructions for r in runs) + opt.last_step.instructions)
+    fields = chip_fields(chip, dtype_name(tdtype))
+    return TrainResult(name, chip.name, dtype_name(tdtype), batch, seq, checkpointing, optimizer, [], [], timing,
+                       hbm, n, training_flops_per_token(n, 1, layer.cfg.hidden, seq), fields["peak_flops"],
+                       fields["usd_per_hour"], fields["instance"], fields["instance_cores"], {},
+                       [o for r in runs for o in r.ops], "timing-only", _time.perf_counter() - t0)
