@@ -151,7 +151,9 @@ class GraphRunner:
         if not self._ready:
             self._setup()
         variant = self._variant(args)
-        run = variant.program.run(list(args), target=self.chip, numerics=self.numerics)
+        # no per-instruction trace: nothing profiles training graphs yet, and keeping every event
+        # triples the wall time of a large step
+        run = variant.program.run(list(args), target=self.chip, numerics=self.numerics, trace=False)
         leaves, spec = pytree.tree_flatten(run.outputs)
         leaves = [x.to(d) if isinstance(x, torch.Tensor) and d is not None and x.dtype != d and not x.is_meta else x
                   for x, d in zip(leaves, variant.out_dtypes)]
