@@ -253,8 +253,6 @@ def train(name: Optional[str] = typer.Argument(None, help="Built-in model (see `
           checkpointing: str = typer.Option("none", help="Activation checkpointing: " + "|".join(CHECKPOINTING) + "."),
           optimizer: str = typer.Option("adamw", help="Optimizer on the chip: " + "|".join(OPTIMIZERS) + "."),
           lr: float = typer.Option(1e-3, help="Learning rate (> 0)."),
-          numerics: bool = typer.Option(True, "--numerics/--timing-only",
-                                        help="Compute values and compare with eager PyTorch, or only time the step."),
           json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
           max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
     """Train a built-in model on the simulated chip: forward, backward and optimizer per step, the loss
@@ -278,8 +276,7 @@ def train(name: Optional[str] = typer.Argument(None, help="Built-in model (see `
         try:
             from trnlab.torch.cli import train_command
             code = train_command(name, target=target, steps=steps, batch=batch, seq=seq, dtype=dtype,
-                                 checkpointing=checkpointing, optimizer=optimizer, lr=lr, numerics=numerics,
-                                 json_out=json_out)
+                                 checkpointing=checkpointing, optimizer=optimizer, lr=lr, json_out=json_out)
         except ImportError as exc:
             _missing_extra("train", exc)
     raise typer.Exit(code)

@@ -115,7 +115,7 @@ class _Block(nn.Module):
         if q.is_meta:
             attend = _flash_for_cpu
         if self.recompute_attention and torch.is_grad_enabled():
-            return checkpoint(attend, q, k, v, use_reentrant=False)
+            return checkpoint(attend, q, k, v, use_reentrant=False, preserve_rng_state=False)
         return attend(q, k, v)
 
 
@@ -233,7 +233,7 @@ def run_block(blk, x, cos, sin):
     """One decoder block in prefill/training; the whole block is recomputed in backward when the
     block is marked for full checkpointing."""
     if getattr(blk, "recompute_block", False) and torch.is_grad_enabled():
-        return checkpoint(blk, x, cos, sin, use_reentrant=False)[0]
+        return checkpoint(blk, x, cos, sin, use_reentrant=False, preserve_rng_state=False)[0]
     return blk(x, cos, sin)[0]
 
 

@@ -278,12 +278,12 @@ def training_batch(name: str, vocab: int, batch: int, seq: int, seed: int = 1, m
 
 # --- the loop -----------------------------------------------------------------------------------------
 def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int = 64, dtype="bf16",
-          checkpointing: str = "none", optimizer: str = "adamw", lr: float = 1e-3, numerics: bool = True,
-          progress=None, fallback=None) -> TrainResult:
+          checkpointing: str = "none", optimizer: str = "adamw", lr: float = 1e-3, progress=None,
+          fallback=None) -> TrainResult:
     """Train a built-in model for `steps` steps on one simulated NeuronCore: each step runs forward and
     backward (torch.compile with the trnlab backend) and the optimizer (trnlab.torch.optim) on the chip;
     eager fp32 PyTorch trains a copy beside it on the same batch. The model runs without dropout (random
-    masks are not simulated). numerics=False: timing only, one step on shapes (no values, no eager)."""
+    masks are not simulated). Timing-only estimates of real sizes: layer_step()."""
     import copy
     import time as _time
     from trnlab.hw import get_chip
@@ -293,6 +293,7 @@ def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int =
     from trnlab.torch.train import GRAD_TOLERANCE, compile_train, last_training
 
     t0 = _time.perf_counter()
+    numerics = True
     chip = get_chip(target)
     tdtype = as_dtype(dtype)
     model, vocab = build_for_training(name, meta=not numerics, checkpointing=checkpointing)
@@ -325,10 +326,11 @@ def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int =
             ref_loss.backward()
             if step == 0:
                 grad_check = _grad_check(model, ref, GRAD_TOLERANCE.get(dtype_name(tdtype), 5e-2))
+                grad_check["eager_max_rel_err"] = _eager_error(ref, inputs, labels, tdtype)
             ref_opt.step()
             ref_opt.zero_grad()
-            losses.append(float(loss))
-            eager_losses.append(float(ref_loss))
+            losses.append(float(loss.detach()))
+            eager_losses.append(float(ref_loss.detach()))
         _tick(progress, f"step {step + 1}/{steps}: {optimizer} on the simulated chip")
         opt.step()
         opt.zero_grad()
@@ -367,6 +369,21 @@ def _grad_check(model, ref, tolerance: float) -> dict:
         if err >= worst:
             worst, name = err, pname
     return {"max_rel_err": worst, "worst_param": name, "tolerance": tolerance, "ok": worst <= tolerance}
+
+
+def _eager_error(ref, inputs, labels, dtype) -> float:
+    """The same gradients from eager PyTorch run in the compute dtype, against fp32: how far the dtype
+    alone moves them, printed beside trnlab's error (0 for fp32)."""
+    import copy
+    from trnlab.torch.api import check_output
+    if dtype == torch.float32:
+        return 0.0
+    low = copy.deepcopy(ref).to(dtype)
+    low.zero_grad()
+    low(inputs, labels).backward()
+    ref_params = dict(ref.named_parameters())
+    return max(check_output(n, p.grad.float(), ref_params[n].grad.float(), 1.0).max_rel_err
+               for n, p in low.named_parameters() if p.grad is not None and ref_params[n].grad is not None)
 
 
 def _tick(progress, text: str) -> None:
