@@ -255,6 +255,30 @@ def demo(target: Optional[str] = typer.Option(None, help=TARGET_HELP),
         raise typer.Exit(demo_command(target=target, out=out))
 
 
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def collective(op: str = typer.Argument(..., help="all-reduce|all-gather|reduce-scatter|all-to-all|permute|send-recv "
+                                                  "(also nccom-test's allr, allg, redsct, alltoall)"),
+               system: str = typer.Option("trn2.48xlarge", help="System preset (trnlab.hw.systems): trn1.2xlarge, "
+                                          "trn1.32xlarge, trn1n.32xlarge, trn2.48xlarge, trn2.48xlarge-lnc1, "
+                                          "trn2-ultraserver, trn3-ultraserver."),
+               nodes: str = typer.Option("1", "--nodes", "-N", help="Instances (UltraServers) joined by EFA."),
+               ranks: Optional[str] = typer.Option(None, "-r", "--ranks", help="Ranks (default: all of them)."),
+               minbytes: str = typer.Option("8", "-b", "--minbytes", help="Smallest size, e.g. 8, 1KB, 32M."),
+               maxbytes: str = typer.Option("8M", "-e", "--maxbytes", help="Largest size."),
+               stepfactor: str = typer.Option("2", "-f", "--stepfactor", help="Size multiplier between rows."),
+               datatype: str = typer.Option("fp32", "-d", "--datatype", help="Element type, e.g. fp32, bf16, uint8."),
+               json_out: bool = typer.Option(False, "--json", help="Print a JSON list of rows.")):
+    """A simulated nccom-test: collective latency and bandwidth over a size sweep on a system preset."""
+    from trnlab.collective_cli import collective_command
+    from trnlab.errors import CollectiveError
+    try:
+        code = collective_command(op, system=system, nodes=nodes, ranks=ranks, minbytes=minbytes,
+                                  maxbytes=maxbytes, stepfactor=stepfactor, datatype=datatype, json_out=json_out)
+    except CollectiveError as exc:
+        _fail("collective", str(exc))
+    raise typer.Exit(code)
+
+
 @app.command()
 def chips():
     """List the chip presets and their key numbers."""

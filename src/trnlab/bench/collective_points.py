@@ -1,0 +1,100 @@
+"""The published nccom-test measurements (the calibration set of the collective model) and their comparison.
+
+Source of every row: SDK tools/neuron-sys-tools/nccom-test.rst, https://github.com/aws-neuron/aws-neuron-sdk/
+blob/master/tools/neuron-sys-tools/nccom-test.rst, as collected in trainium-scale.md §1.4. nccom-test sizes
+are binary (its "32 MB" is 33,554,432 bytes: 32 MiB / 768 us = 40.69 GiB/s, the row's busbw) and its GB/s
+are GiB/s. The doc never names the instance type; `system` is our inference, stated per row in `why`.
+Every row is a fit row (trainium-scale.md §2: the collective constants are fitted to these rows only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
+
+LARGE_BYTES = 4 * MiB        # at or above: a bandwidth row (done when within 25%)
+FLOOR_BYTES = 64 * KiB       # at or below: a latency floor (done when within 50%); between: mid (50%)
+
+
+@dataclass(frozen=True)
+class NccomRow:
+    op: str
+    ranks: int
+    nodes: int
+    nbytes: int
+    time_us: float
+    system: str
+    example: str               # which example of the doc
+    algorithm: str = ""        # the algorithm nccom-test --show-algorithm printed, when it did
+    dtype: str = "fp32"
+
+    @property
+    def kind(self) -> str:
+        if self.nbytes >= LARGE_BYTES:
+            return "large"
+        return "floor" if self.nbytes <= FLOOR_BYTES else "mid"
+
+    @property
+    def tolerance(self) -> float:
+        return 0.25 if self.kind == "large" else 0.50
+
+
+_T1, _T2 = "trn1.32xlarge", "trn2.48xlarge"
+# 2 ranks / 1 node: the default example (`nccom-test -r 2 allr`), trn1 era; 2 ranks = the 2 cores of one chip.
+# 16 ranks with --show-algorithm: KangaRing is trn2 LNC=2's algorithm (intranode doc) -> trn2.48xlarge, 4 chips.
+# 32-rank all-gather, older example: 32 ranks fill trn1.32xlarge. The newer example (same command, 25x faster),
+# the percentile and multi-stream examples and the permute: newer doc era -> trn2.48xlarge (LNC=2) [inferred].
+# 64 ranks / 2 nodes: 32 ranks per host -> trn1.32xlarge.
+ROWS: tuple = (
+    NccomRow("all-reduce", 2, 1, 32 * MiB, 768, _T1, "default example", dtype="uint8"),
+    NccomRow("all-reduce", 2, 1, 1 * KiB, 58, _T1, "2-rank sweep"),
+    NccomRow("all-reduce", 2, 1, 64 * KiB, 58, _T1, "2-rank sweep"),
+    NccomRow("all-reduce", 2, 1, 4 * MiB, 107, _T1, "2-rank sweep"),
+    NccomRow("all-reduce", 2, 1, 64 * MiB, 1214, _T1, "2-rank sweep"),
+    NccomRow("all-reduce", 2, 1, 1 * GiB, 18930, _T1, "2-rank sweep"),
+    NccomRow("all-reduce", 16, 1, 4, 300, _T2, "--show-algorithm", "mesh"),
+    NccomRow("all-reduce", 16, 1, 8 * KiB, 300, _T2, "--show-algorithm", "mesh"),
+    NccomRow("all-reduce", 16, 1, 128 * KiB, 574, _T2, "--show-algorithm", "mesh"),
+    NccomRow("all-reduce", 16, 1, 2 * MiB, 686, _T2, "--show-algorithm", "rdh"),
+    NccomRow("all-reduce", 16, 1, 32 * MiB, 2754, _T2, "--show-algorithm", "kangaring"),
+    NccomRow("all-reduce", 16, 1, 512 * MiB, 9690, _T2, "--show-algorithm", "kangaring"),
+    NccomRow("all-gather", 32, 1, 1 * KiB, 151, _T1, "older all-gather"),
+    NccomRow("all-gather", 32, 1, 512 * KiB, 179, _T1, "older all-gather"),
+    NccomRow("all-gather", 32, 1, 1 * KiB, 6.16, _T2, "--show-input-output-size"),
+    NccomRow("all-gather", 32, 1, 512 * KiB, 23.16, _T2, "--show-input-output-size"),
+    NccomRow("all-gather", 8, 1, 1 * KiB, 10.0, _T2, "percentiles"),
+    NccomRow("all-gather", 8, 1, 512 * KiB, 14.83, _T2, "percentiles"),
+    NccomRow("all-gather", 64, 1, 1 * KiB, 101, _T2, "multi-stream", dtype="bf16"),
+    NccomRow("all-gather", 64, 1, 1 * MiB, 117.7, _T2, "multi-stream", dtype="bf16"),
+    NccomRow("permute", 8, 1, 32 * MiB, 894, _T2, "custom pairs", dtype="uint8"),
+    NccomRow("all-reduce", 64, 2, 8, 520, _T1, "2 nodes"),
+    NccomRow("all-reduce", 64, 2, 1 * MiB, 1328, _T1, "2 nodes"),
+    NccomRow("all-reduce", 64, 2, 16 * MiB, 2138, _T1, "2 nodes"),
+    NccomRow("all-reduce", 64, 2, 128 * MiB, 6279, _T1, "2 nodes"),
+    NccomRow("all-reduce", 64, 2, 1 * GiB, 41806, _T1, "2 nodes"),
+    NccomRow("all-to-all", 2, 2, 1 * MiB, 955, _T1, "all-to-allv, 2 nodes"),
+)
+
+
+def predict(row: NccomRow, tuning=None):
+    """The model's CollectiveCost for a row (on its inferred system, `nodes` of them)."""
+    from trnlab.hw.systems import cluster
+    from trnlab.isa.collectives import collective_cost
+    return collective_cost(row.op, row.nbytes, row.ranks, cluster(row.system, row.nodes), tuning)
+
+
+def table(tunings=None) -> list:
+    """One dict per row: measured, predicted, error, tolerance, pass. `tunings`: {nc_version: CollectiveTuning}
+    to try other constants (default: the fitted ones)."""
+    from trnlab.hw.systems import get_system
+    out = []
+    for row in ROWS:
+        tuning = tunings.get(get_system(row.system).chip.nc_version) if tunings else None
+        cost = predict(row, tuning)
+        err = cost.latency_us / row.time_us - 1
+        out.append({"op": row.op, "ranks": row.ranks, "nodes": row.nodes, "bytes": row.nbytes,
+                    "system": row.system, "example": row.example, "kind": row.kind,
+                    "measured_us": row.time_us, "predicted_us": round(cost.latency_us, 2),
+                    "error": round(err, 4), "tolerance": row.tolerance, "ok": abs(err) <= row.tolerance,
+                    "algorithm": cost.algorithm, "published_algorithm": row.algorithm})
+    return out

@@ -1,0 +1,62 @@
+"""`trnlab collective`: nccom-test's table and options, --json rows, one-line errors with exit code 2."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from trnlab.cli import app
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_table_has_nccom_test_columns():
+    r = invoke("collective", "allr", "--system", "trn1.32xlarge", "-N", "2", "-r", "64", "-b", "8", "-e", "1M",
+               "-f", "8", "-d", "fp32")
+    assert r.exit_code == 0, r.output
+    for col in ("size(B)", "count(elems)", "type", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "algorithm"):
+        assert col in r.stdout
+    # 8, 64, 512, 4K, 32K, 256K: six data rows
+    assert sum(1 for line in r.stdout.splitlines() if " fp32 " in line) == 6
+    assert "flat-ring" not in r.stdout and "hier(" in r.stdout
+
+
+def test_json_rows():
+    r = invoke("collective", "all-gather", "-r", "32", "-b", "1K", "-e", "1M", "-f", "4", "-d", "bf16", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [row["bytes"] for row in rows] == [1024, 4096, 16384, 65536, 262144, 1048576]
+    for row in rows:
+        assert set(row) >= {"bytes", "count", "type", "latency_us", "algbw_gbs", "busbw_gbs", "algorithm"}
+        assert row["count"] == row["bytes"] // 2 and row["type"] == "bf16"
+        algbw = row["bytes"] / (row["latency_us"] * 1e-6) / 2 ** 30
+        assert row["algbw_gbs"] == pytest.approx(algbw, rel=1e-3, abs=1e-3)
+        assert row["busbw_gbs"] == pytest.approx(algbw * 31 / 32, rel=1e-3, abs=1e-3)   # (n-1)/n
+    assert rows[-1]["latency_us"] > rows[0]["latency_us"]
+
+
+def test_sizes_round_down_to_whole_elements_per_rank():
+    rows = json.loads(invoke("collective", "reduce-scatter", "-r", "8", "-b", "100", "-e", "100", "--json").stdout)
+    assert rows[0]["bytes"] == 96    # 8 ranks x 4-byte fp32 elements
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["allx"], ["OP", "'allx'", "all-reduce"]),
+    (["allr", "--system", "trn9"], ["--system", "'trn9'", "trn2.48xlarge"]),
+    (["allr", "-r", "1"], ["-r/--ranks", "'1'", "2..64"]),
+    (["allr", "-r", "abc"], ["-r/--ranks", "'abc'"]),
+    (["allr", "-N", "2", "-r", "63"], ["-r/--ranks", "'63'", "multiple of --nodes"]),
+    (["allr", "-N", "0"], ["--nodes", "'0'"]),
+    (["allr", "-b", "1X"], ["-b/--minbytes", "'1X'", "KB"]),
+    (["allr", "-b", "1M", "-e", "1K"], ["-e/--maxbytes", "'1K'", ">="]),
+    (["allr", "-f", "1"], ["-f/--stepfactor", "'1'"]),
+    (["allr", "-d", "fp99"], ["-d/--datatype", "'fp99'", "bf16"]),
+])
+def test_bad_options_one_line_exit_2(args, needles):
+    r = invoke("collective", *args)
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trnlab collective:"), r.stderr
+    for needle in needles:
+        assert needle in lines[0]
