@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 T0 = time.perf_counter()
-from trnlab.collective_cli import parse, rows  # noqa: E402
+from trnlab.bench.nccom_test import parse, rows  # noqa: E402
 import trnlab.isa.collectives  # noqa: E402,F401
 IMPORT_S = time.perf_counter() - T0
 

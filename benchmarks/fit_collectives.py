@@ -19,7 +19,7 @@ import time
 import numpy as np
 from scipy.optimize import least_squares
 
-from trnlab.bench.collective_points import ROWS, predict, table
+from trnlab.bench.collective_points import ROWS, VALIDATION_ROWS, predict, table
 from trnlab.hw.systems import get_system
 from trnlab.isa.collectives import CollectiveTuning
 
@@ -69,7 +69,13 @@ def main():
     for version, t in ((2, trn1), (3, trn2)):
         fields = ", ".join(f"{n}={getattr(t, n):.3g}" for n in NAMES)
         print(f"    {version}: CollectiveTuning({fields}),")
-    rows = table({2: trn1, 3: trn2, 4: trn2})
+    tunings = {2: trn1, 3: trn2, 4: trn2}
+    _print(table(tunings), "fit rows (trainium-scale.md §1.4)")
+    _print(table(tunings, VALIDATION_ROWS), "validation rows (the other sizes of the same tables; not fitted)")
+
+
+def _print(rows, title):
+    print(f"\n{title}")
     print("\n| op | ranks/nodes | bytes | system (inferred) | measured us | predicted us | error | kind "
           "| ok | algorithm (published) |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -60,3 +60,18 @@ def test_bad_options_one_line_exit_2(args, needles):
     assert len(lines) == 1 and lines[0].startswith("trnlab collective:"), r.stderr
     for needle in needles:
         assert needle in lines[0]
+
+
+def test_nccom_test_defaults_and_aliases():
+    """nccom-test -r 2 allr: one 32 MB uint8 row (its default example), through --nworkers / --nnodes."""
+    rows = json.loads(invoke("collective", "allr", "--nworkers", "2", "--nnodes", "1", "--system", "trn1.32xlarge",
+                             "--json").stdout)
+    assert [(r["bytes"], r["count"], r["type"]) for r in rows] == [(33554432, 33554432, "uint8")]
+    assert rows[0]["algbw_gbs"] == rows[0]["busbw_gbs"]          # 2 ranks: 2(n-1)/n = 1
+
+
+def test_stepbytes():
+    rows = json.loads(invoke("collective", "allr", "-r", "2", "-b", "8", "-e", "16", "-i", "4", "--json").stdout)
+    assert [r["bytes"] for r in rows] == [8, 12, 16]
+    r = invoke("collective", "allr", "-b", "8", "-e", "16", "-i", "4", "-f", "2")
+    assert r.exit_code == 2 and "-i/--stepbytes" in r.stderr

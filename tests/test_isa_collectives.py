@@ -191,3 +191,37 @@ def test_scopes_and_what_ifs():
 def test_cost_errors(kw, match):
     with pytest.raises(CollectiveError, match=match):
         cc.collective_cost(system=get_system("trn2.48xlarge"), **kw)
+
+
+# --- multi-rank execution with replica groups (nki.collectives.ReplicaGroup semantics) ---
+
+def test_partition_matches_replica_group_examples():
+    from trnlab.isa.multirank import partition
+    assert partition(8, "bitwise_and", 0) == ((0, 1, 2, 3, 4, 5, 6, 7),)
+    assert partition(8, "div", 4) == ((0, 1, 2, 3), (4, 5, 6, 7))
+    assert partition(8, "mod", 4) == ((0, 4), (1, 5), (2, 6), (3, 7))
+
+
+def test_grouped_all_reduce_runs_within_each_rank_list():
+    from trnlab.isa.multirank import check, run
+    xs = _inputs(8, (3,), np.float32)
+    groups = [[0, 4], [1, 5], [2, 6], [3, 7]]
+    out = run("all-reduce", xs, groups)
+    for g in groups:
+        for r in g:
+            np.testing.assert_allclose(out[r], xs[g[0]].astype(np.float64) + xs[g[1]], rtol=1e-6)
+    check("all-reduce", xs, out, groups)
+    partial = run("all-gather", xs, [[0, 1]])
+    assert partial[2] is None and partial[0].shape == (6,)
+    bad = list(out)
+    bad[5] = bad[5] + 1
+    with pytest.raises(CollectiveError, match="rank 5"):
+        check("all-reduce", xs, bad, groups)
+
+
+@pytest.mark.parametrize("groups, match", [([[0, 1], [1, 2]], "more than one"), ([[0, 9]], "outside"),
+                                           ([[]], "empty")])
+def test_bad_replica_groups(groups, match):
+    from trnlab.isa.multirank import run
+    with pytest.raises(CollectiveError, match=match):
+        run("all-reduce", [np.zeros(2)] * 4, groups)

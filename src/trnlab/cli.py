@@ -261,19 +261,27 @@ def collective(op: str = typer.Argument(..., help="all-reduce|all-gather|reduce-
                system: str = typer.Option("trn2.48xlarge", help="System preset (trnlab.hw.systems): trn1.2xlarge, "
                                           "trn1.32xlarge, trn1n.32xlarge, trn2.48xlarge, trn2.48xlarge-lnc1, "
                                           "trn2-ultraserver, trn3-ultraserver."),
-               nodes: str = typer.Option("1", "--nodes", "-N", help="Instances (UltraServers) joined by EFA."),
-               ranks: Optional[str] = typer.Option(None, "-r", "--ranks", help="Ranks (default: all of them)."),
-               minbytes: str = typer.Option("8", "-b", "--minbytes", help="Smallest size, e.g. 8, 1KB, 32M."),
-               maxbytes: str = typer.Option("8M", "-e", "--maxbytes", help="Largest size."),
-               stepfactor: str = typer.Option("2", "-f", "--stepfactor", help="Size multiplier between rows."),
-               datatype: str = typer.Option("fp32", "-d", "--datatype", help="Element type, e.g. fp32, bf16, uint8."),
+               nodes: str = typer.Option("1", "--nodes", "-N", "--nnodes",
+                                         help="Instances (UltraServers) joined by EFA; the ranks are spread evenly."),
+               ranks: Optional[str] = typer.Option(None, "-r", "--ranks", "--nworkers",
+                                                   help="Ranks (default: all of the system's)."),
+               minbytes: str = typer.Option("32M", "-b", "--minbytes", help="Smallest size, e.g. 8, 1KB, 32M."),
+               maxbytes: str = typer.Option("32M", "-e", "--maxbytes", help="Largest size."),
+               stepbytes: Optional[str] = typer.Option(None, "-i", "--stepbytes",
+                                                       help="Add this many bytes per row (default (max-min)/10)."),
+               stepfactor: Optional[str] = typer.Option(None, "-f", "--stepfactor",
+                                                        help="Multiply the size by this per row (instead of -i)."),
+               datatype: str = typer.Option("uint8", "-d", "--datatype", help="Element type: uint8, int8, uint16, "
+                                            "int16, fp16, bf16, uint32, int32, fp32 (and fp8, int64, uint64, fp64)."),
                json_out: bool = typer.Option(False, "--json", help="Print a JSON list of rows.")):
-    """A simulated nccom-test: collective latency and bandwidth over a size sweep on a system preset."""
-    from trnlab.collective_cli import collective_command
+    """A simulated nccom-test: collective latency and bandwidth over a size sweep on a system preset
+    (same options and defaults as AWS's nccom-test)."""
+    from trnlab.bench.nccom_test import collective_command
     from trnlab.errors import CollectiveError
     try:
         code = collective_command(op, system=system, nodes=nodes, ranks=ranks, minbytes=minbytes,
-                                  maxbytes=maxbytes, stepfactor=stepfactor, datatype=datatype, json_out=json_out)
+                                  maxbytes=maxbytes, stepbytes=stepbytes, stepfactor=stepfactor, datatype=datatype,
+                                  json_out=json_out)
     except CollectiveError as exc:
         _fail("collective", str(exc))
     raise typer.Exit(code)

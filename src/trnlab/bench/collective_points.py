@@ -3,8 +3,10 @@
 Source of every row: SDK tools/neuron-sys-tools/nccom-test.rst, https://github.com/aws-neuron/aws-neuron-sdk/
 blob/master/tools/neuron-sys-tools/nccom-test.rst, as collected in trainium-scale.md §1.4. nccom-test sizes
 are binary (its "32 MB" is 33,554,432 bytes: 32 MiB / 768 us = 40.69 GiB/s, the row's busbw) and its GB/s
-are GiB/s. The doc never names the instance type; `system` is our inference, stated per row in `why`.
-Every row is a fit row (trainium-scale.md §2: the collective constants are fitted to these rows only).
+are GiB/s. The doc never names the instance type; `system` is our inference (see the comments on ROWS).
+ROWS are the fit rows: the rows trainium-scale.md §1.4 quotes, its calibration set for collectives (§2: the
+collective constants are fitted to these only). VALIDATION_ROWS are the other sizes of the same example
+tables (the 2-rank, 32-rank and 2-node sweeps of the doc at commit f25691d): never fitted to.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class NccomRow:
     example: str               # which example of the doc
     algorithm: str = ""        # the algorithm nccom-test --show-algorithm printed, when it did
     dtype: str = "fp32"
+    role: str = "fit"          # fit | validate
 
     @property
     def kind(self) -> str:
@@ -76,6 +79,23 @@ ROWS: tuple = (
 )
 
 
+
+def _validate(op, ranks, nodes, system, example, points):
+    return tuple(NccomRow(op, ranks, nodes, nbytes, us, system, example, role="validate") for nbytes, us in points)
+
+
+# The sizes of the same three tables that §1.4 does not quote (SDK nccom-test.rst at commit f25691d).
+VALIDATION_ROWS: tuple = (
+    _validate("all-reduce", 2, 1, _T1, "2-rank sweep", [(4 * KiB, 58), (16 * KiB, 58), (256 * KiB, 60),
+                                                        (1 * MiB, 68), (16 * MiB, 332), (256 * MiB, 4750)])
+    + _validate("all-gather", 32, 1, _T1, "older all-gather", [(8 * KiB, 149), (64 * KiB, 150)])
+    + _validate("all-reduce", 64, 2, _T1, "2 nodes", [
+        (16, 520), (32, 523), (64, 525), (128, 553), (256, 709), (512, 782), (1 * KiB, 840), (2 * KiB, 881),
+        (4 * KiB, 916), (8 * KiB, 1013), (16 * KiB, 1031), (32 * KiB, 1174), (64 * KiB, 1315), (128 * KiB, 1315),
+        (256 * KiB, 1311), (512 * KiB, 1312), (2 * MiB, 1329), (4 * MiB, 1378), (8 * MiB, 1419),
+        (32 * MiB, 2711), (64 * MiB, 3963), (256 * MiB, 11954), (512 * MiB, 21803)]))
+
+
 def predict(row: NccomRow, tuning=None):
     """The model's CollectiveCost for a row (on its inferred system, `nodes` of them)."""
     from trnlab.hw.systems import cluster
@@ -83,16 +103,16 @@ def predict(row: NccomRow, tuning=None):
     return collective_cost(row.op, row.nbytes, row.ranks, cluster(row.system, row.nodes), tuning)
 
 
-def table(tunings=None) -> list:
+def table(tunings=None, rows=ROWS) -> list:
     """One dict per row: measured, predicted, error, tolerance, pass. `tunings`: {nc_version: CollectiveTuning}
     to try other constants (default: the fitted ones)."""
     from trnlab.hw.systems import get_system
     out = []
-    for row in ROWS:
+    for row in rows:
         tuning = tunings.get(get_system(row.system).chip.nc_version) if tunings else None
         cost = predict(row, tuning)
         err = cost.latency_us / row.time_us - 1
-        out.append({"op": row.op, "ranks": row.ranks, "nodes": row.nodes, "bytes": row.nbytes,
+        out.append({"role": row.role, "op": row.op, "ranks": row.ranks, "nodes": row.nodes, "bytes": row.nbytes,
                     "system": row.system, "example": row.example, "kind": row.kind,
                     "measured_us": row.time_us, "predicted_us": round(cost.latency_us, 2),
                     "error": round(err, 4), "tolerance": row.tolerance, "ok": abs(err) <= row.tolerance,

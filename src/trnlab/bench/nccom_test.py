@@ -1,8 +1,9 @@
 """`trnlab collective OP`: a simulated nccom-test (SDK tools/neuron-sys-tools/nccom-test.rst,
 https://github.com/aws-neuron/aws-neuron-sdk/blob/master/tools/neuron-sys-tools/nccom-test.rst).
 
-Same options and table: sizes from -b to -e multiplied by -f, one row each with size, count, type, time,
-algorithm bandwidth and bus bandwidth. Like nccom-test, "GB/s" is GiB/s (2^30 bytes per second), sizes are
+Same options, defaults (-b 32M -e 32M -d uint8) and table: sizes from -b to -e multiplied by -f or stepped by
+-i (default (max-min)/10), one row each with size, count, type, time, algorithm bandwidth and bus bandwidth,
+plus the algorithm (nccom-test prints it with --show-algorithm). -r defaults to all the system's ranks. Like nccom-test, "GB/s" is GiB/s (2^30 bytes per second), sizes are
 binary (1KB = 1024 B) and a size is rounded down to whole elements (whole elements per rank for the
 collectives that split the buffer between ranks, as nccl-tests does).
 """
@@ -61,7 +62,7 @@ def _parse_int(option: str, text, low: int, high: int) -> int:
     return value
 
 
-def parse(op: str, system: str, nodes, ranks, minbytes, maxbytes, stepfactor, datatype) -> Sweep:
+def parse(op: str, system: str, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes=None) -> Sweep:
     """Every option checked; a bad one raises CollectiveError naming the option, the value, the valid values."""
     from trnlab.hw.systems import cluster, get_system, system_names
     if op not in OP_NAMES:
@@ -81,19 +82,32 @@ def parse(op: str, system: str, nodes, ranks, minbytes, maxbytes, stepfactor, da
     hi = parse_bytes("-e/--maxbytes", maxbytes)
     if hi < lo:
         raise _bad("-e/--maxbytes", maxbytes, f"a size >= -b/--minbytes ({lo} bytes)")
-    f = _parse_int("-f/--stepfactor", stepfactor, 2, 1 << 30) if lo > 0 else None
-    sizes = _sizes(lo, hi, f)
+    if stepfactor is not None and stepbytes is not None:
+        raise _bad("-i/--stepbytes", stepbytes, "nothing when -f/--stepfactor is given (one or the other)")
+    if stepfactor is not None:
+        f = _parse_int("-f/--stepfactor", stepfactor, 2, 1 << 30)
+        if lo == 0:
+            raise _bad("-b/--minbytes", minbytes, "a size >= 1 with -f/--stepfactor")
+        sizes = _geometric(lo, hi, f)
+    else:
+        step = parse_bytes("-i/--stepbytes", stepbytes) if stepbytes is not None else max(1, (hi - lo) // 10)
+        if step < 1:
+            raise _bad("-i/--stepbytes", stepbytes, "a size >= 1")
+        sizes = _arithmetic(lo, hi, step)
     return Sweep(op=OP_NAMES[op], system=spec, ranks=r, sizes=sizes, datatype=datatype)
 
 
-def _sizes(lo: int, hi: int, factor) -> tuple:
-    if lo == 0 or lo == hi:
-        return (lo,) if lo == hi or factor is None else (lo, hi)
+def _geometric(lo: int, hi: int, factor: int) -> tuple:
     out, size = [], lo
     while size <= hi and len(out) < MAX_ROWS:
         out.append(size)
         size *= factor
     return tuple(out)
+
+
+def _arithmetic(lo: int, hi: int, step: int) -> tuple:
+    count = min(MAX_ROWS, (hi - lo) // step + 1)
+    return tuple(lo + k * step for k in range(count))
 
 
 def rows(sweep: Sweep) -> list:
@@ -112,8 +126,8 @@ def rows(sweep: Sweep) -> list:
 
 
 def collective_command(op, *, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype,
-                       json_out: bool) -> int:
-    sweep = parse(op, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype)
+                       json_out: bool, stepbytes=None) -> int:
+    sweep = parse(op, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes)
     table = rows(sweep)
     if json_out:
         print(json.dumps(table, indent=2))
