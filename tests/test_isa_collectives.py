@@ -225,3 +225,13 @@ def test_bad_replica_groups(groups, match):
     from trnlab.isa.multirank import run
     with pytest.raises(CollectiveError, match=match):
         run("all-reduce", [np.zeros(2)] * 4, groups)
+
+
+def test_phases_add_up_and_name_the_scopes():
+    cost = cc.collective_cost("all-reduce", 2 ** 26, 512, cluster("trn2-ultraserver", 2))
+    labels = [label for label, _ in cost.phases]
+    assert labels[0] == "launch" and labels[1].startswith("instance:")
+    assert any(lab.startswith("ultraserver:") for lab in labels) and any(lab.startswith("efa:") for lab in labels)
+    assert sum(s for _, s in cost.phases) == pytest.approx(cost.latency_s)
+    with pytest.raises(CollectiveError, match="not available for permute"):
+        cc.collective_cost("permute", 8, 8, "trn2.48xlarge", algorithm="ring")

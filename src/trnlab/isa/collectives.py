@@ -200,11 +200,15 @@ def tuning_for(system: SystemSpec) -> CollectiveTuning:
 
 @dataclass(frozen=True)
 class CollectiveCost:
+    """One collective's latency, the algorithm chosen, and where the time goes: `phases` is a breakdown
+    ((label, seconds), ...) summing to latency_s: launch, inside an instance, across the instances of an
+    UltraServer, across nodes (an all-reduce runs its intra-instance part in two halves, RS then AG)."""
     latency_s: float
     algorithm: str
     op: str
     nbytes: int
     ranks: int
+    phases: tuple = ()
 
     @property
     def latency_us(self) -> float:
@@ -325,12 +329,14 @@ def _pick(costs: dict, chunk: float, forced: Optional[str]) -> tuple:
 
 
 def _inter_algorithms(system: SystemSpec, op: str, size: float, groups: int, t: CollectiveTuning,
-                      over_efa: bool) -> dict:
-    """{algorithm: seconds} of the stage across `groups` instances (or UltraServers): every rank runs its
-    size / ranks-per-instance share with its peers, all of it through the instance's links."""
+                      efa_instances: int = 0) -> dict:
+    """{algorithm: seconds} of the stage across `groups` instances of an UltraServer (efa_instances 0), or
+    across `groups` nodes over EFA (efa_instances: the instances per node, each with its own NICs). Every rank
+    runs its share with its peers; a node's whole m (groups-1)/groups x size goes through its links."""
     m = _PASSES[op]
-    if over_efa:
-        bw, step = system.efa_bytes_per_s_per_instance * t.efa_efficiency, t.efa_step_s
+    if efa_instances:
+        bw = system.efa_bytes_per_s_per_instance * efa_instances * t.efa_efficiency
+        step = t.efa_step_s
     else:   # the instances of an UltraServer: every chip's domain links
         fabric = system.domain_fabric
         bw = system.chips_per_instance * fabric.links_per_chip * fabric.link.bytes_per_s * t.link_efficiency
@@ -355,16 +361,18 @@ def _placement(system: SystemSpec, ranks: int) -> tuple:
 
 
 def _hierarchical(system, op, size, ranks, t, forced) -> tuple:
-    """Intra RS, inter AR, intra AG for all-reduce (internode doc); AG: inter then intra; RS: intra then inter."""
+    """Intra RS, inter AR, intra AG for all-reduce (internode doc); AG: inter then intra; RS: intra then inter.
+    Returns (seconds, algorithm name, phases)."""
     group, instances, nodes = _placement(system, ranks)
     chunk = size / ranks
     seconds, name = _pick(_intra_algorithms(system, op, size, group, t), chunk, forced)
-    names = [name]
-    for groups, over_efa in ((instances, False), (nodes, True)):
+    names, phases = [name], [(f"instance:{name}", seconds)]
+    for groups, efa_instances, scope in ((instances, 0, "ultraserver"), (nodes, instances, "efa")):
         if groups > 1:
-            s, n = _pick(_inter_algorithms(system, op, size, groups, t, over_efa), chunk, None)
+            s, n = _pick(_inter_algorithms(system, op, size, groups, t, efa_instances), chunk, None)
             seconds, names = seconds + s, names + [n]
-    return seconds, name if len(names) == 1 else "hier(" + "+".join(names) + ")"
+            phases.append((f"{scope}:{n}", s))
+    return seconds, name if len(names) == 1 else "hier(" + "+".join(names) + ")", phases
 
 
 def _flat_ring(system, op, size, ranks, t) -> float:
@@ -417,13 +425,18 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
     size, ranks = float(nbytes), int(ranks)
     if op in ("all-to-all", "permute", "send-recv"):
         seconds, name = _point_to_point(system, op, size, ranks, t)
+        if algorithm not in (None, name):
+            raise _error(f"collective: algorithm {algorithm!r} is not available for {op}; valid values: {name}")
+        phases = [(name, seconds)]
     elif (algorithm in (None, "flat-ring") and system.chip.nc_version == 2 and _placement(system, ranks)[2] > 1
           and (size >= FLAT_RING_BYTES or algorithm == "flat-ring")):
         seconds, name = _flat_ring(system, op, size, ranks, t), "flat-ring"
+        phases = [(name, seconds)]
     else:
-        seconds, name = _hierarchical(system, op, size, ranks, t, algorithm)
+        seconds, name, phases = _hierarchical(system, op, size, ranks, t, algorithm)
     fixed = t.launch_s + (t.reduce_launch_s if op in _REDUCING else 0.0)
-    return CollectiveCost(latency_s=fixed + seconds, algorithm=name, op=op, nbytes=int(nbytes), ranks=ranks)
+    return CollectiveCost(latency_s=fixed + seconds, algorithm=name, op=op, nbytes=int(nbytes), ranks=ranks,
+                          phases=(("launch", fixed), *phases))
 
 
 __all__ = ["OPS", "REDUCE_OPS", "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_v",
