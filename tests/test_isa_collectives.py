@@ -2,6 +2,8 @@
 factors against nccl-tests' table, the algorithm picks and latencies against the nccom-test rows of
 trainium-scale.md §1.4. Every one of those rows is a fit row (the collective constants are fitted to them
 only, benchmarks/fit_collectives.py); the issue-11 tolerances are 25% for large messages, 50% otherwise."""
+import dataclasses
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -235,3 +237,20 @@ def test_phases_add_up_and_name_the_scopes():
     assert sum(s for _, s in cost.phases) == pytest.approx(cost.latency_s)
     with pytest.raises(CollectiveError, match="not available for permute"):
         cc.collective_cost("permute", 8, 8, "trn2.48xlarge", algorithm="ring")
+
+
+def test_collective_objects_execute_and_cost():
+    xs = _inputs(4, (8,), np.float32)
+    ar = cc.AllReduce(op="max")
+    assert all(np.array_equal(o, np.max(np.stack(xs), axis=0)) for o in ar.execute(xs))
+    ag = cc.AllGather()
+    assert ag.nbytes(xs) == 4 * 32 and cc.AllReduce().nbytes(xs) == 32
+    assert ag.cost(ag.nbytes(xs), 4, "trn2.48xlarge").latency_s > 0
+    assert cc.Permute().execute(xs)[1].tolist() == xs[0].tolist()
+    assert cc.SendRecv(src=2, dst=3).execute(xs)[3].tolist() == xs[2].tolist()
+    assert cc.ReduceScatter().busbw_factor(4) == 3 / 4
+    assert set(cc.COLLECTIVES) == set(cc.OPS)
+    with pytest.raises(CollectiveError, match="add|max|min"):
+        cc.ReduceScatter(op="prod")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ar.op = "add"

@@ -1,5 +1,7 @@
 """Collectives at the ISA level: what each one computes (numpy over per-rank arrays, the executable spec) and
-what it costs on a system (the algorithm AWS's runtime would pick, and its latency).
+what it costs on a system (the algorithm AWS's runtime would pick, and its latency). The functions
+(all_reduce, ..., collective_cost) are the definitions; the frozen classes AllReduce, AllGather,
+ReduceScatter, AllToAll, Permute, SendRecv bind a collective's attributes to both (execute, cost).
 
 Semantics follow SDK neuron-runtime/explore/intranode-collective-comm.rst ("Collective Operations" table):
 AllGather C -> N*C, ReduceScatter N*C -> C, AllReduce B -> B, AllToAll transposes the N chunks between ranks.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
@@ -439,6 +441,104 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
                           phases=(("launch", fixed), *phases))
 
 
+# ------------------------------------------------------------------------------------------------------
+# The collectives as ISA-level definitions: semantics and cost in one frozen object each.
+# ------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Collective:
+    """One collective with its attributes: `execute(inputs)` is its numpy semantics over the per-rank arrays,
+    `cost(nbytes, ranks, system)` its latency there, `nbytes(inputs)` nccom-test's size of a call."""
+    name: ClassVar[str]
+
+    def execute(self, inputs: Sequence[np.ndarray]) -> list:
+        raise NotImplementedError
+
+    def nbytes(self, inputs: Sequence[np.ndarray]) -> int:
+        """nccom-test's size: one rank's buffer (the all-gather's output: every rank's input)."""
+        one = np.asarray(inputs[0]).nbytes
+        return one * len(inputs) if self.name == "all-gather" else one
+
+    def cost(self, nbytes: int, ranks: int, system: "str | SystemSpec" = "trn2.48xlarge",
+             tuning: Optional["CollectiveTuning"] = None, algorithm: Optional[str] = None) -> "CollectiveCost":
+        return collective_cost(self.name, nbytes, ranks, system, tuning, algorithm)
+
+    def busbw_factor(self, ranks: int) -> float:
+        return busbw_factor(self.name, ranks)
+
+
+def _check_reduce_op(name: str, op: str) -> None:
+    if op not in REDUCE_OPS:
+        raise _error(f"{name}: op must be one of {'|'.join(REDUCE_OPS)}, got {op!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllReduce(Collective):
+    name: ClassVar[str] = "all-reduce"
+    op: str = "add"
+
+    def __post_init__(self):
+        _check_reduce_op(self.name, self.op)
+
+    def execute(self, inputs):
+        return all_reduce(inputs, op=self.op)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllGather(Collective):
+    name: ClassVar[str] = "all-gather"
+    axis: int = 0
+
+    def execute(self, inputs):
+        return all_gather(inputs, axis=self.axis)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReduceScatter(Collective):
+    name: ClassVar[str] = "reduce-scatter"
+    op: str = "add"
+    axis: int = 0
+
+    def __post_init__(self):
+        _check_reduce_op(self.name, self.op)
+
+    def execute(self, inputs):
+        return reduce_scatter(inputs, op=self.op, axis=self.axis)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllToAll(Collective):
+    name: ClassVar[str] = "all-to-all"
+    axis: int = 0
+
+    def execute(self, inputs):
+        return all_to_all(inputs, axis=self.axis)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Permute(Collective):
+    """pairs: (source, target) ranks; empty means the circular shift r -> r+1 the runtime supports."""
+    name: ClassVar[str] = "permute"
+    pairs: tuple = ()
+
+    def execute(self, inputs):
+        return permute(inputs, self.pairs or ring_pairs(len(inputs)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendRecv(Collective):
+    name: ClassVar[str] = "send-recv"
+    src: int = 0
+    dst: int = 1
+
+    def execute(self, inputs):
+        return send_recv(inputs, self.src, self.dst)
+
+
+COLLECTIVES = {c.name: c for c in (AllReduce, AllGather, ReduceScatter, AllToAll, Permute, SendRecv)}
+
+
 __all__ = ["OPS", "REDUCE_OPS", "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_v",
            "permute", "send_recv", "ring_pairs", "CollectiveTuning", "TUNINGS", "tuning_for", "CollectiveCost",
-           "collective_cost", "busbw_factor", "INTRA_ALGORITHMS"]
+           "collective_cost", "busbw_factor", "INTRA_ALGORITHMS", "Collective", "AllReduce", "AllGather",
+           "ReduceScatter", "AllToAll", "Permute", "SendRecv", "COLLECTIVES"]
