@@ -33,7 +33,9 @@ GBPS = 1e9 / 8          # one gigabit per second, in bytes per second
 
 @dataclass(frozen=True, kw_only=True)
 class Link:
-    """One kind of interconnect link: bandwidth per link and direction, one-hop latency."""
+    """One kind of interconnect link: bandwidth per link and direction [UNVERIFIED: the sources give per-chip
+    totals without a direction], one-hop latency as documented (the collective model fits its own per-step
+    time, trnlab.isa.collectives.CollectiveTuning.step_s; this value is the documented reference)."""
     name: str
     bytes_per_s: float
     latency_s: float
@@ -77,7 +79,8 @@ class SystemSpec:
     domain_fabric: Fabric = Fabric(kind="none")   # instances of an UltraServer
     efa_nics_per_instance: int
     efa_bytes_per_s_per_instance: float
-    efa_latency_s: float = 15e-6   # internode: "the per-hop or point-to-point latency is ~15us"
+    efa_latency_s: float = 15e-6   # internode: "the per-hop or point-to-point latency is ~15us" (reference;
+                                   # the collective model fits efa_step_s: 10.6 us on trn1)
     usd_per_hour: float = 0.0      # per instance
     price_source: str = "no published price"
     source: str = ""

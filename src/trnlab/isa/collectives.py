@@ -150,8 +150,10 @@ KiB, MiB = 1024, 1024 * 1024
 
 # The runtime's choice by message size (intranode doc "Sweet Range (Empirically)": Mesh < 1 MB, RDH 1-56 MB,
 # KangaRing > 56 MB, stated for its 64-rank trn2 node). [derived] We apply them to the per-rank chunk
-# (size / ranks: 16 KiB and 896 KiB), which reproduces all five --show-algorithm picks of the 16-rank
-# nccom-test example (mesh at 4 B, 8 KiB, 128 KiB; rdh at 2 MiB; kangaring at 32 and 512 MiB).
+# (size / ranks: 16 KiB and 896 KiB), which reproduces all six --show-algorithm picks of the 16-rank
+# nccom-test example (mesh at 4 B, 8 KiB, 128 KiB; rdh at 2 MiB; kangaring at 32 and 512 MiB). KangaRing
+# moves the same link traffic as Ring with half the hops; its fewer HBM touches are not modelled (no HBM
+# contention in this model).
 MESH_CHUNK_BYTES = 1 * MiB // 64
 RDH_CHUNK_BYTES = 56 * MiB // 64
 # Trn1 across instances: the flat Ring "only on Trn1 for large messages" (internode doc; no size given).
