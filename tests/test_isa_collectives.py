@@ -254,3 +254,18 @@ def test_collective_objects_execute_and_cost():
         cc.ReduceScatter(op="prod")
     with pytest.raises(dataclasses.FrozenInstanceError):
         ar.op = "add"
+
+
+def test_fit_script_reproduces_the_preset_constants():
+    """benchmarks/fit_collectives.py re-fits TUNINGS from the fit rows alone (3 significant digits kept)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_collectives.py"
+    spec = importlib.util.spec_from_file_location("fit_collectives", path)
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    trn1 = fit.fit(2, {})
+    trn2 = fit.fit(3, {"efa_step_s": trn1.efa_step_s, "efa_efficiency": trn1.efa_efficiency})
+    for version, got in ((2, trn1), (3, trn2)):
+        for name in fit.NAMES:
+            assert getattr(got, name) == pytest.approx(getattr(cc.TUNINGS[version], name), rel=0.01), (version, name)
