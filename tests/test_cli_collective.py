@@ -75,3 +75,23 @@ def test_stepbytes():
     assert [r["bytes"] for r in rows] == [8, 12, 16]
     r = invoke("collective", "allr", "-b", "8", "-e", "16", "-i", "4", "-f", "2")
     assert r.exit_code == 2 and "-i/--stepbytes" in r.stderr
+
+
+def test_permute_pairs_file(tmp_path):
+    """nccom-test's permute example: 0<->1, 2<->3 swap on one chip, 4..7 keep their data."""
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps({"src_target_pairs": [[[0, 1], [1, 0], [2, 3], [3, 2], [4, 4], [5, 5], [6, 6],
+                                                       [7, 7]]]}))
+    args = ["collective", "permute", "-r", "8", "--json"]
+    on_chip = json.loads(invoke(*args, "--custom-src-target-pairs", str(pairs)).stdout)[0]
+    ring = json.loads(invoke(*args).stdout)[0]
+    assert on_chip["bytes"] == ring["bytes"] == 32 * 2 ** 20 and on_chip["algorithm"] == "direct"
+    assert on_chip["latency_us"] == pytest.approx(ring["latency_us"])   # both limited by a core's DMA
+    pairs.write_text(json.dumps({"src_target_pairs": [[[r, r] for r in range(8)]]}))
+    stay = json.loads(invoke(*args, "--custom-src-target-pairs", str(pairs)).stdout)[0]
+    assert stay["latency_us"] < on_chip["latency_us"] / 100               # nothing moves
+    pairs.write_text('{"src_target_pairs": [[[0, 9]]]}')
+    r = invoke(*args, "--custom-src-target-pairs", str(pairs))
+    assert r.exit_code == 2 and "0..7" in r.stderr
+    r = invoke("collective", "allr", "--custom-src-target-pairs", str(pairs))
+    assert r.exit_code == 2 and "only with the permute" in r.stderr

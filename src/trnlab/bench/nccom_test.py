@@ -39,6 +39,7 @@ class Sweep:
     ranks: int
     sizes: tuple
     datatype: str
+    pairs: "tuple | None" = None     # a permute's (source, target) ranks
 
 
 def _bad(option: str, value, valid: str):
@@ -62,7 +63,23 @@ def _parse_int(option: str, text, low: int, high: int) -> int:
     return value
 
 
-def parse(op: str, system: str, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes=None) -> Sweep:
+def parse_pairs(path: str, ranks: int) -> tuple:
+    """nccom-test's --custom-src-target-pairs file: {"src_target_pairs": [[[src, dst], ...]]}."""
+    option = "--custom-src-target-pairs"
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        pairs = tuple((int(s), int(d)) for group in data["src_target_pairs"] for s, d in group)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _bad(option, path, f'a readable JSON file {{"src_target_pairs": [[[src, dst], ...]]}} ({exc})') from None
+    for s_, d_ in pairs:
+        if not (0 <= s_ < ranks and 0 <= d_ < ranks):
+            raise _bad(option, path, f"pairs of ranks in 0..{ranks - 1}; it has {[s_, d_]}")
+    return pairs
+
+
+def parse(op: str, system: str, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes=None,
+          pairs_file=None) -> Sweep:
     """Every option checked; a bad one raises CollectiveError naming the option, the value, the valid values."""
     from trnlab.hw.systems import cluster, get_system, system_names
     if op not in OP_NAMES:
@@ -94,7 +111,12 @@ def parse(op: str, system: str, nodes, ranks, minbytes, maxbytes, stepfactor, da
         if step < 1:
             raise _bad("-i/--stepbytes", stepbytes, "a size >= 1")
         sizes = _arithmetic(lo, hi, step)
-    return Sweep(op=OP_NAMES[op], system=spec, ranks=r, sizes=sizes, datatype=datatype)
+    pairs = None
+    if pairs_file is not None:
+        if OP_NAMES[op] != "permute":
+            raise _bad("--custom-src-target-pairs", pairs_file, "a file only with the permute operation")
+        pairs = parse_pairs(pairs_file, r)
+    return Sweep(op=OP_NAMES[op], system=spec, ranks=r, sizes=sizes, datatype=datatype, pairs=pairs)
 
 
 def _geometric(lo: int, hi: int, factor: int) -> tuple:
@@ -117,7 +139,7 @@ def rows(sweep: Sweep) -> list:
     out = []
     for size in sweep.sizes:
         nbytes = size // unit * unit
-        cost = collective_cost(sweep.op, nbytes, sweep.ranks, sweep.system)
+        cost = collective_cost(sweep.op, nbytes, sweep.ranks, sweep.system, pairs=sweep.pairs)
         out.append({"bytes": nbytes, "count": nbytes // itemsize, "type": sweep.datatype,
                     "latency_us": round(cost.latency_us, 3),
                     "algbw_gbs": round(cost.algbw_bytes_per_s / GIB, 3),
@@ -126,8 +148,8 @@ def rows(sweep: Sweep) -> list:
 
 
 def collective_command(op, *, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype,
-                       json_out: bool, stepbytes=None) -> int:
-    sweep = parse(op, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes)
+                       json_out: bool, stepbytes=None, pairs_file=None) -> int:
+    sweep = parse(op, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes, pairs_file)
     table = rows(sweep)
     if json_out:
         print(json.dumps(table, indent=2))

@@ -190,9 +190,10 @@ class CollectiveTuning:
 TUNINGS = {
     2: CollectiveTuning(launch_s=29.7e-6, reduce_launch_s=1.05e-6, step_s=8.24e-6, peer_s=13.6e-6,
                         link_efficiency=0.153, local_efficiency=0.265, efa_step_s=10.6e-6, efa_efficiency=0.586),
-    # trn2 has no multi-node row: efa_step_s and efa_efficiency are trn1's.
-    3: CollectiveTuning(launch_s=0.101e-6, reduce_launch_s=388e-6, step_s=1.26e-6, peer_s=2.17e-6,
-                        link_efficiency=0.141, local_efficiency=0.0785, efa_step_s=10.6e-6, efa_efficiency=0.586),
+    # trn2 has no multi-node row: efa_step_s and efa_efficiency are trn1's. step_s is not fitted: the
+    # intranode doc's per-hop latency of Ring/KangaRing, "about 1-2 us".
+    3: CollectiveTuning(launch_s=0.1e-6, reduce_launch_s=393e-6, step_s=1.5e-6, peer_s=2.11e-6,
+                        link_efficiency=0.188, local_efficiency=0.0521, efa_step_s=10.6e-6, efa_efficiency=0.586),
 }
 # trn3 (NC-v4): no published measurement; it keeps trn2's constants.
 TUNINGS[4] = TUNINGS[3]
@@ -299,11 +300,14 @@ def _intra_algorithms(system: SystemSpec, op: str, size: float, g: _Group, t: Co
     fabric = system.chip_fabric
     link_bw = fabric.link.bytes_per_s * t.link_efficiency
     local_s = m * (g.p - 1) / g.p * size / local_bw
-    # Ring: every chip boundary carries m (n-1)/n size, split over the disjoint directed cycles.
-    ring_s = max(m * frac * size / (_ring_cycles(system, g.c) * link_bw), local_s) + reduce_s
-    out = {"ring": m * (g.n - 1) * t.step_s + ring_s}
-    if g.p >= 2:   # KangaRing: only the primary rank of each pair is in the cycle: half the hops
-        out["kangaring"] = m * (g.n // 2) * t.step_s + ring_s
+    # Ring: every chip boundary carries m (n-1)/n size, split over the disjoint directed cycles; the hops
+    # between the ranks of a chip run at the same time on the ranks' DMA queues.
+    link_s = m * frac * size / (_ring_cycles(system, g.c) * link_bw)
+    out = {"ring": m * (g.n - 1) * t.step_s + max(link_s, local_s) + reduce_s}
+    if g.p >= 2:
+        # KangaRing: only the primary rank of each pair is in the cycle (half the hops); it reads its
+        # secondary's chunk and writes both copies in one 1R2W DMA, so there is no separate on-chip pass.
+        out["kangaring"] = m * (g.n // 2) * t.step_s + link_s + reduce_s
     # Mesh: each chip writes its (c-1)/c share straight to every other chip, routed (over-subscribed links).
     hops = 1.0 if fabric.kind == "switch" else _torus_distance(fabric.shape, g.c)
     peers = math.ceil((g.c - 1) / g.p) + (g.p - 1)
@@ -391,32 +395,69 @@ def _flat_ring(system, op, size, ranks, t) -> float:
     return m * (ranks - 1) * t.efa_step_s + max(efa_s, link_s) + reduce_s
 
 
-def _point_to_point(system, op, size, ranks, t) -> tuple:
-    """all-to-all (direct writes to every peer) and the circular permute / send-recv (to one neighbour)."""
-    group, _, domains = _placement(system, ranks)
-    local_bw = _local_bytes_per_s(system) * t.local_efficiency
-    crosses_chips = system.chip_fabric.kind != "none" and group.c > 1
-    link_bw = system.chip_fabric.link.bytes_per_s * t.link_efficiency if crosses_chips else local_bw
-    efa_bw = system.efa_bytes_per_s_per_instance * t.efa_efficiency
-    step = t.efa_step_s if domains > 1 else t.step_s
-    if op == "all-to-all":
-        bw_s = size * (ranks - 1) / ranks / local_bw
-        if crosses_chips:
-            off_chip = group.p * size * (ranks - group.p) / ranks
-            bw_s = max(bw_s, off_chip / (system.chip_fabric.links_per_chip * link_bw))
-        if domains > 1:
-            bw_s = max(bw_s, group.n * size * (ranks - group.n) / ranks / efa_bw)
-        return step + (ranks - 1) * t.peer_s + bw_s, "mesh"
-    # circular permute: each rank sends its whole buffer to the next; one rank per boundary crosses it
-    bw = efa_bw / system.efa_nics_per_instance if domains > 1 else link_bw
-    return step + t.peer_s + size / bw, "direct"
+def _all_to_all(system, size, ranks, t) -> float:
+    """Direct writes to every peer: the busiest of the rank's DMA, the chip's links, the instance's EFA."""
+    group, _, nodes = _placement(system, ranks)
+    bw_s = size * (ranks - 1) / ranks / (_local_bytes_per_s(system) * t.local_efficiency)
+    if system.chip_fabric.kind != "none" and group.c > 1:
+        off_chip = group.p * size * (ranks - group.p) / ranks
+        link_bw = system.chip_fabric.link.bytes_per_s * t.link_efficiency
+        bw_s = max(bw_s, off_chip / (system.chip_fabric.links_per_chip * link_bw))
+    if nodes > 1:
+        off_node = group.n * size * (ranks - group.n) / ranks
+        bw_s = max(bw_s, off_node / (system.efa_bytes_per_s_per_instance * t.efa_efficiency))
+    step = t.efa_step_s if nodes > 1 else t.step_s
+    return step + (ranks - 1) * t.peer_s + bw_s
+
+
+def _where(system: SystemSpec, ranks: int, rank: int) -> tuple:
+    """(node, instance, chip) of a rank placed as _placement places them."""
+    per_node = ranks // system.nodes
+    node, idx = divmod(rank, per_node)
+    instance, in_inst = divmod(idx, system.ranks_per_instance)
+    return node, instance, in_inst // system.ranks_per_chip
+
+
+def _pair_seconds(system, ranks, src, dst, size, t) -> float:
+    """One rank's whole buffer to another: over the chip's DMA, a NeuronLink path (one link, a step per torus
+    hop), the UltraServer's Z links, or one EFA NIC."""
+    if src == dst:
+        return 0.0
+    a, b = _where(system, ranks, src), _where(system, ranks, dst)
+    if a[0] != b[0]:
+        nic_bw = system.efa_bytes_per_s_per_instance / system.efa_nics_per_instance
+        return t.efa_step_s + size / (nic_bw * t.efa_efficiency)
+    if a[1] != b[1]:
+        return t.step_s + size / (system.domain_fabric.link.bytes_per_s * t.link_efficiency)
+    if a[2] != b[2]:
+        fabric = system.chip_fabric
+        hops = 1 if fabric.kind == "switch" else _torus_hops(fabric.shape, a[2], b[2])
+        return hops * t.step_s + size / (fabric.link.bytes_per_s * t.link_efficiency)
+    return t.step_s + size / (_local_bytes_per_s(system) * t.local_efficiency)
+
+
+def _torus_hops(shape: tuple, x: int, y: int) -> int:
+    rows, cols = shape
+    dr, dc = abs(x // cols - y // cols), abs(x % cols - y % cols)
+    return min(dr, rows - dr) + min(dc, cols - dc)
+
+
+def _permute(system, size, ranks, pairs, t) -> float:
+    """Every pair at once, each on its own path (the circular permute the runtime supports puts one pair on
+    each chip boundary): the slowest pair."""
+    for pair in pairs:
+        if not all(0 <= r < ranks for r in pair):
+            raise _error(f"collective: permute pair {tuple(pair)} names a rank outside 0..{ranks - 1}")
+    return t.peer_s + max((_pair_seconds(system, ranks, s, d, size, t) for s, d in pairs), default=0.0)
 
 
 def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec" = "trn2.48xlarge",
-                    tuning: Optional[CollectiveTuning] = None, algorithm: Optional[str] = None) -> CollectiveCost:
+                    tuning: Optional[CollectiveTuning] = None, algorithm: Optional[str] = None,
+                    pairs: Optional[Sequence[tuple]] = None) -> CollectiveCost:
     """Latency of one collective of `nbytes` over the first `ranks` ranks of `system` (nothing else running).
     nbytes is nccom-test's size: the all-reduce buffer, the all-gather output, the reduce-scatter input, the
-    all-to-all buffer, the permuted buffer. `algorithm` forces the algorithm inside an instance (what-ifs)."""
+    all-to-all buffer, the permuted buffer. `algorithm` forces the algorithm inside an instance (what-ifs).
+    `pairs`: the (source, target) ranks of a permute (default: the ring r -> r+1) or send-recv (default 0 -> 1)."""
     system = get_system(system)
     if op not in OPS:
         raise _error(f"collective: op must be one of {'|'.join(OPS)}, got {op!r}")
@@ -428,7 +469,11 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
     t = tuning or tuning_for(system)
     size, ranks = float(nbytes), int(ranks)
     if op in ("all-to-all", "permute", "send-recv"):
-        seconds, name = _point_to_point(system, op, size, ranks, t)
+        if op == "all-to-all":
+            seconds, name = _all_to_all(system, size, ranks, t), "mesh"
+        else:
+            default = ring_pairs(ranks) if op == "permute" else [(0, 1)]
+            seconds, name = _permute(system, size, ranks, pairs if pairs is not None else default, t), "direct"
         if algorithm not in (None, name):
             raise _error(f"collective: algorithm {algorithm!r} is not available for {op}; valid values: {name}")
         phases = [(name, seconds)]
