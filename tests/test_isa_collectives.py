@@ -269,3 +269,18 @@ def test_fit_script_reproduces_the_preset_constants():
     for version, got in ((2, trn1), (3, trn2)):
         for name in fit.NAMES:
             assert getattr(got, name) == pytest.approx(getattr(cc.TUNINGS[version], name), rel=0.01), (version, name)
+
+
+@pytest.mark.parametrize("name", ["trn1.2xlarge", "trn1.32xlarge", "trn1n.32xlarge", "trn2.48xlarge",
+                                  "trn2.48xlarge-lnc1", "trn2-ultraserver", "trn3-ultraserver"])
+def test_every_system_op_and_scope_has_a_cost(name):
+    for nodes in (1, 3):
+        system = cluster(name, nodes)
+        for op in cc.OPS:
+            for ranks in {2 * nodes, system.ranks, 3 * nodes}:
+                if ranks > system.ranks or ranks < 2:
+                    continue
+                for nbytes in (0, 8, 2 ** 20, 2 ** 30):
+                    cost = cc.collective_cost(op, nbytes, ranks, system)
+                    assert 0 < cost.latency_s < 10 and np.isfinite(cost.latency_s)
+                    assert sum(s for _, s in cost.phases) == pytest.approx(cost.latency_s)

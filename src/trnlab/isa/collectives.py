@@ -389,8 +389,11 @@ def _flat_ring(system, op, size, ranks, t) -> float:
     group, _, _ = _placement(system, ranks)
     m, frac = _PASSES[op], (ranks - 1) / ranks
     efa_s = m * frac * size / (system.efa_bytes_per_s_per_instance * t.efa_efficiency)
-    link_s = m * frac * size / (_ring_cycles(system, group.c) * system.chip_fabric.link.bytes_per_s
-                                * t.link_efficiency)
+    if group.c > 1:
+        link_s = m * frac * size / (_ring_cycles(system, group.c) * system.chip_fabric.link.bytes_per_s
+                                    * t.link_efficiency)
+    else:   # one chip per node (trn1.2xlarge): its hops on chip run on the cores' DMA queues
+        link_s = m * frac * size / (_local_bytes_per_s(system) * t.local_efficiency)
     reduce_s = frac * size / _reduce_bytes_per_s(system) if op in _REDUCING else 0.0
     return m * (ranks - 1) * t.efa_step_s + max(efa_s, link_s) + reduce_s
 
