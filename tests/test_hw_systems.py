@@ -41,6 +41,12 @@ def test_efa(name, gbps, nics):
     assert s.efa_nics_per_instance == nics
 
 
+def test_efa_per_chip():
+    assert get_system("trn2.48xlarge").efa_nics_per_chip == 1                    # 200 Gbps per chip
+    assert get_system("trn2.48xlarge").efa_bytes_per_s_per_nic == pytest.approx(200e9 / 8)
+    assert get_system("trn1.32xlarge").efa_nics_per_chip == 0.5
+
+
 def test_neuronlink_per_chip():
     assert get_system("trn1.32xlarge").neuronlink_bytes_per_s_per_chip == pytest.approx(384e9)
     assert get_system("trn2.48xlarge").neuronlink_bytes_per_s_per_chip == pytest.approx(1024e9)

@@ -143,6 +143,11 @@ class SystemSpec:
         return total
 
     @property
+    def efa_nics_per_chip(self) -> float:
+        """trn2: 1 (collectives doc: 200 Gbps per chip); trn1: 0.5 (8 NICs for 16 chips)."""
+        return self.efa_nics_per_instance / self.chips_per_instance
+
+    @property
     def efa_bytes_per_s_per_nic(self) -> float:
         return self.efa_bytes_per_s_per_instance / self.efa_nics_per_instance
 
