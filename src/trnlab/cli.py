@@ -299,6 +299,40 @@ def demo(target: Optional[str] = typer.Option(None, help=TARGET_HELP),
         raise typer.Exit(demo_command(target=target, out=out))
 
 
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def collective(op: str = typer.Argument(..., help="all-reduce|all-gather|reduce-scatter|all-to-all|permute|send-recv "
+                                                  "(also nccom-test's allr, allg, redsct, alltoall)"),
+               system: str = typer.Option("trn2.48xlarge", help="System preset (trnlab.hw.systems): trn1.2xlarge, "
+                                          "trn1.32xlarge, trn1n.32xlarge, trn2.48xlarge, trn2.48xlarge-lnc1, "
+                                          "trn2-ultraserver, trn3-ultraserver."),
+               nodes: str = typer.Option("1", "--nodes", "-N", "--nnodes",
+                                         help="Instances (UltraServers) joined by EFA; the ranks are spread evenly."),
+               ranks: Optional[str] = typer.Option(None, "-r", "--ranks", "--nworkers",
+                                                   help="Ranks (default: all of the system's)."),
+               minbytes: str = typer.Option("32M", "-b", "--minbytes", help="Smallest size, e.g. 8, 1KB, 32M."),
+               maxbytes: str = typer.Option("32M", "-e", "--maxbytes", help="Largest size."),
+               stepbytes: Optional[str] = typer.Option(None, "-i", "--stepbytes",
+                                                       help="Add this many bytes per row (default (max-min)/10)."),
+               stepfactor: Optional[str] = typer.Option(None, "-f", "--stepfactor",
+                                                        help="Multiply the size by this per row (instead of -i)."),
+               datatype: str = typer.Option("uint8", "-d", "--datatype", help="Element type: uint8, int8, uint16, "
+                                            "int16, fp16, bf16, uint32, int32, fp32 (and fp8, int64, uint64, fp64)."),
+               pairs_file: Optional[str] = typer.Option(None, "--custom-src-target-pairs", metavar="JSON",
+                                                        help="permute: nccom-test's pairs file (default: r -> r+1)."),
+               json_out: bool = typer.Option(False, "--json", help="Print a JSON list of rows.")):
+    """A simulated nccom-test: collective latency and bandwidth over a size sweep on a system preset
+    (same options and defaults as AWS's nccom-test)."""
+    from trnlab.bench.nccom_test import collective_command
+    from trnlab.errors import CollectiveError
+    try:
+        code = collective_command(op, system=system, nodes=nodes, ranks=ranks, minbytes=minbytes,
+                                  maxbytes=maxbytes, stepbytes=stepbytes, stepfactor=stepfactor, datatype=datatype,
+                                  json_out=json_out, pairs_file=pairs_file)
+    except CollectiveError as exc:
+        _fail("collective", str(exc))
+    raise typer.Exit(code)
+
+
 @app.command()
 def chips():
     """List the chip presets and their key numbers."""

@@ -92,6 +92,11 @@ class OptionError(TrnlabError, ValueError):
     """An option of trnlab.torch.compile / torch.compile(backend="trnlab") that does not exist or has a bad value."""
 
 
+class CollectiveError(TrnlabError, ValueError):
+    """A collective with bad arguments: mismatched per-rank arrays, a rank count the system cannot hold, an
+    unknown op (trnlab.isa.collectives)."""
+
+
 class SimulationError(TrnlabError, RuntimeError):
     """A kernel failed while running on the simulated NeuronCore."""
 

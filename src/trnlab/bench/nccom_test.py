@@ -1,0 +1,178 @@
+"""`trnlab collective OP`: a simulated nccom-test (SDK tools/neuron-sys-tools/nccom-test.rst,
+https://github.com/aws-neuron/aws-neuron-sdk/blob/master/tools/neuron-sys-tools/nccom-test.rst).
+
+Same options, defaults (-b 32M -e 32M -d uint8) and table: sizes from -b to -e multiplied by -f or stepped by
+-i (default (max-min)/10), one row each with size, count, type, time, algorithm bandwidth and bus bandwidth,
+plus the algorithm (nccom-test prints it with --show-algorithm). -r defaults to all the system's ranks. Like nccom-test, "GB/s" is GiB/s (2^30 bytes per second), sizes are
+binary (1KB = 1024 B) and a size is rounded down to whole elements (whole elements per rank for the
+collectives that split the buffer between ranks, as nccl-tests does).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from trnlab.errors import CollectiveError, TargetError
+
+# nccom-test's operation names and ours
+OP_NAMES = {"all-reduce": "all-reduce", "all_reduce": "all-reduce", "allr": "all-reduce",
+            "all-gather": "all-gather", "all_gather": "all-gather", "allg": "all-gather",
+            "reduce-scatter": "reduce-scatter", "reduce_scatter": "reduce-scatter", "redsct": "reduce-scatter",
+            "all-to-all": "all-to-all", "all_to_all": "all-to-all", "alltoall": "all-to-all",
+            "permute": "permute", "send-recv": "send-recv", "send_recv": "send-recv", "sendrecv": "send-recv"}
+DATATYPES = {"int8": 1, "uint8": 1, "fp8": 1, "int16": 2, "uint16": 2, "fp16": 2, "bf16": 2,
+             "int32": 4, "uint32": 4, "fp32": 4, "int64": 8, "uint64": 8, "fp64": 8}
+_SPLITS = ("all-gather", "reduce-scatter", "all-to-all")     # buffer divided between the ranks
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024 ** 2, "mb": 1024 ** 2, "mib": 1024 ** 2,
+          "g": 1024 ** 3, "gb": 1024 ** 3, "gib": 1024 ** 3}
+GIB = 1024 ** 3
+MAX_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class Sweep:
+    op: str
+    system: object          # SystemSpec (nodes applied)
+    ranks: int
+    sizes: tuple
+    datatype: str
+    pairs: "tuple | None" = None     # a permute's (source, target) ranks
+
+
+def _bad(option: str, value, valid: str):
+    return CollectiveError(f"{option} {value!r} is not valid; valid values: {valid}")
+
+
+def parse_bytes(option: str, text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise _bad(option, text, "a whole number of bytes with an optional unit K, KB, M, MB, G, GB (binary)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _parse_int(option: str, text, low: int, high: int) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise _bad(option, text, f"an integer in {low}..{high}")
+    return value
+
+
+def parse_pairs(path: str, ranks: int) -> tuple:
+    """nccom-test's --custom-src-target-pairs file: {"src_target_pairs": [[[src, dst], ...]]}."""
+    option = "--custom-src-target-pairs"
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        pairs = tuple((int(s), int(d)) for group in data["src_target_pairs"] for s, d in group)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _bad(option, path, f'a readable JSON file {{"src_target_pairs": [[[src, dst], ...]]}} ({exc})') from None
+    for s_, d_ in pairs:
+        if not (0 <= s_ < ranks and 0 <= d_ < ranks):
+            raise _bad(option, path, f"pairs of ranks in 0..{ranks - 1}; it has {[s_, d_]}")
+    return pairs
+
+
+def parse(op: str, system: str, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes=None,
+          pairs_file=None) -> Sweep:
+    """Every option checked; a bad one raises CollectiveError naming the option, the value, the valid values."""
+    from trnlab.hw.systems import cluster, get_system, system_names
+    if op not in OP_NAMES:
+        raise _bad("OP", op, ", ".join(OP_NAMES))
+    try:
+        base = get_system(system)
+    except TargetError:
+        raise _bad("--system", system, ", ".join(system_names())) from None
+    n = _parse_int("--nodes", nodes, 1, 100_000)
+    spec = cluster(base, n)
+    r = spec.ranks if ranks is None else _parse_int("-r/--ranks", ranks, 2, spec.ranks)
+    if r % n:
+        raise _bad("-r/--ranks", ranks, f"a multiple of --nodes ({n}): ranks are spread evenly over the nodes")
+    if datatype not in DATATYPES:
+        raise _bad("-d/--datatype", datatype, ", ".join(DATATYPES))
+    lo = parse_bytes("-b/--minbytes", minbytes)
+    hi = parse_bytes("-e/--maxbytes", maxbytes)
+    if hi < lo:
+        raise _bad("-e/--maxbytes", maxbytes, f"a size >= -b/--minbytes ({lo} bytes)")
+    if stepfactor is not None and stepbytes is not None:
+        raise _bad("-i/--stepbytes", stepbytes, "nothing when -f/--stepfactor is given (one or the other)")
+    if stepfactor is not None:
+        f = _parse_int("-f/--stepfactor", stepfactor, 2, 1 << 30)
+        if lo == 0:
+            raise _bad("-b/--minbytes", minbytes, "a size >= 1 with -f/--stepfactor")
+        sizes = _geometric(lo, hi, f)
+    else:
+        step = parse_bytes("-i/--stepbytes", stepbytes) if stepbytes is not None else max(1, (hi - lo) // 10)
+        if step < 1:
+            raise _bad("-i/--stepbytes", stepbytes, "a size >= 1")
+        sizes = _arithmetic(lo, hi, step)
+    pairs = None
+    if pairs_file is not None:
+        if OP_NAMES[op] != "permute":
+            raise _bad("--custom-src-target-pairs", pairs_file, "a file only with the permute operation")
+        pairs = parse_pairs(pairs_file, r)
+    return Sweep(op=OP_NAMES[op], system=spec, ranks=r, sizes=sizes, datatype=datatype, pairs=pairs)
+
+
+def _geometric(lo: int, hi: int, factor: int) -> tuple:
+    out, size = [], lo
+    while size <= hi and len(out) < MAX_ROWS:
+        out.append(size)
+        size *= factor
+    return tuple(out)
+
+
+def _arithmetic(lo: int, hi: int, step: int) -> tuple:
+    count = min(MAX_ROWS, (hi - lo) // step + 1)
+    return tuple(lo + k * step for k in range(count))
+
+
+def rows(sweep: Sweep) -> list:
+    from trnlab.isa.collectives import collective_cost
+    itemsize = DATATYPES[sweep.datatype]
+    unit = itemsize * (sweep.ranks if sweep.op in _SPLITS else 1)
+    out = []
+    for size in sweep.sizes:
+        nbytes = size // unit * unit
+        cost = collective_cost(sweep.op, nbytes, sweep.ranks, sweep.system, pairs=sweep.pairs)
+        out.append({"bytes": nbytes, "count": nbytes // itemsize, "type": sweep.datatype,
+                    "latency_us": round(cost.latency_us, 3),
+                    "algbw_gbs": round(cost.algbw_bytes_per_s / GIB, 3),
+                    "busbw_gbs": round(cost.busbw_bytes_per_s / GIB, 3), "algorithm": cost.algorithm})
+    return out
+
+
+def collective_command(op, *, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype,
+                       json_out: bool, stepbytes=None, pairs_file=None) -> int:
+    sweep = parse(op, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes, pairs_file)
+    table = rows(sweep)
+    if json_out:
+        print(json.dumps(table, indent=2))
+        return 0
+    _print_table(sweep, table)
+    return 0
+
+
+def _print_table(sweep: Sweep, table: list) -> None:
+    from rich.table import Table
+
+    from trnlab.console import make_console
+    s = sweep.system
+    title = (f"trnlab collective {sweep.op}: {sweep.ranks} ranks on {s.nodes} x {s.name} "
+             f"({s.ranks_per_instance} ranks per instance, simulated)")
+    t = Table(title=title)
+    for col in ("size(B)", "count(elems)", "type", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "algorithm"):
+        t.add_column(col, justify="left" if col in ("type", "algorithm") else "right")
+    for r in table:
+        t.add_row(str(r["bytes"]), str(r["count"]), r["type"], f"{r['latency_us']:.2f}", f"{r['algbw_gbs']:.2f}",
+                  f"{r['busbw_gbs']:.2f}", r["algorithm"])
+    console = make_console()
+    console.print(t)
+    avg = float(np.mean([r["busbw_gbs"] for r in table])) if table else 0.0
+    console.print(f"Avg bus bandwidth: {avg:.4f} GB/s  (GB/s = GiB/s as in nccom-test; model constants: "
+                  f"docs/calibration.md, Collectives)")

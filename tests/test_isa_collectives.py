@@ -1,0 +1,286 @@
+"""Collectives: semantics against independent numpy oracles (index arithmetic, float64 sums), bus-bandwidth
+factors against nccl-tests' table, the algorithm picks and latencies against the nccom-test rows of
+trainium-scale.md §1.4. Every one of those rows is a fit row (the collective constants are fitted to them
+only, benchmarks/fit_collectives.py); the issue-11 tolerances are 25% for large messages, 50% otherwise."""
+import dataclasses
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from trnlab.bench.collective_points import ROWS, predict
+from trnlab.errors import CollectiveError
+from trnlab.hw.systems import cluster, get_system
+from trnlab.isa import collectives as cc
+
+RNG = np.random.default_rng(11)
+DTYPES = [np.float32, np.int32, ml_dtypes.bfloat16, np.uint8]
+
+
+def _inputs(n, shape, dtype):
+    if np.dtype(dtype).kind in "iu":
+        return [RNG.integers(0, 50, size=shape).astype(dtype) for _ in range(n)]
+    return [RNG.standard_normal(shape).astype(dtype) for _ in range(n)]
+
+
+def _sum_oracle(arrays):
+    total = np.zeros(arrays[0].shape, np.float64)
+    for a in arrays:
+        total += a.astype(np.float64)
+    return total
+
+
+def _close(got, want, dtype):
+    if np.dtype(dtype).kind in "iu":
+        np.testing.assert_array_equal(got, np.asarray(want).astype(np.int64).astype(dtype))
+    else:
+        tol = 2 ** -7 if dtype is ml_dtypes.bfloat16 else 1e-6
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol * 4)
+
+
+@pytest.mark.parametrize("n", [2, 3, 8])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_reduce(n, dtype):
+    xs = _inputs(n, (4, 6), dtype)
+    out = cc.all_reduce(xs)
+    want = _sum_oracle(xs)
+    assert len(out) == n
+    for o in out:
+        assert o.dtype == np.dtype(dtype) and o.shape == (4, 6)
+        _close(o, want, dtype)
+
+
+@pytest.mark.parametrize("op, fn", [("max", np.maximum), ("min", np.minimum)])
+def test_all_reduce_max_min(op, fn):
+    xs = _inputs(4, (5,), np.float32)
+    want = xs[0]
+    for x in xs[1:]:
+        want = fn(want, x)
+    for o in cc.all_reduce(xs, op=op):
+        np.testing.assert_array_equal(o, want)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_gather(n, dtype):
+    xs = _inputs(n, (3, 2), dtype)
+    want = np.empty((3 * n, 2), dtype)
+    for r in range(n):
+        want[3 * r:3 * r + 3] = xs[r]
+    for o in cc.all_gather(xs):
+        np.testing.assert_array_equal(o, want)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reduce_scatter(n, dtype):
+    xs = _inputs(n, (2 * n, 3), dtype)
+    total = _sum_oracle(xs)
+    out = cc.reduce_scatter(xs)
+    for r in range(n):
+        assert out[r].shape == (2, 3)
+        _close(out[r], total[2 * r:2 * r + 2], dtype)
+
+
+@pytest.mark.parametrize("n", [2, 3, 8])
+def test_all_to_all(n):
+    k = 2
+    xs = _inputs(n, (k * n,), np.float32)
+    out = cc.all_to_all(xs)
+    for dst in range(n):
+        for src in range(n):
+            np.testing.assert_array_equal(out[dst][src * k:(src + 1) * k], xs[src][dst * k:(dst + 1) * k])
+
+
+def test_all_to_all_v():
+    sends = [[np.full(i + j, 10 * i + j) for j in range(3)] for i in range(3)]
+    out = cc.all_to_all_v(sends)
+    assert out[2].tolist() == [2, 2] + [12] * 3 + [22] * 4
+
+
+def test_permute_ring_and_send_recv():
+    xs = [np.full(4, r, np.float32) for r in range(5)]
+    out = cc.permute(xs, cc.ring_pairs(5))
+    assert [o[0] for o in out] == [4, 0, 1, 2, 3]
+    out = cc.send_recv(xs, src=3, dst=0)
+    assert out[0].tolist() == [3] * 4 and not out[1].any()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: cc.all_reduce([np.zeros(3), np.zeros(4)]), "rank 1"),
+    (lambda: cc.all_reduce([np.zeros(3)], op="mul"), "add|max|min"),
+    (lambda: cc.reduce_scatter([np.zeros(3)] * 2), "equal parts"),
+    (lambda: cc.permute([np.zeros(2)] * 3, [(0, 1), (2, 1)]), "more than one"),
+    (lambda: cc.permute([np.zeros(2)] * 3, [(0, 5)]), "outside"),
+    (lambda: cc.all_reduce([]), "at least 1"),
+])
+def test_semantics_errors(call, match):
+    with pytest.raises(CollectiveError, match=match):
+        call()
+
+
+def test_busbw_factors_are_nccl_tests():
+    assert cc.busbw_factor("all-reduce", 16) == 2 * 15 / 16
+    assert cc.busbw_factor("all-gather", 32) == 31 / 32
+    assert cc.busbw_factor("reduce-scatter", 8) == 7 / 8
+    assert cc.busbw_factor("permute", 8) == 1
+
+
+def test_published_busbw_matches_time():
+    """The rows are consistent: 32 MiB all-reduce on 2 ranks in 768 us is nccom-test's 40.69 GB/s (GiB/s)."""
+    row = ROWS[0]
+    assert row.nbytes / (row.time_us * 1e-6) / 2 ** 30 == pytest.approx(40.69, abs=0.01)
+
+
+def test_algorithm_picks_match_show_algorithm():
+    shown = [r for r in ROWS if r.algorithm]
+    assert len(shown) == 6
+    for row in shown:
+        assert predict(row).algorithm == row.algorithm, row
+
+
+# Rows the fitted model misses, each for a reason in docs/calibration.md ("Collectives"): data that disagree
+# within one example (32 vs 512 MiB KangaRing; 4 MiB vs 32 MiB on 2 ranks), between examples (32-rank
+# all-gather faster than 8-rank), a concurrent second stream (the 64-rank multi-stream example) or a row with
+# no modelled cause (all-to-allv).
+KNOWN_MISSES = {("all-reduce", 2, 4 * 2 ** 20), ("all-reduce", 16, 32 * 2 ** 20), ("all-reduce", 16, 512 * 2 ** 20),
+                ("all-gather", 32, 1024, "trn2.48xlarge"), ("all-gather", 64, 1024), ("all-gather", 64, 2 ** 20),
+                ("all-to-all", 2, 1048608)}
+
+
+def _key(row):
+    base = (row.op, row.ranks, row.nbytes)
+    return base + (row.system,) if base + (row.system,) in KNOWN_MISSES else base
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=f"{r.op}-{r.ranks}r{r.nodes}n-{r.nbytes}B-{r.system}",
+                                              marks=[pytest.mark.xfail(strict=True, reason="known miss")]
+                                              if _key(r) in KNOWN_MISSES else [])
+                                 for r in ROWS])
+def test_nccom_rows_within_issue_tolerance(row):
+    predicted = predict(row).latency_us
+    assert abs(predicted / row.time_us - 1) <= row.tolerance, (predicted, row)
+
+
+def test_latency_grows_with_size_and_bandwidth_saturates():
+    costs = [cc.collective_cost("all-reduce", 2 ** k, 64, "trn2.48xlarge") for k in range(3, 31)]
+    # monotonic while the algorithm stays (a switch by the runtime's size thresholds may step down)
+    assert all(b.latency_s >= a.latency_s for a, b in zip(costs, costs[1:]) if a.algorithm == b.algorithm)
+    assert costs[-1].busbw_bytes_per_s > 10 * costs[10].busbw_bytes_per_s
+
+
+def test_scopes_and_what_ifs():
+    two = cluster("trn2.48xlarge", 2)
+    cost = cc.collective_cost("all-reduce", 2 ** 30, 64, two)
+    assert cost.algorithm.startswith("hier(") and cost.algorithm.endswith("+ring)")
+    fast_efa = two.replace(efa_bytes_per_s_per_instance=two.efa_bytes_per_s_per_instance * 4)
+    assert cc.collective_cost("all-reduce", 2 ** 30, 64, fast_efa).latency_s < cost.latency_s
+    us = cc.collective_cost("all-reduce", 2 ** 20, 256, "trn2-ultraserver")
+    assert "hier(" in us.algorithm
+    assert cc.collective_cost("all-gather", 2 ** 20, 256, "trn3-ultraserver").latency_s > 0
+    forced = cc.collective_cost("all-reduce", 4, 16, "trn2.48xlarge", algorithm="ring")
+    assert forced.algorithm == "ring"
+    slower = cc.collective_cost("all-reduce", 4, 16, "trn2.48xlarge",
+                                tuning=cc.TUNINGS[3].__class__(**{**cc.TUNINGS[3].__dict__, "launch_s": 1e-3}))
+    assert slower.latency_s > 1e-3
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(op="gather", nbytes=8, ranks=2), "op must be"),
+    (dict(op="all-reduce", nbytes=8, ranks=65), "2..64"),
+    (dict(op="all-reduce", nbytes=-1, ranks=2), "nbytes"),
+    (dict(op="all-reduce", nbytes=8, ranks=16, algorithm="rdh-x"), "not available"),
+])
+def test_cost_errors(kw, match):
+    with pytest.raises(CollectiveError, match=match):
+        cc.collective_cost(system=get_system("trn2.48xlarge"), **kw)
+
+
+# --- multi-rank execution with replica groups (nki.collectives.ReplicaGroup semantics) ---
+
+def test_partition_matches_replica_group_examples():
+    from trnlab.isa.multirank import partition
+    assert partition(8, "bitwise_and", 0) == ((0, 1, 2, 3, 4, 5, 6, 7),)
+    assert partition(8, "div", 4) == ((0, 1, 2, 3), (4, 5, 6, 7))
+    assert partition(8, "mod", 4) == ((0, 4), (1, 5), (2, 6), (3, 7))
+
+
+def test_grouped_all_reduce_runs_within_each_rank_list():
+    from trnlab.isa.multirank import check, run
+    xs = _inputs(8, (3,), np.float32)
+    groups = [[0, 4], [1, 5], [2, 6], [3, 7]]
+    out = run("all-reduce", xs, groups)
+    for g in groups:
+        for r in g:
+            np.testing.assert_allclose(out[r], xs[g[0]].astype(np.float64) + xs[g[1]], rtol=1e-6)
+    check("all-reduce", xs, out, groups)
+    partial = run("all-gather", xs, [[0, 1]])
+    assert partial[2] is None and partial[0].shape == (6,)
+    bad = list(out)
+    bad[5] = bad[5] + 1
+    with pytest.raises(CollectiveError, match="rank 5"):
+        check("all-reduce", xs, bad, groups)
+
+
+@pytest.mark.parametrize("groups, match", [([[0, 1], [1, 2]], "more than one"), ([[0, 9]], "outside"),
+                                           ([[]], "empty")])
+def test_bad_replica_groups(groups, match):
+    from trnlab.isa.multirank import run
+    with pytest.raises(CollectiveError, match=match):
+        run("all-reduce", [np.zeros(2)] * 4, groups)
+
+
+def test_phases_add_up_and_name_the_scopes():
+    cost = cc.collective_cost("all-reduce", 2 ** 26, 512, cluster("trn2-ultraserver", 2))
+    labels = [label for label, _ in cost.phases]
+    assert labels[0] == "launch" and labels[1].startswith("instance:")
+    assert any(lab.startswith("ultraserver:") for lab in labels) and any(lab.startswith("efa:") for lab in labels)
+    assert sum(s for _, s in cost.phases) == pytest.approx(cost.latency_s)
+    with pytest.raises(CollectiveError, match="not available for permute"):
+        cc.collective_cost("permute", 8, 8, "trn2.48xlarge", algorithm="ring")
+
+
+def test_collective_objects_execute_and_cost():
+    xs = _inputs(4, (8,), np.float32)
+    ar = cc.AllReduce(op="max")
+    assert all(np.array_equal(o, np.max(np.stack(xs), axis=0)) for o in ar.execute(xs))
+    ag = cc.AllGather()
+    assert ag.nbytes(xs) == 4 * 32 and cc.AllReduce().nbytes(xs) == 32
+    assert ag.cost(ag.nbytes(xs), 4, "trn2.48xlarge").latency_s > 0
+    assert cc.Permute().execute(xs)[1].tolist() == xs[0].tolist()
+    assert cc.SendRecv(src=2, dst=3).execute(xs)[3].tolist() == xs[2].tolist()
+    assert cc.ReduceScatter().busbw_factor(4) == 3 / 4
+    assert set(cc.COLLECTIVES) == set(cc.OPS)
+    with pytest.raises(CollectiveError, match="add|max|min"):
+        cc.ReduceScatter(op="prod")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ar.op = "add"
+
+
+def test_fit_script_reproduces_the_preset_constants():
+    """benchmarks/fit_collectives.py re-fits TUNINGS from the fit rows alone (3 significant digits kept)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_collectives.py"
+    spec = importlib.util.spec_from_file_location("fit_collectives", path)
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    trn1, trn2 = fit.fit_all()
+    for version, got in ((2, trn1), (3, trn2)):
+        for name in fit.NAMES:
+            assert getattr(got, name) == pytest.approx(getattr(cc.TUNINGS[version], name), rel=0.01), (version, name)
+
+
+@pytest.mark.parametrize("name", ["trn1.2xlarge", "trn1.32xlarge", "trn1n.32xlarge", "trn2.48xlarge",
+                                  "trn2.48xlarge-lnc1", "trn2-ultraserver", "trn3-ultraserver"])
+def test_every_system_op_and_scope_has_a_cost(name):
+    for nodes in (1, 3):
+        system = cluster(name, nodes)
+        for op in cc.OPS:
+            for ranks in {2 * nodes, system.ranks, 3 * nodes}:
+                if ranks > system.ranks or ranks < 2:
+                    continue
+                for nbytes in (0, 8, 2 ** 20, 2 ** 30):
+                    cost = cc.collective_cost(op, nbytes, ranks, system)
+                    assert 0 < cost.latency_s < 10 and np.isfinite(cost.latency_s)
+                    assert sum(s for _, s in cost.phases) == pytest.approx(cost.latency_s)
