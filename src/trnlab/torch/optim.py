@@ -170,6 +170,19 @@ class _SimOptimizer(torch.optim.Optimizer):
     def _states_of(self, group) -> tuple:
         return self.state_names
 
+    def load_state_dict(self, state_dict) -> None:
+        """torch casts every floating state to its parameter's dtype on load; masters and optimizer
+        states are fp32 by design (a bf16 parameter's master would lose its low bits), so they are
+        restored from the saved values."""
+        super().load_state_dict(state_dict)
+        saved = state_dict["state"]
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(ids, params):
+            for k, v in saved.get(i, {}).items():
+                if isinstance(v, torch.Tensor) and v.is_floating_point():
+                    self.state[p][k] = v.detach().to(torch.float32).clone()
+
     # --- step ---
     @torch.no_grad()
     def step(self, closure=None):
