@@ -80,13 +80,31 @@ def test_sgd_fp32_matches_torch_over_5_steps(momentum, nesterov, wd):
             close(o_mine.state[a]["momentum_buffer"], o_ref.state[b]["momentum_buffer"], rtol=1e-5)
 
 
-def test_bf16_params_with_fp32_master_track_torch_fp32():
-    """The master follows torch's fp32 AdamW fed the same (bf16) gradients; the bf16 parameter is the
-    master rounded to nearest even (ml_dtypes, via torch's own .to(bfloat16))."""
+def test_param_groups_keep_their_own_hyper_parameters():
+    ref = params(seed=8)
+    mine = clone(ref)
+    o_ref = torch.optim.AdamW([{"params": ref[:2]}, {"params": ref[2:], "lr": 0.1, "weight_decay": 0.0}], lr=1e-3)
+    o_mine = topt.AdamW([{"params": mine[:2]}, {"params": mine[2:], "lr": 0.1, "weight_decay": 0.0}], lr=1e-3)
+    for step in range(2):
+        set_grads(step, ref, mine)
+        o_ref.step()
+        o_mine.step()
+    for a, b in zip(mine, ref):
+        close(a, b)
+
+
+@pytest.mark.parametrize("kind", ["adamw", "sgd"])
+def test_bf16_params_with_fp32_master_track_torch_fp32(kind):
+    """The master follows torch's fp32 optimizer fed the same (bf16) gradients; the bf16 parameter is
+    the master rounded to nearest even (ml_dtypes, via torch's own .to(bfloat16))."""
     mine = params(torch.bfloat16, seed=2)
     ref = clone(mine, torch.float32)
-    o_ref = torch.optim.AdamW(ref, lr=1e-2, weight_decay=0.1)
-    o_mine = topt.AdamW(mine, lr=1e-2, weight_decay=0.1)
+    if kind == "adamw":
+        o_ref = torch.optim.AdamW(ref, lr=1e-2, weight_decay=0.1)
+        o_mine = topt.AdamW(mine, lr=1e-2, weight_decay=0.1)
+    else:
+        o_ref = torch.optim.SGD(ref, lr=1e-2, momentum=0.9, weight_decay=0.1, nesterov=True)
+        o_mine = topt.SGD(mine, lr=1e-2, momentum=0.9, weight_decay=0.1, nesterov=True)
     for step in range(5):
         set_grads(step, mine, ref, dtype=torch.bfloat16)
         o_ref.step()
@@ -97,7 +115,8 @@ def test_bf16_params_with_fp32_master_track_torch_fp32():
         close(master, b)
         assert torch.equal(a.detach(), master.to(torch.bfloat16))
     n = sum(p.numel() for p in mine)
-    assert o_mine.state_bytes()["total"] == 12 * n and o_mine.state_bytes()["master_weights"] == 4 * n
+    assert o_mine.state_bytes()["total"] == (12 if kind == "adamw" else 8) * n
+    assert o_mine.state_bytes()["master_weights"] == 4 * n
 
 
 def test_state_dict_round_trip_keeps_fp32_master_and_states():
@@ -116,16 +135,19 @@ def test_state_dict_round_trip_keeps_fp32_master_and_states():
         assert other.state[a]["step"] == 2
 
 
-def test_stochastic_rounding_keeps_updates_below_half_an_ulp():
-    """bf16 params without master weights, SGD steps of lr * grad = 1e-3 from 1.0, where the bf16 gap
-    is 2^-8 (below 1) or 2^-7: round to nearest even loses every update; stochastic rounding is unbiased,
-    so the mean over 2,048 parameters after 40 steps is 1 - 0.04 within 6 standard deviations (each
-    step adds at most gap^2/4 variance per parameter: sd of the mean <= sqrt(40/4) * 2^-7 / sqrt(2048))."""
+@pytest.mark.parametrize("cls", [topt.SGD, topt.AdamW])
+def test_stochastic_rounding_keeps_updates_below_half_an_ulp(cls):
+    """bf16 params without master weights, steps of 1e-3 from 1.0 (SGD: lr * grad; AdamW with a constant
+    gradient and no weight decay: lr * g / (|g| + eps)), where the bf16 gap is 2^-8 (below 1) or 2^-7:
+    round to nearest even loses every update; stochastic rounding is unbiased, so the mean over 2,048
+    parameters after 40 steps is 1 - 0.04 within 6 standard deviations (each step adds at most gap^2/4
+    variance per parameter: sd of the mean <= sqrt(40/4) * 2^-7 / sqrt(2048))."""
     steps, lr, n = 40, 1e-3, 2048
     results = {}
     for sr in (False, True):
         p = torch.ones(n, dtype=torch.bfloat16, requires_grad=True)
-        opt = topt.SGD([p], lr=lr, master_weights=False, stochastic_rounding=sr, seed=5)
+        extra = {"weight_decay": 0.0} if cls is topt.AdamW else {}
+        opt = cls([p], lr=lr, master_weights=False, stochastic_rounding=sr, seed=5, **extra)
         for _ in range(steps):
             p.grad = torch.ones(n, dtype=torch.bfloat16)
             opt.step()
@@ -218,6 +240,8 @@ def test_timing_only_writes_nothing_and_bad_options_are_refused():
     p.grad = torch.ones(10)
     opt.step()
     assert torch.equal(p, torch.zeros(10)) and opt.last_step.mode == "timing-only"
+    norm, rep = topt.clip_grad_norm_([p], 1.0, numerics=False, return_report=True)
+    assert torch.isnan(norm) and rep.grad_norm is None and rep.latency_s > 0
     with pytest.raises(OptionError, match="dampening"):
         topt.SGD([p], lr=0.1, momentum=0.9, dampening=0.1)
     with pytest.raises(OptionError, match="beta2"):
