@@ -38,7 +38,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-
 import trnlab.nki as nki
 from trnlab.kernels._common import P, sbuf
 from trnlab.nki import isa as nisa
