@@ -77,6 +77,13 @@ CASES = {
     aten.bmm: (lambda s, a, b: torch.bmm(a, b), (rnd(2, 3, 8), rnd(2, 8, 5))),
     aten.matmul: (lambda s, a, b: a @ b, (rnd(2, 2, 3, 8), rnd(2, 2, 8, 5))),
     aten.scaled_dot_product_attention: (_sdpa3, (rnd(2, 6, 8), rnd(2, 6, 8), rnd(2, 6, 8))),
+    aten._scaled_dot_product_flash_attention_for_cpu: (
+        lambda s, q, k, v: aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True),
+        (rnd(1, 2, 6, 8), rnd(1, 2, 6, 8), rnd(1, 2, 6, 8))),
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        lambda s, d, q, k, v: aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            d, q, k, v, *aten._scaled_dot_product_flash_attention_for_cpu(q, k, v), 0.0, False),
+        (rnd(1, 2, 6, 8), rnd(1, 2, 6, 8), rnd(1, 2, 6, 8), rnd(1, 2, 6, 8))),
     aten._softmax: (lambda s, x: aten._softmax(x, 1, False), (rnd(3, 7),)),
     aten.softmax: (lambda s, x: F.softmax(x, dim=0), (rnd(3, 7),)),
     aten._log_softmax: (lambda s, x: aten._log_softmax(x, 1, False), (rnd(3, 7),)),

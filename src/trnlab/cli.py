@@ -238,6 +238,53 @@ def model(name: Optional[str] = typer.Argument(None, help="Built-in model (see -
     raise typer.Exit(code)
 
 
+CHECKPOINTING = ("none", "selective", "full")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@app.command()
+def train(name: Optional[str] = typer.Argument(None, help="Built-in model (see `trnlab model --list`): llama-tiny, "
+                                                          "gpt2-tiny, llama-8b-layer, hf-llama, ..."),
+          target: Optional[str] = typer.Option(None, help=TARGET_HELP),
+          steps: int = typer.Option(10, help="Training steps (>= 1)."),
+          batch: int = typer.Option(1, help="Micro-batch size (>= 1)."),
+          seq: int = typer.Option(64, help="Sequence length in tokens (>= 2)."),
+          dtype: str = typer.Option("bf16", help="Compute dtype: " + "|".join(DTYPES) + "."),
+          checkpointing: str = typer.Option("none", help="Activation checkpointing: " + "|".join(CHECKPOINTING) + "."),
+          optimizer: str = typer.Option("adamw", help="Optimizer on the chip: " + "|".join(OPTIMIZERS) + "."),
+          lr: float = typer.Option(1e-3, help="Learning rate (> 0)."),
+          numerics: bool = typer.Option(True, "--numerics/--timing-only",
+                                        help="Compute values and compare with eager PyTorch, or only time the step."),
+          json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
+          max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
+    """Train a built-in model on the simulated chip: forward, backward and optimizer per step, the loss
+    beside eager PyTorch's, step time, tokens/s, MFU, HBM breakdown."""
+    if name is None:
+        _fail("train", "give a model name; valid values: " + ", ".join(_model_names("train")))
+    _check_target("train", target)
+    for option, value, low in (("--steps", steps, 1), ("--batch", batch, 1), ("--seq", seq, 2),
+                               ("--max-instructions", max_instructions, 1)):
+        _check_int("train", option, value, low)
+    for option, value, valid in (("--dtype", dtype, DTYPES), ("--checkpointing", checkpointing, CHECKPOINTING),
+                                 ("--optimizer", optimizer, OPTIMIZERS)):
+        if value not in valid:
+            _fail("train", f"{option} {value!r} is not supported; valid values: {'|'.join(valid)}")
+    if not (math.isfinite(lr) and lr > 0):
+        _fail("train", f"--lr must be a finite number > 0, got {lr}")
+    names = _model_names("train")
+    if name not in names:
+        _fail("train", f"unknown model {name!r}; valid values: {', '.join(names)}")
+    with _instruction_limit(max_instructions):
+        try:
+            from trnlab.torch.cli import train_command
+            code = train_command(name, target=target, steps=steps, batch=batch, seq=seq, dtype=dtype,
+                                 checkpointing=checkpointing, optimizer=optimizer, lr=lr, numerics=numerics,
+                                 json_out=json_out)
+        except ImportError as exc:
+            _missing_extra("train", exc)
+    raise typer.Exit(code)
+
+
 @app.command()
 def demo(target: Optional[str] = typer.Option(None, help=TARGET_HELP),
          out: str = typer.Option("trnlab-out/demo", help="Output folder: new, empty, or a previous trnlab output "

@@ -85,19 +85,25 @@ register_spill_copy(DmaCopy)          # compiler spills/reloads are DMA copies (
 class DmaGather(DmaInstruction, ToDst):
     """Indirect DMA: dst[i, ...] = src[idx[i], ...] along src axis 0 (or scatter: dst[idx[i]] = src[i]).
 
-    oob_mode 'error' raises on an index outside src; 'skip' leaves those rows untouched."""
+    oob_mode 'error' raises on an index outside src; 'skip' leaves those rows untouched.
+    accumulate (scatter only): dst[idx[i]] += src[i], the read-modify-write add of NKI's
+    dma_copy(dst_rmw_op=np.add); rows are applied in order, each sum rounded to dst's dtype, so
+    repeated indices accumulate (an embedding's gradient)."""
     opcode: ClassVar[str] = "dma_indirect"
     src: Tensor
     index: Tensor
     scatter: bool = False
+    accumulate: bool = False
     oob_mode: str = "error"
     engine: Engine = Engine.DMA
     queue: int | None = None
 
     def reads(self):
-        return (self.src, self.index)
+        return (self.src, self.index, self.dst) if self.accumulate else (self.src, self.index)
 
     def validate(self, chip):
+        if self.accumulate and not self.scatter:
+            self.fail(NkiValidationError, "accumulate (dst_rmw_op=add) applies to a scatter only")
         expect_buffer(self, "index", self.index, (SBUF,))
         expect_buffer(self, "dst", self.dst, (HBM, SBUF))
         expect_buffer(self, "src", self.src, (HBM, SBUF))
@@ -125,7 +131,11 @@ class DmaGather(DmaInstruction, ToDst):
         if self.scatter:
             values = dt.to_fp32(src).reshape((len(idx),) + self.dst.shape[1:])
             target = self.dst.array
-            target[idx[ok]] = dt.cast(values[ok], self.dst.dtype)
+            if self.accumulate:
+                for i in np.flatnonzero(ok):          # in order: a repeated row adds onto its last sum
+                    target[idx[i]] = dt.cast(dt.to_fp32(target[idx[i]]) + values[i], self.dst.dtype)
+            else:
+                target[idx[ok]] = dt.cast(values[ok], self.dst.dtype)
             rows = np.zeros(self.dst.shape[0], dtype=bool)
             rows[idx[ok]] = True
             self.dst.mark_written(rows_where(rows, self.dst.shape))
@@ -137,6 +147,8 @@ class DmaGather(DmaInstruction, ToDst):
             self.dst.mark_written(rows_where(ok, out.shape) if not ok.all() else None)
 
     def dma_bytes(self) -> int:
+        if self.accumulate:                   # the indexed rows are read, added to and written back
+            return 2 * self.src.nbytes + self.index.nbytes
         return self.dst.nbytes + self.index.nbytes
 
 

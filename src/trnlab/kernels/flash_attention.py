@@ -2,7 +2,7 @@
 an online softmax (running max and sum in fp32), so the [Sq, Sk] score matrix never leaves SBUF/PSUM.
 
 Public kernel (@nki.jit):
-  flash_attention(q, k, v, mask=None, causal=True, scale=None)
+  flash_attention(q, k, v, mask=None, causal=True, scale=None, return_lse=False)
   q     [B, Hq, Sq, D]   (also [H, S, D] or [S, D], read as B = 1 / H = 1)
   k, v  [B, Hkv, Sk, D] and [B, Hkv, Sk, Dv]; Hq must be a multiple of Hkv: grouped-query attention
                          maps query head h to kv head h // (Hq // Hkv)
@@ -10,8 +10,11 @@ Public kernel (@nki.jit):
   causal=True           query i sees keys j <= i (top-left aligned, as torch's is_causal)
   scale=None            defaults to 1 / sqrt(D)
   returns [..., Sq, Dv] in q.dtype. D > 128 is contracted in 128-row chunks accumulating in PSUM.
-Model-path entry (HBM views, output given): flash_attention_into(out, q, k, v, scale=, causal=, mask=)
-with 4-D q/k/v/out and a mask broadcastable to [B, H, Sq, Sk]; for single-token decode (Sq == 1,
+  return_lse=True       returns (out, lse): lse [..., Sq] fp32 = log(sum_j exp(scale * s_ij + mask_ij)) per
+                        query row (natural log), what the backward (flash_attention_bwd) recomputes P from
+Model-path entry (HBM views, output given): flash_attention_into(out, q, k, v, scale=, causal=, mask=,
+lse=None) with 4-D q/k/v/out, a mask broadcastable to [B, H, Sq, Sk] and an optional [B, H, Sq] fp32
+lse output; for single-token decode (Sq == 1,
 not causal) the query heads of a group are processed together as rows, so each K/V tile (e.g. of a
 KV cache) is loaded once per group.
 
@@ -36,7 +39,7 @@ import numpy as np
 import trnlab.nki as nki
 from trnlab.core import dtypes as dt
 from trnlab.errors import ShapeError
-from trnlab.kernels._common import NEG_BIG, P, ceil_div, float_dtype_for, load_transposed, psum, sbuf
+from trnlab.kernels._common import NEG_BIG, P, ceil_div, float_dtype_for, load_transposed, psum, sbuf, strided
 from trnlab.kernels._examples import randn, scaled
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
@@ -49,14 +52,16 @@ STREAMS = 4               # query tiles issued interleaved, so one tile's softma
 
 
 @nki.jit
-def flash_attention(q, k, v, mask=None, causal=True, scale=None):
+def flash_attention(q, k, v, mask=None, causal=True, scale=None, return_lse=False):
     q4, k4, v4 = _as_4d(q), _as_4d(k), _as_4d(v)
     _check(q4, k4, v4, mask)
     scale = 1.0 / math.sqrt(q4.shape[3]) if scale is None else float(scale)
     out = nl.ndarray(tuple(q.shape[:-1]) + (v.shape[-1],), dtype=q.dtype, buffer=nl.shared_hbm)
+    lse = nl.ndarray(tuple(q.shape[:-1]), dtype=F32, buffer=nl.shared_hbm) if return_lse else None
     flash_attention_into(_as_4d(out), q4, k4, v4, scale=scale, causal=bool(causal),
-                         mask=None if mask is None else _as_4d(mask))
-    return out
+                         mask=None if mask is None else _as_4d(mask),
+                         lse=None if lse is None else lse.reshape((1,) * (3 - lse.ndim) + tuple(lse.shape)))
+    return (out, lse) if return_lse else out
 
 
 def _as_4d(t):
@@ -76,9 +81,9 @@ def _check(q4, k4, v4, mask):
                              f"with Sq={sq}, Sk={k4.shape[2]}")
 
 
-def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, mask=None):
+def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, mask=None, lse=None):
     """out [B,H,Sq,Dv] = attention; q [B,H,Sq,D], k/v [B,Hkv,Skv,D(v)] HBM views, mask broadcastable
-    to [B,H,Sq,Skv] (additive float or bool)."""
+    to [B,H,Sq,Skv] (additive float or bool); lse [B,H,Sq] fp32, if given, receives the logsumexp."""
     b_, h_, sq, _ = q.shape
     hkv, skv = k.shape[1], k.shape[2]
     group = h_ // hkv
@@ -90,22 +95,24 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
             h0, h1 = hk * group, (hk + 1) * group
             if sq == 1 and not causal:          # decode: the group's query heads are the rows
                 _drain(_attend(out.index((b, slice(h0, h1), 0)), _QT(q.index((b, slice(h0, h1), 0)), cdt), kv,
-                               mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale))
+                               mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale,
+                               column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None))
                 continue
             banks = 2 if _shared_bank(kv.dv, min(P, sq), cdt) else 3
-            _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt),
+            _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse),
                         max(1, min(STREAMS, nl.tile_size.psum_num_banks // banks)))
     return out
 
 
-def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt):
+def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse=None):
     for h in range(h0, h1):
         qt = _QT(q.index((b, h)), cdt)
         for q0 in range(0, sq, P):
             q1 = min(sq, q0 + P)
             yield _attend(out.index((b, h, slice(q0, q1))), qt.rows(q0, q1), kv,
                           mask4.index((b, h, slice(q0, q1))) if mask4 is not None else None,
-                          q0 if causal else None, scale)
+                          q0 if causal else None, scale,
+                          column(lse.index((b, h, slice(q0, q1)))) if lse is not None else None)
 
 
 def _interleave(gens, width: int) -> None:
@@ -231,8 +238,9 @@ class _Buffers:
         self.neg_m, self.alpha, self.rowsum = _vec(rows, "negm"), _vec(rows, "alpha"), _vec(rows, "rowsum")
 
 
-def _attend(out, qt, kv, mask, causal_q0, scale):
-    """out[R, Dv] = attention of R query rows (q^T tiles in qt) over one K/V head.
+def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
+    """out[R, Dv] = attention of R query rows (q^T tiles in qt) over one K/V head; lse [R, 1], if
+    given, receives scale * max + log(sum) per row.
 
     A generator: it yields after each K/V tile so that several query tiles can be interleaved."""
     rows = qt.n
@@ -296,6 +304,13 @@ def _attend(out, qt, kv, mask, causal_q0, scale):
     o = sbuf((rows, kv.dv), out.dtype, name="out")
     nisa.tensor_scalar(dst=o, data=o_acc, op0=nl.multiply, operand0=recip)
     nisa.dma_copy(dst=out, src=o)
+    if lse is not None:
+        ln_l = _vec(rows, "lse")
+        nisa.activation(dst=ln_l, op=nl.log, data=l_run)
+        nisa.scalar_tensor_tensor(dst=ln_l, data=m_run, op0=nl.multiply, operand0=float(scale), op1=nl.add,
+                                  operand1=ln_l)
+        nisa.dma_copy(dst=lse, src=ln_l)
+        _recent.append(ln_l)
     buf.scores = buf.pv = buf.pt_ps = None          # PSUM banks go back to the next stream
     _recent.append((o, o_acc, l_run, recip, buf))   # SBUF addresses stay distinct from the next streams
 
@@ -315,6 +330,11 @@ def _apply_mask(s, mask, buf, n, scale):
     out = buf.s[:, :n]
     nisa.tensor_tensor(dst=out, data1=s, data2=mt, op=nl.add)
     return out
+
+
+def column(v):
+    """A 1-D HBM view [n] (any stride) as [n, 1]: one value per partition."""
+    return strided(v, (v.shape[0], 1), (v.strides[0], 1))
 
 
 def _vec(rows, name):

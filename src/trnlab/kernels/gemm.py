@@ -6,6 +6,11 @@ a and b are HBM views (any strides). Blocking: a block of up to 4 x 128 rows of 
 into SBUF once (DMA transpose) and stays resident as the stationary operand; b streams through a
 ring of [128, 512] tiles (moving operand); each [128, 512] output tile accumulates over K in one
 PSUM bank in fp32 and is evacuated (plus bias) by the Vector or Scalar engine, alternately.
+
+Transposed operands (the views training graphs pass: x @ w.T forward, dy.T @ x for weight
+gradients) are read in the layout they are stored in: a K-major `a` is loaded by plain DMA (its
+transpose is the stored layout), and an N-major `b` by DMA transpose, never by element-strided DMA,
+which moves one element per descriptor.
 """
 from __future__ import annotations
 
@@ -50,7 +55,7 @@ def gemm_into(out, a, b, bias=None):
         m_sizes = [min(P, msz_b - i * P) for i in range(ceil_div(msz_b, P))]
         stationary = []            # [k][i] views, reused for every n block
         for k, ksz in enumerate(ksizes):
-            t = load_transposed(a[m0:m0 + msz_b, k * P:k * P + ksz], cdt, name=f"aT{k}")
+            t = _load_kmajor(a[m0:m0 + msz_b, k * P:k * P + ksz], cdt, name=f"aT{k}")
             stationary.append([t.index((slice(None), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)])
         for n0 in range(0, N, TN):
             nsz = min(TN, N - n0)
@@ -62,9 +67,13 @@ def gemm_into(out, a, b, bias=None):
             acc = [psum((P, TN), name=f"acc{i}").index((slice(0, msz), slice(0, nsz)))
                    for i, msz in enumerate(m_sizes)]
             for k, ksz in enumerate(ksizes):
-                mov = ring[step % RING].index((slice(0, ksz), slice(0, nsz)))
-                step += 1
-                nisa.dma_copy(dst=mov, src=b[k * P:k * P + ksz, n0:n0 + nsz])
+                block = b[k * P:k * P + ksz, n0:n0 + nsz]
+                if column_major(b):
+                    mov = load_transposed(block.permute(1, 0), cdt, name="movT")
+                else:
+                    mov = ring[step % RING].index((slice(0, ksz), slice(0, nsz)))
+                    step += 1
+                    nisa.dma_copy(dst=mov, src=block)
                 for i in range(len(m_sizes)):
                     nisa.nc_matmul(dst=acc[i], stationary=stationary[k][i], moving=mov, accumulate=k > 0)
             for i, msz in enumerate(m_sizes):
@@ -78,6 +87,26 @@ def gemm_into(out, a, b, bias=None):
                 r0 = m0 + i * P
                 nisa.dma_copy(dst=out[r0:r0 + msz, n0:n0 + nsz], src=res)
     return out
+
+
+def column_major(t) -> bool:
+    """A 2-D HBM view whose columns are contiguous (a transposed row-major tensor)."""
+    rows, cols = t.array.strides
+    return t.shape[0] > 1 and t.shape[1] > 1 and abs(rows) == t.array.itemsize and abs(cols) > abs(rows)
+
+
+def _load_kmajor(block, dtype, name):
+    """SBUF [K, M] = block[M, K]^T: a plain DMA when the block is stored K-major, else DMA transpose."""
+    if not column_major(block):
+        return load_transposed(block, dtype, name=name)
+    kmajor = block.permute(1, 0)
+    t = sbuf(tuple(kmajor.shape), kmajor.dtype, name=name)
+    nisa.dma_copy(dst=t, src=kmajor)
+    if kmajor.dtype == dtype:
+        return t
+    c = sbuf(t.shape, dtype, name=name)
+    nisa.tensor_copy(dst=c, src=t)
+    return c
 
 
 def reference(a, b, bias=None):

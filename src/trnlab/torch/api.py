@@ -184,26 +184,34 @@ class CompiledModel:
                 dst.copy_(value)
 
     def _report(self, run: RunResult, args: tuple, kwargs: dict, compile_s: float) -> Report:
-        name = dtype_name(self.dtype)
-        m = run.machine
-        busy = {}
-        for unit, secs in getattr(m.scheduler, "busy", {}).items():
-            key = "dma" if "dma" in str(unit) else str(unit)
-            busy[key] = busy.get(key, 0.0) + secs
-        busy["dma"] = busy.get("dma", 0.0) / max(1, m.chip.dma_queues)    # mean over the 16 queues
-        n_ops = max(1, len(run.ops))
-        fallbacks = [{"op": r.op, "source": r.source, "share": 1 / n_ops, "host_s": r.host_s}
-                     for r in run.fallbacks]
-        rep = Report(model=self.name, dtype=name, tokens=self.tokens or count_tokens((args, kwargs)),
-                     latency_s=run.latency_s, model_flops=sum(o.model_flops for o in run.ops),
-                     hw_flops=m.scheduler.work.pe_flops, hw_pe_s=m.scheduler.work.hfu_s, weights_bytes=self.program.weight_bytes(),
-                     activation_peak_bytes=self.program.activation_peak_bytes(),
-                     instructions=sum(m.stats.instructions.values()), ops=run.ops, fallbacks=fallbacks,
-                     engine_busy=busy, mode="numerics" if self.numerics else "timing-only", phase=self.phase,
-                     wall_s=run.wall_s, compile_s=compile_s, **chip_fields(self.chip, name))
+        rep = run_report(run, self.program, self.chip, self.dtype, name=self.name,
+                         tokens=self.tokens or count_tokens((args, kwargs)), phase=self.phase,
+                         numerics=self.numerics, compile_s=compile_s)
         if self.check:
-            rep.numerics = compare(self.model, args, run.outputs, name, kwargs)
+            rep.numerics = compare(self.model, args, run.outputs, dtype_name(self.dtype), kwargs)
         return rep
+
+
+def run_report(run: RunResult, program: Program, chip, dtype: torch.dtype, *, name: str, tokens: int,
+               phase: str, numerics: bool, compile_s: float) -> Report:
+    """The Report of one Program run (per-op table, latency, FLOPs, engine busy time; no numerics check)."""
+    dname = dtype_name(dtype)
+    m = run.machine
+    busy = {}
+    for unit, secs in getattr(m.scheduler, "busy", {}).items():
+        key = "dma" if "dma" in str(unit) else str(unit)
+        busy[key] = busy.get(key, 0.0) + secs
+    busy["dma"] = busy.get("dma", 0.0) / max(1, m.chip.dma_queues)    # mean over the 16 queues
+    n_ops = max(1, len(run.ops))
+    fallbacks = [{"op": r.op, "source": r.source, "share": 1 / n_ops, "host_s": r.host_s}
+                 for r in run.fallbacks]
+    return Report(model=name, dtype=dname, tokens=tokens,
+                  latency_s=run.latency_s, model_flops=sum(o.model_flops for o in run.ops),
+                  hw_flops=m.scheduler.work.pe_flops, hw_pe_s=m.scheduler.work.hfu_s,
+                  weights_bytes=program.weight_bytes(), activation_peak_bytes=program.activation_peak_bytes(),
+                  instructions=sum(m.stats.instructions.values()), ops=run.ops, fallbacks=fallbacks,
+                  engine_busy=busy, mode="numerics" if numerics else "timing-only", phase=phase,
+                  wall_s=run.wall_s, compile_s=compile_s, **chip_fields(chip, dname))
 
 
 def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallback=None, numerics=True,

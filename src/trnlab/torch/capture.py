@@ -181,6 +181,29 @@ def analyse(ep: ExportedProgram) -> GraphInfo:
                      [(MUTATIONS[spec.kind], spec.target) for _, spec in written], mutable)
 
 
+def analyse_graph(gm: torch.fx.GraphModule) -> GraphInfo:
+    """GraphInfo of a plain aten FX graph (an AOTAutograd forward or backward graph): every placeholder
+    is a call input (parameters arrive as inputs), get_attr tensors are constants, the outputs are the
+    tensor leaves of the output tuple (None leaves, e.g. no gradient, stay None)."""
+    user = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    state = {n: _attr(gm, n.target) for n in gm.graph.nodes if n.op == "get_attr"}
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    leaves, out_spec = pytree.tree_flatten(out_node.args[0])
+    bad = [x for x in leaves if x is not None and not isinstance(x, torch.fx.Node)]
+    if bad:
+        raise UnsupportedOperatorError(f"the graph returns non-tensor values {bad!r}; trnlab runs graphs of "
+                                       "tensors (static shapes)")
+    folded = constant_nodes(gm.graph, set(user))
+    return GraphInfo(user, state, set(), folded, leaves, out_spec)
+
+
+def _attr(gm, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def constant_nodes(graph, dynamic_inputs: set) -> set:
     """Call nodes that depend neither on user inputs nor on state forward mutates (folded at compile
     time, like any compiler)."""

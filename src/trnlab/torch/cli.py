@@ -278,3 +278,90 @@ def demo_command(target=None, out="trnlab-out/demo") -> int:
     console.print(f"open {out}/model.html, or load {out}/trace.json in https://ui.perfetto.dev "
                   f"({time.perf_counter() - t0:.1f} s)")
     return 0 if ok else 2
+
+
+# --- trnlab train -----------------------------------------------------------------------------------
+def train_command(name: str, *, target=None, steps=10, batch=1, seq=64, dtype="bf16", checkpointing="none",
+                  optimizer="adamw", lr=1e-3, numerics=True, json_out=False) -> int:
+    from trnlab.console import make_console
+    from trnlab.errors import TrnlabError
+    from trnlab.torch.trainer import train
+    console = make_console(stderr=json_out)
+    status = None if json_out else console.status(f"training {name} on the simulated chip")
+    try:
+        if status:
+            status.start()
+        result = train(name, target=target, steps=steps, batch=batch, seq=seq, dtype=dtype,
+                       checkpointing=checkpointing, optimizer=optimizer, lr=lr, numerics=numerics,
+                       progress=(lambda text: status.update(f"{name}: {text}")) if status else None)
+    except (TrnlabError, ValueError) as exc:
+        from rich.markup import escape
+        if status:
+            status.stop()
+        console.print(f"[red]{type(exc).__name__}[/]: {escape(str(exc))}", highlight=False)
+        return 1
+    finally:
+        if status:
+            status.stop()
+    if json_out:
+        from trnlab.torch.report import _finite
+        print(json.dumps(_finite(result.to_dict()), indent=1, allow_nan=False))
+    else:
+        print_training(result, console)
+    return 0 if not result.grad_check or result.grad_check["ok"] else 2
+
+
+def print_training(r, console) -> None:
+    from rich.table import Table
+    from trnlab.console import natural_width
+    from trnlab.torch.report import fmt_time, fmt_usd
+    tables = []
+    if r.losses:
+        losses = Table(title=f"{r.model}: loss per step on the simulated chip ({r.dtype}) vs eager PyTorch (fp32)")
+        for col in ("step", "loss (trnlab)", "loss (eager)", "difference"):
+            losses.add_column(col, justify="right")
+        for i, (a, b) in enumerate(zip(r.losses, r.eager_losses), 1):
+            losses.add_row(str(i), f"{a:.4f}", f"{b:.4f}", f"{a - b:+.4f}")
+        tables.append(losses)
+    ops: dict = {}
+    for o in r.ops:
+        key = o.op.replace("aten.", "").replace(".default", "")
+        g = ops.setdefault(key, [0, 0.0, 0])
+        g[0] += 1
+        g[1] += o.time_s
+        g[2] += o.instructions
+    top = Table(title=f"{r.model} training step on one {r.target} NeuronCore - ops by predicted time "
+                      "(forward and backward)")
+    for col in ("op", "n", "time", "share", "instr"):
+        top.add_column(col, justify="left" if col == "op" else "right")
+    graph_s = r.timing.forward_s + r.timing.backward_s
+    for op, (n, t, instr) in sorted(ops.items(), key=lambda kv: -kv[1][1])[:12]:
+        top.add_row(op, str(n), fmt_time(t), f"{t / graph_s:.1%}" if graph_s else "", str(instr))
+    tables.append(top)
+    t = r.timing
+    summary = Table(title="Training step", show_header=False)
+    summary.add_column("", style="bold")
+    summary.add_column("")
+    h = r.hbm
+    rows = [("step time", f"{fmt_time(t.step_s)} = forward {fmt_time(t.forward_s)} + backward "
+                          f"{fmt_time(t.backward_s)} + {r.optimizer} {fmt_time(t.optimizer_s)} "
+                          f"(batch {r.batch} x seq {r.seq}, checkpointing {r.checkpointing})"),
+            ("throughput", f"{r.tokens_per_s:,.0f} tokens/s on one NeuronCore"),
+            ("MFU", f"{r.mfu:.2%} (6N + 12 x layers x hidden x seq = {r.flops_per_token / 1e6:,.1f} MFLOP/token, "
+                    f"N = {r.params:,}); HFU {r.hfu:.2%} (recompute included)"),
+            ("HBM", h.describe()),
+            ("cost", f"{fmt_usd(r.usd_per_million_tokens)} per million training tokens "
+                     f"({r.instance} ${r.usd_per_hour:.2f}/h / {r.instance_cores} NeuronCores)"),
+            ("instructions", f"{t.instructions:,} per step"),
+            ("simulation", f"{r.wall_s:.1f} s wall ({r.mode})")]
+    if r.grad_check:
+        g = r.grad_check
+        rows.append(("gradients", f"max error {g['max_rel_err']:.2g} of the reference's largest magnitude "
+                                  f"({g['worst_param']}), bound {g['tolerance']:g}: "
+                                  + ("[green]ok[/]" if g["ok"] else "[red]NOT ok[/]")))
+    for k, v in rows:
+        summary.add_row(k, v)
+    tables.append(summary)
+    with natural_width(console, tables):
+        for table in tables:
+            console.print(table)

@@ -6,6 +6,10 @@ trnlab.torch.compile and run every call on the simulated NeuronCore.
 Options: target, dtype, fallback (None | "cpu"), check (compare with eager), numerics, name; they are
 described in trnlab.torch.api. Any other name, or a torch.compile `mode`, raises OptionError at the
 first call. The report of the last call is on `trnlab.torch.dynamo.last_compiled().report`.
+
+Training: when grad is enabled and a graph input requires grad (a parameter), the graph goes through
+AOTAutograd instead and its forward and backward graphs both run on the simulated chip (trnlab.torch.train);
+`last_training()` returns the step's record: `.forward` / `.backward` Reports, `.latency_s`.
 """
 from __future__ import annotations
 
@@ -19,10 +23,19 @@ def last_compiled():
     return _compiled[-1] if _compiled else None
 
 
+def last_training():
+    """The trnlab.torch.train.Training record of the last training step (forward/backward Reports)."""
+    from trnlab.torch.train import last_training as last
+    return last()
+
+
 def trnlab_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None, mode=None):
     from trnlab.torch.api import CompiledModel, check_options
     from trnlab.errors import OptionError
+    from trnlab.torch import train
     opts = dict(options or {})
+    if train.needs_training(example_inputs):
+        return train.training_backend(gm, example_inputs, opts, mode)
     compiled: list = []
 
     def run(*args):

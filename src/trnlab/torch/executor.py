@@ -83,6 +83,7 @@ class RunResult:
     machine: Machine
     wall_s: float
     fallbacks: list = field(default_factory=list)
+    program: "Program | None" = None        # what ran (its graph: e.g. the activations a forward saves)
 
 
 def model_flops(node) -> float:
@@ -96,12 +97,24 @@ def model_flops(node) -> float:
         a = node.args[1] if packet is aten.addmm else node.args[0]
         return 2.0 * np.prod(val.shape) * shape(a)[-1]
     if packet is aten.scaled_dot_product_attention:
-        q, k = shape(node.args[0]), shape(node.args[1])
-        sq, skv, d = q[-2], k[-2], q[-1]
-        causal = node.kwargs.get("is_causal", len(node.args) > 5 and node.args[5])
-        pairs = sum(min(skv, i + 1) for i in range(sq)) if causal else sq * skv
-        return 4.0 * np.prod(q[:-2]) * pairs * d
+        return _attention_flops(node, 0, 5)
+    if packet is aten._scaled_dot_product_flash_attention_for_cpu:
+        return _attention_flops(node, 0, 4)
+    if packet is aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        # recompute S = q k^T, then dP = dO v^T, dV = P^T dO, dK = dS^T q, dQ = dS k: five products of
+        # 2 * pairs * D(v) FLOPs against the forward's two: 2.5x when Dv = D, FlashAttention's own count
+        # (https://github.com/Dao-AILab/flash-attention/blob/main/benchmarks/benchmark_flash_attention.py)
+        return 2.5 * _attention_flops(node, 1, 7)
     return 0.0
+
+
+def _attention_flops(node, q_pos: int, causal_pos: int) -> float:
+    """4 * B * H * (query, key) pairs * D: the forward's q k^T and P v (the causal half when causal)."""
+    q, k = (tuple(node.args[i].meta["val"].shape) for i in (q_pos, q_pos + 1))
+    sq, skv, d = q[-2], k[-2], q[-1]
+    causal = node.kwargs.get("is_causal", len(node.args) > causal_pos and node.args[causal_pos])
+    pairs = sum(min(skv, i + 1) for i in range(sq)) if causal else sq * skv
+    return 4.0 * np.prod(q[:-2]) * pairs * d
 
 
 class Program:
@@ -112,7 +125,8 @@ class Program:
         self.name = name
         self.fallback = fallback
         self.graph = ep.graph
-        self.info = capture.analyse(ep)
+        # an ExportedProgram (inference capture) or a plain aten GraphModule (AOTAutograd fw/bw graphs)
+        self.info = capture.analyse(ep) if hasattr(ep, "graph_signature") else capture.analyse_graph(ep)
         fused = {**find_act_muls(self.graph), **find_rmsnorms(self.graph)}
         self.fused = {n: f for n, f in fused.items() if not any(refusal(m) for m in (n, *f.interior))}
         self.interior = {n for f in self.fused.values() for n in f.interior}
@@ -213,11 +227,11 @@ class Program:
                 records.append(self._run_node(ctx, node))
                 if progress is not None:
                     progress()
-            outputs = [self._to_host(ctx, n) for n in self.info.outputs]
+            outputs = [None if n is None else self._to_host(ctx, n) for n in self.info.outputs]
         sched = m.scheduler
         fallbacks = [r for r in records if r.where == "cpu-fallback"]
         return RunResult(pytree.tree_unflatten(outputs, self.info.out_spec), records, sched.end, m,
-                         time.perf_counter() - t0, fallbacks)
+                         time.perf_counter() - t0, fallbacks, self)
 
     def _place_state(self, ctx):
         for node, layouts in self._device_state().items():

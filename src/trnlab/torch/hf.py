@@ -34,7 +34,18 @@ def bert(size: str = "tiny", seed: int = 0):
     return BertModel(cfg, add_pooling_layer=True).eval()
 
 
+def bert_mlm(size: str = "tiny", seed: int = 0):
+    """BERT with its masked-LM head (the model trained with labels=)."""
+    from transformers import BertConfig, BertForMaskedLM
+    _seed(seed)
+    cfg = BertConfig(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=256, max_position_embeddings=512,
+                     attn_implementation="sdpa") if size == "tiny" else BertConfig()
+    return BertForMaskedLM(cfg).eval()
+
+
 BUILDERS = {"hf-llama": llama, "hf-gpt2": gpt2, "hf-bert": bert}
+TRAINING_BUILDERS = {"hf-llama": llama, "hf-gpt2": gpt2, "hf-bert": bert_mlm}    # models that take labels=
 
 
 def build(name: str, size: str = "tiny"):

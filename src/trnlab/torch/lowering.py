@@ -650,3 +650,7 @@ PRESERVED = [aten.linear.default, aten.scaled_dot_product_attention.default, ate
 def covered_ops() -> list[str]:
     """Names of the ops with a lowering (aten packets and Python operators)."""
     return sorted(str(k) if hasattr(k, "overloads") else getattr(k, "__name__", str(k)) for k in LOWERINGS)
+
+
+from trnlab.torch import lowering_train  # noqa: E402,F401  (training ops register here; imported last)
+from trnlab.torch import lowering_attention  # noqa: E402,F401  (the SDPA flash ops and their backward)

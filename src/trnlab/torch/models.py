@@ -7,11 +7,20 @@ Weights are random from a fixed seed.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+# Activation checkpointing, as NeuronX Distributed offers it (its developer guide for activation memory
+# reduction, https://awsdocs-neuron.readthedocs-hosted.com/en/v1.12.0/libraries/neuronx-distributed/developer-guide.html;
+# selective recomputation from Korthikanti et al., https://arxiv.org/abs/2205.05198):
+# "none" saves every activation backward needs; "selective" (NxD's default) recomputes the attention
+# core (scores, softmax, weighted sum) in backward; "full" recomputes each whole decoder block from its input.
+CHECKPOINTING = ("none", "selective", "full")
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,19 @@ def apply_rope(x, cos, sin):
     return x * cos + rotate_half(x) * sin
 
 
-class LlamaBlock(nn.Module):
+class _Block(nn.Module):
+    """What both decoder blocks share: the causal attention core, recomputed in backward when
+    `recompute_attention` is set (selective checkpointing)."""
+    recompute_attention = False
+
+    def _attend(self, q, k, v, **kw):
+        attend = functools.partial(F.scaled_dot_product_attention, is_causal=True, **kw)
+        if self.recompute_attention and torch.is_grad_enabled():
+            return checkpoint(attend, q, k, v, use_reentrant=False)
+        return attend(q, k, v)
+
+
+class LlamaBlock(_Block):
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
         h, d = cfg.hidden, cfg.head_dim
@@ -120,7 +141,7 @@ class LlamaBlock(nn.Module):
         v = self.v_proj(hx).view(b, s, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is None:
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            a = self._attend(q, k, v, enable_gqa=True)
             new_cache = None
         else:
             ck, cv = cache
@@ -134,7 +155,7 @@ class LlamaBlock(nn.Module):
 
 
 # --- GPT-2 ----------------------------------------------------------------------------------------
-class GPT2Block(nn.Module):
+class GPT2Block(_Block):
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
         h = cfg.hidden
@@ -153,7 +174,7 @@ class GPT2Block(nn.Module):
         q, k, v = self.c_attn(self.ln_1(x)).split(h, dim=2)
         q, k, v = (t.view(b, s, cfg.heads, cfg.head_dim).transpose(1, 2) for t in (q, k, v))
         if cache is None:
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            a = self._attend(q, k, v)
             new_cache = None
         else:
             ck, cv = cache
@@ -195,8 +216,27 @@ class Decoder(nn.Module):
         x = self._embed(input_ids, positions)
         cos, sin = rope_tables(self.cfg, positions) if self.cfg.kind == "llama" else (None, None)
         for blk in self.blocks:
-            x, _ = blk(x, cos, sin)
+            x = run_block(blk, x, cos, sin)
         return self.lm_head(self.final_norm(x))
+
+
+def run_block(blk, x, cos, sin):
+    """One decoder block in prefill/training; the whole block is recomputed in backward when the
+    block is marked for full checkpointing."""
+    if getattr(blk, "recompute_block", False) and torch.is_grad_enabled():
+        return checkpoint(blk, x, cos, sin, use_reentrant=False)[0]
+    return blk(x, cos, sin)[0]
+
+
+def set_checkpointing(model: nn.Module, mode: str) -> nn.Module:
+    """Mark every decoder block of `model` for activation checkpointing `mode` (see CHECKPOINTING)."""
+    if mode not in CHECKPOINTING:
+        raise ValueError(f"checkpointing={mode!r}; valid: {', '.join(CHECKPOINTING)}")
+    for blk in model.modules():
+        if isinstance(blk, _Block):
+            blk.recompute_block = mode == "full"
+            blk.recompute_attention = mode == "selective"
+    return model
 
 
 class DecodeStep(nn.Module):
@@ -283,7 +323,7 @@ class DecoderLayer(nn.Module):
     def forward(self, x):
         positions = torch.arange(x.shape[1], device=x.device)
         cos, sin = rope_tables(self.cfg, positions) if self.cfg.kind == "llama" else (None, None)
-        return self.block(x, cos, sin)[0]
+        return run_block(self.block, x, cos, sin)
 
 
 def build_layer(name: str, *, seed: int = 0, meta: bool = False) -> DecoderLayer:

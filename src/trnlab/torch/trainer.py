@@ -1,0 +1,374 @@
+"""Training steps on one simulated NeuronCore: the HBM a step needs, the FLOPs it is credited with,
+and the loop that runs forward, backward and the optimizer on the chip beside eager PyTorch.
+
+Memory (per NeuronCore, AWS's mixed-precision recipe: bf16 weights and gradients for compute, fp32
+master weights and optimizer states, as NxD's standard mixed precision does;
+https://awsdocs-neuron.readthedocs-hosted.com/en/latest/about-neuron/appnotes/torch-neuronx/migration-from-xla-downcast-bf16.html):
+  weights      parameters in the compute dtype
+  gradients    one gradient per parameter in the compute dtype, plus an fp32 accumulator when
+               gradients are accumulated over micro-batches in a lower precision
+  optimizer    fp32 states (AdamW: exp_avg and exp_avg_sq; SGD: momentum), plus fp32 master weights
+               when the compute dtype is not fp32
+  activations  the tensors forward saves for backward, read off the captured forward graph (so
+               activation checkpointing changes them), in the compute dtype
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from trnlab.errors import HbmCapacityError
+from trnlab.torch.report import fmt_bytes
+
+OPTIMIZER_STATE_BYTES = {"adamw": 8, "sgd": 4}     # fp32 bytes of state per parameter
+FP32 = 4
+
+
+@dataclass(frozen=True)
+class HbmBreakdown:
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    capacity_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.gradients_bytes + self.optimizer_bytes + self.activations_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.capacity_bytes
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total_bytes": self.total_bytes}
+
+    def describe(self) -> str:
+        parts = [f"{k.removesuffix('_bytes')} {fmt_bytes(v)}" for k, v in asdict(self).items()
+                 if k != "capacity_bytes"]
+        return f"{' + '.join(parts)} = {fmt_bytes(self.total_bytes)} of {fmt_bytes(self.capacity_bytes)}"
+
+    def check(self, name: str, target: str) -> None:
+        """HbmCapacityError naming every part when the step does not fit one NeuronCore's HBM."""
+        if not self.fits:
+            raise HbmCapacityError(
+                f"training {name} does not fit in the HBM of one {target} NeuronCore: {self.describe()} "
+                f"({self.total_bytes} B > {self.capacity_bytes} B); use activation checkpointing, a smaller "
+                "batch or sequence, or shard the model over more NeuronCores",
+                required=self.total_bytes, limit=self.capacity_bytes)
+
+
+def trainable_params(model: torch.nn.Module) -> int:
+    """Parameters the optimizer updates (a tied weight counts once, as model.parameters() yields it)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def hbm_breakdown(model: torch.nn.Module, dtype: torch.dtype, *, optimizer: str, activations_bytes: int,
+                  capacity_bytes: int, accumulation: int = 1) -> HbmBreakdown:
+    if optimizer not in OPTIMIZER_STATE_BYTES:
+        raise ValueError(f"optimizer={optimizer!r}; valid: {sorted(OPTIMIZER_STATE_BYTES)}")
+    n = trainable_params(model)
+    size = torch.finfo(dtype).bits // 8
+    mixed = dtype != torch.float32
+    gradients = n * size + (n * FP32 if accumulation > 1 and mixed else 0)
+    optimizer_bytes = n * (OPTIMIZER_STATE_BYTES[optimizer] + (FP32 if mixed else 0))
+    return HbmBreakdown(n * size, gradients, optimizer_bytes, int(activations_bytes), int(capacity_bytes))
+
+
+# --- activations saved for backward ----------------------------------------------------------------
+_ALIASES = {"view", "_unsafe_view", "permute", "transpose", "t", "expand", "unsqueeze", "squeeze", "slice",
+            "select", "alias", "detach", "as_strided", "split", "split_with_sizes", "unbind", "reshape"}
+
+
+def saved_activation_bytes(forward_graph: torch.fx.Graph, user_outputs: int, dtype: torch.dtype) -> int:
+    """Bytes of the tensors an AOTAutograd forward graph saves for backward (its outputs after the
+    first `user_outputs`), on the device: floating tensors in the compute dtype, views of a graph input
+    (a parameter, the token ids) and repeated storages counted once or not at all."""
+    out = next(n for n in forward_graph.nodes if n.op == "output")
+    flat = out.args[0] if isinstance(out.args[0], (list, tuple)) else [out.args[0]]
+    seen, total = set(), 0
+    for node in flat[user_outputs:]:
+        if not isinstance(node, torch.fx.Node):
+            continue
+        base = _storage_base(node)
+        if base.op == "placeholder" or base in seen:
+            continue
+        seen.add(base)
+        total += _device_bytes(base.meta.get("val"), dtype)
+    return total
+
+
+def _storage_base(node: torch.fx.Node) -> torch.fx.Node:
+    while node.op == "call_function" and _op_name(node) in _ALIASES and node.all_input_nodes:
+        node = node.all_input_nodes[0]
+    return node
+
+
+def _op_name(node) -> str:
+    packet = getattr(node.target, "overloadpacket", None)
+    return getattr(packet, "__name__", "") if packet is not None else ""
+
+
+def _device_bytes(val, dtype: torch.dtype) -> int:
+    if isinstance(val, (list, tuple)):
+        return sum(_device_bytes(v, dtype) for v in val)
+    if not isinstance(val, torch.Tensor):
+        return 0
+    size = torch.finfo(dtype).bits // 8 if val.is_floating_point() else min(val.element_size(), 4)
+    return val.numel() * size
+
+
+# --- FLOPs ----------------------------------------------------------------------------------------
+def training_flops_per_token(params: int, layers: int, hidden: int, seq: int) -> float:
+    """Model FLOPs per trained token as AWS computes training MFU (6N for forward and backward through
+    the weights, 12 x layers x hidden x seq for attention scores and their weighted sums):
+    ../shared/reference trainium-scale.md section 2, reproducing AWS's trn1 NxD Llama2-7B 30.8%."""
+    return 6.0 * params + 12.0 * layers * hidden * seq
+
+
+def model_shape(model: torch.nn.Module) -> tuple[int, int]:
+    """(layers, hidden) of a built-in decoder / decoder layer or a transformers model."""
+    cfg = getattr(model, "cfg", None) or getattr(getattr(model, "model", None), "cfg", None)
+    if cfg is not None and hasattr(cfg, "hidden"):
+        return (cfg.layers if hasattr(model, "blocks") else 1), cfg.hidden
+    hf = getattr(model, "config", None) or getattr(getattr(model, "model", None), "config", None)
+    if hf is not None:
+        return int(hf.num_hidden_layers), int(hf.hidden_size)
+    raise ValueError(f"cannot tell the layers and hidden size of {type(model).__name__}")
+
+
+# --- the training loop ------------------------------------------------------------------------------
+class NextTokenLoss(torch.nn.Module):
+    """forward(input_ids, labels) -> mean next-token cross-entropy of a logits model (the loss and its
+    backward run on the chip with the model)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, labels):
+        logits = self.model(input_ids)
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+
+
+@dataclass
+class StepTiming:
+    forward_s: float
+    backward_s: float
+    optimizer_s: float
+    hw_pe_s: float            # Tensor-engine work at peak rate (HFU numerator), recompute included
+    instructions: int
+
+    @property
+    def step_s(self) -> float:
+        return self.forward_s + self.backward_s + self.optimizer_s
+
+
+@dataclass
+class TrainResult:
+    model: str
+    target: str
+    dtype: str
+    batch: int
+    seq: int
+    checkpointing: str
+    optimizer: str
+    losses: list
+    eager_losses: list
+    timing: StepTiming                 # of the last step
+    hbm: HbmBreakdown
+    params: int
+    flops_per_token: float
+    peak_flops: float
+    usd_per_hour: float
+    instance: str
+    instance_cores: int
+    grad_check: dict
+    ops: list                          # OpRecords of the last step: forward then backward
+    mode: str = "numerics"
+    wall_s: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.timing.step_s if self.timing.step_s else 0.0
+
+    @property
+    def mfu(self) -> float:
+        return self.tokens_per_s * self.flops_per_token / self.peak_flops
+
+    @property
+    def hfu(self) -> float:
+        return self.timing.hw_pe_s / self.timing.step_s if self.timing.step_s else 0.0
+
+    @property
+    def usd_per_million_tokens(self) -> float:
+        per_core_s = self.usd_per_hour / self.instance_cores / 3600.0
+        return per_core_s / self.tokens_per_s * 1e6 if self.tokens_per_s else 0.0
+
+    def to_dict(self) -> dict:
+        t = self.timing
+        return {"model": self.model, "target": self.target, "dtype": self.dtype, "batch": self.batch,
+                "seq": self.seq, "checkpointing": self.checkpointing, "optimizer": self.optimizer,
+                "mode": self.mode, "steps": len(self.losses), "losses": self.losses,
+                "eager_losses": self.eager_losses, "step_ms": t.step_s * 1e3, "forward_ms": t.forward_s * 1e3,
+                "backward_ms": t.backward_s * 1e3, "optimizer_ms": t.optimizer_s * 1e3,
+                "tokens_per_s": self.tokens_per_s, "mfu": self.mfu, "hfu": self.hfu,
+                "usd_per_million_tokens": self.usd_per_million_tokens, "params": self.params,
+                "flops_per_token": self.flops_per_token, "instructions": t.instructions,
+                "hbm": self.hbm.to_dict(), "grad_check": self.grad_check, "wall_s": self.wall_s,
+                "ops": [{"op": o.op, "time_s": o.time_s, "instructions": o.instructions, "source": o.source}
+                        for o in self.ops]}
+
+
+# --- models and data ------------------------------------------------------------------------------------
+def build_for_training(name: str, *, seed: int = 0, meta: bool = False, checkpointing: str = "none"):
+    """(module whose forward(input_ids, labels) returns the loss, vocab size) for a built-in name."""
+    from trnlab.torch import hf, models
+    if name in hf.TRAINING_BUILDERS:
+        if meta:
+            raise ValueError(f"{name} is built from transformers with real weights; --timing-only trains the "
+                             "built-in decoders only")
+        if checkpointing != "none":
+            raise ValueError(f"--checkpointing {checkpointing} is for the built-in decoders, not {name}")
+        model = hf.TRAINING_BUILDERS[name]("tiny", seed)
+        return _HfWithLabels(model), hf.vocab(model)
+    if name.endswith("-layer"):
+        raise ValueError(f"{name} is one decoder layer on hidden states; `trnlab train` trains whole models "
+                         "(benchmarks/train_estimate.py times one layer's training step)")
+    model = models.set_checkpointing(models.build(name, seed=seed, meta=meta), checkpointing)
+    return NextTokenLoss(model), model.cfg.vocab
+
+
+class _HfWithLabels(torch.nn.Module):
+    """A transformers model called with labels= (it computes its own loss); BERT gets masked-LM labels."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, labels):
+        return self.model(input_ids=input_ids, labels=labels).loss
+
+
+def training_batch(name: str, vocab: int, batch: int, seq: int, seed: int = 1, meta: bool = False):
+    """(input_ids, labels): a fixed batch of random tokens (the loss falls as the model learns it).
+    Built-in decoders get next-token labels; transformers causal LMs shift labels themselves; BERT gets
+    15% of positions masked (label -100 elsewhere, PyTorch's ignore_index)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, seq + 1), generator=gen)
+    if name == "hf-bert":
+        inputs, labels = ids[:, :seq].clone(), ids[:, :seq].clone()
+        masked = torch.rand(batch, seq, generator=gen) < 0.15
+        masked[:, 0] = True                            # at least one label per row
+        inputs[masked] = min(103, vocab - 1)           # BERT's [MASK] id
+        labels[~masked] = -100
+    elif name.startswith("hf-"):
+        inputs = labels = ids[:, :seq]
+    else:
+        inputs, labels = ids[:, :seq], ids[:, 1:]
+    if meta:
+        return inputs.to("meta"), labels.to("meta")
+    return inputs, labels
+
+
+# --- the loop -----------------------------------------------------------------------------------------
+def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int = 64, dtype="bf16",
+          checkpointing: str = "none", optimizer: str = "adamw", lr: float = 1e-3, numerics: bool = True,
+          progress=None, fallback=None) -> TrainResult:
+    """Train a built-in model for `steps` steps on one simulated NeuronCore: each step runs forward and
+    backward (torch.compile with the trnlab backend) and the optimizer (trnlab.torch.optim) on the chip;
+    eager fp32 PyTorch trains a copy beside it on the same batch. The model runs without dropout (random
+    masks are not simulated). numerics=False: timing only, one step on shapes (no values, no eager)."""
+    import copy
+    import time as _time
+    from trnlab.hw import get_chip
+    from trnlab.torch import optim as sim_optim
+    from trnlab.torch.api import as_dtype, dtype_name
+    from trnlab.torch.report import chip_fields
+    from trnlab.torch.train import GRAD_TOLERANCE, compile_train, last_training
+
+    t0 = _time.perf_counter()
+    chip = get_chip(target)
+    tdtype = as_dtype(dtype)
+    model, vocab = build_for_training(name, meta=not numerics, checkpointing=checkpointing)
+    inputs, labels = training_batch(name, vocab, batch, seq, meta=not numerics)
+    n_params = trainable_params(model)
+    before = hbm_breakdown(model, tdtype, optimizer=optimizer, activations_bytes=0,
+                           capacity_bytes=chip.hbm_bytes_per_core)
+    before.check(name, chip.name)
+    layers, hidden = model_shape(model.model)
+    compiled = compile_train(model, target=chip.name, dtype=tdtype, numerics=numerics, check=False, name=name,
+                             fallback=fallback)
+    opt = _optimizer(sim_optim, optimizer, model, lr, chip.name, numerics)
+    ref = ref_opt = None
+    if numerics:
+        ref = copy.deepcopy(model).float()
+        ref_opt = _optimizer(torch.optim, optimizer, ref, lr)
+    losses, eager_losses, grad_check, hbm = [], [], {}, None
+    for step in range(steps if numerics else 1):
+        _tick(progress, f"step {step + 1}/{steps}: forward and backward on the simulated chip")
+        loss = compiled(inputs, labels)
+        loss.backward()
+        record = last_training()
+        if hbm is None:
+            saved = saved_activation_bytes(record.forward_runs[-1].program.graph, 1, tdtype)
+            hbm = hbm_breakdown(model, tdtype, optimizer=optimizer, activations_bytes=saved,
+                                capacity_bytes=chip.hbm_bytes_per_core)
+            hbm.check(name, chip.name)
+        if numerics:
+            ref_loss = ref(inputs, labels)
+            ref_loss.backward()
+            if step == 0:
+                grad_check = _grad_check(model, ref, GRAD_TOLERANCE.get(dtype_name(tdtype), 5e-2))
+            ref_opt.step()
+            ref_opt.zero_grad()
+            losses.append(float(loss))
+            eager_losses.append(float(ref_loss))
+        _tick(progress, f"step {step + 1}/{steps}: {optimizer} on the simulated chip")
+        opt.step()
+        opt.zero_grad()
+    timing = StepTiming(sum(r.latency_s for r in record.forwards), sum(r.latency_s for r in record.backwards),
+                        opt.last_step.latency_s, sum(r.hw_pe_s for r in record.forwards + record.backwards),
+                        sum(r.instructions for r in record.forwards + record.backwards) + opt.last_step.instructions)
+    fields = chip_fields(chip, dtype_name(tdtype))
+    ops = [o for r in record.forwards + record.backwards for o in r.ops]
+    return TrainResult(name, chip.name, dtype_name(tdtype), batch, seq, checkpointing, optimizer, losses,
+                       eager_losses, timing, hbm, n_params,
+                       training_flops_per_token(n_params, layers, hidden, seq), fields["peak_flops"],
+                       fields["usd_per_hour"], fields["instance"], fields["instance_cores"], grad_check, ops,
+                       "numerics" if numerics else "timing-only", _time.perf_counter() - t0)
+
+
+def _optimizer(module, kind: str, model, lr: float, target=None, numerics=None):
+    """AdamW (weight decay 0.01, PyTorch's default) or SGD with momentum 0.9, from `module` (torch.optim
+    for eager, trnlab.torch.optim for the chip)."""
+    extra = {} if target is None else {"target": target, "numerics": numerics}
+    if kind == "adamw":
+        return module.AdamW(model.parameters(), lr=lr, **extra)
+    return module.SGD(model.parameters(), lr=lr, momentum=0.9, **extra)
+
+
+def _grad_check(model, ref, tolerance: float) -> dict:
+    """Every parameter's gradient on the chip vs eager fp32 (error relative to the reference's max)."""
+    from trnlab.torch.api import check_output
+    ref_params = dict(ref.named_parameters())
+    worst, name = 0.0, ""
+    for pname, p in model.named_parameters():
+        r = ref_params[pname].grad
+        if r is None:
+            continue
+        got = p.grad if p.grad is not None else torch.zeros_like(r)
+        err = check_output(pname, got.detach().float(), r.float(), tolerance).max_rel_err
+        if err >= worst:
+            worst, name = err, pname
+    return {"max_rel_err": worst, "worst_param": name, "tolerance": tolerance, "ok": worst <= tolerance}
+
+
+def _tick(progress, text: str) -> None:
+    if progress is not None:
+        progress(text)

@@ -1,0 +1,183 @@
+"""trnlab.kernels.flash_attention_bwd (and the forward's logsumexp) against PyTorch autograd of
+F.scaled_dot_product_attention; the SDPA flash aten ops through the torch path against eager; the
+backward's predicted time and Tensor-engine work against the forward's and a hand count."""
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+import trnlab.torch as tt
+from trnlab.errors import ShapeError, UnsupportedOperatorError
+from trnlab.kernels.flash_attention import flash_attention
+from trnlab.kernels.flash_attention_bwd import flash_attention_bwd
+
+pytestmark = pytest.mark.filterwarnings("error::trnlab.errors.TrnlabWarning")   # no uninitialised reads
+
+F = torch.nn.functional
+aten = torch.ops.aten
+BF16 = ml_dtypes.bfloat16
+
+
+def inputs(b, hq, hkv, sq, sk, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, hq, sq, d, generator=g), torch.randn(b, hkv, sk, d, generator=g),
+            torch.randn(b, hkv, sk, d, generator=g), torch.randn(b, hq, sq, d, generator=g))
+
+
+def autograd(q, k, v, dout, mask, causal):
+    """Oracle: eager SDPA's output, logsumexp (from the mask-free math) and autograd gradients."""
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    gqa = q.shape[1] != k.shape[1]
+    out = F.scaled_dot_product_attention(*leaves, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
+    out.backward(dout)
+    kk = k.repeat_interleave(q.shape[1] // k.shape[1], 1)
+    s = q @ kk.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if causal:
+        s = s.masked_fill(~torch.ones(s.shape[-2:], dtype=torch.bool).tril(), -math.inf)
+    if mask is not None:
+        s = s.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else s + mask
+    return out.detach(), torch.logsumexp(s, -1), [t.grad for t in leaves]
+
+
+def close(got, want, tol):
+    got = torch.from_numpy(np.asarray(got, dtype=np.float32))
+    assert got.shape == want.shape
+    err = float((got - want).abs().max())
+    assert err <= tol * float(want.abs().max()), f"max error {err:.3g} > {tol} * {float(want.abs().max()):.3g}"
+
+
+CASES = [  # (B, Hq, Hkv, Sq, Sk, D, causal, mask)
+    (1, 2, 2, 200, 200, 64, True, None),            # ragged last tile, causal
+    (1, 4, 2, 130, 300, 128, False, None),          # grouped-query, cross attention, D = 128
+    (2, 2, 2, 150, 150, 64, False, "bool"),         # bool mask
+    (1, 1, 1, 256, 256, 128, True, "float"),        # additive mask (-inf and a bias) with causal
+]
+
+
+def make_mask(kind, b, sq, sk):
+    g = torch.Generator().manual_seed(7)
+    if kind == "bool":
+        m = torch.rand(b, 1, sq, sk, generator=g) > 0.3
+        m[..., 0] = True                            # every query sees a key
+        return m
+    if kind == "float":
+        m = torch.randn(sq, sk, generator=g)
+        m[:, 200:] = -math.inf                      # padding after 200 keys
+        return m
+    return None
+
+
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,d,causal,mask", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, BF16])
+def test_backward_matches_autograd(b, hq, hkv, sq, sk, d, causal, mask, dtype):
+    q, k, v, dout = inputs(b, hq, hkv, sq, sk, d)
+    m = make_mask(mask, b, sq, sk)
+    if dtype is BF16:                               # the oracle sees the same rounded inputs
+        q, k, v, dout = (t.bfloat16().float() for t in (q, k, v, dout))
+    out, lse, grads = autograd(q, k, v, dout, m, causal)
+    cast = lambda t: t.numpy().astype(dtype)        # noqa: E731
+    dq, dk, dv = flash_attention_bwd.run(
+        (cast(q), cast(k), cast(v), cast(out), cast(dout), lse.numpy()),
+        dict(mask=None if m is None else m.numpy(), causal=causal), timing=False).outputs
+    tol = 1e-4 if dtype is np.float32 else 2e-2    # bf16: P, dS and the inputs of every product rounded
+    for got, want in zip((dq, dk, dv), grads):
+        assert got.dtype == np.dtype(dtype)
+        close(got, want, tol)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_forward_returns_logsumexp(causal):
+    q, k, v, _ = inputs(1, 4, 2, 200, 200, 64)
+    m = make_mask("float", 1, 200, 200)
+    out, lse = flash_attention.run((q.numpy(), k.numpy(), v.numpy()), dict(mask=m.numpy(), causal=causal,
+                                                                            return_lse=True), timing=False).outputs
+    want_out, want_lse, _ = autograd(q, k, v, torch.zeros_like(q), m, causal)
+    assert lse.dtype == np.float32 and lse.shape == (1, 4, 200)
+    close(lse, want_lse, 1e-5)
+    close(out, want_out, 1e-5)
+    plain = flash_attention.run((q.numpy(), k.numpy(), v.numpy()), dict(mask=m.numpy(), causal=causal),
+                                timing=False).outputs
+    assert np.array_equal(plain, out)              # the lse output changes nothing else
+
+
+def test_backward_time_and_tensor_engine_work():
+    s, d = 512, 128
+    q, k, v, dout = (t.numpy().astype(BF16) for t in inputs(1, 1, 1, s, s, d))
+    fwd = flash_attention.run((q, k, v), dict(causal=False, return_lse=True))
+    out, lse = fwd.outputs
+    bwd = flash_attention_bwd.run((q, k, v, out, dout, lse), dict(causal=False))
+    ratio = bwd.machine.scheduler.end / fwd.machine.scheduler.end
+    assert 2.0 <= ratio <= 4.0, f"backward / forward time {ratio:.2f}"
+    # hand count: S = q k^T, dP = dO v^T, dV = P^T dO, dK = dS^T q, dQ = dS k, each 2 * S * S * D;
+    # plus one 128 x 128 PE transpose of dS per (query tile, key tile): 2 * 128 * 128 * 128 each
+    work = bwd.machine.scheduler.work
+    assert work.flops == 5 * 2 * s * s * d
+    assert work.pe_flops - work.flops == (s // 128) ** 2 * 2 * 128 ** 3
+
+
+def test_shape_errors():
+    q, k, v, dout = (t.numpy() for t in inputs(1, 2, 2, 16, 16, 32))
+    with pytest.raises(ShapeError, match="lse"):
+        flash_attention_bwd.run((q, k, v, q, dout, np.zeros((1, 2, 15), np.float32)), {}, timing=False)
+    big = np.zeros((1, 1, 8, 640), np.float32)
+    with pytest.raises(ShapeError, match="exceed 512"):
+        flash_attention_bwd.run((big, big, big, big, big, np.zeros((1, 1, 8), np.float32)), {}, timing=False)
+
+
+# --- the aten ops through trnlab.torch ---------------------------------------------------------------
+class Forward(torch.nn.Module):
+    def __init__(self, causal):
+        super().__init__()
+        self.causal = causal
+
+    def forward(self, q, k, v, mask):
+        return aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, self.causal, attn_mask=mask)
+
+
+class Backward(torch.nn.Module):
+    def __init__(self, causal):
+        super().__init__()
+        self.causal = causal
+
+    def forward(self, dout, q, k, v, out, lse, mask):
+        return aten._scaled_dot_product_flash_attention_for_cpu_backward(dout, q, k, v, out, lse, 0.0, self.causal,
+                                                                         attn_mask=mask, scale=0.2)
+
+
+def test_lowered_forward_and_backward_match_eager():
+    q, k, v, dout = inputs(1, 4, 2, 150, 150, 64)
+    mask = make_mask("float", 1, 150, 150)[None, None]      # as F.sdpa hands a bool mask on: 0 / -inf
+    fwd = tt.compile(Forward(True), (q, k, v, mask), dtype=torch.float32, check=False)
+    want = Forward(True)(q, k, v, mask)
+    for got, ref in zip(fwd.last_run.outputs, want):
+        close(got, ref, 1e-5)
+    bwd = tt.compile(Backward(True), (dout, q, k, v, *want, mask), dtype=torch.float32, check=False)
+    for got, ref in zip(bwd.last_run.outputs, Backward(True)(dout, q, k, v, *want, mask)):
+        close(got, ref, 1e-4)
+    # model FLOPs: the forward's 4 * B * H * (causal pairs) * D, the backward 2.5 times that
+    pairs = 150 * 151 // 2
+    assert fwd.report.ops[0].model_flops == 4 * 4 * pairs * 64
+    assert bwd.report.ops[0].model_flops == 10 * 4 * pairs * 64
+
+
+def test_lowered_forward_writes_logsumexp_only_when_used():
+    q, k, v, _ = inputs(1, 2, 2, 64, 64, 32)
+
+    class OutOnly(torch.nn.Module):
+        def forward(self, q, k, v):
+            return aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[0]
+
+    both = tt.compile(Forward(False), (q, k, v, None), dtype=torch.float32, check=False).report.ops[0]
+    one = tt.compile(OutOnly(), (q, k, v), dtype=torch.float32, check=False).report.ops[0]
+    assert both.dma_bytes - one.dma_bytes == 2 * 64 * 4        # the fp32 lse, one value per query row
+
+
+def test_dropout_is_refused():
+    class Dropout(torch.nn.Module):
+        def forward(self, q):
+            return aten._scaled_dot_product_flash_attention_for_cpu(q, q, q, 0.1)[0]
+
+    with pytest.raises(UnsupportedOperatorError, match="dropout_p=0.1"):
+        tt.compile(Dropout(), (torch.randn(1, 2, 16, 8),), dtype=torch.float32, check=False)
