@@ -19,7 +19,9 @@ states, https://awsdocs-neuron.readthedocs-hosted.com/en/latest/frameworks/torch
     average, https://awsdocs-neuron.readthedocs-hosted.com/en/latest/general/arch/neuron-features/rounding-modes.html).
   Optimizer states (exp_avg, exp_avg_sq, momentum_buffer) are always fp32.
 stochastic_rounding=True: every fp32 -> bf16 write of the step rounds stochastically (the Machine's
-mode, as NEURON_RT_STOCHASTIC_ROUNDING_EN=1 on a device), seeded by (seed, step number): deterministic.
+mode, as NEURON_RT_STOCHASTIC_ROUNDING_EN=1 on a device, https://awsdocs-neuron.readthedocs-hosted.com/en/
+latest/about-neuron/appnotes/torch-neuronx/migration-from-xla-downcast-bf16.html, which also describes the
+fp32 master copy kept by the optimizer), seeded by (seed, step number): deterministic.
 max_grad_norm: clip by the global L2 norm of all gradients first (torch.nn.utils.clip_grad_norm_
 semantics); the scale is folded into the update on the device, p.grad is left as it was.
 numerics=False: timing only; parameters may be meta tensors, every parameter counts as having a
