@@ -217,10 +217,9 @@ class _SimOptimizer(torch.optim.Optimizer):
     def _place_param(self, m, group, p, i) -> _Placed:
         ddt = _device_dtype(p, f"parameter {i}")
         st = self.state[p]
-        grad = p.grad if p.grad is not None else None
-        if grad is not None:
-            _device_dtype(grad, f"gradient of parameter {i}")
-        g = _place(m, grad, f"grad{i}", shape=p.shape, dtype=ddt)
+        grad = p.grad
+        gdt = _device_dtype(grad, f"gradient of parameter {i}") if grad is not None else ddt
+        g = _place(m, grad, f"grad{i}", shape=p.shape, dtype=gdt)
         if self._needs_master(p):
             if self.numerics and "master" not in st:
                 st["master"] = p.detach().float().clone()
