@@ -104,7 +104,9 @@ class Machine:
         retry overflowed SBUF); False keeps the overflow an SbufCapacityError.
         stochastic_rounding: None rounds fp32 -> bf16 writes to nearest even; a seed (int) or a numpy
         Generator rounds them stochastically (dtypes.stochastic_round_bf16), deterministic per seed: AWS's
-        BF16 training mode (NEURON_RT_STOCHASTIC_ROUNDING_EN=1). Other roundings are unchanged."""
+        BF16 training mode, NEURON_RT_STOCHASTIC_ROUNDING_EN=1 (https://awsdocs-neuron.readthedocs-hosted.com/
+        en/latest/about-neuron/appnotes/torch-neuronx/migration-from-xla-downcast-bf16.html). Other roundings
+        are unchanged."""
         if not precise_fp():
             raise NotImplementedError(
                 "NKI_PRECISE_FP=0 (AWS's fp32-everywhere simulator mode) is not modelled by trnlab, which "

@@ -19,6 +19,8 @@ AdamW (torch.optim.AdamW: decoupled weight decay, bias correction, eps outside t
   v = v * beta2 + (g * (1 - beta2)) * g                  s_t_t, s_t_t                   Vector
   d = sqrt(v) / sqrt(1 - beta2^t) + eps                  activation(sqrt); tensor_scalar
   p = (m / d) * -(lr / (1 - beta1^t)) + p                tensor_tensor, s_t_t           Vector
+With a clip coefficient c (a [128, 1] tile), g*c - m and (g * c^2 (1 - beta2)) * g replace the ops
+that read g: clipping costs no extra pass over g.
 SGD (torch.optim.SGD, dampening 0), per tile:
   g = p * wd + g;  b = g (first step) or b * momentum + g;  d = b * momentum + g (nesterov) or b
   p = d * -lr + p
@@ -35,8 +37,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-
-import numpy as np
 
 import trnlab.nki as nki
 from trnlab.kernels._common import P, sbuf
@@ -338,17 +338,6 @@ def grad_accumulate(acc, g):
     return out
 
 
-# --- host references (numpy, float64 where exactness helps) -----------------------------------------
-
-def reference_adamw(p, g, m, v, hp: AdamWHyper):
-    p, g, m, v = (np.asarray(x, dtype=np.float64) for x in (p, g, m, v))
-    p = p * (1 - hp.lr * hp.weight_decay)
-    m = hp.beta1 * m + (1 - hp.beta1) * g
-    v = hp.beta2 * v + (1 - hp.beta2) * g * g
-    p = p - hp.step_size * m / (np.sqrt(v) / hp.bias_correction2_sqrt + hp.eps)
-    return p, m, v
-
-
 __all__ = ["AdamWHyper", "SGDHyper", "COLS", "flat_tiles", "adamw_into", "sgd_into", "sum_squares_into",
            "new_accumulator", "total_norm", "clip_coef", "scale_into", "store_scalar", "accumulate_into",
-           "adamw", "sgd", "sum_squares", "grad_accumulate", "reference_adamw"]
+           "adamw", "sgd", "sum_squares", "grad_accumulate"]

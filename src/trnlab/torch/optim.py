@@ -19,7 +19,9 @@ states, https://awsdocs-neuron.readthedocs-hosted.com/en/latest/frameworks/torch
     average, https://awsdocs-neuron.readthedocs-hosted.com/en/latest/general/arch/neuron-features/rounding-modes.html).
   Optimizer states (exp_avg, exp_avg_sq, momentum_buffer) are always fp32.
 stochastic_rounding=True: every fp32 -> bf16 write of the step rounds stochastically (the Machine's
-mode, as NEURON_RT_STOCHASTIC_ROUNDING_EN=1 on a device), seeded by (seed, step number): deterministic.
+mode, as NEURON_RT_STOCHASTIC_ROUNDING_EN=1 on a device, https://awsdocs-neuron.readthedocs-hosted.com/en/
+latest/about-neuron/appnotes/torch-neuronx/migration-from-xla-downcast-bf16.html, which also describes the
+fp32 master copy kept by the optimizer), seeded by (seed, step number): deterministic.
 max_grad_norm: clip by the global L2 norm of all gradients first (torch.nn.utils.clip_grad_norm_
 semantics); the scale is folded into the update on the device, p.grad is left as it was.
 numerics=False: timing only; parameters may be meta tensors, every parameter counts as having a
@@ -170,6 +172,19 @@ class _SimOptimizer(torch.optim.Optimizer):
     def _states_of(self, group) -> tuple:
         return self.state_names
 
+    def load_state_dict(self, state_dict) -> None:
+        """torch casts every floating state to its parameter's dtype on load; masters and optimizer
+        states are fp32 by design (a bf16 parameter's master would lose its low bits), so they are
+        restored from the saved values."""
+        super().load_state_dict(state_dict)
+        saved = state_dict["state"]
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(ids, params):
+            for k, v in saved.get(i, {}).items():
+                if isinstance(v, torch.Tensor) and v.is_floating_point():
+                    self.state[p][k] = v.detach().to(torch.float32).clone()
+
     # --- step ---
     @torch.no_grad()
     def step(self, closure=None):
@@ -202,10 +217,9 @@ class _SimOptimizer(torch.optim.Optimizer):
     def _place_param(self, m, group, p, i) -> _Placed:
         ddt = _device_dtype(p, f"parameter {i}")
         st = self.state[p]
-        grad = p.grad if p.grad is not None else None
-        if grad is not None:
-            _device_dtype(grad, f"gradient of parameter {i}")
-        g = _place(m, grad, f"grad{i}", shape=p.shape, dtype=ddt)
+        grad = p.grad
+        gdt = _device_dtype(grad, f"gradient of parameter {i}") if grad is not None else ddt
+        g = _place(m, grad, f"grad{i}", shape=p.shape, dtype=gdt)
         if self._needs_master(p):
             if self.numerics and "master" not in st:
                 st["master"] = p.detach().float().clone()
