@@ -25,7 +25,8 @@ and dS are the stationary operands as they are), transposes dS and multiplies it
 partial that the Vector engine adds to the query tile's accumulator. Causal query tiles that see
 none of a key tile's keys are skipped; tiles crossing the diagonal are masked with affine_select
 before the exp. STREAMS key tiles are issued interleaved phase by phase so that one tile's exp and
-dS overlap another's matmuls. P and dS are rounded to the compute dtype (bf16) before the PE, as on
+dS overlap another's matmuls; the streams run on across heads, so a head's loads overlap the
+previous head's last tiles. P and dS are rounded to the compute dtype (bf16) before the PE, as on
 hardware; all accumulation is fp32 and each gradient is rounded once to its input's dtype.
 
 Tensor-engine work per (query tile, key tile) of qn x kn: five matmuls of 2 * qn * kn * D(v) FLOPs
@@ -49,7 +50,7 @@ from trnlab.nki import language as nl
 F32 = nl.float32
 BANK = 512                # fp32 columns of one PSUM bank (2 KiB per partition)
 MAX_D = BANK              # dK, dQ and dV tiles are [128, D(v)] fp32 in one PSUM bank
-STREAMS = 2               # key tiles issued interleaved
+STREAMS = 4               # key tiles issued interleaved (as many as the PSUM banks hold)
 
 
 @nki.jit
@@ -98,17 +99,36 @@ def flash_attention_bwd_into(dq, dk, dv, q, k, v, out, dout, lse, *, scale: floa
     group = h_ // hkv
     mask4 = mask.broadcast_to((b_, h_, sq, skv)) if mask is not None else None
     cdt = float_dtype_for(q, k, v, out, dout)
-    for b in range(b_):
-        for hk in range(hkv):
-            kv = _KVSide(k.index((b, hk)), v.index((b, hk)), cdt)
-            for h in range(hk * group, (hk + 1) * group):
-                qs = _QSide(q.index((b, h)), dout.index((b, h)), out.index((b, h)), lse.index((b, h)), cdt)
-                m = mask4.index((b, h)) if mask4 is not None else None
-                lanes = _Lanes(qs.d, kv.dv, cdt)
-                _interleave((_key_tile(kv, qs, j, m, causal, scale, lanes) for j in range(kv.n_tiles)), lanes.width)
-                qs.write_dq(dq.index((b, h)), scale)
-            kv.write(dk.index((b, hk)), dv.index((b, hk)), scale)
+    lanes = _Lanes(q.shape[3], v.shape[3], cdt)
+
+    def streams():          # lazily: the next head's loads are issued while the last one's tiles run
+        for b in range(b_):
+            for hk in range(hkv):
+                kv = _KVSide(k.index((b, hk)), v.index((b, hk)), cdt)
+                kv_done = _Countdown(group, kv.write, dk.index((b, hk)), dv.index((b, hk)), scale)
+                for h in range(hk * group, (hk + 1) * group):
+                    qs = _QSide(q.index((b, h)), dout.index((b, h)), out.index((b, h)), lse.index((b, h)), cdt)
+                    q_done = _Countdown(kv.n_tiles, qs.write_dq, dq.index((b, h)), scale, then=kv_done)
+                    m = mask4.index((b, h)) if mask4 is not None else None
+                    for j in range(kv.n_tiles):
+                        yield _key_tile(kv, qs, j, m, causal, scale, lanes, q_done)
+
+    _interleave(streams(), lanes.width)
     return dq, dk, dv
+
+
+class _Countdown:
+    """Calls fn(*args) (then then.done()) when the last of n streams is done."""
+
+    def __init__(self, n, fn, *args, then=None):
+        self.n, self.fn, self.args, self.then = n, fn, args, then
+
+    def done(self):
+        self.n -= 1
+        if self.n == 0:
+            self.fn(*self.args)
+            if self.then is not None:
+                self.then.done()
 
 
 def _tiles(n):
@@ -162,7 +182,7 @@ class _KVSide:
 
 class _QSide:
     """One query head: q^T and dO^T (stationary operands of S and dP), q and dO rows (moving operands
-    of dK and dV), -lse and D = rowsum(dO * O) per row, and the fp32 dQ accumulator, per 128 rows."""
+    of dK and dV), -lse and -D = -rowsum(dO * O) per row, and the fp32 dQ accumulator, per 128 rows."""
 
     def __init__(self, q, dout, out, lse, cdt):
         self.sq, self.d, self.dv = q.shape[0], q.shape[1], dout.shape[1]
@@ -171,7 +191,7 @@ class _QSide:
         self.q_rows = _rows(q, cdt, "q")
         self.do_rows = _rows(dout, cdt, "do")
         self.bounds = _tiles(self.sq)
-        self.neg_lse, self.delta = [], []
+        self.neg_lse, self.neg_delta = [], []
         for (r0, r1), do_t in zip(self.bounds, self.do_rows):
             n = r1 - r0
             nl_t = sbuf((n, 1), F32, name="neg_lse")
@@ -181,10 +201,10 @@ class _QSide:
             nisa.dma_copy(dst=o_t, src=out[r0:r1])
             prod = sbuf((n, self.dv), F32, name="do_o")
             nisa.tensor_tensor(dst=prod, data1=do_t, data2=o_t, op=nl.multiply)
-            delta = sbuf((n, 1), F32, name="delta")
-            nisa.tensor_reduce(dst=delta, op=nl.add, data=prod, axis=1)
+            neg_delta = sbuf((n, 1), F32, name="neg_delta")
+            nisa.tensor_reduce(dst=neg_delta, op=nl.add, data=prod, axis=1, negate=True)
             self.neg_lse.append(nl_t)
-            self.delta.append(delta)
+            self.neg_delta.append(neg_delta)
         self.dq = _zeros([(r1 - r0, self.d) for r0, r1 in self.bounds], "dq_acc")
 
     def write_dq(self, dq, scale):
@@ -207,6 +227,7 @@ class _Lane:
         self.t = sbuf((P, P), F32, name="logits")
         self.m = sbuf((P, P), F32, name="mask")
         self.p = sbuf((P, P), cdt, name="p")
+        self.dpd = sbuf((P, P), cdt, name="dp_minus_d")
         self.ds = sbuf((P, P), cdt, name="ds")
         self.dst = sbuf((P, P), cdt, name="dsT")
 
@@ -241,7 +262,7 @@ def _visible(q0, q1, k0, causal):
     return not causal or q1 - 1 >= k0                 # some query row of the tile sees key k0
 
 
-def _key_tile(kv, qs, j, mask, causal, scale, lanes):
+def _key_tile(kv, qs, j, mask, causal, scale, lanes, done):
     """dK, dV of key tile j (accumulated in PSUM over the query tiles) and its dQ contributions.
 
     A generator: it yields between phases so that several key tiles interleave on the engines."""
@@ -261,9 +282,11 @@ def _key_tile(kv, qs, j, mask, causal, scale, lanes):
         p = lane.p[:qn, :kn]
         _probabilities(p, s_ps, lane, mask, q0, q1, k0, k1, causal, scale, qs.neg_lse[i])
         yield
+        dpd = lane.dpd[:qn, :kn]                # dP - D on the Scalar engine, straight from PSUM
+        nisa.activation(dst=dpd, op=nl.copy, data=dp_ps, bias=qs.neg_delta[i])
+        yield
         ds = lane.ds[:qn, :kn]
-        nisa.scalar_tensor_tensor(dst=ds, data=dp_ps, op0=nl.subtract, operand0=qs.delta[i], op1=nl.multiply,
-                                  operand1=p)
+        nisa.tensor_tensor(dst=ds, data1=dpd, data2=p, op=nl.multiply)
         yield
         nisa.nc_matmul(dst=lane.dv[:kn, :kv.dv], stationary=p, moving=qs.do_rows[i], accumulate=n > 0)
         nisa.nc_matmul(dst=lane.dk[:kn, :kv.d], stationary=ds, moving=qs.q_rows[i], accumulate=n > 0)
@@ -280,6 +303,7 @@ def _key_tile(kv, qs, j, mask, causal, scale, lanes):
         nisa.tensor_tensor(dst=kv.dk[j], data1=kv.dk[j], data2=lane.dk[:kn, :kv.d], op=nl.add)
         nisa.tensor_tensor(dst=kv.dv_acc[j], data1=kv.dv_acc[j], data2=lane.dv[:kn, :kv.dv], op=nl.add)
     lanes.free.append(lane)
+    done.done()
 
 
 def _probabilities(p, s_ps, lane, mask, q0, q1, k0, k1, causal, scale, neg_lse):
