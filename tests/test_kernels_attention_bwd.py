@@ -181,3 +181,63 @@ def test_dropout_is_refused():
 
     with pytest.raises(UnsupportedOperatorError, match="dropout_p=0.1"):
         tt.compile(Dropout(), (torch.randn(1, 2, 16, 8),), dtype=torch.float32, check=False)
+
+
+def test_training_graphs_of_sdpa_run_on_the_chip():
+    # AOTAutograd's forward and backward graphs of F.sdpa (grouped-query, bool mask), each run through
+    # trnlab.torch.compile: the device's logsumexp feeds the device's backward; gradients vs autograd.
+    from functorch.compile import make_boxed_func
+    from torch._decomp import core_aten_decompositions
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = {}
+
+    def keep(kind):
+        def compiler(gm, _):
+            graphs[kind] = gm
+            return make_boxed_func(gm.forward)
+        return compiler
+
+    class Grads(torch.nn.Module):          # the backward graph also returns None for the mask
+        def __init__(self, gm):
+            super().__init__()
+            self.gm = gm
+
+        def forward(self, *xs):
+            return tuple(o for o in self.gm(*xs) if o is not None)
+
+    q, k, v, dout = inputs(1, 4, 2, 150, 150, 64)
+    mask = make_mask("bool", 1, 150, 150)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    table = {op: fn for op, fn in core_aten_decompositions().items()
+             if op is not aten._scaled_dot_product_flash_attention_for_cpu.default}
+    sdpa = torch.compile(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True),
+                         backend=aot_autograd(fw_compiler=keep("fw"), bw_compiler=keep("bw"), decompositions=table))
+    sdpa(*leaves, mask).backward(dout)
+    fw = tt.compile(graphs["fw"], (q, k, v, mask), dtype=torch.float32, check=False)
+    saved = fw.last_run.outputs[1:]           # q, k, v, the float mask, lse, out
+    bw = tt.compile(Grads(graphs["bw"]), (*saved, dout), dtype=torch.float32, check=False)
+    ran = {str(r.op) for r in fw.report.ops + bw.report.ops if r.where == "device"}
+    assert {str(op.default) for op in (aten._scaled_dot_product_flash_attention_for_cpu,
+                                             aten._scaled_dot_product_flash_attention_for_cpu_backward)} <= ran
+    for got, leaf in zip(bw.last_run.outputs, leaves):
+        close(got, leaf.grad, 1e-5)
+
+
+def test_decode_step_writes_logsumexp():
+    # Sq = 1, not causal: the query heads of a kv group are processed together as rows
+    q, k, v, _ = inputs(2, 8, 2, 1, 300, 64)
+    out, lse = flash_attention.run((q.numpy(), k.numpy(), v.numpy()), dict(causal=False, return_lse=True),
+                                   timing=False).outputs
+    want_out, want_lse, _ = autograd(q, k, v, torch.zeros_like(q), None, False)
+    close(lse, want_lse, 1e-5)
+    close(out, want_out, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, BF16])
+def test_example_inputs_match_the_numpy_reference(dtype):
+    from trnlab.kernels.flash_attention_bwd import example_inputs, reference
+    args = example_inputs(0.5, dtype, 1)
+    got = flash_attention_bwd.run(args, {}, timing=False).outputs
+    for g, want in zip(got, reference(*args)):
+        close(g, torch.from_numpy(want.astype(np.float32)), 1e-4 if dtype is np.float32 else 2e-2)
