@@ -16,10 +16,11 @@ Public kernel (@nki.jit):
 Model-path entry (HBM views, outputs given): flash_attention_bwd_into(dq, dk, dv, q, k, v, out, dout,
 lse, scale=, causal=, mask=) with 4-D tensors, lse [B, H, Sq] and a mask broadcastable to [B, H, Sq, Sk].
 
-Tiling: per kv head, K^T, V^T and K stay in SBUF; per query head, q^T, dO^T, q, dO, -lse, D and an
+Tiling: per kv head, K^T, V^T and K stay in SBUF; per query head, q^T, dO^T, q, dO, -lse, -D and an
 fp32 dQ accumulator stay in SBUF. Work is split into 128-key tiles (one stream each) that walk the
 128-row query tiles: the Tensor engine computes S and dP into one PSUM bank, the Scalar engine
-takes P = exp(scale * S - lse) straight from PSUM, the Vector engine forms dS, the Tensor engine
+takes P = exp(scale * S - lse) and dP - D straight from PSUM, the Vector engine multiplies them into
+dS (both 16-bit in bf16: its fast path), the Tensor engine
 accumulates dV and dK for the key tile in PSUM (the query tile is already on the partitions, so P
 and dS are the stationary operands as they are), transposes dS and multiplies it by K into a dQ
 partial that the Vector engine adds to the query tile's accumulator. Causal query tiles that see
