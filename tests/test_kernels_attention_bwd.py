@@ -241,3 +241,24 @@ def test_example_inputs_match_the_numpy_reference(dtype):
     got = flash_attention_bwd.run(args, {}, timing=False).outputs
     for g, want in zip(got, reference(*args)):
         close(g, torch.from_numpy(want.astype(np.float32)), 1e-4 if dtype is np.float32 else 2e-2)
+
+
+def test_rows_the_mask_hides_entirely_match_pytorch():
+    # PyTorch's CPU flash kernels give such a row out = 0, lse = 0 and no gradient
+    q, k, v, dout = inputs(1, 2, 2, 140, 140, 64)
+    keep = torch.rand(1, 1, 140, 140, generator=torch.Generator().manual_seed(3)) > 0.3
+    keep[..., 0] = True
+    keep[0, 0, 5] = keep[0, 0, 133] = False                    # query rows 5 and 133 see nothing
+    additive = torch.zeros(keep.shape).masked_fill(~keep, -math.inf)
+    out, lse = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=additive)
+    grads = aten._scaled_dot_product_flash_attention_for_cpu_backward(dout, q, k, v, out, lse, 0.0, False,
+                                                                      attn_mask=additive)
+    got_out, got_lse = flash_attention.run((q.numpy(), k.numpy(), v.numpy()),
+                                           dict(mask=keep.numpy(), causal=False, return_lse=True), timing=False).outputs
+    assert not got_out[0, :, [5, 133]].any() and not got_lse[0, :, [5, 133]].any()
+    close(got_out, out, 1e-5)
+    close(got_lse, lse, 1e-5)
+    got = flash_attention_bwd.run((q.numpy(), k.numpy(), v.numpy(), got_out, dout.numpy(), got_lse),
+                                  dict(mask=keep.numpy(), causal=False), timing=False).outputs
+    for g, want in zip(got, grads):
+        close(g, want, 1e-4)

@@ -301,6 +301,11 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         yield
     recip = _vec(rows, "recip")
     nisa.reciprocal(dst=recip, data=l_run)
+    valid = None
+    if mask is not None:            # a row the mask hides entirely gets out = 0 and lse = 0, as PyTorch's
+        valid = _vec(rows, "valid")
+        nisa.tensor_scalar(dst=valid, data=m_run, op0=nl.greater, operand0=NEG_BIG / 2)
+        nisa.tensor_tensor(dst=recip, data1=recip, data2=valid, op=nl.multiply)
     o = sbuf((rows, kv.dv), out.dtype, name="out")
     nisa.tensor_scalar(dst=o, data=o_acc, op0=nl.multiply, operand0=recip)
     nisa.dma_copy(dst=out, src=o)
@@ -309,8 +314,11 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         nisa.activation(dst=ln_l, op=nl.log, data=l_run)
         nisa.scalar_tensor_tensor(dst=ln_l, data=m_run, op0=nl.multiply, operand0=float(scale), op1=nl.add,
                                   operand1=ln_l)
+        if valid is not None:
+            nisa.tensor_tensor(dst=ln_l, data1=ln_l, data2=valid, op=nl.multiply)
         nisa.dma_copy(dst=lse, src=ln_l)
         _recent.append(ln_l)
+    _recent.append(valid)
     buf.scores = buf.pv = buf.pt_ps = None          # PSUM banks go back to the next stream
     _recent.append((o, o_acc, l_run, recip, buf))   # SBUF addresses stay distinct from the next streams
 
