@@ -318,7 +318,8 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
             nisa.tensor_tensor(dst=ln_l, data1=ln_l, data2=valid, op=nl.multiply)
         nisa.dma_copy(dst=lse, src=ln_l)
         _recent.append(ln_l)
-    _recent.append(valid)
+    if valid is not None:
+        _recent.append(valid)
     buf.scores = buf.pv = buf.pt_ps = None          # PSUM banks go back to the next stream
     _recent.append((o, o_acc, l_run, recip, buf))   # SBUF addresses stay distinct from the next streams
 

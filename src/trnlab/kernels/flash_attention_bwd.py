@@ -27,7 +27,7 @@ partial that the Vector engine adds to the query tile's accumulator. Causal quer
 none of a key tile's keys are skipped; tiles crossing the diagonal are masked with affine_select
 before the exp. STREAMS key tiles are issued interleaved phase by phase so that one tile's exp and
 dS overlap another's matmuls; the streams run on across heads, so a head's loads overlap the
-previous head's last tiles. P and dS are rounded to the compute dtype (bf16) before the PE, as on
+previous head's last tiles, and each gradient tile is written out as soon as it is final. P and dS are rounded to the compute dtype (bf16) before the PE, as on
 hardware; all accumulation is fp32 and each gradient is rounded once to its input's dtype.
 
 Tensor-engine work per (query tile, key tile) of qn x kn: five matmuls of 2 * qn * kn * D(v) FLOPs
@@ -105,31 +105,17 @@ def flash_attention_bwd_into(dq, dk, dv, q, k, v, out, dout, lse, *, scale: floa
     def streams():          # lazily: the next head's loads are issued while the last one's tiles run
         for b in range(b_):
             for hk in range(hkv):
-                kv = _KVSide(k.index((b, hk)), v.index((b, hk)), cdt)
-                kv_done = _Countdown(group, kv.write, dk.index((b, hk)), dv.index((b, hk)), scale)
+                kv = _KVSide(k.index((b, hk)), v.index((b, hk)), cdt, dk.index((b, hk)), dv.index((b, hk)),
+                             scale, group)
                 for h in range(hk * group, (hk + 1) * group):
-                    qs = _QSide(q.index((b, h)), dout.index((b, h)), out.index((b, h)), lse.index((b, h)), cdt)
-                    q_done = _Countdown(kv.n_tiles, qs.write_dq, dq.index((b, h)), scale, then=kv_done)
+                    qs = _QSide(q.index((b, h)), dout.index((b, h)), out.index((b, h)), lse.index((b, h)), cdt,
+                                dq.index((b, h)), scale, [k0 for k0, _ in kv.bounds], causal)
                     m = mask4.index((b, h)) if mask4 is not None else None
                     for j in range(kv.n_tiles):
-                        yield _key_tile(kv, qs, j, m, causal, scale, lanes, q_done)
+                        yield _key_tile(kv, qs, j, m, causal, scale, lanes)
 
     _interleave(streams(), lanes.width)
     return dq, dk, dv
-
-
-class _Countdown:
-    """Calls fn(*args) (then then.done()) when the last of n streams is done."""
-
-    def __init__(self, n, fn, *args, then=None):
-        self.n, self.fn, self.args, self.then = n, fn, args, then
-
-    def done(self):
-        self.n -= 1
-        if self.n == 0:
-            self.fn(*self.args)
-            if self.then is not None:
-                self.then.done()
 
 
 def _tiles(n):
@@ -159,10 +145,13 @@ def _zeros(shapes, name):
 
 class _KVSide:
     """One kv head: K^T and V^T (contraction layouts of S and dP), K rows (moving operand of dQ) and
-    the fp32 dK, dV accumulators, per 128-key tile."""
+    the fp32 dK, dV accumulators, per 128-key tile. A tile's dK, dV are written to HBM (dk, dv) once
+    all `group` query heads have added to them."""
 
-    def __init__(self, k, v, cdt):
+    def __init__(self, k, v, cdt, dk, dv, scale, group):
         self.skv, self.d, self.dv = k.shape[0], k.shape[1], v.shape[1]
+        self.dk_out, self.dv_out, self.scale = dk, dv, float(scale)
+        self.left = [group] * len(_tiles(self.skv))
         self.kt = [load_transposed(k[:, d0:d1], cdt, name="kT") for d0, d1 in _chunks(self.d)]
         self.vt = [load_transposed(v[:, d0:d1], cdt, name="vT") for d0, d1 in _chunks(self.dv)]
         self.k_rows = _rows(k, cdt, "k")
@@ -171,22 +160,29 @@ class _KVSide:
         self.dk = _zeros([(k1 - k0, self.d) for k0, k1 in self.bounds], "dk_acc")
         self.dv_acc = _zeros([(k1 - k0, self.dv) for k0, k1 in self.bounds], "dv_acc")
 
-    def write(self, dk, dv, scale):
-        for (k0, k1), dk_t, dv_t in zip(self.bounds, self.dk, self.dv_acc):
-            o = sbuf(dk_t.shape, dk.dtype, name="dk")
-            nisa.tensor_scalar(dst=o, data=dk_t, op0=nl.multiply, operand0=float(scale))
-            nisa.dma_copy(dst=dk[k0:k1], src=o)
-            o = sbuf(dv_t.shape, dv.dtype, name="dv")
-            nisa.tensor_copy(dst=o, src=dv_t)
-            nisa.dma_copy(dst=dv[k0:k1], src=o)
+    def head_done(self, j):
+        self.left[j] -= 1
+        if self.left[j]:
+            return
+        (k0, k1), dk_t, dv_t = self.bounds[j], self.dk[j], self.dv_acc[j]
+        o = sbuf(dk_t.shape, self.dk_out.dtype, name="dk")
+        nisa.tensor_scalar(dst=o, data=dk_t, op0=nl.multiply, operand0=self.scale)
+        nisa.dma_copy(dst=self.dk_out[k0:k1], src=o)
+        o = sbuf(dv_t.shape, self.dv_out.dtype, name="dv")
+        nisa.tensor_copy(dst=o, src=dv_t)
+        nisa.dma_copy(dst=self.dv_out[k0:k1], src=o)
 
 
 class _QSide:
     """One query head: q^T and dO^T (stationary operands of S and dP), q and dO rows (moving operands
-    of dK and dV), -lse and -D = -rowsum(dO * O) per row, and the fp32 dQ accumulator, per 128 rows."""
+    of dK and dV), -lse and -D = -rowsum(dO * O) per row, and the fp32 dQ accumulator, per 128 rows.
+    A tile's dQ is written to HBM (dq) once every key tile that it sees (key tiles from k_starts) has
+    added to it."""
 
-    def __init__(self, q, dout, out, lse, cdt):
+    def __init__(self, q, dout, out, lse, cdt, dq, scale, k_starts, causal):
         self.sq, self.d, self.dv = q.shape[0], q.shape[1], dout.shape[1]
+        self.dq_out, self.scale = dq, float(scale)
+        self.left = [sum(_visible(q0, q1, k0, causal) for k0 in k_starts) for q0, q1 in _tiles(self.sq)]
         self.qt = [load_transposed(q[:, d0:d1], cdt, name="qT") for d0, d1 in _chunks(self.d)]
         self.dot = [load_transposed(dout[:, d0:d1], cdt, name="doT") for d0, d1 in _chunks(self.dv)]
         self.q_rows = _rows(q, cdt, "q")
@@ -208,11 +204,14 @@ class _QSide:
             self.neg_delta.append(neg_delta)
         self.dq = _zeros([(r1 - r0, self.d) for r0, r1 in self.bounds], "dq_acc")
 
-    def write_dq(self, dq, scale):
-        for (r0, r1), acc in zip(self.bounds, self.dq):
-            o = sbuf(acc.shape, dq.dtype, name="dq")
-            nisa.tensor_scalar(dst=o, data=acc, op0=nl.multiply, operand0=float(scale))
-            nisa.dma_copy(dst=dq[r0:r1], src=o)
+    def key_tile_done(self, i):
+        self.left[i] -= 1
+        if self.left[i]:
+            return
+        (r0, r1), acc = self.bounds[i], self.dq[i]
+        o = sbuf(acc.shape, self.dq_out.dtype, name="dq")
+        nisa.tensor_scalar(dst=o, data=acc, op0=nl.multiply, operand0=self.scale)
+        nisa.dma_copy(dst=self.dq_out[r0:r1], src=o)
 
 
 class _Lane:
@@ -263,7 +262,7 @@ def _visible(q0, q1, k0, causal):
     return not causal or q1 - 1 >= k0                 # some query row of the tile sees key k0
 
 
-def _key_tile(kv, qs, j, mask, causal, scale, lanes, done):
+def _key_tile(kv, qs, j, mask, causal, scale, lanes):
     """dK, dV of key tile j (accumulated in PSUM over the query tiles) and its dQ contributions.
 
     A generator: it yields between phases so that several key tiles interleave on the engines."""
@@ -300,11 +299,12 @@ def _key_tile(kv, qs, j, mask, causal, scale, lanes, done):
         nisa.nc_matmul(dst=dq_ps, stationary=dst, moving=kv.k_rows[j], accumulate=False)
         yield
         nisa.tensor_tensor(dst=qs.dq[i], data1=qs.dq[i], data2=dq_ps, op=nl.add)
+        qs.key_tile_done(i)
     if pairs:
         nisa.tensor_tensor(dst=kv.dk[j], data1=kv.dk[j], data2=lane.dk[:kn, :kv.d], op=nl.add)
         nisa.tensor_tensor(dst=kv.dv_acc[j], data1=kv.dv_acc[j], data2=lane.dv[:kn, :kv.dv], op=nl.add)
     lanes.free.append(lane)
-    done.done()
+    kv.head_done(j)
 
 
 def _probabilities(p, s_ps, lane, mask, q0, q1, k0, k1, causal, scale, neg_lse):
