@@ -267,3 +267,20 @@ def test_rows_the_mask_hides_entirely_match_pytorch():
                                   dict(mask=keep.numpy(), causal=False), timing=False).outputs
     for g, want in zip(got, grads):
         close(g, want, 1e-4)
+
+
+def test_lowered_ops_take_strided_views():
+    # as in models: q/k/v are transposes (and slices) of [B, S, H, D] activations, not contiguous
+    class Strided(torch.nn.Module):
+        def forward(self, x, kv, dout):
+            q, k, v = x.transpose(1, 2), kv[..., :64].transpose(1, 2), kv[..., 64:].transpose(1, 2)
+            out, lse = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
+            return aten._scaled_dot_product_flash_attention_for_cpu_backward(dout.transpose(1, 2), q, k, v, out, lse,
+                                                                             0.0, True)
+
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(1, 150, 4, 64, generator=g), torch.randn(1, 150, 2, 128, generator=g),
+            torch.randn(1, 150, 4, 64, generator=g))
+    compiled = tt.compile(Strided(), args, dtype=torch.float32, check=False)
+    for got, want in zip(compiled.last_run.outputs, Strided()(*args)):
+        close(got, want, 1e-5)
