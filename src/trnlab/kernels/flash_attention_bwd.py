@@ -144,33 +144,59 @@ def _zeros(shapes, name):
 
 
 class _KVSide:
-    """One kv head: K^T and V^T (contraction layouts of S and dP), K rows (moving operand of dQ) and
-    the fp32 dK, dV accumulators, per 128-key tile. A tile's dK, dV are written to HBM (dk, dv) once
-    all `group` query heads have added to them."""
+    """One kv head: K^T and V^T (contraction layouts of S and dP) and K rows (moving operand of dQ).
+    Each query head of the group hands over its dK, dV of a key tile (add); with one head they go from
+    PSUM straight to HBM (dk, dv), with several they are summed in fp32 SBUF first."""
 
     def __init__(self, k, v, cdt, dk, dv, scale, group):
         self.skv, self.d, self.dv = k.shape[0], k.shape[1], v.shape[1]
-        self.dk_out, self.dv_out, self.scale = dk, dv, float(scale)
-        self.left = [group] * len(_tiles(self.skv))
+        self.dk_out, self.dv_out, self.scale, self.group = dk, dv, float(scale), group
         self.kt = [load_transposed(k[:, d0:d1], cdt, name="kT") for d0, d1 in _chunks(self.d)]
         self.vt = [load_transposed(v[:, d0:d1], cdt, name="vT") for d0, d1 in _chunks(self.dv)]
         self.k_rows = _rows(k, cdt, "k")
         self.bounds = _tiles(self.skv)
         self.n_tiles = len(self.bounds)
-        self.dk = _zeros([(k1 - k0, self.d) for k0, k1 in self.bounds], "dk_acc")
-        self.dv_acc = _zeros([(k1 - k0, self.dv) for k0, k1 in self.bounds], "dv_acc")
+        self.left = [group] * self.n_tiles
+        self.acc = [None] * self.n_tiles
 
-    def head_done(self, j):
+    def add(self, j, dk_ps, dv_ps):
+        """One query head's dK (unscaled), dV of key tile j: PSUM views, None if it saw none of its keys."""
+        first, last = self.left[j] == self.group, self.left[j] == 1
         self.left[j] -= 1
-        if self.left[j]:
-            return
-        (k0, k1), dk_t, dv_t = self.bounds[j], self.dk[j], self.dv_acc[j]
-        o = sbuf(dk_t.shape, self.dk_out.dtype, name="dk")
-        nisa.tensor_scalar(dst=o, data=dk_t, op0=nl.multiply, operand0=self.scale)
-        nisa.dma_copy(dst=self.dk_out[k0:k1], src=o)
-        o = sbuf(dv_t.shape, self.dv_out.dtype, name="dv")
-        nisa.tensor_copy(dst=o, src=dv_t)
-        nisa.dma_copy(dst=self.dv_out[k0:k1], src=o)
+        if not (first and last):
+            if first:
+                self.acc[j] = tuple(_start(ps, (self.bounds[j][1] - self.bounds[j][0], w), name)
+                                    for ps, w, name in ((dk_ps, self.d, "dk_acc"), (dv_ps, self.dv, "dv_acc")))
+            elif dk_ps is not None:
+                for acc, ps in zip(self.acc[j], (dk_ps, dv_ps)):
+                    nisa.tensor_tensor(dst=acc, data1=acc, data2=ps, op=nl.add)
+            dk_ps, dv_ps = self.acc[j]
+        if last:
+            self._write(j, dk_ps, dv_ps)
+            self.acc[j] = None
+
+    def _write(self, j, dk_src, dv_src):
+        k0, k1 = self.bounds[j]
+        dk_o = sbuf((k1 - k0, self.d), self.dk_out.dtype, name="dk")
+        dv_o = sbuf((k1 - k0, self.dv), self.dv_out.dtype, name="dv")
+        if dk_src is None:                          # causal: no query sees these keys
+            nisa.memset(dst=dk_o, value=0.0)
+            nisa.memset(dst=dv_o, value=0.0)
+        else:
+            nisa.activation(dst=dk_o, op=nl.copy, data=dk_src, scale=self.scale)
+            nisa.tensor_copy(dst=dv_o, src=dv_src)
+        nisa.dma_copy(dst=self.dk_out[k0:k1], src=dk_o)
+        nisa.dma_copy(dst=self.dv_out[k0:k1], src=dv_o)
+
+
+def _start(ps, shape, name):
+    """An fp32 SBUF accumulator holding a PSUM tile (zeros when ps is None)."""
+    acc = sbuf(shape, F32, name=name)
+    if ps is None:
+        nisa.memset(dst=acc, value=0.0)
+    else:
+        nisa.tensor_copy(dst=acc, src=ps)
+    return acc
 
 
 class _QSide:
@@ -300,11 +326,8 @@ def _key_tile(kv, qs, j, mask, causal, scale, lanes):
         yield
         nisa.tensor_tensor(dst=qs.dq[i], data1=qs.dq[i], data2=dq_ps, op=nl.add)
         qs.key_tile_done(i)
-    if pairs:
-        nisa.tensor_tensor(dst=kv.dk[j], data1=kv.dk[j], data2=lane.dk[:kn, :kv.d], op=nl.add)
-        nisa.tensor_tensor(dst=kv.dv_acc[j], data1=kv.dv_acc[j], data2=lane.dv[:kn, :kv.dv], op=nl.add)
+    kv.add(j, *((lane.dk[:kn, :kv.d], lane.dv[:kn, :kv.dv]) if pairs else (None, None)))
     lanes.free.append(lane)
-    kv.head_done(j)
 
 
 def _probabilities(p, s_ps, lane, mask, q0, q1, k0, k1, causal, scale, neg_lse):
