@@ -12,11 +12,11 @@ Public kernel (@nki.jit):
   returns [..., Sq, Dv] in q.dtype. D > 128 is contracted in 128-row chunks accumulating in PSUM.
   return_lse=True       returns (out, lse): lse [..., Sq] fp32 = log(sum_j exp(scale * s_ij + mask_ij)) per
                         query row (natural log), what the backward (flash_attention_bwd) recomputes P from
+  A query row the mask hides entirely gets out = 0 and lse = 0, as PyTorch's CPU flash attention.
 Model-path entry (HBM views, output given): flash_attention_into(out, q, k, v, scale=, causal=, mask=,
 lse=None) with 4-D q/k/v/out, a mask broadcastable to [B, H, Sq, Sk] and an optional [B, H, Sq] fp32
-lse output; for single-token decode (Sq == 1,
-not causal) the query heads of a group are processed together as rows, so each K/V tile (e.g. of a
-KV cache) is loaded once per group.
+lse output; for single-token decode (Sq == 1, not causal) the query heads of a group are processed
+together as rows, so each K/V tile (e.g. of a KV cache) is loaded once per group.
 
 Per 128 query rows: q^T is DMA-transposed into SBUF (stationary); for each 512-wide K/V tile the
 Tensor engine computes scores into one PSUM bank, the Scalar engine takes exp(scale * (s - max))
