@@ -12,11 +12,11 @@ Public kernel (@nki.jit):
   returns [..., Sq, Dv] in q.dtype. D > 128 is contracted in 128-row chunks accumulating in PSUM.
   return_lse=True       returns (out, lse): lse [..., Sq] fp32 = log(sum_j exp(scale * s_ij + mask_ij)) per
                         query row (natural log), what the backward (flash_attention_bwd) recomputes P from
+  A query row the mask hides entirely gets out = 0 and lse = 0, as PyTorch's CPU flash attention.
 Model-path entry (HBM views, output given): flash_attention_into(out, q, k, v, scale=, causal=, mask=,
 lse=None) with 4-D q/k/v/out, a mask broadcastable to [B, H, Sq, Sk] and an optional [B, H, Sq] fp32
-lse output; for single-token decode (Sq == 1,
-not causal) the query heads of a group are processed together as rows, so each K/V tile (e.g. of a
-KV cache) is loaded once per group.
+lse output; for single-token decode (Sq == 1, not causal) the query heads of a group are processed
+together as rows, so each K/V tile (e.g. of a KV cache) is loaded once per group.
 
 Per 128 query rows: q^T is DMA-transposed into SBUF (stationary); for each 512-wide K/V tile the
 Tensor engine computes scores into one PSUM bank, the Scalar engine takes exp(scale * (s - max))
@@ -301,6 +301,11 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         yield
     recip = _vec(rows, "recip")
     nisa.reciprocal(dst=recip, data=l_run)
+    valid = None
+    if mask is not None:            # a row the mask hides entirely gets out = 0 and lse = 0, as PyTorch's
+        valid = _vec(rows, "valid")
+        nisa.tensor_scalar(dst=valid, data=m_run, op0=nl.greater, operand0=NEG_BIG / 2)
+        nisa.tensor_tensor(dst=recip, data1=recip, data2=valid, op=nl.multiply)
     o = sbuf((rows, kv.dv), out.dtype, name="out")
     nisa.tensor_scalar(dst=o, data=o_acc, op0=nl.multiply, operand0=recip)
     nisa.dma_copy(dst=out, src=o)
@@ -309,8 +314,12 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         nisa.activation(dst=ln_l, op=nl.log, data=l_run)
         nisa.scalar_tensor_tensor(dst=ln_l, data=m_run, op0=nl.multiply, operand0=float(scale), op1=nl.add,
                                   operand1=ln_l)
+        if valid is not None:
+            nisa.tensor_tensor(dst=ln_l, data1=ln_l, data2=valid, op=nl.multiply)
         nisa.dma_copy(dst=lse, src=ln_l)
         _recent.append(ln_l)
+    if valid is not None:
+        _recent.append(valid)
     buf.scores = buf.pv = buf.pt_ps = None          # PSUM banks go back to the next stream
     _recent.append((o, o_acc, l_run, recip, buf))   # SBUF addresses stay distinct from the next streams
 

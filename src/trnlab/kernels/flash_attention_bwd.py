@@ -16,16 +16,18 @@ Public kernel (@nki.jit):
 Model-path entry (HBM views, outputs given): flash_attention_bwd_into(dq, dk, dv, q, k, v, out, dout,
 lse, scale=, causal=, mask=) with 4-D tensors, lse [B, H, Sq] and a mask broadcastable to [B, H, Sq, Sk].
 
-Tiling: per kv head, K^T, V^T and K stay in SBUF; per query head, q^T, dO^T, q, dO, -lse, D and an
+Tiling: per kv head, K^T, V^T and K stay in SBUF; per query head, q^T, dO^T, q, dO, -lse, -D and an
 fp32 dQ accumulator stay in SBUF. Work is split into 128-key tiles (one stream each) that walk the
 128-row query tiles: the Tensor engine computes S and dP into one PSUM bank, the Scalar engine
-takes P = exp(scale * S - lse) straight from PSUM, the Vector engine forms dS, the Tensor engine
+takes P = exp(scale * S - lse) and dP - D straight from PSUM, the Vector engine multiplies them into
+dS (both 16-bit in bf16: its fast path), the Tensor engine
 accumulates dV and dK for the key tile in PSUM (the query tile is already on the partitions, so P
 and dS are the stationary operands as they are), transposes dS and multiplies it by K into a dQ
 partial that the Vector engine adds to the query tile's accumulator. Causal query tiles that see
 none of a key tile's keys are skipped; tiles crossing the diagonal are masked with affine_select
 before the exp. STREAMS key tiles are issued interleaved phase by phase so that one tile's exp and
-dS overlap another's matmuls. P and dS are rounded to the compute dtype (bf16) before the PE, as on
+dS overlap another's matmuls; the streams run on across heads, so a head's loads overlap the
+previous head's last tiles, and each gradient tile is written out as soon as it is final. P and dS are rounded to the compute dtype (bf16) before the PE, as on
 hardware; all accumulation is fp32 and each gradient is rounded once to its input's dtype.
 
 Tensor-engine work per (query tile, key tile) of qn x kn: five matmuls of 2 * qn * kn * D(v) FLOPs
@@ -49,7 +51,7 @@ from trnlab.nki import language as nl
 F32 = nl.float32
 BANK = 512                # fp32 columns of one PSUM bank (2 KiB per partition)
 MAX_D = BANK              # dK, dQ and dV tiles are [128, D(v)] fp32 in one PSUM bank
-STREAMS = 2               # key tiles issued interleaved
+STREAMS = 4               # key tiles issued interleaved (as many as the PSUM banks hold)
 
 
 @nki.jit
@@ -98,16 +100,21 @@ def flash_attention_bwd_into(dq, dk, dv, q, k, v, out, dout, lse, *, scale: floa
     group = h_ // hkv
     mask4 = mask.broadcast_to((b_, h_, sq, skv)) if mask is not None else None
     cdt = float_dtype_for(q, k, v, out, dout)
-    for b in range(b_):
-        for hk in range(hkv):
-            kv = _KVSide(k.index((b, hk)), v.index((b, hk)), cdt)
-            for h in range(hk * group, (hk + 1) * group):
-                qs = _QSide(q.index((b, h)), dout.index((b, h)), out.index((b, h)), lse.index((b, h)), cdt)
-                m = mask4.index((b, h)) if mask4 is not None else None
-                lanes = _Lanes(qs.d, kv.dv, cdt)
-                _interleave((_key_tile(kv, qs, j, m, causal, scale, lanes) for j in range(kv.n_tiles)), lanes.width)
-                qs.write_dq(dq.index((b, h)), scale)
-            kv.write(dk.index((b, hk)), dv.index((b, hk)), scale)
+    lanes = _Lanes(q.shape[3], v.shape[3], cdt)
+
+    def streams():          # lazily: the next head's loads are issued while the last one's tiles run
+        for b in range(b_):
+            for hk in range(hkv):
+                kv = _KVSide(k.index((b, hk)), v.index((b, hk)), cdt, dk.index((b, hk)), dv.index((b, hk)),
+                             scale, group)
+                for h in range(hk * group, (hk + 1) * group):
+                    qs = _QSide(q.index((b, h)), dout.index((b, h)), out.index((b, h)), lse.index((b, h)), cdt,
+                                dq.index((b, h)), scale, [k0 for k0, _ in kv.bounds], causal)
+                    m = mask4.index((b, h)) if mask4 is not None else None
+                    for j in range(kv.n_tiles):
+                        yield _key_tile(kv, qs, j, m, causal, scale, lanes)
+
+    _interleave(streams(), lanes.width)
     return dq, dk, dv
 
 
@@ -137,41 +144,77 @@ def _zeros(shapes, name):
 
 
 class _KVSide:
-    """One kv head: K^T and V^T (contraction layouts of S and dP), K rows (moving operand of dQ) and
-    the fp32 dK, dV accumulators, per 128-key tile."""
+    """One kv head: K^T and V^T (contraction layouts of S and dP) and K rows (moving operand of dQ).
+    Each query head of the group hands over its dK, dV of a key tile (add); with one head they go from
+    PSUM straight to HBM (dk, dv), with several they are summed in fp32 SBUF first."""
 
-    def __init__(self, k, v, cdt):
+    def __init__(self, k, v, cdt, dk, dv, scale, group):
         self.skv, self.d, self.dv = k.shape[0], k.shape[1], v.shape[1]
+        self.dk_out, self.dv_out, self.scale, self.group = dk, dv, float(scale), group
         self.kt = [load_transposed(k[:, d0:d1], cdt, name="kT") for d0, d1 in _chunks(self.d)]
         self.vt = [load_transposed(v[:, d0:d1], cdt, name="vT") for d0, d1 in _chunks(self.dv)]
         self.k_rows = _rows(k, cdt, "k")
         self.bounds = _tiles(self.skv)
         self.n_tiles = len(self.bounds)
-        self.dk = _zeros([(k1 - k0, self.d) for k0, k1 in self.bounds], "dk_acc")
-        self.dv_acc = _zeros([(k1 - k0, self.dv) for k0, k1 in self.bounds], "dv_acc")
+        self.left = [group] * self.n_tiles
+        self.acc = [None] * self.n_tiles
 
-    def write(self, dk, dv, scale):
-        for (k0, k1), dk_t, dv_t in zip(self.bounds, self.dk, self.dv_acc):
-            o = sbuf(dk_t.shape, dk.dtype, name="dk")
-            nisa.tensor_scalar(dst=o, data=dk_t, op0=nl.multiply, operand0=float(scale))
-            nisa.dma_copy(dst=dk[k0:k1], src=o)
-            o = sbuf(dv_t.shape, dv.dtype, name="dv")
-            nisa.tensor_copy(dst=o, src=dv_t)
-            nisa.dma_copy(dst=dv[k0:k1], src=o)
+    def add(self, j, dk_ps, dv_ps):
+        """One query head's dK (unscaled), dV of key tile j: PSUM views, None if it saw none of its keys."""
+        first, last = self.left[j] == self.group, self.left[j] == 1
+        self.left[j] -= 1
+        if not (first and last):
+            if first:
+                self.acc[j] = tuple(_start(ps, (self.bounds[j][1] - self.bounds[j][0], w), name)
+                                    for ps, w, name in ((dk_ps, self.d, "dk_acc"), (dv_ps, self.dv, "dv_acc")))
+            elif dk_ps is not None:
+                for acc, ps in zip(self.acc[j], (dk_ps, dv_ps)):
+                    nisa.tensor_tensor(dst=acc, data1=acc, data2=ps, op=nl.add)
+            dk_ps, dv_ps = self.acc[j]
+        if last:
+            self._write(j, dk_ps, dv_ps)
+            self.acc[j] = None
+
+    def _write(self, j, dk_src, dv_src):
+        k0, k1 = self.bounds[j]
+        dk_o = sbuf((k1 - k0, self.d), self.dk_out.dtype, name="dk")
+        dv_o = sbuf((k1 - k0, self.dv), self.dv_out.dtype, name="dv")
+        if dk_src is None:                          # causal: no query sees these keys
+            nisa.memset(dst=dk_o, value=0.0)
+            nisa.memset(dst=dv_o, value=0.0)
+        else:
+            nisa.activation(dst=dk_o, op=nl.copy, data=dk_src, scale=self.scale)
+            nisa.tensor_copy(dst=dv_o, src=dv_src)
+        nisa.dma_copy(dst=self.dk_out[k0:k1], src=dk_o)
+        nisa.dma_copy(dst=self.dv_out[k0:k1], src=dv_o)
+
+
+def _start(ps, shape, name):
+    """An fp32 SBUF accumulator holding a PSUM tile (zeros when ps is None)."""
+    acc = sbuf(shape, F32, name=name)
+    if ps is None:
+        nisa.memset(dst=acc, value=0.0)
+    else:
+        nisa.tensor_copy(dst=acc, src=ps)
+    return acc
 
 
 class _QSide:
     """One query head: q^T and dO^T (stationary operands of S and dP), q and dO rows (moving operands
-    of dK and dV), -lse and D = rowsum(dO * O) per row, and the fp32 dQ accumulator, per 128 rows."""
+    of dK and dV), -lse and -D = -rowsum(dO * O) per row, and the fp32 dQ accumulator, per 128 rows.
+    A tile's dQ is written to HBM (dq) once every key tile that it sees (key tiles from k_starts) has
+    added to it."""
 
-    def __init__(self, q, dout, out, lse, cdt):
+    def __init__(self, q, dout, out, lse, cdt, dq, scale, k_starts, causal):
         self.sq, self.d, self.dv = q.shape[0], q.shape[1], dout.shape[1]
+        self.dq_out, self.scale = dq, float(scale)
+        self.left = [sum(_visible(q0, q1, k0, causal) for k0 in k_starts) for q0, q1 in _tiles(self.sq)]
         self.qt = [load_transposed(q[:, d0:d1], cdt, name="qT") for d0, d1 in _chunks(self.d)]
         self.dot = [load_transposed(dout[:, d0:d1], cdt, name="doT") for d0, d1 in _chunks(self.dv)]
         self.q_rows = _rows(q, cdt, "q")
         self.do_rows = _rows(dout, cdt, "do")
         self.bounds = _tiles(self.sq)
-        self.neg_lse, self.delta = [], []
+        self.neg_lse, self.neg_delta = [], []
         for (r0, r1), do_t in zip(self.bounds, self.do_rows):
             n = r1 - r0
             nl_t = sbuf((n, 1), F32, name="neg_lse")
@@ -181,17 +224,20 @@ class _QSide:
             nisa.dma_copy(dst=o_t, src=out[r0:r1])
             prod = sbuf((n, self.dv), F32, name="do_o")
             nisa.tensor_tensor(dst=prod, data1=do_t, data2=o_t, op=nl.multiply)
-            delta = sbuf((n, 1), F32, name="delta")
-            nisa.tensor_reduce(dst=delta, op=nl.add, data=prod, axis=1)
+            neg_delta = sbuf((n, 1), F32, name="neg_delta")
+            nisa.tensor_reduce(dst=neg_delta, op=nl.add, data=prod, axis=1, negate=True)
             self.neg_lse.append(nl_t)
-            self.delta.append(delta)
+            self.neg_delta.append(neg_delta)
         self.dq = _zeros([(r1 - r0, self.d) for r0, r1 in self.bounds], "dq_acc")
 
-    def write_dq(self, dq, scale):
-        for (r0, r1), acc in zip(self.bounds, self.dq):
-            o = sbuf(acc.shape, dq.dtype, name="dq")
-            nisa.tensor_scalar(dst=o, data=acc, op0=nl.multiply, operand0=float(scale))
-            nisa.dma_copy(dst=dq[r0:r1], src=o)
+    def key_tile_done(self, i):
+        self.left[i] -= 1
+        if self.left[i]:
+            return
+        (r0, r1), acc = self.bounds[i], self.dq[i]
+        o = sbuf(acc.shape, self.dq_out.dtype, name="dq")
+        nisa.tensor_scalar(dst=o, data=acc, op0=nl.multiply, operand0=self.scale)
+        nisa.dma_copy(dst=self.dq_out[r0:r1], src=o)
 
 
 class _Lane:
@@ -207,6 +253,7 @@ class _Lane:
         self.t = sbuf((P, P), F32, name="logits")
         self.m = sbuf((P, P), F32, name="mask")
         self.p = sbuf((P, P), cdt, name="p")
+        self.dpd = sbuf((P, P), cdt, name="dp_minus_d")
         self.ds = sbuf((P, P), cdt, name="ds")
         self.dst = sbuf((P, P), cdt, name="dsT")
 
@@ -261,9 +308,11 @@ def _key_tile(kv, qs, j, mask, causal, scale, lanes):
         p = lane.p[:qn, :kn]
         _probabilities(p, s_ps, lane, mask, q0, q1, k0, k1, causal, scale, qs.neg_lse[i])
         yield
+        dpd = lane.dpd[:qn, :kn]                # dP - D on the Scalar engine, straight from PSUM
+        nisa.activation(dst=dpd, op=nl.copy, data=dp_ps, bias=qs.neg_delta[i])
+        yield
         ds = lane.ds[:qn, :kn]
-        nisa.scalar_tensor_tensor(dst=ds, data=dp_ps, op0=nl.subtract, operand0=qs.delta[i], op1=nl.multiply,
-                                  operand1=p)
+        nisa.tensor_tensor(dst=ds, data1=dpd, data2=p, op=nl.multiply)
         yield
         nisa.nc_matmul(dst=lane.dv[:kn, :kv.dv], stationary=p, moving=qs.do_rows[i], accumulate=n > 0)
         nisa.nc_matmul(dst=lane.dk[:kn, :kv.d], stationary=ds, moving=qs.q_rows[i], accumulate=n > 0)
@@ -276,9 +325,8 @@ def _key_tile(kv, qs, j, mask, causal, scale, lanes):
         nisa.nc_matmul(dst=dq_ps, stationary=dst, moving=kv.k_rows[j], accumulate=False)
         yield
         nisa.tensor_tensor(dst=qs.dq[i], data1=qs.dq[i], data2=dq_ps, op=nl.add)
-    if pairs:
-        nisa.tensor_tensor(dst=kv.dk[j], data1=kv.dk[j], data2=lane.dk[:kn, :kv.d], op=nl.add)
-        nisa.tensor_tensor(dst=kv.dv_acc[j], data1=kv.dv_acc[j], data2=lane.dv[:kn, :kv.dv], op=nl.add)
+        qs.key_tile_done(i)
+    kv.add(j, *((lane.dk[:kn, :kv.d], lane.dv[:kn, :kv.dv]) if pairs else (None, None)))
     lanes.free.append(lane)
 
 
