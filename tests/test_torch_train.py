@@ -163,3 +163,10 @@ def test_scatter_add_accumulates_repeated_rows():
     out = GraphRunner(gm, "backward", {"dtype": "fp32"})(grad, ids)[0]
     ref = torch.zeros(5, 4).index_add_(0, ids, grad)
     assert torch.allclose(out, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_nll_kernel_matches_numpy():
+    import numpy as np
+    from trnlab.kernels import training
+    logp, target = training.example_inputs(0.25)
+    np.testing.assert_allclose(np.asarray(training.nll(logp, target)), training.reference(logp, target), rtol=1e-5)

@@ -239,8 +239,7 @@ def _any(ctx, node, x, dims=None, keepdim=False):
 
 # Kept whole by the inference capture too (see the module docstring).
 TRAINING_PRESERVED = [aten.nll_loss_forward.default, aten.nll_loss_backward.default,
-                      aten.embedding_dense_backward.default, aten.slice_scatter.default,
-                      aten.full_like.default, aten.any.dim, aten.constant_pad_nd.default]
+                      aten.embedding_dense_backward.default]
 PRESERVED.extend(op for op in TRAINING_PRESERVED if op not in PRESERVED)
 
 __all__ = ["TRAINING_PRESERVED", "REDUCTIONS", "FLOATS"]

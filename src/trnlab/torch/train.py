@@ -17,6 +17,9 @@ the activations saved for backward) and a backward graph; each is a GraphRunner:
 first call into an executor.Program (one per input signature) and run on a fresh simulated
 NeuronCore per call, exactly like an inference graph. Without grad the backend is unchanged.
 
+numerics=False (timing only): graphs run on shapes only and return zeros (on the inputs' device,
+so meta-device models work): latencies and reports are real, gradients are zeros.
+
 dtype. The graph is re-traced in the compute dtype (every floating tensor and dtype argument of every
 op becomes `dtype`; fp32 master parameters are rounded to it as they enter the device). Outputs,
 saved activations and gradients come back in the dtypes eager PyTorch has (fp32 grads for fp32 params).
@@ -104,8 +107,12 @@ def last_training() -> Training | None:
     return _steps[-1] if _steps else None
 
 
+MAX_GRAPHS = 32        # forward runs kept per step (graph breaks); more without a backward start a new step
+
+
 def _record(kind: str, report: Report, run) -> None:
-    if not _steps or (kind == "forward" and _steps[-1].backwards):
+    fresh = kind == "forward" and (_steps[-1].backwards or len(_steps[-1].forwards) >= MAX_GRAPHS) if _steps else True
+    if fresh:
         _steps[:] = [Training()]               # only the last step: records keep no model alive
     step = _steps[-1]
     (step.forwards if kind == "forward" else step.backwards).append(report)
@@ -153,8 +160,13 @@ class GraphRunner:
         variant = self._variant(args)
         run = variant.program.run(list(args), target=self.chip, numerics=self.numerics)
         leaves, spec = pytree.tree_flatten(run.outputs)
-        leaves = [x.to(d) if isinstance(x, torch.Tensor) and d is not None and x.dtype != d and not x.is_meta else x
-                  for x, d in zip(leaves, variant.out_dtypes)]
+        if self.numerics:
+            leaves = [x.to(d) if isinstance(x, torch.Tensor) and d is not None and x.dtype != d else x
+                      for x, d in zip(leaves, variant.out_dtypes)]
+        else:       # timing only: zeros where the inputs are (autograd needs real tensors; meta stays meta)
+            device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
+            leaves = [torch.zeros(x.shape, dtype=d, device=device) if isinstance(x, torch.Tensor) else x
+                      for x, d in zip(leaves, variant.out_dtypes)]
         run.outputs = outputs = pytree.tree_unflatten(leaves, spec)
         rep = run_report(run, variant.program, self.chip, self.dtype, name=self.name, tokens=_tokens(args),
                          phase=self.kind, numerics=self.numerics, compile_s=variant.compile_s)
