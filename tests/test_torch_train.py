@@ -131,6 +131,24 @@ def test_compile_train_fills_grads_on_the_chip():
         assert not fn(ids).requires_grad
 
 
+def test_new_input_shapes_recompile_and_train():
+    """dynamo's dynamic graph for a 2nd shape saves a size (SymInt) for backward: still runs."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model, ref = Tiny(), Tiny()
+    ref.load_state_dict(model.state_dict())
+    fn = trnlab.torch.compile(model, None, train=True, dtype="fp32", check=False)
+    for n in (4, 6, 9):
+        ids = torch.arange(n).reshape(1, n) % 32
+        model.zero_grad()
+        ref.zero_grad()
+        fn(ids).square().mean().backward()
+        ref(ids).square().mean().backward()
+        err = float((model.lin.weight.grad - ref.lin.weight.grad).abs().max())
+        assert err <= 1e-3 * float(ref.lin.weight.grad.abs().max()), (n, err)
+        assert last_training().backward is not None
+
+
 class Attn(torch.nn.Module):
     def __init__(self):
         super().__init__()

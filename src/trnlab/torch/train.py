@@ -20,9 +20,10 @@ NeuronCore per call, exactly like an inference graph. Without grad the backend i
 numerics=False (timing only): graphs run on shapes only and return zeros (on the inputs' device,
 so meta-device models work): latencies and reports are real, gradients are zeros.
 
-dtype. The graph is re-traced in the compute dtype (every floating tensor and dtype argument of every
-op becomes `dtype`; fp32 master parameters are rounded to it as they enter the device). Outputs,
-saved activations and gradients come back in the dtypes eager PyTorch has (fp32 grads for fp32 params).
+dtype. The graph is re-traced in the compute dtype when it computes in another one or has symbolic
+shapes (every floating tensor and dtype argument of every op becomes `dtype`; fp32 master
+parameters are rounded to it as they enter the device). Outputs, saved activations and gradients
+come back in the dtypes eager PyTorch has (fp32 grads for fp32 params).
 
 Reports. Every graph run leaves a Report (trnlab.torch.report.Report: latency_s, per-op OpRecords
 named after the graph's nodes, instructions, hw_flops = PE FLOPs) and its RunResult. They are gathered
@@ -180,11 +181,12 @@ class GraphRunner:
         key = input_signature(tuple(args), {})
         if key not in self.variants:
             t0 = time.perf_counter()
-            program = Program(retrace(self.gm, args, self.dtype), name=self.name, fallback=self.fallback)
-            out = retrace(self.gm, args, None)
-            out_node = next(n for n in out.graph.nodes if n.op == "output")
-            dtypes = tuple(None if n is None else n.meta["val"].dtype
-                           for n in pytree.tree_flatten(out_node.args[0])[0])
+            graph = retrace(self.gm, args, self.dtype) if needs_retrace(self.gm, self.dtype) else self.gm
+            program = Program(graph, name=self.name, fallback=self.fallback)
+            out_node = next(n for n in self.gm.graph.nodes if n.op == "output")
+            vals = [n.meta.get("val") if isinstance(n, torch.fx.Node) else None
+                    for n in pytree.tree_flatten(out_node.args[0])[0]]
+            dtypes = tuple(v.dtype if isinstance(v, torch.Tensor) else None for v in vals)
             self.variants[key] = _Variant(program, dtypes, time.perf_counter() - t0)
         return self.variants[key]
 
@@ -242,6 +244,19 @@ def _fp32_inputs(gm) -> set:
         if uses and all(u.target in KEEP_FP32 and set(ks) <= set(KEEP_FP32[u.target]) for u, ks in uses):
             out.add(i)
     return out
+
+
+def needs_retrace(gm: torch.fx.GraphModule, dtype) -> bool:
+    """False when gm already computes in dtype on static shapes (AOTAutograd's graph is run as it is)."""
+    for node in gm.graph.nodes:
+        vals = node.meta.get("val")
+        for v in vals if isinstance(vals, (tuple, list)) else [vals]:
+            if isinstance(v, torch.SymInt) or (isinstance(v, torch.Tensor) and (
+                    any(isinstance(d, torch.SymInt) for d in v.shape) or v.is_floating_point() and v.dtype != dtype)):
+                return True
+        if node.op != "output" and "val" not in node.meta:
+            return True
+    return False
 
 
 def retrace(gm: torch.fx.GraphModule, args, dtype) -> torch.fx.GraphModule:
