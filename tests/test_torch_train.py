@@ -74,7 +74,7 @@ def test_backward_pe_flops_are_twice_forward(llama_fp32):
     assert step.latency_s == pytest.approx(fw.latency_s + bw.latency_s) and step.latency_s > 0
     names = {o.op for o in bw.ops}
     assert "aten.embedding_dense_backward.default" in names and "aten.nll_loss_backward.default" in names
-    assert bw.instructions > 0 and all(o.name for o in bw.ops)
+    assert bw.instructions > 0 and all(o.name for o in bw.ops) and bw.tokens == fw.tokens == 16
 
 
 def _hf(kind):

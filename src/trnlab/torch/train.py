@@ -169,7 +169,10 @@ class GraphRunner:
             leaves = [torch.zeros(x.shape, dtype=d, device=device) if isinstance(x, torch.Tensor) else x
                       for x, d in zip(leaves, variant.out_dtypes)]
         run.outputs = outputs = pytree.tree_unflatten(leaves, spec)
-        rep = run_report(run, variant.program, self.chip, self.dtype, name=self.name, tokens=_tokens(args),
+        tokens = _tokens(args)
+        if self.kind == "backward" and _steps and _steps[-1].forwards:     # the step's tokens (ids feed forward)
+            tokens = _steps[-1].forward.tokens
+        rep = run_report(run, variant.program, self.chip, self.dtype, name=self.name, tokens=tokens,
                          phase=self.kind, numerics=self.numerics, compile_s=variant.compile_s)
         if self.check and self.numerics:
             rep.numerics = self._compare(args, leaves)
@@ -194,7 +197,7 @@ class GraphRunner:
         """Each output vs the same graph run by eager PyTorch in fp32 on the same inputs."""
         ref_args = [a.detach().float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
         with torch.no_grad():
-            ref = [r for r in pytree.tree_flatten(retrace_run(self.gm, ref_args))[0]]
+            ref = pytree.tree_flatten(run_fp32(self.gm, ref_args))[0]
         bound = GRAD_TOLERANCE.get(dtype_name(self.dtype), 5e-2)
         return [check_output(f"{self.kind} output[{i}] {list(r.shape)}", o, r, bound)
                 for i, (o, r) in enumerate(zip(leaves, ref)) if isinstance(r, torch.Tensor)]
@@ -270,8 +273,9 @@ def retrace(gm: torch.fx.GraphModule, args, dtype) -> torch.fx.GraphModule:
         return make_fx(lambda *xs: _CastInterpreter(gm, dtype).run(*xs), tracing_mode="fake")(*inputs)
 
 
-def retrace_run(gm, args):
-    return _CastInterpreter(gm, None).run(*args)
+def run_fp32(gm, args):
+    """gm run by eager PyTorch with every floating op in fp32 (the numerics check's reference)."""
+    return _CastInterpreter(gm, torch.float32).run(*args)
 
 
 # --- the AOTAutograd backend ----------------------------------------------------------------------------
