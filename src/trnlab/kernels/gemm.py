@@ -2,7 +2,8 @@
 
 Public kernel (@nki.jit): gemm(a, b, bias=None) -> new [M, N] in a.dtype.
 Model-path entry: gemm_into(out, a, b, bias=None) writes an existing HBM view.
-a and b are HBM views (any strides). Blocking: a block of up to 4 x 128 rows of a is transposed
+a and b are HBM views (any strides; a b stored N-major, e.g. a transposed weight, is loaded by DMA
+transpose; an a stored K-major, e.g. dY^T of a weight gradient, by a plain copy). Blocking: a block of up to 4 x 128 rows of a is transposed
 into SBUF once (DMA transpose) and stays resident as the stationary operand; b streams through a
 ring of [128, 512] tiles (moving operand); each [128, 512] output tile accumulates over K in one
 PSUM bank in fp32 and is evacuated (plus bias) by the Vector or Scalar engine, alternately.
@@ -44,13 +45,22 @@ def gemm_into(out, a, b, bias=None):
     ksizes = [min(P, K - k * P) for k in range(nk)]
     mb = _row_block(K, isz) * P
     ring = [sbuf((P, TN), cdt, name=f"mov{i}") for i in range(RING)]
+    # b[K, N] stored N-major (a transposed weight, W.t() of a [N, K] parameter): an element-strided
+    # copy would move one element per descriptor; the DMA transposes [<=512, <=128] blocks instead.
+    a_rows_strided = M > 1 and K > 1 and a.strides[0] == 1 and a.strides[1] != 1
+    b_t = b.permute(1, 0) if K > 1 and N > 1 and b.strides[0] == 1 and b.strides[1] != 1 and \
+        dt.itemsize(b.dtype) in (2, 4) and b.dtype == cdt else None
     step = 0
     for m0 in range(0, M, mb):
         msz_b = min(mb, M - m0)
         m_sizes = [min(P, msz_b - i * P) for i in range(ceil_div(msz_b, P))]
         stationary = []            # [k][i] views, reused for every n block
         for k, ksz in enumerate(ksizes):
-            t = load_transposed(a[m0:m0 + msz_b, k * P:k * P + ksz], cdt, name=f"aT{k}")
+            if a_rows_strided:         # a is a transposed view: a^T is already K-major, a plain copy
+                t = sbuf((ksz, msz_b), cdt, name=f"aT{k}")
+                nisa.dma_copy(dst=t, src=a.permute(1, 0)[k * P:k * P + ksz, m0:m0 + msz_b])
+            else:
+                t = load_transposed(a[m0:m0 + msz_b, k * P:k * P + ksz], cdt, name=f"aT{k}")
             stationary.append([t.index((slice(None), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)])
         for n0 in range(0, N, TN):
             nsz = min(TN, N - n0)
@@ -62,9 +72,12 @@ def gemm_into(out, a, b, bias=None):
             acc = [psum((P, TN), name=f"acc{i}").index((slice(0, msz), slice(0, nsz)))
                    for i, msz in enumerate(m_sizes)]
             for k, ksz in enumerate(ksizes):
-                mov = ring[step % RING].index((slice(0, ksz), slice(0, nsz)))
-                step += 1
-                nisa.dma_copy(dst=mov, src=b[k * P:k * P + ksz, n0:n0 + nsz])
+                if b_t is not None:        # b is a transposed view: DMA-transpose its rows in
+                    mov = load_transposed(b_t[n0:n0 + nsz, k * P:k * P + ksz], cdt, name="movT")
+                else:
+                    mov = ring[step % RING].index((slice(0, ksz), slice(0, nsz)))
+                    step += 1
+                    nisa.dma_copy(dst=mov, src=b[k * P:k * P + ksz, n0:n0 + nsz])
                 for i in range(len(m_sizes)):
                     nisa.nc_matmul(dst=acc[i], stationary=stationary[k][i], moving=mov, accumulate=k > 0)
             for i, msz in enumerate(m_sizes):
