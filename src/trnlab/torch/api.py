@@ -215,13 +215,26 @@ def run_report(run: RunResult, program: Program, chip, dtype: torch.dtype, *, na
 
 
 def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallback=None, numerics=True,
-            check=True, name=None, tokens=None, trace=True, example_kwargs: dict | None = None) -> CompiledModel:
+            check=True, name=None, tokens=None, trace=True, example_kwargs: dict | None = None,
+            train: bool = False):
     """Compile `model` for one simulated NeuronCore and run it once on example_inputs (a tuple of
     forward's positional arguments, or one tensor) and example_kwargs.
 
     Returns a callable CompiledModel; its `.report` holds the per-op table, latency, MFU, HBM use,
     tokens/s, $/M tokens and (check=True) the comparison with eager fp32 PyTorch. The options
-    (target, dtype, fallback, numerics, check, name) are described in this module's docstring."""
+    (target, dtype, fallback, numerics, check, name) are described in this module's docstring.
+
+    train=True: the training capture instead (trnlab.torch.train): returns torch.compile(model) with
+    the trnlab backend; calls run the forward graph on the simulated chip and return outputs whose
+    .backward() runs the backward graph there too. Nothing runs at compile time (the options are
+    checked); each step's reports are on trnlab.torch.dynamo.last_training()."""
+    if train:
+        from trnlab.torch.train import compile_train
+        _check_values(fallback, numerics, check)
+        check_compile_dtype(as_dtype(dtype))
+        get_chip(target)
+        return compile_train(model, target=target, dtype=dtype, fallback=fallback, numerics=numerics,
+                             check=check, name=name)
     return CompiledModel(model, example_inputs, target=target, dtype=dtype, fallback=fallback, numerics=numerics,
                          check=check, name=name, tokens=tokens, trace=trace, example_kwargs=example_kwargs)
 
