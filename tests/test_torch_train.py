@@ -17,7 +17,7 @@ from trnlab.torch.dynamo import last_training  # noqa: E402
 F = torch.nn.functional
 SDPA_OPS = {"aten._scaled_dot_product_flash_attention_for_cpu.default",
             "aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}
-TOL = {"fp32": 1e-3, "bf16": 5e-2}
+TOL = {"fp32": 1e-3, "bf16": 1e-1}     # train.GRAD_TOLERANCE (bf16: see its measured reason)
 
 
 def _check(name, model, inputs, dtype, **kw):

@@ -122,8 +122,9 @@ def _device_bytes(val, dtype: torch.dtype) -> int:
 # --- FLOPs ----------------------------------------------------------------------------------------
 def training_flops_per_token(params: int, layers: int, hidden: int, seq: int) -> float:
     """Model FLOPs per trained token as AWS computes training MFU (6N for forward and backward through
-    the weights, 12 x layers x hidden x seq for attention scores and their weighted sums):
-    ../shared/reference trainium-scale.md section 2, reproducing AWS's trn1 NxD Llama2-7B 30.8%."""
+    the weights, 12 x layers x hidden x seq for attention scores and their weighted sums). Derived from
+    AWS's trn1 training table (https://github.com/aws-neuron/aws-neuron-sdk/blob/master/about-neuron/benchmarks/trn1/training_data_decoder.csv):
+    it reproduces the published 30.8% MFU of NxD Llama2-7B (tests/test_torch_trainer.py)."""
     return 6.0 * params + 12.0 * layers * hidden * seq
 
 
