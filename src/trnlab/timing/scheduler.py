@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from trnlab.core import dtypes as dt
 from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed
 from trnlab.isa import costs
+from trnlab.isa.cc import CC_UNIT, CcCost
 from trnlab.timing.hazards import HazardTracker
 from trnlab.timing.metrics import Work
 from trnlab.timing.timeline import Timeline
@@ -129,6 +130,10 @@ class Scheduler:
             unit_tag, avail = _DMA, end
             self.placed = instr.engine
             self.work.add_dma(cost.nbytes, cost.hbm)
+        elif kind is CcCost:
+            start, end, pred = self._collective(instr, cost, accesses, index)
+            unit_tag, avail = CC_UNIT, end
+            self.placed = instr.engine
         else:
             engine = instr.engine
             if engine == _TENSOR:
@@ -257,6 +262,41 @@ class Scheduler:
             self.last_on[unit] = index
             if self.records is not None:
                 self._event(instr, f"dma.q{unit[1]}", s, e, 0.0, share, index)
+        return start, end, pred
+
+    # --- collectives (trnlab.isa.cc) ---------------------------------------------------------------
+    def ready_at(self, instr) -> float:
+        """When instr could start on this core: its operands ready, the collective unit free, no earlier
+        than a wait (a rank's arrival time at a collective, trnlab.core.ranks)."""
+        ready, _ = self._ready(self.hazards.accesses(instr), None)
+        return max(ready, self.free_at[CC_UNIT])
+
+    def _collective(self, instr, cost, accesses, index):
+        """The collective unit runs one collective at a time for cost.seconds, from the last participant's
+        arrival; the bytes this rank moves take their share of every DMA queue from its start (kernel DMAs
+        queue behind or beside them), and a collective whose queue share is delayed ends later."""
+        ready, producer = self._ready(accesses, None)
+        free = self.free_at[CC_UNIT]
+        start = max(ready, free, cost.not_before)
+        pred = producer if start == ready else self.last_on.get(CC_UNIT, -1)
+        end = start + cost.seconds
+        if cost.queue_bytes:
+            share = cost.queue_bytes / len(self.queues) / cost.rate
+            for unit in self.queues:
+                line = self.lines[unit]
+                s, pos, _ = line.slot(start, share)
+                line.book(s, share, pos, index)
+                self.busy[unit] += share
+                self.free_at[unit] = line.free_at
+                end = max(end, s + share)
+                if self.records is not None:
+                    self._event(instr, f"dma.q{unit[1]}", s, s + share, 0.0,
+                                int(cost.queue_bytes / len(self.queues)), index)
+        self.free_at[CC_UNIT] = end
+        self.busy[CC_UNIT] += end - start
+        self.last_on[CC_UNIT] = index
+        if self.records is not None:
+            self._event(instr, CC_UNIT, start, end, 0.0, 0, index)
         return start, end, pred
 
     def _event(self, instr, track, start, end, flops, nbytes, index) -> None:

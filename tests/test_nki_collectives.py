@@ -1,0 +1,385 @@
+"""nki.collectives inside kernels: ranks of a multi-rank launch (nki.multi_rank_simulate) meet at each call;
+results against numpy, times against the collective cost model called directly, typed errors for calls that
+cannot meet."""
+import numpy as np
+import pytest
+
+import trnlab.nki as nki
+import trnlab.nki.collectives as nccl
+import trnlab.nki.isa as nisa
+import trnlab.nki.language as nl
+from trnlab.errors import CollectiveError, CollectiveSyncError
+from trnlab.isa.collectives import collective_cost
+from trnlab.frontend.multi_rank import run_multi_rank
+
+P, F = 32, 16          # a small tile: every test here runs in well under a second
+
+
+def _inputs(n, shape=(P, F), seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
+
+
+def _line(marker: str) -> int:
+    """The line of this file ending with the comment `# marker`."""
+    with open(__file__) as f:
+        return next(i for i, text in enumerate(f, start=1) if text.rstrip().endswith(f"# {marker}"))
+
+
+def _launch(kernel, xs, *static, **kw):
+    return nki.multi_rank_simulate(kernel, world_size=len(xs), per_rank_inputs=[((x, *static), {}) for x in xs],
+                                   **kw)
+
+
+# --- kernels in the current NKI API (as AWS's nki.multi_rank_simulate example) -------------------------------
+
+@nki.jit
+def all_reduce_hbm(x, replica_group):
+    src = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=src, src=x)
+    nccl.all_reduce(srcs=[src], dsts=[out], replica_group=replica_group, op=nl.add)  # <ar-hbm>
+    return out
+
+
+@nki.jit
+def all_reduce_sbuf(x, replica_group):
+    """An SBUF tile reduced across ranks, then used on chip (max: the other reduce op)."""
+    t = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.sbuf)
+    r = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.sbuf)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=t, src=x)
+    nccl.all_reduce(srcs=[t], dsts=[r], replica_group=replica_group, op=nl.maximum)
+    nisa.dma_copy(dst=out, src=r)
+    return out
+
+
+@nki.jit
+def all_gather_sbuf(x, replica_group, ranks):
+    """As nki-library's allgather_sb2sb: gather along the free dimension in SBUF."""
+    p, f = x.shape
+    t = nl.ndarray((p, f), dtype=x.dtype, buffer=nl.sbuf)
+    g = nl.ndarray((p, f * ranks), dtype=x.dtype, buffer=nl.sbuf)
+    out = nl.ndarray((p, f * ranks), dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=t, src=x)
+    nccl.all_gather(srcs=[t], dsts=[g], replica_group=replica_group, collective_dim=1)
+    nisa.dma_copy(dst=out, src=g)
+    return out
+
+
+@nki.jit
+def reduce_scatter_hbm(x, replica_group, ranks):
+    p, f = x.shape
+    src = nl.ndarray((p, f), dtype=x.dtype, buffer=nl.private_hbm)
+    out = nl.ndarray((p // ranks, f), dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=src, src=x)
+    nccl.reduce_scatter(srcs=[src], dsts=[out], replica_group=replica_group, collective_dim=0, op=nl.add)
+    return out
+
+
+@nki.jit
+def all_to_all_hbm(x, replica_group):
+    src = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=src, src=x)
+    nccl.all_to_all(srcs=[src], dsts=[out], replica_group=replica_group, collective_dim=0)
+    return out
+
+
+@nki.jit
+def permute_hbm(x, pairs):
+    src = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=src, src=x)
+    nisa.dma_copy(dst=out, src=x)              # a rank that receives nothing keeps its own values
+    nccl.collective_permute(srcs=[src], dsts=[out], source_target_pairs=pairs)
+    return out
+
+
+def _all(n):
+    return nccl.ReplicaGroup([list(range(n))])
+
+
+# --- functional: every collective at 2, 4 and 8 ranks against numpy --------------------------------------
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_all_reduce_in_a_kernel_matches_numpy(n):
+    xs = _inputs(n)
+    want = np.sum(np.stack(xs).astype(np.float64), axis=0)
+    outs = _launch(all_reduce_hbm, xs, _all(n))
+    assert len(outs) == n
+    for out in outs:
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_all_reduce_max_of_sbuf_tiles(n):
+    xs = _inputs(n, seed=1)
+    for out in _launch(all_reduce_sbuf, xs, _all(n)):
+        np.testing.assert_array_equal(out, np.max(np.stack(xs), axis=0))
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_all_gather_along_the_free_dimension(n):
+    xs = _inputs(n, seed=2)
+    for out in _launch(all_gather_sbuf, xs, _all(n), n):
+        np.testing.assert_array_equal(out, np.concatenate(xs, axis=1))
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_reduce_scatter_gives_rank_k_chunk_k(n):
+    xs = _inputs(n, shape=(8 * n, F), seed=3)
+    total = np.sum(np.stack(xs).astype(np.float64), axis=0)
+    for k, out in enumerate(_launch(reduce_scatter_hbm, xs, _all(n), n)):
+        np.testing.assert_allclose(out, total[8 * k: 8 * (k + 1)], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_all_to_all_transposes_the_chunks(n):
+    xs = _inputs(n, shape=(4 * n, F), seed=4)
+    outs = _launch(all_to_all_hbm, xs, _all(n))
+    for dst in range(n):
+        want = np.concatenate([xs[src][4 * dst: 4 * (dst + 1)] for src in range(n)], axis=0)
+        np.testing.assert_array_equal(outs[dst], want)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_collective_permute_shifts_the_ring(n):
+    xs = _inputs(n, seed=5)
+    pairs = tuple((r, (r + 1) % n) for r in range(n))
+    outs = _launch(permute_hbm, xs, pairs)
+    for r in range(n):
+        np.testing.assert_array_equal(outs[r], xs[(r - 1) % n])
+
+
+def test_permute_leaves_non_targets_unwritten():
+    xs = _inputs(4, seed=6)
+    outs = _launch(permute_hbm, xs, ((0, 3),))
+    np.testing.assert_array_equal(outs[3], xs[0])
+    for r in (0, 1, 2):
+        np.testing.assert_array_equal(outs[r], xs[r])
+
+
+def test_replica_group_rank_lists_reduce_independently():
+    xs = _inputs(8, seed=7)
+    group = nccl.ReplicaGroup.from_partition_op(8, nccl.rg_partition_op.mod, 4)   # [[0,4],[1,5],[2,6],[3,7]]
+    outs = _launch(all_reduce_hbm, xs, group)
+    for r in range(8):
+        np.testing.assert_allclose(outs[r], xs[r % 4].astype(np.float64) + xs[r % 4 + 4], rtol=1e-6)
+
+
+def test_bf16_all_reduce_rounds_once_to_bf16():
+    xs = [x.astype(nl.bfloat16) for x in _inputs(4, seed=8)]
+    want = np.sum(np.stack(xs).astype(np.float32), axis=0).astype(nl.bfloat16)
+    for out in _launch(all_reduce_hbm, xs, _all(4)):
+        assert out.dtype == nl.bfloat16
+        np.testing.assert_array_equal(out.astype(np.float32), want.astype(np.float32))
+
+
+@nki.jit
+def _rank_ids(x):
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    t = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.sbuf)
+    nisa.memset(dst=t, value=float(nccl.rank_id()))
+    nisa.dma_copy(dst=out, src=t)
+    return out
+
+
+def test_rank_id_is_the_launch_rank():
+    outs = _launch(_rank_ids, _inputs(4))
+    assert [float(o[0, 0]) for o in outs] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_one_rank_kernel_call_is_a_world_of_one():
+    x = _inputs(1)[0]
+    np.testing.assert_array_equal(all_reduce_hbm(x, _all(1)), x)
+    with pytest.raises(CollectiveError, match="multi_rank_simulate"):
+        all_reduce_hbm(x, _all(2))
+
+
+# --- timing ------------------------------------------------------------------------------------------------
+
+def _cc_events(machine):
+    return [e for e in machine.scheduler.records if e.track == "cc"]
+
+
+def _run(kernel, xs, *static, system=None):
+    return run_multi_rank(kernel, len(xs), [((x, *static), {}) for x in xs], trace=True, system=system,
+                          tensor_class=nki.NkiTensor)
+
+
+@pytest.mark.parametrize("n,system", [(2, "trn2.48xlarge"), (8, "trn2.48xlarge"), (4, "trn1.32xlarge")])
+def test_collective_time_is_the_cost_model_latency(n, system):
+    xs = _inputs(n, shape=(128, 512))
+    run = _run(all_reduce_hbm, xs, _all(n), system=system)
+    want = collective_cost("all-reduce", 128 * 512 * 4, n, system).latency_s
+    for m in run.machines:
+        (event,) = _cc_events(m)
+        assert event.end - event.start == pytest.approx(want, rel=1e-9)
+        assert event.name == "collective" and event.api == "nki.collectives.all_reduce"
+        assert event.loc.endswith(f"test_nki_collectives.py:{_line('<ar-hbm>')}")
+
+
+@nki.jit
+def _slow_rank_all_reduce(x, replica_group, slow_rank, extra):
+    """Rank `slow_rank` works on its tile `extra` times before the all-reduce."""
+    t = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.sbuf)
+    r = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.sbuf)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=t, src=x)
+    if nccl.rank_id() == slow_rank:
+        for _ in range(extra):
+            nisa.tensor_scalar(dst=t, data=t, op0=nl.multiply, operand0=1.0)
+    nccl.all_reduce(srcs=[t], dsts=[r], replica_group=replica_group, op=nl.add)
+    nisa.dma_copy(dst=out, src=r)
+    return out
+
+
+def test_a_slow_rank_delays_every_rank():
+    xs = _inputs(4, shape=(128, 512))
+    base = _run(_slow_rank_all_reduce, xs, _all(4), 1, 0)
+    slow = _run(_slow_rank_all_reduce, xs, _all(4), 1, 30)
+    extra = slow.machines[1].scheduler.end - base.machines[1].scheduler.end
+    assert extra > 10e-6                                    # 30 Vector passes over a 128 x 512 fp32 tile
+    starts = [_cc_events(m)[0].start for m in slow.machines]
+    assert max(starts) == min(starts)                       # every rank starts at the slowest arrival
+    for fast, late in zip(base.machines, slow.machines):    # and every rank finishes later by the same
+        assert late.scheduler.end - fast.scheduler.end == pytest.approx(extra, rel=1e-6)
+    for out in slow.outputs:
+        np.testing.assert_allclose(out, np.sum(np.stack(xs), axis=0), rtol=1e-5, atol=1e-5)
+
+
+@nki.jit
+def _overlap(x, y, replica_group, compute):
+    """An all-reduce of x, then `compute` Vector passes over y, which does not depend on it."""
+    t = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.sbuf)
+    r = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.sbuf)
+    u = nl.ndarray(y.shape, dtype=y.dtype, buffer=nl.sbuf)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=t, src=x)
+    nisa.dma_copy(dst=u, src=y)
+    nccl.all_reduce(srcs=[t], dsts=[r], replica_group=replica_group, op=nl.add)
+    for _ in range(compute):
+        nisa.tensor_scalar(dst=u, data=u, op0=nl.multiply, operand0=1.0)
+    nisa.dma_copy(dst=out, src=r)
+    return out
+
+
+def test_independent_compute_overlaps_the_collective():
+    n = 2
+    xs, y = _inputs(n, shape=(128, 512)), _inputs(1, shape=(128, 512), seed=9)[0]
+
+    def end(compute):
+        run = run_multi_rank(_overlap, n, [((x, y, _all(n), compute), {}) for x in xs], trace=True,
+                             tensor_class=nki.NkiTensor)
+        return run, run.machine.scheduler.end
+
+    run, both = end(20)
+    _, comm_only = end(0)
+    vector = [e for e in run.machine.scheduler.records if e.track == "vector"]
+    (cc,) = _cc_events(run.machine)
+    assert vector and all(cc.start < e.start < cc.end for e in vector)   # compute runs under the collective
+    compute_s = sum(e.end - e.start for e in vector)
+    assert compute_s > 5e-6
+    assert both < comm_only + 0.1 * compute_s                            # ... and costs (almost) nothing
+
+
+@nki.jit
+def _collective_then_load(x, replica_group, collective):
+    """An all-reduce of x, then an SBUF load of part of x: ready when the all-reduce starts (it reads what the
+    all-reduce reads), independent of it, but on the same DMA queues."""
+    t = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    r = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    tile = nl.ndarray((128, x.shape[1]), dtype=x.dtype, buffer=nl.sbuf)
+    out = nl.ndarray((128, x.shape[1]), dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=t, src=x)
+    if collective:
+        nccl.all_reduce(srcs=[t], dsts=[r], replica_group=replica_group, op=nl.add)
+    nisa.dma_copy(dst=tile, src=t[0:128, :])
+    nisa.dma_copy(dst=out, src=tile)
+    return out
+
+
+def test_dma_heavy_compute_contends_with_the_collective():
+    n = 2
+    xs = [np.zeros((1024, 4096), np.float32)] * n     # a 16 MiB all-reduce: its bytes occupy the DMA queues
+
+    def load_start(collective):
+        run = run_multi_rank(_collective_then_load, n, [((x, _all(n), collective), {}) for x in xs],
+                             trace=True, numerics=False, tensor_class=nki.NkiTensor)
+        records = run.machine.scheduler.records
+        load = max(e.index for e in records if e.api == "nisa.dma_copy") - 1
+        return min(e.start for e in records if e.index == load)
+
+    # without the collective the load starts after the DMA start latency (1.3 us); with it, after the
+    # collective's share of every queue: 2 (n-1)/n x 16 MiB spread over 16 queues at 23 GB/s each
+    share = 16 * 2**20 / 16 / 23e9
+    assert load_start(True) - load_start(False) == pytest.approx(share - 1.3e-6, rel=0.02)
+
+
+# --- errors --------------------------------------------------------------------------------------------------
+
+@nki.jit
+def _mismatched(x, replica_group):
+    src = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=src, src=x)
+    if nccl.rank_id() == 1:
+        nccl.all_reduce(srcs=[src], dsts=[out], replica_group=replica_group, op=nl.maximum)  # <max>
+    else:
+        nccl.all_reduce(srcs=[src], dsts=[out], replica_group=replica_group, op=nl.add)  # <add>
+    return out
+
+
+def test_mismatched_calls_name_the_ranks_and_lines():
+    with pytest.raises(CollectiveSyncError) as info:
+        _launch(_mismatched, _inputs(2), _all(2))
+    msg = str(info.value)
+    assert "rank 0" in msg and "rank 1" in msg and "mismatched" in msg
+    assert f"test_nki_collectives.py:{_line('<max>')}" in msg and f"test_nki_collectives.py:{_line('<add>')}" in msg
+    assert info.value.rank == 1 and info.value.op == "nki.collectives.all_reduce"
+
+
+@nki.jit
+def _absent(x, replica_group):
+    src = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=src, src=x)
+    if nccl.rank_id() != 2:
+        nccl.all_reduce(srcs=[src], dsts=[out], replica_group=replica_group, op=nl.add)  # <absent>
+    return out
+
+
+def test_a_rank_that_never_arrives_is_named():
+    line = _line("<absent>")
+    with pytest.raises(CollectiveSyncError) as info:
+        _launch(_absent, _inputs(4), _all(4))
+    msg = str(info.value)
+    assert "rank 2" in msg and "finished without reaching it" in msg
+    assert f"test_nki_collectives.py:{line}" in msg and "all_reduce" in msg
+    assert info.value.loc.endswith(f"test_nki_collectives.py:{line}")
+
+
+@nki.jit
+def _crossed(x, a, b):
+    """Ranks 0 and 1 call two collectives in opposite orders: neither can complete."""
+    src = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=src, src=x)
+    first, second = (a, b) if nccl.rank_id() == 0 else (b, a)
+    nccl.all_reduce(srcs=[src], dsts=[out], replica_group=first, op=nl.add)
+    nccl.all_reduce(srcs=[src], dsts=[out], replica_group=second, op=nl.add)
+    return out
+
+
+def test_deadlock_is_reported_not_hung():
+    with pytest.raises(CollectiveSyncError, match="deadlock"):
+        _launch(_crossed, _inputs(2), nccl.ReplicaGroup([[0, 1]]), nccl.ReplicaGroup([[1, 0]]))
+
+
+def test_shape_mismatch_across_ranks_is_refused_at_launch():
+    from trnlab.errors import LaunchError
+    with pytest.raises(LaunchError, match="same shape and dtype"):
+        nki.multi_rank_simulate(all_reduce_hbm, world_size=2,
+                                per_rank_inputs=[((np.zeros((4, 4), np.float32), _all(2)), {}),
+                                                 ((np.zeros((4, 8), np.float32), _all(2)), {})])
