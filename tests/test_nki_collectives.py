@@ -383,3 +383,65 @@ def test_shape_mismatch_across_ranks_is_refused_at_launch():
         nki.multi_rank_simulate(all_reduce_hbm, world_size=2,
                                 per_rank_inputs=[((np.zeros((4, 4), np.float32), _all(2)), {}),
                                                  ((np.zeros((4, 8), np.float32), _all(2)), {})])
+
+
+# --- trnlab run / profile of a script written for AWS's nki package -----------------------------------------
+
+SCRIPT = '''
+import numpy as np
+import nki
+import nki.collectives as nccl
+import nki.isa as nisa
+import nki.language as nl
+
+
+@nki.jit
+def all_reduce_kernel(x, replica_group):
+    src = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=src, src=x)
+    nccl.all_reduce(srcs=[src], dsts=[out], replica_group=replica_group, op=nl.add)
+    return out
+
+
+group = nccl.ReplicaGroup.from_partition_op(2, nccl.rg_partition_op.bitwise_and, 0)
+inputs = [((np.full((4, 8), r, dtype=np.float32), group), {}) for r in range(2)]
+results = nki.multi_rank_simulate(all_reduce_kernel, world_size=2, per_rank_inputs=inputs)
+for out in results:
+    assert np.array_equal(out, np.full((4, 8), 1.0, dtype=np.float32)), out
+print("all-reduce ok")
+'''
+
+
+@pytest.fixture
+def shim():
+    from trnlab import compat
+    compat.uninstall()
+    yield compat
+    compat.uninstall()
+
+
+def test_trnlab_run_of_an_nki_script_with_collectives(shim, tmp_path, capsys):
+    script = tmp_path / "all_reduce.py"
+    script.write_text(SCRIPT)
+    assert shim.run_script(str(script)) == 0
+    assert "all-reduce ok" in capsys.readouterr().out
+
+
+def test_profile_trace_has_one_process_per_rank(shim, tmp_path):
+    import json
+
+    from trnlab.console import make_console
+    from trnlab.profile.cli import profile_script
+    script = tmp_path / "all_reduce.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "prof"
+    assert profile_script(script, [], target=None, out=out, numerics=True, console=make_console()) == 0
+    trace = json.loads((out / "trace.json").read_text())
+    names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
+    assert sorted(names) == [1, 2] and names[2].startswith("rank 1: all_reduce_kernel")
+    cc = [e for e in trace["traceEvents"] if e.get("cat") == "cc"]
+    assert sorted(e["pid"] for e in cc) == [1, 2]
+    want = collective_cost("all-reduce", 4 * 8 * 4, 2, "trn2.48xlarge").latency_s * 1e6
+    assert all(e["dur"] == pytest.approx(want) for e in cc)
+    assert trace["otherData"]["ranks"] == 2
