@@ -445,3 +445,28 @@ def test_profile_trace_has_one_process_per_rank(shim, tmp_path):
     want = collective_cost("all-reduce", 4 * 8 * 4, 2, "trn2.48xlarge").latency_s * 1e6
     assert all(e["dur"] == pytest.approx(want) for e in cc)
     assert trace["otherData"]["ranks"] == 2
+
+
+# --- the kernel library's collective kernels --------------------------------------------------------------------
+
+def test_library_all_reduce_matches_its_numpy_reference():
+    from trnlab.kernels import collectives as kc
+    inputs = kc.example_inputs(4, shape=(64, 128))
+    xs = [args[0] for args, _ in inputs]
+    want = np.sum(np.stack(xs).astype(np.float64), axis=0)          # numpy, independent of kc.reference
+    for out in nki.multi_rank_simulate(kc.all_reduce, world_size=4, per_rank_inputs=inputs):
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out, kc.reference(xs), rtol=1e-6, atol=1e-6)
+
+
+def test_library_scaled_all_reduce_and_all_gather():
+    from trnlab.kernels import collectives as kc
+    xs = _inputs(2, shape=(200, 64), seed=11)
+    group = _all(2)
+    outs = nki.multi_rank_simulate(kc.scaled_all_reduce, world_size=2,
+                                   per_rank_inputs=[((x, group, 0.5), {}) for x in xs])
+    for out in outs:
+        np.testing.assert_allclose(out, (xs[0].astype(np.float64) + xs[1]) * 0.5, rtol=1e-5, atol=1e-6)
+    outs = nki.multi_rank_simulate(kc.all_gather, world_size=2, per_rank_inputs=[((x, group, 2), {}) for x in xs])
+    for out in outs:
+        np.testing.assert_array_equal(out, np.concatenate(xs, axis=0))
