@@ -470,3 +470,26 @@ def test_library_scaled_all_reduce_and_all_gather():
     outs = nki.multi_rank_simulate(kc.all_gather, world_size=2, per_rank_inputs=[((x, group, 2), {}) for x in xs])
     for out in outs:
         np.testing.assert_array_equal(out, np.concatenate(xs, axis=0))
+
+
+# --- Beta 1 ---------------------------------------------------------------------------------------------------
+
+def test_beta1_collective_permute_runs_on_ranks():
+    import trnlab.nki_beta1 as b1
+    import trnlab.nki_beta1.language as bl
+    import trnlab.nki_beta1.nccl as b1nccl
+
+    @b1.jit
+    def swap(a):
+        send = bl.ndarray(a.shape, dtype=a.dtype, buffer=bl.shared_hbm)
+        recv = bl.ndarray(a.shape, dtype=a.dtype, buffer=bl.shared_hbm)
+        bl.store(send, bl.load(a))
+        b1nccl.collective_permute(dst=recv, src=send, source_target_pairs=[(0, 1), (1, 0)])
+        return recv
+
+    xs = _inputs(2, seed=12)
+    outs = nki.multi_rank_simulate(swap, world_size=2, per_rank_inputs=[((x,), {}) for x in xs])
+    np.testing.assert_array_equal(outs[0], xs[1])
+    np.testing.assert_array_equal(outs[1], xs[0])
+    with pytest.raises(NotImplementedError, match="all_reduce"):
+        b1nccl.all_reduce()

@@ -160,7 +160,11 @@ def all_to_all(srcs, dsts, replica_group, collective_dim, priority=None, name=No
 def collective_permute(srcs, dsts, source_target_pairs, priority=None, name=None):
     """Each (source, target) pair copies the source rank's srcs into the target rank's dsts; every rank of the
     launch makes the call, a rank that is no pair's target keeps its dsts unwritten."""
-    api, loc = "nki.collectives.collective_permute", user_location()
+    permute("nki.collectives.collective_permute", srcs, dsts, source_target_pairs, user_location())
+
+
+def permute(api: str, srcs, dsts, source_target_pairs, loc: str) -> None:
+    """collective_permute of both front ends (Beta 1: neuronxcc.nki.nccl.collective_permute)."""
     world, _ = world_of(_current())
     pairs = tuple((int(s), int(d)) for s, d in source_target_pairs)
     for pair in pairs:
