@@ -493,3 +493,15 @@ def test_beta1_collective_permute_runs_on_ranks():
     np.testing.assert_array_equal(outs[1], xs[0])
     with pytest.raises(NotImplementedError, match="all_reduce"):
         b1nccl.all_reduce()
+
+
+def test_launch_arguments_are_checked():
+    from trnlab.errors import LaunchError
+    x = np.zeros((4, 4), np.float32)
+    with pytest.raises(LaunchError, match="non-array arguments must be equal"):
+        nki.multi_rank_simulate(all_reduce_hbm, world_size=2, per_rank_inputs=[((x, _all(2)), {}), ((x, _all(1)), {})])
+    with pytest.raises(LaunchError, match="3 entries for world_size 2"):
+        nki.multi_rank_simulate(all_reduce_hbm, world_size=2, per_rank_inputs=[((x, _all(2)), {})] * 3)
+    with pytest.raises(LaunchError, match="exceeds the 32 ranks of trn1.32xlarge"):
+        nki.multi_rank_simulate(all_reduce_hbm, world_size=33, system="trn1.32xlarge",
+                                per_rank_inputs=[((x, _all(2)), {})] * 33)
