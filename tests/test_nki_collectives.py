@@ -445,6 +445,9 @@ def test_profile_trace_has_one_process_per_rank(shim, tmp_path):
     want = collective_cost("all-reduce", 4 * 8 * 4, 2, "trn2.48xlarge").latency_s * 1e6
     assert all(e["dur"] == pytest.approx(want) for e in cc)
     assert trace["otherData"]["ranks"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["rank"] for r in summary["ranks"]] == [0, 1]
+    assert all(r["collective_us"] == pytest.approx(want) for r in summary["ranks"])
 
 
 # --- the kernel library's collective kernels --------------------------------------------------------------------
