@@ -508,3 +508,27 @@ def test_launch_arguments_are_checked():
     with pytest.raises(LaunchError, match="exceeds the 32 ranks of trn1.32xlarge"):
         nki.multi_rank_simulate(all_reduce_hbm, world_size=33, system="trn1.32xlarge",
                                 per_rank_inputs=[((x, _all(2)), {})] * 33)
+
+
+@nki.jit
+def _busy_queue_rank(x, big, replica_group):
+    """Rank 1 first starts a long HBM-to-HBM copy (one DMA queue for ~1.7 ms), independent of the all-reduce."""
+    src = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    if nccl.rank_id() == 1:
+        copy = nl.ndarray(big.shape, dtype=big.dtype, buffer=nl.private_hbm)
+        nisa.dma_copy(dst=copy, src=big)
+    nisa.dma_copy(dst=src, src=x)
+    nccl.all_reduce(srcs=[src], dsts=[out], replica_group=replica_group, op=nl.add)
+    return out
+
+
+def test_every_rank_completes_with_the_slowest_part():
+    xs, big = _inputs(2, shape=(128, 512)), np.zeros((1024, 4096), np.float32)
+    run = run_multi_rank(_busy_queue_rank, 2, [((x, big, _all(2)), {}) for x in xs], trace=True, numerics=False,
+                         tensor_class=nki.NkiTensor)
+    (e0,), (e1,) = (_cc_events(m) for m in run.machines)
+    latency = collective_cost("all-reduce", 128 * 512 * 4, 2, "trn2.48xlarge").latency_s
+    copy_end = max(e.end for e in run.machines[1].scheduler.records if e.index == 0)
+    assert e0.start == e1.start and e0.end == e1.end           # rank 0 waits for rank 1's delayed part
+    assert e1.end > copy_end > e1.start + latency              # rank 1's queue share waited for the copy

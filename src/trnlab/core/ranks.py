@@ -58,6 +58,7 @@ class World:
         self.slots: dict = {}                   # (rank-list, k) -> {rank: Arrival}
         self.taken: dict = {}                   # (rank-list, k) -> ranks that picked the slot up
         self.calls: dict = {}                   # (rank, rank-list) -> next k
+        self.ends: dict = {}                    # (rank-list, k) -> {rank: simulated end of its part}
 
     def meet(self, rank: int, rank_list: tuple, arrival: Arrival) -> dict:
         """Post this rank's arrival at its next call of rank_list; every participant's Arrival once all came."""
@@ -77,6 +78,23 @@ class World:
                 del self.slots[key], self.taken[key]
             _check_agree(rank, slot, rank_list)
             return dict(slot)
+
+    def finish_together(self, rank: int, rank_list: tuple, arrival: Arrival, end: float) -> float:
+        """After meet: post when this rank's part of the call would end; the latest participant's end."""
+        with self.cond:
+            key = (rank_list, self.calls[(rank, rank_list)] - 1)
+            ends = self.ends.setdefault(key, {})
+            ends[rank] = end
+            self.cond.notify_all()
+            what = f"{arrival.api} (completing, over ranks {list(rank_list)}) at {arrival.loc}"
+            self._wait(rank, what, arrival, lambda: len(ends) == len(rank_list),
+                       [r for r in rank_list if r != rank])
+            latest = max(ends.values())
+            taken = self.taken.setdefault(("end",) + key, set())
+            taken.add(rank)
+            if len(taken) == len(rank_list):
+                del self.ends[key], self.taken[("end",) + key]
+            return latest
 
     def _wait(self, rank: int, what: str, arrival: Arrival, ready, partners) -> None:
         self.blocked[rank] = (what, ready)

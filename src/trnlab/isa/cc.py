@@ -27,11 +27,13 @@ CC_UNIT = "cc"
 
 class CcCost(NamedTuple):
     """A collective on the rank's collective unit: `seconds` (collective_cost's latency) from `not_before`
-    (the last participant's arrival) on; `queue_bytes` of it moved by this rank's DMA queues at `rate`."""
+    (the last participant's arrival) on, ending no earlier than `min_end` (the slowest participant's end);
+    `queue_bytes` of it moved by this rank's DMA queues at `rate`."""
     seconds: float
     not_before: float
     queue_bytes: int
     rate: float
+    min_end: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +51,7 @@ class CollectiveInstruction(Instruction):
     writes_dst: bool = True
     seconds: float = 0.0                 # the cost model's latency of the whole call (all pairs)
     not_before: float = 0.0
+    min_end: float = 0.0
     queue_bytes: int = 0
 
     def reads(self):
@@ -88,7 +91,7 @@ class CollectiveInstruction(Instruction):
         return tuple(np.array(self.raw(t)) for t in self.srcs)
 
     def cost(self, chip):
-        return CcCost(self.seconds, self.not_before, self.queue_bytes, chip.dma_queue_bytes_per_s)
+        return CcCost(self.seconds, self.not_before, self.queue_bytes, chip.dma_queue_bytes_per_s, self.min_end)
 
     def dma_bytes(self) -> int:
         return self.queue_bytes

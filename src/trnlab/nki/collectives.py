@@ -121,9 +121,13 @@ def _run(api: str, collective, srcs, dsts, rank_list: "tuple | None", loc: str, 
     seconds = 0.0
     if n > 1:
         seconds = _cc.collective_cost(collective.name, int(nbytes), n, world.system, pairs=pairs).latency_s
-    m.issue(dataclasses.replace(instr, inputs=inputs, seconds=seconds,
+    instr = dataclasses.replace(instr, inputs=inputs, seconds=seconds,
                                 not_before=max(a.ready_at for a in arrivals.values()),
-                                queue_bytes=queue_bytes(collective.name, int(nbytes), n)))
+                                queue_bytes=queue_bytes(collective.name, int(nbytes), n))
+    if sched is not None and n > 1:       # every participant completes with the slowest one's part
+        latest = world.finish_together(rank, rank_list, mine, sched.collective_end(instr))
+        instr = dataclasses.replace(instr, min_end=latest)
+    m.issue(instr)
 
 
 def _collective_over_group(api, collective, srcs, dsts, replica_group, loc):

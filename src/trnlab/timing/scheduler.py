@@ -271,24 +271,38 @@ class Scheduler:
         ready, _ = self._ready(self.hazards.accesses(instr), None)
         return max(ready, self.free_at[CC_UNIT])
 
-    def _collective(self, instr, cost, accesses, index):
-        """The collective unit runs one collective at a time for cost.seconds, from the last participant's
-        arrival; the bytes this rank moves take their share of every DMA queue from its start (kernel DMAs
-        queue behind or beside them), and a collective whose queue share is delayed ends later."""
+    def collective_end(self, instr) -> float:
+        """When instr (a collective) would end on this core if issued now (nothing is booked): what a rank
+        tells its peers so that every participant completes with the slowest (trnlab.core.ranks)."""
+        return self._collective_plan(instr.cost(self.chip), self.hazards.accesses(instr))[1]
+
+    def _collective_plan(self, cost, accesses):
+        """(start, end, predecessor, [(queue, start)]): the collective unit runs one collective at a time for
+        cost.seconds from the last participant's arrival; the bytes this rank moves take an equal share of
+        every DMA queue from its start (kernel DMAs queue behind or beside them); a share delayed by kernel
+        DMAs, or a slower participant (cost.min_end), makes it end later."""
         ready, producer = self._ready(accesses, None)
-        free = self.free_at[CC_UNIT]
-        start = max(ready, free, cost.not_before)
+        start = max(ready, self.free_at[CC_UNIT], cost.not_before)
         pred = producer if start == ready else self.last_on.get(CC_UNIT, -1)
-        end = start + cost.seconds
+        end = max(start + cost.seconds, cost.min_end)
+        pieces = []
         if cost.queue_bytes:
             share = cost.queue_bytes / len(self.queues) / cost.rate
             for unit in self.queues:
+                s, pos, _ = self.lines[unit].slot(start, share)
+                pieces.append((unit, s, pos))
+                end = max(end, s + share)
+        return start, end, pred, pieces
+
+    def _collective(self, instr, cost, accesses, index):
+        start, end, pred, pieces = self._collective_plan(cost, accesses)
+        if pieces:
+            share = cost.queue_bytes / len(self.queues) / cost.rate
+            for unit, s, pos in pieces:
                 line = self.lines[unit]
-                s, pos, _ = line.slot(start, share)
                 line.book(s, share, pos, index)
                 self.busy[unit] += share
                 self.free_at[unit] = line.free_at
-                end = max(end, s + share)
                 if self.records is not None:
                     self._event(instr, f"dma.q{unit[1]}", s, s + share, 0.0,
                                 int(cost.queue_bytes / len(self.queues)), index)
