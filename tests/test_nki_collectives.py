@@ -532,3 +532,21 @@ def test_every_rank_completes_with_the_slowest_part():
     copy_end = max(e.end for e in run.machines[1].scheduler.records if e.index == 0)
     assert e0.start == e1.start and e0.end == e1.end           # rank 0 waits for rank 1's delayed part
     assert e1.end > copy_end > e1.start + latency              # rank 1's queue share waited for the copy
+
+
+@nki.jit
+def _bad_gather(x, replica_group):
+    src = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    out = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)      # should be 2x rows for 2 ranks
+    nisa.dma_copy(dst=src, src=x)
+    nccl.all_gather(srcs=[src], dsts=[out], replica_group=replica_group, collective_dim=0)  # <bad-gather>
+    return out
+
+
+def test_a_dst_of_the_wrong_shape_is_refused_before_the_ranks_meet():
+    from trnlab.errors import ShapeError
+    with pytest.raises(ShapeError, match=r"all-gather over 2 ranks .* gives \[64, 16\]") as info:
+        _launch(_bad_gather, _inputs(2), _all(2))
+    assert f"test_nki_collectives.py:{_line('<bad-gather>')}" in str(info.value)
+    with pytest.raises(ShapeError, match="must divide into 4 equal parts"):
+        _launch(reduce_scatter_hbm, _inputs(4, shape=(6, F)), _all(4), 4)

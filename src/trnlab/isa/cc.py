@@ -48,6 +48,7 @@ class CollectiveInstruction(Instruction):
     dsts: tuple
     inputs: tuple = ()                   # per (src, dst) pair: a tuple of per-rank numpy arrays
     position: int = 0
+    ranks: int = 1                       # the rank-list's size
     writes_dst: bool = True
     seconds: float = 0.0                 # the cost model's latency of the whole call (all pairs)
     not_before: float = 0.0
@@ -71,6 +72,27 @@ class CollectiveInstruction(Instruction):
                                        f"{len(self.srcs)} srcs and {len(self.dsts)} dsts")
         if len(self.srcs) > 1 and SBUF in kinds:
             self.fail(BufferKindError, "coalesced collectives (several tensors) need HBM tensors, not SBUF")
+        for src, dst in zip(self.srcs, self.dsts):
+            want = self.dst_shape(tuple(src.shape))
+            if tuple(dst.shape) != want:
+                self.fail(ShapeError, f"{self.collective.name} over {self.ranks} ranks of src {src.describe()} "
+                                      f"gives {list(want)}, but dst is {dst.describe()}")
+
+    def dst_shape(self, shape: tuple) -> tuple:
+        """The shape of a rank's result for a source of `shape` (the collective's axis split or concatenated)."""
+        axis = getattr(self.collective, "axis", 0)
+        name, n = self.collective.name, self.ranks
+        if name not in ("all-gather", "reduce-scatter", "all-to-all"):
+            return shape
+        if not -len(shape) <= axis < len(shape):
+            self.fail(ShapeError, f"collective_dim {axis} is out of range for a source of rank {len(shape)}")
+        axis %= len(shape)
+        if name == "all-gather":
+            return shape[:axis] + (shape[axis] * n,) + shape[axis + 1:]
+        if shape[axis] % n:
+            self.fail(ShapeError, f"{name}: dimension {axis} of the source ({shape[axis]}) must divide "
+                                  f"into {n} equal parts (one per rank)")
+        return shape if name == "all-to-all" else shape[:axis] + (shape[axis] // n,) + shape[axis + 1:]
 
     def execute(self, m):
         if not self.writes_dst:

@@ -105,7 +105,7 @@ def _run(api: str, collective, srcs, dsts, rank_list: "tuple | None", loc: str, 
         return                                   # this rank is in no rank-list: it does not take part
     targets = {d for _, d in pairs} if pairs is not None else None
     instr = CollectiveInstruction(api=api, loc=loc, collective=collective, srcs=srcs, dsts=dsts,
-                                  position=rank_list.index(rank),
+                                  position=rank_list.index(rank), ranks=len(rank_list),
                                   writes_dst=targets is None or rank in targets)
     instr.validate(m.chip)
     sched = m.scheduler
