@@ -550,3 +550,28 @@ def test_a_dst_of_the_wrong_shape_is_refused_before_the_ranks_meet():
     assert f"test_nki_collectives.py:{_line('<bad-gather>')}" in str(info.value)
     with pytest.raises(ShapeError, match="must divide into 4 equal parts"):
         _launch(reduce_scatter_hbm, _inputs(4, shape=(6, F)), _all(4), 4)
+
+
+@nki.jit
+def _coalesced(x, y, replica_group):
+    """Two HBM tensors reduced in one call (coalesced collective communication)."""
+    xs = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    ys = nl.ndarray(y.shape, dtype=y.dtype, buffer=nl.private_hbm)
+    xo = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    yo = nl.ndarray(y.shape, dtype=y.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=xs, src=x)
+    nisa.dma_copy(dst=ys, src=y)
+    nccl.all_reduce(srcs=[xs, ys], dsts=[xo, yo], replica_group=replica_group, op=nl.add)
+    return xo, yo
+
+
+def test_coalesced_all_reduce_is_one_collective_of_the_summed_size():
+    xs, ys = _inputs(2, seed=13), _inputs(2, shape=(8, 4), seed=14)
+    run = run_multi_rank(_coalesced, 2, [((x, y, _all(2)), {}) for x, y in zip(xs, ys)], trace=True,
+                         tensor_class=nki.NkiTensor)
+    for xo, yo in run.outputs:
+        np.testing.assert_allclose(xo, xs[0].astype(np.float64) + xs[1], rtol=1e-6)
+        np.testing.assert_allclose(yo, ys[0].astype(np.float64) + ys[1], rtol=1e-6)
+    (event,) = _cc_events(run.machine)
+    want = collective_cost("all-reduce", (P * F + 8 * 4) * 4, 2, "trn2.48xlarge").latency_s
+    assert event.end - event.start == pytest.approx(want)

@@ -239,3 +239,11 @@ def print_summary(s: dict, console=None) -> None:
         for row in critical_rows(s):
             crit.add_row(*row)
         console.print(crit)
+
+    if s.get("ranks"):
+        ranks = Table(title="Ranks (the summary above is the slowest rank's)")
+        for col in ("rank", "kernel time", "in collectives"):
+            ranks.add_column(col, justify="right")
+        for r in s["ranks"]:
+            ranks.add_row(str(r["rank"]), fmt_time(r["total_us"] / 1e6), fmt_time(r["collective_us"] / 1e6))
+        console.print(ranks)
