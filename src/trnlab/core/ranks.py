@@ -76,7 +76,7 @@ class World:
             taken.add(rank)
             if len(taken) == len(rank_list):
                 del self.slots[key], self.taken[key]
-            _check_agree(rank, slot, rank_list)
+            _check_agree(slot, rank_list)
             return dict(slot)
 
     def finish_together(self, rank: int, rank_list: tuple, arrival: Arrival, end: float) -> float:
@@ -132,7 +132,7 @@ class World:
             self.cond.notify_all()
 
 
-def _check_agree(rank: int, slot: dict, rank_list: tuple) -> None:
+def _check_agree(slot: dict, rank_list: tuple) -> None:
     """Every participant's call must be the same collective over the same tensors' shapes and dtypes."""
     first = slot[rank_list[0]]
     for r in rank_list[1:]:
@@ -142,7 +142,6 @@ def _check_agree(rank: int, slot: dict, rank_list: tuple) -> None:
                 f"mismatched collective calls over ranks {list(rank_list)}: rank {first.rank} calls "
                 f"{_describe(first)} at {first.loc}, rank {other.rank} calls {_describe(other)} at {other.loc}",
                 rank=other.rank, op=other.api, loc=other.loc)
-    del rank
 
 
 def _describe(a: Arrival) -> str:
