@@ -58,9 +58,9 @@ from trnlab.torch.report import NumericsCheck, Report
 
 aten = torch.ops.aten
 
-# Ops trnlab lowers but whose decomposition training needs: the lowering computes only output 0 and
-# AOTAutograd saves the others (dropout masks) for backward.
-KEEP_DECOMPOSED = frozenset({aten.native_dropout})
+# Ops trnlab lowers whose decomposition training would still need (none: native_dropout is kept whole,
+# so dropout with p > 0 in training mode is refused by name instead of as its random-number ops).
+KEEP_DECOMPOSED: frozenset = frozenset()
 # Kept whole (not decomposed): their lowerings are being written (helper t2) - fallback="cpu" until then.
 KEEP_WHOLE = (aten._scaled_dot_product_flash_attention_for_cpu.default,
               aten._scaled_dot_product_flash_attention_for_cpu_backward.default)
