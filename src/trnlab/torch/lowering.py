@@ -47,6 +47,7 @@ from trnlab.kernels.gemm import gemm_into
 from trnlab.kernels.layernorm import layernorm_into
 from trnlab.kernels.rmsnorm import rmsnorm_into
 from trnlab.kernels.softmax import softmax_into
+from trnlab.kernels.training import fill
 
 aten = torch.ops.aten
 
@@ -449,11 +450,27 @@ def _reduction(op, scale_by_count=False):
     def lower(ctx, node, x, dims=None, keepdim=False, *_, **__):
         out = ctx.out(node)
         dims = list(range(x.ndim)) if dims is None or dims == [] else ([dims] if isinstance(dims, int) else list(dims))
+        k = len(dims)
+        if op == "add" and 0 < k < x.ndim and sorted(d % x.ndim for d in dims) == list(range(k)) \
+                and dt.is_float(x.dtype) and dt.is_float(out.dtype):
+            return _sum_leading(ctx, out, x, k, scale_by_count)
         xv, lead = _reduce_view(ctx, x, dims)
         c = xv.shape[-1]
         rows.reduce_last(out.reshape(lead + (1,)), xv, op, scale=1.0 / c if scale_by_count else 1.0)
         return out
     return lower
+
+
+def _sum_leading(ctx, out, x, k, mean):
+    """Sum (mean) over the k leading dims (a bias or norm-weight gradient: over the tokens) as
+    ones[1, R] @ x[R, C] on the Tensor engine: the rows stream contiguously and the partition-dim
+    sum accumulates in PSUM (reducing along the free dim would need x transposed element by element)."""
+    r = int(np.prod(x.shape[:k]))
+    c = x.size // r
+    ones = ctx.alloc((1, r), dt.float32 if mean else x.dtype)
+    fill(ones, 1.0 / r if mean else 1.0)
+    gemm_into(out.reshape(1, c), ones, reshape(ctx, x, (r, c)))
+    return out
 
 
 def _no_int64_input(node, x, *_, **__):
