@@ -407,12 +407,20 @@ def _softmax(ctx, node, x, dim, *_):
     return out
 
 
-@lowers(aten.native_layer_norm, dtypes=FLOATS, supports=lambda node, *_: _first_output_only(node))
+@lowers(aten.native_layer_norm, dtypes=FLOATS)
 def _native_layer_norm(ctx, node, x, shape, weight, bias, eps):
-    out = ctx.out_at(node, 0)
+    """layer_norm and, when the graph uses them (training saves them for backward), each row's mean
+    and rstd (shape [..., 1, ...] with ones over the normalised dims, as PyTorch's)."""
     c = int(np.prod(shape))
-    layernorm_into(out.reshape(out.size // c, c), reshape(ctx, x, (x.size // c, c)), _flat(weight), _flat(bias), eps)
-    return out, None, None
+    used = {u.args[1] for u in node.users if u.target is operator.getitem}
+    out = ctx.out_at(node, 0)
+    mean = ctx.out_at(node, 1) if 1 in used else None
+    rstd = ctx.out_at(node, 2) if 2 in used else None
+    rows = x.size // c
+    layernorm_into(out.reshape(rows, c), reshape(ctx, x, (rows, c)), _flat(weight), _flat(bias), eps,
+                   mean=None if mean is None else mean.reshape(rows, 1),
+                   rstd=None if rstd is None else rstd.reshape(rows, 1))
+    return out, mean, rstd
 
 
 @lowers(aten.layer_norm, dtypes=FLOATS)
