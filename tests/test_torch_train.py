@@ -172,6 +172,14 @@ def test_unlowered_op_is_refused_by_name():
         assert last_training().backward is not None
 
 
+def test_dropout_in_training_mode_is_refused_by_name():
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Dropout(0.5)).train()
+    compiled = torch.compile(model, backend="trnlab", options={"dtype": "fp32"})
+    with pytest.raises(UnsupportedOperatorError, match="dropout in training mode"):
+        compiled(torch.randn(2, 8)).sum().backward()
+
+
 def test_scatter_add_accumulates_repeated_rows():
     """embedding_dense_backward as a lone graph: repeated token ids add up (oracle: index_add_)."""
     from trnlab.torch.train import GraphRunner

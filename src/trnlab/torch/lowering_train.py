@@ -1,7 +1,7 @@
 """Lowerings of the ops training graphs add (AOTAutograd forward/backward graphs, see trnlab.torch.train):
 full_like, constant_pad_nd, slice_scatter, index_put, gather, the embedding gradient (a scatter-add of
-rows), the negative log-likelihood loss and its gradient, native_layer_norm with its statistics, any,
-detach. Ops without tensor inputs (full, scalar_tensor, arange, zeros) never run on the device: they
+rows), the negative log-likelihood loss and its gradient, any, detach (native_layer_norm's mean and
+rstd outputs, which training saves, are computed by its lowering in lowering.py). Ops without tensor inputs (full, scalar_tensor, arange, zeros) never run on the device: they
 are constants, folded at compile time and placed in HBM like weights.
 
 Registered in the one registry of trnlab.torch.lowering (this module is imported at its end). Ops
@@ -11,16 +11,12 @@ index with them).
 """
 from __future__ import annotations
 
-import operator
-
-import numpy as np
 import torch
 
 from trnlab.kernels import elementwise as ew, gather, training as tk
 from trnlab.kernels._common import dma_copy_split
-from trnlab.kernels.layernorm import layernorm_into
 from trnlab.core import dtypes as dt
-from trnlab.torch.lowering import (FLOATS, INDEX, LOWERINGS, PRESERVED, _reduction, contiguous_copy, is_dev, lowers,
+from trnlab.torch.lowering import (INDEX, LOWERINGS, PRESERVED, _reduction, contiguous_copy, is_dev, lowers,
                                    reshape)
 
 aten = torch.ops.aten
@@ -207,27 +203,6 @@ def _nll_loss_backward(ctx, node, grad_out, x, target, weight, reduction, ignore
     return out
 
 
-# --- normalisation -------------------------------------------------------------------------------
-@lowers(aten.native_layer_norm, dtypes=FLOATS)
-def _native_layer_norm(ctx, node, x, shape, weight, bias, eps):
-    """layer_norm and, when the graph uses them (training saves them), each row's mean and rstd
-    (shape [..., 1, ...] with ones over the normalised dims, as PyTorch's)."""
-    c = int(np.prod(shape))
-    used = {u.args[1] for u in node.users if u.target is operator.getitem}
-    out = ctx.out_at(node, 0)
-    mean = ctx.out_at(node, 1) if 1 in used else None
-    rstd = ctx.out_at(node, 2) if 2 in used else None
-    rows = x.size // c
-    layernorm_into(out.reshape(rows, c), reshape(ctx, x, (rows, c)), _flat(weight), _flat(bias), eps,
-                   mean=None if mean is None else mean.reshape(rows, 1),
-                   rstd=None if rstd is None else rstd.reshape(rows, 1))
-    return out, mean, rstd
-
-
-def _flat(t):
-    return None if t is None else t.reshape(t.size)
-
-
 # --- reductions -----------------------------------------------------------------------------------
 @lowers(aten.any, dtypes=INDEX)
 def _any(ctx, node, x, dims=None, keepdim=False):
@@ -242,4 +217,4 @@ TRAINING_PRESERVED = [aten.nll_loss_forward.default, aten.nll_loss_backward.defa
                       aten.embedding_dense_backward.default]
 PRESERVED.extend(op for op in TRAINING_PRESERVED if op not in PRESERVED)
 
-__all__ = ["TRAINING_PRESERVED", "REDUCTIONS", "FLOATS"]
+__all__ = ["TRAINING_PRESERVED", "REDUCTIONS"]

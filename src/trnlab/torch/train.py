@@ -58,9 +58,9 @@ from trnlab.torch.report import NumericsCheck, Report
 
 aten = torch.ops.aten
 
-# Ops trnlab lowers but whose decomposition training needs: the lowering computes only output 0 and
-# AOTAutograd saves the others (dropout masks) for backward.
-KEEP_DECOMPOSED = frozenset({aten.native_dropout})
+# Ops trnlab lowers whose decomposition training would still need (none: native_dropout is kept whole,
+# so dropout with p > 0 in training mode is refused by name instead of as its random-number ops).
+KEEP_DECOMPOSED: frozenset = frozenset()
 # Kept whole (not decomposed): their lowerings are being written (helper t2) - fallback="cpu" until then.
 KEEP_WHOLE = (aten._scaled_dot_product_flash_attention_for_cpu.default,
               aten._scaled_dot_product_flash_attention_for_cpu_backward.default)
@@ -368,6 +368,11 @@ class GradCheck:
 ZERO_GRAD_FLOOR = 1e-3
 
 
+def _floor(reference_grads) -> float:
+    """ZERO_GRAD_FLOOR x the largest magnitude among the reference gradients."""
+    return ZERO_GRAD_FLOOR * max([float(r.abs().max()) for r in reference_grads if r.numel()] + [0.0])
+
+
 def _grad_check(label, got, ref, tol, floor) -> NumericsCheck:
     got = torch.zeros_like(ref) if got is None else got.detach()
     c = check_output(label, got.float(), ref.float(), tol)
@@ -439,7 +444,7 @@ def grad_check(model, inputs, *, target=None, dtype=torch.bfloat16, labels=None,
                            "eager, e.g. its recompile limit was hit; call torch._dynamo.reset())")
     ref_params = dict(ref.model.named_parameters())
     pairs = {k: (p.grad, ref_params[k].grad) for k, p in dev.model.named_parameters() if ref_params[k].grad is not None}
-    model_scale = max([float(r.abs().max()) for _, r in pairs.values() if r.numel()] + [0.0])
-    grads = {k: _grad_check(f"grad {k}", g, r, tol, ZERO_GRAD_FLOOR * model_scale) for k, (g, r) in pairs.items()}
+    floor = _floor([r for _, r in pairs.values()])
+    grads = {k: _grad_check(f"grad {k}", g, r, tol, floor) for k, (g, r) in pairs.items()}
     loss_check = check_output("loss", loss.detach().float().reshape(ref_loss.shape), ref_loss.detach().float(), tol)
     return GradCheck(loss_check, grads, tol, dname, step)
