@@ -12,6 +12,7 @@ import contextvars
 import itertools
 import math
 import mmap
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -211,8 +212,7 @@ class Machine:
             arr[...] = dt.cast(np.asarray(fill, dtype=np.float32), dtype)
         st = Storage(kind, arr, name, initialized=fill is not None, alloc=alloc)
         alloc.has_data = alloc.dirty = fill is not None
-        import weakref
-        weakref.finalize(st, memory.free, alloc.uid)
+        st.on_free = (memory.free, alloc.uid)
         alloc.seq = self.allocated
         alloc.launch = self.launch
         alloc.last_use = self.issued
@@ -402,7 +402,14 @@ class Machine:
         """Every destination must be writable before anything executes: an instruction with two outputs
         (dst and reduce_res) must not write one and then fail on the other."""
         for t in instr.writes():
-            if t is not None and not t.array.flags.writeable:
+            if t is None:
+                continue
+            writable = getattr(t, "_writable", None)       # (a view's flags never change: cached on it)
+            if writable is None:
+                writable = t.array.flags.writeable
+                if isinstance(t, Tensor):
+                    t._writable = writable
+            if not writable:
                 raise NkiValidationError(
                     f"{instr.api}: cannot write to broadcast view {t.describe()} (a stride-0 dimension has one "
                     f"element behind many indices). At {instr.loc}")
@@ -410,9 +417,15 @@ class Machine:
     def _check_owned(self, instr) -> None:
         """A tile kept from an earlier run (a global, a returned tile) is refused: its data belongs to a
         NeuronCore state that no longer exists, and reading it would silently use stale values."""
+        launch = self.launch
         for t in instr.reads() + instr.writes():
+            owner = getattr(t, "_owner", None)         # (a view checked before: cached on it)
+            if owner is True or owner == launch:
+                continue
             alloc = getattr(getattr(t, "storage", None), "alloc", None)
-            if alloc is not None and alloc.launch != self.launch:
+            if isinstance(t, Tensor):
+                t._owner = True if alloc is None else alloc.launch if alloc.launch == launch else None
+            if alloc is not None and alloc.launch != launch:
                 raise ForeignTileError(
                     f"{instr.api}: tile {alloc.describe()} belongs to another kernel run; SBUF/PSUM tiles "
                     f"live only in the run that allocated them (keep host data in HBM tensors or numpy "

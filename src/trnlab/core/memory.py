@@ -142,13 +142,15 @@ class OnChipMemory:
         if recent is None:
             recent = self._recent[loc] = deque(maxlen=self.rotate - 1)
         every = [span for spans in self._recent.values() for span in spans]
-        own = list(recent)
-        for avoid in (every, *(own[-k:] for k in range(len(own), 0, -1))):   # newest kept longest
-            b0 = self._first_fit(p0, p1, nbytes, avoid=avoid) if avoid else None
-            if b0 is not None and b0 + nbytes <= self.capacity:
-                break
-        else:
-            b0 = self._first_fit(p0, p1, nbytes)
+        b0 = self._first_fit(p0, p1, nbytes, avoid=every) if every else None
+        if b0 is None or b0 + nbytes > self.capacity:
+            own = list(recent)
+            for k in range(len(own), 0, -1):        # newest kept longest
+                b0 = self._first_fit(p0, p1, nbytes, avoid=own[-k:])
+                if b0 + nbytes <= self.capacity:
+                    break
+            else:
+                b0 = self._first_fit(p0, p1, nbytes)
         recent.append((b0, b0 + nbytes))
         return b0
 
@@ -252,7 +254,10 @@ class OnChipMemory:
         self.reclaimed += 1
 
     def _first_fit(self, p0: int, p1: int, nbytes: int, avoid=()) -> int:
-        spans = sorted([(a.b0, a.b1) for a in self.live.values() if a.p0 < p1 and p0 < a.p1] + list(avoid))
+        spans = [(a.b0, a.b0 + a.nbytes) for a in self.live.values() if a.p0 < p1 and p0 < a.p1]
+        if avoid:
+            spans += avoid
+        spans.sort()
         cursor = 0
         for b0, b1 in spans:
             if b0 - cursor >= nbytes:
@@ -294,7 +299,10 @@ class PsumMemory(OnChipMemory):
         return set().union(*(self._banks(a.b0, a.nbytes) for a in self.live.values()))
 
     def banks_used(self) -> int:
-        return len(self.covered())
+        bank, covered = self.bank_bytes, set()          # covered(), without a set per tile
+        for a in self.live.values():
+            covered.update(range(a.b0 // bank, -(-(a.b0 + a.nbytes) // bank)))
+        return len(covered)
 
     def _new_banks(self, banks: int, address: int | None) -> int:
         if address is None:

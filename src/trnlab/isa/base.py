@@ -141,7 +141,7 @@ class Instruction:
 _PLAIN = frozenset({type(None), bool, int, float, str, Engine})
 _PASSED_MAX = 1 << 16
 _passed: dict = {}            # id(chip) -> (chip, set of (class, facts) that passed validate)
-_getters: dict = {}           # class -> getter of its attributes except api and loc
+_getters: dict = {}           # class -> getter of the tuple of its attributes except api and loc
 
 
 def _plain(v) -> bool:
@@ -149,48 +149,49 @@ def _plain(v) -> bool:
     return t in _PLAIN or (t is tuple and all(_plain(x) for x in v))
 
 
-_shapes: dict = {}            # attribute types -> (tensor positions, tuple positions), or None: not memoisable
+# attribute types -> function(attribute values) -> the values with tensors as their layout, or None
+# when a tuple attribute holds something not plain; False: the types are not memoisable
+_keyers: dict = {}
 
 
-def _shape_of(types: tuple):
-    tensor_at, tuple_at = [], []
+def _keyer(types: tuple):
+    """The key function of an attribute-type signature, written out for it (hot: every instruction)."""
+    parts, checks = [], []
     for i, t in enumerate(types):
         if issubclass(t, Tensor):
-            tensor_at.append(i)
+            checks.append(f"    t = v[{i}]\n    l{i} = t._layout\n    if l{i} is None:\n        l{i} = t.layout()")
+            parts.append(f"l{i}")
         elif t is tuple:
-            tuple_at.append(i)
-        elif t not in _PLAIN:
-            return None
-    return tuple(tensor_at), tuple(tuple_at)
+            checks.append(f"    x = v[{i}]\n    if x and not _plain(x):\n        return None")
+            parts.append(f"v[{i}]")
+        elif t in _PLAIN:
+            parts.append(f"v[{i}]")
+        else:
+            return False
+    body = "\n".join(checks) + f"\n    return ({', '.join(parts)},)"
+    namespace = {"_plain": _plain}
+    exec(f"def keyer(v):\n{body}", namespace)
+    return namespace["keyer"]
 
 
 def _facts(ins) -> "tuple | None":
-    """The instruction's attribute types and values, tensors as their layout; None if one is not a plain
-    value (a mask array, an indirect access, ...): such an instruction is always checked in full."""
+    """The instruction's class, attribute types and values, tensors as their layout; None if one is not a
+    plain value (a mask array, an indirect access, ...): such an instruction is always checked in full."""
     cls = type(ins)
     getter = _getters.get(cls)
     if getter is None:
         names = [f.name for f in fields(cls) if f.name not in ("api", "loc")]
-        getter = _getters[cls] = attrgetter(*names, "api")      # (>= 2 names: always a tuple)
+        getter = attrgetter(*names) if len(names) > 1 else (lambda ins, _get=attrgetter(*names): (_get(ins),))
+        _getters[cls] = getter
     vals = getter(ins)
     types = tuple(map(type, vals))
-    shape = _shapes.get(types, False)
-    if shape is False:
-        shape = _shapes[types] = _shape_of(types)
-    if shape is None:
+    keyer = _keyers.get(types)
+    if keyer is None:
+        keyer = _keyers[types] = _keyer(types)
+    if keyer is False:
         return None
-    tensor_at, tuple_at = shape
-    for i in tuple_at:
-        v = vals[i]
-        if v and not _plain(v):            # (an empty tuple is plain: no call)
-            return None
-    vals = list(vals)
-    vals[-1] = None                        # the api (only named in messages)
-    for i in tensor_at:
-        t = vals[i]
-        lay = t._layout                    # Tensor.layout(), cached on the view
-        vals[i] = t.layout() if lay is None else lay
-    return types, tuple(vals)
+    key = keyer(vals)
+    return None if key is None else (cls, types, key)
 
 
 def validate_once(validate):
@@ -204,7 +205,7 @@ def validate_once(validate):
         entry = _passed.get(id(chip))
         if entry is None or entry[0] is not chip:
             entry = _passed[id(chip)] = (chip, {})
-        seen, key = entry[1], (type(self), facts)
+        seen, key = entry[1], facts
         memo = seen.get(key)
         if memo is None:
             validate(self, chip)

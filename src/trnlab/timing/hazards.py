@@ -99,9 +99,11 @@ class HazardTracker:
         return sp
 
     def accesses(self, instr) -> list:
-        """(space, box, bucket keys, is_write) of every operand: reads first, then writes. A view's pair
-        (read, write) of these is kept on the view for this tracker (a view never changes, and kernels
-        use the same tile views many times)."""
+        """The access of every operand: reads first, then writes. An access is (space, p0, p1, b0, b1,
+        bucket keys, is_write, write list, read list): the box, the keys of the buckets it touches (None:
+        too many, kept unclipped) and, for a box inside one bucket, that bucket's entry lists (a bucket's
+        lists, once made, are only changed in place). A view's pair (read, write) of these is kept on the
+        view for this tracker (a view never changes, and kernels use the same tile views many times)."""
         out = []
         append = out.append
         for t in instr.reads():
@@ -132,36 +134,33 @@ class HazardTracker:
             keys = ((kp, kb),)
         else:
             keys = sp.keys(r)
-        return self, (sp, r, keys, False), (sp, r, keys, True)
+        return self, _make_access(sp, r, keys, False), _make_access(sp, r, keys, True)
 
     def ready(self, accesses, skip, best) -> tuple[float, int]:
         """Latest (avail, producer index) the accesses must wait for, starting from `best`: RAW for a
         read; WAW and WAR for a write. For WAR/WAW, entries of unit `skip` are ignored (an in-order
         engine orders its own accesses); RAW always waits (the result must have left the pipeline)."""
-        for sp, r, keys, is_write in accesses:
-            if keys is None:
-                best = self.wait(sp, r, None, is_write, skip, best)
-            elif len(keys) > 1 or sp.wide_writes or sp.wide_reads:
-                best = _wait_buckets(sp, r, keys, is_write, skip if is_write else None, best)
-            else:       # one bucket, no wide entries: _wait_buckets inline (the common case)
-                p0, p1, b0, b1 = r
-                t, who = best
-                k = keys[0]
-                entries = sp.writes.get(k)
-                if entries:
-                    s = skip if is_write else None
-                    for e in entries:
-                        if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
-                                s is None or e[5] is not s):
-                            t, who = e[4], e[6]
-                if is_write:
-                    entries = sp.reads.get(k)
-                    if entries:
-                        for e in entries:
-                            if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
-                                    skip is None or e[5] is not skip):
-                                t, who = e[4], e[6]
-                best = t, who
+        for sp, p0, p1, b0, b1, keys, is_write, writes, reads in accesses:
+            if writes is None or sp.wide_writes or sp.wide_reads:
+                if keys is None:
+                    best = self.wait(sp, (p0, p1, b0, b1), None, is_write, skip, best)
+                else:
+                    best = _wait_buckets(sp, (p0, p1, b0, b1), keys, is_write, skip if is_write else None, best)
+                continue
+            # one bucket, no wide entries: _wait_buckets inline (the common case)
+            t, who = best
+            if writes:
+                s = skip if is_write else None
+                for e in writes:
+                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                            s is None or e[5] is not s):
+                        t, who = e[4], e[6]
+            if is_write and reads:
+                for e in reads:
+                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                            skip is None or e[5] is not skip):
+                        t, who = e[4], e[6]
+            best = t, who
         return best
 
     def wait(self, sp: Space, r, keys, is_write: bool, skip, best):
@@ -180,62 +179,72 @@ class HazardTracker:
 
     def record(self, sp: Space, r, keys, is_write: bool, avail: float, unit, index: int) -> None:
         """record_all() for one access."""
-        self.record_all(((sp, r, keys, is_write),), avail, unit, index)
+        self.record_all((_make_access(sp, r, keys, is_write),), avail, unit, index)
 
     def record_all(self, accesses, avail: float, unit, index: int) -> None:
         """The accesses of instruction `index` (on `unit`) are done; their results are available at `avail`."""
-        for sp, r, keys, is_write in accesses:
-            if keys is None:
-                _record_wide(sp, r, is_write, avail, unit, index)
+        for sp, p0, p1, b0, b1, keys, is_write, writes, reads in accesses:
+            if writes is None:
+                if keys is None:
+                    _record_wide(sp, (p0, p1, b0, b1), is_write, avail, unit, index)
+                else:
+                    _record_buckets(sp, p0, p1, b0, b1, keys, is_write, avail, unit, index)
                 continue
-            p0, p1, b0, b1 = r
-            table = sp.writes if is_write else sp.reads
-            if len(keys) == 1:               # the box lies inside its only bucket: no clipping (inline)
-                k = keys[0]
-                e = [p0, p1, b0, b1, avail, unit, index]
-                lst = table.get(k)
-                if lst is None:
-                    table[k] = [e]
-                else:
-                    if lst:                  # _cover_prune, inline
-                        if len(lst) == 1:
-                            x = lst[0]
-                            if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
-                                lst.clear()
-                        else:                # rebuilt only when an entry is covered (rare for reads)
-                            for x in lst:
-                                if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
-                                    lst[:] = [x for x in lst if not (x[4] <= avail and p0 <= x[0] and x[1] <= p1
-                                                                     and b0 <= x[2] and x[3] <= b1)]
-                                    break
-                    lst.append(e)
-                if is_write:
-                    rd = sp.reads.get(k)
-                    if rd:
-                        _cover_prune(rd, e)
-                continue
-            single = False
-            for k in keys:
-                if single:
-                    e = [p0, p1, b0, b1, avail, unit, index]
-                else:
-                    pb, bb = sp.pb, sp.bb
-                    kp, kb = k
-                    e = [max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb),
-                         avail, unit, index]
-                lst = table.get(k)
-                if lst is None:
-                    table[k] = [e]
-                else:
-                    # a write drops the older writes it covers; a read that covers an older read and
-                    # ends no earlier makes it redundant for later WAR waits
-                    if lst:
-                        _cover_prune(lst, e)
-                    lst.append(e)
-                if is_write:
-                    rd = sp.reads.get(k)
-                    if rd:
-                        _cover_prune(rd, e)
+            # the box lies inside its only bucket: no clipping (inline)
+            e = [p0, p1, b0, b1, avail, unit, index]
+            lst = writes if is_write else reads
+            if lst:                      # _cover_prune, inline
+                if len(lst) == 1:
+                    x = lst[0]
+                    if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+                        lst.clear()
+                else:                    # rebuilt only when an entry is covered (rare for reads)
+                    for x in lst:
+                        if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+                            lst[:] = [x for x in lst if not (x[4] <= avail and p0 <= x[0] and x[1] <= p1
+                                                             and b0 <= x[2] and x[3] <= b1)]
+                            break
+            lst.append(e)
+            if is_write and reads:
+                _cover_prune(reads, e)
+
+
+def _make_access(sp: Space, r, keys, is_write: bool) -> tuple:
+    """An access (HazardTracker.accesses) of box r over the bucket keys."""
+    p0, p1, b0, b1 = r
+    writes = reads = None
+    if keys is not None and len(keys) == 1:
+        k = keys[0]
+        writes = sp.writes.get(k)
+        if writes is None:
+            writes = sp.writes[k] = []
+        reads = sp.reads.get(k)
+        if reads is None:
+            reads = sp.reads[k] = []
+    return sp, p0, p1, b0, b1, keys, is_write, writes, reads
+
+
+def _record_buckets(sp: Space, p0, p1, b0, b1, keys, is_write: bool, avail: float, unit, index: int) -> None:
+    """record_all() for a box over several buckets: clipped to each."""
+    table = sp.writes if is_write else sp.reads
+    pb, bb = sp.pb, sp.bb
+    for k in keys:
+        kp, kb = k
+        e = [max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb),
+             avail, unit, index]
+        lst = table.get(k)
+        if lst is None:
+            table[k] = [e]
+        else:
+            # a write drops the older writes it covers; a read that covers an older read and
+            # ends no earlier makes it redundant for later WAR waits
+            if lst:
+                _cover_prune(lst, e)
+            lst.append(e)
+        if is_write:
+            rd = sp.reads.get(k)
+            if rd:
+                _cover_prune(rd, e)
 
 
 def _wait_buckets(sp: Space, r, keys, is_write: bool, skip, best):

@@ -86,6 +86,7 @@ class Scheduler:
         self.latency[_DMA] = 0.0
         self.queues = [("dma", q) for q in range(chip.dma_queues)]
         self.lines = {u: Timeline() for u in self.queues}
+        self._qlines = [self.lines[u] for u in self.queues]      # by queue number (hot: no tuple keys)
         self.last_on = {}                       # unit -> index of its latest instruction
         # Tensor engine state: background LoadStationary and power throttle
         self.ls_free = 0.0
@@ -227,36 +228,39 @@ class Scheduler:
         nbytes, rate, npieces = cost.nbytes, cost.rate, cost.pieces
         begin = ready + chip.dma_fixed_s          # descriptors + semaphore, hidden behind a backlog
         if cost.queue is not None:
-            candidates = [self.queues[int(cost.queue) % chip.dma_queues]]
+            candidates = (int(cost.queue) % chip.dma_queues,)
         else:
-            candidates = self.queues
+            candidates = range(len(self.queues))
         shares = [nbytes // npieces] * npieces
         shares[0] += nbytes - sum(shares)
         duration = shares[0] / rate
-        lines = self.lines
+        lines = self._qlines
         slots = []
-        for u in candidates:                      # earliest start first, ties to the lower queue
-            ends = lines[u].ends
+        for q in candidates:                      # earliest start first, ties to the lower queue
+            line = lines[q]
+            ends = line.ends
             if not ends or ends[-1] <= begin:     # idle by then: Timeline.slot's answer, without the call
-                slots.append((begin, u[1], len(ends), -1, u))
+                slots.append((begin, q, len(ends), -1))
                 continue
-            s, pos, blocker = lines[u].slot(begin, duration)
-            slots.append((s, u[1], pos, blocker, u))
+            s, pos, blocker = line.slot(begin, duration)
+            slots.append((s, q, pos, blocker))
         slots.sort()                              # (start, queue) is unique: never compares further
         start, end, pred = None, 0.0, producer
-        for (s, _, pos, blocker, unit), share in zip(slots[:npieces], shares):
+        queues, busy, free_at, last_on, records = self.queues, self.busy, self.free_at, self.last_on, self.records
+        for (s, q, pos, blocker), share in zip(slots[:npieces], shares):
+            unit, line = queues[q], lines[q]
             d = share / rate
-            self.lines[unit].book(s, d, pos, index)
+            line.book(s, d, pos, index)
             e = s + d
-            self.busy[unit] += d
-            self.free_at[unit] = self.lines[unit].free_at
+            busy[unit] += d
+            free_at[unit] = line.ends[-1]         # (Timeline.free_at: it has just booked)
             if e >= end:
                 end = e
                 pred = producer if s <= begin + 1e-12 or blocker < 0 else blocker
             start = s if start is None else min(start, s)
-            self.last_on[unit] = index
-            if self.records is not None:
-                self._event(instr, f"dma.q{unit[1]}", s, e, 0.0, share, index)
+            last_on[unit] = index
+            if records is not None:
+                self._event(instr, f"dma.q{q}", s, e, 0.0, share, index)
         return start, end, pred
 
     def _event(self, instr, track, start, end, flops, nbytes, index) -> None:
