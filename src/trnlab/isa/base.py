@@ -243,6 +243,13 @@ def same_facts(method):
     return memoized
 
 
+def facts_memo(ins, chip) -> "dict | None":
+    """The memo of `ins`'s validated facts on `chip` (as same_facts uses), if it is the instruction
+    validate_once last passed: observers keep there what they derive from the facts alone."""
+    last = _last
+    return last[2] if last[0]() is ins and chip is last[1] else None
+
+
 # APIs whose instructions name no engine in the kernel: high-level nl ops (both front ends, including
 # the operators `t += u`, which lower to nl.add) and tensor assignment `t[...] = u`. neuronx-cc places
 # them on Vector, Scalar or GpSimd (CompilerModel.engine_balance); nisa.* calls keep their engine.
@@ -282,6 +289,7 @@ class DmaInstruction:
     define `engine = Engine.DMA`, `queue` and dma_bytes()."""
     __slots__ = ()
 
+    @same_facts
     def cost(self, chip) -> DmaCost:
         nbytes = self.dma_bytes()
         chunk = dma_model.chunk_bytes(self)

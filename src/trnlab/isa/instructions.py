@@ -192,6 +192,7 @@ class TensorCopy(SrcToDst):
         values = src if exact else dt.to_fp32(src).astype(np.float32)
         self.store(self.dst, values.reshape(self.dst.shape))
 
+    @same_facts
     def cycles(self, chip):
         fast = _sbuf16(self.src, self.dst) and self.engine == Engine.VECTOR
         return vector_cost(chip, self.src.free_size, fast_16bit=fast)
@@ -224,6 +225,7 @@ class Memset(ToDst):
         else:
             self.store(self.dst, np.full(self.dst.shape, self.value, dtype=np.float32))
 
+    @same_facts
     def cycles(self, chip):
         # ISA memset: max(MIN_II, N/2) Vector Engine cycles for a 16-bit zero fill, else max(MIN_II, N)
         half = self.value == 0 and _is16(self.dst) and self.engine == Engine.VECTOR
@@ -762,6 +764,7 @@ class TensorTensor(ToDst):
         a, b = (bitvec_inputs if is_bitvec(self.op) else arith_inputs)(self, a, b)
         self.store(self.dst, alu.alu(self.op, self.api, self.loc)(a, b))
 
+    @same_facts
     def cycles(self, chip):
         n = self.data1.free_size
         one_psum = (self.data1.buffer == PSUM) != (self.data2.buffer == PSUM)

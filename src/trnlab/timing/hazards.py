@@ -198,11 +198,10 @@ class HazardTracker:
                     x = lst[0]
                     if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
                         lst.clear()
-                else:                    # rebuilt only when an entry is covered (rare for reads)
-                    for x in lst:
+                else:                    # rebuilt only when an entry is covered
+                    for i, x in enumerate(lst):
                         if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
-                            lst[:] = [x for x in lst if not (x[4] <= avail and p0 <= x[0] and x[1] <= p1
-                                                             and b0 <= x[2] and x[3] <= b1)]
+                            _drop_covered(lst, i, p0, p1, b0, b1, avail)
                             break
             lst.append(e)
             if is_write and reads:
@@ -290,8 +289,17 @@ def _cover_prune(entries, e) -> None:
         if x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
             entries.clear()
         return
-    for x in entries:                      # rebuilt only when an entry is covered
+    for i, x in enumerate(entries):        # rebuilt only when an entry is covered
         if x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
-            entries[:] = [x for x in entries
-                          if not (x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1)]
+            _drop_covered(entries, i, p0, p1, b0, b1, t)
             return
+
+
+def _drop_covered(entries, i, p0, p1, b0, b1, t) -> None:
+    """Remove, in place and in order, the entries the box covers that end no later than t; entries[i]
+    is the first of them. (A loop, not a comprehension: cheaper for the few entries a bucket holds.)"""
+    kept = entries[:i]
+    for x in entries[i + 1:]:
+        if not (x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1):
+            kept.append(x)
+    entries[:] = kept
