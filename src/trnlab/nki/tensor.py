@@ -69,18 +69,27 @@ class NkiTensor(Tensor):
         tkey = (lay, offset, sig)
         template = _TEMPLATES.get(tkey)
         if template is not None:
-            norm, delta, layout = template
+            norm, delta, layout, rel = template
             view = self._view(self.array[norm])
             view._offset = offset + delta
             view._layout = layout
+            if rel is not None:             # on chip: the box is the allocation's corner + rel
+                alloc = self.storage.alloc
+                p0, b0 = alloc.p0, alloc.b0
+                view._region = (p0 + rel[0], p0 + rel[1], b0 + rel[2], b0 + rel[3])
             return view
         norm, delta = self._check_key(self._resolve_key(key), "indexing", None)
         view = self._view(self.array[norm])
         if type(view.array) is np.ndarray:
             view._offset = offset + delta
+            rel = None
+            alloc = self.storage.alloc
+            if self.storage.kind != HBM and alloc is not None:
+                p0, p1, b0, b1 = view.region()
+                rel = (p0 - alloc.p0, p1 - alloc.p0, b0 - alloc.b0, b1 - alloc.b0)
             if len(_TEMPLATES) >= _TEMPLATES_MAX:
                 _TEMPLATES.clear()
-            _TEMPLATES[tkey] = (norm, delta, view.layout())
+            _TEMPLATES[tkey] = (norm, delta, view.layout(), rel)
         return view
 
     def _index_key(self, key: tuple) -> "NkiTensor":

@@ -130,10 +130,17 @@ class HazardTracker:
         p0, p1, b0, b1 = r
         pb, bb = sp.pb, sp.bb
         kp, kb = p0 // pb, b0 // bb
-        if (p1 - 1) // pb == kp and (b1 - 1) // bb == kb:
-            keys = ((kp, kb),)
-        else:
-            keys = sp.keys(r)
+        if (p1 - 1) // pb == kp and (b1 - 1) // bb == kb:       # _make_access, inline (one bucket)
+            k = (kp, kb)
+            writes = sp.writes.get(k)
+            if writes is None:
+                writes = sp.writes[k] = []
+            reads = sp.reads.get(k)
+            if reads is None:
+                reads = sp.reads[k] = []
+            keys = (k,)
+            return self, (sp, p0, p1, b0, b1, keys, False, writes, reads), (sp, p0, p1, b0, b1, keys, True, writes, reads)
+        keys = sp.keys(r)
         return self, _make_access(sp, r, keys, False), _make_access(sp, r, keys, True)
 
     def ready(self, accesses, skip, best) -> tuple[float, int]:
