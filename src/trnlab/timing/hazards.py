@@ -100,10 +100,11 @@ class HazardTracker:
 
     def accesses(self, instr) -> list:
         """The access of every operand: reads first, then writes. An access is (space, p0, p1, b0, b1,
-        bucket keys, is_write, write list, read list): the box, the keys of the buckets it touches (None:
-        too many, kept unclipped) and, for a box inside one bucket, that bucket's entry lists (a bucket's
-        lists, once made, are only changed in place). A view's pair (read, write) of these is kept on the
-        view for this tracker (a view never changes, and kernels use the same tile views many times)."""
+        bucket keys, is_write, write list, read list, buckets): the box, the keys of the buckets it touches
+        (None: too many, kept unclipped), for a box inside one bucket that bucket's entry lists, and for a
+        box over several buckets (lists, clipped box) per bucket (a bucket's lists, once made, are only
+        changed in place). A view's pair (read, write) of these is kept on the view for this tracker (a
+        view never changes, and kernels use the same tile views many times)."""
         out = []
         append = out.append
         for t in instr.reads():
@@ -139,18 +140,25 @@ class HazardTracker:
             if reads is None:
                 reads = sp.reads[k] = []
             keys = (k,)
-            return self, (sp, p0, p1, b0, b1, keys, False, writes, reads), (sp, p0, p1, b0, b1, keys, True, writes, reads)
+            return (self, (sp, p0, p1, b0, b1, keys, False, writes, reads, None),
+                    (sp, p0, p1, b0, b1, keys, True, writes, reads, None))
         keys = sp.keys(r)
-        return self, _make_access(sp, r, keys, False), _make_access(sp, r, keys, True)
+        if keys is None:
+            return self, (sp, p0, p1, b0, b1, None, False, None, None, None), (sp, p0, p1, b0, b1, None, True, None, None, None)
+        buckets = _buckets(sp, r, keys)
+        return (self, (sp, p0, p1, b0, b1, keys, False, None, None, buckets),
+                (sp, p0, p1, b0, b1, keys, True, None, None, buckets))
 
     def ready(self, accesses, skip, best) -> tuple[float, int]:
         """Latest (avail, producer index) the accesses must wait for, starting from `best`: RAW for a
         read; WAW and WAR for a write. For WAR/WAW, entries of unit `skip` are ignored (an in-order
         engine orders its own accesses); RAW always waits (the result must have left the pipeline)."""
-        for sp, p0, p1, b0, b1, keys, is_write, writes, reads in accesses:
+        for sp, p0, p1, b0, b1, keys, is_write, writes, reads, buckets in accesses:
             if writes is None or sp.wide_writes or sp.wide_reads:
                 if keys is None:
                     best = self.wait(sp, (p0, p1, b0, b1), None, is_write, skip, best)
+                elif buckets is not None:
+                    best = _wait_lists(sp, p0, p1, b0, b1, buckets, is_write, skip if is_write else None, best)
                 else:
                     best = _wait_buckets(sp, (p0, p1, b0, b1), keys, is_write, skip if is_write else None, best)
                 continue
@@ -190,12 +198,12 @@ class HazardTracker:
 
     def record_all(self, accesses, avail: float, unit, index: int) -> None:
         """The accesses of instruction `index` (on `unit`) are done; their results are available at `avail`."""
-        for sp, p0, p1, b0, b1, keys, is_write, writes, reads in accesses:
+        for sp, p0, p1, b0, b1, keys, is_write, writes, reads, buckets in accesses:
             if writes is None:
                 if keys is None:
                     _record_wide(sp, (p0, p1, b0, b1), is_write, avail, unit, index)
                 else:
-                    _record_buckets(sp, p0, p1, b0, b1, keys, is_write, avail, unit, index)
+                    _record_lists(buckets, is_write, avail, unit, index)
                 continue
             # the box lies inside its only bucket: no clipping (inline)
             e = [p0, p1, b0, b1, avail, unit, index]
@@ -215,42 +223,77 @@ class HazardTracker:
                 _cover_prune(reads, e)
 
 
+def _lists(sp: Space, k) -> tuple[list, list]:
+    """The (writes, reads) entry lists of bucket k, made if new (a bucket's lists are only ever changed
+    in place, so accesses may keep them)."""
+    writes = sp.writes.get(k)
+    if writes is None:
+        writes = sp.writes[k] = []
+    reads = sp.reads.get(k)
+    if reads is None:
+        reads = sp.reads[k] = []
+    return writes, reads
+
+
 def _make_access(sp: Space, r, keys, is_write: bool) -> tuple:
-    """An access (HazardTracker.accesses) of box r over the bucket keys."""
+    """An access (HazardTracker.accesses) of box r over the bucket keys. A box over several buckets
+    carries, per bucket, its lists and the box clipped to it."""
     p0, p1, b0, b1 = r
-    writes = reads = None
+    writes = reads = buckets = None
     if keys is not None and len(keys) == 1:
-        k = keys[0]
-        writes = sp.writes.get(k)
-        if writes is None:
-            writes = sp.writes[k] = []
-        reads = sp.reads.get(k)
-        if reads is None:
-            reads = sp.reads[k] = []
-    return sp, p0, p1, b0, b1, keys, is_write, writes, reads
+        writes, reads = _lists(sp, keys[0])
+    elif keys is not None:
+        buckets = _buckets(sp, r, keys)
+    return sp, p0, p1, b0, b1, keys, is_write, writes, reads, buckets
 
 
-def _record_buckets(sp: Space, p0, p1, b0, b1, keys, is_write: bool, avail: float, unit, index: int) -> None:
-    """record_all() for a box over several buckets: clipped to each."""
-    table = sp.writes if is_write else sp.reads
+def _buckets(sp: Space, r, keys) -> tuple:
+    """(writes, reads, the box clipped to the bucket) of each bucket a box touches."""
+    p0, p1, b0, b1 = r
     pb, bb = sp.pb, sp.bb
+    writes_of, reads_of = sp.writes, sp.reads
+    out = []
     for k in keys:
         kp, kb = k
-        e = [max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb),
-             avail, unit, index]
-        lst = table.get(k)
-        if lst is None:
-            table[k] = [e]
-        else:
-            # a write drops the older writes it covers; a read that covers an older read and
-            # ends no earlier makes it redundant for later WAR waits
-            if lst:
-                _cover_prune(lst, e)
-            lst.append(e)
-        if is_write:
-            rd = sp.reads.get(k)
-            if rd:
-                _cover_prune(rd, e)
+        writes = writes_of.get(k)
+        if writes is None:
+            writes = writes_of[k] = []
+        reads = reads_of.get(k)
+        if reads is None:
+            reads = reads_of[k] = []
+        out.append((writes, reads, max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb)))
+    return tuple(out)
+
+
+def _record_lists(buckets, is_write: bool, avail: float, unit, index: int) -> None:
+    """record_all() for a box over several buckets (_make_access): clipped to each."""
+    for writes, reads, q0, q1, c0, c1 in buckets:
+        e = [q0, q1, c0, c1, avail, unit, index]
+        lst = writes if is_write else reads
+        # a write drops the older writes it covers; a read that covers an older read and ends no
+        # earlier makes it redundant for later WAR waits
+        if lst:
+            _cover_prune(lst, e)
+        lst.append(e)
+        if is_write and reads:
+            _cover_prune(reads, e)
+
+
+def _wait_lists(sp: Space, p0, p1, b0, b1, buckets, is_write: bool, skip, best):
+    """_wait_buckets over an access's own bucket lists (_make_access), in the same order."""
+    if sp.wide_writes:
+        best = _latest(sp.wide_writes, p0, p1, b0, b1, skip, best)
+    if is_write and sp.wide_reads:
+        best = _latest(sp.wide_reads, p0, p1, b0, b1, skip, best)
+    t, who = best
+    for writes, reads, _, _, _, _ in buckets:
+        for entries in (writes, reads if is_write else None):
+            if entries:
+                for e in entries:       # _latest, inline
+                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                            skip is None or e[5] is not skip):
+                        t, who = e[4], e[6]
+    return t, who
 
 
 def _wait_buckets(sp: Space, r, keys, is_write: bool, skip, best):
