@@ -205,13 +205,13 @@ def validate_once(validate):
         entry = _passed.get(id(chip))
         if entry is None or entry[0] is not chip:
             entry = _passed[id(chip)] = (chip, {})
-        seen, key = entry[1], facts
-        memo = seen.get(key)
+        seen = entry[1]
+        memo = seen.get(facts)
         if memo is None:
             validate(self, chip)
             if len(seen) >= _PASSED_MAX:
                 seen.clear()
-            memo = seen[key] = {}
+            memo = seen[facts] = {}
         _last = (weakref.ref(self), chip, memo)
         return None
     return once
