@@ -23,6 +23,7 @@ from trnlab.isa.base import (DataToDst, DmaInstruction, Engine, Instruction, Mat
                              expect_same_elements, expect_same_partitions, expect_start_partition, expect_tile,
                              expect_vector, given, is_bitvec, rows_where, same_facts, tensors, validate_once,
                              vector_cost)
+from trnlab.isa.base import fast_init as _fast_init, instruction_classes as _instruction_classes
 
 ANY = (HBM, SBUF, PSUM)
 ONCHIP = (SBUF, PSUM)
@@ -969,3 +970,6 @@ class Reciprocal(DataToDst):
 
     def cycles(self, chip):
         return vector_cost(chip, self.data.free_size, per_elem=8.0)   # ISA: max(MIN_II, 8N)
+
+
+_fast_init(*_instruction_classes(globals()))     # (isa.base.fast_init: instructions are built per issue)
