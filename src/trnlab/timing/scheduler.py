@@ -192,9 +192,7 @@ class Scheduler:
         (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
         hz = self.pe_hz
         # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM
-        wait, floor = self.hazards.ready, (self.floor, -1)
-        stat_ready, stat_prod = wait((accesses[0],), _TENSOR, floor)
-        ready, producer = wait(accesses[1:], _TENSOR, floor)
+        (stat_ready, stat_prod), (ready, producer) = self.hazards.ready_first_rest(accesses, _TENSOR, (self.floor, -1))
         ls_start = self.ls_free
         if self.mm_start > ls_start:
             ls_start = self.mm_start
