@@ -195,7 +195,10 @@ class Tensor:
         self._layout = None          # cached layout()
         self._views = None           # front ends may cache sub-views by key here (a view never changes)
         self._hz = None              # cached hazard-tracker access (timing.hazards.HazardTracker.accesses)
-        self._owner = None           # launch whose Machine.issue accepted it as an operand (True: any launch)
+        # the launch whose Machine.issue accepts it as an operand (True: any launch); Machine checks again
+        # in full whenever this differs from its launch
+        alloc = storage.alloc
+        self._owner = True if alloc is None else alloc.launch
         self._writable = None        # cached array.flags.writeable (Machine.issue)
         # plain attributes, not properties: read many times per instruction (a view never changes)
         self.shape: tuple = array.shape

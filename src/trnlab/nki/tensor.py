@@ -73,6 +73,10 @@ class NkiTensor(Tensor):
             view = self._view(self.array[norm])
             view._offset = offset + delta
             view._layout = layout
+            writable = self._writable       # (a basic-indexing view is writable iff its base is)
+            if writable is None:
+                writable = self._writable = self.array.flags.writeable
+            view._writable = writable
             if rel is not None:             # on chip: the box is the allocation's corner + rel
                 alloc = self.storage.alloc
                 p0, b0 = alloc.p0, alloc.b0
