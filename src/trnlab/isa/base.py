@@ -187,7 +187,7 @@ def instruction_classes(namespace: dict) -> list:
 _PLAIN = frozenset({type(None), bool, int, float, str, Engine})
 _PASSED_MAX = 1 << 16
 _passed: dict = {}            # id(chip) -> (chip, set of (class, facts) that passed validate)
-_getters: dict = {}           # class -> getter of the tuple of its attributes except api and loc
+_getters: dict = {}           # class -> (getter of its attributes except api and loc, types -> keyer)
 
 
 def _plain(v) -> bool:
@@ -195,14 +195,11 @@ def _plain(v) -> bool:
     return t in _PLAIN or (t is tuple and all(_plain(x) for x in v))
 
 
-# attribute types -> function(attribute values) -> the values with tensors as their layout, or None
-# when a tuple attribute holds something not plain; False: the types are not memoisable
-_keyers: dict = {}
-
-
 def _keyer(types: tuple):
-    """The key function of an attribute-type signature, written out for it (hot: every instruction)."""
-    parts, checks = [], []
+    """The key function of a class's attribute-type signature, written out for it (hot: every
+    instruction): (a token of the class and signature, the values with tensors as their layout), or
+    None when a tuple attribute holds something not plain; False: the types are not memoisable."""
+    parts, checks = ["_token"], []
     for i, t in enumerate(types):
         if issubclass(t, Tensor):
             checks.append(f"    t = v[{i}]\n    l{i} = t._layout\n    if l{i} is None:\n        l{i} = t.layout()")
@@ -215,29 +212,30 @@ def _keyer(types: tuple):
         else:
             return False
     body = "\n".join(checks) + f"\n    return ({', '.join(parts)},)"
-    namespace = {"_plain": _plain}
+    namespace = {"_plain": _plain, "_token": object()}
     exec(f"def keyer(v):\n{body}", namespace)
     return namespace["keyer"]
 
 
 def _facts(ins) -> "tuple | None":
-    """The instruction's class, attribute types and values, tensors as their layout; None if one is not a
-    plain value (a mask array, an indirect access, ...): such an instruction is always checked in full."""
+    """A key of the instruction's class, attribute types and values, tensors as their layout; None if one
+    is not a plain value (a mask array, an indirect access, ...): such an instruction is always checked
+    in full."""
     cls = type(ins)
-    getter = _getters.get(cls)
-    if getter is None:
+    info = _getters.get(cls)
+    if info is None:
         names = [f.name for f in fields(cls) if f.name not in ("api", "loc")]
         getter = attrgetter(*names) if len(names) > 1 else (lambda ins, _get=attrgetter(*names): (_get(ins),))
-        _getters[cls] = getter
+        info = _getters[cls] = (getter, {})          # (getter, attribute types -> keyer)
+    getter, keyers = info
     vals = getter(ins)
     types = tuple(map(type, vals))
-    keyer = _keyers.get(types)
+    keyer = keyers.get(types)
     if keyer is None:
-        keyer = _keyers[types] = _keyer(types)
+        keyer = keyers[types] = _keyer(types)
     if keyer is False:
         return None
-    key = keyer(vals)
-    return None if key is None else (cls, types, key)
+    return keyer(vals)
 
 
 def validate_once(validate):
