@@ -55,9 +55,11 @@ class Work:
     dma_bytes: int = 0
     hbm_bytes: int = 0          # DMA bytes read from or written to HBM
 
-    def add_pe(self, chip, instr) -> None:
-        # a function of the chip and the instruction's validated facts: kept in their memo (matmuls repeat)
-        memo = facts_memo(instr, chip)
+    def add_pe(self, chip, instr, memo=False) -> None:
+        """Count one instruction's PE work. memo: its facts memo (isa.base.facts_memo) if the caller has
+        it (None: it has none); the work is a function of the chip and the facts, kept there."""
+        if memo is False:
+            memo = facts_memo(instr, chip)
         work = memo.get("pe_work") if memo is not None else None
         if work is None:
             work = self._pe_work(chip, instr)

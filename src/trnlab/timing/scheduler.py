@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from trnlab.core import dtypes as dt
-from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed
+from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed, facts_memo
 from trnlab.isa import costs
 from trnlab.timing.hazards import HazardTracker
 from trnlab.timing.metrics import Work
@@ -123,7 +123,12 @@ class Scheduler:
         index = self.count
         self.count += 1
         accesses = self.hazards.accesses(instr)
-        cost = instr.cost(self.chip)
+        # the memo of the instruction's validated facts (isa.base.same_facts): a memoised cost is read
+        # from it directly, and the PE work (metrics.Work.add_pe) is kept there
+        memo = facts_memo(instr, self.chip)
+        cost = memo.get("cost") if memo is not None else None
+        if cost is None:
+            cost = instr.cost(self.chip)
         kind = type(cost)
         if kind is DmaCost:
             start, end, pred = self._dma(instr, cost, accesses, index)
@@ -133,7 +138,7 @@ class Scheduler:
         else:
             engine = instr.engine
             if engine == _TENSOR:
-                self.work.add_pe(self.chip, instr)
+                self.work.add_pe(self.chip, instr, memo)
             if kind is MatmulCost:
                 start, end, pred = self._matmul(cost, accesses)
             else:
