@@ -94,8 +94,16 @@ def storage(dt) -> np.dtype:
     return float32 if dt is tfloat32 else dt
 
 
+_NAMES: dict = {}             # numpy dtype -> its name (np.dtype.name is computed in Python on every access)
+
+
 def name_of(dt) -> str:
-    return "tfloat32" if dt is tfloat32 else dt.name
+    if dt is tfloat32:
+        return "tfloat32"
+    name = _NAMES.get(dt)
+    if name is None:
+        name = _NAMES[dt] = dt.name
+    return name
 
 
 def itemsize(dt) -> int:

@@ -22,6 +22,12 @@ def new_tensor(shape, dtype, name: str, api: str, loc: str):
 
 
 def tensor_shape(shape, what: str, api: str, loc: str) -> tuple:
+    if type(shape) is tuple:            # the common case, checked without a generator
+        for d in shape:
+            if type(d) is not int or d < 1:
+                break
+        else:
+            return shape
     dims = shape if isinstance(shape, (tuple, list)) else (shape,)
     for d in dims:
         if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):

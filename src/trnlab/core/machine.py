@@ -12,6 +12,7 @@ import contextvars
 import itertools
 import math
 import mmap
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -154,6 +155,7 @@ class Machine:
         if hasattr(self.scheduler, "balance"):       # the timing scheduler places nl ops (engine_balance)
             self.scheduler.balance = self.compiler.engine_balance
         self._pending_zero: dict = {}    # storage uid -> its deferred nl.zeros memset (psum_zero_fold)
+        self._zeros = None               # the zero pages timing-only on-chip tiles view (_blank)
 
     # --- allocation -----------------------------------------------------------------------------
     def hbm_tensor(self, array: np.ndarray, name: str, *, dtype=None, initialized: bool = True) -> Tensor:
@@ -178,16 +180,27 @@ class Machine:
                 required=required, limit=self.chip.hbm_bytes_per_core)
         return required
 
-    def _blank(self, shape: tuple, dtype) -> np.ndarray:
+    def _blank(self, shape: tuple, dtype, *, on_chip: bool = False) -> np.ndarray:
         """A fresh uninitialised buffer: NaN/4-filled; with numerics off, zero pages the OS maps
-        lazily (timing-only runs of huge shapes then cost no memory traffic)."""
+        lazily (timing-only runs of huge shapes then cost no memory traffic). On-chip tiles of a
+        timing-only run all view the same zero pages: nothing executes, so nothing writes them, and a
+        view costs ~0.5 us where fresh zeros cost 3-20 us per tile."""
         storage = dt.storage(dtype)
         if not self.numerics:
+            if on_chip:
+                return self._zero_view(shape, storage)
             return _lazy_zeros(shape, storage)
         # Fill through an unsigned view of the same width: numpy fills ml_dtypes arrays (bf16, fp8)
         # element by element through a Python-level cast, ~13x slower than a plain integer fill.
         bits = np.array(dt.fill_value(dtype), dtype=storage).view(f"u{storage.itemsize}")
         return np.full(shape, bits, dtype=bits.dtype).view(storage)
+
+    def _zero_view(self, shape: tuple, storage) -> np.ndarray:
+        nbytes = math.prod(shape) * storage.itemsize
+        zeros = self._zeros
+        if zeros is None or len(zeros) < nbytes:       # (older tiles keep the smaller block alive)
+            zeros = self._zeros = mmap.mmap(-1, max(nbytes, _LAZY_MIN_BYTES))
+        return np.ndarray(shape, dtype=storage, buffer=zeros)
 
     def new_hbm(self, shape, dtype, name: str, *, api: str = "nl.ndarray") -> Tensor:
         loc = user_location()
@@ -219,14 +232,13 @@ class Machine:
         alloc = memory.allocate(name=name, shape=shape, dtype_name=dt.name_of(dtype), p0=p0,
                                 nparts=shape[0], nbytes=nbytes, loc=loc, api=api, address=address)
         if fill is None:
-            arr = self._blank(shape, dtype)
+            arr = self._blank(shape, dtype, on_chip=True)
         else:
             arr = np.full(shape, 0, dtype=dt.storage(dtype))
             arr[...] = dt.cast(np.asarray(fill, dtype=np.float32), dtype)
         st = Storage(kind, arr, name, initialized=fill is not None, alloc=alloc)
         alloc.has_data = alloc.dirty = fill is not None
-        import weakref
-        weakref.finalize(st, memory.free, alloc.uid)
+        st.on_free = (memory.free, alloc.uid)
         alloc.seq = self.allocated
         alloc.launch = self.launch
         alloc.last_use = self.issued
@@ -245,8 +257,7 @@ class Machine:
         if self.issued >= self._checkpoint_at:
             self._checkpoint(instr)
         instr.validate(self.chip)
-        self._check_writable(instr)
-        self._check_owned(instr)
+        self._check_operands(instr)
         if self.sbuf.reclaimed or self.psum.reclaimed:
             self._check_not_reclaimed(instr)
         if self.sbuf.spill:
@@ -264,7 +275,7 @@ class Machine:
                 raise
             except Exception as exc:  # numpy failures become errors that name the instruction
                 raise SimulationError(f"{instr.api}: {type(exc).__name__}: {exc}. At {instr.loc}") from exc
-        if self._defers_zero(instr):
+        if instr.api == "nl.zeros" and self._defers_zero(instr):
             self._pending_zero[instr.dst.storage.uid] = instr
         else:
             self._commit(instr)
@@ -415,12 +426,34 @@ class Machine:
             self.progress(self, instr)
         self._checkpoint_at = self._next_checkpoint()
 
+    def _check_operands(self, instr) -> None:
+        """_check_writable then _check_owned, with each view's verdict cached on it (a view's flags and
+        allocation never change): the common case costs a look at two attributes per operand."""
+        launch = self.launch
+        writes = instr.writes()
+        for t in writes:
+            if t is not None and getattr(t, "_writable", None) is not True:
+                self._check_writable(instr)
+                break
+        for t in instr.reads() + writes:
+            owner = getattr(t, "_owner", None)
+            if owner is not True and owner != launch:
+                self._check_owned(instr)
+                return
+
     @staticmethod
     def _check_writable(instr) -> None:
         """Every destination must be writable before anything executes: an instruction with two outputs
         (dst and reduce_res) must not write one and then fail on the other."""
         for t in instr.writes():
-            if t is not None and not t.array.flags.writeable:
+            if t is None:
+                continue
+            writable = getattr(t, "_writable", None)       # (a view's flags never change: cached on it)
+            if writable is None:
+                writable = t.array.flags.writeable
+                if isinstance(t, Tensor):
+                    t._writable = writable
+            if not writable:
                 raise NkiValidationError(
                     f"{instr.api}: cannot write to broadcast view {t.describe()} (a stride-0 dimension has one "
                     f"element behind many indices). At {instr.loc}")
@@ -428,9 +461,15 @@ class Machine:
     def _check_owned(self, instr) -> None:
         """A tile kept from an earlier run (a global, a returned tile) is refused: its data belongs to a
         NeuronCore state that no longer exists, and reading it would silently use stale values."""
+        launch = self.launch
         for t in instr.reads() + instr.writes():
+            owner = getattr(t, "_owner", None)         # (a view checked before: cached on it)
+            if owner is True or owner == launch:
+                continue
             alloc = getattr(getattr(t, "storage", None), "alloc", None)
-            if alloc is not None and alloc.launch != self.launch:
+            if isinstance(t, Tensor):
+                t._owner = True if alloc is None else alloc.launch if alloc.launch == launch else None
+            if alloc is not None and alloc.launch != launch:
                 raise ForeignTileError(
                     f"{instr.api}: tile {alloc.describe()} belongs to another kernel run; SBUF/PSUM tiles "
                     f"live only in the run that allocated them (keep host data in HBM tensors or numpy "

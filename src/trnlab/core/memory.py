@@ -86,6 +86,7 @@ class OnChipMemory:
         self._ids = itertools.count(1)
         self.rotate = max(1, int(rotate))
         self._recent: dict[str, deque] = {}      # site -> (b0, b1) of its last rotate-1 instances
+        self._every: list = []                    # all spans of _recent, in no order (kept as they change)
         self.spill = spill
         self.spilled: dict[int, Allocation] = {}  # evicted tiles, by uid
         self.pending_spills: list[Allocation] = []   # evicted by an allocation; Machine issues their DMA
@@ -97,11 +98,20 @@ class OnChipMemory:
     # --- accounting -------------------------------------------------------------------------
     def used_in(self, p0: int, p1: int) -> int:
         """Largest number of live bytes in any partition of [p0, p1)."""
-        best = 0
         # All allocations span contiguous partition ranges; check each boundary partition.
-        points = {p0} | {a.p0 for a in self.live.values() if p0 <= a.p0 < p1}
+        live = self.live.values()
+        points = {p0}
+        for a in live:
+            if p0 <= a.p0 < p1:
+                points.add(a.p0)
+        best = 0
         for p in points:
-            best = max(best, sum(a.nbytes for a in self.live.values() if a.p0 <= p < a.p1))
+            total = 0
+            for a in live:
+                if a.p0 <= p < a.p1:
+                    total += a.nbytes
+            if total > best:
+                best = total
         return best
 
     def largest(self, n: int = 5) -> list[Allocation]:
@@ -141,15 +151,21 @@ class OnChipMemory:
         recent = self._recent.get(loc)
         if recent is None:
             recent = self._recent[loc] = deque(maxlen=self.rotate - 1)
-        every = [span for spans in self._recent.values() for span in spans]
-        own = list(recent)
-        for avoid in (every, *(own[-k:] for k in range(len(own), 0, -1))):   # newest kept longest
-            b0 = self._first_fit(p0, p1, nbytes, avoid=avoid) if avoid else None
-            if b0 is not None and b0 + nbytes <= self.capacity:
-                break
-        else:
-            b0 = self._first_fit(p0, p1, nbytes)
-        recent.append((b0, b0 + nbytes))
+        every = self._every
+        b0 = self._first_fit(p0, p1, nbytes, avoid=every) if every else None
+        if b0 is None or b0 + nbytes > self.capacity:
+            own = list(recent)
+            for k in range(len(own), 0, -1):        # newest kept longest
+                b0 = self._first_fit(p0, p1, nbytes, avoid=own[-k:])
+                if b0 + nbytes <= self.capacity:
+                    break
+            else:
+                b0 = self._first_fit(p0, p1, nbytes)
+        if len(recent) == recent.maxlen:          # the deque drops its oldest span
+            every.remove(recent[0])
+        span = (b0, b0 + nbytes)
+        recent.append(span)
+        every.append(span)
         return b0
 
     # --- spill ----------------------------------------------------------------------------------
@@ -252,7 +268,10 @@ class OnChipMemory:
         self.reclaimed += 1
 
     def _first_fit(self, p0: int, p1: int, nbytes: int, avoid=()) -> int:
-        spans = sorted([(a.b0, a.b1) for a in self.live.values() if a.p0 < p1 and p0 < a.p1] + list(avoid))
+        spans = [(a.b0, a.b0 + a.nbytes) for a in self.live.values() if a.p0 < p1 and p0 < a.p1]
+        if avoid:
+            spans += avoid
+        spans.sort()
         cursor = 0
         for b0, b1 in spans:
             if b0 - cursor >= nbytes:
@@ -294,7 +313,10 @@ class PsumMemory(OnChipMemory):
         return set().union(*(self._banks(a.b0, a.nbytes) for a in self.live.values()))
 
     def banks_used(self) -> int:
-        return len(self.covered())
+        bank, covered = self.bank_bytes, set()          # covered(), without a set per tile
+        for a in self.live.values():
+            covered.update(range(a.b0 // bank, -(-(a.b0 + a.nbytes) // bank)))
+        return len(covered)
 
     def _new_banks(self, banks: int, address: int | None) -> int:
         if address is None:

@@ -109,7 +109,19 @@ def _fast_key(key: tuple, shape: tuple, strides: tuple) -> int | None:
     return delta
 
 
-_LAYOUTS: dict = {}          # Tensor.layout() interned
+_LAYOUTS: dict = {}          # Tensor.layout() interned: the tuple -> its Layout
+
+
+class Layout(tuple):
+    """An interned Tensor.layout(): one object per distinct layout, so it hashes and compares by
+    identity (validation keys hold several; hashing their contents was a hot cost)."""
+    __slots__ = ()
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+
+
+_REL_REGIONS: dict = {}      # on-chip view geometry -> its box relative to the allocation (Tensor._compute_region)
 _LAYOUTS_MAX = 1 << 16
 
 
@@ -117,7 +129,7 @@ class Storage:
     """One allocation: its memory kind, backing numpy array, address and initialisation state."""
 
     __slots__ = ("kind", "array", "name", "alloc", "hbm_address", "_init_mask", "n_init", "uid",
-                 "_ptr", "row_bytes", "__weakref__")
+                 "_ptr", "row_bytes", "on_free", "__weakref__")
 
     def __init__(self, kind: str, array: np.ndarray, name: str, *, initialized: bool,
                  alloc=None, hbm_address: int = 0):
@@ -132,6 +144,14 @@ class Storage:
         self.n_init = 0
         # bytes per partition (on-chip) of this allocation; read for every region and layout check
         self.row_bytes = array.strides[0] if array.ndim > 1 else array.itemsize
+        # (function, argument) called once when the storage dies (an on-chip tile frees its space);
+        # cheaper than a weakref.finalize per tile
+        self.on_free = None
+
+    def __del__(self):
+        on_free = self.on_free
+        if on_free is not None:
+            on_free[0](on_free[1])
 
     @property
     def init_mask(self) -> np.ndarray | None:
@@ -163,7 +183,7 @@ class Tensor:
     """A view of a Storage. On-chip tensors have the partition dim first."""
 
     __slots__ = ("storage", "array", "dtype", "name", "_region", "_offset", "shape", "free_size", "_layout",
-                 "_views", "_hz")
+                 "_views", "_hz", "_owner", "_writable")
 
     def __init__(self, storage: Storage, array: np.ndarray, dtype, name: str | None = None):
         self.storage = storage
@@ -171,10 +191,15 @@ class Tensor:
         self.dtype = dtype
         self.name = name if name is not None else storage.name
         self._region = None          # cached physical box (a view never changes)
-        self._offset = None          # cached byte_offset() (__array_interface__ costs ~2 us)
+        self._offset = 0 if array is storage.array else None   # cached byte_offset() (__array_interface__ costs ~2 us)
         self._layout = None          # cached layout()
         self._views = None           # front ends may cache sub-views by key here (a view never changes)
         self._hz = None              # cached hazard-tracker access (timing.hazards.HazardTracker.accesses)
+        # the launch whose Machine.issue accepts it as an operand (True: any launch); Machine checks again
+        # in full whenever this differs from its launch
+        alloc = storage.alloc
+        self._owner = True if alloc is None else alloc.launch
+        self._writable = None        # cached array.flags.writeable (Machine.issue)
         # plain attributes, not properties: read many times per instruction (a view never changes)
         self.shape: tuple = array.shape
         self.free_size: int = math.prod(self.shape[1:])      # elements per partition; 1 for a 1-D tensor
@@ -248,13 +273,20 @@ class Tensor:
             base = st.hbm_address + off
             return 0, 1, base + lo, base + hi + a.itemsize
         row = st.row_bytes
-        plo, phi, flo, fhi = split_spans(a.shape, a.strides, row)
-        p_start, b_start = divmod(off, row)
+        # the box relative to the allocation's corner is a function of the view's geometry: kernels cut
+        # the same views out of every instance of a tile
+        key = (self.shape, a.strides, row, off, a.itemsize)
+        rel = _REL_REGIONS.get(key)
+        if rel is None:
+            plo, phi, flo, fhi = split_spans(a.shape, a.strides, row)
+            p_start, b_start = divmod(off, row)
+            rel = (p_start + plo // row, p_start + phi // row + 1, b_start + flo, b_start + fhi + a.itemsize)
+            if len(_REL_REGIONS) >= _LAYOUTS_MAX:
+                _REL_REGIONS.clear()
+            _REL_REGIONS[key] = rel
         alloc = st.alloc
-        p0 = alloc.p0 + p_start + plo // row
-        p1 = alloc.p0 + p_start + phi // row + 1
-        b0 = alloc.b0 + b_start + flo
-        return p0, p1, b0, alloc.b0 + b_start + fhi + a.itemsize
+        p0, b0 = alloc.p0, alloc.b0
+        return p0 + rel[0], p0 + rel[1], b0 + rel[2], b0 + rel[3]
 
     def layout(self) -> tuple:
         """Everything hardware-rule checks read of a view, hashable: class, memory, dtype, shape, strides,
@@ -268,9 +300,12 @@ class Tensor:
             lay = (type(self), st.kind, self.dtype, self.shape, self.array.strides, st.row_bytes,
                    r if st.kind == PSUM else r[:2])
             # one object per distinct layout: validation keys holding it then compare by identity
-            if len(_LAYOUTS) >= _LAYOUTS_MAX:
-                _LAYOUTS.clear()
-            lay = self._layout = _LAYOUTS.setdefault(lay, lay)
+            interned = _LAYOUTS.get(lay)
+            if interned is None:
+                if len(_LAYOUTS) >= _LAYOUTS_MAX:
+                    _LAYOUTS.clear()
+                interned = _LAYOUTS[lay] = Layout(lay)
+            lay = self._layout = interned
         return lay
 
     def partition_start(self) -> int:

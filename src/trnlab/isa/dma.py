@@ -16,6 +16,7 @@ from trnlab.core import dtypes as dt
 from trnlab.core.tensor import HBM, SBUF, OperandOf, Tensor
 from trnlab.errors import DtypeError, NkiValidationError, OutOfBoundsError, ShapeError
 from trnlab.isa.base import DmaInstruction, Engine, Instruction, expect_buffer, expect_oob_mode
+from trnlab.isa.base import fast_init as _fast_init, instruction_classes as _instruction_classes
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,3 +180,6 @@ def resolve_scalar_offset(t: Tensor, pattern, offset: int, scalar_offset, indire
     except OutOfBoundsError as exc:
         raise OutOfBoundsError(f"{api}: dynamic offset {value} (scalar_offset, indirect_dim={indirect_dim}): "
                                f"{str(exc).rsplit('. At ', 1)[0]}. At {loc}") from None
+
+
+_fast_init(*_instruction_classes(globals()))     # (isa.base.fast_init: instructions are built per issue)

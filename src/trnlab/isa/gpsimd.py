@@ -17,6 +17,7 @@ from trnlab.isa import alu
 from trnlab.isa.base import (DataToDst, Engine, SrcToDst, as_2d, expect_int, expect_same_dtype,
                              expect_same_elements, expect_same_partitions, expect_tile, expect_version,
                              is_bitvec, rows_where)
+from trnlab.isa.base import fast_init as _fast_init, instruction_classes as _instruction_classes
 
 _PARTITION_REDUCE_OPS = ("add", "maximum", "max", "bitwise_or", "bitwise_and")
 
@@ -124,3 +125,6 @@ class NonzeroWithCount(SrcToDst):
 
     def cycles(self, chip):
         return chip.gpsimd_start_cycles + float(self.src.free_size)    # [UNCONFIRMED]
+
+
+_fast_init(*_instruction_classes(globals()))     # (isa.base.fast_init: instructions are built per issue)

@@ -19,6 +19,7 @@ from trnlab.core.tensor import SBUF, OperandOf, Tensor
 from trnlab.errors import DtypeError, OutOfBoundsError, PartitionError, ShapeError
 from trnlab.isa.base import (Engine, Instruction, expect_same_partitions, expect_tile, expect_version,
                              vector_cost)
+from trnlab.isa.base import fast_init as _fast_init, instruction_classes as _instruction_classes
 
 
 def group_size(engine: Engine) -> int:
@@ -146,3 +147,6 @@ class TensorCopyIndirect(Instruction):
 
     def cycles(self, chip):
         return vector_cost(chip, float(self.dst.free_size))
+
+
+_fast_init(*_instruction_classes(globals()))     # (isa.base.fast_init: instructions are built per issue)

@@ -23,6 +23,7 @@ from trnlab.isa.base import (DataToDst, DmaInstruction, Engine, Instruction, Mat
                              expect_same_elements, expect_same_partitions, expect_start_partition, expect_tile,
                              expect_vector, given, is_bitvec, rows_where, same_facts, tensors, validate_once,
                              vector_cost)
+from trnlab.isa.base import fast_init as _fast_init, instruction_classes as _instruction_classes
 
 ANY = (HBM, SBUF, PSUM)
 ONCHIP = (SBUF, PSUM)
@@ -204,6 +205,7 @@ class TensorCopy(SrcToDst):
         values = src if exact else dt.to_fp32(src).astype(np.float32)
         self.store(self.dst, values.reshape(self.dst.shape))
 
+    @same_facts
     def cycles(self, chip):
         fast = _sbuf16(self.src, self.dst) and self.engine == Engine.VECTOR
         return vector_cost(chip, self.src.free_size, fast_16bit=fast)
@@ -236,6 +238,7 @@ class Memset(ToDst):
         else:
             self.store(self.dst, np.full(self.dst.shape, self.value, dtype=np.float32))
 
+    @same_facts
     def cycles(self, chip):
         # ISA memset: max(MIN_II, N/2) Vector Engine cycles for a 16-bit zero fill, else max(MIN_II, N)
         half = self.value == 0 and _is16(self.dst) and self.engine == Engine.VECTOR
@@ -774,6 +777,7 @@ class TensorTensor(ToDst):
         a, b = (bitvec_inputs if is_bitvec(self.op) else arith_inputs)(self, a, b)
         self.store(self.dst, alu.alu(self.op, self.api, self.loc)(a, b))
 
+    @same_facts
     def cycles(self, chip):
         n = self.data1.free_size
         one_psum = (self.data1.buffer == PSUM) != (self.data2.buffer == PSUM)
@@ -978,3 +982,6 @@ class Reciprocal(DataToDst):
 
     def cycles(self, chip):
         return vector_cost(chip, self.data.free_size, per_elem=8.0)   # ISA: max(MIN_II, 8N)
+
+
+_fast_init(*_instruction_classes(globals()))     # (isa.base.fast_init: instructions are built per issue)

@@ -16,6 +16,7 @@ from trnlab.core.tensor import PSUM, SBUF, Tensor
 from trnlab.errors import DtypeError, NkiValidationError, ShapeError
 from trnlab.isa.base import (DataToDst, Engine, Instruction, ToDst, as_2d, expect_elementwise, expect_same_dtype,
                              expect_tile, expect_vector, expect_version, tensors, vector_cost)
+from trnlab.isa.base import fast_init as _fast_init, instruction_classes as _instruction_classes
 from trnlab.isa.instructions import _operand
 
 _DEFAULT_SEEDS = {Engine.VECTOR: 0x5EED0, Engine.GPSIMD: 0x5EED1}
@@ -204,3 +205,6 @@ def _check_state_tile(ins, name: str, t: Tensor) -> None:
     if t.free_size != words:
         ins.fail(ShapeError, f"{name} {t.describe()} must hold {words} XORWOW state words per partition "
                              f"on the {ins.engine} engine, has {t.free_size}")
+
+
+_fast_init(*_instruction_classes(globals()))     # (isa.base.fast_init: instructions are built per issue)

@@ -19,6 +19,7 @@ from trnlab.isa.base import (DataToDst, Instruction, SrcToDst, ToDst, accumulate
                              expect_int, expect_not_both_psum, expect_same_dtype, expect_same_elements,
                              expect_same_partitions, expect_tile, expect_vector, expect_version, given,
                              is_bitvec, rows_where, start_partition_ok, tensors, vector_cost)
+from trnlab.isa.base import fast_init as _fast_init, instruction_classes as _instruction_classes
 from trnlab.isa.instructions import _operand, arith_inputs
 
 FP32_MIN = float(np.finfo(np.float32).min)
@@ -581,3 +582,6 @@ class Exponential(SrcToDst):
 
     def cycles(self, chip):
         return vector_cost(chip, self.src.free_size)         # [UNCONFIRMED] ARCH v4: 4x ScalarE exp rate
+
+
+_fast_init(*_instruction_classes(globals()))     # (isa.base.fast_init: instructions are built per issue)

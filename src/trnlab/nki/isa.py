@@ -188,8 +188,10 @@ def _tensor_tensor_engine(engine_arg, op, tiles) -> _Engine:
         return _engine(engine_arg, _Engine.VECTOR)
     if op in ("power", "pow"):
         return _Engine.GPSIMD
-    ints = all(t.dtype in (_dt.int32, _dt.uint32) for t in tiles)
-    return _Engine.GPSIMD if ints and not any(t.buffer == _PSUM for t in tiles) else _Engine.VECTOR
+    for t in tiles:                     # (a loop, not all(): hot for every tensor_tensor)
+        if t.dtype not in (_dt.int32, _dt.uint32):
+            return _Engine.VECTOR
+    return _Engine.GPSIMD if not any(t.buffer == _PSUM for t in tiles) else _Engine.VECTOR
 
 
 def tensor_tensor(dst, data1, data2, op, engine=engine.unknown, name=None):

@@ -13,26 +13,8 @@ from trnlab.frontend.indexing import DynSlice  # noqa: F401  (nl.ds)
 
 
 _VIEWS_MAX = 256          # sub-views cached per tensor (NkiTensor.__getitem__)
-
-
-def _plain_key(key: tuple) -> "tuple | None":
-    """A hashable stand-in for a key of exact ints and slices with exact-int (or None) bounds, or None for
-    any other key. Exact types: True, 1.0 and np.int64(1) compare equal to 1 but index differently
-    (or raise), so they must not find a view cut by an int."""
-    sig = []
-    for k in key:
-        tk = type(k)
-        if tk is slice:
-            a, b, c = k.start, k.stop, k.step
-            if (a is None or type(a) is int) and (b is None or type(b) is int) and (c is None or type(c) is int):
-                sig.append((a, b, c))
-            else:
-                return None
-        elif tk is int:
-            sig.append(k)
-        else:
-            return None
-    return tuple(sig)
+_TEMPLATES: dict = {}     # (layout, byte offset, key signature) -> (normalised key, byte delta, view layout)
+_TEMPLATES_MAX = 1 << 16
 
 
 class NkiTensor(Tensor):
@@ -44,25 +26,82 @@ class NkiTensor(Tensor):
             key = (key,)
         # A kernel cuts the same tiles out of a buffer many times (each rhs tile once per lhsT tile): a
         # key of plain ints and int-bounded slices gets the view made the first time (views never change;
-        # its region and layout are then computed once, not per use).
-        sig = _plain_key(key)
-        if sig is not None:
-            views = self._views
-            if views is None:
-                views = self._views = {}
+        # its region and layout are then computed once, not per use). The cache key stands for a key of
+        # exact ints and slices with exact-int (or None) bounds; any other key is not cached. Exact types:
+        # True, 1.0 and np.int64(1) compare equal to 1 but index differently (or raise), so they must not
+        # find a view cut by an int.
+        sig = []
+        for k in key:
+            tk = type(k)
+            if tk is slice:
+                a, b, c = k.start, k.stop, k.step
+                if (a is None or type(a) is int) and (b is None or type(b) is int) and (c is None or type(c) is int):
+                    sig.append((a, b, c))
+                else:
+                    return self._index_key(key)
+            elif tk is int:
+                sig.append(k)
             else:
-                view = views.get(sig)
-                if view is not None:
-                    return view
-            view = self._index_key(key)
-            if type(view.array) is np.ndarray:      # (an all-int key gives a copy: never cached)
-                if len(views) >= _VIEWS_MAX:
-                    views.clear()
-                views[sig] = view
+                return self._index_key(key)
+        sig = tuple(sig)
+        views = self._views
+        if views is None:
+            views = self._views = {}
+        else:
+            view = views.get(sig)
+            if view is not None:
+                return view
+        view = self._templated_view(key, sig)
+        if type(view.array) is np.ndarray:      # (an all-int key gives a copy: never cached)
+            if len(views) >= _VIEWS_MAX:
+                views.clear()
+            views[sig] = view
+        return view
+
+    def _templated_view(self, key: tuple, sig: tuple) -> "NkiTensor":
+        """The view of a plain key. Cutting the same key out of another tensor of the same layout at the
+        same offset (the next instance of a loop's tile) gives the same normalised key, byte offset and
+        layout: kept as a template, they skip the key checks and the layout computation."""
+        lay = self._layout
+        if lay is None:
+            lay = self.layout()
+        offset = self.byte_offset()
+        tkey = (lay, offset, sig)
+        template = _TEMPLATES.get(tkey)
+        if template is not None:
+            norm, delta, layout, rel = template
+            view = self._view(self.array[norm])
+            view._offset = offset + delta
+            view._layout = layout
+            writable = self._writable       # (a basic-indexing view is writable iff its base is)
+            if writable is None:
+                writable = self._writable = self.array.flags.writeable
+            view._writable = writable
+            if rel is not None:             # on chip: the box is the allocation's corner + rel
+                alloc = self.storage.alloc
+                p0, b0 = alloc.p0, alloc.b0
+                view._region = (p0 + rel[0], p0 + rel[1], b0 + rel[2], b0 + rel[3])
             return view
-        return self._index_key(key)
+        norm, delta = self._check_key(self._resolve_key(key), "indexing", None)
+        view = self._view(self.array[norm])
+        if type(view.array) is np.ndarray:
+            view._offset = offset + delta
+            rel = None
+            alloc = self.storage.alloc
+            if self.storage.kind != HBM and alloc is not None:
+                p0, p1, b0, b1 = view.region()
+                rel = (p0 - alloc.p0, p1 - alloc.p0, b0 - alloc.b0, b1 - alloc.b0)
+            if len(_TEMPLATES) >= _TEMPLATES_MAX:
+                _TEMPLATES.clear()
+            _TEMPLATES[tkey] = (norm, delta, view.layout(), rel)
+        return view
 
     def _index_key(self, key: tuple) -> "NkiTensor":
+        # loc=None: the kernel line is looked up only if the key fails its checks
+        return self.index(self._resolve_key(key), api="indexing", loc=None)
+
+    def _resolve_key(self, key: tuple) -> tuple:
+        """The key as Tensor.index takes it: nl.ds slices made slices, on-chip ranks kept (_keep_rank)."""
         ints = 0
         for k in key:
             if type(k) is not slice:            # (hot: most tile keys are slices and a few ints)
@@ -74,8 +113,7 @@ class NkiTensor(Tensor):
         # _keep_rank changes only an int on dim 0 or a key that would leave fewer than 2 dims
         if ints and self.storage.kind != HBM and (type(key[0]) is not slice or self.array.ndim - ints < 2):
             key = self._keep_rank(key)
-        # loc=None: the kernel line is looked up only if the key fails its checks
-        return self.index(key, api="indexing", loc=None)
+        return key
 
     def _keep_rank(self, key: tuple) -> tuple:
         """On-chip: an int on the partition dim keeps a size-1 dim; an int on a free dim drops it

@@ -99,9 +99,12 @@ class HazardTracker:
         return sp
 
     def accesses(self, instr) -> list:
-        """(space, box, bucket keys, is_write) of every operand: reads first, then writes. A view's pair
-        (read, write) of these is kept on the view for this tracker (a view never changes, and kernels
-        use the same tile views many times)."""
+        """The access of every operand: reads first, then writes. An access is (space, p0, p1, b0, b1,
+        bucket keys, is_write, write list, read list, buckets): the box, the keys of the buckets it touches
+        (None: too many, kept unclipped), for a box inside one bucket that bucket's entry lists, and for a
+        box over several buckets (lists, clipped box) per bucket (a bucket's lists, once made, are only
+        changed in place). A view's pair (read, write) of these is kept on the view for this tracker (a
+        view never changes, and kernels use the same tile views many times)."""
         out = []
         append = out.append
         for t in instr.reads():
@@ -128,41 +131,80 @@ class HazardTracker:
         p0, p1, b0, b1 = r
         pb, bb = sp.pb, sp.bb
         kp, kb = p0 // pb, b0 // bb
-        if (p1 - 1) // pb == kp and (b1 - 1) // bb == kb:
-            keys = ((kp, kb),)
-        else:
-            keys = sp.keys(r)
-        return self, (sp, r, keys, False), (sp, r, keys, True)
+        if (p1 - 1) // pb == kp and (b1 - 1) // bb == kb:       # _make_access, inline (one bucket)
+            k = (kp, kb)
+            writes = sp.writes.get(k)
+            if writes is None:
+                writes = sp.writes[k] = []
+            reads = sp.reads.get(k)
+            if reads is None:
+                reads = sp.reads[k] = []
+            keys = (k,)
+            return (self, (sp, p0, p1, b0, b1, keys, False, writes, reads, None),
+                    (sp, p0, p1, b0, b1, keys, True, writes, reads, None))
+        keys = sp.keys(r)
+        if keys is None:
+            return self, (sp, p0, p1, b0, b1, None, False, None, None, None), (sp, p0, p1, b0, b1, None, True, None, None, None)
+        buckets = _buckets(sp, r, keys)
+        return (self, (sp, p0, p1, b0, b1, keys, False, None, None, buckets),
+                (sp, p0, p1, b0, b1, keys, True, None, None, buckets))
 
     def ready(self, accesses, skip, best) -> tuple[float, int]:
         """Latest (avail, producer index) the accesses must wait for, starting from `best`: RAW for a
         read; WAW and WAR for a write. For WAR/WAW, entries of unit `skip` are ignored (an in-order
         engine orders its own accesses); RAW always waits (the result must have left the pipeline)."""
-        for sp, r, keys, is_write in accesses:
-            if keys is None:
-                best = self.wait(sp, r, None, is_write, skip, best)
-            elif len(keys) > 1 or sp.wide_writes or sp.wide_reads:
-                best = _wait_buckets(sp, r, keys, is_write, skip if is_write else None, best)
-            else:       # one bucket, no wide entries: _wait_buckets inline (the common case)
-                p0, p1, b0, b1 = r
-                t, who = best
-                k = keys[0]
-                entries = sp.writes.get(k)
-                if entries:
-                    s = skip if is_write else None
-                    for e in entries:
-                        if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
-                                s is None or e[5] is not s):
-                            t, who = e[4], e[6]
-                if is_write:
-                    entries = sp.reads.get(k)
-                    if entries:
-                        for e in entries:
-                            if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
-                                    skip is None or e[5] is not skip):
-                                t, who = e[4], e[6]
-                best = t, who
+        for sp, p0, p1, b0, b1, keys, is_write, writes, reads, buckets in accesses:
+            if writes is None or sp.wide_writes or sp.wide_reads:
+                if keys is None:
+                    best = self.wait(sp, (p0, p1, b0, b1), None, is_write, skip, best)
+                elif buckets is not None:
+                    best = _wait_lists(sp, p0, p1, b0, b1, buckets, is_write, skip if is_write else None, best)
+                else:
+                    best = _wait_buckets(sp, (p0, p1, b0, b1), keys, is_write, skip if is_write else None, best)
+                continue
+            # one bucket, no wide entries: _wait_buckets inline (the common case)
+            t, who = best
+            if writes:
+                s = skip if is_write else None
+                for e in writes:
+                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                            s is None or e[5] is not s):
+                        t, who = e[4], e[6]
+            if is_write and reads:
+                for e in reads:
+                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                            skip is None or e[5] is not skip):
+                        t, who = e[4], e[6]
+            best = t, who
         return best
+
+    def ready_first_rest(self, accesses, skip, best) -> tuple:
+        """(ready() of accesses[0] alone, ready() of the rest), both from `best`, in one call (a matmul:
+        its stationary gates LoadStationary, the rest gate the multiply)."""
+        first = b = best
+        for i, acc in enumerate(accesses):
+            if i == 1:
+                first, b = b, best
+            sp, p0, p1, b0, b1, keys, is_write, writes, reads, buckets = acc
+            if writes is None or sp.wide_writes or sp.wide_reads:
+                b = self.ready((acc,), skip, b)
+                continue
+            t, who = b                   # ready(), one bucket, inline
+            if writes:
+                s = skip if is_write else None
+                for e in writes:
+                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                            s is None or e[5] is not s):
+                        t, who = e[4], e[6]
+            if is_write and reads:
+                for e in reads:
+                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                            skip is None or e[5] is not skip):
+                        t, who = e[4], e[6]
+            b = t, who
+        if len(accesses) == 1:
+            first, b = b, best
+        return first, b
 
     def wait(self, sp: Space, r, keys, is_write: bool, skip, best):
         """ready() for one access."""
@@ -180,62 +222,106 @@ class HazardTracker:
 
     def record(self, sp: Space, r, keys, is_write: bool, avail: float, unit, index: int) -> None:
         """record_all() for one access."""
-        self.record_all(((sp, r, keys, is_write),), avail, unit, index)
+        self.record_all((_make_access(sp, r, keys, is_write),), avail, unit, index)
 
     def record_all(self, accesses, avail: float, unit, index: int) -> None:
         """The accesses of instruction `index` (on `unit`) are done; their results are available at `avail`."""
-        for sp, r, keys, is_write in accesses:
-            if keys is None:
-                _record_wide(sp, r, is_write, avail, unit, index)
+        for sp, p0, p1, b0, b1, keys, is_write, writes, reads, buckets in accesses:
+            if writes is None:
+                if keys is None:
+                    _record_wide(sp, (p0, p1, b0, b1), is_write, avail, unit, index)
+                else:
+                    _record_lists(buckets, is_write, avail, unit, index)
                 continue
-            p0, p1, b0, b1 = r
-            table = sp.writes if is_write else sp.reads
-            if len(keys) == 1:               # the box lies inside its only bucket: no clipping (inline)
-                k = keys[0]
-                e = [p0, p1, b0, b1, avail, unit, index]
-                lst = table.get(k)
-                if lst is None:
-                    table[k] = [e]
-                else:
-                    if lst:                  # _cover_prune, inline
-                        if len(lst) == 1:
-                            x = lst[0]
-                            if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
-                                lst.clear()
-                        else:                # rebuilt only when an entry is covered (rare for reads)
-                            for x in lst:
-                                if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
-                                    lst[:] = [x for x in lst if not (x[4] <= avail and p0 <= x[0] and x[1] <= p1
-                                                                     and b0 <= x[2] and x[3] <= b1)]
-                                    break
-                    lst.append(e)
-                if is_write:
-                    rd = sp.reads.get(k)
-                    if rd:
-                        _cover_prune(rd, e)
-                continue
-            single = False
-            for k in keys:
-                if single:
-                    e = [p0, p1, b0, b1, avail, unit, index]
-                else:
-                    pb, bb = sp.pb, sp.bb
-                    kp, kb = k
-                    e = [max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb),
-                         avail, unit, index]
-                lst = table.get(k)
-                if lst is None:
-                    table[k] = [e]
-                else:
-                    # a write drops the older writes it covers; a read that covers an older read and
-                    # ends no earlier makes it redundant for later WAR waits
-                    if lst:
-                        _cover_prune(lst, e)
-                    lst.append(e)
-                if is_write:
-                    rd = sp.reads.get(k)
-                    if rd:
-                        _cover_prune(rd, e)
+            # the box lies inside its only bucket: no clipping (inline)
+            e = [p0, p1, b0, b1, avail, unit, index]
+            lst = writes if is_write else reads
+            if lst:                      # _cover_prune, inline
+                if len(lst) == 1:
+                    x = lst[0]
+                    if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+                        lst.clear()
+                else:                    # rebuilt only when an entry is covered
+                    for i, x in enumerate(lst):
+                        if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+                            _drop_covered(lst, i, p0, p1, b0, b1, avail)
+                            break
+            lst.append(e)
+            if is_write and reads:
+                _cover_prune(reads, e)
+
+
+def _lists(sp: Space, k) -> tuple[list, list]:
+    """The (writes, reads) entry lists of bucket k, made if new (a bucket's lists are only ever changed
+    in place, so accesses may keep them)."""
+    writes = sp.writes.get(k)
+    if writes is None:
+        writes = sp.writes[k] = []
+    reads = sp.reads.get(k)
+    if reads is None:
+        reads = sp.reads[k] = []
+    return writes, reads
+
+
+def _make_access(sp: Space, r, keys, is_write: bool) -> tuple:
+    """An access (HazardTracker.accesses) of box r over the bucket keys. A box over several buckets
+    carries, per bucket, its lists and the box clipped to it."""
+    p0, p1, b0, b1 = r
+    writes = reads = buckets = None
+    if keys is not None and len(keys) == 1:
+        writes, reads = _lists(sp, keys[0])
+    elif keys is not None:
+        buckets = _buckets(sp, r, keys)
+    return sp, p0, p1, b0, b1, keys, is_write, writes, reads, buckets
+
+
+def _buckets(sp: Space, r, keys) -> tuple:
+    """(writes, reads, the box clipped to the bucket) of each bucket a box touches."""
+    p0, p1, b0, b1 = r
+    pb, bb = sp.pb, sp.bb
+    writes_of, reads_of = sp.writes, sp.reads
+    out = []
+    for k in keys:
+        kp, kb = k
+        writes = writes_of.get(k)
+        if writes is None:
+            writes = writes_of[k] = []
+        reads = reads_of.get(k)
+        if reads is None:
+            reads = reads_of[k] = []
+        out.append((writes, reads, max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb)))
+    return tuple(out)
+
+
+def _record_lists(buckets, is_write: bool, avail: float, unit, index: int) -> None:
+    """record_all() for a box over several buckets (_make_access): clipped to each."""
+    for writes, reads, q0, q1, c0, c1 in buckets:
+        e = [q0, q1, c0, c1, avail, unit, index]
+        lst = writes if is_write else reads
+        # a write drops the older writes it covers; a read that covers an older read and ends no
+        # earlier makes it redundant for later WAR waits
+        if lst:
+            _cover_prune(lst, e)
+        lst.append(e)
+        if is_write and reads:
+            _cover_prune(reads, e)
+
+
+def _wait_lists(sp: Space, p0, p1, b0, b1, buckets, is_write: bool, skip, best):
+    """_wait_buckets over an access's own bucket lists (_make_access), in the same order."""
+    if sp.wide_writes:
+        best = _latest(sp.wide_writes, p0, p1, b0, b1, skip, best)
+    if is_write and sp.wide_reads:
+        best = _latest(sp.wide_reads, p0, p1, b0, b1, skip, best)
+    t, who = best
+    for writes, reads, _, _, _, _ in buckets:
+        for entries in (writes, reads if is_write else None):
+            if entries:
+                for e in entries:       # _latest, inline
+                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                            skip is None or e[5] is not skip):
+                        t, who = e[4], e[6]
+    return t, who
 
 
 def _wait_buckets(sp: Space, r, keys, is_write: bool, skip, best):
@@ -281,8 +367,17 @@ def _cover_prune(entries, e) -> None:
         if x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
             entries.clear()
         return
-    for x in entries:                      # rebuilt only when an entry is covered
+    for i, x in enumerate(entries):        # rebuilt only when an entry is covered
         if x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
-            entries[:] = [x for x in entries
-                          if not (x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1)]
+            _drop_covered(entries, i, p0, p1, b0, b1, t)
             return
+
+
+def _drop_covered(entries, i, p0, p1, b0, b1, t) -> None:
+    """Remove, in place and in order, the entries the box covers that end no later than t; entries[i]
+    is the first of them. (A loop, not a comprehension: cheaper for the few entries a bucket holds.)"""
+    kept = entries[:i]
+    for x in entries[i + 1:]:
+        if not (x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1):
+            kept.append(x)
+    entries[:] = kept

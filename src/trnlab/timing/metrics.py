@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trnlab.core import dtypes as dt
+from trnlab.isa.base import facts_memo
 
 
 def flop_weight(chip, dtypes) -> float:
@@ -54,19 +55,36 @@ class Work:
     dma_bytes: int = 0
     hbm_bytes: int = 0          # DMA bytes read from or written to HBM
 
-    def add_pe(self, chip, instr) -> None:
+    def add_pe(self, chip, instr, memo=False) -> None:
+        """Count one instruction's PE work. memo: its facts memo (isa.base.facts_memo) if the caller has
+        it (None: it has none); the work is a function of the chip and the facts, kept there."""
+        if memo is False:
+            memo = facts_memo(instr, chip)
+        work = memo.get("pe_work") if memo is not None else None
+        if work is None:
+            work = self._pe_work(chip, instr)
+            if memo is not None:
+                memo["pe_work"] = work
+        if work:
+            flops, pe, mfu_s, hfu_s = work
+            self.flops += flops
+            self.pe_flops += pe
+            self.mfu_s += mfu_s
+            self.hfu_s += hfu_s
+
+    @staticmethod
+    def _pe_work(chip, instr) -> tuple:
+        """(FLOPs, PE FLOPs, MFU seconds, HFU seconds) of one instruction; () if it does no PE work."""
         pe = instr.pe_flops()
         if not pe:
-            return
+            return ()
         flops = instr.flops()
         key = (chip.nc_version, instr.flop_dtypes())
         weight = _WEIGHTS.get(key)
         if weight is None:                   # (hot path: one entry per dtype combination)
             weight = _WEIGHTS[key] = flop_weight(chip, key[1])
-        self.flops += flops
-        self.pe_flops += pe
-        self.mfu_s += flops * weight / chip.peak_bf16_flops       # = pe_seconds(chip, flops, dtypes)
-        self.hfu_s += pe * weight / chip.peak_bf16_flops
+        return (flops, pe, flops * weight / chip.peak_bf16_flops,      # = pe_seconds(chip, flops, dtypes)
+                pe * weight / chip.peak_bf16_flops)
 
     def add_dma(self, nbytes: int, hbm: bool) -> None:
         self.dma_bytes += nbytes

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from trnlab.core import dtypes as dt
-from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed
+from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed, facts_memo
 from trnlab.isa import costs
 from trnlab.isa.cc import CC_UNIT, CcCost
 from trnlab.timing.hazards import HazardTracker
@@ -87,6 +87,7 @@ class Scheduler:
         self.latency[_DMA] = 0.0
         self.queues = [("dma", q) for q in range(chip.dma_queues)]
         self.lines = {u: Timeline() for u in self.queues}
+        self._qlines = [self.lines[u] for u in self.queues]      # by queue number (hot: no tuple keys)
         self.last_on = {}                       # unit -> index of its latest instruction
         # Tensor engine state: background LoadStationary and power throttle
         self.ls_free = 0.0
@@ -123,7 +124,12 @@ class Scheduler:
         index = self.count
         self.count += 1
         accesses = self.hazards.accesses(instr)
-        cost = instr.cost(self.chip)
+        # the memo of the instruction's validated facts (isa.base.same_facts): a memoised cost is read
+        # from it directly, and the PE work (metrics.Work.add_pe) is kept there
+        memo = facts_memo(instr, self.chip)
+        cost = memo.get("cost") if memo is not None else None
+        if cost is None:
+            cost = instr.cost(self.chip)
         kind = type(cost)
         if kind is DmaCost:
             start, end, pred = self._dma(instr, cost, accesses, index)
@@ -137,7 +143,7 @@ class Scheduler:
         else:
             engine = instr.engine
             if engine == _TENSOR:
-                self.work.add_pe(self.chip, instr)
+                self.work.add_pe(self.chip, instr, memo)
             if kind is MatmulCost:
                 start, end, pred = self._matmul(cost, accesses)
             else:
@@ -196,9 +202,7 @@ class Scheduler:
         (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
         hz = self.pe_hz
         # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM
-        wait, floor = self.hazards.ready, (self.floor, -1)
-        stat_ready, stat_prod = wait((accesses[0],), _TENSOR, floor)
-        ready, producer = wait(accesses[1:], _TENSOR, floor)
+        (stat_ready, stat_prod), (ready, producer) = self.hazards.ready_first_rest(accesses, _TENSOR, (self.floor, -1))
         ls_start = self.ls_free
         if self.mm_start > ls_start:
             ls_start = self.mm_start
@@ -232,36 +236,39 @@ class Scheduler:
         nbytes, rate, npieces = cost.nbytes, cost.rate, cost.pieces
         begin = ready + chip.dma_fixed_s          # descriptors + semaphore, hidden behind a backlog
         if cost.queue is not None:
-            candidates = [self.queues[int(cost.queue) % chip.dma_queues]]
+            candidates = (int(cost.queue) % chip.dma_queues,)
         else:
-            candidates = self.queues
+            candidates = range(len(self.queues))
         shares = [nbytes // npieces] * npieces
         shares[0] += nbytes - sum(shares)
         duration = shares[0] / rate
-        lines = self.lines
+        lines = self._qlines
         slots = []
-        for u in candidates:                      # earliest start first, ties to the lower queue
-            ends = lines[u].ends
+        for q in candidates:                      # earliest start first, ties to the lower queue
+            line = lines[q]
+            ends = line.ends
             if not ends or ends[-1] <= begin:     # idle by then: Timeline.slot's answer, without the call
-                slots.append((begin, u[1], len(ends), -1, u))
+                slots.append((begin, q, len(ends), -1))
                 continue
-            s, pos, blocker = lines[u].slot(begin, duration)
-            slots.append((s, u[1], pos, blocker, u))
+            s, pos, blocker = line.slot(begin, duration)
+            slots.append((s, q, pos, blocker))
         slots.sort()                              # (start, queue) is unique: never compares further
         start, end, pred = None, 0.0, producer
-        for (s, _, pos, blocker, unit), share in zip(slots[:npieces], shares):
+        queues, busy, free_at, last_on, records = self.queues, self.busy, self.free_at, self.last_on, self.records
+        for (s, q, pos, blocker), share in zip(slots[:npieces], shares):
+            unit, line = queues[q], lines[q]
             d = share / rate
-            self.lines[unit].book(s, d, pos, index)
+            line.book(s, d, pos, index)
             e = s + d
-            self.busy[unit] += d
-            self.free_at[unit] = self.lines[unit].free_at
+            busy[unit] += d
+            free_at[unit] = line.ends[-1]         # (Timeline.free_at: it has just booked)
             if e >= end:
                 end = e
                 pred = producer if s <= begin + 1e-12 or blocker < 0 else blocker
             start = s if start is None else min(start, s)
-            self.last_on[unit] = index
-            if self.records is not None:
-                self._event(instr, f"dma.q{unit[1]}", s, e, 0.0, share, index)
+            last_on[unit] = index
+            if records is not None:
+                self._event(instr, f"dma.q{q}", s, e, 0.0, share, index)
         return start, end, pred
 
     # --- collectives (trnlab.isa.cc) ---------------------------------------------------------------
