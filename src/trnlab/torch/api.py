@@ -215,13 +215,23 @@ def run_report(run: RunResult, program: Program, chip, dtype: torch.dtype, *, na
 
 
 def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallback=None, numerics=True,
-            check=True, name=None, tokens=None, trace=True, example_kwargs: dict | None = None) -> CompiledModel:
+            check=True, name=None, tokens=None, trace=True, example_kwargs: dict | None = None,
+            tp: int | None = None, system=None):
     """Compile `model` for one simulated NeuronCore and run it once on example_inputs (a tuple of
     forward's positional arguments, or one tensor) and example_kwargs.
 
     Returns a callable CompiledModel; its `.report` holds the per-op table, latency, MFU, HBM use,
     tokens/s, $/M tokens and (check=True) the comparison with eager fp32 PyTorch. The options
-    (target, dtype, fallback, numerics, check, name) are described in this module's docstring."""
+    (target, dtype, fallback, numerics, check, name) are described in this module's docstring.
+
+    tp=N (and optionally system=, a name from trnlab.hw.systems or a SystemSpec): tensor parallelism over
+    N NeuronCores of that system (trnlab.torch.shard); returns a ShardedModel whose ShardedReport adds
+    ranks, collectives_us, rank_latency_us and the per-rank HBM use."""
+    if tp is not None or system is not None:
+        from trnlab.torch.shard import ShardedModel
+        return ShardedModel(model, example_inputs, tp=1 if tp is None else tp, system=system, target=target,
+                            dtype=dtype, fallback=fallback, numerics=numerics, check=check, name=name,
+                            tokens=tokens, trace=trace, example_kwargs=example_kwargs)
     return CompiledModel(model, example_inputs, target=target, dtype=dtype, fallback=fallback, numerics=numerics,
                          check=check, name=name, tokens=tokens, trace=trace, example_kwargs=example_kwargs)
 

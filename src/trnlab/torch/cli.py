@@ -45,10 +45,16 @@ def _build(name: str, batch: int, seq: int, numerics: bool):
 
 
 def compile_builtin(name: str, *, target=None, batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
-                    progress=None):
-    """Compile and run a built-in model (prefill, then `decode` single-token steps); return the report."""
+                    progress=None, tp=None, system=None):
+    """Compile and run a built-in model (prefill, then `decode` single-token steps); return the report.
+    tp/system: tensor parallelism over tp NeuronCores of the system (prefill only)."""
     model, inputs = _build(name, batch, seq, numerics)
     _stage(progress, f"capturing {name} (torch.export)")
+    if tp is not None or system is not None:
+        if decode:
+            raise ValueError("--decode with --tp is not supported yet (tensor parallelism runs the prefill)")
+        return _compile_sharded(model, inputs, target, system, tp, dtype, numerics, name, progress,
+                                tokens=batch * seq)
     compiled = _compile(model, inputs, target, dtype, numerics, name, progress, tokens=batch * seq)
     report = compiled.report
     if decode:
@@ -66,6 +72,20 @@ def _compile(model, inputs, target, dtype, numerics, name, progress, tokens, pha
     if numerics:
         _stage(progress, "checking against eager PyTorch (fp32)")
     return compiled
+
+
+def _compile_sharded(model, inputs, target, system, tp, dtype, numerics, name, progress, tokens):
+    from trnlab.torch.shard import ShardedModel
+    compiled = ShardedModel(model, inputs, tp=tp or 1, system=system, target=target, dtype=dtype,
+                            numerics=numerics, name=name, tokens=tokens, run_example=False)
+    n_ops = len(compiled.programs[0].device_nodes())
+    ranks = len(compiled.programs)
+    tick = _stage(progress, f"running {name} prefill on {ranks} simulated NeuronCore(s), tp={compiled.tp}",
+                  total=n_ops)
+    compiled.run(progress=tick)
+    if numerics:
+        _stage(progress, "checking against eager PyTorch (fp32)")
+    return compiled, compiled.report
 
 
 def _decode(name, model, target, batch, seq, dtype, steps, numerics, progress):
@@ -140,6 +160,7 @@ def write_outputs(compiled, report, out: str | Path, console=None) -> list[Path]
     from trnlab.profile.outputs import staged_dir, write_text_atomic
     out = Path(out)
     run = compiled.last_run
+    run = run.runs[0] if hasattr(run, "runs") else run          # tensor parallel: rank 0's run
     with staged_dir(out, {"command": "model", "model": report.model}) as tmp:
         profile_run(run, tmp, name=report.model, quiet=True)
         from trnlab.torch.report import add_kernel_lines
@@ -222,7 +243,7 @@ def model_html(report) -> str:
 
 # --- commands -------------------------------------------------------------------------------------
 def model_command(name: str, *, target=None, batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
-                  json_out=False, out=None) -> int:
+                  json_out=False, out=None, tp=None, system=None) -> int:
     from trnlab.console import make_console
     from trnlab.errors import TrnlabError
     console = make_console(stderr=json_out)
@@ -231,7 +252,7 @@ def model_command(name: str, *, target=None, batch=1, seq=128, dtype="bf16", dec
         if progress:
             progress[0].start()
         compiled, report = compile_builtin(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,
-                                           numerics=numerics, progress=progress)
+                                           numerics=numerics, progress=progress, tp=tp, system=system)
     except (TrnlabError, KeyError, ValueError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc   # str(KeyError) adds quotes
         from rich.markup import escape
