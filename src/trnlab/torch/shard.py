@@ -259,7 +259,8 @@ class _Sharder:
             return self._copy(node, None)
         rule = {aten.permute: self._permute, aten.transpose: self._transpose, aten.split: self._split,
                 aten.slice: self._keep_unless_dim, aten.unsqueeze: self._unsqueeze,
-                aten.scaled_dot_product_attention: self._attention, aten.cat: self._cat}.get(p)
+                aten.scaled_dot_product_attention: self._attention, aten.cat: self._cat,
+                aten._scaled_dot_product_flash_attention_for_cpu: self._attention}.get(p)
         if p in VIEWS:
             rule = self._view
         elif p in ELEMENTWISE:
@@ -361,8 +362,10 @@ class _Sharder:
         rows = vocab // self.tp
         self._slice(w_old, WeightSlice(0, self.tp))
         self.notes.append(f"{w_old.name}: vocab-parallel embedding + all-reduce")
+        device = self.ep.state_dict[self.target_of[w_old]].device     # meta for shapes-only models
         start = self._rank_constant(f"tp_vocab_start_{node.name}",
-                                    [torch.tensor([r * rows], dtype=torch.int32) for r in range(self.tp)])
+                                    [torch.tensor([r * rows], dtype=torch.int32, device=device)
+                                     for r in range(self.tp)])
         ids = self.env[ids_old]
         ishape = _shape(ids_old)
         oshape = _shape(node)
@@ -497,11 +500,15 @@ class _Sharder:
     def _attention(self, node):
         q, k, v = (self.env[a] for a in node.args[:3])
         specs = [self.spec[t] for t in (q, k, v)]
-        mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
+        flash = _packet(node) is aten._scaled_dot_product_flash_attention_for_cpu
+        mask = None if flash else node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
+        mask = node.kwargs.get("attn_mask") if flash else mask
         if mask is not None or any(not isinstance(s, Shard) or s.dim != 1 or s.sections != 1 for s in specs):
             return None
         if specs[0].groups != self.tp:
             return None
+        if isinstance(node.meta.get("val"), (list, tuple)):         # (output, logsumexp): heads on dim 1
+            return self._copy(node, [specs[0]] * len(node.meta["val"]))
         return self._copy(node, specs[0])
 
     # --- the result ---
@@ -595,7 +602,14 @@ def _propagate_meta(plan: ShardPlan, ep) -> None:
                 n.meta["val"] = env[n]
             elif n.op == "call_function":
                 args, kwargs = torch.fx.node.map_arg((n.args, n.kwargs), env.__getitem__)
-                env[n] = n.target(*args, **kwargs)
+                try:
+                    env[n] = n.target(*args, **kwargs)
+                except (RuntimeError, ValueError):
+                    if _packet(n) not in VIEWS:
+                        raise
+                    # a view of a value whose strides differ from the captured one (a collective's result
+                    # is contiguous): the device lowers views by shape, so the reshaped value is its meta
+                    env[n] = aten.reshape.default(*args, **kwargs)
                 n.meta["val"] = env[n]
 
 
