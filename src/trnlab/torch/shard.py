@@ -187,6 +187,7 @@ class _Sharder:
         self.dynamic = {n for n, s in zip(placeholders, sig.input_specs) if s.kind == InputKind.USER_INPUT}
         self.input_specs = list(sig.input_specs)
         self.new_placeholders: list = []      # (node, InputSpec) added for per-rank constants
+        self._consumer = ""
         self.first_call = None
 
     # --- helpers ---
@@ -222,6 +223,7 @@ class _Sharder:
                 "sections)")
         n = self._emit(all_gather, (new, spec.dim, self.tp), like=old, spec=None, gshape=self.gshape[new])
         self.collectives.append(n)
+        self.notes.append(f"{old.name}: all-gathered for {self._consumer} (no split rule)")
         return n
 
     def _arg(self, a):
@@ -237,6 +239,7 @@ class _Sharder:
                 self.spec[n] = None
                 self.gshape[n] = _shape(node)
             elif node.op == "output":
+                self._consumer = "the model's outputs"
                 outs = [self._gather(self.env[o], o) if isinstance(o, torch.fx.Node) else o
                         for o in node.args[0]]
                 self.g.output(tuple(outs))
@@ -260,7 +263,8 @@ class _Sharder:
         rule = {aten.permute: self._permute, aten.transpose: self._transpose, aten.split: self._split,
                 aten.slice: self._keep_unless_dim, aten.unsqueeze: self._unsqueeze,
                 aten.scaled_dot_product_attention: self._attention, aten.cat: self._cat,
-                aten._scaled_dot_product_flash_attention_for_cpu: self._attention}.get(p)
+                aten._scaled_dot_product_flash_attention_for_cpu: self._attention,
+                aten.expand: self._expand}.get(p)
         if p in VIEWS:
             rule = self._view
         elif p in ELEMENTWISE:
@@ -289,6 +293,7 @@ class _Sharder:
 
     def _fallback(self, node):
         """An op without a split rule: its split inputs are all-gathered first."""
+        self._consumer = f"{node.name} ({node.target})"
         args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda a: self._gather(self.env[a], a))
         return self._copy(node, None, args, kwargs)
 
@@ -348,7 +353,7 @@ class _Sharder:
     def _heads_of(user, features: int) -> list:
         """[heads] when `user` views the last dim (`features`) as [..., heads, head_dim]."""
         if _packet(user) in VIEWS:
-            shape = list(user.args[1])
+            shape = list(_shape(user))         # the captured shape (a -1 in the view's argument resolved)
             if len(shape) >= 2 and shape[-2] * shape[-1] == features:
                 return [int(shape[-2])]
         return []
@@ -429,6 +434,18 @@ class _Sharder:
         dim = b if spec.dim == a else a if spec.dim == b else spec.dim
         return self._copy(node, dataclasses.replace(spec, dim=dim))
 
+    def _expand(self, node):
+        """expand keeps the split dim (repeat_kv: [B, KV, 1, S, D] -> [B, KV, G, S, D] on the local KV heads)."""
+        x = self.env[node.args[0]]
+        spec = self.spec[x]
+        sizes = list(node.args[1])
+        d = spec.dim + len(sizes) - len(self.gshape[x])
+        if spec.sections != 1:
+            return None
+        if sizes[d] != -1:
+            sizes[d] //= spec.groups
+        return self._copy(node, dataclasses.replace(spec, dim=d), (x, sizes, *node.args[2:]))
+
     def _unsqueeze(self, node):
         x = self.env[node.args[0]]
         spec = self.spec[x]
@@ -503,6 +520,12 @@ class _Sharder:
         flash = _packet(node) is aten._scaled_dot_product_flash_attention_for_cpu
         mask = None if flash else node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
         mask = node.kwargs.get("attn_mask") if flash else mask
+        if isinstance(mask, torch.fx.Node):        # a mask shared by all heads ([B, 1, S, S]) applies as is
+            m = self.env[mask]
+            shape = self.gshape.get(m, ())
+            if self.spec.get(m) is not None or len(shape) == 4 and shape[1] != 1:
+                return None
+            mask = None
         if mask is not None or any(not isinstance(s, Shard) or s.dim != 1 or s.sections != 1 for s in specs):
             return None
         if specs[0].groups != self.tp:
