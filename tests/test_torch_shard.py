@@ -2,6 +2,7 @@
 holds 1/TP of the split matrices, the collective time is collective_cost's for the graph's collectives,
 the smallest TP that fits, and the CLI's argument checks. Oracles: eager PyTorch, hand counts from the
 model configs, trnlab.isa.collectives.collective_cost called independently."""
+import functools
 import math
 
 import pytest
@@ -17,6 +18,7 @@ from trnlab.torch.report import BOUNDS  # noqa: E402
 SEQ = 16
 
 
+@functools.lru_cache(maxsize=None)
 def compiled(name, tp, dtype=torch.float32, system=None):
     m = models.build(name)
     ids = models.example_ids(m.cfg, 1, SEQ)
@@ -91,6 +93,29 @@ def test_collective_time_is_collective_cost_of_the_graphs_collectives():
     assert math.isclose(r.latency_s * 1e6, max(r.rank_compute_us) + r.collectives_us, rel_tol=1e-9)
     assert all(math.isclose(a, c + r.collectives_us) for a, c in zip(r.rank_latency_us, r.rank_compute_us))
     assert r.to_dict()["collectives_us"] == r.collectives_us
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "gpt2-tiny"])
+def test_sequence_parallel_matches_eager_with_reduce_scatter_and_all_gather(name):
+    """Megatron sequence parallelism at TP 2: per layer two reduce-scatters of the [S, hidden] partial sums
+    (plus one after the embedding) and two all-gathers of the sequence into the column-parallel linears
+    (plus one before lm_head), then the all-gather of the logits; no all-reduce."""
+    tp, cfg = 2, models.config(name)
+    m = models.build(name)
+    ids = models.example_ids(cfg, 1, SEQ)
+    fn = tt.compile(m, (ids,), dtype=torch.float32, tp=tp, sequence_parallel=True)
+    with torch.no_grad():
+        ref = m(ids)
+    got = fn.last_run.outputs
+    assert float((got - ref).abs().max()) <= BOUNDS["float32"] * float(ref.abs().max())
+    ops = [(c["op"], c["bytes"]) for c in fn.report.collectives]
+    act = SEQ * cfg.hidden * 4
+    n = 2 * cfg.layers + 1
+    assert sorted(ops) == sorted([("reduce-scatter", act)] * n + [("all-gather", act)] * n
+                                 + [("all-gather", SEQ * cfg.vocab * 4)])
+    system = get_system("trn2.48xlarge-lnc1")
+    want = sum(collective_cost(op, b, tp, system).latency_s for op, b in ops) * 1e6
+    assert math.isclose(fn.report.collectives_us, want, rel_tol=1e-9)
 
 
 def test_timing_only_simulates_one_rank():

@@ -213,7 +213,10 @@ def model(name: Optional[str] = typer.Argument(None, help="Built-in model (see -
                                            help="Tensor parallelism over N NeuronCores (Megatron-style; prefill)."),
           system: Optional[str] = typer.Option(None, "--system",
                                                help="System the ranks run on (trnlab.hw.systems; default: the "
-                                                    "target chip's instance, one rank per NeuronCore).")):
+                                                    "target chip's instance, one rank per NeuronCore)."),
+          sequence_parallel: bool = typer.Option(False, "--sequence-parallel",
+                                                 help="With --tp: reduce-scatter/all-gather over the sequence "
+                                                      "instead of all-reduce (Megatron sequence parallelism).")):
     """Compile a built-in PyTorch model onto the simulated chip: outputs checked, time, MFU, cost."""
     if list_models:
         for n in _model_names("model"):
@@ -235,10 +238,13 @@ def model(name: Optional[str] = typer.Argument(None, help="Built-in model (see -
         _fail("model", f"--decode needs a built-in decoder, not {name!r}; valid values: {', '.join(decoder_names())}")
     _check_out("model", out)
     _check_tp("model", name, tp, system, target, decode)
+    if sequence_parallel and tp is None:
+        _fail("model", "--sequence-parallel needs --tp N (N >= 2)")
     with _instruction_limit(max_instructions):
         try:
             code = model_command(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,
-                                 numerics=numerics, json_out=json_out, out=out, tp=tp, system=system)
+                                 numerics=numerics, json_out=json_out, out=out, tp=tp, system=system,
+                                 sequence_parallel=sequence_parallel)
         except ImportError as exc:
             _missing_extra("model", exc)
     raise typer.Exit(code)

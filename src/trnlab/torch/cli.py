@@ -45,7 +45,7 @@ def _build(name: str, batch: int, seq: int, numerics: bool):
 
 
 def compile_builtin(name: str, *, target=None, batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
-                    progress=None, tp=None, system=None):
+                    progress=None, tp=None, system=None, sequence_parallel=False):
     """Compile and run a built-in model (prefill, then `decode` single-token steps); return the report.
     tp/system: tensor parallelism over tp NeuronCores of the system (prefill only)."""
     model, inputs = _build(name, batch, seq, numerics)
@@ -54,7 +54,7 @@ def compile_builtin(name: str, *, target=None, batch=1, seq=128, dtype="bf16", d
         if decode:
             raise ValueError("--decode with --tp is not supported yet (tensor parallelism runs the prefill)")
         return _compile_sharded(model, inputs, target, system, tp, dtype, numerics, name, progress,
-                                tokens=batch * seq)
+                                tokens=batch * seq, sequence_parallel=sequence_parallel)
     compiled = _compile(model, inputs, target, dtype, numerics, name, progress, tokens=batch * seq)
     report = compiled.report
     if decode:
@@ -74,10 +74,12 @@ def _compile(model, inputs, target, dtype, numerics, name, progress, tokens, pha
     return compiled
 
 
-def _compile_sharded(model, inputs, target, system, tp, dtype, numerics, name, progress, tokens):
+def _compile_sharded(model, inputs, target, system, tp, dtype, numerics, name, progress, tokens,
+                     sequence_parallel=False):
     from trnlab.torch.shard import ShardedModel
     compiled = ShardedModel(model, inputs, tp=tp or 1, system=system, target=target, dtype=dtype,
-                            numerics=numerics, name=name, tokens=tokens, run_example=False)
+                            numerics=numerics, name=name, tokens=tokens, run_example=False,
+                            sequence_parallel=sequence_parallel)
     n_ops = len(compiled.programs[0].device_nodes())
     ranks = len(compiled.programs)
     tick = _stage(progress, f"running {name} prefill on {ranks} simulated NeuronCore(s), tp={compiled.tp}",
@@ -243,7 +245,7 @@ def model_html(report) -> str:
 
 # --- commands -------------------------------------------------------------------------------------
 def model_command(name: str, *, target=None, batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
-                  json_out=False, out=None, tp=None, system=None) -> int:
+                  json_out=False, out=None, tp=None, system=None, sequence_parallel=False) -> int:
     from trnlab.console import make_console
     from trnlab.errors import TrnlabError
     console = make_console(stderr=json_out)
@@ -252,7 +254,8 @@ def model_command(name: str, *, target=None, batch=1, seq=128, dtype="bf16", dec
         if progress:
             progress[0].start()
         compiled, report = compile_builtin(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,
-                                           numerics=numerics, progress=progress, tp=tp, system=system)
+                                           numerics=numerics, progress=progress, tp=tp, system=system,
+                                           sequence_parallel=sequence_parallel)
     except (TrnlabError, KeyError, ValueError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc   # str(KeyError) adds quotes
         from rich.markup import escape

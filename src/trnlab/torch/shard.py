@@ -61,10 +61,15 @@ def all_gather(x: torch.Tensor, dim: int, ranks: int) -> torch.Tensor:
     return torch.cat([x] * ranks, dim=dim)
 
 
-COLLECTIVES = {all_reduce: "all-reduce", all_gather: "all-gather"}
+def reduce_scatter(x: torch.Tensor, dim: int, ranks: int) -> torch.Tensor:
+    """Graph node: block `rank` (along `dim`) of the sum over the ranks."""
+    return x.narrow(dim, 0, x.shape[dim] // ranks).clone()
 
 
-@lowers(all_reduce, all_gather, dtypes=INDEX)
+COLLECTIVES = {all_reduce: "all-reduce", all_gather: "all-gather", reduce_scatter: "reduce-scatter"}
+
+
+@lowers(all_reduce, all_gather, reduce_scatter, dtypes=INDEX)
 def _collective(ctx, node, x, *_):
     """On one rank the collective only allocates its result; run_ranks fills it in with the ranks'
     values (numerics) and its time is collective_cost's, added to the rank's compute time."""
@@ -168,8 +173,8 @@ class _Sharder:
     """One pass over the captured graph in order: copy each node into a new graph, rewriting the ones
     that touch split values (see the module docstring)."""
 
-    def __init__(self, ep, tp: int):
-        self.ep, self.tp = ep, tp
+    def __init__(self, ep, tp: int, sequence_parallel: bool = False):
+        self.ep, self.tp, self.sp = ep, tp, sequence_parallel
         self.old = ep.graph
         self.g = torch.fx.Graph()
         self.env: dict = {}          # old node -> new node
@@ -188,6 +193,7 @@ class _Sharder:
         self.input_specs = list(sig.input_specs)
         self.new_placeholders: list = []      # (node, InputSpec) added for per-rank constants
         self._consumer = ""
+        self.gathered: dict = {}              # split value -> its all-gather node
         self.first_call = None
 
     # --- helpers ---
@@ -212,10 +218,12 @@ class _Sharder:
         self.slices[target] = ws
 
     def _gather(self, new, old):
-        """A split value all-gathered (replicated on every rank)."""
+        """A split value all-gathered (replicated on every rank; once per value)."""
         spec = self.spec.get(new)
         if not isinstance(spec, Shard):
             return new
+        if new in self.gathered:
+            return self.gathered[new]
         if spec.groups != self.tp or spec.sections != 1:
             raise UnsupportedOperatorError(
                 f"tensor parallelism: {old.name} ({old.target}) needs its whole input, which is split in a "
@@ -223,7 +231,8 @@ class _Sharder:
                 "sections)")
         n = self._emit(all_gather, (new, spec.dim, self.tp), like=old, spec=None, gshape=self.gshape[new])
         self.collectives.append(n)
-        self.notes.append(f"{old.name}: all-gathered for {self._consumer} (no split rule)")
+        self.notes.append(f"{old.name}: all-gathered for {self._consumer}")
+        self.gathered[new] = n
         return n
 
     def _arg(self, a):
@@ -264,7 +273,8 @@ class _Sharder:
                 aten.slice: self._keep_unless_dim, aten.unsqueeze: self._unsqueeze,
                 aten.scaled_dot_product_attention: self._attention, aten.cat: self._cat,
                 aten._scaled_dot_product_flash_attention_for_cpu: self._attention,
-                aten.expand: self._expand}.get(p)
+                aten.expand: self._expand, aten.mean: self._reduction, aten.sum: self._reduction,
+                aten.amax: self._reduction, aten.layer_norm: self._layer_norm}.get(p)
         if p in VIEWS:
             rule = self._view
         elif p in ELEMENTWISE:
@@ -293,7 +303,7 @@ class _Sharder:
 
     def _fallback(self, node):
         """An op without a split rule: its split inputs are all-gathered first."""
-        self._consumer = f"{node.name} ({node.target})"
+        self._consumer = f"{node.name} ({node.target}, no split rule)"
         args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda a: self._gather(self.env[a], a))
         return self._copy(node, None, args, kwargs)
 
@@ -303,27 +313,31 @@ class _Sharder:
         b_old = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
         x, spec = self.env[x_old], self.spec.get(self.env[x_old])
         out_shape = _shape(node)
+        last = len(self.gshape[x]) - 1
+        if isinstance(spec, Shard) and spec.dim != last and self.sp:
+            self._consumer = f"{node.name} (sequence parallelism: the whole sequence into a column-parallel linear)"
+            x, spec = self._gather(x, x_old), None
         if spec is None:
+            args = (x, *(self._arg(a) for a in node.args[1:]))
             layout = self._column_layout(node, w_old)
             if layout is None:
-                return self._copy(node, None)
+                return self._copy(node, None, args)
             groups, sections = layout
             ws = WeightSlice(0, groups, sections)
             self._slice(w_old, ws)
             if b_old is not None:
                 self._slice(b_old, ws)
             self.notes.append(f"{w_old.name}: column-parallel ({_describe_layout(groups, sections, self.tp)})")
-            return self._copy(node, Shard(len(out_shape) - 1, groups, sections))
-        last = len(self.gshape[x]) - 1
+            return self._copy(node, Shard(len(out_shape) - 1, groups, sections), args)
         if spec.dim != last or spec.groups != self.tp or spec.sections != 1:
             return self._fallback(node)
         self._slice(w_old, WeightSlice(1, self.tp))
-        self.notes.append(f"{w_old.name}: row-parallel + all-reduce")
         n = self._emit(aten.linear.default, (x, self.env[w_old]), like=node, spec=None, gshape=out_shape)
-        red = self._emit(all_reduce, (n, self.tp), like=node, spec=None, gshape=out_shape)
-        self.collectives.append(red)
+        red = self._sum_over_ranks(n, node, out_shape)
+        self.notes.append(f"{w_old.name}: row-parallel + {COLLECTIVES[red.target]}")
         if b_old is not None:
-            red = self._emit(aten.add.Tensor, (red, self.env[b_old]), like=node, spec=None, gshape=out_shape)
+            red = self._emit(aten.add.Tensor, (red, self.env[b_old]), like=node, spec=self.spec[red],
+                             gshape=out_shape)
         return red
 
     def _column_layout(self, node, w_old) -> Optional[tuple]:
@@ -384,9 +398,30 @@ class _Sharder:
         mask = e(aten._to_copy.default, (e(aten.unsqueeze.default, (inside, -1), s=ishape + (1,)),),
                  {"dtype": dtype}, s=ishape + (1,))
         part = e(aten.mul.Tensor, (rows_out, mask), s=oshape)
-        red = e(all_reduce, (part, self.tp), s=oshape)
+        return self._sum_over_ranks(part, node, oshape)
+
+    def _sum_over_ranks(self, partial, node, shape):
+        """The ranks' partial sums added: an all-reduce, or with sequence parallelism a reduce-scatter that
+        leaves each rank its block of the sequence (dim -2 of [..., S, hidden])."""
+        dim = len(shape) - 2
+        if self.sp and dim >= 0 and shape[dim] % self.tp == 0:
+            red = self._emit(reduce_scatter, (partial, dim, self.tp), like=node, spec=Shard(dim, self.tp),
+                             gshape=shape)
+        else:
+            red = self._emit(all_reduce, (partial, self.tp), like=node, spec=None, gshape=shape)
         self.collectives.append(red)
         return red
+
+    def _localize(self, new, dim: int, like):
+        """A replicated value cut to this rank's block of `dim` (sequence parallelism: e.g. GPT-2's position
+        embeddings against the sequence-split hidden states); no communication."""
+        size = self.gshape[new][dim] // self.tp
+        device = like.meta["val"].device
+        idx = self._rank_constant(f"tp_seq_index_{like.name}_{new.name}",
+                                  [torch.arange(r * size, (r + 1) * size, device=device) for r in range(self.tp)])
+        shape = list(self.gshape[new])
+        return self._emit(aten.index_select.default, (new, dim, idx), like=like, spec=Shard(dim, self.tp),
+                          gshape=shape)
 
     def _rank_constant(self, name: str, values: list):
         with self.g.inserting_before(self._first_call()):
@@ -506,13 +541,44 @@ class _Sharder:
                 want = s
         if want is None:
             return None
+        local = {}
         for a in node.all_input_nodes:
             new = self.env[a]
             shape = self.gshape.get(new, ())
             d = want.dim - (out_nd - len(shape))
             if self.spec.get(new) is None and 0 <= d < len(shape) and shape[d] != 1:
-                return None          # a whole operand against a split one: gather instead
-        return self._copy(node, want)
+                if not (self.sp and want.groups == self.tp and want.sections == 1 and shape[d] % self.tp == 0):
+                    return None          # a whole operand against a split one: gather instead
+                local[a] = self._localize(new, d, node)
+        if not local:
+            return self._copy(node, want)
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda a: local.get(a, self.env[a]))
+        return self._copy(node, want, args, kwargs)
+
+    def _reduction(self, node):
+        """mean/sum/amax over dims other than the split one (a norm's statistics over hidden)."""
+        x = self.env[node.args[0]]
+        spec = self.spec[x]
+        nd = len(self.gshape[x])
+        dims = node.args[1] if len(node.args) > 1 else None
+        if dims is None or spec.sections != 1:
+            return None
+        dims = {d % nd for d in ([dims] if isinstance(dims, int) else dims)}
+        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+        if spec.dim in dims:
+            return None
+        shift = 0 if keep else sum(1 for d in dims if d < spec.dim)
+        return self._copy(node, dataclasses.replace(spec, dim=spec.dim - shift))
+
+    def _layer_norm(self, node):
+        x = self.env[node.args[0]]
+        spec = self.spec[x]
+        normalized = len(node.args[1])
+        if spec.sections != 1 or spec.dim >= len(self.gshape[x]) - normalized:
+            return None
+        if any(self.spec.get(self.env[a]) is not None for a in node.all_input_nodes[1:]):
+            return None
+        return self._copy(node, spec)
 
     def _attention(self, node):
         q, k, v = (self.env[a] for a in node.args[:3])
@@ -589,11 +655,16 @@ def _view_dim(src: tuple, dst: tuple, d: int, groups: int) -> Optional[int]:
 
 
 # --- building the plan and each rank's program ----------------------------------------------------
-def shard(ep, tp: int) -> ShardPlan:
-    """The tensor-parallel rewrite of a captured model (an ExportedProgram from trnlab.torch.capture)."""
+def shard(ep, tp: int, sequence_parallel: bool = False) -> ShardPlan:
+    """The tensor-parallel rewrite of a captured model (an ExportedProgram from trnlab.torch.capture).
+
+    sequence_parallel: Megatron's sequence parallelism (Korthikanti et al., https://arxiv.org/abs/2205.05198,
+    section 4.2.2): the partial sums of row-parallel linears and of the vocab-parallel embedding are
+    reduce-scattered over the sequence instead of all-reduced, norms and residual adds run on each rank's
+    block of the sequence, and the sequence is all-gathered into the next column-parallel linear."""
     if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
         raise OptionError(f"tp must be an integer >= 1, got {tp!r}")
-    plan = _Sharder(ep, tp).run()
+    plan = _Sharder(ep, tp, sequence_parallel).run()
     _propagate_meta(plan, ep)
     return plan
 
@@ -693,8 +764,8 @@ def collective_table(plan: ShardPlan, system) -> list:
     rows = []
     for n in plan.collectives:
         op = COLLECTIVES[n.target]
-        v = n.meta["val"]
-        nbytes = int(v.numel()) * v.element_size()      # all-reduce: the buffer; all-gather: the output
+        v = n.meta["val"] if op != "reduce-scatter" else n.args[0].meta["val"]
+        nbytes = int(v.numel()) * v.element_size()      # nccom-test's size: AR buffer, AG output, RS input
         if plan.tp < 2:
             rows.append({"node": n.name, "op": op, "bytes": nbytes, "latency_s": 0.0, "algorithm": "none"})
             continue
@@ -756,6 +827,8 @@ def _exchange(node, ctxs, cc) -> None:
     values = [ctx.value(node.args[0]).numpy() for ctx in ctxs]
     if node.target is all_reduce:
         results = cc.all_reduce(values)
+    elif node.target is reduce_scatter:
+        results = cc.reduce_scatter(values, axis=node.args[1])
     else:
         results = cc.all_gather(values, axis=node.args[1])
     for ctx, res in zip(ctxs, results):
@@ -803,6 +876,7 @@ class ShardedReport(Report):
     collectives: list = field(default_factory=list)
     hbm_per_rank_bytes: int = 0
     min_tp: Optional[int] = None
+    sequence_parallel: bool = False
     sharding: list = field(default_factory=list)
 
     @property
@@ -824,16 +898,18 @@ class ShardedReport(Report):
 def tp_table(r: ShardedReport):
     from rich.table import Table
     from trnlab.torch.report import fmt_bytes, fmt_time, fmt_usd
-    t = Table(title=f"Tensor parallelism: {r.tp} ranks on {r.system}", show_header=False)
+    t = Table(title=f"Tensor parallelism: {r.tp} ranks on {r.system}"
+                    + (" with sequence parallelism" if r.sequence_parallel else ""), show_header=False)
     t.add_column("", style="bold")
     t.add_column("")
     compute = max(r.rank_compute_us, default=0.0) * 1e-6
     by_op: dict = {}
     for c in r.collectives:
-        g = by_op.setdefault(c["op"], [0, 0.0, c["bytes"]])
+        g = by_op.setdefault((c["op"], c["bytes"], c["algorithm"]), [0, 0.0])
         g[0] += 1
         g[1] += c["latency_s"]
-    coll = "; ".join(f"{n} x {op} of {fmt_bytes(b)} = {fmt_time(s)}" for op, (n, s, b) in by_op.items())
+    coll = "; ".join(f"{n} x {op} of {fmt_bytes(b)} ({alg}) = {fmt_time(s)}"
+                     for (op, b, alg), (n, s) in by_op.items())
     rows = [("predicted latency", f"{fmt_time(r.latency_s)} = rank compute {fmt_time(compute)} + collectives "
                                   f"{fmt_time(r.collectives_us * 1e-6)} ({r.phase}, {r.tokens} tokens)"),
             ("collectives", coll or "none"),
@@ -860,7 +936,7 @@ class ShardedModel:
     def __init__(self, model, example_inputs, *, tp: int, system=None, target=None, dtype=torch.bfloat16,
                  fallback=None, numerics: bool = True, check: bool = True, name: Optional[str] = None,
                  tokens: Optional[int] = None, phase: str = "prefill", example_kwargs: Optional[dict] = None,
-                 trace: bool = True, run_example: bool = True):
+                 trace: bool = True, run_example: bool = True, sequence_parallel: bool = False):
         from trnlab.torch import api
         api._check_values(fallback, numerics, check)
         self.model = model
@@ -877,7 +953,8 @@ class ShardedModel:
         self.args, self.kwargs = tuple(example_inputs), dict(example_kwargs or {})
         t0 = time.perf_counter()
         self.ep = capture.export(model, self.args, self.dtype, self.kwargs)
-        self.plan = shard(self.ep, self.tp) if self.tp > 1 else None
+        self.sequence_parallel = bool(sequence_parallel)
+        self.plan = shard(self.ep, self.tp, self.sequence_parallel) if self.tp > 1 else None
         n_programs = self.tp if numerics else 1
         self.programs = [self._program(r) for r in range(n_programs)]
         self.capacity = self.system.hbm_bytes_per_rank
@@ -961,7 +1038,7 @@ class ShardedModel:
                             rank_compute_us=[c * 1e6 for c in _per_rank(rr.compute_s, self.tp)],
                             rank_latency_us=[c * 1e6 + coll_us for c in _per_rank(rr.compute_s, self.tp)],
                             collectives=rr.collectives, hbm_per_rank_bytes=self.weights + self.activations,
-                            min_tp=self.min_tp, sharding=list(self.plan.notes) if self.plan else [])
+                            min_tp=self.min_tp, sequence_parallel=self.sequence_parallel, sharding=list(self.plan.notes) if self.plan else [])
         if self.check:
             rep.numerics = api.compare(self.model, args, rr.outputs, api.dtype_name(self.dtype), kwargs)
         return rep
