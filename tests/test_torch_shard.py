@@ -118,6 +118,25 @@ def test_sequence_parallel_matches_eager_with_reduce_scatter_and_all_gather(name
     assert math.isclose(fn.report.collectives_us, want, rel_tol=1e-9)
 
 
+@pytest.mark.parametrize("name", ["hf-llama", "hf-gpt2"])
+def test_transformers_decoders_shard_without_fallback_gathers(name):
+    """The same rewrite on transformers' graphs: Llama's repeat_kv (expand of the KV heads) and causal mask,
+    GPT-2's Conv1D (addmm with a [in, out] weight, fused q|k|v through a view): Megatron's collectives only
+    (one all-reduce per row-parallel linear and the embedding, the logits' all-gather)."""
+    pytest.importorskip("transformers")
+    from trnlab.torch import hf
+    m = hf.LogitsOnly(hf.build(name))
+    ids = torch.randint(0, hf.vocab(m.model), (1, SEQ), generator=torch.Generator().manual_seed(1))
+    fn = tt.compile(m, (ids,), dtype=torch.float32, tp=2)
+    with torch.no_grad():
+        ref = m(ids)
+    got = fn.last_run.outputs
+    assert float((got - ref).abs().max()) <= BOUNDS["float32"] * float(ref.abs().max())
+    assert not [n for n in fn.report.sharding if "no split rule" in n]
+    layers = m.model.config.num_hidden_layers
+    assert sorted(c["op"] for c in fn.report.collectives) == ["all-gather"] + ["all-reduce"] * (2 * layers + 1)
+
+
 def test_timing_only_simulates_one_rank():
     m = models.build("llama-tiny", meta=True)
     ids = models.example_ids(m.cfg, 1, SEQ).to("meta")

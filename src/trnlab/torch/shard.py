@@ -265,6 +265,10 @@ class _Sharder:
         specs = [self.spec.get(self.env[d]) for d in node.all_input_nodes]
         if p is aten.linear and node.args[1] in self.params:
             return self._linear(node)
+        if p is aten.addmm and len(node.args) == 3 and node.args[2] in self.params:
+            out = self._addmm(node)
+            if out is not None:
+                return out
         if p is aten.embedding and node.args[0] in self.params and node.args[1] in self.dynamic:
             return self._embedding(node)
         if all(s is None for s in specs):
@@ -309,8 +313,17 @@ class _Sharder:
 
     # --- linears and embeddings ---
     def _linear(self, node):
-        x_old, w_old = node.args[0], node.args[1]
         b_old = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+        return self._matmul(node, node.args[0], node.args[1], b_old, 0)
+
+    def _addmm(self, node):
+        """addmm(bias, x, W[in, out]): GPT-2's Conv1D (transformers), the weight stored [in, out]."""
+        if node.kwargs or len(node.args) != 3:
+            return None
+        return self._matmul(node, node.args[1], node.args[2], node.args[0], 1)
+
+    def _matmul(self, node, x_old, w_old, b_old, w_out: int):
+        """A linear layer y = x W^T (w_out=0: W [out, in]) or x W (w_out=1: W [in, out]) + bias."""
         x, spec = self.env[x_old], self.spec.get(self.env[x_old])
         out_shape = _shape(node)
         last = len(self.gshape[x]) - 1
@@ -318,21 +331,21 @@ class _Sharder:
             self._consumer = f"{node.name} (sequence parallelism: the whole sequence into a column-parallel linear)"
             x, spec = self._gather(x, x_old), None
         if spec is None:
-            args = (x, *(self._arg(a) for a in node.args[1:]))
-            layout = self._column_layout(node, w_old)
+            args = tuple(x if a is x_old else self._arg(a) for a in node.args)
+            layout = self._column_layout(node, _shape(w_old)[w_out])
             if layout is None:
                 return self._copy(node, None, args)
             groups, sections = layout
-            ws = WeightSlice(0, groups, sections)
-            self._slice(w_old, ws)
+            self._slice(w_old, WeightSlice(w_out, groups, sections))
             if b_old is not None:
-                self._slice(b_old, ws)
+                self._slice(b_old, WeightSlice(0, groups, sections))
             self.notes.append(f"{w_old.name}: column-parallel ({_describe_layout(groups, sections, self.tp)})")
             return self._copy(node, Shard(len(out_shape) - 1, groups, sections), args)
         if spec.dim != last or spec.groups != self.tp or spec.sections != 1:
             return self._fallback(node)
-        self._slice(w_old, WeightSlice(1, self.tp))
-        n = self._emit(aten.linear.default, (x, self.env[w_old]), like=node, spec=None, gshape=out_shape)
+        self._slice(w_old, WeightSlice(1 - w_out, self.tp))
+        mm = aten.linear.default if w_out == 0 else aten.mm.default
+        n = self._emit(mm, (x, self.env[w_old]), like=node, spec=None, gshape=out_shape)
         red = self._sum_over_ranks(n, node, out_shape)
         self.notes.append(f"{w_old.name}: row-parallel + {COLLECTIVES[red.target]}")
         if b_old is not None:
@@ -340,11 +353,12 @@ class _Sharder:
                              gshape=out_shape)
         return red
 
-    def _column_layout(self, node, w_old) -> Optional[tuple]:
+    def _column_layout(self, node, n_out: int) -> Optional[tuple]:
         """(groups, sections) of a column-parallel linear's output features, None to keep it whole."""
         tp = self.tp
-        n_out = _shape(w_old)[0]
         users = list(node.users)
+        while len(users) == 1 and _packet(users[0]) in VIEWS and _shape(users[0])[-1:] == (n_out,):
+            users = list(users[0].users)          # [B*S, out] -> [B, S, out] (Conv1D's addmm)
         if len(users) == 1 and _packet(users[0]) is aten.split and users[0].args[1:2]:
             size = users[0].args[1]
             if isinstance(size, int) and n_out % size == 0 and n_out // size > 1:
@@ -444,15 +458,13 @@ class _Sharder:
     def _view(self, node):
         x = self.env[node.args[0]]
         spec = self.spec[x]
-        if spec.sections != 1:
-            return None
         src, dst = self.gshape[x], tuple(int(s) for s in node.args[1])
         if -1 in dst:
             dst = _shape(node)
         j = _view_dim(src, dst, spec.dim, spec.groups)
-        if j is None:
-            return None
-        new = Shard(j, spec.groups)
+        if j is None or spec.sections != 1 and dst[j] != src[spec.dim]:
+            return None                      # fused sections stay whole only through views that keep the dim
+        new = Shard(j, spec.groups, spec.sections)
         return self._copy(node, new, (x, _local(dst, new)))
 
     def _permute(self, node):
