@@ -8,9 +8,9 @@ propagates how every value is split across the TP ranks and rewrites the graph f
   follows the heads; when it is split into equal sections (GPT-2's fused q|k|v) each section is split.
 - grouped-query attention with fewer KV heads than ranks: the K/V projections are not split but each
   rank keeps the one KV head its query heads use: the K and V weights are replicated tp / kv_heads times,
-  NxD's GQAQKVColumnParallelLinear with kv_size_multiplier = tp / kv_heads ("The module would replicate
-  the K and V weights kv_size_multiplier times thereby allowing you to use higher tensor-parallel degree",
-  https://awsdocs-neuron.readthedocs-hosted.com/en/latest/libraries/neuronx-distributed/api_guide.html).
+  as NxD's GQAQKVColumnParallelLinear does with kv_size_multiplier = tp / kv_heads (its API guide: the
+  K/V weights are replicated that many times so that the TP degree may exceed the KV heads, at the cost
+  of memory; https://awsdocs-neuron.readthedocs-hosted.com/en/latest/libraries/neuronx-distributed/api_guide.html).
 - a linear whose input is split on its last dim is row-parallel: its weight columns are split, each rank
   computes a partial sum, an all-reduce adds them (the bias is added once, after the all-reduce).
 - an embedding looked up with token ids (values that depend on the inputs) is vocab-parallel: each rank
