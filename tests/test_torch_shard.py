@@ -189,3 +189,24 @@ def test_library_refuses_tp_not_dividing_heads():
     m = models.build("llama-tiny")
     with pytest.raises(OptionError, match="tp=3 does not divide the 4"):
         tt.compile(m, (models.example_ids(m.cfg, 1, SEQ),), tp=3, dtype=torch.float32)
+
+
+def test_a_model_too_big_for_one_rank_is_refused_naming_the_smallest_tp():
+    """A what-if trn2 with 4 MiB of HBM per NeuronCore: llama-tiny in fp32 needs 5.4 MB of weights on one
+    core (1.34 M parameters), 2.9 MB per rank at TP 2 (hand count: per layer q and o 128x256 each, one KV
+    head of 64x256 for k and v, gate/up/down 256x256 each, two norms; embedding and lm_head 256x256 each)."""
+    from trnlab.errors import HbmCapacityError
+    from trnlab.hw import TRN2
+    system = get_system("trn2.48xlarge-lnc1")
+    small = system.replace(chip=TRN2.replace(hbm_bytes=32 * 2**20))
+    assert small.hbm_bytes_per_rank == 4 * 2**20
+    cfg = models.config("llama-tiny")
+    per_rank_tp2 = (cfg.layers * (2 * 128 * 256 + 2 * 64 * 256 + 3 * 256 * 256 + 2 * 256) + 2 * 256 * 256 + 256) * 4
+    assert per_rank_tp2 < 4 * 2**20 < cfg.params() * 4
+    m = models.build("llama-tiny")
+    ids = models.example_ids(cfg, 1, SEQ)
+    with pytest.raises(HbmCapacityError, match="the smallest TP that fits is 2"):
+        tt.compile(m, (ids,), dtype=torch.float32, tp=1, system=small)
+    fn = tt.compile(m, (ids,), dtype=torch.float32, tp=2, system=small, numerics=False)
+    assert fn.report.min_tp == 2 and fn.report.hbm_capacity_bytes == 4 * 2**20
+    assert per_rank_tp2 <= fn.report.weights_bytes < per_rank_tp2 + 64 * 1024    # + the RoPE tables
