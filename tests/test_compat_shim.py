@@ -33,8 +33,8 @@ def test_aliases_are_the_trnlab_modules(shim):
     assert nki is trnlab.nki and nl is trnlab.nki.language and nt is trnlab.nki.typing
     assert nisa.constants.oob_mode.skip is nisa.oob_mode.skip
     assert nki.__spec__.name == "trnlab.nki"               # the real module keeps its own spec
-    with pytest.raises(NotImplementedError, match="all_reduce"):
-        nki.collectives.all_reduce()
+    with pytest.raises(NotImplementedError, match="collective_permute_implicit"):
+        nki.collectives.collective_permute_implicit()
     assert nki.compiler.CompileConfig(dead_code_elim=True).dead_code_elim
 
 

@@ -6,7 +6,7 @@ torch = pytest.importorskip("torch")
 
 import trnlab.torch as tt  # noqa: E402
 from trnlab.errors import OptionError, TrnlabError  # noqa: E402
-from trnlab.torch.dynamo import last_compiled  # noqa: E402
+from trnlab.torch.dynamo import last_compiled, last_training  # noqa: E402
 
 
 def model():
@@ -64,12 +64,15 @@ def test_documented_options_are_accepted():
                "name": "tiny mlp"}
     compiled = torch.compile(m, backend="trnlab", options=options)
     x = torch.randn(4, 16)
-    out = compiled(x)
-    with torch.no_grad():
+    with torch.no_grad():                   # inference (with grad enabled the call is a training capture)
+        out = compiled(x)
         ref = m(x)
     assert out.dtype == torch.float32 and float((out - ref).abs().max()) <= 1e-3 * float(ref.abs().max())
     rep = last_compiled().report
     assert rep.model == "tiny mlp" and rep.target == "trn1" and rep.numerics_ok
+    compiled(x).sum().backward()            # training: the same options reach the forward/backward graphs
+    step = last_training()
+    assert step.forward.model == "tiny mlp" and step.backward.target == "trn1" and step.backward.numerics_ok
 
 
 def test_every_documented_option_is_in_the_docstring():

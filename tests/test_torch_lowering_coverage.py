@@ -71,6 +71,23 @@ CASES = {
                         (rnd(3, 6), torch.tensor([5, 0, 2]), torch.tensor(2))),         # 1-D and 0-d index
     aten.index_copy: (lambda s, x, i, y: x.index_copy(0, i, y), (rnd(5, 3), torch.tensor([4, 1]), rnd(2, 3))),
     aten.native_dropout: (lambda s, x: aten.native_dropout(x, 0.3, False)[0] + 1, (rnd(3, 4),)),
+    # ops of training graphs (trnlab.torch.lowering_train)
+    aten.detach: (lambda s, x: aten.detach(x) + 1, (rnd(3, 4),)),
+    aten.full_like: (lambda s, x: torch.full_like(x, 3.0) + x, (rnd(3, 4),)),
+    aten.slice_scatter: (lambda s, x, y: torch.slice_scatter(x, y, dim=1, start=1, end=5, step=2),
+                         (rnd(3, 6), rnd(3, 2))),
+    aten.constant_pad_nd: (lambda s, x: F.pad(x, (1, 2, 0, 1), value=-1.5), (rnd(3, 4),)),
+    aten.index_put: (lambda s, x, i, v: torch.index_put(x, (i,), v, accumulate=True),
+                     (rnd(5, 4), torch.tensor([1, 3, 1]), rnd(3, 4))),                   # a repeated row adds
+    aten.gather: (lambda s, x, i: torch.gather(x, 1, i), (rnd(3, 5), torch.tensor([[0, 4], [2, 2], [1, 0]]))),
+    aten.embedding_dense_backward: (lambda s, g, i: aten.embedding_dense_backward(g, i, 10, 1, False),
+                                    (rnd(2, 3, 4), torch.tensor([[3, 1, 3], [1, 9, 0]]))),   # padding row 1
+    aten.nll_loss_forward: (lambda s, x, t: aten.nll_loss_forward(F.log_softmax(x, -1), t, None, 1, -100),
+                            (rnd(4, 7), torch.tensor([2, -100, 6, 2]))),
+    aten.nll_loss_backward: (lambda s, g, x, t, w: aten.nll_loss_backward(g, x, t, None, 1, -100, w),
+                             (torch.tensor(1.5), rnd(4, 7), torch.tensor([2, -100, 6, 2]), torch.tensor(3.0))),
+    aten.any: (lambda s, x: torch.any(x > 0.5, dim=1), (rnd(3, 4),)),
+
     aten.linear: (lambda s, x: F.linear(x, s.w, s.b), (rnd(2, 3, 8),), {"w": rnd(5, 8), "b": rnd(5)}),
     aten.mm: (lambda s, a, b: torch.mm(a, b), (rnd(3, 8), rnd(8, 5))),
     aten.addmm: (lambda s, c, a, b: torch.addmm(c, a, b), (rnd(5), rnd(3, 8), rnd(8, 5))),

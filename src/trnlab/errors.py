@@ -97,6 +97,16 @@ class CollectiveError(TrnlabError, ValueError):
     unknown op (trnlab.isa.collectives)."""
 
 
+class CollectiveSyncError(CollectiveError):
+    """Ranks of a multi-rank launch that cannot meet at a collective: calls that differ across ranks (op,
+    replica group, sizes), a rank that finishes without reaching a call its peers wait in, or a deadlock.
+    `rank`, `op` and `loc` name the waiting or mismatched rank's call (trnlab.core.ranks)."""
+
+    def __init__(self, message: str, *, rank: "int | None" = None, op: str = "", loc: str = ""):
+        super().__init__(message)
+        self.rank, self.op, self.loc = rank, op, loc
+
+
 class SimulationError(TrnlabError, RuntimeError):
     """A kernel failed while running on the simulated NeuronCore."""
 

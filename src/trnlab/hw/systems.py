@@ -1,7 +1,6 @@
 """System presets: instances, UltraServers and clusters built from the chip presets plus a topology.
 
 Every number carries its source. Short names (public):
-  SCALE = /work/shared/reference/trainium-scale.md §1 collects them; its sources are in
   SDK   = https://github.com/aws-neuron/aws-neuron-sdk/blob/master/
     trn1-arch = SDK about-neuron/arch/neuron-hardware/trn1-arch.rst (instance table: chips, cores, EFA, the
                 unlabelled 384/768 column read as NeuronLink GB/s per chip [UNVERIFIED unit])

@@ -91,8 +91,8 @@ def gemm_into(out, a, b, bias=None):
 
 def column_major(t) -> bool:
     """A 2-D HBM view whose columns are contiguous (a transposed row-major tensor)."""
-    rows, cols = t.array.strides
-    return t.shape[0] > 1 and t.shape[1] > 1 and abs(rows) == t.array.itemsize and abs(cols) > abs(rows)
+    rows, cols = t.strides
+    return t.shape[0] > 1 and t.shape[1] > 1 and abs(rows) == 1 and abs(cols) > 1
 
 
 def _load_kmajor(block, dtype, name):

@@ -36,7 +36,9 @@ def layernorm(x, gamma=None, beta=None, eps=1e-5):
     return layernorm_into(out, x, gamma, beta, eps)
 
 
-def layernorm_into(out, x, gamma=None, beta=None, eps=1e-5):
+def layernorm_into(out, x, gamma=None, beta=None, eps=1e-5, mean=None, rstd=None):
+    """out = layernorm(x); mean / rstd (optional [..., 1] views): each row's statistics (training
+    saves them for the backward pass)."""
     d = x.shape[-1]
     params = [(name, t) for name, t in (("gamma", gamma), ("beta", beta)) if t is not None]
     resident = d * (x.itemsize + sum(t.itemsize for _, t in params)) <= ROW_BUDGET
@@ -44,7 +46,8 @@ def layernorm_into(out, x, gamma=None, beta=None, eps=1e-5):
         if resident else None
     eps_t = nl.ndarray((PMAX, 1), dtype=nl.float32, buffer=nl.sbuf)
     nisa.memset(dst=eps_t, value=float(eps))
-    for rows, out_rows in row_tiles(x, out):
+    stats_out = [t for t in (mean, rstd) if t is not None]
+    for rows, out_rows, *stat_rows in row_tiles(x, out, *stats_out):
         nr = rows.shape[0]
         x_tiles = [] if resident else None
         stats = nl.ndarray((nr, 6 * ceil_div(d, BN_FMAX)), dtype=nl.float32, buffer=nl.sbuf)
@@ -57,13 +60,17 @@ def layernorm_into(out, x, gamma=None, beta=None, eps=1e-5):
                 x_tiles.append(xt)
         mean_var = nl.ndarray((nr, 2), dtype=nl.float32, buffer=nl.sbuf)
         nisa.bn_aggr(dst=mean_var, data=stats)
-        rstd = nl.ndarray((nr, 1), dtype=nl.float32, buffer=nl.sbuf)
-        nisa.activation(dst=rstd, op=nl.rsqrt, data=mean_var[:, 1:2], bias=eps_t[:nr, :])
+        rstd_t = nl.ndarray((nr, 1), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.activation(dst=rstd_t, op=nl.rsqrt, data=mean_var[:, 1:2], bias=eps_t[:nr, :])
+        for view, stat in zip(stat_rows, [s for s, t in ((mean_var[:, 0:1], mean), (rstd_t, rstd)) if t is not None]):
+            st = nl.ndarray((nr, 1), dtype=view.dtype, buffer=nl.sbuf)
+            nisa.tensor_copy(dst=st, src=stat)
+            nisa.dma_copy(dst=view, src=st)
         for i, (c0, nc) in enumerate(tiles(d, CHUNK)):
             xt = x_tiles[i] if resident else _load(rows, c0, nc)
             p = {name: (cached[name][i] if resident else _broadcast_rows(t, c0, nc))[:nr, :]
                  for name, t in params}
-            ot = _normalise(xt, mean_var[:, 0:1], rstd, p.get("gamma"), p.get("beta"), out.dtype)
+            ot = _normalise(xt, mean_var[:, 0:1], rstd_t, p.get("gamma"), p.get("beta"), out.dtype)
             nisa.dma_copy(dst=_cols(out_rows, c0, nc), src=ot)
     return out
 

@@ -1,7 +1,7 @@
 """Kernels of training graphs: constant fills, scatter-add of rows (embedding gradient), and the
 negative log-likelihood loss with its gradient (cross-entropy = log_softmax + nll_loss).
 
-Model-path entries on existing HBM views: fill, arange, scatter_add_rows, nll_loss, nll_loss_backward.
+Model-path entries on existing HBM views: fill, scatter_add_rows, gather_dim0, nll_loss, nll_loss_backward.
 Public kernel (@nki.jit): nll(logp, target) -> mean NLL of logp [N, C] at int32 targets [N].
 
 The class of each row is picked without indexing by value: an iota of column numbers is compared with
@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 import trnlab.nki as nki
-from trnlab.core import dtypes as dt
 from trnlab.core.machine import current
 from trnlab.core.srcloc import user_location
 from trnlab.isa.instructions import DmaGather
@@ -49,21 +48,6 @@ def fill(out, value: float):
     return out
 
 
-def arange(out, start: int, step: int):
-    """out[i] = start + i * step (1-D out), from iota on GpSimd."""
-    n = out.shape[0]
-    for c0 in range(0, n, CHUNK):
-        c1 = min(n, c0 + CHUNK)
-        t = sbuf((1, c1 - c0), F32 if nl_is_float(out.dtype) else nl.int32, name="arange")
-        nisa.iota(dst=t, pattern=[[step, c1 - c0]], offset=start + c0 * step)
-        nisa.dma_copy(dst=out.index((slice(c0, c1),)).reshape(1, c1 - c0), src=t)
-    return out
-
-
-def nl_is_float(dtype) -> bool:
-    return dt.is_float(dtype)
-
-
 def scatter_add_rows(dst, src, index):
     """dst[index[i], ...] += src[i, ...] (repeated indices add up); dst [T, ...], src [N, ...], index [N]."""
     n = index.shape[0]
@@ -73,6 +57,23 @@ def scatter_add_rows(dst, src, index):
         current().issue(DmaGather(api="indirect dma_copy (scatter, dst_rmw_op=add)", loc=user_location(),
                                   dst=dst, src=src[i0:i1], index=idx, scatter=True, accumulate=True))
     return dst
+
+
+def gather_dim0(out, x, index):
+    """out[j, r...] = x[index[j, r...], r...] (torch.gather along dim 0 of views permuted so): one
+    indirect DMA per position r of the other dims and block of <= 128 indices."""
+    n = index.shape[0]
+    for r in np.ndindex(*index.shape[1:]):
+        key = (slice(None),) + r
+        col, table, dst = index.index(key), x.index(key), out.index(key)
+        for i0 in range(0, n, P):
+            i1 = min(n, i0 + P)
+            idx = sbuf((i1 - i0, 1), nl.int32, name="idx")
+            nisa.dma_copy(dst=idx, src=col.index((slice(i0, i1),)).reshape(i1 - i0, 1))
+            current().issue(DmaGather(api="indirect dma_copy (gather)", loc=user_location(),
+                                      dst=dst.index((slice(i0, i1),)).reshape(i1 - i0, 1),
+                                      src=table.reshape(table.shape[0], 1), index=idx))
+    return out
 
 
 def _targets(target, r0, r1, ignore_index):

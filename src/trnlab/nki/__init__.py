@@ -54,6 +54,20 @@ def simulate(kernel, *, target=None, numerics: bool = True, max_instructions=Non
     return run
 
 
+def multi_rank_simulate(kernel, *, world_size, per_rank_inputs, system=None, target=None, numerics: bool = True):
+    """Run a kernel on world_size ranks, one simulated NeuronCore each, meeting at their nki.collectives calls;
+    a list of per-rank outputs. per_rank_inputs: (args, kwargs) per rank, a sequence in rank order or a mapping
+    {rank: (args, kwargs)}; array arguments may differ in value only. `system` (trnlab): the system the ranks
+    are placed on for the collectives' cost (default: trn2.48xlarge for trn2, trn1.32xlarge, trn3-ultraserver;
+    trnlab.hw.systems). The run (per-rank machines and timelines) is kernel.last_run."""
+    from trnlab.frontend.multi_rank import run_multi_rank
+    run = run_multi_rank(kernel, world_size, per_rank_inputs, target=target, system=system, numerics=numerics,
+                         tensor_class=NkiTensor)
+    if isinstance(kernel, Kernel):
+        kernel.last_run = run
+    return run.outputs
+
+
 def _unavailable(name):
     def fn(*a, **k):
         raise NotImplementedError(f"nki.{name} is not available in the current NKI front end "
@@ -67,4 +81,4 @@ benchmark = _unavailable("benchmark")
 profile = _unavailable("profile")
 simulate_kernel = _unavailable("simulate_kernel")
 
-__all__ = ["jit", "simulate", "language", "isa", "typing", "compiler", "collectives", "Kernel"]
+__all__ = ["jit", "simulate", "multi_rank_simulate", "language", "isa", "typing", "compiler", "collectives", "Kernel"]

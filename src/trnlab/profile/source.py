@@ -23,6 +23,7 @@ class ProfileData:
     traced: bool = True
     critical: list = field(default_factory=list)   # [(opcode, api, loc, seconds added)], last first
     work: Work = field(default_factory=Work)         # the scheduler's FLOP and byte totals (MFU/HFU/MBU)
+    ranks: list = field(default_factory=list)       # a multi-rank launch: each rank's ProfileData, in rank order
 
 
 def track_name(unit) -> str:
@@ -71,9 +72,11 @@ def from_run(obj, name: str | None = None) -> ProfileData:
     for unit, seconds in sched.busy.items():
         track = track_name(unit)
         busy[track] = busy.get(track, 0.0) + float(seconds)
+    ranks = [from_run(m, name) for m in obj.machines] \
+        if getattr(obj, "system", None) is not None and getattr(obj, "machines", None) else []
     return ProfileData(name=name, chip=machine.chip, total_s=float(sched.end), busy=busy,
                        events=list(records or []), stats=getattr(machine, "stats", None),
-                       traced=records is not None, critical=critical_path(sched), work=sched.work)
+                       traced=records is not None, critical=critical_path(sched), work=sched.work, ranks=ranks)
 
 
 def critical_path(sched) -> list[tuple[str, str, str, float]]:

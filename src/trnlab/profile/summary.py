@@ -97,7 +97,7 @@ def summarize(obj) -> dict:
     }
     busiest = max(list(engines.items()) + [(q, v) for q, v in dma["queues"].items()],
                   key=lambda kv: kv[1]["utilization"], default=(None, {"utilization": 0.0}))
-    return {
+    summary = {
         "kernel": data.name, "target": chip.name, "traced": data.traced,
         "total_s": total, "total_us": total * 1e6,
         "engines": engines, "dma": dma,
@@ -112,6 +112,15 @@ def summarize(obj) -> dict:
         "top_instructions": top_instructions(data, instrs),
         "critical_path": critical_groups(data),
     }
+    if "cc" in data.busy or data.ranks:
+        summary["collective_us"] = data.busy.get("cc", 0.0) * 1e6
+        summary["ranks"] = [_rank_row(r, d) for r, d in enumerate(data.ranks)]
+    return summary
+
+
+def _rank_row(rank: int, data: ProfileData) -> dict:
+    """A rank of a multi-rank launch: its kernel time and its time in collectives (the "cc" unit busy)."""
+    return {"rank": rank, "total_us": data.total_s * 1e6, "collective_us": data.busy.get("cc", 0.0) * 1e6}
 
 
 def write_summary(summary: dict, path) -> Path:
@@ -230,3 +239,11 @@ def print_summary(s: dict, console=None) -> None:
         for row in critical_rows(s):
             crit.add_row(*row)
         console.print(crit)
+
+    if s.get("ranks"):
+        ranks = Table(title="Ranks (the summary above is the slowest rank's)")
+        for col in ("rank", "kernel time", "in collectives"):
+            ranks.add_column(col, justify="right")
+        for r in s["ranks"]:
+            ranks.add_row(str(r["rank"]), fmt_time(r["total_us"] / 1e6), fmt_time(r["collective_us"] / 1e6))
+        console.print(ranks)

@@ -1,8 +1,8 @@
 """Chrome trace-event JSON (opens in ui.perfetto.dev and chrome://tracing).
 
 Format: {"traceEvents": [...], "displayTimeUnit": "ns"}; "X" complete events with ts/dur in
-microseconds; "M" metadata events name the process (the NeuronCore) and one thread per track:
-the four compute engines and every DMA queue the run used.
+microseconds; "M" metadata events name the process (the NeuronCore; one per rank of a multi-rank launch) and one
+thread per track: the four compute engines, every DMA queue the run used, the collective unit ("cc").
 """
 from __future__ import annotations
 
@@ -39,19 +39,29 @@ def slice_args(event) -> dict:
 
 
 def chrome_trace(obj) -> dict:
-    """The trace as a dict; obj is ProfileData, a KernelRun, a Machine or a Kernel."""
+    """The trace as a dict; obj is ProfileData, a KernelRun, a Machine or a Kernel. A multi-rank launch has one
+    process per rank (pid = rank + 1), each with its engines, DMA queues and collective ("cc") track."""
     data = obj if isinstance(obj, ProfileData) else from_run(obj)
+    parts = [_process(r, PID + i, f"rank {i}: ") for i, r in enumerate(data.ranks)] or [_process(data, PID, "")]
+    return {"traceEvents": [e for part in parts for e in part], "displayTimeUnit": "ns",
+            "otherData": {"kernel": data.name, "target": data.chip.name, "total_us": data.total_s * US,
+                          **({"ranks": len(data.ranks)} if data.ranks else {})}}
+
+
+def _process(data: ProfileData, pid: int, prefix: str) -> list:
+    """One NeuronCore's metadata and slices (prefix: "rank r: " in a multi-rank trace)."""
     tids = track_ids(data)
-    meta = [{"ph": "M", "pid": PID, "tid": 0, "name": "process_name",
-             "args": {"name": f"{data.name} on {data.chip.name} NeuronCore"}}]
+    meta = [{"ph": "M", "pid": pid, "tid": 0, "name": "process_name",
+             "args": {"name": f"{prefix}{data.name} on {data.chip.name} NeuronCore"}}]
+    if prefix:
+        meta.append({"ph": "M", "pid": pid, "tid": 0, "name": "process_sort_index", "args": {"sort_index": pid}})
     for track, tid in tids.items():
-        meta.append({"ph": "M", "pid": PID, "tid": tid, "name": "thread_name", "args": {"name": track}})
-        meta.append({"ph": "M", "pid": PID, "tid": tid, "name": "thread_sort_index", "args": {"sort_index": tid}})
-    slices = [{"ph": "X", "pid": PID, "tid": tids[e.track], "name": e.name, "cat": e.track.split(".")[0],
+        meta.append({"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": track}})
+        meta.append({"ph": "M", "pid": pid, "tid": tid, "name": "thread_sort_index", "args": {"sort_index": tid}})
+    slices = [{"ph": "X", "pid": pid, "tid": tids[e.track], "name": e.name, "cat": e.track.split(".")[0],
                "ts": e.start * US, "dur": (e.end - e.start) * US, "args": slice_args(e)}
               for e in data.events]
-    return {"traceEvents": meta + slices, "displayTimeUnit": "ns",
-            "otherData": {"kernel": data.name, "target": data.chip.name, "total_us": data.total_s * US}}
+    return meta + slices
 
 
 def write_trace(obj, path) -> Path:

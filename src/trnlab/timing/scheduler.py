@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from trnlab.core import dtypes as dt
 from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed
 from trnlab.isa import costs
+from trnlab.isa.cc import CC_UNIT, CcCost
 from trnlab.timing.hazards import HazardTracker
 from trnlab.timing.metrics import Work
 from trnlab.timing.timeline import Timeline
@@ -129,6 +130,10 @@ class Scheduler:
             unit_tag, avail = _DMA, end
             self.placed = instr.engine
             self.work.add_dma(cost.nbytes, cost.hbm)
+        elif kind is CcCost:
+            start, end, pred = self._collective(instr, cost, accesses, index)
+            unit_tag, avail = CC_UNIT, end
+            self.placed = instr.engine
         else:
             engine = instr.engine
             if engine == _TENSOR:
@@ -257,6 +262,55 @@ class Scheduler:
             self.last_on[unit] = index
             if self.records is not None:
                 self._event(instr, f"dma.q{unit[1]}", s, e, 0.0, share, index)
+        return start, end, pred
+
+    # --- collectives (trnlab.isa.cc) ---------------------------------------------------------------
+    def ready_at(self, instr) -> float:
+        """When instr could start on this core: its operands ready, the collective unit free, no earlier
+        than a wait (a rank's arrival time at a collective, trnlab.core.ranks)."""
+        ready, _ = self._ready(self.hazards.accesses(instr), None)
+        return max(ready, self.free_at[CC_UNIT])
+
+    def collective_end(self, instr) -> float:
+        """When instr (a collective) would end on this core if issued now (nothing is booked): what a rank
+        tells its peers so that every participant completes with the slowest (trnlab.core.ranks)."""
+        return self._collective_plan(instr.cost(self.chip), self.hazards.accesses(instr))[1]
+
+    def _collective_plan(self, cost, accesses):
+        """(start, end, predecessor, [(queue, start)]): the collective unit runs one collective at a time for
+        cost.seconds from the last participant's arrival; the bytes this rank moves take an equal share of
+        every DMA queue from its start (kernel DMAs queue behind or beside them); a share delayed by kernel
+        DMAs, or a slower participant (cost.min_end), makes it end later."""
+        ready, producer = self._ready(accesses, None)
+        start = max(ready, self.free_at[CC_UNIT], cost.not_before)
+        pred = producer if start == ready else self.last_on.get(CC_UNIT, -1)
+        end = max(start + cost.seconds, cost.min_end)
+        pieces = []
+        if cost.queue_bytes:
+            share = cost.queue_bytes / len(self.queues) / cost.rate
+            for unit in self.queues:
+                s, pos, _ = self.lines[unit].slot(start, share)
+                pieces.append((unit, s, pos))
+                end = max(end, s + share)
+        return start, end, pred, pieces
+
+    def _collective(self, instr, cost, accesses, index):
+        start, end, pred, pieces = self._collective_plan(cost, accesses)
+        if pieces:
+            share = cost.queue_bytes / len(self.queues) / cost.rate
+            for unit, s, pos in pieces:
+                line = self.lines[unit]
+                line.book(s, share, pos, index)
+                self.busy[unit] += share
+                self.free_at[unit] = line.free_at
+                if self.records is not None:
+                    self._event(instr, f"dma.q{unit[1]}", s, s + share, 0.0,
+                                int(cost.queue_bytes / len(self.queues)), index)
+        self.free_at[CC_UNIT] = end
+        self.busy[CC_UNIT] += end - start
+        self.last_on[CC_UNIT] = index
+        if self.records is not None:
+            self._event(instr, CC_UNIT, start, end, 0.0, 0, index)
         return start, end, pred
 
     def _event(self, instr, track, start, end, flops, nbytes, index) -> None:

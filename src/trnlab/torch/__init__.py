@@ -6,6 +6,12 @@
 
     compiled = torch.compile(model, backend="trnlab", options={"target": "trn2", "dtype": "bf16"})
 
+    loss = compiled(ids, labels=ids).loss; loss.backward()     # training: fw and bw graphs on the chip
+    trnlab.torch.dynamo.last_training().backward               # the backward graph's Report
+
+With grad enabled and parameters that require grad, the backend captures training (AOTAutograd,
+trnlab.torch.train); under torch.no_grad() it runs the inference path.
+
 Importing this package registers the "trnlab" dynamo backend. torch stays an optional extra:
 `import trnlab` never imports torch.
 """

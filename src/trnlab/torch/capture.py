@@ -184,12 +184,13 @@ def analyse(ep: ExportedProgram) -> GraphInfo:
 def analyse_graph(gm: torch.fx.GraphModule) -> GraphInfo:
     """GraphInfo of a plain aten FX graph (an AOTAutograd forward or backward graph): every placeholder
     is a call input (parameters arrive as inputs), get_attr tensors are constants, the outputs are the
-    tensor leaves of the output tuple (None leaves, e.g. no gradient, stay None)."""
+    leaves of the output tuple (None leaves, e.g. no gradient, and numbers, e.g. a size saved for
+    backward, are returned as they are)."""
     user = [n for n in gm.graph.nodes if n.op == "placeholder"]
     state = {n: _attr(gm, n.target) for n in gm.graph.nodes if n.op == "get_attr"}
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     leaves, out_spec = pytree.tree_flatten(out_node.args[0])
-    bad = [x for x in leaves if x is not None and not isinstance(x, torch.fx.Node)]
+    bad = [x for x in leaves if x is not None and not isinstance(x, (torch.fx.Node, int, float, bool))]
     if bad:
         raise UnsupportedOperatorError(f"the graph returns non-tensor values {bad!r}; trnlab runs graphs of "
                                        "tensors (static shapes)")

@@ -227,7 +227,7 @@ class Program:
                 records.append(self._run_node(ctx, node))
                 if progress is not None:
                     progress()
-            outputs = [None if n is None else self._to_host(ctx, n) for n in self.info.outputs]
+            outputs = [self._to_host(ctx, n) if isinstance(n, torch.fx.Node) else n for n in self.info.outputs]
         sched = m.scheduler
         fallbacks = [r for r in records if r.where == "cpu-fallback"]
         return RunResult(pytree.tree_unflatten(outputs, self.info.out_spec), records, sched.end, m,

@@ -47,6 +47,7 @@ from trnlab.kernels.gemm import gemm_into
 from trnlab.kernels.layernorm import layernorm_into
 from trnlab.kernels.rmsnorm import rmsnorm_into
 from trnlab.kernels.softmax import softmax_into
+from trnlab.kernels.training import fill
 
 aten = torch.ops.aten
 
@@ -406,12 +407,20 @@ def _softmax(ctx, node, x, dim, *_):
     return out
 
 
-@lowers(aten.native_layer_norm, dtypes=FLOATS, supports=lambda node, *_: _first_output_only(node))
+@lowers(aten.native_layer_norm, dtypes=FLOATS)
 def _native_layer_norm(ctx, node, x, shape, weight, bias, eps):
-    out = ctx.out_at(node, 0)
+    """layer_norm and, when the graph uses them (training saves them for backward), each row's mean
+    and rstd (shape [..., 1, ...] with ones over the normalised dims, as PyTorch's)."""
     c = int(np.prod(shape))
-    layernorm_into(out.reshape(out.size // c, c), reshape(ctx, x, (x.size // c, c)), _flat(weight), _flat(bias), eps)
-    return out, None, None
+    used = {u.args[1] for u in node.users if u.target is operator.getitem}
+    out = ctx.out_at(node, 0)
+    mean = ctx.out_at(node, 1) if 1 in used else None
+    rstd = ctx.out_at(node, 2) if 2 in used else None
+    rows = x.size // c
+    layernorm_into(out.reshape(rows, c), reshape(ctx, x, (rows, c)), _flat(weight), _flat(bias), eps,
+                   mean=None if mean is None else mean.reshape(rows, 1),
+                   rstd=None if rstd is None else rstd.reshape(rows, 1))
+    return out, mean, rstd
 
 
 @lowers(aten.layer_norm, dtypes=FLOATS)
@@ -453,9 +462,10 @@ def _reduction(op, scale_by_count=False):
         scale_of = (lambda c: 1.0 / c) if scale_by_count else (lambda c: 1.0)
         if len(dims) == x.ndim and x.size >= 2 * PARTITIONS and x.size % PARTITIONS == 0:
             return _reduce_all(ctx, out, x, op, scale_of(x.size))
-        if op == "add" and not scale_by_count and dt.is_float(x.dtype) and dims == list(range(len(dims))) \
-                and len(dims) < x.ndim:
-            return _column_sum(ctx, out, x, len(dims))
+        k = len(dims)
+        if op == "add" and 0 < k < x.ndim and dims == list(range(k)) and dt.is_float(x.dtype) \
+                and dt.is_float(out.dtype):
+            return _sum_leading(ctx, out, x, k, scale_by_count)
         xv, lead = _reduce_view(ctx, x, dims)
         c = xv.shape[-1]
         rows.reduce_last(out.reshape(lead + (1,)), xv, op, scale=scale_of(c))
@@ -476,15 +486,15 @@ def _reduce_all(ctx, out, x, op, scale):
     return out
 
 
-def _column_sum(ctx, out, x, lead: int):
-    """Sum over the leading dims (bias and norm-weight gradients: [tokens, C] -> [C]) on the Tensor
-    engine: ones[1, M] @ x[M, C], accumulated in fp32 PSUM, instead of a partition-strided walk."""
-    from trnlab.kernels.training import fill
-    m = int(np.prod(x.shape[:lead]))
-    c = x.size // m
-    ones = ctx.alloc((1, m), x.dtype, f"{ctx.node.name}.ones")
-    fill(ones, 1.0)
-    gemm_into(out.reshape(1, c), ones, reshape(ctx, x, (m, c)))
+def _sum_leading(ctx, out, x, k, mean):
+    """Sum (mean) over the k leading dims (a bias or norm-weight gradient: over the tokens) as
+    ones[1, R] @ x[R, C] on the Tensor engine: the rows stream contiguously and the partition-dim
+    sum accumulates in PSUM (reducing along the free dim would need x transposed element by element)."""
+    r = int(np.prod(x.shape[:k]))
+    c = x.size // r
+    ones = ctx.alloc((1, r), dt.float32 if mean else x.dtype)
+    fill(ones, 1.0 / r if mean else 1.0)
+    gemm_into(out.reshape(1, c), ones, reshape(ctx, x, (r, c)))
     return out
 
 

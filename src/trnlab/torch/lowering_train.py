@@ -1,6 +1,8 @@
 """Lowerings of the ops training graphs add (AOTAutograd forward/backward graphs, see trnlab.torch.train):
-constant fills, slice_scatter, index_put, the embedding gradient (a scatter-add of rows), the
-negative log-likelihood loss and its gradient, any, arange, detach.
+full_like, constant_pad_nd, slice_scatter, index_put, gather, the embedding gradient (a scatter-add of
+rows), the negative log-likelihood loss and its gradient, any, detach (native_layer_norm's mean and
+rstd outputs, which training saves, are computed by its lowering in lowering.py). Ops without tensor inputs (full, scalar_tensor, arange, zeros) never run on the device: they
+are constants, folded at compile time and placed in HBM like weights.
 
 Registered in the one registry of trnlab.torch.lowering (this module is imported at its end). Ops
 listed in TRAINING_PRESERVED are also kept whole by the inference capture (their PyTorch
@@ -14,7 +16,7 @@ import torch
 from trnlab.kernels import elementwise as ew, gather, training as tk
 from trnlab.kernels._common import dma_copy_split
 from trnlab.core import dtypes as dt
-from trnlab.torch.lowering import (FLOATS, INDEX, PRESERVED, _reduction, contiguous_copy, is_dev, lowers,
+from trnlab.torch.lowering import (INDEX, LOWERINGS, PRESERVED, _reduction, contiguous_copy, is_dev, lowers,
                                    reshape)
 
 aten = torch.ops.aten
@@ -23,42 +25,18 @@ REDUCTIONS = {0: "none", 1: "mean", 2: "sum"}        # at::Reduction
 
 
 # --- constants and views --------------------------------------------------------------------------
-@lowers(aten.detach, dtypes=INDEX)
-def _detach(ctx, node, x):
-    return x
+# detach is alias on the device (no autograd there); one registration, so torch.export's rewrite of
+# detach into alias and AOTAutograd's detach run the same lowering.
+LOWERINGS[aten.detach] = LOWERINGS[aten.alias]
 
 
-def _fill_refusal(node, *args, **kwargs):
-    value = node.args[1] if node.target.overloadpacket in (aten.full, aten.full_like) else node.args[0]
-    out = node.meta["val"]
-    if out.dtype == torch.int64 and not -2**31 <= float(value) < 2**31:
-        return f"{node.target} with the value {value}, beyond the int32 the device holds int64 in"
-    return None
+def _fill_refusal(node, x, value, *_, **__):
+    return _fill_refusal_value(node, value)
 
 
-@lowers(aten.full, aten.full_like, dtypes=INDEX, supports=_fill_refusal)
-def _full(ctx, node, shape_or_x, value, *_, **__):
+@lowers(aten.full_like, dtypes=INDEX, supports=_fill_refusal)
+def _full_like(ctx, node, x, value, *_, **__):
     return tk.fill(ctx.out(node), float(value))
-
-
-@lowers(aten.scalar_tensor, dtypes=INDEX, supports=_fill_refusal)
-def _scalar_tensor(ctx, node, value, *_, **__):
-    return tk.fill(ctx.out(node), float(value))
-
-
-def _arange_refusal(node, *args, **kwargs):
-    nums = [a for a in node.args if isinstance(a, (int, float))]
-    if any(not float(a).is_integer() for a in nums):
-        return f"arange with non-integer start/end/step {nums} (only integer steps are lowered)"
-    return None
-
-
-@lowers(aten.arange, dtypes=INDEX, supports=_arange_refusal)
-def _arange(ctx, node, *args, **kwargs):
-    out = ctx.out(node)
-    nums = [a for a in node.args if isinstance(a, (int, float))]
-    start, step = (0, 1) if len(nums) == 1 else (int(nums[0]), int(nums[2]) if len(nums) > 2 else 1)
-    return tk.arange(out, start, step)
 
 
 # --- copies into slices / rows ----------------------------------------------------------------------
@@ -78,6 +56,32 @@ def _slice_scatter(ctx, node, x, src, dim=0, start=None, end=None, step=1):
     view = out.index((slice(None),) * dim + (slice(start, max(start, end), step),))
     if view.size:
         dma_copy_split(view, src.broadcast_to(tuple(view.shape)))
+    return out
+
+
+def _pad_refusal(node, x, pad, value=0.0):
+    if any(p < 0 for p in pad):
+        return f"constant_pad_nd with negative pads {list(pad)} (cropping is not lowered)"
+    return _fill_refusal_value(node, value)
+
+
+def _fill_refusal_value(node, value):
+    if node.meta["val"].dtype == torch.int64 and not -2**31 <= float(value) < 2**31:
+        return f"{node.target} with the value {value}, beyond the int32 the device holds int64 in"
+    return None
+
+
+@lowers(aten.constant_pad_nd, dtypes=INDEX, supports=_pad_refusal)
+def _constant_pad(ctx, node, x, pad, value=0.0):
+    """out = value everywhere, then x copied into the interior (pads are (before, after) pairs from
+    the last dim backwards, as F.pad takes them)."""
+    out = tk.fill(ctx.out(node), float(value))
+    key = [slice(None)] * x.ndim
+    for i in range(len(pad) // 2):
+        d = x.ndim - 1 - i
+        key[d] = slice(pad[2 * i], pad[2 * i] + x.shape[d])
+    if x.size:
+        dma_copy_split(out.index(tuple(key)), x)
     return out
 
 
@@ -106,6 +110,26 @@ def _index_put(ctx, node, x, indices, values, accumulate=False):
         tk.scatter_add_rows(out, src, index)
     else:
         gather.scatter_rows(out, src, index)
+    return out
+
+
+def _gather_refusal(node, x, dim, index, sparse_grad=False):
+    if index.ndim != x.ndim:
+        return f"gather with a {index.ndim}-D index of a {x.ndim}-D input"
+    return None
+
+
+@lowers(aten.gather, dtypes=INDEX, supports=_gather_refusal)
+def _gather(ctx, node, x, dim, index, sparse_grad=False):
+    out = ctx.out(node)
+    dim %= max(1, x.ndim)
+    if x.ndim == 0:
+        dma_copy_split(out, x)
+        return out
+    order = (dim,) + tuple(i for i in range(x.ndim) if i != dim)
+    ip = index.permute(order)
+    xp = x.permute(order).index((slice(None),) + tuple(slice(0, n) for n in ip.shape[1:]))
+    tk.gather_dim0(out.permute(order), xp, ip)
     return out
 
 
@@ -190,8 +214,7 @@ def _any(ctx, node, x, dims=None, keepdim=False):
 
 # Kept whole by the inference capture too (see the module docstring).
 TRAINING_PRESERVED = [aten.nll_loss_forward.default, aten.nll_loss_backward.default,
-                      aten.embedding_dense_backward.default, aten.slice_scatter.default,
-                      aten.full_like.default, aten.any.dim]
+                      aten.embedding_dense_backward.default]
 PRESERVED.extend(op for op in TRAINING_PRESERVED if op not in PRESERVED)
 
-__all__ = ["TRAINING_PRESERVED", "REDUCTIONS", "FLOATS"]
+__all__ = ["TRAINING_PRESERVED", "REDUCTIONS"]
