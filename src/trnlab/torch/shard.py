@@ -888,6 +888,7 @@ class ShardedReport(Report):
     hbm_per_rank_bytes: int = 0
     min_tp: Optional[int] = None
     sequence_parallel: bool = False
+    lnc: int = 1                        # physical NeuronCores per rank on the system
     sharding: list = field(default_factory=list)
 
     @property
@@ -934,6 +935,8 @@ def tp_table(r: ShardedReport):
             ("cost", f"{fmt_usd(r.usd_per_million_tokens)} per million tokens ({r.tp} of {r.instance_cores} "
                      f"NeuronCores of {r.instance} ${r.usd_per_hour:.2f}/h)"),
             ("instructions", f"{r.instructions:,} per rank"),
+            *([("note", f"a rank of {r.system} is a logical NeuronCore of {r.lnc} physical cores; its compute is "
+                        "simulated on one physical core (an upper bound)")] if r.lnc > 1 else []),
             ("simulation", f"compile {r.compile_s:.1f} s, run {r.wall_s:.1f} s wall")]
     for k, v in rows:
         t.add_row(k, v)
@@ -1049,7 +1052,7 @@ class ShardedModel:
                             rank_compute_us=[c * 1e6 for c in _per_rank(rr.compute_s, self.tp)],
                             rank_latency_us=[c * 1e6 + coll_us for c in _per_rank(rr.compute_s, self.tp)],
                             collectives=rr.collectives, hbm_per_rank_bytes=self.weights + self.activations,
-                            min_tp=self.min_tp, sequence_parallel=self.sequence_parallel, sharding=list(self.plan.notes) if self.plan else [])
+                            min_tp=self.min_tp, sequence_parallel=self.sequence_parallel, lnc=s.lnc, sharding=list(self.plan.notes) if self.plan else [])
         if self.check:
             rep.numerics = api.compare(self.model, args, rr.outputs, api.dtype_name(self.dtype), kwargs)
         return rep
