@@ -210,3 +210,24 @@ def test_a_model_too_big_for_one_rank_is_refused_naming_the_smallest_tp():
     fn = tt.compile(m, (ids,), dtype=torch.float32, tp=2, system=small, numerics=False)
     assert fn.report.min_tp == 2 and fn.report.hbm_capacity_bytes == 4 * 2**20
     assert per_rank_tp2 <= fn.report.weights_bytes < per_rank_tp2 + 64 * 1024    # + the RoPE tables
+
+
+def test_a_vocabulary_not_divisible_by_tp_is_padded():
+    """Vocabulary 509 at TP 4: each rank holds ceil(509 / 4) = 128 rows of the embedding / lm_head, the last
+    rank's 3 extra rows zeros (Megatron pads the vocabulary the same way); the logits come back 509 wide."""
+    import dataclasses
+    cfg = dataclasses.replace(models.config("gpt2-tiny"), vocab=509)     # tied embedding and lm_head
+    m = models.Decoder(cfg)
+    models._init(m, 0)
+    m.eval()
+    ids = models.example_ids(cfg, 1, SEQ)
+    fn = tt.compile(m, (ids,), dtype=torch.float32, tp=4)
+    with torch.no_grad():
+        ref = m(ids)
+    got = fn.last_run.outputs
+    assert got.shape == ref.shape == (1, SEQ, 509)
+    assert float((got - ref).abs().max()) <= BOUNDS["float32"] * float(ref.abs().max())
+    table = m.embed.weight
+    last = shard.rank_export(fn.plan, fn.ep, 3).state_dict["lm_head.weight"]
+    assert last.shape == (128, cfg.hidden)
+    assert torch.equal(last[:125], table[384:]) and not last[125:].any()

@@ -88,13 +88,20 @@ class Shard:
 
 @dataclass(frozen=True)
 class WeightSlice:
-    """How a state tensor is cut for each rank: along `dim`, as Shard describes."""
+    """How a state tensor is cut for each rank: along `dim`, as Shard describes. `padded` > 0: the dim is
+    first padded with zeros to that size (a vocabulary not divisible by tp, as Megatron pads it)."""
     dim: int
     groups: int
     sections: int = 1
+    padded: int = 0
 
     def take(self, value: torch.Tensor, rank: int, tp: int) -> torch.Tensor:
         size = value.shape[self.dim]
+        if self.padded > size:
+            shape = list(value.shape)
+            shape[self.dim] = self.padded - size
+            value = torch.cat([value, torch.zeros(shape, dtype=value.dtype, device=value.device)], dim=self.dim)
+            size = self.padded
         part = size // self.sections
         block = part // self.groups
         b = rank * self.groups // tp
@@ -230,6 +237,9 @@ class _Sharder:
                 "sections)")
         n = self._emit(all_gather, (new, spec.dim, self.tp), like=old, spec=None, gshape=self.gshape[new])
         self.collectives.append(n)
+        whole = _shape(old)
+        if whole and self.gshape[new][spec.dim] != whole[spec.dim]:           # drop the padding
+            n = self._emit(aten.slice.Tensor, (n, spec.dim, 0, whole[spec.dim]), like=old, spec=None, gshape=whole)
         self.notes.append(f"{old.name}: all-gathered for {self._consumer}")
         self.gathered[new] = n
         return n
@@ -334,15 +344,21 @@ class _Sharder:
             layout = self._column_layout(node, _shape(w_old)[w_out])
             if layout is None:
                 return self._copy(node, None, args)
-            groups, sections = layout
-            self._slice(w_old, WeightSlice(w_out, groups, sections))
+            groups, sections, padded = layout
+            self._slice(w_old, WeightSlice(w_out, groups, sections, padded))
             if b_old is not None:
-                self._slice(b_old, WeightSlice(0, groups, sections))
-            self.notes.append(f"{w_old.name}: column-parallel ({_describe_layout(groups, sections, self.tp)})")
-            return self._copy(node, Shard(len(out_shape) - 1, groups, sections), args)
+                self._slice(b_old, WeightSlice(0, groups, sections, padded))
+            self.notes.append(f"{w_old.name}: column-parallel ({_describe_layout(groups, sections, self.tp)}"
+                              + (f", padded to {padded})" if padded else ")"))
+            n = self._copy(node, Shard(len(out_shape) - 1, groups, sections), args)
+            if padded:
+                self.gshape[n] = (*out_shape[:-1], padded)
+            return n
         if spec.dim != last or spec.groups != self.tp or spec.sections != 1:
             return self._fallback(node)
-        self._slice(w_old, WeightSlice(1 - w_out, self.tp))
+        width = self.gshape[x][-1]                    # the input's features (padded, after a padded split)
+        pad = width if width != _shape(w_old)[1 - w_out] else 0
+        self._slice(w_old, WeightSlice(1 - w_out, self.tp, 1, pad))
         mm = aten.linear.default if w_out == 0 else aten.mm.default
         n = self._emit(mm, (x, self.env[w_old]), like=node, spec=None, gshape=out_shape)
         red = self._sum_over_ranks(n, node, out_shape)
@@ -353,7 +369,7 @@ class _Sharder:
         return red
 
     def _column_layout(self, node, n_out: int) -> Optional[tuple]:
-        """(groups, sections) of a column-parallel linear's output features, None to keep it whole."""
+        """(groups, sections, padded size or 0) of a column-parallel linear's output features."""
         tp = self.tp
         users = list(node.users)
         while len(users) == 1 and _packet(users[0]) in VIEWS and _shape(users[0])[-1:] == (n_out,):
@@ -364,17 +380,17 @@ class _Sharder:
                 sections = n_out // size
                 heads = {h for g in users[0].users for h in self._heads_of(g, size)}
                 if size % tp == 0 and all(h % tp == 0 for h in heads):
-                    return tp, sections
+                    return tp, sections, 0
                 raise _indivisible("fused projection", node, size if not heads else min(heads), tp)
         heads = {h for u in users for h in self._heads_of(u, n_out)}
         if heads:
             h = min(heads)
             if h % tp == 0:
-                return tp, 1
+                return tp, 1, 0
             if tp % h == 0:
-                return h, 1           # GQA: fewer KV heads than ranks; each rank keeps the KV head it needs
+                return h, 1, 0        # GQA: fewer KV heads than ranks; each rank keeps the KV head it needs
             raise _indivisible("attention heads", node, h, tp)
-        return (tp, 1) if n_out % tp == 0 else None
+        return (tp, 1, 0) if n_out % tp == 0 else (tp, 1, -(-n_out // tp) * tp)   # pad the features
 
     @staticmethod
     def _heads_of(user, features: int) -> list:
@@ -389,10 +405,8 @@ class _Sharder:
         """Vocab-parallel embedding: rows [start, start + V/tp) on each rank, masked lookup, all-reduce."""
         w_old, ids_old = node.args[0], node.args[1]
         vocab, dim = _shape(w_old)
-        if vocab % self.tp:
-            return self._copy(node, None)
-        rows = vocab // self.tp
-        self._slice(w_old, WeightSlice(0, self.tp))
+        rows = -(-vocab // self.tp)                   # a vocabulary not divisible by tp is padded
+        self._slice(w_old, WeightSlice(0, self.tp, 1, rows * self.tp if vocab % self.tp else 0))
         self.notes.append(f"{w_old.name}: vocab-parallel embedding + all-reduce")
         device = self.ep.state_dict[self.target_of[w_old]].device     # meta for shapes-only models
         start = self._rank_constant(f"tp_vocab_start_{node.name}",
