@@ -264,8 +264,6 @@ def _check_tp(command: str, name: str, tp: Optional[int], system: Optional[str],
         _fail(command, str(exc).replace("system=", "--system ").replace("target=", "--target "))
     if tp is not None and tp > spec.ranks:
         _fail(command, f"--tp {tp} exceeds the {spec.ranks} ranks of {spec.name}")
-    if decode:
-        _fail(command, "--decode with --tp is not supported yet (tensor parallelism runs the prefill)")
     from trnlab.torch.models import CONFIGS
     cfg = CONFIGS.get(name)
     if cfg is not None and tp is not None:

@@ -51,10 +51,12 @@ def compile_builtin(name: str, *, target=None, batch=1, seq=128, dtype="bf16", d
     model, inputs = _build(name, batch, seq, numerics)
     _stage(progress, f"capturing {name} (torch.export)")
     if tp is not None or system is not None:
+        sharding = dict(tp=tp, system=system, sequence_parallel=sequence_parallel)
+        compiled, report = _compile_sharded(model, inputs, target, dtype, numerics, name, progress,
+                                            tokens=batch * seq, **sharding)
         if decode:
-            raise ValueError("--decode with --tp is not supported yet (tensor parallelism runs the prefill)")
-        return _compile_sharded(model, inputs, target, system, tp, dtype, numerics, name, progress,
-                                tokens=batch * seq, sequence_parallel=sequence_parallel)
+            report.decode = _decode(name, model, target, batch, seq, dtype, decode, numerics, progress, sharding)
+        return compiled, report
     compiled = _compile(model, inputs, target, dtype, numerics, name, progress, tokens=batch * seq)
     report = compiled.report
     if decode:
@@ -74,15 +76,15 @@ def _compile(model, inputs, target, dtype, numerics, name, progress, tokens, pha
     return compiled
 
 
-def _compile_sharded(model, inputs, target, system, tp, dtype, numerics, name, progress, tokens,
-                     sequence_parallel=False):
+def _compile_sharded(model, inputs, target, dtype, numerics, name, progress, tokens, tp=None, system=None,
+                     sequence_parallel=False, phase="prefill"):
     from trnlab.torch.shard import ShardedModel
     compiled = ShardedModel(model, inputs, tp=tp or 1, system=system, target=target, dtype=dtype,
                             numerics=numerics, name=name, tokens=tokens, run_example=False,
-                            sequence_parallel=sequence_parallel)
+                            sequence_parallel=sequence_parallel, phase=phase)
     n_ops = len(compiled.programs[0].device_nodes())
     ranks = len(compiled.programs)
-    tick = _stage(progress, f"running {name} prefill on {ranks} simulated NeuronCore(s), tp={compiled.tp}",
+    tick = _stage(progress, f"running {name} {phase} on {ranks} simulated NeuronCore(s), tp={compiled.tp}",
                   total=n_ops)
     compiled.run(progress=tick)
     if numerics:
@@ -90,7 +92,7 @@ def _compile_sharded(model, inputs, target, system, tp, dtype, numerics, name, p
     return compiled, compiled.report
 
 
-def _decode(name, model, target, batch, seq, dtype, steps, numerics, progress):
+def _decode(name, model, target, batch, seq, dtype, steps, numerics, progress, sharding=None):
     """Time `steps` single-token decode steps against a static KV cache of seq + steps positions."""
     import torch
     from trnlab.torch import models
@@ -100,7 +102,11 @@ def _decode(name, model, target, batch, seq, dtype, steps, numerics, progress):
     length = seq + steps
     inputs = models.decode_inputs(model.cfg, batch, length, seq) if numerics else \
         _meta_decode_inputs(model.cfg, batch, length, seq)
-    compiled = _compile(step, inputs, target, dtype, numerics, name, progress, tokens=batch, phase="decode")
+    if sharding:          # tensor parallel: the KV caches split by heads across the ranks
+        compiled, _ = _compile_sharded(step, inputs, target, dtype, numerics, name, progress, tokens=batch,
+                                       phase="decode", **sharding)
+    else:
+        compiled = _compile(step, inputs, target, dtype, numerics, name, progress, tokens=batch, phase="decode")
     reports = [compiled.report]
     outs = compiled.last_run.outputs
     for i in range(1, steps):

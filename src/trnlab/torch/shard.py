@@ -122,6 +122,8 @@ class ShardPlan:
     rank_constants: dict               # constant target -> rank -> tensor
     collectives: list                  # collective nodes of the graph, in order
     notes: list = field(default_factory=list)   # what was sharded how (for the report)
+    input_slices: dict = field(default_factory=dict)   # user input name -> WeightSlice (KV caches)
+    output_shards: dict = field(default_factory=dict)  # output index -> Shard, gathered on the host (caches)
 
     def state_for(self, ep, rank: int) -> tuple[dict, dict]:
         """(state_dict, constants) of one rank."""
@@ -200,6 +202,9 @@ class _Sharder:
         self.new_placeholders: list = []      # (node, InputSpec) added for per-rank constants
         self._consumer = ""
         self.gathered: dict = {}              # split value -> its all-gather node
+        self.user_inputs = set(self.dynamic)
+        self.input_slices: dict = {}
+        self.output_shards: dict = {}
         self.first_call = None
 
     # --- helpers ---
@@ -244,6 +249,40 @@ class _Sharder:
         self.gathered[new] = n
         return n
 
+    def _output(self, i: int, old):
+        """A model output: all-gathered, except an updated KV cache, which stays on its ranks (the host
+        assembles it for the caller; serving keeps it sharded between steps)."""
+        if not isinstance(old, torch.fx.Node):
+            return old
+        new = self.env[old]
+        spec = self.spec.get(new)
+        if isinstance(spec, Shard) and new.target is aten.index_copy.default:
+            self.output_shards[i] = spec
+            return new
+        return self._gather(new, old)
+
+    def _index_copy(self, node):
+        """index_copy(cache, dim, pos, new) with the new keys/values split by heads: the cache (a user input
+        used only here) is split the same way, each rank holding the KV heads its query heads use."""
+        x_old, dim, idx, src_old = node.args[:4]
+        src_spec = self.spec.get(self.env[src_old])
+        x_spec = self.spec.get(self.env[x_old])
+        nd = len(_shape(node))
+        if not isinstance(src_spec, Shard) or src_spec.sections != 1 or src_spec.dim == dim % nd:
+            return None
+        if isinstance(idx, torch.fx.Node) and self.spec.get(self.env[idx]) is not None:
+            return None
+        if x_spec is None:
+            if x_old not in self.user_inputs or len(x_old.users) != 1:
+                return None
+            self.input_slices[x_old.name] = WeightSlice(src_spec.dim, src_spec.groups)
+            self.spec[self.env[x_old]] = src_spec
+            self.notes.append(f"{x_old.name}: input split like its new entries (KV cache, {src_spec.groups} "
+                              "head groups)")
+        elif x_spec != src_spec:
+            return None
+        return self._copy(node, src_spec)
+
     def _arg(self, a):
         return self.env[a] if isinstance(a, torch.fx.Node) else a
 
@@ -258,8 +297,7 @@ class _Sharder:
                 self.gshape[n] = _shape(node)
             elif node.op == "output":
                 self._consumer = "the model's outputs"
-                outs = [self._gather(self.env[o], o) if isinstance(o, torch.fx.Node) else o
-                        for o in node.args[0]]
+                outs = [self._output(i, o) for i, o in enumerate(node.args[0])]
                 self.g.output(tuple(outs))
             elif node.op == "call_function":
                 if any(d in self.dynamic for d in node.all_input_nodes):
@@ -280,6 +318,10 @@ class _Sharder:
                 return out
         if p is aten.embedding and node.args[0] in self.params and node.args[1] in self.dynamic:
             return self._embedding(node)
+        if p is aten.index_copy:
+            out = self._index_copy(node)
+            if out is not None:
+                return out
         if all(s is None for s in specs):
             return self._copy(node, None)
         rule = {aten.permute: self._permute, aten.transpose: self._transpose, aten.split: self._split,
@@ -634,7 +676,7 @@ class _Sharder:
         specs = [added[n] if n in added else next(old_specs) for n in placeholders]
         sig = self.ep.graph_signature
         return ShardPlan(self.tp, gm, specs, list(sig.output_specs), self.ep.call_spec.out_spec, self.slices,
-                         self.rank_constants, self.collectives, self.notes)
+                         self.rank_constants, self.collectives, self.notes, self.input_slices, self.output_shards)
 
 
 def _shape_list(node) -> list:
@@ -713,7 +755,11 @@ def _propagate_meta(plan: ShardPlan, ep) -> None:
                 spec = specs[n]
                 if spec.kind == InputKind.USER_INPUT:
                     v = n.meta["val"]
-                    value = torch.empty(v.shape, dtype=v.dtype, device=v.device.type) \
+                    shape = list(v.shape) if isinstance(v, torch.Tensor) else []
+                    cut = plan.input_slices.get(n.name)
+                    if cut is not None:
+                        shape[cut.dim] //= cut.groups
+                    value = torch.empty(shape, dtype=v.dtype, device=v.device.type) \
                         if isinstance(v, torch.Tensor) else v
                 else:
                     value = by_target[spec.target]
@@ -820,12 +866,14 @@ def run_ranks(programs: list, plan: ShardPlan, flat_inputs: list, *, chip, syste
     lead = programs[0]
     device = set(lead.device_nodes())
     with blas_threads(1):
-        for p, m, ctx in zip(programs, machines, ctxs):
+        for r, (p, m, ctx) in enumerate(zip(programs, machines, ctxs)):
             with running(m):
                 p._place_state(ctx)
                 for node, value in zip(p.info.user_inputs, flat_inputs):
                     if isinstance(value, torch.Tensor):
                         value = value.to(node.meta["val"].dtype)
+                        cut = plan.input_slices.get(node.name)
+                        value = cut.take(value, r, plan.tp) if cut is not None else value
                     ctx.env[node] = ctx.bind(value, node.name)
         for node in lead.graph.nodes:
             if node.op != "call_function" or node not in device:
@@ -837,15 +885,32 @@ def run_ranks(programs: list, plan: ShardPlan, flat_inputs: list, *, chip, syste
                 _exchange(node, ctxs, cc)
             if progress is not None:
                 progress()
-        outputs = []
-        for p, m, ctx in zip(programs[:1], machines[:1], ctxs[:1]):
+        per_rank = []
+        for p, m, ctx in zip(programs if plan.output_shards else programs[:1], machines, ctxs):
             with running(m):
-                outputs = [None if n is None else p._to_host(ctx, n) for n in p.info.outputs]
+                per_rank.append([None if n is None else p._to_host(ctx, n) for n in p.info.outputs])
+        outputs = _assemble(per_rank, plan)
     wall = time.perf_counter() - t0
     runs = [RunResult(pytree.tree_unflatten(outputs, lead.info.out_spec) if r == 0 else None, records[r],
                       m.scheduler.end, m, wall, [x for x in records[r] if x.where == "cpu-fallback"], p)
             for r, (p, m) in enumerate(zip(programs, machines))]
     return RankRun(runs, runs[0].outputs, collective_table(plan, system), [m.scheduler.end for m in machines], wall)
+
+
+def _assemble(per_rank: list, plan: ShardPlan) -> list:
+    """Rank 0's outputs, with the outputs that stay split (KV caches) put together from the ranks holding
+    each block (on the host: no collective)."""
+    outputs = list(per_rank[0])
+    for i, spec in plan.output_shards.items():
+        local = outputs[i]
+        if local.is_meta or len(per_rank) == 1:
+            shape = list(local.shape)
+            shape[spec.dim] *= spec.groups
+            outputs[i] = torch.empty(shape, dtype=local.dtype, device="meta")
+            continue
+        owners = sorted({r * spec.groups // plan.tp: r for r in reversed(range(plan.tp))}.items())
+        outputs[i] = torch.cat([per_rank[r][i] for _, r in owners], dim=spec.dim)
+    return outputs
 
 
 def _exchange(node, ctxs, cc) -> None:
@@ -939,6 +1004,9 @@ def tp_table(r: ShardedReport):
     rows = [("predicted latency", f"{fmt_time(r.latency_s)} = rank compute {fmt_time(compute)} + collectives "
                                   f"{fmt_time(r.collectives_us * 1e-6)} ({r.phase}, {r.tokens} tokens)"),
             ("collectives", coll or "none"),
+            *([("decode", f"{fmt_time(r.decode.latency_s)} per step ({r.decode.tokens} tokens/step, collectives "
+                          f"{fmt_time(r.decode.collectives_us * 1e-6)}) = {r.decode.tokens_per_s:,.0f} tokens/s, "
+                          f"MFU {r.decode.mfu:.2%}")] if r.decode is not None else []),
             ("ranks", f"{r.tp} ({r.simulated_ranks} simulated; "
                       + ("all ranks run the same instructions)" if r.simulated_ranks < r.tp else "in lockstep)")),
             ("throughput", f"{r.tokens_per_s:,.0f} tokens/s on {r.tp} NeuronCores"),
@@ -1078,5 +1146,5 @@ def _per_rank(compute_s: list, tp: int) -> list:
 
 
 def _no_plan(tp: int) -> ShardPlan:
-    return ShardPlan(tp, None, [], [], None, {}, {}, [])
+    return ShardPlan(tp, None, [], [], None, {}, {}, [], [], {}, {})
 
