@@ -208,7 +208,15 @@ def model(name: Optional[str] = typer.Argument(None, help="Built-in model (see -
           json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
           out: Optional[str] = typer.Option(None, help="Write trace + HTML reports into this folder (new, empty, "
                                                        "or a previous trnlab output)."),
-          max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
+          max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP),
+          tp: Optional[int] = typer.Option(None, "--tp", metavar="N",
+                                           help="Tensor parallelism over N NeuronCores (Megatron-style; prefill)."),
+          system: Optional[str] = typer.Option(None, "--system",
+                                               help="System the ranks run on (trnlab.hw.systems; default: the "
+                                                    "target chip's instance, one rank per NeuronCore)."),
+          sequence_parallel: bool = typer.Option(False, "--sequence-parallel",
+                                                 help="With --tp: reduce-scatter/all-gather over the sequence "
+                                                      "instead of all-reduce (Megatron sequence parallelism).")):
     """Compile a built-in PyTorch model onto the simulated chip: outputs checked, time, MFU, cost."""
     if list_models:
         for n in _model_names("model"):
@@ -229,13 +237,42 @@ def model(name: Optional[str] = typer.Argument(None, help="Built-in model (see -
     if decode and name not in decoder_names():
         _fail("model", f"--decode needs a built-in decoder, not {name!r}; valid values: {', '.join(decoder_names())}")
     _check_out("model", out)
+    _check_tp("model", name, tp, system, target, decode)
+    if sequence_parallel and tp is None:
+        _fail("model", "--sequence-parallel needs --tp N (N >= 2)")
     with _instruction_limit(max_instructions):
         try:
             code = model_command(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,
-                                 numerics=numerics, json_out=json_out, out=out)
+                                 numerics=numerics, json_out=json_out, out=out, tp=tp, system=system,
+                                 sequence_parallel=sequence_parallel)
         except ImportError as exc:
             _missing_extra("model", exc)
     raise typer.Exit(code)
+
+
+def _check_tp(command: str, name: str, tp: Optional[int], system: Optional[str], target: Optional[str],
+              decode: int) -> None:
+    """--tp / --system: an integer >= 1 within the system's ranks that splits the built-in model's heads."""
+    if tp is None and system is None:
+        return
+    _check_int(command, "--tp", tp, 1)
+    from trnlab.errors import TrnlabError
+    from trnlab.torch.shard import resolve_system
+    try:
+        spec = resolve_system(system, target)
+    except TrnlabError as exc:
+        _fail(command, str(exc).replace("system=", "--system ").replace("target=", "--target "))
+    if tp is not None and tp > spec.ranks:
+        _fail(command, f"--tp {tp} exceeds the {spec.ranks} ranks of {spec.name}")
+    from trnlab.torch.models import CONFIGS
+    cfg = CONFIGS.get(name)
+    if cfg is not None and tp is not None:
+        if cfg.heads % tp:
+            _fail(command, f"--tp {tp} does not divide the {cfg.heads} attention heads of {name}; valid values: "
+                           + ", ".join(str(t) for t in range(1, cfg.heads + 1) if cfg.heads % t == 0
+                                       and (cfg.kv_heads % t == 0 or t % cfg.kv_heads == 0)))
+        if cfg.kv_heads % tp and tp % cfg.kv_heads:
+            _fail(command, f"--tp {tp} neither divides nor is a multiple of the {cfg.kv_heads} KV heads of {name}")
 
 
 CHECKPOINTING = ("none", "selective", "full")

@@ -216,7 +216,7 @@ def run_report(run: RunResult, program: Program, chip, dtype: torch.dtype, *, na
 
 def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallback=None, numerics=True,
             check=True, name=None, tokens=None, trace=True, example_kwargs: dict | None = None,
-            train: bool = False):
+            train: bool = False, tp: int | None = None, system=None, sequence_parallel: bool = False):
     """Compile `model` for one simulated NeuronCore and run it once on example_inputs (a tuple of
     forward's positional arguments, or one tensor) and example_kwargs.
 
@@ -227,7 +227,15 @@ def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallbac
     train=True: the training capture instead (trnlab.torch.train): returns torch.compile(model) with
     the trnlab backend; calls run the forward graph on the simulated chip and return outputs whose
     .backward() runs the backward graph there too. Nothing runs at compile time (the options are
-    checked); each step's reports are on trnlab.torch.dynamo.last_training()."""
+    checked); each step's reports are on trnlab.torch.dynamo.last_training().
+
+    tp=N (and optionally system=, a name from trnlab.hw.systems or a SystemSpec): tensor parallelism over
+    N NeuronCores of that system (trnlab.torch.shard); returns a ShardedModel whose ShardedReport adds
+    ranks, collectives_us, rank_latency_us and the per-rank HBM use. sequence_parallel=True: reduce-scatter /
+    all-gather over the sequence instead of all-reduce (Megatron sequence parallelism)."""
+    if train and (tp is not None or system is not None):
+        raise OptionError("train=True with tp/system is not supported yet: tensor parallelism runs inference "
+                          "(prefill) graphs")
     if train:
         from trnlab.torch.train import compile_train
         _check_values(fallback, numerics, check)
@@ -235,6 +243,12 @@ def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallbac
         get_chip(target)
         return compile_train(model, target=target, dtype=dtype, fallback=fallback, numerics=numerics,
                              check=check, name=name)
+    if tp is not None or system is not None:
+        from trnlab.torch.shard import ShardedModel
+        return ShardedModel(model, example_inputs, tp=1 if tp is None else tp, system=system, target=target,
+                            dtype=dtype, fallback=fallback, numerics=numerics, check=check, name=name,
+                            tokens=tokens, trace=trace, example_kwargs=example_kwargs,
+                            sequence_parallel=sequence_parallel)
     return CompiledModel(model, example_inputs, target=target, dtype=dtype, fallback=fallback, numerics=numerics,
                          check=check, name=name, tokens=tokens, trace=trace, example_kwargs=example_kwargs)
 
@@ -329,7 +343,9 @@ def check_weights_fit(model, dtype, chip, name) -> None:
         raise HbmCapacityError(
             f"{name} weights need {fmt_bytes(total)} ({total} B) in {dtype_name(dtype)}, more than the "
             f"{fmt_bytes(limit)} ({limit} B) of HBM of one {chip.name} NeuronCore "
-            f"({fmt_bytes(chip.hbm_bytes)} per chip / {chip.cores_per_chip} cores)", required=total, limit=limit)
+            f"({fmt_bytes(chip.hbm_bytes)} per chip / {chip.cores_per_chip} cores); shard it over at least "
+            f"{-(-total // limit)} NeuronCores with tensor parallelism (tp=N; trnlab model --tp N)",
+            required=total, limit=limit)
 
 
 def compare(model, args, outputs, dtype: str, kwargs: dict | None = None) -> list[NumericsCheck]:

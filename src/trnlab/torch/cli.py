@@ -45,10 +45,18 @@ def _build(name: str, batch: int, seq: int, numerics: bool):
 
 
 def compile_builtin(name: str, *, target=None, batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
-                    progress=None):
-    """Compile and run a built-in model (prefill, then `decode` single-token steps); return the report."""
+                    progress=None, tp=None, system=None, sequence_parallel=False):
+    """Compile and run a built-in model (prefill, then `decode` single-token steps); return the report.
+    tp/system: tensor parallelism over tp NeuronCores of the system (prefill only)."""
     model, inputs = _build(name, batch, seq, numerics)
     _stage(progress, f"capturing {name} (torch.export)")
+    if tp is not None or system is not None:
+        sharding = dict(tp=tp, system=system, sequence_parallel=sequence_parallel)
+        compiled, report = _compile_sharded(model, inputs, target, dtype, numerics, name, progress,
+                                            tokens=batch * seq, **sharding)
+        if decode:
+            report.decode = _decode(name, model, target, batch, seq, dtype, decode, numerics, progress, sharding)
+        return compiled, report
     compiled = _compile(model, inputs, target, dtype, numerics, name, progress, tokens=batch * seq)
     report = compiled.report
     if decode:
@@ -68,7 +76,23 @@ def _compile(model, inputs, target, dtype, numerics, name, progress, tokens, pha
     return compiled
 
 
-def _decode(name, model, target, batch, seq, dtype, steps, numerics, progress):
+def _compile_sharded(model, inputs, target, dtype, numerics, name, progress, tokens, tp=None, system=None,
+                     sequence_parallel=False, phase="prefill"):
+    from trnlab.torch.shard import ShardedModel
+    compiled = ShardedModel(model, inputs, tp=tp or 1, system=system, target=target, dtype=dtype,
+                            numerics=numerics, name=name, tokens=tokens, run_example=False,
+                            sequence_parallel=sequence_parallel, phase=phase)
+    n_ops = len(compiled.programs[0].device_nodes())
+    ranks = len(compiled.programs)
+    tick = _stage(progress, f"running {name} {phase} on {ranks} simulated NeuronCore(s), tp={compiled.tp}",
+                  total=n_ops)
+    compiled.run(progress=tick)
+    if numerics:
+        _stage(progress, "checking against eager PyTorch (fp32)")
+    return compiled, compiled.report
+
+
+def _decode(name, model, target, batch, seq, dtype, steps, numerics, progress, sharding=None):
     """Time `steps` single-token decode steps against a static KV cache of seq + steps positions."""
     import torch
     from trnlab.torch import models
@@ -78,7 +102,11 @@ def _decode(name, model, target, batch, seq, dtype, steps, numerics, progress):
     length = seq + steps
     inputs = models.decode_inputs(model.cfg, batch, length, seq) if numerics else \
         _meta_decode_inputs(model.cfg, batch, length, seq)
-    compiled = _compile(step, inputs, target, dtype, numerics, name, progress, tokens=batch, phase="decode")
+    if sharding:          # tensor parallel: the KV caches split by heads across the ranks
+        compiled, _ = _compile_sharded(step, inputs, target, dtype, numerics, name, progress, tokens=batch,
+                                       phase="decode", **sharding)
+    else:
+        compiled = _compile(step, inputs, target, dtype, numerics, name, progress, tokens=batch, phase="decode")
     reports = [compiled.report]
     outs = compiled.last_run.outputs
     for i in range(1, steps):
@@ -140,6 +168,7 @@ def write_outputs(compiled, report, out: str | Path, console=None) -> list[Path]
     from trnlab.profile.outputs import staged_dir, write_text_atomic
     out = Path(out)
     run = compiled.last_run
+    run = run.runs[0] if hasattr(run, "runs") else run          # tensor parallel: rank 0's run
     with staged_dir(out, {"command": "model", "model": report.model}) as tmp:
         profile_run(run, tmp, name=report.model, quiet=True)
         from trnlab.torch.report import add_kernel_lines
@@ -222,7 +251,7 @@ def model_html(report) -> str:
 
 # --- commands -------------------------------------------------------------------------------------
 def model_command(name: str, *, target=None, batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
-                  json_out=False, out=None) -> int:
+                  json_out=False, out=None, tp=None, system=None, sequence_parallel=False) -> int:
     from trnlab.console import make_console
     from trnlab.errors import TrnlabError
     console = make_console(stderr=json_out)
@@ -231,7 +260,8 @@ def model_command(name: str, *, target=None, batch=1, seq=128, dtype="bf16", dec
         if progress:
             progress[0].start()
         compiled, report = compile_builtin(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,
-                                           numerics=numerics, progress=progress)
+                                           numerics=numerics, progress=progress, tp=tp, system=system,
+                                           sequence_parallel=sequence_parallel)
     except (TrnlabError, KeyError, ValueError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc   # str(KeyError) adds quotes
         from rich.markup import escape
