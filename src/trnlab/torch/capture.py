@@ -7,6 +7,7 @@ import copy
 import functools
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -87,15 +88,16 @@ def source_line(node) -> str:
     return f"{path}:{line}  {code.strip()}"
 
 
-@functools.cache
 def _library_dirs() -> tuple:
-    """The installed torch package's directory, then transformers' (when installed)."""
-    dirs = [os.path.dirname(torch.__file__)]
-    try:
-        import transformers
-        dirs.append(os.path.dirname(transformers.__file__))
-    except ImportError:
-        pass
+    """The installed torch package's directory, then transformers' once it is imported (before that
+    no frame can come from it; importing it here would cost seconds in runs that never use it)."""
+    transformers = sys.modules.get("transformers")
+    return _package_dirs(getattr(transformers, "__file__", None))
+
+
+@functools.cache
+def _package_dirs(transformers_file) -> tuple:
+    dirs = [os.path.dirname(torch.__file__)] + ([os.path.dirname(transformers_file)] if transformers_file else [])
     return tuple(os.path.realpath(d) + os.sep for d in dirs)
 
 
