@@ -206,4 +206,7 @@ def test_lowering_matches_eager(op):
 
 
 def test_every_registered_lowering_has_a_case():
-    assert set(LOWERINGS) == set(CASES)
+    # Collective nodes exist only in graphs trnlab.torch.shard rewrote for one rank; their values come
+    # from the ranks together (shard.run_ranks), checked against eager in tests/test_torch_shard.py.
+    from trnlab.torch.shard import COLLECTIVES
+    assert set(LOWERINGS) - set(COLLECTIVES) == set(CASES)
