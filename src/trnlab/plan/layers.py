@@ -29,7 +29,7 @@ from torch import nn
 from trnlab.errors import OptionError
 from trnlab.plan.configs import ModelSpec
 
-CACHE_VERSION = 1          # bump when the simulated graphs change meaning
+CACHE_VERSION = 3          # bump when the simulated graphs change meaning
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class ShardSpec:
     head_dim: int
     intermediate: int
     vocab: int           # vocab columns of the LM head on this rank
+    sp: int = 1          # sequence parallelism over this many ranks (1: off)
 
     def layer_params(self) -> int:
         h, d, i = self.hidden, self.head_dim, self.intermediate
@@ -66,13 +67,16 @@ def tp_problems(spec: ModelSpec, tp: int) -> list[str]:
     return out
 
 
-def shard(spec: ModelSpec, tp: int) -> ShardSpec:
-    problems = tp_problems(spec, tp)
+def shard(spec: ModelSpec, tp: int, *, sequence_parallel: bool = False, pad: bool = False) -> ShardSpec:
+    """One rank's shapes. pad=True rounds heads and FFN up to a multiple of TP (transformers-neuronx pads
+    the heads it cannot split) instead of refusing."""
+    problems = [] if pad else tp_problems(spec, tp)
     if problems:
         raise OptionError(f"{spec.name}: " + "; ".join(problems))
-    return ShardSpec(kind=spec.kind, hidden=spec.hidden, heads=spec.heads // tp,
-                     kv_heads=max(1, spec.kv_heads // tp), head_dim=spec.head_dim,
-                     intermediate=spec.intermediate // tp, vocab=-(-spec.vocab // tp))
+    return ShardSpec(kind=spec.kind, hidden=spec.hidden, heads=-(-spec.heads // tp),
+                     kv_heads=max(1, -(-spec.kv_heads // tp)), head_dim=spec.head_dim,
+                     intermediate=-(-spec.intermediate // tp), vocab=-(-spec.vocab // tp),
+                     sp=tp if sequence_parallel and tp > 1 else 1)
 
 
 # --- the shard as a PyTorch module (meta tensors only) ----------------------------------------------------
@@ -83,6 +87,11 @@ def _rope(seq: int, head_dim: int, device, offset=None):
     freqs = pos[:, None] * inv[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos(), emb.sin()
+
+
+def _gather(hx, sp: int):
+    """Stands in for the sequence-parallel all-gather: [b, n/sp, h] -> [b, n, h] (a copy on the device)."""
+    return torch.cat([hx] * sp, dim=1) if sp > 1 else hx
 
 
 def _block_class():
@@ -105,16 +114,15 @@ def _block_class():
             self.up = nn.Linear(h, (2 if llama else 1) * s.intermediate, bias=not llama)
             self.down = nn.Linear(s.intermediate, h, bias=not llama)
 
-        def _qkv(self, x):
-            s, (b, n, _) = self.s, x.shape
-            q, k, v = self.qkv(self.norm1(x)).split(
+        def _qkv(self, hx):
+            s, (b, n, _) = self.s, hx.shape
+            q, k, v = self.qkv(hx).split(
                 [s.heads * s.head_dim, s.kv_heads * s.head_dim, s.kv_heads * s.head_dim], dim=-1)
             return (q.view(b, n, s.heads, s.head_dim).transpose(1, 2),
                     k.view(b, n, s.kv_heads, s.head_dim).transpose(1, 2),
                     v.view(b, n, s.kv_heads, s.head_dim).transpose(1, 2))
 
-        def _mlp(self, x):
-            hx = self.norm2(x)
+        def _mlp(self, hx):
             if self.s.kind == "llama":
                 g, u = self.up(hx).chunk(2, dim=-1)
                 return self.down(F.silu(g) * u)
@@ -126,31 +134,37 @@ def _block_class():
             return q, k
 
         def forward(self, x, cos=None, sin=None):
-            b, n, _ = x.shape
-            q, k, v = self._qkv(x)
+            # sequence parallelism (Korthikanti et al., https://arxiv.org/abs/2205.05198): x holds this rank's
+            # seq/sp positions; norms and residual adds run on them; the all-gather before the column-parallel
+            # linears is a concatenation here (its DMA copy; the collective itself is costed by the planner) and the
+            # reduce-scatter after the row-parallel ones keeps this rank's slice
+            sp = self.s.sp
+            b, n = x.shape[0], x.shape[1] * sp
+            hx = self.norm1(x)
+            q, k, v = self._qkv(_gather(hx, sp))
             q, k = self._rope(q, k, cos, sin)
             if self.s.kv_heads != self.s.heads:
                 rep = self.s.heads // self.s.kv_heads
                 k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
             a = self._attend(q, k, v)
-            x = x + self.out(a.transpose(1, 2).reshape(b, n, self.s.heads * self.s.head_dim))
-            return x + self._mlp(x), None
+            x = x + self.out(a.transpose(1, 2).reshape(b, n, self.s.heads * self.s.head_dim))[:, :n // sp]
+            hx = self.norm2(x)
+            return x + self._mlp(_gather(hx, sp))[:, :n // sp], None
 
         def decode(self, x, cos, sin, ck, cv, pos, mask):
             b, n, _ = x.shape
-            q, k, v = self._qkv(x)
+            q, k, v = self._qkv(self.norm1(x))
             q, k = self._rope(q, k, cos, sin)
             ck, cv = ck.index_copy(2, pos, k), cv.index_copy(2, pos, v)
             a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=mask, enable_gqa=True)
             x = x + self.out(a.transpose(1, 2).reshape(b, n, self.s.heads * self.s.head_dim))
-            return x + self._mlp(x), ck, cv
+            return x + self._mlp(self.norm2(x)), ck, cv
     return ShardBlock
 
 
-class _LayerLoss(nn.Module):
-    """The shard on hidden states with a scalar loss, so backward computes every weight gradient and the
-    input gradient a middle layer passes down. The loss is a plain sum (its gradient is a broadcast of
-    ones): a middle layer receives its output gradient from the next layer, so the loss should cost ~0."""
+class _Layer(nn.Module):
+    """The shard on hidden states. Training calls backward with an output gradient as the next layer
+    would pass it down (no loss op), so backward computes every weight gradient and the input gradient."""
 
     def __init__(self, block):
         super().__init__()
@@ -158,8 +172,8 @@ class _LayerLoss(nn.Module):
 
     def forward(self, x):
         from trnlab.torch.models import run_block
-        cos, sin = _rope(x.shape[1], self.block.s.head_dim, x.device)
-        return run_block(self.block, x, cos, sin).sum()
+        cos, sin = _rope(x.shape[1] * self.block.s.sp, self.block.s.head_dim, x.device)
+        return run_block(self.block, x, cos, sin)
 
 
 class _Prefill(nn.Module):
@@ -264,13 +278,14 @@ def _train(s, batch, seq, dtype, checkpointing, target, head) -> dict:
     t0 = time.perf_counter()
     tdtype = as_dtype(dtype)
     with torch.device("meta"):
-        module = _Head(s) if head else _LayerLoss(models.set_checkpointing(_block_class()(s), checkpointing))
-    x = torch.empty(batch, seq, s.hidden, device="meta", requires_grad=True)
+        module = _Head(s) if head else _Layer(models.set_checkpointing(_block_class()(s), checkpointing))
+    x = torch.empty(batch, seq // (1 if head else s.sp), s.hidden, device="meta", requires_grad=True)
     args = (x, True) if head else (x,)
     torch._dynamo.reset()
     compiled = compile_train(module, target=target, dtype=tdtype, numerics=False, check=False,
                              name="plan-head" if head else "plan-layer")
-    compiled(*args).backward()
+    out = compiled(*args)
+    out.backward(None if head else torch.empty_like(out))
     record = last_training()
     opt = sim_optim.AdamW(module.parameters(), lr=1e-4, target=target, numerics=False)
     opt.step()

@@ -5,7 +5,8 @@ Rank layout (Megatron's order, TP innermost, then DP, PP outermost: https://arxi
 rank = tp_rank + TP x (dp_rank + DP x pp_rank). TP stays inside an instance (NeuronLink).
 
 Step time of the slowest pipeline stage (it holds layers/PP layers and the LM head, or the embedding):
-  per microbatch   forward + backward of its layers (recompute included), 2 TP all-reduces of
+  per microbatch   forward + backward of its layers (recompute included), 2 TP all-reduces (with
+                   sequence parallelism, the default as in NxD and NeMo: reduce-scatter + all-gather) of
                    [microbatch x seq x hidden] per layer in forward and 2 in backward (4 with full
                    checkpointing, whose recomputed forward all-reduces again), and with PP the activation
                    send/recv to the next stage in each direction
@@ -65,6 +66,7 @@ class Layout:
     microbatch: int = 1
     zero1: bool = True
     checkpointing: str = "selective"
+    sequence_parallel: bool = True
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ def layout_problems(spec: ModelSpec, system: SystemSpec, seq: int, global_batch:
                    "inside an instance)")
     elif system.ranks_per_instance % lay.tp:
         out.append(f"TP {lay.tp} does not divide the {system.ranks_per_instance} ranks of one {system.name}")
+    if lay.sequence_parallel and lay.tp > 1 and seq % lay.tp:
+        out.append(f"sequence parallelism needs TP {lay.tp} to divide the sequence length {seq}")
     if spec.layers % lay.pp:
         out.append(f"PP {lay.pp} does not divide the {spec.layers} layers")
     if global_batch % (lay.dp * lay.microbatch):
@@ -160,8 +164,8 @@ def layout_problems(spec: ModelSpec, system: SystemSpec, seq: int, global_batch:
 # --- the plan ---------------------------------------------------------------------------------------------
 def plan_training(model, *, system="trn1.32xlarge", nodes: int = 1, seq: int = 4096, global_batch: int = 1024,
                   tp: int = 8, pp: int = 1, dp: int | None = None, microbatch: int = 1, zero1: bool = True,
-                  checkpointing: str = "selective", dtype: str = "bf16", usd_per_hour: float | None = None,
-                  check_memory: bool = False) -> TrainPlan:
+                  checkpointing: str = "selective", sequence_parallel: bool = True, dtype: str = "bf16",
+                  usd_per_hour: float | None = None, check_memory: bool = False) -> TrainPlan:
     """Step time, throughput, MFU, memory per core and cost of training `model` with one layout."""
     spec = get_model(model)
     sysspec = cluster(get_system(system), nodes)
@@ -169,8 +173,11 @@ def plan_training(model, *, system="trn1.32xlarge", nodes: int = 1, seq: int = 4
         if not (isinstance(value, int) and value >= 1):
             raise OptionError(f"{name} must be an integer >= 1, got {value!r}")
     if dp is None:
-        dp = sysspec.ranks // (tp * pp) if tp * pp and sysspec.ranks % (tp * pp) == 0 else 0
-    lay = Layout(tp, pp, dp, microbatch, zero1, checkpointing)
+        if not all(isinstance(v, int) and v >= 1 for v in (tp, pp)) or sysspec.ranks % (tp * pp):
+            raise OptionError(f"{spec.name}: TP x PP = {tp} x {pp} must divide the {sysspec.ranks} ranks of "
+                              f"{nodes} x {sysspec.name}")
+        dp = sysspec.ranks // (tp * pp)
+    lay = Layout(tp, pp, dp, microbatch, zero1, checkpointing, sequence_parallel)
     problems = layout_problems(spec, sysspec, seq, global_batch, lay)
     if problems:
         raise OptionError(f"{spec.name} on {nodes} x {sysspec.name}: " + "; ".join(problems))
@@ -188,14 +195,17 @@ def _ar(nbytes: int, ranks: int, system: SystemSpec, op: str = "all-reduce") -> 
 
 def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) -> TrainPlan:
     target = system.chip.name
-    shard = layers.shard(spec, lay.tp)
+    shard = layers.shard(spec, lay.tp, sequence_parallel=lay.sequence_parallel)
     mb, m = lay.microbatch, global_batch // (lay.dp * lay.microbatch)
     per_stage = spec.layers // lay.pp
     lt = layers.train_layer(shard, batch=mb, seq=seq, dtype=dtype, checkpointing=lay.checkpointing, target=target)
     ht = layers.train_head(shard, batch=mb, seq=seq, dtype=dtype, target=target)
     node = system.replace(nodes=1)
     act = mb * seq * spec.hidden * BF16
-    tp_ar = _ar(act, lay.tp, node)
+    # one TP reduction point: an all-reduce, or with sequence parallelism a reduce-scatter and (before the
+    # next column-parallel linear) an all-gather of the same [mb x seq x hidden] buffer
+    tp_ar = (_ar(act, lay.tp, node, "reduce-scatter") + _ar(act, lay.tp, node, "all-gather")
+             if shard.sp > 1 else _ar(act, lay.tp, node))
     # vocab-parallel loss: all-reduce of the max and the sum over [mb, seq] in fp32; embedding output
     # all-reduce in forward, LM-head input-gradient all-reduce in backward
     head_comm = 2 * _ar(mb * seq * FP32, lay.tp, node) + 2 * tp_ar
@@ -203,7 +213,7 @@ def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) 
     fwd_s = per_stage * lt["forward_s"] + ht["forward_s"]
     bwd_s = per_stage * lt["backward_s"] + ht["backward_s"]
     tp_s = per_stage * (2 + bwd_ars) * tp_ar + head_comm
-    p2p_s = 2 * _p2p(act, system, lay) if lay.pp > 1 else 0.0
+    p2p_s = 2 * _p2p(act // shard.sp, system, lay) if lay.pp > 1 else 0.0
     per_mb = fwd_s + bwd_s + tp_s + p2p_s
     bubble_s = (lay.pp - 1) * per_mb
     stage_params = per_stage * shard.layer_params() + _embedding_params(spec, shard, lay.pp)
