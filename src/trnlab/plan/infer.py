@@ -6,7 +6,7 @@ parallelism on one instance, composed from simulated per-rank layer shards (trnl
   TPOT = layers x (one decode step of one shard against a static KV cache of input + output positions, as
          Neuron serves decoders + 2 TP all-reduces of [batch x hidden]) + embedding all-reduce + LM head
          + logits all-gather
-Throughput counts generated tokens: batch x output / (TTFT + (output - 1) x TPOT). Memory per core: bf16
+Heads that TP does not divide are padded (as transformers-neuronx does). Throughput counts generated tokens: batch x output / (TTFT + (output - 1) x TPOT). Memory per core: bf16
 weights of the rank's shard plus its KV cache.
 """
 from __future__ import annotations
@@ -77,10 +77,9 @@ def plan_inference(model, *, system="trn1.32xlarge", tp: int = 32, batch: int = 
             raise OptionError(f"{name} must be an integer >= 1, got {value!r}")
     if tp > sysspec.ranks_per_instance or sysspec.ranks_per_instance % tp:
         raise OptionError(f"--tp {tp} must divide the {sysspec.ranks_per_instance} ranks of one {sysspec.name}")
-    problems = layers.tp_problems(spec, tp)
-    if problems:
-        raise OptionError(f"{spec.name}: " + "; ".join(problems))
-    s, target, length = layers.shard(spec, tp), sysspec.chip.name, input + output
+    # transformers-neuronx pads the attention heads (and FFN) it cannot split evenly over TP
+    padded = bool(layers.tp_problems(spec, tp))
+    s, target, length = layers.shard(spec, tp, pad=True), sysspec.chip.name, input + output
     pre = layers.prefill_layer(s, batch=batch, seq=input, dtype=dtype, target=target)["latency_s"]
     dec = layers.decode_layer(s, batch=batch, cache_len=length, dtype=dtype, target=target)["latency_s"]
     head = layers.head_forward(s, batch=batch, tokens=1, dtype=dtype, target=target)["latency_s"]
@@ -98,5 +97,5 @@ def plan_inference(model, *, system="trn1.32xlarge", tp: int = 32, batch: int = 
     price = (sysspec.usd_per_hour if usd_per_hour is None else float(usd_per_hour)) * share
     source = sysspec.price_source if usd_per_hour is None else "given by the user"
     return InferencePlan(spec.name, sysspec.name, tp, batch, input, output, ttft, tpot,
-                         {**breakdown, "shard": asdict(s)}, {"weights_bytes": weights, "kv_cache_bytes": kv},
+                         {**breakdown, "shard": asdict(s), "padded_heads": padded}, {"weights_bytes": weights, "kv_cache_bytes": kv},
                          sysspec.hbm_bytes_per_rank, price, source)
