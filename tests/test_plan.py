@@ -188,8 +188,15 @@ def _search(**kw):
                   checkpointing=("selective",), tp_choices=(4,), **kw)
 
 
-def test_search_ranks_plans_and_the_pareto_front(tiny_plan):
-    _check_ranked(_search(workers=2))
+def test_search_ranks_plans_and_the_pareto_front(tiny_plan, tmp_path):
+    import json
+    from trnlab.plan.report import write_search_report
+    result = _search(workers=2)
+    _check_ranked(result)
+    write_search_report(result, tmp_path / "out", "tiny search")
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "data:image/png;base64," in page and page.count("<tr>") == 1 + len(result["plans"])
+    assert json.loads((tmp_path / "out" / "plans.json").read_text())["pareto"] == result["pareto"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray (the [ray] extra) is not installed")
@@ -238,6 +245,7 @@ def no_simulation(monkeypatch):
     (["llama-2-7b", "--inference", "--tp", "5"], ["--tp 5", "32 ranks"]),
     (["llama-2-7b", "--global-batch", "100", "--nodes", "2"], ["global batch 100", "DP x microbatch"]),
     (["llama-2-7b", "--usd-per-hour", "-1"], ["--usd-per-hour", ">= 0"]),
+    (["llama-2-7b", "--out", "somewhere"], ["--out", "--search"]),
 ])
 def test_plan_bad_argument_is_one_line_exit_2(no_simulation, args, needles):
     result = CliRunner().invoke(app, ["plan", *args])

@@ -359,6 +359,8 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
          workers: Optional[int] = typer.Option(None, help="With --search: parallel workers (default: CPUs)."),
          train_tokens: Optional[float] = typer.Option(None, "--train-tokens", help="Also price a run of N tokens."),
          usd_per_hour: Optional[float] = typer.Option(None, "--usd-per-hour", help="Override the instance price."),
+         out: Optional[str] = typer.Option(None, help="With --search: write report.html (Pareto plot) and "
+                                                       "plans.json into this folder."),
          json_out: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Plan training (step time, tokens/s, MFU, HBM per core, $) or serving (TTFT, TPOT) of a whole model on a
     Trainium cluster, from simulated per-rank layer shards and the collective model."""
@@ -386,6 +388,9 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
         _fail("plan", "--ray runs a --search; give --search too")
     if address is not None and not use_ray:
         _fail("plan", "--address names a Ray cluster; give --ray too")
+    if out is not None and not do_search:
+        _fail("plan", "--out writes the --search report; give --search too")
+    _check_out("plan", out)
     try:
         from trnlab.plan.cli import plan_command
         from trnlab.plan.configs import get_model
@@ -402,7 +407,7 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
                                 sequence_parallel=sequence_parallel, dtype=dtype, inference=inference, batch=batch, input_len=input_len, output_len=output_len,
                                 do_search=do_search, use_ray=use_ray, address=address, workers=workers,
                                 train_tokens=train_tokens, usd_per_hour=usd_per_hour, json_out=json_out,
-                                echo=typer.echo)
+                                out=out, echo=typer.echo)
         except OptionError as exc:
             _fail("plan", str(exc))
     except ImportError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from trnlab.errors import CapacityError, OptionError
+from trnlab.errors import OptionError, TrnlabError
 
 
 def _gb(nbytes: float) -> str:
@@ -14,7 +14,7 @@ def _gb(nbytes: float) -> str:
 def plan_command(model: str, *, system: str, nodes: int, seq: int, global_batch: int, tp, pp: int, dp, zero1: bool,
                  microbatch: int, checkpointing: str, sequence_parallel: bool, dtype: str, inference: bool, batch: int, input_len: int,
                  output_len: int, do_search: bool, use_ray: bool, address, workers, train_tokens,
-                 usd_per_hour, json_out: bool, echo=print) -> int:
+                 usd_per_hour, json_out: bool, out=None, echo=print) -> int:
     """0 on success; 1 when nothing fits (the reason on stderr); OptionError for a bad layout."""
     from trnlab.hw.systems import get_system
     try:
@@ -29,13 +29,19 @@ def plan_command(model: str, *, system: str, nodes: int, seq: int, global_batch:
             result = search(model, system=system, nodes=nodes, seq=seq, global_batch=global_batch, dtype=dtype,
                             use_ray=use_ray, address=address, workers=workers)
             echo(json.dumps(result, indent=1) if json_out else _search_text(result))
+            if out:
+                from trnlab.plan.report import write_search_report
+                where = write_search_report(result, out, f"trnlab plan --search: {model} on up to {nodes} x {system}")
+                print(f"trnlab plan: report in {where}/report.html", file=sys.stderr)
             return 0
         from trnlab.plan.train import plan_training
         plan = plan_training(model, system=system, nodes=nodes, seq=seq, global_batch=global_batch, tp=tp or 8,
                              pp=pp, dp=dp, microbatch=microbatch, zero1=zero1, checkpointing=checkpointing,
                              sequence_parallel=sequence_parallel, dtype=dtype, usd_per_hour=usd_per_hour)
-    except CapacityError as exc:
-        print(f"trnlab plan: {exc}", file=sys.stderr)
+    except OptionError:
+        raise                           # a bad option: trnlab.cli prints it, exit 2
+    except TrnlabError as exc:          # nothing fits, or the chip model cannot run a layer shape
+        print(f"trnlab plan: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     out = plan.to_dict()
     if train_tokens:
@@ -61,13 +67,16 @@ def _training_text(plan, out) -> str:
              f"MFU {plan.mfu * 100:.1f}% (AWS's formula)",
              f"  HBM per core {_gb(plan.hbm_per_core_bytes)} of {_gb(plan.hbm_capacity_bytes)}"
              f" ({memory})",
-             f"  ${plan.usd_per_1m_tokens:.3f} per million tokens at ${plan.usd_per_hour:.2f}/h per instance "
-             f"({plan.price_source})"]
+             f"  ${plan.usd_per_1m_tokens:.3f} per million tokens at ${plan.usd_per_hour:.2f}/h per instance x "
+             f"{plan.instances} ({plan.price_source})"]
     if "usd_for_train_tokens" in out:
         lines.append(f"  {out['train_tokens']:.3g} tokens: ${out['usd_for_train_tokens']:,.0f}, "
                      f"{out['days_for_train_tokens']:.1f} days")
     lines.append("  breakdown per step:")
-    lines += [f"    {k.removesuffix('_s'):24s} {v:10.4f} s" for k, v in plan.breakdown.items()]
+    lines += [f"    {k.removesuffix('_s'):24s} {v:10.4f} s" for k, v in plan.breakdown.items()
+              if k != "dp_reduce_total_s"]
+    lines.append(f"    (DP gradient reduction {plan.breakdown['dp_reduce_total_s']:.4f} s in all, overlapped with the "
+                 "last microbatch's backward)")
     return "\n".join(lines)
 
 

@@ -144,6 +144,10 @@ def search(model, *, system="trn1.32xlarge", nodes: int = 1, seq: int = 4096, gl
     rows = _map(_evaluate, [(model_arg, system, c, seq, global_batch, dtype, seeds) for c in cands],
                 use_ray=use_ray, address=address, workers=workers)
     good = [r for r in rows if "error" not in r]
+    if not good:
+        from trnlab.errors import SimulationError
+        raise SimulationError(f"{spec.name}: every one of the {len(rows)} layouts failed to simulate; the first: "
+                              f"{rows[0]['error']}")
     fitting = [r for r in good if r["fits"]]
     if not fitting:
         smallest = min((r["hbm_per_core_bytes"] for r in good), default=info["smallest_static_bytes"])
