@@ -133,6 +133,26 @@ def test_bubble_shrinks_with_microbatches(tiny_plan):
     assert frac(more) == pytest.approx(1 / 16)
 
 
+def test_interleaving_divides_the_bubble(tiny_plan):
+    p = plan_training(TINY, system="trn1.32xlarge", nodes=2, seq=SEQ, global_batch=GB, tp=4, pp=2, interleave=2)
+    lt, ht = p.simulated["layer"], p.simulated["head"]
+    per_mb = (2 * (lt["forward_s"] + lt["backward_s"]) + ht["forward_s"] + ht["backward_s"]
+              + p.breakdown["tp_collectives_s"] / 4 + p.breakdown["pp_p2p_s"] / 4)
+    assert p.breakdown["pipeline_bubble_s"] == pytest.approx((2 - 1) * per_mb / 2)
+    assert p.breakdown["pp_p2p_s"] == pytest.approx(2 * tiny_plan.breakdown["pp_p2p_s"])   # twice the boundaries
+    with pytest.raises(OptionError, match="interleave 3 does not divide the 4 layers"):
+        plan_training(TINY, nodes=2, seq=SEQ, global_batch=GB, tp=4, pp=2, interleave=3)
+
+
+def test_trn2_lnc2_rank_times_the_shard_split_over_its_two_cores():
+    p = plan_training(TINY, system="trn2.48xlarge", nodes=1, seq=SEQ, global_batch=GB, tp=4, pp=1)
+    assert p.simulated["shard"]["heads"] == 2 and p.simulated["timed_shard"]["heads"] == 1   # TP 4 x LNC 2
+    assert p.hbm_capacity_bytes == 24 * 2**30                 # 96 GiB per chip / 4 logical cores
+    assert p.memory["activations_bytes"] == 2 * (4 * p.simulated["layer"]["saved_bytes"]
+                                                 + p.simulated["head"]["saved_bytes"])
+    assert p.peak_flops == pytest.approx(16 * 667e12)
+
+
 def test_aws_mfu_formula_reproduces_published_llama2_7b():
     """AWS: 81 seq/s on 16 trn1.32xlarge at seq 4096 is 30.8% MFU (trainium-scale.md section 2)."""
     spec = configs.get_model("llama-2-7b")

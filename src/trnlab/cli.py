@@ -342,6 +342,7 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
          global_batch: int = typer.Option(1024, "--global-batch", help="Sequences per optimizer step."),
          tp: Optional[int] = typer.Option(None, help="Tensor-parallel degree (default 8; inference: the instance)."),
          pp: int = typer.Option(1, help="Pipeline-parallel degree (1F1B)."),
+         interleave: int = typer.Option(1, help="Virtual pipeline stages per rank (interleaved 1F1B)."),
          dp: Optional[int] = typer.Option(None, help="Data-parallel degree (default: ranks / (TP x PP))."),
          zero1: bool = typer.Option(True, "--zero1/--no-zero1", help="ZeRO-1: shard optimizer states over DP."),
          microbatch: int = typer.Option(1, help="Sequences per microbatch."),
@@ -354,7 +355,8 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
          input_len: int = typer.Option(128, "--input", help="Inference prompt tokens."),
          output_len: int = typer.Option(128, "--output", help="Inference generated tokens."),
          do_search: bool = typer.Option(False, "--search", help="Search the layouts; print the Pareto front."),
-         use_ray: bool = typer.Option(False, "--ray", help="With --search: evaluate on Ray (pip install 'trnlab[ray]')."),
+         use_ray: bool = typer.Option(False, "--ray",
+                                      help="With --search: evaluate on Ray (pip install 'trnlab[ray]')."),
          address: Optional[str] = typer.Option(None, help="With --ray: a Ray cluster address (default: local)."),
          workers: Optional[int] = typer.Option(None, help="With --search: parallel workers (default: CPUs)."),
          train_tokens: Optional[float] = typer.Option(None, "--train-tokens", help="Also price a run of N tokens."),
@@ -371,7 +373,8 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
     except TargetError:
         _fail("plan", f"--system {system!r} is not a system preset; valid values: {', '.join(SYSTEMS)}")
     for option, value, low in (("--nodes", nodes, 1), ("--seq", seq, 1), ("--global-batch", global_batch, 1),
-                               ("--tp", tp, 1), ("--pp", pp, 1), ("--dp", dp, 1), ("--microbatch", microbatch, 1),
+                               ("--tp", tp, 1), ("--pp", pp, 1), ("--interleave", interleave, 1), ("--dp", dp, 1),
+                               ("--microbatch", microbatch, 1),
                                ("--batch", batch, 1), ("--input", input_len, 1), ("--output", output_len, 1),
                                ("--workers", workers, 1)):
         _check_int("plan", option, value, low)
@@ -403,8 +406,9 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
             import ray  # noqa: F401  (the optional extra)
         try:
             code = plan_command(model, system=system, nodes=nodes, seq=seq, global_batch=global_batch, tp=tp, pp=pp,
-                                dp=dp, zero1=zero1, microbatch=microbatch, checkpointing=checkpointing,
-                                sequence_parallel=sequence_parallel, dtype=dtype, inference=inference, batch=batch, input_len=input_len, output_len=output_len,
+                                dp=dp, interleave=interleave, zero1=zero1, microbatch=microbatch,
+                                checkpointing=checkpointing, sequence_parallel=sequence_parallel, dtype=dtype,
+                                inference=inference, batch=batch, input_len=input_len, output_len=output_len,
                                 do_search=do_search, use_ray=use_ray, address=address, workers=workers,
                                 train_tokens=train_tokens, usd_per_hour=usd_per_hour, json_out=json_out,
                                 out=out, echo=typer.echo)

@@ -12,7 +12,8 @@ def _gb(nbytes: float) -> str:
 
 
 def plan_command(model: str, *, system: str, nodes: int, seq: int, global_batch: int, tp, pp: int, dp, zero1: bool,
-                 microbatch: int, checkpointing: str, sequence_parallel: bool, dtype: str, inference: bool, batch: int, input_len: int,
+                 interleave: int, microbatch: int, checkpointing: str, sequence_parallel: bool, dtype: str,
+                 inference: bool, batch: int, input_len: int,
                  output_len: int, do_search: bool, use_ray: bool, address, workers, train_tokens,
                  usd_per_hour, json_out: bool, out=None, echo=print) -> int:
     """0 on success; 1 when nothing fits (the reason on stderr); OptionError for a bad layout."""
@@ -37,7 +38,8 @@ def plan_command(model: str, *, system: str, nodes: int, seq: int, global_batch:
         from trnlab.plan.train import plan_training
         plan = plan_training(model, system=system, nodes=nodes, seq=seq, global_batch=global_batch, tp=tp or 8,
                              pp=pp, dp=dp, microbatch=microbatch, zero1=zero1, checkpointing=checkpointing,
-                             sequence_parallel=sequence_parallel, dtype=dtype, usd_per_hour=usd_per_hour)
+                             sequence_parallel=sequence_parallel, interleave=interleave, dtype=dtype,
+                             usd_per_hour=usd_per_hour)
     except OptionError:
         raise                           # a bad option: trnlab.cli prints it, exit 2
     except TrnlabError as exc:          # nothing fits, or the chip model cannot run a layer shape
@@ -59,7 +61,8 @@ def plan_command(model: str, *, system: str, nodes: int, seq: int, global_batch:
 def _training_text(plan, out) -> str:
     lay = plan.layout
     memory = ", ".join(f"{k.removesuffix('_bytes')} {_gb(v)}" for k, v in plan.memory.items())
-    lines = [f"{plan.model} on {plan.nodes} x {plan.system}: TP {lay.tp} PP {lay.pp} DP {lay.dp}, "
+    inter = f" (interleave {lay.interleave})" if lay.interleave > 1 else ""
+    lines = [f"{plan.model} on {plan.nodes} x {plan.system}: TP {lay.tp} PP {lay.pp}{inter} DP {lay.dp}, "
              f"ZeRO-1 {'on' if lay.zero1 else 'off'}, microbatch {lay.microbatch} x {plan.microbatches}, "
              f"seq {plan.seq}, global batch {plan.global_batch}, checkpointing {lay.checkpointing}, "
              f"sequence parallel {'on' if lay.sequence_parallel and lay.tp > 1 else 'off'}",

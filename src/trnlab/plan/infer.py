@@ -6,7 +6,8 @@ parallelism on one instance, composed from simulated per-rank layer shards (trnl
   TPOT = layers x (one decode step of one shard against a static KV cache of input + output positions, as
          Neuron serves decoders + 2 TP all-reduces of [batch x hidden]) + embedding all-reduce + LM head
          + logits all-gather
-Heads that TP does not divide are padded (as transformers-neuronx does). Throughput counts generated tokens: batch x output / (TTFT + (output - 1) x TPOT). Memory per core: bf16
+Heads that TP does not divide are padded (as transformers-neuronx does). Throughput counts generated
+tokens: batch x output / (TTFT + (output - 1) x TPOT). Memory per core: bf16
 weights of the rank's shard plus its KV cache.
 """
 from __future__ import annotations
@@ -80,9 +81,11 @@ def plan_inference(model, *, system="trn1.32xlarge", tp: int = 32, batch: int = 
     # transformers-neuronx pads the attention heads (and FFN) it cannot split evenly over TP
     padded = bool(layers.tp_problems(spec, tp))
     s, target, length = layers.shard(spec, tp, pad=True), sysspec.chip.name, input + output
-    pre = layers.prefill_layer(s, batch=batch, seq=input, dtype=dtype, target=target)["latency_s"]
-    dec = layers.decode_layer(s, batch=batch, cache_len=length, dtype=dtype, target=target)["latency_s"]
-    head = layers.head_forward(s, batch=batch, tokens=1, dtype=dtype, target=target)["latency_s"]
+    # a rank of lnc physical cores (trn2 LNC=2) runs its shard split over them: time the TP x lnc shard
+    core = s if sysspec.lnc == 1 else layers.shard(spec, tp * sysspec.lnc, pad=True)
+    pre = layers.prefill_layer(core, batch=batch, seq=input, dtype=dtype, target=target)["latency_s"]
+    dec = layers.decode_layer(core, batch=batch, cache_len=length, dtype=dtype, target=target)["latency_s"]
+    head = layers.head_forward(core, batch=batch, tokens=1, dtype=dtype, target=target)["latency_s"]
     gather = _ar(batch * s.vocab * tp * BF16, tp, sysspec, "all-gather")
     ar_pre, ar_dec = _ar(batch * input * spec.hidden * BF16, tp, sysspec), _ar(batch * spec.hidden * BF16, tp, sysspec)
     n = spec.layers
@@ -97,5 +100,6 @@ def plan_inference(model, *, system="trn1.32xlarge", tp: int = 32, batch: int = 
     price = (sysspec.usd_per_hour if usd_per_hour is None else float(usd_per_hour)) * share
     source = sysspec.price_source if usd_per_hour is None else "given by the user"
     return InferencePlan(spec.name, sysspec.name, tp, batch, input, output, ttft, tpot,
-                         {**breakdown, "shard": asdict(s), "padded_heads": padded}, {"weights_bytes": weights, "kv_cache_bytes": kv},
+                         {**breakdown, "shard": asdict(s), "padded_heads": padded},
+                         {"weights_bytes": weights, "kv_cache_bytes": kv},
                          sysspec.hbm_bytes_per_rank, price, source)

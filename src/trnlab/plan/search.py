@@ -119,7 +119,8 @@ def _map(fn, tasks, *, use_ray: bool, address: str | None, workers: int | None):
 
 def search(model, *, system="trn1.32xlarge", nodes: int = 1, seq: int = 4096, global_batch: int = 1024,
            microbatches=(1, 2, 4), checkpointing=("selective", "full"), zero1=(True,), node_counts=None,
-           tp_choices=None, dtype: str = "bf16", use_ray: bool = False, address: str | None = None, workers: int | None = None,
+           tp_choices=None, dtype: str = "bf16", use_ray: bool = False, address: str | None = None,
+           workers: int | None = None,
            limit: int | None = None) -> dict:
     """{"plans": [...] best first (fitting plans by tokens/s, then the rest), "pareto": [indices],
     "evaluated": n, "rejected": n}. HbmCapacityError when no layout fits, naming the smallest memory per

@@ -67,6 +67,7 @@ class Layout:
     zero1: bool = True
     checkpointing: str = "selective"
     sequence_parallel: bool = True
+    interleave: int = 1          # virtual pipeline stages per rank (Megatron's interleaved 1F1B)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class TrainPlan:
 def layout_problems(spec: ModelSpec, system: SystemSpec, seq: int, global_batch: int, lay: Layout) -> list[str]:
     """Why a layout is not valid (empty when it is): divisibility and topology, not memory."""
     out = []
-    for name in ("tp", "pp", "dp", "microbatch"):
+    for name in ("tp", "pp", "dp", "microbatch", "interleave"):
         value = getattr(lay, name)
         if not (isinstance(value, int) and value >= 1):
             out.append(f"--{name} must be an integer >= 1, got {value!r}")
@@ -152,8 +153,11 @@ def layout_problems(spec: ModelSpec, system: SystemSpec, seq: int, global_batch:
         out.append(f"TP {lay.tp} does not divide the {system.ranks_per_instance} ranks of one {system.name}")
     if lay.sequence_parallel and lay.tp > 1 and seq % lay.tp:
         out.append(f"sequence parallelism needs TP {lay.tp} to divide the sequence length {seq}")
-    if spec.layers % lay.pp:
-        out.append(f"PP {lay.pp} does not divide the {spec.layers} layers")
+    if spec.layers % (lay.pp * lay.interleave):
+        out.append(f"PP {lay.pp} x interleave {lay.interleave} does not divide the {spec.layers} layers"
+                   if lay.interleave > 1 else f"PP {lay.pp} does not divide the {spec.layers} layers")
+    if lay.interleave > 1 and (lay.pp == 1 or (global_batch // max(1, lay.dp * lay.microbatch)) % lay.pp):
+        out.append(f"interleaving needs PP > 1 and a microbatch count that PP {lay.pp} divides")
     if global_batch % (lay.dp * lay.microbatch):
         out.append(f"the global batch {global_batch} is not a multiple of DP x microbatch = "
                    f"{lay.dp} x {lay.microbatch}")
@@ -164,7 +168,8 @@ def layout_problems(spec: ModelSpec, system: SystemSpec, seq: int, global_batch:
 # --- the plan ---------------------------------------------------------------------------------------------
 def plan_training(model, *, system="trn1.32xlarge", nodes: int = 1, seq: int = 4096, global_batch: int = 1024,
                   tp: int = 8, pp: int = 1, dp: int | None = None, microbatch: int = 1, zero1: bool = True,
-                  checkpointing: str = "selective", sequence_parallel: bool = True, dtype: str = "bf16",
+                  checkpointing: str = "selective", sequence_parallel: bool = True, interleave: int = 1,
+                  dtype: str = "bf16",
                   usd_per_hour: float | None = None, check_memory: bool = False) -> TrainPlan:
     """Step time, throughput, MFU, memory per core and cost of training `model` with one layout."""
     spec = get_model(model)
@@ -177,7 +182,7 @@ def plan_training(model, *, system="trn1.32xlarge", nodes: int = 1, seq: int = 4
             raise OptionError(f"{spec.name}: TP x PP = {tp} x {pp} must divide the {sysspec.ranks} ranks of "
                               f"{nodes} x {sysspec.name}")
         dp = sysspec.ranks // (tp * pp)
-    lay = Layout(tp, pp, dp, microbatch, zero1, checkpointing, sequence_parallel)
+    lay = Layout(tp, pp, dp, microbatch, zero1, checkpointing, sequence_parallel, interleave)
     problems = layout_problems(spec, sysspec, seq, global_batch, lay)
     if problems:
         raise OptionError(f"{spec.name} on {nodes} x {sysspec.name}: " + "; ".join(problems))
@@ -196,10 +201,14 @@ def _ar(nbytes: int, ranks: int, system: SystemSpec, op: str = "all-reduce") -> 
 def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) -> TrainPlan:
     target = system.chip.name
     shard = layers.shard(spec, lay.tp, sequence_parallel=lay.sequence_parallel)
+    # a rank of lnc physical cores (trn2 LNC=2): the compiler splits its shard over them, so the timed
+    # unit is the shard over TP x lnc cores (padded if that does not divide); memory stays per rank
+    core = shard if system.lnc == 1 else layers.shard(spec, lay.tp * system.lnc, pad=True,
+                                                       sequence_parallel=lay.sequence_parallel)
     mb, m = lay.microbatch, global_batch // (lay.dp * lay.microbatch)
     per_stage = spec.layers // lay.pp
-    lt = layers.train_layer(shard, batch=mb, seq=seq, dtype=dtype, checkpointing=lay.checkpointing, target=target)
-    ht = layers.train_head(shard, batch=mb, seq=seq, dtype=dtype, target=target)
+    lt = layers.train_layer(core, batch=mb, seq=seq, dtype=dtype, checkpointing=lay.checkpointing, target=target)
+    ht = layers.train_head(core, batch=mb, seq=seq, dtype=dtype, target=target)
     node = system.replace(nodes=1)
     act = mb * seq * spec.hidden * BF16
     # one TP reduction point: an all-reduce, or with sequence parallelism a reduce-scatter and (before the
@@ -213,9 +222,10 @@ def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) 
     fwd_s = per_stage * lt["forward_s"] + ht["forward_s"]
     bwd_s = per_stage * lt["backward_s"] + ht["backward_s"]
     tp_s = per_stage * (2 + bwd_ars) * tp_ar + head_comm
-    p2p_s = 2 * _p2p(act // shard.sp, system, lay) if lay.pp > 1 else 0.0
+    # interleaving: each microbatch crosses PP x interleave stage boundaries; the bubble shrinks by the factor
+    p2p_s = 2 * lay.interleave * _p2p(act // shard.sp, system, lay) if lay.pp > 1 else 0.0
     per_mb = fwd_s + bwd_s + tp_s + p2p_s
-    bubble_s = (lay.pp - 1) * per_mb
+    bubble_s = (lay.pp - 1) * per_mb / lay.interleave
     stage_params = per_stage * shard.layer_params() + _embedding_params(spec, shard, lay.pp)
     dp_s, ag_s = _data_parallel(stage_params, system, lay)
     dp_exposed = max(0.0, dp_s - (per_stage * lt["backward_s"] + ht["backward_s"]))
@@ -225,12 +235,12 @@ def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) 
                  "zero1_allgather_s": ag_s, "optimizer_s": opt_s, "overhead_s": STEP_OVERHEAD_S}
     step_s = sum(breakdown.values())
     breakdown["dp_reduce_total_s"] = dp_s
-    memory = _memory(spec, shard, lt, ht, stage_params, lay, m)
+    memory = _memory(spec, shard, lt, ht, stage_params, lay, m, system.lnc)
     price = system.usd_per_hour if usd_per_hour is None else float(usd_per_hour)
     source = system.price_source if usd_per_hour is None else "given by the user"
     return TrainPlan(spec.name, system.name, system.nodes, seq, global_batch, lay, m, step_s, breakdown, memory,
                      system.hbm_bytes_per_rank, mfu_flops_per_token(spec, seq), peak_flops(system), price, source,
-                     system.instances, {"layer": lt, "head": ht, "shard": asdict(shard)})
+                     system.instances, {"layer": lt, "head": ht, "shard": asdict(shard), "timed_shard": asdict(core)})
 
 
 def _embedding_params(spec: ModelSpec, shard, pp: int) -> int:
@@ -268,10 +278,12 @@ def _data_parallel(stage_params: int, system: SystemSpec, lay: Layout) -> tuple[
     return _ar(nbytes, lay.dp, where), 0.0
 
 
-def _memory(spec, shard, lt, ht, stage_params, lay: Layout, m: int) -> dict:
+def _memory(spec, shard, lt, ht, stage_params, lay: Layout, m: int, lnc: int = 1) -> dict:
     p = stage_params
     per_stage = spec.layers // lay.pp
-    in_flight = min(lay.pp, m)
+    # 1F1B keeps min(PP, m) microbatches in flight on the first stage; interleaving adds (PP - 1) / (PP x v)
+    # of that (Narayanan et al. https://arxiv.org/abs/2104.04473 section 2.2); lnc cores hold a rank's share
+    in_flight = min(lay.pp, m) * (1 + (lay.pp - 1) / (lay.pp * lay.interleave) if lay.interleave > 1 else 1) * lnc
     grads = p * BF16 + (p * FP32 if m > 1 else 0)
     return {"weights_bytes": p * BF16, "gradients_bytes": grads,
             "optimizer_bytes": math.ceil(p * (ADAMW_STATE + FP32) / (lay.dp if lay.zero1 else 1)),
