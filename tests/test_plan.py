@@ -286,3 +286,21 @@ def test_plan_cli_json_training(tiny_plan):
                 "pp", "dp", "breakdown"):
         assert key in out
     assert out["step_s"] == pytest.approx(tiny_plan.step_s)
+
+
+
+def test_calibration_rows_layouts_and_documented_errors():
+    """The section-2 rows take minutes to simulate cold, so benchmarks/plan_validation.py --check recomputes
+    them; here: AWS's layouts are valid for the planner, and the committed table says what was achieved
+    (46%, 39%, 51% of the published seq/s, nothing fitted: issue 12's 15% goal is not met)."""
+    import json
+    from pathlib import Path
+    from trnlab.plan.train import Layout, layout_problems
+    for model, nodes, tp, pp, seq in (("llama-2-7b", 16, 8, 1, 4096), ("gpt3-175b", 32, 32, 8, 2048)):
+        sysspec = cluster("trn1.32xlarge", nodes)
+        lay = Layout(tp, pp, sysspec.ranks // (tp * pp))
+        assert layout_problems(configs.get_model(model), sysspec, seq, 1024, lay) == []
+    rows = json.loads((Path(__file__).parents[1] / "docs" / "plan_validation.json").read_text())
+    cal = [r for r in rows if r["kind"] == "training" and r["fitted"]]
+    assert len(cal) == 3
+    assert all(0.3 < r["predicted"] / r["published"] < 0.6 for r in cal)
