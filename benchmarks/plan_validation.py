@@ -18,6 +18,10 @@ from trnlab.plan.train import plan_training
 
 SDK = "https://github.com/aws-neuron/aws-neuron-sdk/blob/master/about-neuron/benchmarks/trn1/"
 TRAIN_CSV = SDK + "training_data_decoder.csv"
+OLD_CSV = ("https://github.com/aws-neuron/aws-neuron-sdk/blob/1351ee128a6f9e48407a2609f1b162d379ec0cac/general/"
+           "benchmarks/trn1/training_data_decoder.csv")
+TRN2_70B = ("https://github.com/aws-neuron/aws-neuron-sdk/blob/master/libraries/nxd-inference/tutorials/"
+            "trn2-llama3.3-70b-tutorial.rst (sample LLMPerf output, p50)")
 LAT_CSV = SDK + "latency_data_decoder.csv"
 SCALE = "trainium-scale.md §2 (SDK trn1_trn1n_nlp_data.csv / training_data_decoder.csv)"
 
@@ -28,8 +32,18 @@ TRAINING = [
     ("gpt3-175b sdk2.13", "gpt3-175b", 32, 32, 8, 2048, 1024, 12.7, SCALE + ", SDK 2.13 (NeMo)", True),
     ("llama3.1-8b sdk2.24", "llama-3.1-8b", 32, 32, 1, 8192, 1024, 47.95, TRAIN_CSV + " (SDK 2.24)", False),
     ("llama3.1-70b sdk2.24", "llama-3.1-70b", 32, 32, 8, 8192, 1024, 7.94, TRAIN_CSV + " (SDK 2.24)", False),
+    ("llama2-7b nxd sdk2.16", "llama-2-7b", 16, 8, 1, 4096, 1024, 93.3, OLD_CSV + " (SDK 2.16, NxD)", False),
+    ("llama2-13b nxd sdk2.16", "llama-2-13b", 32, 8, 4, 4096, 1024, 85.65, OLD_CSV + " (SDK 2.16, NxD)", False),
+    ("llama2-70b nxd sdk2.16", "llama-2-70b", 32, 32, 4, 4096, 1024, 15.34, OLD_CSV + " (SDK 2.16, NxD)", False),
+    ("gpt3-23b nemo sdk2.16", "gpt3-23b", 32, 8, 4, 2048, 1024, 102.0, OLD_CSV + " (SDK 2.16, NeMo, BF16+SR)", False),
+    ("gpt3-46b nemo sdk2.16", "gpt3-46b", 32, 8, 8, 2048, 1024, 47.0, OLD_CSV + " (SDK 2.16, NeMo, BF16+SR)", False),
+    ("gpt3-175b nemo sdk2.15.2", "gpt3-175b", 32, 32, 8, 2048, 1024, 13.3,
+     OLD_CSV + " (SDK 2.15.2, NeMo, BF16+SR)", False),
 ]
-# (model, input, output, TTFT p50 ms, TPOT p50 ms, note, calibration?) trn1.32xlarge TP32 batch 1
+# Not compared: the same file's NeMo Llama2-7B (32 nodes, "TP=8 DP=4 PP=4") and Llama2-13B (16 nodes, same
+# topology) rows, whose TP x DP x PP (128) is not the nodes' rank count (1,024 / 512).
+# (model, input, output, TTFT p50 ms, TPOT p50 ms, note, calibration?[, system, TP, source])
+# trn1.32xlarge TP32 batch 1 unless given
 INFERENCE = [
     ("llama-2-7b", 128, 8064, 13.32, 6.70, "SDK 2.18.0", True),
     ("llama-2-70b", 128, 128, 53.91, 25.18, "SDK 2.18.0", True),
@@ -46,6 +60,8 @@ INFERENCE = [
     ("llama-3-8b", 4096, 4096, 153.02, 7.04, "SDK 2.18.1, int8 weight storage", False),
     ("llama-2-13b", 4096, 4096, 864.14, 9.84, "SDK 2.18.0, 40 heads padded to TP 32", False),
     ("llama-2-13b", 8192, 8192, 2367.93, 13.41, "SDK 2.18.0, 40 heads padded to TP 32", False),
+    ("llama-3.3-70b", 10000, 1501, 814.28, 19.66, "NxDI, LNC=2, BS 1, vLLM + LLMPerf", False, "trn2.48xlarge", 64,
+     TRN2_70B),
 ]
 OUT = os.path.join(os.path.dirname(__file__), "..", "docs", "plan_validation.json")
 
@@ -84,23 +100,25 @@ def run(only: str | None = None) -> dict:
                      "breakdown": p.breakdown, "wall_s": time.perf_counter() - t0}
         _save(rows)
         print(rid, rows[rid]["predicted"], pub, flush=True)
-    for model, inp, out, ttft, tpot, note, cal in INFERENCE:
-        rid = f"{model} {inp}/{out}"
+    for model, inp, out, ttft, tpot, note, cal, *more in INFERENCE:
+        system, tp, source = (more + [None, None, None])[:3] if more else ("trn1.32xlarge", 32, None)
+        source = (source or LAT_CSV) + f" ({note})"
+        rid = f"{model} {inp}/{out}" + ("" if system == "trn1.32xlarge" else f" {system}")
         if rid in rows or (only == "calibration" and not cal):
             continue
         t0 = time.perf_counter()
         try:
-            p = plan_inference(model, system="trn1.32xlarge", tp=32, batch=1, input=inp, output=out)
+            p = plan_inference(model, system=system, tp=tp, batch=1, input=inp, output=out)
         except Exception as exc:
-            rows[rid] = {"id": rid, "kind": "inference", "config": f"{model} trn1.32xlarge TP32 batch 1, input "
+            rows[rid] = {"id": rid, "kind": "inference", "config": f"{model} {system} TP{tp} batch 1, input "
                          f"{inp}, output {out}", "metric": "TTFT ms / TPOT ms", "published": [ttft, tpot],
-                         "predicted": None, "source": LAT_CSV + f" ({note})", "fitted": cal,
+                         "predicted": None, "source": source, "fitted": cal,
                          "error": f"{type(exc).__name__}: {exc}"[:300]}
             _save(rows)
             continue
-        rows[rid] = {"id": rid, "kind": "inference", "config": f"{model} trn1.32xlarge TP32 batch 1, input {inp}, "
+        rows[rid] = {"id": rid, "kind": "inference", "config": f"{model} {system} TP{tp} batch 1, input {inp}, "
                      f"output {out}", "metric": "TTFT ms / TPOT ms", "published": [ttft, tpot],
-                     "predicted": [p.ttft_s * 1e3, p.tpot_s * 1e3], "source": LAT_CSV + f" ({note})",
+                     "predicted": [p.ttft_s * 1e3, p.tpot_s * 1e3], "source": source,
                      "fitted": cal, "breakdown": p.breakdown, "wall_s": time.perf_counter() - t0}
         _save(rows)
         print(rid, rows[rid]["predicted"], [ttft, tpot], flush=True)
