@@ -340,13 +340,17 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
          nodes: int = typer.Option(1, help="Instances joined by EFA (with --search: the most to try)."),
          seq: int = typer.Option(4096, help="Training sequence length."),
          global_batch: int = typer.Option(1024, "--global-batch", help="Sequences per optimizer step."),
-         tp: Optional[int] = typer.Option(None, help="Tensor-parallel degree (default 8; inference: the instance)."),
+         tp: Optional[int] = typer.Option(None, help="Tensor-parallel degree (default 8; inference: the instance; "
+                                                     "--search: every divisor of the instance unless given)."),
          pp: int = typer.Option(1, help="Pipeline-parallel degree (1F1B)."),
          interleave: int = typer.Option(1, help="Virtual pipeline stages per rank (interleaved 1F1B)."),
          dp: Optional[int] = typer.Option(None, help="Data-parallel degree (default: ranks / (TP x PP))."),
          zero1: bool = typer.Option(True, "--zero1/--no-zero1", help="ZeRO-1: shard optimizer states over DP."),
-         microbatch: int = typer.Option(1, help="Sequences per microbatch."),
-         checkpointing: str = typer.Option("selective", help="Activation checkpointing: none|selective|full."),
+         microbatch: Optional[int] = typer.Option(None, help="Sequences per microbatch (default 1; --search "
+                                                             "tries 1, 2, 4 unless given)."),
+         checkpointing: Optional[str] = typer.Option(None, help="Activation checkpointing: none|selective|full "
+                                                                "(default selective; --search tries selective "
+                                                                "and full unless given)."),
          sequence_parallel: bool = typer.Option(True, "--sequence-parallel/--no-sequence-parallel",
                                                 help="Megatron sequence parallelism inside the TP group."),
          dtype: str = typer.Option("bf16", help="Compute dtype: " + "|".join(DTYPES) + "."),
@@ -378,7 +382,7 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
                                ("--batch", batch, 1), ("--input", input_len, 1), ("--output", output_len, 1),
                                ("--workers", workers, 1)):
         _check_int("plan", option, value, low)
-    if checkpointing not in ("none", "selective", "full"):
+    if checkpointing is not None and checkpointing not in ("none", "selective", "full"):
         _fail("plan", f"--checkpointing {checkpointing!r} is not supported; valid values: none|selective|full")
     if dtype not in DTYPES:
         _fail("plan", f"--dtype {dtype!r} is not supported; valid values: {'|'.join(DTYPES)}")

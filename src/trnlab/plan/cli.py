@@ -12,7 +12,7 @@ def _gb(nbytes: float) -> str:
 
 
 def plan_command(model: str, *, system: str, nodes: int, seq: int, global_batch: int, tp, pp: int, dp, zero1: bool,
-                 interleave: int, microbatch: int, checkpointing: str, sequence_parallel: bool, dtype: str,
+                 interleave: int, microbatch, checkpointing, sequence_parallel: bool, dtype: str,
                  inference: bool, batch: int, input_len: int,
                  output_len: int, do_search: bool, use_ray: bool, address, workers, train_tokens,
                  usd_per_hour, json_out: bool, out=None, echo=print) -> int:
@@ -28,6 +28,8 @@ def plan_command(model: str, *, system: str, nodes: int, seq: int, global_batch:
         if do_search:
             from trnlab.plan.search import search
             result = search(model, system=system, nodes=nodes, seq=seq, global_batch=global_batch, dtype=dtype,
+                            tp_choices=(tp,) if tp else None, microbatches=(microbatch,) if microbatch else (1, 2, 4),
+                            checkpointing=(checkpointing,) if checkpointing else ("selective", "full"),
                             use_ray=use_ray, address=address, workers=workers)
             echo(json.dumps(result, indent=1) if json_out else _search_text(result))
             if out:
@@ -37,7 +39,8 @@ def plan_command(model: str, *, system: str, nodes: int, seq: int, global_batch:
             return 0
         from trnlab.plan.train import plan_training
         plan = plan_training(model, system=system, nodes=nodes, seq=seq, global_batch=global_batch, tp=tp or 8,
-                             pp=pp, dp=dp, microbatch=microbatch, zero1=zero1, checkpointing=checkpointing,
+                             pp=pp, dp=dp, microbatch=microbatch or 1, zero1=zero1,
+                             checkpointing=checkpointing or "selective",
                              sequence_parallel=sequence_parallel, interleave=interleave, dtype=dtype,
                              usd_per_hour=usd_per_hour)
     except OptionError:
