@@ -371,6 +371,98 @@ def collective(op: str = typer.Argument(..., help="all-reduce|all-gather|reduce-
 
 
 @app.command()
+def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llama-3.1-70b, gpt3-175b, ...) or a "
+                                                "Hugging Face config.json path"),
+         system: str = typer.Option("trn1.32xlarge", help="System preset (see `trnlab collective --help`)."),
+         nodes: int = typer.Option(1, help="Instances joined by EFA (with --search: the most to try)."),
+         seq: int = typer.Option(4096, help="Training sequence length."),
+         global_batch: int = typer.Option(1024, "--global-batch", help="Sequences per optimizer step."),
+         tp: Optional[int] = typer.Option(None, help="Tensor-parallel degree (default 8; inference: the instance; "
+                                                     "--search: every divisor of the instance unless given)."),
+         pp: int = typer.Option(1, help="Pipeline-parallel degree (1F1B)."),
+         interleave: int = typer.Option(1, help="Virtual pipeline stages per rank (interleaved 1F1B)."),
+         dp: Optional[int] = typer.Option(None, help="Data-parallel degree (default: ranks / (TP x PP))."),
+         zero1: bool = typer.Option(True, "--zero1/--no-zero1", help="ZeRO-1: shard optimizer states over DP."),
+         microbatch: Optional[int] = typer.Option(None, help="Sequences per microbatch (default 1; --search "
+                                                             "tries 1, 2, 4 unless given)."),
+         checkpointing: Optional[str] = typer.Option(None, help="Activation checkpointing: none|selective|full "
+                                                                "(default selective; --search tries selective "
+                                                                "and full unless given)."),
+         sequence_parallel: bool = typer.Option(True, "--sequence-parallel/--no-sequence-parallel",
+                                                help="Megatron sequence parallelism inside the TP group."),
+         dtype: str = typer.Option("bf16", help="Compute dtype: " + "|".join(DTYPES) + "."),
+         inference: bool = typer.Option(False, "--inference", help="Plan serving (TTFT, TPOT) instead of training."),
+         batch: int = typer.Option(1, help="Inference batch size."),
+         input_len: int = typer.Option(128, "--input", help="Inference prompt tokens."),
+         output_len: int = typer.Option(128, "--output", help="Inference generated tokens."),
+         do_search: bool = typer.Option(False, "--search", help="Search the layouts; print the Pareto front."),
+         use_ray: bool = typer.Option(False, "--ray",
+                                      help="With --search: evaluate on Ray (pip install 'trnlab[ray]')."),
+         address: Optional[str] = typer.Option(None, help="With --ray: a Ray cluster address (default: local)."),
+         workers: Optional[int] = typer.Option(None, help="With --search: parallel workers (default: CPUs)."),
+         train_tokens: Optional[float] = typer.Option(None, "--train-tokens", help="Also price a run of N tokens."),
+         usd_per_hour: Optional[float] = typer.Option(None, "--usd-per-hour", help="Override the instance price."),
+         out: Optional[str] = typer.Option(None, help="With --search: write report.html (Pareto plot) and "
+                                                       "plans.json into this folder."),
+         json_out: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Plan training (step time, tokens/s, MFU, HBM per core, $) or serving (TTFT, TPOT) of a whole model on a
+    Trainium cluster, from simulated per-rank layer shards and the collective model."""
+    from trnlab.hw.systems import SYSTEMS, get_system
+    from trnlab.errors import TargetError
+    try:
+        get_system(system)
+    except TargetError:
+        _fail("plan", f"--system {system!r} is not a system preset; valid values: {', '.join(SYSTEMS)}")
+    for option, value, low in (("--nodes", nodes, 1), ("--seq", seq, 1), ("--global-batch", global_batch, 1),
+                               ("--tp", tp, 1), ("--pp", pp, 1), ("--interleave", interleave, 1), ("--dp", dp, 1),
+                               ("--microbatch", microbatch, 1),
+                               ("--batch", batch, 1), ("--input", input_len, 1), ("--output", output_len, 1),
+                               ("--workers", workers, 1)):
+        _check_int("plan", option, value, low)
+    if checkpointing is not None and checkpointing not in ("none", "selective", "full"):
+        _fail("plan", f"--checkpointing {checkpointing!r} is not supported; valid values: none|selective|full")
+    if dtype not in DTYPES:
+        _fail("plan", f"--dtype {dtype!r} is not supported; valid values: {'|'.join(DTYPES)}")
+    for option, value in (("--train-tokens", train_tokens), ("--usd-per-hour", usd_per_hour)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            _fail("plan", f"{option} must be a finite number >= 0, got {value}")
+    if inference and do_search:
+        _fail("plan", "--search plans training layouts; it does not combine with --inference")
+    if use_ray and not do_search:
+        _fail("plan", "--ray runs a --search; give --search too")
+    if address is not None and not use_ray:
+        _fail("plan", "--address names a Ray cluster; give --ray too")
+    if out is not None and not do_search:
+        _fail("plan", "--out writes the --search report; give --search too")
+    _check_out("plan", out)
+    try:
+        from trnlab.plan.cli import plan_command
+        from trnlab.plan.configs import get_model
+        from trnlab.errors import OptionError
+        try:
+            get_model(model)
+        except OptionError as exc:
+            _fail("plan", str(exc))
+        if use_ray:
+            import ray  # noqa: F401  (the optional extra)
+        try:
+            code = plan_command(model, system=system, nodes=nodes, seq=seq, global_batch=global_batch, tp=tp, pp=pp,
+                                dp=dp, interleave=interleave, zero1=zero1, microbatch=microbatch,
+                                checkpointing=checkpointing, sequence_parallel=sequence_parallel, dtype=dtype,
+                                inference=inference, batch=batch, input_len=input_len, output_len=output_len,
+                                do_search=do_search, use_ray=use_ray, address=address, workers=workers,
+                                train_tokens=train_tokens, usd_per_hour=usd_per_hour, json_out=json_out,
+                                out=out, echo=typer.echo)
+        except OptionError as exc:
+            _fail("plan", str(exc))
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] == "ray":
+            _fail("plan", "--ray needs the 'ray' package, which is not installed: pip install 'trnlab[ray]'")
+        _missing_extra("plan", exc)
+    raise typer.Exit(code)
+
+
+@app.command()
 def chips():
     """List the chip presets and their key numbers."""
     from rich.table import Table

@@ -1,0 +1,105 @@
+"""Inference plans: time to first token and time per output token of a model served with tensor
+parallelism on one instance, composed from simulated per-rank layer shards (trnlab.plan.layers).
+
+  TTFT = layers x (prefill of the prompt through one shard + 2 TP all-reduces of [batch x input x hidden])
+         + the embedding's all-reduce + the LM head on the last position + the all-gather of the logits
+  TPOT = layers x (one decode step of one shard against a static KV cache of input + output positions, as
+         Neuron serves decoders + 2 TP all-reduces of [batch x hidden]) + embedding all-reduce + LM head
+         + logits all-gather
+Heads that TP does not divide are padded (as transformers-neuronx does). Throughput counts generated
+tokens: batch x output / (TTFT + (output - 1) x TPOT). Memory per core: bf16
+weights of the rank's shard plus its KV cache.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from trnlab.errors import OptionError
+from trnlab.hw.systems import get_system
+from trnlab.isa.collectives import collective_cost
+from trnlab.plan import layers
+from trnlab.plan.configs import get_model
+
+BF16 = 2
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    model: str
+    system: str
+    tp: int
+    batch: int
+    input: int
+    output: int
+    ttft_s: float
+    tpot_s: float
+    breakdown: dict
+    memory: dict
+    hbm_capacity_bytes: int
+    usd_per_hour: float          # the share of the instance the TP ranks occupy
+    price_source: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.batch * self.output / (self.ttft_s + (self.output - 1) * self.tpot_s)
+
+    @property
+    def usd_per_1m_tokens(self) -> float:
+        return self.usd_per_hour / 3600.0 / self.tokens_per_s * 1e6 if self.usd_per_hour else 0.0
+
+    @property
+    def hbm_per_core_bytes(self) -> int:
+        return sum(self.memory.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.hbm_per_core_bytes <= self.hbm_capacity_bytes
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "system": self.system, "tp": self.tp, "batch": self.batch,
+                "input": self.input, "output": self.output, "ttft_ms": self.ttft_s * 1e3,
+                "tpot_ms": self.tpot_s * 1e3, "tokens_per_s": self.tokens_per_s,
+                "usd_per_1m_tokens": self.usd_per_1m_tokens, "usd_per_hour": self.usd_per_hour,
+                "price_source": self.price_source, "hbm_per_core_bytes": self.hbm_per_core_bytes,
+                "hbm_capacity_bytes": self.hbm_capacity_bytes, "fits": self.fits, "memory": self.memory,
+                "breakdown": self.breakdown}
+
+
+def _ar(nbytes, ranks, system, op="all-reduce") -> float:
+    return collective_cost(op, int(nbytes), ranks, system).latency_s if ranks > 1 else 0.0
+
+
+def plan_inference(model, *, system="trn1.32xlarge", tp: int = 32, batch: int = 1, input: int = 128,
+                   output: int = 128, dtype: str = "bf16", usd_per_hour: float | None = None) -> InferencePlan:
+    spec = get_model(model)
+    sysspec = get_system(system).replace(nodes=1)
+    for name, value in (("--tp", tp), ("--batch", batch), ("--input", input), ("--output", output)):
+        if not (isinstance(value, int) and value >= 1):
+            raise OptionError(f"{name} must be an integer >= 1, got {value!r}")
+    if tp > sysspec.ranks_per_instance or sysspec.ranks_per_instance % tp:
+        raise OptionError(f"--tp {tp} must divide the {sysspec.ranks_per_instance} ranks of one {sysspec.name}")
+    # transformers-neuronx pads the attention heads (and FFN) it cannot split evenly over TP
+    padded = bool(layers.tp_problems(spec, tp))
+    s, target, length = layers.shard(spec, tp, pad=True), sysspec.chip.name, input + output
+    # a rank of lnc physical cores (trn2 LNC=2) runs its shard split over them: time the TP x lnc shard
+    core = s if sysspec.lnc == 1 else layers.shard(spec, tp * sysspec.lnc, pad=True)
+    pre = layers.prefill_layer(core, batch=batch, seq=input, dtype=dtype, target=target)["latency_s"]
+    dec = layers.decode_layer(core, batch=batch, cache_len=length, dtype=dtype, target=target)["latency_s"]
+    head = layers.head_forward(core, batch=batch, tokens=1, dtype=dtype, target=target)["latency_s"]
+    gather = _ar(batch * s.vocab * tp * BF16, tp, sysspec, "all-gather")
+    ar_pre, ar_dec = _ar(batch * input * spec.hidden * BF16, tp, sysspec), _ar(batch * spec.hidden * BF16, tp, sysspec)
+    n = spec.layers
+    breakdown = {"prefill_layers_s": n * pre, "prefill_tp_collectives_s": (2 * n + 1) * ar_pre,
+                 "decode_layers_s": n * dec, "decode_tp_collectives_s": (2 * n + 1) * ar_dec,
+                 "lm_head_s": head, "logits_allgather_s": gather}
+    ttft = n * pre + (2 * n + 1) * ar_pre + head + gather
+    tpot = n * dec + (2 * n + 1) * ar_dec + head + gather
+    weights = (n * s.layer_params() + (1 if spec.tie_embeddings else 2) * s.vocab * spec.hidden) * BF16
+    kv = n * 2 * batch * s.kv_heads * length * s.head_dim * BF16
+    share = tp / sysspec.ranks_per_instance
+    price = (sysspec.usd_per_hour if usd_per_hour is None else float(usd_per_hour)) * share
+    source = sysspec.price_source if usd_per_hour is None else "given by the user"
+    return InferencePlan(spec.name, sysspec.name, tp, batch, input, output, ttft, tpot,
+                         {**breakdown, "shard": asdict(s), "padded_heads": padded},
+                         {"weights_bytes": weights, "kv_cache_bytes": kv},
+                         sysspec.hbm_bytes_per_rank, price, source)
