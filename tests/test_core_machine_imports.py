@@ -17,7 +17,7 @@ LAYERS = [
     {"frontend"},
     {"nki", "nki_beta1"},
     {"kernels"},
-    {"bench", "torch", "profile", "cli", "compat"},
+    {"bench", "torch", "profile", "cli", "compat", "plan"},
 ]
 RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 
