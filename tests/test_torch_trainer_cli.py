@@ -50,6 +50,8 @@ def test_full_checkpointing_trades_memory_for_recompute():
     (("llama-tiny", "--optimizer", "lion"), "--optimizer 'lion' is not supported; valid values: adamw|sgd"),
     (("llama-tiny", "--lr", "-1"), "--lr must be a finite number > 0, got -1.0"),
     (("no-such-model",), "unknown model 'no-such-model'"),
+    (("llama-8b-layer",), "unknown model 'llama-8b-layer'"),
+    (("hf-llama", "--checkpointing", "full"), "--checkpointing full is for the built-in decoders, not hf-llama"),
 ])
 def test_bad_arguments_are_one_line(args, needle):
     result = invoke("train", *args)

@@ -306,9 +306,12 @@ def train(name: Optional[str] = typer.Argument(None, help="Built-in model (see `
             _fail("train", f"{option} {value!r} is not supported; valid values: {'|'.join(valid)}")
     if not (math.isfinite(lr) and lr > 0):
         _fail("train", f"--lr must be a finite number > 0, got {lr}")
-    names = _model_names("train")
+    names = [n for n in _model_names("train") if not n.endswith("-layer")]
     if name not in names:
-        _fail("train", f"unknown model {name!r}; valid values: {', '.join(names)}")
+        _fail("train", f"unknown model {name!r}; valid values: {', '.join(names)} (one decoder layer: "
+                       "benchmarks/train_estimate.py)")
+    if name.startswith("hf-") and checkpointing != "none":
+        _fail("train", f"--checkpointing {checkpointing} is for the built-in decoders, not {name}")
     with _instruction_limit(max_instructions):
         try:
             from trnlab.torch.cli import train_command
