@@ -33,6 +33,13 @@ class CompilerModel:
     # compiler-allocated tiles that overflow SBUF are spilled to HBM (extra DMA traffic and a warning)
     # instead of raising SbufCapacityError; tiles at explicit addresses still get the error.
     sbuf_spill: bool = True
+    # chains of element-wise PyTorch ops whose intermediates have no other use run as one pass over
+    # SBUF tiles (one load of each input, one store of the result) instead of an HBM round trip per op,
+    # as neuronx-cc, an XLA-based compiler, fuses element-wise HLO ops
+    # (https://awsdocs-neuron.readthedocs-hosted.com/en/latest/compiler/about-neuronx-cc.html,
+    # https://openxla.org/xla/operation_semantics). Values are bit-identical: each intermediate is
+    # still rounded to its dtype. Implemented in trnlab.torch.fusion (model path only).
+    elementwise_fusion: bool = True
 
     @classmethod
     def parse(cls, text: str, base: "CompilerModel | None" = None, *, source: str = "--compiler") -> "CompilerModel":
@@ -40,7 +47,8 @@ class CompilerModel:
         model = base or cls()
         text = text.strip()
         if text.lower() == "none":
-            return replace(model, psum_zero_fold=False, multibuffer=False, engine_balance=False, sbuf_spill=False)
+            return replace(model, psum_zero_fold=False, multibuffer=False, engine_balance=False, sbuf_spill=False,
+                           elementwise_fusion=False)
         names = {f.name: f.type for f in fields(cls)}
         for item in filter(None, (s.strip() for s in text.split(","))):
             key, _, value = item.partition("=")

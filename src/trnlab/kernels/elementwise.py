@@ -18,7 +18,7 @@ from collections import deque
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 from trnlab.kernels._examples import randn, scaled
-from trnlab.kernels._common import TilePlan, free_broadcast, sbuf
+from trnlab.kernels._common import COLS, P, TilePlan, free_broadcast, sbuf
 
 F32 = nl.float32
 BUDGET = 96 * 1024  # SBUF bytes per partition for tiles in flight: loads run ahead of compute
@@ -123,6 +123,37 @@ def binary(out, a, b, op: str, *, alpha=None, act_a=None):
             nisa.tensor_tensor(dst=y, data1=ta, data2=tb, op=op)
         _store(vo, y)
         keep.append((ta, tb, y))
+    return out
+
+
+def chain(out, leaves, steps):
+    """A chain of element-wise ops in one pass over the tiles of out: each leaf (an HBM tensor the
+    chain reads, broadcast to out's shape) is loaded once, every step computes into an SBUF tile of
+    its own dtype (rounded as the separate ops would store it), the last step's tile is stored.
+
+    steps: (kind, op, operands, dtype) with kind "unary" | "binary" and operands ("leaf", i),
+    ("step", j) or a number; a binary step's first operand is a tile."""
+    n_tiles = len(leaves) + len(steps)
+    plan = TilePlan(out, list(leaves), budget=max(P, min(COLS, BUDGET // (8 * n_tiles))))   # 2 iterations of fp32
+    keep = deque(maxlen=_depth(plan, n_tiles))
+    for vo, *vleaves in plan:
+        tiles = [_load(v, f"in{i}") for i, v in enumerate(vleaves)]
+        done = []
+        for kind, op, operands, dtype in steps:
+            args = [o if not isinstance(o, tuple) else tiles[o[1]] if o[0] == "leaf" else done[o[1]]
+                    for o in operands]
+            y = sbuf(vo.shape, dtype, name=f"s{len(done)}")
+            if kind == "unary" and op == "reciprocal":
+                nisa.reciprocal(dst=y, data=args[0])
+            elif kind == "unary":
+                nisa.activation(dst=y, op=op, data=args[0])
+            elif isinstance(args[1], (int, float)):
+                nisa.tensor_scalar(dst=y, data=args[0], op0=op, operand0=float(args[1]))
+            else:
+                nisa.tensor_tensor(dst=y, data1=args[0], data2=args[1], op=op)
+            done.append(y)
+        _store(vo, done[-1])
+        keep.append((tiles, done))
     return out
 
 

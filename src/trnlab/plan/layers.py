@@ -29,7 +29,7 @@ from torch import nn
 from trnlab.errors import OptionError
 from trnlab.plan.configs import ModelSpec
 
-CACHE_VERSION = 3          # bump when the simulated graphs change meaning
+CACHE_VERSION = 4          # bump when the simulated graphs or their costs change (4: element-wise fusion)
 
 
 @dataclass(frozen=True)
@@ -222,8 +222,9 @@ def cache_dir() -> str:
 
 def _key(what: str, s: ShardSpec, **extra) -> str:
     from trnlab import __version__
+    from trnlab.core import compiler
     payload = {"v": CACHE_VERSION, "trnlab": __version__, "what": what, "shard": asdict(s),
-               "compiler": os.environ.get("TRNLAB_COMPILER", ""), **extra}
+               "compiler": repr(compiler.current()), **extra}
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

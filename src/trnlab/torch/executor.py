@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-from trnlab.core import dtypes as dt
+from trnlab.core import compiler, dtypes as dt
 from trnlab.core.machine import Machine, running
 from trnlab.core.tensor import Tensor
 from trnlab.errors import DeviceValueError, LoweringError
@@ -21,7 +21,7 @@ from trnlab.runtime import timing_model
 from trnlab.nki.tensor import NkiTensor
 from trnlab.torch import capture
 from trnlab.torch.blas import blas_threads
-from trnlab.torch.fusion import find_act_muls, find_rmsnorms
+from trnlab.torch.fusion import find_act_muls, find_chains, find_rmsnorms
 from trnlab.kernels import elementwise
 from trnlab.kernels.rmsnorm import rmsnorm_into
 from trnlab.torch.lowering import aten, dtype_reason, is_dev, refusal, registration
@@ -129,6 +129,10 @@ class Program:
         self.info = capture.analyse(ep) if hasattr(ep, "graph_signature") else capture.analyse_graph(ep)
         fused = {**find_act_muls(self.graph), **find_rmsnorms(self.graph)}
         self.fused = {n: f for n, f in fused.items() if not any(refusal(m) for m in (n, *f.interior))}
+        if compiler.current().elementwise_fusion:
+            taken = set(self.fused) | {n for f in self.fused.values() for n in f.interior}
+            taken |= {n for n in self.graph.nodes if n.op == "call_function" and refusal(n)}
+            self.fused.update(find_chains(self.graph, taken))
         self.interior = {n for f in self.fused.values() for n in f.interior}
         self.missing = capture.unsupported(ep, self.info, skip=self.interior | set(self.fused))
         if self.missing and fallback != "cpu":
@@ -260,6 +264,9 @@ class Program:
             out = elementwise.binary(ctx.out(node), ctx.value(fused.x), ctx.value(fused.weight), "multiply",
                                      act_a=fused.func)
             op = f"{fused.func} * mul (fused)"
+        elif fused is not None and fused.kind == "chain":
+            out, op = _run_chain(ctx, node, fused), "fused " + " > ".join(
+                str(s.target).replace("aten.", "").split(".")[0] for s in fused.steps)
         elif fused is not None:
             out = ctx.out(node)
             x = ctx.value(fused.x)
@@ -307,6 +314,30 @@ class Program:
         if not ctx.numerics:
             return torch.empty(meta.shape, dtype=meta.dtype, device="meta")
         return _to_torch(v, meta.dtype).reshape(meta.shape)
+
+
+def _run_chain(ctx, node, fused):
+    """A fused chain of element-wise nodes (trnlab.torch.fusion.find_chains) as one kernel pass."""
+    from trnlab.torch.fusion import CHAIN_OPS
+    index = {s: j for j, s in enumerate(fused.steps)}
+    leaves, leaf_of, steps = [], {}, []
+    for s in fused.steps:
+        kind, op = CHAIN_OPS[s.target]
+        operands = []
+        for a in s.args[:1 if kind == "unary" else 2]:
+            if a in index:
+                operands.append(("step", index[a]))
+            elif isinstance(a, torch.fx.Node):
+                if a not in leaf_of:
+                    leaf_of[a] = len(leaves)
+                    leaves.append(ctx.value(a))
+                operands.append(("leaf", leaf_of[a]))
+            else:
+                operands.append(float(a))
+        steps.append((kind, op, tuple(operands), device_dtype(s.meta["val"].dtype)))
+    out = ctx.out(node)
+    leaves = [t.broadcast_to(tuple(out.shape)) if tuple(t.shape) != tuple(out.shape) else t for t in leaves]
+    return elementwise.chain(out, leaves, steps)
 
 
 def _rows2d(ctx, x):

@@ -14,12 +14,13 @@ aten = torch.ops.aten
 
 @dataclass
 class Fused:
-    kind: str                 # "rms_norm" | "act_mul"
+    kind: str                 # "rms_norm" | "act_mul" | "chain"
     x: object                 # input node
     weight: object | None     # weight node (rms_norm) / the other factor (act_mul)
     eps: float                # rms_norm eps
     interior: tuple           # nodes replaced by the fused op (not run)
     func: str = ""            # act_mul: activation applied to x
+    steps: tuple = ()         # chain: its nodes in graph order (the last one is the fused node)
 
 
 def _is(node, op) -> bool:
@@ -93,4 +94,60 @@ def find_act_muls(graph) -> dict:
                     and tuple(other.meta["val"].shape) == tuple(node.meta["val"].shape)):
                 found[node] = Fused("act_mul", act.args[0], other, 0.0, (act,), _ACTS[act.target])
                 break
+    return found
+
+
+# --- chains of element-wise ops --------------------------------------------------------------------
+# aten op -> (kind, name): "binary" tensor op tensor (or op scalar), "unary" activation.
+CHAIN_OPS = {aten.add.Tensor: ("binary", "add"), aten.sub.Tensor: ("binary", "subtract"),
+             aten.mul.Tensor: ("binary", "multiply"), aten.div.Tensor: ("binary", "divide"),
+             aten.add.Scalar: ("binary", "add"), aten.sub.Scalar: ("binary", "subtract"),
+             aten.mul.Scalar: ("binary", "multiply"), aten.div.Scalar: ("binary", "divide"),
+             aten.neg.default: ("unary", "negative"), aten.exp.default: ("unary", "exp"),
+             aten.rsqrt.default: ("unary", "rsqrt"), aten.sqrt.default: ("unary", "sqrt"),
+             aten.sigmoid.default: ("unary", "sigmoid"), aten.silu.default: ("unary", "silu"),
+             aten.tanh.default: ("unary", "tanh"), aten.relu.default: ("unary", "relu"),
+             aten.reciprocal.default: ("unary", "reciprocal")}
+FLOATS = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _chain_member(node) -> bool:
+    if not (isinstance(node, torch.fx.Node) and node.op == "call_function" and node.target in CHAIN_OPS):
+        return False
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor) or val.dtype not in FLOATS or node.kwargs.get("alpha", 1) != 1:
+        return False
+    for a in node.args:
+        if isinstance(a, torch.fx.Node):
+            v = a.meta.get("val")
+            if not isinstance(v, torch.Tensor) or v.dtype not in FLOATS:
+                return False
+        elif not isinstance(a, (int, float)) or isinstance(a, bool):
+            return False
+    return CHAIN_OPS[node.target][0] == "unary" or isinstance(node.args[0], torch.fx.Node)
+
+
+def find_chains(graph, taken: set) -> dict:
+    """last node -> Fused("chain") for each group of >= 2 element-wise nodes of one output shape where
+    every node but the last has a single user, in the group (no intermediate needs to reach HBM)."""
+    group_of: dict = {}
+    for node in graph.nodes:                        # graph order: a node's producers come first
+        if node in taken or not _chain_member(node):
+            continue
+        shape = tuple(node.meta["val"].shape)
+        group = [node]
+        for a in node.args:
+            g = group_of.get(a)
+            if g is not None and len(a.users) == 1 and tuple(a.meta["val"].shape) == shape:
+                group = g + [m for m in group if m not in g]
+        for m in group:
+            group_of[m] = group
+    position = {n: i for i, n in enumerate(graph.nodes)}
+    found, seen = {}, set()
+    for node, group in group_of.items():
+        if id(group) in seen or len(group) < 2:
+            continue
+        seen.add(id(group))
+        order = sorted(group, key=position.__getitem__)
+        found[order[-1]] = Fused("chain", None, None, 0.0, tuple(order[:-1]), steps=tuple(order))
     return found
