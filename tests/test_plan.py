@@ -292,7 +292,7 @@ def test_plan_cli_json_training(tiny_plan):
 def test_calibration_rows_layouts_and_documented_errors():
     """The section-2 rows take minutes to simulate cold, so benchmarks/plan_validation.py --check recomputes
     them; here: AWS's layouts are valid for the planner, and the committed table says what was achieved
-    (46%, 39%, 51% of the published seq/s, nothing fitted: issue 12's 15% goal is not met)."""
+    (51%, 43%, 56% of the published seq/s, nothing fitted: issue 12's 15% goal is not met)."""
     import json
     from pathlib import Path
     from trnlab.plan.train import Layout, layout_problems
