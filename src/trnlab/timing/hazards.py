@@ -179,32 +179,9 @@ class HazardTracker:
         return best
 
     def ready_first_rest(self, accesses, skip, best) -> tuple:
-        """(ready() of accesses[0] alone, ready() of the rest), both from `best`, in one call (a matmul:
-        its stationary gates LoadStationary, the rest gate the multiply)."""
-        first = b = best
-        for i, acc in enumerate(accesses):
-            if i == 1:
-                first, b = b, best
-            sp, p0, p1, b0, b1, keys, is_write, writes, reads, buckets = acc
-            if writes is None or sp.wide_writes or sp.wide_reads:
-                b = self.ready((acc,), skip, b)
-                continue
-            t, who = b                   # ready(), one bucket, inline
-            if writes:
-                s = skip if is_write else None
-                for e in writes:
-                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
-                            s is None or e[5] is not s):
-                        t, who = e[4], e[6]
-            if is_write and reads:
-                for e in reads:
-                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
-                            skip is None or e[5] is not skip):
-                        t, who = e[4], e[6]
-            b = t, who
-        if len(accesses) == 1:
-            first, b = b, best
-        return first, b
+        """(ready() of accesses[0] alone, ready() of the rest), both from `best` (a matmul: its
+        stationary gates LoadStationary, the rest gate the multiply)."""
+        return self.ready(accesses[:1], skip, best), self.ready(accesses[1:], skip, best)
 
     def wait(self, sp: Space, r, keys, is_write: bool, skip, best):
         """ready() for one access."""
