@@ -208,32 +208,44 @@ def _names(code) -> set:
 def run_programs(fn, args: tuple, kwargs: dict, grid: tuple, machines: list):
     """Run program i of the grid on machines[i], each in its own thread; returns the last program's result."""
     group = LncGroup(len(machines))
+
+    def join(i: int, m) -> None:
+        m.lnc_group = group
+        m.num_programs = tuple(grid)
+        m.program_id = tuple(int(k) for k in np.unravel_index(i, grid))
+
+    calls = [(args, kwargs)] * len(machines)
+    return run_in_threads(fn, calls, machines, group, join, "trnlab-program", _PartnerFailed)[-1]
+
+
+def run_in_threads(fn, calls: list, machines: list, group, join, name: str, peer_failed: type) -> list:
+    """fn(*args, **kwargs) of calls[i] on machines[i] (after join(i, machine)), each in its own thread
+    running that machine; group.finish(i, ok) when it ends. Returns the results in order; the first
+    error that is not a peer's failure (peer_failed: raised in a thread because another one failed) is
+    re-raised in the caller's thread."""
     results: list = [None] * len(machines)
     errors: list = []
 
-    def body(rank: int, m) -> None:
-        m.lnc_group = group
-        m.num_programs = tuple(grid)
-        m.program_id = tuple(int(i) for i in np.unravel_index(rank, grid))
+    def body(i: int, m, args, kwargs) -> None:
+        join(i, m)
         try:
             with running(m):
-                results[rank] = fn(*args, **kwargs)
+                results[i] = fn(*args, **kwargs)
         except BaseException as exc:      # re-raised in the caller's thread below
             errors.append(exc)
-            group.finish(rank, ok=False)
+            group.finish(i, ok=False)
             return
-        group.finish(rank, ok=True)
+        group.finish(i, ok=True)
 
-    threads = [threading.Thread(target=body, args=(i, m), name=f"trnlab-program-{i}", daemon=True)
+    threads = [threading.Thread(target=body, args=(i, m, *calls[i]), name=f"{name}-{i}", daemon=True)
                for i, m in enumerate(machines)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
-        root = next((e for e in errors if not isinstance(e, _PartnerFailed)), errors[0])
-        raise root
-    return results[-1]
+        raise next((e for e in errors if not isinstance(e, peer_failed)), errors[0])
+    return results
 
 
 def slowest(machines: list):

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from trnlab.core.machine import running
+from trnlab.core.lnc import run_in_threads
 from trnlab.errors import CollectiveSyncError, LaunchError
 from trnlab.hw.systems import SystemSpec, get_system
 
@@ -204,29 +204,9 @@ def per_rank_calls(world_size, per_rank_inputs) -> list:
 
 def run_ranks(fn, calls: list, machines: list, world: World) -> list:
     """Run rank r's fn(*args, **kwargs) on machines[r] in its own thread; the per-rank results."""
-    results: list = [None] * len(machines)
-    errors: list = []
-
-    def body(rank: int, m, args, kwargs) -> None:
+    def join(rank: int, m) -> None:
         m.world, m.rank = world, rank
-        try:
-            with running(m):
-                results[rank] = fn(*args, **kwargs)
-        except BaseException as exc:      # re-raised in the caller's thread below
-            errors.append(exc)
-            world.finish(rank, ok=False)
-            return
-        world.finish(rank, ok=True)
-
-    threads = [threading.Thread(target=body, args=(r, m, *calls[r]), name=f"trnlab-rank-{r}", daemon=True)
-               for r, m in enumerate(machines)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise next((e for e in errors if not isinstance(e, _PeerFailed)), errors[0])
-    return results
+    return run_in_threads(fn, calls, machines, world, join, "trnlab-rank", _PeerFailed)
 
 
 def same_static(a: Any, b: Any) -> bool:
