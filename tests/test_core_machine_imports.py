@@ -129,8 +129,7 @@ PRIVATE_ATTRS = {"issue", "_view", "array", "storage", "_current", "current"}
 # .ap(vector_offset=...)) is another instruction (DmaIndirect) whose cost differs (it counts the index
 # tile in the descriptor size and a scatter's bytes differently), so routing it through the front end
 # would change simulated cycles of every embedding/index_copy; kept until the two are costed alike.
-# training.py's scatter-add (embedding backward) and gather issue the same DmaGather for the same reason.
-EXEMPT = {"gather.py", "training.py"}
+EXEMPT = {"gather.py"}
 
 
 def _kernel_library_violations(path: pathlib.Path) -> list[str]:

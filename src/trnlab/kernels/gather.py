@@ -4,7 +4,7 @@ The indices are DMA'd into SBUF (int32, one per partition) and one indirect DMA 
 
 Public kernel (@nki.jit): gather(table, index) -> table[index] (an embedding lookup), table [T, ...],
 index [N] int32. Model-path entries on existing HBM views: gather_rows(out, table, index) and
-scatter_rows(dst, src, index).
+scatter_rows(dst, src, index, accumulate=False).
 """
 from __future__ import annotations
 
@@ -43,14 +43,16 @@ def gather_rows(out, table, index):
     return out
 
 
-def scatter_rows(dst, src, index):
-    """dst[index[i], ...] = src[i, ...] in place (dst [T, ...], src [N, ...])."""
+def scatter_rows(dst, src, index, *, accumulate: bool = False):
+    """dst[index[i], ...] = src[i, ...] in place (dst [T, ...], src [N, ...]); accumulate: += (NKI's
+    dma_copy dst_rmw_op=add: repeated indices add up)."""
     n = index.shape[0]
+    api = "indirect dma_copy (scatter, dst_rmw_op=add)" if accumulate else "indirect dma_copy (scatter)"
     for i0 in range(0, n, P):
         i1 = min(n, i0 + P)
         idx = _index_tile(index, i0, i1)
-        current().issue(DmaGather(api="indirect dma_copy (scatter)", loc=user_location(), dst=dst,
-                                  src=src[i0:i1], index=idx, scatter=True))
+        current().issue(DmaGather(api=api, loc=user_location(), dst=dst, src=src[i0:i1], index=idx,
+                                  scatter=True, accumulate=accumulate))
     return dst
 
 

@@ -1,7 +1,8 @@
 """Kernels of training graphs: constant fills, scatter-add of rows (embedding gradient), and the
 negative log-likelihood loss with its gradient (cross-entropy = log_softmax + nll_loss).
 
-Model-path entries on existing HBM views: fill, scatter_add_rows, gather_dim0, nll_loss, nll_loss_backward.
+Model-path entries on existing HBM views: fill, gather_dim0, nll_loss, nll_loss_backward (the
+scatter-add of rows is gather.scatter_rows(accumulate=True)).
 Public kernel (@nki.jit): nll(logp, target) -> mean NLL of logp [N, C] at int32 targets [N].
 
 The class of each row is picked without indexing by value: an iota of column numbers is compared with
@@ -15,14 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 import trnlab.nki as nki
-from trnlab.core.machine import current
-from trnlab.core.srcloc import user_location
-from trnlab.isa.instructions import DmaGather
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 from trnlab.kernels._common import P, TilePlan, psum, sbuf
 from trnlab.kernels._examples import randn
-from trnlab.kernels.gather import _index_tile
+from trnlab.kernels.gather import gather_rows
 
 F32 = nl.float32
 CHUNK = 4096        # classes per tile
@@ -48,31 +46,13 @@ def fill(out, value: float):
     return out
 
 
-def scatter_add_rows(dst, src, index):
-    """dst[index[i], ...] += src[i, ...] (repeated indices add up); dst [T, ...], src [N, ...], index [N]."""
-    n = index.shape[0]
-    for i0 in range(0, n, P):
-        i1 = min(n, i0 + P)
-        idx = _index_tile(index, i0, i1)
-        current().issue(DmaGather(api="indirect dma_copy (scatter, dst_rmw_op=add)", loc=user_location(),
-                                  dst=dst, src=src[i0:i1], index=idx, scatter=True, accumulate=True))
-    return dst
-
-
 def gather_dim0(out, x, index):
     """out[j, r...] = x[index[j, r...], r...] (torch.gather along dim 0 of views permuted so): one
-    indirect DMA per position r of the other dims and block of <= 128 indices."""
-    n = index.shape[0]
+    gather_rows per position r of the other dims."""
+    n, t = index.shape[0], x.shape[0]
     for r in np.ndindex(*index.shape[1:]):
         key = (slice(None),) + r
-        col, table, dst = index.index(key), x.index(key), out.index(key)
-        for i0 in range(0, n, P):
-            i1 = min(n, i0 + P)
-            idx = sbuf((i1 - i0, 1), nl.int32, name="idx")
-            nisa.dma_copy(dst=idx, src=col.index((slice(i0, i1),)).reshape(i1 - i0, 1))
-            current().issue(DmaGather(api="indirect dma_copy (gather)", loc=user_location(),
-                                      dst=dst.index((slice(i0, i1),)).reshape(i1 - i0, 1),
-                                      src=table.reshape(table.shape[0], 1), index=idx))
+        gather_rows(out.index(key).reshape(n, 1), x.index(key).reshape(t, 1), index.index(key))
     return out
 
 

@@ -106,10 +106,7 @@ def _index_put(ctx, node, x, indices, values, accumulate=False):
     index = indices[0]
     rows = (index.shape[0],) + tuple(x.shape[1:])
     src = values.broadcast_to(rows) if is_dev(values) else _const(ctx, values, rows, out.dtype)
-    if accumulate:
-        tk.scatter_add_rows(out, src, index)
-    else:
-        gather.scatter_rows(out, src, index)
+    gather.scatter_rows(out, src, index, accumulate=bool(accumulate))
     return out
 
 
@@ -152,7 +149,7 @@ def _embedding_backward(ctx, node, grad, indices, num_weights, padding_idx, scal
     acc = out if out.dtype == dt.float32 else ctx.alloc(out.shape, dt.float32)
     tk.fill(acc, 0.0)
     flat_idx = reshape(ctx, indices, (indices.size,))
-    tk.scatter_add_rows(acc, reshape(ctx, grad, (grad.size // d, d)), flat_idx)
+    gather.scatter_rows(acc, reshape(ctx, grad, (grad.size // d, d)), flat_idx, accumulate=True)
     if padding_idx is not None and 0 <= padding_idx < out.shape[0]:
         tk.fill(acc.index((slice(padding_idx, padding_idx + 1),)), 0.0)
     if acc is not out:
