@@ -227,13 +227,10 @@ class TrainResult:
 
 
 # --- models and data ------------------------------------------------------------------------------------
-def build_for_training(name: str, *, seed: int = 0, meta: bool = False, checkpointing: str = "none"):
+def build_for_training(name: str, *, seed: int = 0, checkpointing: str = "none"):
     """(module whose forward(input_ids, labels) returns the loss, vocab size) for a built-in name."""
     from trnlab.torch import hf, models
     if name in hf.TRAINING_BUILDERS:
-        if meta:
-            raise ValueError(f"{name} is built from transformers with real weights; --timing-only trains the "
-                             "built-in decoders only")
         if checkpointing != "none":
             raise ValueError(f"--checkpointing {checkpointing} is for the built-in decoders, not {name}")
         model = hf.TRAINING_BUILDERS[name]("tiny", seed)
@@ -241,7 +238,7 @@ def build_for_training(name: str, *, seed: int = 0, meta: bool = False, checkpoi
     if name.endswith("-layer"):
         raise ValueError(f"{name} is one decoder layer on hidden states; `trnlab train` trains whole models "
                          "(benchmarks/train_estimate.py times one layer's training step)")
-    model = models.set_checkpointing(models.build(name, seed=seed, meta=meta), checkpointing)
+    model = models.set_checkpointing(models.build(name, seed=seed), checkpointing)
     return NextTokenLoss(model), model.cfg.vocab
 
 
@@ -256,7 +253,7 @@ class _HfWithLabels(torch.nn.Module):
         return self.model(input_ids=input_ids, labels=labels).loss
 
 
-def training_batch(name: str, vocab: int, batch: int, seq: int, seed: int = 1, meta: bool = False):
+def training_batch(name: str, vocab: int, batch: int, seq: int, seed: int = 1):
     """(input_ids, labels): a fixed batch of random tokens (the loss falls as the model learns it).
     Built-in decoders get next-token labels; transformers causal LMs shift labels themselves; BERT gets
     15% of positions masked (label -100 elsewhere, PyTorch's ignore_index)."""
@@ -272,15 +269,12 @@ def training_batch(name: str, vocab: int, batch: int, seq: int, seed: int = 1, m
         inputs = labels = ids[:, :seq]
     else:
         inputs, labels = ids[:, :seq], ids[:, 1:]
-    if meta:
-        return inputs.to("meta"), labels.to("meta")
     return inputs, labels
 
 
 # --- the loop -----------------------------------------------------------------------------------------
 def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int = 64, dtype="bf16",
-          checkpointing: str = "none", optimizer: str = "adamw", lr: float = 1e-3, progress=None,
-          fallback=None) -> TrainResult:
+          checkpointing: str = "none", optimizer: str = "adamw", lr: float = 1e-3, progress=None) -> TrainResult:
     """Train a built-in model for `steps` steps on one simulated NeuronCore: each step runs forward and
     backward (torch.compile with the trnlab backend) and the optimizer (trnlab.torch.optim) on the chip;
     eager fp32 PyTorch trains a copy beside it on the same batch. The model runs without dropout (random
@@ -290,61 +284,71 @@ def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int =
     from trnlab.hw import get_chip
     from trnlab.torch import optim as sim_optim
     from trnlab.torch.api import as_dtype, dtype_name
-    from trnlab.torch.report import chip_fields
     from trnlab.torch.train import GRAD_TOLERANCE, compile_train, last_training
 
     t0 = _time.perf_counter()
-    numerics = True
-    chip = get_chip(target)
-    tdtype = as_dtype(dtype)
-    model, vocab = build_for_training(name, meta=not numerics, checkpointing=checkpointing)
-    inputs, labels = training_batch(name, vocab, batch, seq, meta=not numerics)
-    n_params = trainable_params(model)
-    before = hbm_breakdown(model, tdtype, optimizer=optimizer, activations_bytes=0,
-                           capacity_bytes=chip.hbm_bytes_per_core)
-    before.check(name, chip.name)
+    chip, tdtype = get_chip(target), as_dtype(dtype)
+    model, vocab = build_for_training(name, checkpointing=checkpointing)
+    inputs, labels = training_batch(name, vocab, batch, seq)
+    hbm_breakdown(model, tdtype, optimizer=optimizer, activations_bytes=0,
+                  capacity_bytes=chip.hbm_bytes_per_core).check(name, chip.name)
     layers, hidden = model_shape(model.model)
-    compiled = compile_train(model, target=chip.name, dtype=tdtype, numerics=numerics, check=False, name=name,
-                             fallback=fallback)
-    opt = _optimizer(sim_optim, optimizer, model, lr, chip.name, numerics)
-    ref = ref_opt = None
-    if numerics:
-        ref = copy.deepcopy(model).float()
-        ref_opt = _optimizer(torch.optim, optimizer, ref, lr)
+    compiled = compile_train(model, target=chip.name, dtype=tdtype, check=False, name=name)
+    opt = _optimizer(sim_optim, optimizer, model, lr, chip.name, True)
+    ref = copy.deepcopy(model).float()
+    ref_opt = _optimizer(torch.optim, optimizer, ref, lr)
     losses, eager_losses, grad_check, hbm = [], [], {}, None
-    for step in range(steps if numerics else 1):
+    for step in range(steps):
         _tick(progress, f"step {step + 1}/{steps}: forward and backward on the simulated chip")
         loss = compiled(inputs, labels)
         loss.backward()
         record = last_training()
         if hbm is None:
-            saved = saved_activation_bytes(record.forward_runs[-1].program.graph, 1, tdtype)
-            hbm = hbm_breakdown(model, tdtype, optimizer=optimizer, activations_bytes=saved,
-                                capacity_bytes=chip.hbm_bytes_per_core)
+            hbm = _step_hbm(record, model, tdtype, optimizer, chip)
             hbm.check(name, chip.name)
-        if numerics:
-            ref_loss = ref(inputs, labels)
-            ref_loss.backward()
-            if step == 0:
-                grad_check = _grad_check(model, ref, GRAD_TOLERANCE.get(dtype_name(tdtype), 5e-2))
-                grad_check["eager_max_rel_err"] = _eager_error(ref, inputs, labels, tdtype)
-            ref_opt.step()
-            ref_opt.zero_grad()
-            losses.append(float(loss.detach()))
-            eager_losses.append(float(ref_loss.detach()))
+        ref_loss = ref(inputs, labels)
+        ref_loss.backward()
+        if step == 0:
+            tolerance = GRAD_TOLERANCE.get(dtype_name(tdtype), 5e-2)
+            worst, worst_param = _worst_grad_error(model, ref, tolerance)
+            grad_check = {"max_rel_err": worst, "worst_param": worst_param, "tolerance": tolerance,
+                          "ok": worst <= tolerance, "eager_max_rel_err": _eager_error(ref, inputs, labels, tdtype)}
+        ref_opt.step()
+        ref_opt.zero_grad()
+        losses.append(float(loss.detach()))
+        eager_losses.append(float(ref_loss.detach()))
         _tick(progress, f"step {step + 1}/{steps}: {optimizer} on the simulated chip")
         opt.step()
         opt.zero_grad()
+    return _result(name, chip, tdtype, batch, seq, checkpointing, optimizer, model, (layers, hidden), record, opt,
+                   hbm, losses, eager_losses, grad_check, "numerics", t0)
+
+
+def _step_hbm(record, model, dtype, optimizer: str, chip) -> HbmBreakdown:
+    """The step's HBM: the model's parameters, gradients and optimizer states, and the activations the
+    recorded forward graph saves for backward."""
+    saved = saved_activation_bytes(record.forward_runs[-1].program.graph, 1, dtype)
+    return hbm_breakdown(model, dtype, optimizer=optimizer, activations_bytes=saved,
+                         capacity_bytes=chip.hbm_bytes_per_core)
+
+
+def _result(name, chip, dtype, batch, seq, checkpointing, optimizer, model, shape, record, opt, hbm, losses,
+            eager_losses, grad_check, mode, t0) -> TrainResult:
+    """A TrainResult from a step's graph reports (forward, backward) and the optimizer's last run."""
+    import time as _time
+    from trnlab.torch.api import dtype_name
+    from trnlab.torch.report import chip_fields
+    runs = record.forwards + record.backwards
     timing = StepTiming(sum(r.latency_s for r in record.forwards), sum(r.latency_s for r in record.backwards),
-                        opt.last_step.latency_s, sum(r.hw_pe_s for r in record.forwards + record.backwards),
-                        sum(r.instructions for r in record.forwards + record.backwards) + opt.last_step.instructions)
-    fields = chip_fields(chip, dtype_name(tdtype))
-    ops = [o for r in record.forwards + record.backwards for o in r.ops]
-    return TrainResult(name, chip.name, dtype_name(tdtype), batch, seq, checkpointing, optimizer, losses,
-                       eager_losses, timing, hbm, n_params,
-                       training_flops_per_token(n_params, layers, hidden, seq), fields["peak_flops"],
-                       fields["usd_per_hour"], fields["instance"], fields["instance_cores"], grad_check, ops,
-                       "numerics" if numerics else "timing-only", _time.perf_counter() - t0)
+                        opt.last_step.latency_s, sum(r.hw_pe_s for r in runs),
+                        sum(r.instructions for r in runs) + opt.last_step.instructions)
+    fields = chip_fields(chip, dtype_name(dtype))
+    layers, hidden = shape
+    params = trainable_params(model)
+    return TrainResult(name, chip.name, dtype_name(dtype), batch, seq, checkpointing, optimizer, losses,
+                       eager_losses, timing, hbm, params, training_flops_per_token(params, layers, hidden, seq),
+                       fields["peak_flops"], fields["usd_per_hour"], fields["instance"], fields["instance_cores"],
+                       grad_check, [o for r in runs for o in r.ops], mode, _time.perf_counter() - t0)
 
 
 def _optimizer(module, kind: str, model, lr: float, target=None, numerics=None):
@@ -356,10 +360,11 @@ def _optimizer(module, kind: str, model, lr: float, target=None, numerics=None):
     return module.SGD(model.parameters(), lr=lr, momentum=0.9, **extra)
 
 
-def _grad_check(model, ref, tolerance: float) -> dict:
-    """Every parameter's gradient on the chip vs eager fp32 (error relative to the reference's max;
-    a ~zero true gradient against train.ZERO_GRAD_FLOOR of the model's largest, as grad_check does)."""
-    from trnlab.torch.train import _grad_check as check_one, _floor
+def _worst_grad_error(model, ref, tolerance: float) -> tuple[float, str]:
+    """(largest error, its parameter) of model's gradients against ref's (eager fp32), each relative to
+    the reference's largest magnitude; a ~zero true gradient is measured against train.ZERO_GRAD_FLOOR
+    of the model's largest, as train.grad_check does."""
+    from trnlab.torch.train import _floor, _grad_check
     ref_params = dict(ref.named_parameters())
     floor = _floor([p.grad for p in ref_params.values() if p.grad is not None])
     worst, name = 0.0, ""
@@ -367,26 +372,22 @@ def _grad_check(model, ref, tolerance: float) -> dict:
         r = ref_params[pname].grad
         if r is None:
             continue
-        err = check_one(pname, p.grad, r, tolerance, floor).max_rel_err
+        err = _grad_check(pname, p.grad, r, tolerance, floor).max_rel_err
         if err >= worst:
             worst, name = err, pname
-    return {"max_rel_err": worst, "worst_param": name, "tolerance": tolerance, "ok": worst <= tolerance}
+    return worst, name
 
 
 def _eager_error(ref, inputs, labels, dtype) -> float:
     """The same gradients from eager PyTorch run in the compute dtype, against fp32: how far the dtype
     alone moves them, printed beside trnlab's error (0 for fp32)."""
     import copy
-    from trnlab.torch.train import _grad_check as check_one, _floor
     if dtype == torch.float32:
         return 0.0
     low = copy.deepcopy(ref).to(dtype)
     low.zero_grad()
     low(inputs, labels).backward()
-    ref_params = dict(ref.named_parameters())
-    floor = _floor([p.grad for p in ref_params.values() if p.grad is not None])
-    return max(check_one(n, p.grad, ref_params[n].grad, 1.0, floor).max_rel_err
-               for n, p in low.named_parameters() if p.grad is not None and ref_params[n].grad is not None)
+    return _worst_grad_error(low, ref, 1.0)[0]
 
 
 def _tick(progress, text: str) -> None:
@@ -414,8 +415,7 @@ def layer_step(name: str = "llama-8b-layer", *, target=None, batch: int = 1, seq
     import time as _time
     from trnlab.hw import get_chip
     from trnlab.torch import models, optim as sim_optim
-    from trnlab.torch.api import as_dtype, dtype_name
-    from trnlab.torch.report import chip_fields
+    from trnlab.torch.api import as_dtype
     from trnlab.torch.train import compile_train, last_training
 
     t0 = _time.perf_counter()
@@ -428,16 +428,6 @@ def layer_step(name: str = "llama-8b-layer", *, target=None, batch: int = 1, seq
     record = last_training()
     opt = _optimizer(sim_optim, optimizer, module, 1e-4, chip.name, False)
     opt.step()
-    n = trainable_params(module)
-    saved = saved_activation_bytes(record.forward_runs[-1].program.graph, 1, tdtype)
-    hbm = hbm_breakdown(module, tdtype, optimizer=optimizer, activations_bytes=saved,
-                        capacity_bytes=chip.hbm_bytes_per_core)
-    runs = record.forwards + record.backwards
-    timing = StepTiming(sum(r.latency_s for r in record.forwards), sum(r.latency_s for r in record.backwards),
-                        opt.last_step.latency_s, sum(r.hw_pe_s for r in runs),
-                        sum(r.instructions for r in runs) + opt.last_step.instructions)
-    fields = chip_fields(chip, dtype_name(tdtype))
-    return TrainResult(name, chip.name, dtype_name(tdtype), batch, seq, checkpointing, optimizer, [], [], timing,
-                       hbm, n, training_flops_per_token(n, 1, layer.cfg.hidden, seq), fields["peak_flops"],
-                       fields["usd_per_hour"], fields["instance"], fields["instance_cores"], {},
-                       [o for r in runs for o in r.ops], "timing-only", _time.perf_counter() - t0)
+    hbm = _step_hbm(record, module, tdtype, optimizer, chip)
+    return _result(name, chip, tdtype, batch, seq, checkpointing, optimizer, module, (1, layer.cfg.hidden), record,
+                   opt, hbm, [], [], {}, "timing-only", t0)
