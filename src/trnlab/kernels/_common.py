@@ -174,7 +174,19 @@ def load_transposed(src, dtype, name="T"):
     the wanted dtype differs from the source's (dma_transpose moves bytes, it cannot convert)."""
     t = sbuf((src.shape[1], src.shape[0]), src.dtype, name=name)
     nisa.dma_transpose(dst=t, src=src, axes=(1, 0))
-    if src.dtype == dtype:
+    return converted(t, dtype, name)
+
+
+def load_as(src, dtype, name="T"):
+    """SBUF tile = src by plain DMA, converted on the Vector engine when the wanted dtype differs."""
+    t = sbuf(tuple(src.shape), src.dtype, name=name)
+    nisa.dma_copy(dst=t, src=src)
+    return converted(t, dtype, name)
+
+
+def converted(t, dtype, name):
+    """t itself when it has dtype, else a copy in dtype (Vector engine)."""
+    if t.dtype == dtype:
         return t
     c = sbuf(t.shape, dtype, name=name)
     nisa.tensor_copy(dst=c, src=t)

@@ -21,7 +21,7 @@ from trnlab.core import dtypes as dt
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 from trnlab.kernels._examples import randn, scaled
-from trnlab.kernels._common import P, ceil_div, float_dtype_for, load_transposed, psum, sbuf
+from trnlab.kernels._common import P, ceil_div, float_dtype_for, load_as, load_transposed, psum, sbuf
 
 TN = 512          # moving free size = one PSUM bank of fp32
 RING = 8          # moving tiles in flight (DMA prefetch depth)
@@ -97,16 +97,9 @@ def column_major(t) -> bool:
 
 def _load_kmajor(block, dtype, name):
     """SBUF [K, M] = block[M, K]^T: a plain DMA when the block is stored K-major, else DMA transpose."""
-    if not column_major(block):
-        return load_transposed(block, dtype, name=name)
-    kmajor = block.permute(1, 0)
-    t = sbuf(tuple(kmajor.shape), kmajor.dtype, name=name)
-    nisa.dma_copy(dst=t, src=kmajor)
-    if kmajor.dtype == dtype:
-        return t
-    c = sbuf(t.shape, dtype, name=name)
-    nisa.tensor_copy(dst=c, src=t)
-    return c
+    if column_major(block):
+        return load_as(block.permute(1, 0), dtype, name=name)
+    return load_transposed(block, dtype, name=name)
 
 
 def reference(a, b, bias=None):
