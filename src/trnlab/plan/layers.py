@@ -272,24 +272,17 @@ def train_head(s: ShardSpec, *, batch: int, seq: int, dtype: str = "bf16", targe
 
 
 def _train(s, batch, seq, dtype, checkpointing, target, head) -> dict:
-    from trnlab.torch import models, optim as sim_optim
+    from trnlab.torch import models
     from trnlab.torch.api import as_dtype
-    from trnlab.torch.train import compile_train, last_training
-    from trnlab.torch.trainer import saved_activation_bytes, trainable_params
+    from trnlab.torch.trainer import saved_activation_bytes, timing_only_step, trainable_params
     t0 = time.perf_counter()
     tdtype = as_dtype(dtype)
     with torch.device("meta"):
         module = _Head(s) if head else _Layer(models.set_checkpointing(_block_class()(s), checkpointing))
     x = torch.empty(batch, seq // (1 if head else s.sp), s.hidden, device="meta", requires_grad=True)
-    args = (x, True) if head else (x,)
     torch._dynamo.reset()
-    compiled = compile_train(module, target=target, dtype=tdtype, numerics=False, check=False,
-                             name="plan-head" if head else "plan-layer")
-    out = compiled(*args)
-    out.backward(None if head else torch.empty_like(out))
-    record = last_training()
-    opt = sim_optim.AdamW(module.parameters(), lr=1e-4, target=target, numerics=False)
-    opt.step()
+    record, opt = timing_only_step(module, (x, True) if head else (x,), target=target, dtype=tdtype,
+                                   name="plan-head" if head else "plan-layer")
     return {"forward_s": sum(r.latency_s for r in record.forwards),
             "backward_s": sum(r.latency_s for r in record.backwards),
             "optimizer_s": opt.last_step.latency_s,

@@ -414,20 +414,30 @@ def layer_step(name: str = "llama-8b-layer", *, target=None, batch: int = 1, seq
     size, on shapes only (meta tensors): the per-layer figure whole-model and cluster plans build on."""
     import time as _time
     from trnlab.hw import get_chip
-    from trnlab.torch import models, optim as sim_optim
+    from trnlab.torch import models
     from trnlab.torch.api import as_dtype
-    from trnlab.torch.train import compile_train, last_training
 
     t0 = _time.perf_counter()
     chip, tdtype = get_chip(target), as_dtype(dtype)
     layer = models.set_checkpointing(models.build_layer(name, meta=True), checkpointing)
     module = _LayerLoss(layer)
     x = torch.empty(batch, seq, layer.cfg.hidden, device="meta", requires_grad=True)
-    compiled = compile_train(module, target=chip.name, dtype=tdtype, numerics=False, check=False, name=name)
-    compiled(x).backward()
-    record = last_training()
-    opt = _optimizer(sim_optim, optimizer, module, 1e-4, chip.name, False)
-    opt.step()
+    record, opt = timing_only_step(module, (x,), target=chip.name, dtype=tdtype, name=name, optimizer=optimizer)
     hbm = _step_hbm(record, module, tdtype, optimizer, chip)
     return _result(name, chip, tdtype, batch, seq, checkpointing, optimizer, module, (1, layer.cfg.hidden), record,
                    opt, hbm, [], [], {}, "timing-only", t0)
+
+
+def timing_only_step(module, args: tuple, *, target, dtype, name: str, optimizer: str = "adamw"):
+    """Forward, backward and optimizer of a shapes-only (meta) module through the training capture,
+    timing only: (the step's Training record, the simulated optimizer). A non-scalar output is
+    back-propagated from a gradient of its shape."""
+    from trnlab.torch import optim as sim_optim
+    from trnlab.torch.train import compile_train, last_training
+    compiled = compile_train(module, target=target, dtype=dtype, numerics=False, check=False, name=name)
+    out = compiled(*args)
+    out.backward(None if out.dim() == 0 else torch.empty_like(out))
+    record = last_training()
+    opt = _optimizer(sim_optim, optimizer, module, 1e-4, target, False)
+    opt.step()
+    return record, opt
