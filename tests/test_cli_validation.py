@@ -44,6 +44,7 @@ def no_simulation(monkeypatch):
     (["model", "llama-nope"], ["unknown model", "'llama-nope'", "llama-tiny", "gpt2-tiny"]),
     (["model", "llama-8b-layer", "--decode", "2"], ["--decode", "'llama-8b-layer'", "llama-tiny"]),
     (["model", "hf-bert", "--decode", "2"], ["--decode", "'hf-bert'", "gpt2-tiny"]),
+    (["model", "gpt2-tiny", "--seq", "510", "--decode", "4"], ["gpt2-tiny has 512 learned positions", "514"]),
 ])
 def test_bad_argument_is_one_line_exit_2(no_simulation, args, needles):
     result = invoke(*args)

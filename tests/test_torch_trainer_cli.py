@@ -52,6 +52,7 @@ def test_full_checkpointing_trades_memory_for_recompute():
     (("no-such-model",), "unknown model 'no-such-model'"),
     (("llama-8b-layer",), "unknown model 'llama-8b-layer'"),
     (("hf-llama", "--checkpointing", "full"), "--checkpointing full is for the built-in decoders, not hf-llama"),
+    (("gpt2-tiny", "--seq", "600"), "gpt2-tiny has 512 learned positions; --seq (plus --decode) asks for 600"),
 ])
 def test_bad_arguments_are_one_line(args, needle):
     result = invoke("train", *args)

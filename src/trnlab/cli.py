@@ -186,6 +186,15 @@ def calibrate(json_out: bool = typer.Option(False, "--json", help="Print a JSON 
     raise typer.Exit(calibrate_command(json_out=json_out, tolerance=tolerance, all_points=all_points))
 
 
+def _check_positions(command: str, name: str, tokens: int) -> None:
+    """A built-in decoder with learned position embeddings (GPT-2) has max_seq positions: more tokens
+    would index past its table."""
+    from trnlab.torch.models import CONFIGS
+    cfg = CONFIGS.get(name)
+    if cfg is not None and cfg.kind == "gpt2" and tokens > cfg.max_seq:
+        _fail(command, f"{name} has {cfg.max_seq} learned positions; --seq (plus --decode) asks for {tokens}")
+
+
 def _model_names(command: str) -> list[str]:
     try:
         from trnlab.torch.cli import model_names
@@ -236,6 +245,7 @@ def model(name: Optional[str] = typer.Argument(None, help="Built-in model (see -
     from trnlab.torch.cli import decoder_names, model_command
     if decode and name not in decoder_names():
         _fail("model", f"--decode needs a built-in decoder, not {name!r}; valid values: {', '.join(decoder_names())}")
+    _check_positions("model", name, seq + decode)
     _check_out("model", out)
     _check_tp("model", name, tp, system, target, decode)
     if sequence_parallel and tp is None:
@@ -312,6 +322,7 @@ def train(name: Optional[str] = typer.Argument(None, help="Built-in model (see `
                        "benchmarks/train_estimate.py)")
     if name.startswith("hf-") and checkpointing != "none":
         _fail("train", f"--checkpointing {checkpointing} is for the built-in decoders, not {name}")
+    _check_positions("train", name, seq)
     with _instruction_limit(max_instructions):
         try:
             from trnlab.torch.cli import train_command
