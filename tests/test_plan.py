@@ -259,6 +259,7 @@ def no_simulation(monkeypatch):
     (["llama-2-7b", "--tp", "3"], ["TP x PP = 3 x 1", "32 ranks"]),
     (["llama-2-7b", "--nodes", "3", "--tp", "8", "--pp", "3"], ["PP 3 does not divide the 32 layers"]),
     (["llama-2-7b", "--checkpointing", "some"], ["--checkpointing", "'some'", "selective"]),
+    (["llama-2-7b", "--precision", "fp8"], ["--precision", "'fp8'", "mixed|bf16-sr"]),
     (["llama-2-7b", "--ray"], ["--ray", "--search"]),
     (["llama-2-7b", "--search", "--address", "x:1"], ["--address", "--ray"]),
     (["llama-2-7b", "--inference", "--search"], ["--search", "--inference"]),
@@ -304,3 +305,16 @@ def test_calibration_rows_layouts_and_documented_errors():
     cal = [r for r in rows if r["kind"] == "training" and r["fitted"]]
     assert len(cal) == 3
     assert all(0.3 < r["predicted"] / r["published"] < 0.6 for r in cal)
+
+
+def test_bf16_sr_precision_memory_by_hand(tiny_plan):
+    """NeMo's BF16 + stochastic rounding: no fp32 master or gradient accumulator, bf16 AdamW states."""
+    sr = plan_training(TINY, system="trn1.32xlarge", nodes=2, seq=SEQ, global_batch=GB, tp=4, pp=2,
+                       microbatch=1, zero1=True, checkpointing="selective", precision="bf16-sr")
+    p = tiny_plan.memory["weights_bytes"] // 2
+    assert sr.memory["gradients_bytes"] == 2 * p
+    assert sr.memory["optimizer_bytes"] == -(-4 * p // 8)                     # 2 bf16 states / DP 8
+    assert sr.memory["activations_bytes"] == tiny_plan.memory["activations_bytes"]
+    assert sr.step_s == pytest.approx(tiny_plan.step_s)                       # memory only
+    with pytest.raises(OptionError, match="valid values: mixed|bf16-sr"):
+        plan_training(TINY, system="trn1.32xlarge", nodes=2, seq=SEQ, global_batch=GB, tp=4, pp=2, precision="fp8")

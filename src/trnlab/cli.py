@@ -405,6 +405,9 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
          sequence_parallel: bool = typer.Option(True, "--sequence-parallel/--no-sequence-parallel",
                                                 help="Megatron sequence parallelism inside the TP group."),
          dtype: str = typer.Option("bf16", help="Compute dtype: " + "|".join(DTYPES) + "."),
+         precision: str = typer.Option("mixed", help="Training precision: mixed (bf16 compute, fp32 master "
+                                                     "weights and AdamW states; NxD) or bf16-sr (everything "
+                                                     "bf16 with stochastic rounding; NeMo's BF16+SR)."),
          inference: bool = typer.Option(False, "--inference", help="Plan serving (TTFT, TPOT) instead of training."),
          batch: int = typer.Option(1, help="Inference batch size."),
          input_len: int = typer.Option(128, "--input", help="Inference prompt tokens."),
@@ -437,6 +440,8 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
         _fail("plan", f"--checkpointing {checkpointing!r} is not supported; valid values: none|selective|full")
     if dtype not in DTYPES:
         _fail("plan", f"--dtype {dtype!r} is not supported; valid values: {'|'.join(DTYPES)}")
+    if precision not in ("mixed", "bf16-sr"):
+        _fail("plan", f"--precision {precision!r} is not supported; valid values: mixed|bf16-sr")
     for option, value in (("--train-tokens", train_tokens), ("--usd-per-hour", usd_per_hour)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             _fail("plan", f"{option} must be a finite number >= 0, got {value}")
@@ -463,7 +468,8 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
             code = plan_command(model, system=system, nodes=nodes, seq=seq, global_batch=global_batch, tp=tp, pp=pp,
                                 dp=dp, interleave=interleave, zero1=zero1, microbatch=microbatch,
                                 checkpointing=checkpointing, sequence_parallel=sequence_parallel, dtype=dtype,
-                                inference=inference, batch=batch, input_len=input_len, output_len=output_len,
+                                precision=precision, inference=inference, batch=batch, input_len=input_len,
+                                output_len=output_len,
                                 do_search=do_search, use_ray=use_ray, address=address, workers=workers,
                                 train_tokens=train_tokens, usd_per_hour=usd_per_hour, json_out=json_out,
                                 out=out, echo=typer.echo)

@@ -13,6 +13,7 @@ def _gb(nbytes: float) -> str:
 
 def plan_command(model: str, *, system: str, nodes: int, seq: int, global_batch: int, tp, pp: int, dp, zero1: bool,
                  interleave: int, microbatch, checkpointing, sequence_parallel: bool, dtype: str,
+                 precision: str = "mixed",
                  inference: bool, batch: int, input_len: int,
                  output_len: int, do_search: bool, use_ray: bool, address, workers, train_tokens,
                  usd_per_hour, json_out: bool, out=None, echo=print) -> int:
@@ -42,7 +43,7 @@ def plan_command(model: str, *, system: str, nodes: int, seq: int, global_batch:
                              pp=pp, dp=dp, microbatch=microbatch or 1, zero1=zero1,
                              checkpointing=checkpointing or "selective",
                              sequence_parallel=sequence_parallel, interleave=interleave, dtype=dtype,
-                             usd_per_hour=usd_per_hour)
+                             precision=precision, usd_per_hour=usd_per_hour)
     except OptionError:
         raise                           # a bad option: trnlab.cli prints it, exit 2
     except TrnlabError as exc:          # nothing fits, or the chip model cannot run a layer shape
@@ -68,7 +69,7 @@ def _training_text(plan, out) -> str:
     lines = [f"{plan.model} on {plan.nodes} x {plan.system}: TP {lay.tp} PP {lay.pp}{inter} DP {lay.dp}, "
              f"ZeRO-1 {'on' if lay.zero1 else 'off'}, microbatch {lay.microbatch} x {plan.microbatches}, "
              f"seq {plan.seq}, global batch {plan.global_batch}, checkpointing {lay.checkpointing}, "
-             f"sequence parallel {'on' if lay.sequence_parallel and lay.tp > 1 else 'off'}",
+             f"sequence parallel {'on' if lay.sequence_parallel and lay.tp > 1 else 'off'}, precision {lay.precision}",
              f"  step {plan.step_s:.3f} s   {plan.seq_per_s:.2f} seq/s   {plan.tokens_per_s:,.0f} tokens/s   "
              f"MFU {plan.mfu * 100:.1f}% (AWS's formula)",
              f"  HBM per core {_gb(plan.hbm_per_core_bytes)} of {_gb(plan.hbm_capacity_bytes)}"

@@ -21,6 +21,11 @@ Step time of the slowest pipeline stage (it holds layers/PP layers and the LM he
 Memory per core: bf16 weights and gradients (+ an fp32 accumulator with more than one microbatch), fp32
 master weights and AdamW states (divided by DP with ZeRO-1), and the activations forward saves for backward
 per layer (read off the captured graph) times layers/PP times the microbatches in flight (min(PP, m), 1F1B).
+With precision "bf16-sr" (NeMo's BF16 + stochastic rounding, XLA_USE_BF16=1: every fp32 tensor, optimizer
+states included, is held in bf16 and rounded stochastically; https://awsdocs-neuron.readthedocs-hosted.com/en/
+latest/about-neuron/appnotes/torch-neuronx/migration-from-xla-downcast-bf16.html) there is no fp32 master, no fp32
+gradient accumulator, and the two AdamW states take 2 bytes each. The optimizer's simulated time stays that of
+the fp32-state kernel (an overestimate for bf16 states).
 MFU as AWS computes it (trainium-scale.md §2): seq/s x seq x (6N + 12 x layers x hidden x seq) / (chips x
 published dense BF16 per chip).
 """
@@ -44,6 +49,7 @@ STEP_OVERHEAD_S = 0.0
 PUBLISHED_BF16_PER_CHIP = {2: 190e12, 3: 667e12, 4: 671e12}
 
 CHECKPOINTING = ("none", "selective", "full")
+PRECISIONS = ("mixed", "bf16-sr")
 BF16, FP32, ADAMW_STATE = 2, 4, 8
 
 
@@ -68,6 +74,7 @@ class Layout:
     checkpointing: str = "selective"
     sequence_parallel: bool = True
     interleave: int = 1          # virtual pipeline stages per rank (Megatron's interleaved 1F1B)
+    precision: str = "mixed"     # "mixed": bf16 compute, fp32 master + states; "bf16-sr": all bf16, SR
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,7 @@ def layout_problems(spec: ModelSpec, system: SystemSpec, seq: int, global_batch:
 def plan_training(model, *, system="trn1.32xlarge", nodes: int = 1, seq: int = 4096, global_batch: int = 1024,
                   tp: int = 8, pp: int = 1, dp: int | None = None, microbatch: int = 1, zero1: bool = True,
                   checkpointing: str = "selective", sequence_parallel: bool = True, interleave: int = 1,
-                  dtype: str = "bf16",
+                  dtype: str = "bf16", precision: str = "mixed",
                   usd_per_hour: float | None = None, check_memory: bool = False) -> TrainPlan:
     """Step time, throughput, MFU, memory per core and cost of training `model` with one layout."""
     spec = get_model(model)
@@ -182,7 +189,9 @@ def plan_training(model, *, system="trn1.32xlarge", nodes: int = 1, seq: int = 4
             raise OptionError(f"{spec.name}: TP x PP = {tp} x {pp} must divide the {sysspec.ranks} ranks of "
                               f"{nodes} x {sysspec.name}")
         dp = sysspec.ranks // (tp * pp)
-    lay = Layout(tp, pp, dp, microbatch, zero1, checkpointing, sequence_parallel, interleave)
+    if precision not in PRECISIONS:
+        raise OptionError(f"precision {precision!r} is not supported; valid values: {'|'.join(PRECISIONS)}")
+    lay = Layout(tp, pp, dp, microbatch, zero1, checkpointing, sequence_parallel, interleave, precision)
     problems = layout_problems(spec, sysspec, seq, global_batch, lay)
     if problems:
         raise OptionError(f"{spec.name} on {nodes} x {sysspec.name}: " + "; ".join(problems))
@@ -284,7 +293,9 @@ def _memory(spec, shard, lt, ht, stage_params, lay: Layout, m: int, lnc: int = 1
     # 1F1B keeps min(PP, m) microbatches in flight on the first stage; interleaving adds (PP - 1) / (PP x v)
     # of that (Narayanan et al. https://arxiv.org/abs/2104.04473 section 2.2); lnc cores hold a rank's share
     in_flight = min(lay.pp, m) * (1 + (lay.pp - 1) / (lay.pp * lay.interleave) if lay.interleave > 1 else 1) * lnc
-    grads = p * BF16 + (p * FP32 if m > 1 else 0)
+    mixed = lay.precision == "mixed"
+    grads = p * BF16 + (p * FP32 if m > 1 and mixed else 0)
+    states = ADAMW_STATE + FP32 if mixed else 2 * BF16          # (fp32 master + 2 fp32 states) or 2 bf16 states
     return {"weights_bytes": p * BF16, "gradients_bytes": grads,
-            "optimizer_bytes": math.ceil(p * (ADAMW_STATE + FP32) / (lay.dp if lay.zero1 else 1)),
+            "optimizer_bytes": math.ceil(p * states / (lay.dp if lay.zero1 else 1)),
             "activations_bytes": int(in_flight * (per_stage * lt["saved_bytes"] + ht["saved_bytes"]))}
