@@ -92,18 +92,23 @@ def test_training_plan_composition_by_hand(tiny_plan):
     act = SEQ * TINY.hidden * 2
     point = (collective_cost("reduce-scatter", act, 4, node).latency_s
              + collective_cost("all-gather", act, 4, node).latency_s)          # sequence parallel
-    head = 2 * collective_cost("all-reduce", SEQ * 4, 4, node).latency_s + 2 * point
-    tp_per_mb = per_stage * 4 * point + head
+    loss = 2 * collective_cost("all-reduce", SEQ * 4, 4, node).latency_s
+    tp_total = per_stage * 4 * point + loss + 2 * point
+    # backward collectives hide under the weight-gradient matmuls of the same layer (or head)
+    tp_per_mb = (per_stage * 2 * point + loss + point + per_stage * max(0, 2 * point - lt["backward_weight_grad_s"])
+                 + max(0, point - ht["backward_weight_grad_s"]))
+    assert tp_per_mb < tp_total
     p2p = 2 * collective_cost("send-recv", act // 4, 2, cluster("trn1.32xlarge", 2)).latency_s
     fwd, bwd = per_stage * lt["forward_s"] + ht["forward_s"], per_stage * lt["backward_s"] + ht["backward_s"]
     b = p.breakdown
     assert b["forward_s"] == pytest.approx(m * fwd)
     assert b["backward_s"] == pytest.approx(m * bwd)
     assert b["tp_collectives_s"] == pytest.approx(m * tp_per_mb)
+    assert b["tp_collectives_total_s"] == pytest.approx(m * tp_total)
     assert b["pp_p2p_s"] == pytest.approx(m * p2p)
     assert b["pipeline_bubble_s"] == pytest.approx((2 - 1) * (fwd + bwd + tp_per_mb + p2p))
     assert b["optimizer_s"] == pytest.approx((per_stage * lt["optimizer_s"] + ht["optimizer_s"]) / 8)
-    parts = sum(v for k, v in b.items() if k != "dp_reduce_total_s")
+    parts = sum(v for k, v in b.items() if k not in ("dp_reduce_total_s", "tp_collectives_total_s"))
     assert p.step_s == pytest.approx(parts)
     assert p.seq_per_s == pytest.approx(GB / p.step_s)
     assert p.usd_per_1m_tokens == pytest.approx(2 * 21.50 / 3600 / p.tokens_per_s * 1e6)
@@ -318,3 +323,22 @@ def test_bf16_sr_precision_memory_by_hand(tiny_plan):
     assert sr.step_s == pytest.approx(tiny_plan.step_s)                       # memory only
     with pytest.raises(OptionError, match="valid values: mixed|bf16-sr"):
         plan_training(TINY, system="trn1.32xlarge", nodes=2, seq=SEQ, global_batch=GB, tp=4, pp=2, precision="fp8")
+
+
+def test_weight_gradient_matmuls_are_found_per_weight_matrix():
+    """One dW matmul per 2-D weight: fused qkv, o, fused gate|up, down in the Llama layer shard; the LM head's."""
+    from trnlab.plan.layers import _Head, _Layer, _block_class, weight_gradient_ops
+    from trnlab.torch.trainer import timing_only_step
+    s = layers.shard(TINY, 4, sequence_parallel=True)
+    for module, args, count in ((lambda: _Layer(_block_class()(s)), lambda: (torch.empty(1, 16, s.hidden, device="meta",
+                                                                                          requires_grad=True),), 4),
+                                (lambda: _Head(s), lambda: (torch.empty(1, 64, s.hidden, device="meta",
+                                                                        requires_grad=True), True), 1)):
+        with torch.device("meta"):
+            m = module()
+        torch._dynamo.reset()
+        record, _ = timing_only_step(m, args(), target="trn1", dtype=torch.bfloat16, name="wgrad")
+        names = weight_gradient_ops(record.backward_runs[-1].program.graph, m)
+        assert len(names) == count == sum(p.dim() == 2 for p in m.parameters())
+        times = {op.name: op.time_s for op in record.backward.ops}
+        assert 0 < sum(times[n] for n in names) < record.backward.latency_s

@@ -80,10 +80,12 @@ def _training_text(plan, out) -> str:
         lines.append(f"  {out['train_tokens']:.3g} tokens: ${out['usd_for_train_tokens']:,.0f}, "
                      f"{out['days_for_train_tokens']:.1f} days")
     lines.append("  breakdown per step:")
-    lines += [f"    {k.removesuffix('_s'):24s} {v:10.4f} s" for k, v in plan.breakdown.items()
-              if k != "dp_reduce_total_s"]
+    from trnlab.plan.train import TOTALS
+    lines += [f"    {k.removesuffix('_s'):24s} {v:10.4f} s" for k, v in plan.breakdown.items() if k not in TOTALS]
     lines.append(f"    (DP gradient reduction {plan.breakdown['dp_reduce_total_s']:.4f} s in all, overlapped with the "
-                 "last microbatch's backward)")
+                 "last microbatch's backward; TP collectives "
+                 f"{plan.breakdown.get('tp_collectives_total_s', 0.0):.4f} s in all, the backward ones overlapped "
+                 "with weight-gradient matmuls)")
     return "\n".join(lines)
 
 

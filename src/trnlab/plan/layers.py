@@ -260,7 +260,8 @@ def clear_memory_cache() -> None:
 def train_layer(s: ShardSpec, *, batch: int, seq: int, dtype: str = "bf16", checkpointing: str = "selective",
                 target: str = "trn1") -> dict:
     """Forward, backward (with recompute) and AdamW of one layer shard: seconds, and the bytes forward
-    saves for backward. Keys: forward_s, backward_s, optimizer_s, saved_bytes, params, wall_s."""
+    saves for backward. Keys: forward_s, backward_s (of which backward_weight_grad_s in the matmuls producing
+    weight gradients), optimizer_s, saved_bytes, params, wall_s."""
     key = _key("train-layer", s, batch=batch, seq=seq, dtype=dtype, ckpt=checkpointing, target=target)
     return _cached(key, lambda: _train(s, batch, seq, dtype, checkpointing, target, head=False))
 
@@ -285,9 +286,41 @@ def _train(s, batch, seq, dtype, checkpointing, target, head) -> dict:
                                    name="plan-head" if head else "plan-layer")
     return {"forward_s": sum(r.latency_s for r in record.forwards),
             "backward_s": sum(r.latency_s for r in record.backwards),
+            "backward_weight_grad_s": sum(weight_gradient_s(run.program.graph, rep, module)
+                                          for run, rep in zip(record.backward_runs, record.backwards)),
             "optimizer_s": opt.last_step.latency_s,
             "saved_bytes": saved_activation_bytes(record.forward_runs[-1].program.graph, 1, tdtype),
             "params": trainable_params(module), "wall_s": time.perf_counter() - t0}
+
+
+_MATMULS = {"mm", "bmm", "addmm"}
+
+
+def weight_gradient_s(backward_graph: torch.fx.Graph, report, module: nn.Module) -> float:
+    """Simulated seconds of the backward matmuls that produce parameter gradients (dW = dY^T X). Nothing
+    downstream in the step waits for them but the optimizer, so the compiler's scheduler can run them while
+    the CC core performs the layer's tensor-parallel collectives (AWS, "Compute-Communication Overlap in
+    Neuron": separate scheduling queues for compute and communication, independent except for explicit
+    dependencies, https://awsdocs-neuron.readthedocs-hosted.com/en/latest/neuron-runtime/explore/compute-comm-overlap.html)."""
+    names = weight_gradient_ops(backward_graph, module)
+    return sum(op.time_s for op in report.ops if op.name in names)
+
+
+def weight_gradient_ops(backward_graph: torch.fx.Graph, module: nn.Module) -> set:
+    """Names of the backward graph's matmul nodes whose result is returned as a 2-D parameter's gradient."""
+    from trnlab.torch.trainer import _op_name, _storage_base
+    shapes = {tuple(p.shape) for p in module.parameters() if p.requires_grad and p.dim() == 2}
+    out = next(n for n in backward_graph.nodes if n.op == "output")
+    flat = out.args[0] if isinstance(out.args[0], (list, tuple)) else [out.args[0]]
+    names = set()
+    for node in flat:
+        val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+        if getattr(val, "shape", None) is None or tuple(val.shape) not in shapes:
+            continue
+        base = _storage_base(node)
+        if _op_name(base) in _MATMULS:
+            names.add(base.name)
+    return names
 
 
 def prefill_layer(s: ShardSpec, *, batch: int, seq: int, dtype: str = "bf16", target: str = "trn1") -> dict:

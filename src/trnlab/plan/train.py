@@ -9,7 +9,11 @@ Step time of the slowest pipeline stage (it holds layers/PP layers and the LM he
                    sequence parallelism, the default as in NxD and NeMo: reduce-scatter + all-gather) of
                    [microbatch x seq x hidden] per layer in forward and 2 in backward (4 with full
                    checkpointing, whose recomputed forward all-reduces again), and with PP the activation
-                   send/recv to the next stage in each direction
+                   send/recv to the next stage in each direction. Forward collectives are on the critical
+                   path; a layer's backward collectives overlap its weight-gradient matmuls (the compiler
+                   schedules compute and CC queues independently; AWS's compute-comm-overlap doc), so only
+                   max(0, collectives - weight-gradient time) is exposed (tp_collectives_s; the total is
+                   tp_collectives_total_s). DMA contention between the two is not modelled.
   pipeline         1F1B: (microbatches + PP - 1) x per microbatch; the (PP - 1) extra slots are the bubble
                    (Narayanan et al., https://arxiv.org/abs/2104.04473 §2.2)
   data parallel    gradient all-reduce (or ZeRO-1 reduce-scatter) over DP, overlapped with the last
@@ -49,6 +53,7 @@ STEP_OVERHEAD_S = 0.0
 PUBLISHED_BF16_PER_CHIP = {2: 190e12, 3: 667e12, 4: 671e12}
 
 CHECKPOINTING = ("none", "selective", "full")
+TOTALS = ("dp_reduce_total_s", "tp_collectives_total_s")   # breakdown entries that include hidden time
 PRECISIONS = ("mixed", "bf16-sr")
 BF16, FP32, ADAMW_STATE = 2, 4, 8
 
@@ -226,11 +231,16 @@ def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) 
              if shard.sp > 1 else _ar(act, lay.tp, node))
     # vocab-parallel loss: all-reduce of the max and the sum over [mb, seq] in fp32; embedding output
     # all-reduce in forward, LM-head input-gradient all-reduce in backward
-    head_comm = 2 * _ar(mb * seq * FP32, lay.tp, node) + 2 * tp_ar
+    head_fwd_comm = 2 * _ar(mb * seq * FP32, lay.tp, node) + tp_ar
     bwd_ars = 4 if lay.checkpointing == "full" else 2
     fwd_s = per_stage * lt["forward_s"] + ht["forward_s"]
     bwd_s = per_stage * lt["backward_s"] + ht["backward_s"]
-    tp_s = per_stage * (2 + bwd_ars) * tp_ar + head_comm
+    # backward: a layer's TP collectives run on the CC core while its weight-gradient matmuls (which
+    # nothing but the optimizer waits for) keep the engines busy; only what exceeds them is exposed
+    bwd_tp_exposed = (per_stage * max(0.0, bwd_ars * tp_ar - lt.get("backward_weight_grad_s", 0.0))
+                      + max(0.0, tp_ar - ht.get("backward_weight_grad_s", 0.0)))
+    tp_total = per_stage * (2 + bwd_ars) * tp_ar + head_fwd_comm + tp_ar
+    tp_s = per_stage * 2 * tp_ar + head_fwd_comm + bwd_tp_exposed
     # interleaving: each microbatch crosses PP x interleave stage boundaries; the bubble shrinks by the factor
     p2p_s = 2 * lay.interleave * _p2p(act // shard.sp, system, lay) if lay.pp > 1 else 0.0
     per_mb = fwd_s + bwd_s + tp_s + p2p_s
@@ -244,6 +254,7 @@ def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) 
                  "zero1_allgather_s": ag_s, "optimizer_s": opt_s, "overhead_s": STEP_OVERHEAD_S}
     step_s = sum(breakdown.values())
     breakdown["dp_reduce_total_s"] = dp_s
+    breakdown["tp_collectives_total_s"] = m * tp_total
     memory = _memory(spec, shard, lt, ht, stage_params, lay, m, system.lnc)
     price = system.usd_per_hour if usd_per_hour is None else float(usd_per_hour)
     source = system.price_source if usd_per_hour is None else "given by the user"
