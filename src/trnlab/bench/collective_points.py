@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
 
+ITEMSIZE = {"uint8": 1, "fp16": 2, "bf16": 2, "fp32": 4}
 LARGE_BYTES = 4 * MiB        # at or above: a bandwidth row (done when within 25%)
 FLOOR_BYTES = 64 * KiB       # at or below: a latency floor (done when within 50%); between: mid (50%)
 
@@ -72,8 +73,8 @@ ROWS: tuple = (
     NccomRow("all-gather", 32, 1, 512 * KiB, 23.16, _T2, "--show-input-output-size"),
     NccomRow("all-gather", 8, 1, 1 * KiB, 10.0, _T2, "percentiles"),
     NccomRow("all-gather", 8, 1, 512 * KiB, 14.83, _T2, "percentiles"),
-    NccomRow("all-gather", 64, 1, 1 * KiB, 101, _T2, "multi-stream", dtype="bf16"),
-    NccomRow("all-gather", 64, 1, 1 * MiB, 117.7, _T2, "multi-stream", dtype="bf16"),
+    NccomRow("all-reduce", 16, 1, 1 * KiB, 101.14, _T2, "multi-stream, stream 0", dtype="bf16"),
+    NccomRow("all-reduce", 16, 1, 1 * MiB, 117.67, _T2, "multi-stream, stream 0", dtype="bf16"),
     NccomRow("permute", 8, 1, 32 * MiB, 894, _T2, "custom pairs", dtype="uint8", pairs=_SWAPS),
     NccomRow("all-reduce", 64, 2, 8, 520, _T1, "2 nodes"),
     NccomRow("all-reduce", 64, 2, 1 * MiB, 1328, _T1, "2 nodes"),
@@ -104,7 +105,11 @@ VALIDATION_ROWS: tuple = (
     + _validate("all-reduce", 16, 1, _T2, "--show-algorithm", [(32, 299.69), (512, 299.82)])
     + _validate("all-gather", 32, 1, _T2, "--show-input-output-size", [(8 * KiB, 6.48), (64 * KiB, 8.17)])
     + _validate("all-gather", 8, 1, _T2, "percentiles", [(8 * KiB, 10.22), (64 * KiB, 11.31)])
-    + _validate("all-gather", 4, 1, _T2, "all_gatherv (fp16, 4 ranks)", [(2 * KiB, 16.28)]))
+    + _validate("all-gather", 4, 1, _T2, "all_gatherv (fp16, 4 ranks)", [(2 * KiB, 16.28)])
+    + tuple(NccomRow("all-reduce", 16, 1, nbytes, us, _T2, "multi-stream, stream 0", dtype="bf16", role="validate")
+            for nbytes, us in [(2 * KiB, 101.93), (4 * KiB, 101.45), (8 * KiB, 101.84), (16 * KiB, 102.21),
+                               (32 * KiB, 102.36), (64 * KiB, 103.28), (128 * KiB, 105.03), (256 * KiB, 107.37),
+                               (512 * KiB, 110.07)]))
 
 
 def predict(row: NccomRow, tuning=None):
@@ -112,7 +117,7 @@ def predict(row: NccomRow, tuning=None):
     from trnlab.hw.systems import cluster
     from trnlab.isa.collectives import collective_cost
     return collective_cost(row.op, row.nbytes, row.ranks, cluster(row.system, row.nodes), tuning,
-                           pairs=row.pairs or None)
+                           pairs=row.pairs or None, itemsize=ITEMSIZE[row.dtype])
 
 
 def table(tunings=None, rows=ROWS) -> list:
