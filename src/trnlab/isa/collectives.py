@@ -188,12 +188,12 @@ class CollectiveTuning:
 
 # [fitted] benchmarks/fit_collectives.py (docs/calibration.md "Collectives"); keyed by NeuronCore version.
 TUNINGS = {
-    2: CollectiveTuning(launch_s=25.7e-6, reduce_launch_s=0.746e-6, step_s=18.7e-6, peer_s=16.3e-6,
-                        link_efficiency=0.141, local_efficiency=0.257, efa_step_s=10.7e-6, efa_efficiency=0.541),
+    2: CollectiveTuning(launch_s=0.114e-6, reduce_launch_s=11.6e-6, step_s=27.6e-6, peer_s=16.7e-6,
+                        link_efficiency=0.149, local_efficiency=0.257, efa_step_s=10.7e-6, efa_efficiency=0.574),
     # trn2 has no multi-node row: efa_step_s and efa_efficiency are trn1's. step_s is not fitted: the
     # intranode doc's per-hop latency of Ring/KangaRing, "about 1-2 us".
-    3: CollectiveTuning(launch_s=0.1e-6, reduce_launch_s=288e-6, step_s=1.5e-6, peer_s=1.33e-6,
-                        link_efficiency=0.204, local_efficiency=0.0557, efa_step_s=10.7e-6, efa_efficiency=0.541),
+    3: CollectiveTuning(launch_s=0.1e-6, reduce_launch_s=287e-6, step_s=1.5e-6, peer_s=1.42e-6,
+                        link_efficiency=0.207, local_efficiency=0.0509, efa_step_s=10.7e-6, efa_efficiency=0.574),
 }
 # trn3 (NC-v4): no published measurement; it keeps trn2's constants.
 TUNINGS[4] = TUNINGS[3]
