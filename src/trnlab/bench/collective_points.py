@@ -6,9 +6,10 @@ are binary (its "32 MB" is 33,554,432 bytes: 32 MiB / 768 us = 40.69 GiB/s, the 
 are GiB/s. The doc never names the instance type; `system` is our inference (see the comments on ROWS).
 ROWS are the fit rows: the rows trainium-scale.md §1.4 quotes, its calibration set for collectives (§2: the
 collective constants are fitted to these only). VALIDATION_ROWS are the other sizes of the same example
-tables and one more example (the doc at commit 81ce03a, 2026-08-21): never fitted to. Left out: the
-multi-stream example's other sizes (an all-reduce runs on a second stream at the same time; the model
-times one collective alone).
+tables and one more example (the doc at commit 81ce03a, 2026-08-21): never fitted to. The multi-stream rows
+are that example's stream 0, a bf16 all-reduce over 16-rank replica groups (the doc's streams json and "The
+first output block belongs to stream 0"), which trainium-scale.md §1.4 lists as a 64-rank all-gather; its
+stream 1 (a 64-rank all-gather beside it, 258 us) is left out: the model times one collective alone.
 """
 from __future__ import annotations
 
@@ -52,8 +53,10 @@ _SWAPS = ((0, 1), (1, 0), (2, 3), (3, 2), (4, 4), (5, 5), (6, 6), (7, 7))
 # 2 ranks / 1 node: the default example (`nccom-test -r 2 allr`), trn1 era; 2 ranks = the 2 cores of one chip.
 # 16 ranks with --show-algorithm: KangaRing is trn2 LNC=2's algorithm (intranode doc) -> trn2.48xlarge, 4 chips.
 # 32-rank all-gather, older example: 32 ranks fill trn1.32xlarge. The newer example (same command, 25x faster),
-# the percentile and multi-stream examples and the permute: newer doc era -> trn2.48xlarge (LNC=2) [inferred].
-# 64 ranks / 2 nodes: 32 ranks per host -> trn1.32xlarge.
+# the percentile, multi-stream and all-to-allv examples and the permute: newer doc era -> trn2.48xlarge (LNC=2)
+# [inferred]. 64 ranks / 2 nodes: 32 ranks per host -> trn1.32xlarge. Release that added each example (the
+# doc's git history): 2.10 (2023-05) the 2-rank, older 32-rank and 2-node ones; 2.24 the newer 32-rank;
+# 2025-11 the permute; 2.28 --show-algorithm, percentiles, all-to-allv; 2.32 multi-stream, all_gatherv.
 ROWS: tuple = (
     NccomRow("all-reduce", 2, 1, 32 * MiB, 768, _T1, "default example", dtype="uint8"),
     NccomRow("all-reduce", 2, 1, 1 * KiB, 58, _T1, "2-rank sweep"),
@@ -81,7 +84,8 @@ ROWS: tuple = (
     NccomRow("all-reduce", 64, 2, 16 * MiB, 2138, _T1, "2 nodes"),
     NccomRow("all-reduce", 64, 2, 128 * MiB, 6279, _T1, "2 nodes"),
     NccomRow("all-reduce", 64, 2, 1 * GiB, 41806, _T1, "2 nodes"),
-    # all-to-allv: size 1,048,608 B, but its metadata sends 512 + 1,024 fp32 elements per rank
+    # all-to-allv: size 1,048,608 B (1 MiB + its 4 x 2 uint32 metadata words), but its metadata sends 512 +
+    # 1,024 fp32 elements per rank
     NccomRow("all-to-all", 2, 2, 1048608, 955, _T2, "all-to-allv, 2 nodes"),
 )
 

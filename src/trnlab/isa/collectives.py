@@ -8,8 +8,10 @@ AllGather C -> N*C, ReduceScatter N*C -> C, AllReduce B -> B, AllToAll transpose
 SDK = https://github.com/aws-neuron/aws-neuron-sdk/blob/master/
 
 Cost model (one collective, nothing else running): an algorithm is a sequence of phases; a phase costs
-    steps x step latency + bytes on its busiest link / (link bandwidth x efficiency) + reduction bytes / DMA rate
-plus one launch time per collective. The algorithms and where they apply are those of
+    steps x step latency + (T + R + max(T, R)) / 2
+with T = bytes on its busiest link / (link bandwidth x efficiency) and R = reduced elements x 4 B / DMA rate
+(the DMA engines reduce in fp32; transfer and reduction pipelined in two slices), plus one launch time per
+collective. The algorithms and where they apply are those of
 SDK neuron-runtime/explore/intranode-collective-comm.rst (Mesh, RDH, Ring, KangaRing on the chip torus) and
 internode-collective-comm.rst (hierarchical: RS inside, AR across, AG inside; Ring/RDH/Mesh across instances;
 the flat Ring across instances on trn1 only). The runtime's choice by message size is modelled as the fastest
