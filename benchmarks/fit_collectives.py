@@ -5,7 +5,8 @@
 What is fitted, per NeuronCore generation (the rows' systems are inferred, trnlab.bench.collective_points):
 launch_s, step_s, peer_s, link_efficiency, local_efficiency, efa_step_s, efa_efficiency.
 To what: every row of trainium-scale.md §1.4 (SDK tools/neuron-sys-tools/nccom-test.rst), the calibration
-set of the collective model (trainium-scale.md §2); nothing else. trn2 has no multi-node row, so its two EFA
+set of the collective model (trainium-scale.md §2); nothing else. Each row is read against its example's
+command line in the doc (dtype, replica groups; the multi-stream figures are stream 0's 16-rank all-reduce). trn2 has no multi-node row, so its two EFA
 constants are trn1's; its step_s is the documented 1.5 us (TRN2_STEP_S); trn3 has no row at all and uses
 trn2's constants.
 Method: least squares on log(predicted / measured) (a relative error, same weight for a 6 us and a 42 ms

@@ -6,9 +6,10 @@ are binary (its "32 MB" is 33,554,432 bytes: 32 MiB / 768 us = 40.69 GiB/s, the 
 are GiB/s. The doc never names the instance type; `system` is our inference (see the comments on ROWS).
 ROWS are the fit rows: the rows trainium-scale.md §1.4 quotes, its calibration set for collectives (§2: the
 collective constants are fitted to these only). VALIDATION_ROWS are the other sizes of the same example
-tables and one more example (the doc at commit 81ce03a, 2026-08-21): never fitted to. Left out: the
-multi-stream example's other sizes (an all-reduce runs on a second stream at the same time; the model
-times one collective alone).
+tables and one more example (the doc at commit 81ce03a, 2026-08-21): never fitted to. The multi-stream rows
+are that example's stream 0, a bf16 all-reduce over 16-rank replica groups (the doc's streams json and "The
+first output block belongs to stream 0"), which trainium-scale.md §1.4 lists as a 64-rank all-gather; its
+stream 1 (a 64-rank all-gather beside it, 258 us) is left out: the model times one collective alone.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
 
+ITEMSIZE = {"uint8": 1, "fp16": 2, "bf16": 2, "fp32": 4}
 LARGE_BYTES = 4 * MiB        # at or above: a bandwidth row (done when within 25%)
 FLOOR_BYTES = 64 * KiB       # at or below: a latency floor (done when within 50%); between: mid (50%)
 
@@ -51,8 +53,10 @@ _SWAPS = ((0, 1), (1, 0), (2, 3), (3, 2), (4, 4), (5, 5), (6, 6), (7, 7))
 # 2 ranks / 1 node: the default example (`nccom-test -r 2 allr`), trn1 era; 2 ranks = the 2 cores of one chip.
 # 16 ranks with --show-algorithm: KangaRing is trn2 LNC=2's algorithm (intranode doc) -> trn2.48xlarge, 4 chips.
 # 32-rank all-gather, older example: 32 ranks fill trn1.32xlarge. The newer example (same command, 25x faster),
-# the percentile and multi-stream examples and the permute: newer doc era -> trn2.48xlarge (LNC=2) [inferred].
-# 64 ranks / 2 nodes: 32 ranks per host -> trn1.32xlarge.
+# the percentile, multi-stream and all-to-allv examples and the permute: newer doc era -> trn2.48xlarge (LNC=2)
+# [inferred]. 64 ranks / 2 nodes: 32 ranks per host -> trn1.32xlarge. Release that added each example (the
+# doc's git history): 2.10 (2023-05) the 2-rank, older 32-rank and 2-node ones; 2.24 the newer 32-rank;
+# 2025-11 the permute; 2.28 --show-algorithm, percentiles, all-to-allv; 2.32 multi-stream, all_gatherv.
 ROWS: tuple = (
     NccomRow("all-reduce", 2, 1, 32 * MiB, 768, _T1, "default example", dtype="uint8"),
     NccomRow("all-reduce", 2, 1, 1 * KiB, 58, _T1, "2-rank sweep"),
@@ -72,16 +76,17 @@ ROWS: tuple = (
     NccomRow("all-gather", 32, 1, 512 * KiB, 23.16, _T2, "--show-input-output-size"),
     NccomRow("all-gather", 8, 1, 1 * KiB, 10.0, _T2, "percentiles"),
     NccomRow("all-gather", 8, 1, 512 * KiB, 14.83, _T2, "percentiles"),
-    NccomRow("all-gather", 64, 1, 1 * KiB, 101, _T2, "multi-stream", dtype="bf16"),
-    NccomRow("all-gather", 64, 1, 1 * MiB, 117.7, _T2, "multi-stream", dtype="bf16"),
+    NccomRow("all-reduce", 16, 1, 1 * KiB, 101.14, _T2, "multi-stream, stream 0", dtype="bf16"),
+    NccomRow("all-reduce", 16, 1, 1 * MiB, 117.67, _T2, "multi-stream, stream 0", dtype="bf16"),
     NccomRow("permute", 8, 1, 32 * MiB, 894, _T2, "custom pairs", dtype="uint8", pairs=_SWAPS),
     NccomRow("all-reduce", 64, 2, 8, 520, _T1, "2 nodes"),
     NccomRow("all-reduce", 64, 2, 1 * MiB, 1328, _T1, "2 nodes"),
     NccomRow("all-reduce", 64, 2, 16 * MiB, 2138, _T1, "2 nodes"),
     NccomRow("all-reduce", 64, 2, 128 * MiB, 6279, _T1, "2 nodes"),
     NccomRow("all-reduce", 64, 2, 1 * GiB, 41806, _T1, "2 nodes"),
-    # all-to-allv: size 1,048,608 B, but its metadata sends 512 + 1,024 fp32 elements per rank
-    NccomRow("all-to-all", 2, 2, 1048608, 955, _T1, "all-to-allv, 2 nodes"),
+    # all-to-allv: size 1,048,608 B (1 MiB + its 4 x 2 uint32 metadata words), but its metadata sends 512 +
+    # 1,024 fp32 elements per rank
+    NccomRow("all-to-all", 2, 2, 1048608, 955, _T2, "all-to-allv, 2 nodes"),
 )
 
 
@@ -104,7 +109,11 @@ VALIDATION_ROWS: tuple = (
     + _validate("all-reduce", 16, 1, _T2, "--show-algorithm", [(32, 299.69), (512, 299.82)])
     + _validate("all-gather", 32, 1, _T2, "--show-input-output-size", [(8 * KiB, 6.48), (64 * KiB, 8.17)])
     + _validate("all-gather", 8, 1, _T2, "percentiles", [(8 * KiB, 10.22), (64 * KiB, 11.31)])
-    + _validate("all-gather", 4, 1, _T2, "all_gatherv (fp16, 4 ranks)", [(2 * KiB, 16.28)]))
+    + _validate("all-gather", 4, 1, _T2, "all_gatherv (fp16, 4 ranks)", [(2 * KiB, 16.28)])
+    + tuple(NccomRow("all-reduce", 16, 1, nbytes, us, _T2, "multi-stream, stream 0", dtype="bf16", role="validate")
+            for nbytes, us in [(2 * KiB, 101.93), (4 * KiB, 101.45), (8 * KiB, 101.84), (16 * KiB, 102.21),
+                               (32 * KiB, 102.36), (64 * KiB, 103.28), (128 * KiB, 105.03), (256 * KiB, 107.37),
+                               (512 * KiB, 110.07)]))
 
 
 def predict(row: NccomRow, tuning=None):
@@ -112,7 +121,7 @@ def predict(row: NccomRow, tuning=None):
     from trnlab.hw.systems import cluster
     from trnlab.isa.collectives import collective_cost
     return collective_cost(row.op, row.nbytes, row.ranks, cluster(row.system, row.nodes), tuning,
-                           pairs=row.pairs or None)
+                           pairs=row.pairs or None, itemsize=ITEMSIZE[row.dtype])
 
 
 def table(tunings=None, rows=ROWS) -> list:

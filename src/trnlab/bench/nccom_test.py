@@ -139,7 +139,7 @@ def rows(sweep: Sweep) -> list:
     out = []
     for size in sweep.sizes:
         nbytes = size // unit * unit
-        cost = collective_cost(sweep.op, nbytes, sweep.ranks, sweep.system, pairs=sweep.pairs)
+        cost = collective_cost(sweep.op, nbytes, sweep.ranks, sweep.system, pairs=sweep.pairs, itemsize=itemsize)
         out.append({"bytes": nbytes, "count": nbytes // itemsize, "type": sweep.datatype,
                     "latency_us": round(cost.latency_us, 3),
                     "algbw_gbs": round(cost.algbw_bytes_per_s / GIB, 3),

@@ -8,8 +8,10 @@ AllGather C -> N*C, ReduceScatter N*C -> C, AllReduce B -> B, AllToAll transpose
 SDK = https://github.com/aws-neuron/aws-neuron-sdk/blob/master/
 
 Cost model (one collective, nothing else running): an algorithm is a sequence of phases; a phase costs
-    steps x step latency + bytes on its busiest link / (link bandwidth x efficiency) + reduction bytes / DMA rate
-plus one launch time per collective. The algorithms and where they apply are those of
+    steps x step latency + (T + R + max(T, R)) / 2
+with T = bytes on its busiest link / (link bandwidth x efficiency) and R = reduced elements x 4 B / DMA rate
+(the DMA engines reduce in fp32; transfer and reduction pipelined in two slices), plus one launch time per
+collective. The algorithms and where they apply are those of
 SDK neuron-runtime/explore/intranode-collective-comm.rst (Mesh, RDH, Ring, KangaRing on the chip torus) and
 internode-collective-comm.rst (hierarchical: RS inside, AR across, AG inside; Ring/RDH/Mesh across instances;
 the flat Ring across instances on trn1 only). The runtime's choice by message size is modelled as the fastest
@@ -188,12 +190,12 @@ class CollectiveTuning:
 
 # [fitted] benchmarks/fit_collectives.py (docs/calibration.md "Collectives"); keyed by NeuronCore version.
 TUNINGS = {
-    2: CollectiveTuning(launch_s=29.7e-6, reduce_launch_s=1.05e-6, step_s=8.24e-6, peer_s=13.6e-6,
-                        link_efficiency=0.153, local_efficiency=0.265, efa_step_s=10.6e-6, efa_efficiency=0.586),
+    2: CollectiveTuning(launch_s=0.114e-6, reduce_launch_s=11.6e-6, step_s=27.6e-6, peer_s=16.7e-6,
+                        link_efficiency=0.149, local_efficiency=0.257, efa_step_s=10.7e-6, efa_efficiency=0.574),
     # trn2 has no multi-node row: efa_step_s and efa_efficiency are trn1's. step_s is not fitted: the
     # intranode doc's per-hop latency of Ring/KangaRing, "about 1-2 us".
-    3: CollectiveTuning(launch_s=0.1e-6, reduce_launch_s=393e-6, step_s=1.5e-6, peer_s=2.11e-6,
-                        link_efficiency=0.188, local_efficiency=0.0521, efa_step_s=10.6e-6, efa_efficiency=0.586),
+    3: CollectiveTuning(launch_s=0.1e-6, reduce_launch_s=287e-6, step_s=1.5e-6, peer_s=1.42e-6,
+                        link_efficiency=0.207, local_efficiency=0.0509, efa_step_s=10.7e-6, efa_efficiency=0.574),
 }
 # trn3 (NC-v4): no published measurement; it keeps trn2's constants.
 TUNINGS[4] = TUNINGS[3]
@@ -289,35 +291,61 @@ def _reduce_bytes_per_s(system: SystemSpec) -> float:
     return _local_bytes_per_s(system) * (1.0 if system.chip.nc_version >= 4 else 0.5)
 
 
-def _intra_algorithms(system: SystemSpec, op: str, size: float, g: _Group, t: CollectiveTuning) -> dict:
+def _reduce_seconds(system: SystemSpec, op: str, size: float, frac: float, itemsize: int) -> float:
+    """A rank's reduction: the DMA engines compute in fp32 whatever the data type (SDK
+    nki/api/generated/nki.isa.dma_compute, "Input tensors are automatically cast ... to float32"), so the cost
+    is per element: an element of `itemsize` bytes costs a 4-byte fp32 element's time."""
+    if op not in _REDUCING:
+        return 0.0
+    return frac * size * 4 / itemsize / _reduce_bytes_per_s(system)
+
+
+def _sliced(transfer_s: float, reduce_s: float) -> float:
+    """A transfer and its reduction in two slices, the first slice's reduction overlapping the second's
+    transfer (intranode doc, Ring ReduceScatter)."""
+    return (transfer_s + reduce_s + max(transfer_s, reduce_s)) / 2
+
+
+def _intra_algorithms(system: SystemSpec, op: str, size: float, g: _Group, t: CollectiveTuning,
+                      itemsize: int = 4) -> dict:
     """{algorithm: seconds} of every algorithm eligible for op over one instance's ranks (no launch time)."""
     m = _PASSES[op]
     frac = (g.n - 1) / g.n
     local_bw = _local_bytes_per_s(system) * t.local_efficiency
-    reduce_s = frac * size / _reduce_bytes_per_s(system) if op in _REDUCING else 0.0
+    reduce_s = _reduce_seconds(system, op, size, frac, itemsize)
     if g.c == 1:   # one chip: direct writes between its cores
-        return {"mesh": m * (t.step_s + (g.n - 1) * t.peer_s) + m * frac * size / local_bw + reduce_s}
+        mesh = m * (t.step_s + (g.n - 1) * t.peer_s) + _sliced(m * frac * size / local_bw, reduce_s)
+        if op == "all-reduce":
+            mesh = min(mesh, _single_step_mesh(system, size, g, t, local_bw, itemsize))
+        return {"mesh": mesh}
     fabric = system.chip_fabric
     link_bw = fabric.link.bytes_per_s * t.link_efficiency
     local_s = m * (g.p - 1) / g.p * size / local_bw
     # Ring: every chip boundary carries m (n-1)/n size, split over the disjoint directed cycles; the hops
     # between the ranks of a chip run at the same time on the ranks' DMA queues.
     link_s = m * frac * size / (_ring_cycles(system, g.c) * link_bw)
-    out = {"ring": m * (g.n - 1) * t.step_s + max(link_s, local_s) + reduce_s}
+    out = {"ring": m * (g.n - 1) * t.step_s + _sliced(max(link_s, local_s), reduce_s)}
     if g.p >= 2:
         # KangaRing: only the primary rank of each pair is in the cycle (half the hops); it reads its
         # secondary's chunk and writes both copies in one 1R2W DMA, so there is no separate on-chip pass.
-        out["kangaring"] = m * (g.n // 2) * t.step_s + link_s + reduce_s
+        out["kangaring"] = m * (g.n // 2) * t.step_s + _sliced(link_s, reduce_s)
     # Mesh: each chip writes its (c-1)/c share straight to every other chip, routed (over-subscribed links).
     hops = 1.0 if fabric.kind == "switch" else _torus_distance(fabric.shape, g.c)
     peers = math.ceil((g.c - 1) / g.p) + (g.p - 1)
     mesh_bw_s = m * (g.c - 1) / g.c * size * hops / (fabric.links_per_chip * link_bw)
-    out["mesh"] = m * (t.step_s + peers * t.peer_s) + mesh_bw_s + local_s + reduce_s
+    out["mesh"] = m * (t.step_s + peers * t.peer_s) + _sliced(mesh_bw_s + local_s, reduce_s)
     if fabric.kind == "torus2d" and g.c & (g.c - 1) == 0:
         # RDH: log2(c) exchanges, one torus axis (one link) each, plus one intra-chip stage.
         steps = int(math.log2(g.c)) + (1 if g.p > 1 else 0)
-        out["rdh"] = m * steps * t.step_s + m * (g.c - 1) / g.c * size / link_bw + local_s + reduce_s
+        out["rdh"] = m * steps * t.step_s + _sliced(m * (g.c - 1) / g.c * size / link_bw + local_s, reduce_s)
     return out
+
+
+def _single_step_mesh(system, size, g, t, local_bw, itemsize) -> float:
+    """Single-step Mesh all-reduce (intranode doc): every rank writes its whole buffer to every peer in one
+    hop and reduces the n-1 copies it receives; the runtime's choice when that beats RS + AG."""
+    reduce_s = _reduce_seconds(system, "all-reduce", size, g.n - 1, itemsize)
+    return t.step_s + (g.n - 1) * t.peer_s + _sliced((g.n - 1) * size / local_bw, reduce_s)
 
 
 def _pick(costs: dict, chunk: float, forced: Optional[str]) -> tuple:
@@ -368,12 +396,12 @@ def _placement(system: SystemSpec, ranks: int) -> tuple:
     return group, math.ceil(per_node / system.ranks_per_instance), system.nodes
 
 
-def _hierarchical(system, op, size, ranks, t, forced) -> tuple:
+def _hierarchical(system, op, size, ranks, t, forced, itemsize=4) -> tuple:
     """Intra RS, inter AR, intra AG for all-reduce (internode doc); AG: inter then intra; RS: intra then inter.
     Returns (seconds, algorithm name, phases)."""
     group, instances, nodes = _placement(system, ranks)
     chunk = size / ranks
-    seconds, name = _pick(_intra_algorithms(system, op, size, group, t), chunk, forced)
+    seconds, name = _pick(_intra_algorithms(system, op, size, group, t, itemsize), chunk, forced)
     names, phases = [name], [(f"instance:{name}", seconds)]
     for groups, efa_instances, scope in ((instances, 0, "ultraserver"), (nodes, instances, "efa")):
         if groups > 1:
@@ -383,7 +411,7 @@ def _hierarchical(system, op, size, ranks, t, forced) -> tuple:
     return seconds, name if len(names) == 1 else "hier(" + "+".join(names) + ")", phases
 
 
-def _flat_ring(system, op, size, ranks, t) -> float:
+def _flat_ring(system, op, size, ranks, t, itemsize=4) -> float:
     """Trn1 across instances: one ring over all ranks, a channel per EFA NIC (internode doc); every step
     waits for its EFA hop."""
     group, _, _ = _placement(system, ranks)
@@ -394,8 +422,8 @@ def _flat_ring(system, op, size, ranks, t) -> float:
                                     * t.link_efficiency)
     else:   # one chip per node (trn1.2xlarge): its hops on chip run on the cores' DMA queues
         link_s = m * frac * size / (_local_bytes_per_s(system) * t.local_efficiency)
-    reduce_s = frac * size / _reduce_bytes_per_s(system) if op in _REDUCING else 0.0
-    return m * (ranks - 1) * t.efa_step_s + max(efa_s, link_s) + reduce_s
+    reduce_s = _reduce_seconds(system, op, size, frac, itemsize)
+    return m * (ranks - 1) * t.efa_step_s + _sliced(max(efa_s, link_s), reduce_s)
 
 
 def _all_to_all(system, size, ranks, t) -> float:
@@ -456,11 +484,12 @@ def _permute(system, size, ranks, pairs, t) -> float:
 
 def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec" = "trn2.48xlarge",
                     tuning: Optional[CollectiveTuning] = None, algorithm: Optional[str] = None,
-                    pairs: Optional[Sequence[tuple]] = None) -> CollectiveCost:
+                    pairs: Optional[Sequence[tuple]] = None, itemsize: int = 4) -> CollectiveCost:
     """Latency of one collective of `nbytes` over the first `ranks` ranks of `system` (nothing else running).
     nbytes is nccom-test's size: the all-reduce buffer, the all-gather output, the reduce-scatter input, the
     all-to-all buffer, the permuted buffer. `algorithm` forces the algorithm inside an instance (what-ifs).
-    `pairs`: the (source, target) ranks of a permute (default: the ring r -> r+1) or send-recv (default 0 -> 1)."""
+    `pairs`: the (source, target) ranks of a permute (default: the ring r -> r+1) or send-recv (default 0 -> 1).
+    `itemsize`: bytes per element (nccom-test's -d; 4 = fp32): a reduction costs per element."""
     system = get_system(system)
     if op not in OPS:
         raise _error(f"collective: op must be one of {'|'.join(OPS)}, got {op!r}")
@@ -469,6 +498,8 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
                      f"{system.nodes} nodes of {system.nodes} x {system.name}, got {ranks!r}")
     if not (isinstance(nbytes, (int, np.integer)) and nbytes >= 0):
         raise _error(f"collective: nbytes must be an integer >= 0, got {nbytes!r}")
+    if itemsize not in (1, 2, 4):
+        raise _error(f"collective: itemsize must be 1, 2 or 4 bytes per element, got {itemsize!r}")
     t = tuning or tuning_for(system)
     size, ranks = float(nbytes), int(ranks)
     if op in ("all-to-all", "permute", "send-recv"):
@@ -482,10 +513,10 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
         phases = [(name, seconds)]
     elif (algorithm in (None, "flat-ring") and system.chip.nc_version == 2 and _placement(system, ranks)[2] > 1
           and (size >= FLAT_RING_BYTES or algorithm == "flat-ring")):
-        seconds, name = _flat_ring(system, op, size, ranks, t), "flat-ring"
+        seconds, name = _flat_ring(system, op, size, ranks, t, itemsize), "flat-ring"
         phases = [(name, seconds)]
     else:
-        seconds, name, phases = _hierarchical(system, op, size, ranks, t, algorithm)
+        seconds, name, phases = _hierarchical(system, op, size, ranks, t, algorithm, itemsize)
     fixed = t.launch_s + (t.reduce_launch_s if op in _REDUCING else 0.0)
     return CollectiveCost(latency_s=fixed + seconds, algorithm=name, op=op, nbytes=int(nbytes), ranks=ranks,
                           phases=(("launch", fixed), *phases))
