@@ -39,7 +39,9 @@ def rmsnorm_into(out, x, weight=None, eps=1e-6):
     d = x.shape[-1]
     w_bytes = weight.itemsize if weight is not None else 0
     resident = d * (x.itemsize + w_bytes) <= ROW_BUDGET
-    w_tiles = [_broadcast_rows(weight, c0, nc) for c0, nc in tiles(d, CHUNK)] \
+    # the weight goes to as many partitions as a row tile uses (one decode token: one, not 128)
+    wrows = min(PMAX, max(1, math.prod(x.shape[:-1])))
+    w_tiles = [_broadcast_rows(weight, c0, nc, wrows) for c0, nc in tiles(d, CHUNK)] \
         if resident and weight is not None else None
     eps_t = nl.ndarray((PMAX, 1), dtype=nl.float32, buffer=nl.sbuf)
     nisa.memset(dst=eps_t, value=float(eps))
@@ -63,7 +65,7 @@ def rmsnorm_into(out, x, weight=None, eps=1e-6):
             if weight is None:
                 nisa.tensor_scalar(dst=ot, data=xt, op0=nl.multiply, operand0=rstd)
             else:
-                wt = w_tiles[i] if resident else _broadcast_rows(weight, c0, nc)
+                wt = w_tiles[i] if resident else _broadcast_rows(weight, c0, nc, nr)
                 nisa.scalar_tensor_tensor(dst=ot, data=xt, op0=nl.multiply, operand0=rstd,
                                           op1=nl.multiply, operand1=wt[:nr, :])
             nisa.dma_copy(dst=_cols(out_rows, c0, nc), src=ot)
@@ -80,10 +82,10 @@ def _load(rows, c0, nc):
     return t
 
 
-def _broadcast_rows(vec, c0, nc):
-    """vec[c0:c0+nc] copied into every partition of a [128, nc] tile."""
-    t = nl.ndarray((PMAX, nc), dtype=vec.dtype, buffer=nl.sbuf)
-    nisa.dma_copy(dst=t, src=_cols(vec.reshape(1, vec.shape[0]), c0, nc).broadcast_to((PMAX, nc)))
+def _broadcast_rows(vec, c0, nc, rows=PMAX):
+    """vec[c0:c0+nc] copied into each partition of a [rows, nc] tile."""
+    t = nl.ndarray((rows, nc), dtype=vec.dtype, buffer=nl.sbuf)
+    nisa.dma_copy(dst=t, src=_cols(vec.reshape(1, vec.shape[0]), c0, nc).broadcast_to((rows, nc)))
     return t
 
 
