@@ -229,8 +229,11 @@ class GraphCollectiveTuning:
 
     def apply(self, host: CollectiveTuning) -> CollectiveTuning:
         """The CollectiveTuning of an in-graph collective: no separate reducing launch, one hop per step and
-        no per-peer serialisation (Mesh writes its peers in one step); bandwidth terms unchanged."""
-        return replace(host, launch_s=self.launch_s, reduce_launch_s=0.0, step_s=self.hop_s, peer_s=0.0)
+        no per-peer serialisation (Mesh writes its peers in one step); bandwidth terms unchanged. A fixed term
+        never exceeds the host-launched one (a graph removes host work; it adds none): trn2's host fit has a
+        0.1 us launch."""
+        return replace(host, launch_s=min(self.launch_s, host.launch_s), reduce_launch_s=0.0,
+                       step_s=min(self.hop_s, host.step_s), peer_s=0.0)
 
 
 # [fitted] benchmarks/fit_plan.py (docs/calibration.md "Model-level constants"); one value for every
