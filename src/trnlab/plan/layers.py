@@ -81,10 +81,10 @@ def shard(spec: ModelSpec, tp: int, *, sequence_parallel: bool = False, pad: boo
 
 
 # --- the shard as a PyTorch module (meta tensors only) ----------------------------------------------------
-def _rope(seq: int, head_dim: int, device, offset=None):
+def _rope(seq: int, head_dim: int, device):
     steps = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
     inv = 1.0 / (500000.0 ** (steps / head_dim))
-    pos = torch.arange(seq, device=device).float() if offset is None else offset.float()
+    pos = torch.arange(seq, device=device).float()
     freqs = pos[:, None] * inv[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos(), emb.sin()
@@ -177,13 +177,15 @@ class _Layer(nn.Module):
         return run_block(self.block, x, cos, sin)
 
 
+# The inference graphs take the rotary tables as inputs: a served model computes cos/sin once per step and
+# every layer reads them (transformers-neuronx computes the rotary embedding in the model's forward and passes
+# it to each layer's attention), so one layer's graph does not pay for them.
 class _Prefill(nn.Module):
     def __init__(self, block):
         super().__init__()
         self.block = block
 
-    def forward(self, x):
-        cos, sin = _rope(x.shape[1], self.block.s.head_dim, x.device)
+    def forward(self, x, cos, sin):
         return self.block(x, cos, sin)[0]
 
 
@@ -192,8 +194,7 @@ class _Decode(nn.Module):
         super().__init__()
         self.block = block
 
-    def forward(self, x, pos, mask, ck, cv):
-        cos, sin = _rope(1, self.block.s.head_dim, x.device, offset=pos)
+    def forward(self, x, cos, sin, pos, mask, ck, cv):
         return self.block.decode(x, cos, sin, ck, cv, pos, mask)
 
 
@@ -317,10 +318,13 @@ def _infer(s, what, batch, seq, cache_len, dtype, target) -> dict:
             block = _block_class()(s).eval()
             module = _Prefill(block) if what == "prefill" else _Decode(block)
     x = torch.empty(batch, seq, s.hidden, device="meta")
+    rope = (torch.empty(seq, s.head_dim, device="meta"), torch.empty(seq, s.head_dim, device="meta"))
     if what == "decode":
         cache = torch.empty(batch, s.kv_heads, cache_len, s.head_dim, device="meta")
         mask = torch.empty(1, 1, 1, cache_len, device="meta")
-        inputs = (x, torch.tensor([cache_len - 1], device="meta"), mask, cache, cache.clone())
+        inputs = (x, *rope, torch.tensor([cache_len - 1], device="meta"), mask, cache, cache.clone())
+    elif what == "prefill":
+        inputs = (x, *rope)
     else:
         inputs = (x,)
     with torch.no_grad():
