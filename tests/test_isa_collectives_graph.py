@@ -65,3 +65,4 @@ def test_bad_launch_and_constants_are_refused():
         collective_cost("all-reduce", 1024, 2, "trn1.32xlarge", launch="kernel")
     with pytest.raises(CollectiveError, match="launch_s must be >= 0"):
         GraphCollectiveTuning(launch_s=-1e-6)
+
