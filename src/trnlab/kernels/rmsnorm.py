@@ -14,7 +14,9 @@ Rows longer than ROW_BUDGET bytes are read twice in CHUNK pieces instead of stay
 A few rows (SPREAD_ROWS or fewer, e.g. one decode token) with D a multiple of 128 are instead spread over the
 128 partitions as [128, D/128] each: the partitions' sums of squares are added (and broadcast back) by one
 matmul with an all-ones stationary (as trnlab.kernels.optim.total_norm), so Scalar and Vector work on 128
-lanes instead of one (the hidden dim on partitions is also the layout the next GEMV contracts over).
+lanes instead of one (the hidden dim on partitions is also the layout the next GEMV contracts over, and the
+hidden-major [hidden, tokens, batch] layout transformers-neuronx's decoder graphs use:
+https://github.com/aws-neuron/transformers-neuronx/blob/main/src/transformers_neuronx/llama/hlo.py).
 """
 from __future__ import annotations
 

@@ -177,9 +177,12 @@ class _Layer(nn.Module):
         return run_block(self.block, x, cos, sin)
 
 
-# The inference graphs take the rotary tables as inputs: a served model computes cos/sin once per step and
-# every layer reads them (transformers-neuronx computes the rotary embedding in the model's forward and passes
-# it to each layer's attention), so one layer's graph does not pay for them.
+# The inference graphs take the rotary tables as inputs: a served model computes them once per step and every
+# layer reads them (transformers-neuronx's Llama layer graph takes `pos_embed` as a parameter,
+# https://github.com/aws-neuron/transformers-neuronx/blob/main/src/transformers_neuronx/llama/hlo.py), so one
+# layer's graph does not pay for them. Weights: transformers-neuronx loads q/k/v/gate/up as weight.T, [in, out]
+# (llama/model.py in the same repository); trnlab's executor already places every linear's weight K-major
+# ([in, out]) at load time (trnlab.torch.executor._place_state), so the shard keeps nn.Linear's layout.
 class _Prefill(nn.Module):
     def __init__(self, block):
         super().__init__()
