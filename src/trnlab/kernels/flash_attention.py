@@ -91,12 +91,9 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
     cdt = float_dtype_for(q, k, v)
     for b in range(b_):
         for hk in range(hkv):
-            decode = sq == 1 and not causal
-            # decode reads each K/V tile once (all the group's query heads at a time): streamed per tile,
-            # so scoring a tile overlaps loading the next instead of waiting for the whole cache
-            kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt, keep=not decode)
+            kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt)
             h0, h1 = hk * group, (hk + 1) * group
-            if decode:                          # the group's query heads are the rows
+            if sq == 1 and not causal:          # decode: the group's query heads are the rows
                 _drain(_attend(out.index((b, slice(h0, h1), 0)), _QT(q.index((b, slice(h0, h1), 0)), cdt), kv,
                                mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale,
                                column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None))
@@ -180,13 +177,13 @@ class _KV:
     """K^T [D, Skv] and V [128, Skv/128, Dv] of one K/V head, resident in SBUF when they fit
     (loaded once for all query heads and tiles), else streamed per 512-wide tile."""
 
-    def __init__(self, k, v, cdt, keep=True):
+    def __init__(self, k, v, cdt):
         self.k, self.v, self.cdt = k, v, cdt
         self.skv, self.d, self.dv = k.shape[0], k.shape[1], v.shape[1]
         self.chunks = [(d0, min(self.d, d0 + P)) for d0 in range(0, self.d, P)]
         isz = dt.itemsize(cdt)
         need = self.skv * isz * len(self.chunks) + ceil_div(self.skv, P) * self.dv * isz
-        self.resident = keep and need <= KV_BUDGET
+        self.resident = need <= KV_BUDGET
         if self.resident:
             self.kt = [self._load_kt(0, self.skv, d0, d1) for d0, d1 in self.chunks]
             self.vt = [self._load_v(c0, min(self.skv, c0 + P)) for c0 in range(0, self.skv, P)]
