@@ -1,9 +1,11 @@
 """Predicted vs published: every AWS row trnlab.plan is compared with (docs/validation.md).
 
 Calibration rows are trainium-scale.md section 2 (the only rows any constant may be fitted to); the others
-are validation. Writes docs/plan_validation.json (one record per row, appended as each finishes) and
-prints the markdown table. Run: PYTHONPATH=src python benchmarks/plan_validation.py [--only calibration]
-(--check: recompute the calibration rows and exit 1 if they leave the documented error band).
+are validation. Writes docs/plan_validation.json (one record per row, appended as each finishes; rows already
+there are kept, not recomputed) and prints the markdown table.
+Run: PYTHONPATH=src python benchmarks/plan_validation.py [--only calibration|training|inference] [--out PATH]
+(--check: recompute the calibration rows and exit 1 if they leave the documented error band; --out: write the
+records to PATH instead, e.g. a fresh file to recompute rows).
 """
 from __future__ import annotations
 
@@ -83,10 +85,17 @@ def _precision(source: str) -> str:
     return "bf16-sr" if "NeMo" in source else "mixed"
 
 
+ONLY = ("calibration", "training", "inference")
+
+
+def _skip(only: str | None, kind: str, cal: bool) -> bool:
+    return (only == "calibration" and not cal) or (only in ("training", "inference") and only != kind)
+
+
 def run(only: str | None = None) -> dict:
     rows = _done()
     for rid, model, nodes, tp, pp, seq, gb, pub, src, cal in TRAINING:
-        if rid in rows or (only == "calibration" and not cal):
+        if rid in rows or _skip(only, "training", cal):
             continue
         t0 = time.perf_counter()
         try:
@@ -111,7 +120,7 @@ def run(only: str | None = None) -> dict:
         system, tp, source = (more + [None, None, None])[:3] if more else ("trn1.32xlarge", 32, None)
         source = (source or LAT_CSV) + f" ({note})"
         rid = f"{model} {inp}/{out}" + ("" if system == "trn1.32xlarge" else f" {system}")
-        if rid in rows or (only == "calibration" and not cal):
+        if rid in rows or _skip(only, "inference", cal):
             continue
         t0 = time.perf_counter()
         try:
@@ -180,5 +189,9 @@ if __name__ == "__main__":
         if os.path.exists(OUT + ".bak"):
             os.replace(OUT + ".bak", OUT)
         sys.exit(code)
-    only = args[1] if len(args) > 1 and args[0] == "--only" else None
+    if "--out" in args:
+        OUT = args[args.index("--out") + 1]
+    only = args[args.index("--only") + 1] if "--only" in args else None
+    if only not in (None, *ONLY):
+        sys.exit(f"--only must be one of {'|'.join(ONLY)}, got {only!r}")
     print(table(run(only)))

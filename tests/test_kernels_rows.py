@@ -139,6 +139,24 @@ def test_rmsnorm_without_weight_and_streamed(monkeypatch, dtype):
     check_rmsnorm(x, randn((1000,), dtype, seed=1), dtype, eps=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(1, 8192), (3, 1, 1024), (2, 128)])
+@pytest.mark.parametrize("dtype", [np.float32, BF16])
+def test_rmsnorm_few_rows_spread_over_partitions(shape, dtype):
+    x = randn(shape, dtype, std=2.0)
+    check_rmsnorm(x, None, dtype, eps=1e-5)
+    check_rmsnorm(x, randn(shape[-1:], dtype, seed=1), dtype, eps=1e-5)
+
+
+def test_rmsnorm_one_token_is_faster_spread(monkeypatch):
+    """One [1, 8192] row: on one partition every instruction walks 8192 elements; spread over 128
+    partitions, 64 each (plus a matmul)."""
+    x, w = randn((1, 8192), BF16), randn((8192,), BF16, seed=1)
+    spread = rmsnorm.run((x, w), {}, timing=True).device_latency_s
+    monkeypatch.setattr(importlib.import_module("trnlab.kernels.rmsnorm"), "SPREAD_ROWS", 0)
+    rows = rmsnorm.run((x, w), {}, timing=True).device_latency_s
+    assert spread < rows / 2
+
+
 # --- layernorm ------------------------------------------------------------------------------------
 def layernorm64(x, g, b, eps):
     x = x.astype(np.float64)

@@ -90,9 +90,10 @@ def test_training_plan_composition_by_hand(tiny_plan):
     m, per_stage = 4, 2
     node = cluster("trn1.32xlarge", 1)
     act = SEQ * TINY.hidden * 2
-    point = (collective_cost("reduce-scatter", act, 4, node).latency_s
-             + collective_cost("all-gather", act, 4, node).latency_s)          # sequence parallel
-    loss = 2 * collective_cost("all-reduce", SEQ * 4, 4, node).latency_s
+    # TP collectives are nodes of the compiled training graph: in-graph launch
+    point = (collective_cost("reduce-scatter", act, 4, node, launch="graph", itemsize=2).latency_s
+             + collective_cost("all-gather", act, 4, node, launch="graph").latency_s)          # sequence parallel
+    loss = 2 * collective_cost("all-reduce", SEQ * 4, 4, node, launch="graph").latency_s
     tp_total = per_stage * 4 * point + loss + 2 * point
     # backward collectives hide under the weight-gradient matmuls of the same layer (or head)
     tp_per_mb = (per_stage * 2 * point + loss + point + per_stage * max(0, 2 * point - lt["backward_weight_grad_s"])
@@ -182,11 +183,15 @@ def test_inference_plan_by_hand():
     dec = layers.decode_layer(s, batch=1, cache_len=48, target="trn1")["latency_s"]
     head = layers.head_forward(s, batch=1, tokens=1, target="trn1")["latency_s"]
     node = cluster("trn1.32xlarge", 1)
-    gather = collective_cost("all-gather", 128 * 4 * 2, 4, node).latency_s
-    ar_p = collective_cost("all-reduce", 32 * 256 * 2, 4, node).latency_s
-    ar_d = collective_cost("all-reduce", 256 * 2, 4, node).latency_s
+    # the TP collectives are nodes of the compiled prefill / decode graphs: in-graph launch, well below a
+    # stand-alone (nccom-test) launch of the same all-reduce
+    gather = collective_cost("all-gather", 128 * 4 * 2, 4, node, launch="graph").latency_s
+    ar_p = collective_cost("all-reduce", 32 * 256 * 2, 4, node, launch="graph", itemsize=2).latency_s
+    ar_d = collective_cost("all-reduce", 256 * 2, 4, node, launch="graph", itemsize=2).latency_s
+    assert ar_d < collective_cost("all-reduce", 256 * 2, 4, node).latency_s / 5
     assert p.ttft_s == pytest.approx(4 * pre + 9 * ar_p + head + gather)
     assert p.tpot_s == pytest.approx(4 * dec + 9 * ar_d + head + gather)
+    assert p.breakdown["decode_tp_collectives_s"] == pytest.approx(9 * ar_d)
     assert dec > 0 and pre > dec
     assert p.tokens_per_s == pytest.approx(16 / (p.ttft_s + 15 * p.tpot_s))
     assert p.usd_per_1m_tokens == pytest.approx(21.50 * 4 / 32 / 3600 / p.tokens_per_s * 1e6)

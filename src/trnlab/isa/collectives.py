@@ -22,7 +22,7 @@ SDK tools/neuron-sys-tools/nccom-test.rst by benchmarks/fit_collectives.py (docs
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Optional, Sequence
 
 import numpy as np
@@ -203,6 +203,44 @@ TUNINGS[4] = TUNINGS[3]
 
 def tuning_for(system: SystemSpec) -> CollectiveTuning:
     return TUNINGS[system.chip.nc_version]
+
+
+# Where a collective is issued: "host" = a stand-alone launch as nccom-test times it (the fit above);
+# "graph" = a collective node inside a compiled NEFF (TP all-reduces of a decode/prefill/training graph),
+# which the runtime's collective engine runs without a host launch.
+LAUNCHES = ("host", "graph")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GraphCollectiveTuning:
+    """The fixed terms of a collective issued inside a compiled graph; the bandwidth terms (link, DMA and
+    EFA efficiencies) stay those of the generation's CollectiveTuning. Intranode doc
+    (SDK neuron-runtime/explore/intranode-collective-comm.rst): "the latency term is of 10^0 to 10^1 us
+    magnitude", "per-hop latency of Ring/KangaRing is about 1-2 us", and Mesh is a single-step (one-hop)
+    algorithm, so a Mesh step pays one hop whatever its peer count.
+    launch_s [fitted] by benchmarks/fit_plan.py to the trainium-scale.md §2 inference rows (Llama-2-7b/70b
+    TTFT and TPOT on trn1.32xlarge TP32), bounded to the doc's latency term [1, 10] us
+    (docs/calibration.md "Model-level constants")."""
+    launch_s: float                  # per collective: semaphores, descriptor rings, completion (no host)
+    hop_s: float = 1.5e-6            # per algorithm step (intranode doc: "about 1-2 us" per hop) [not fitted]
+
+    def __post_init__(self):
+        for name in ("launch_s", "hop_s"):
+            if not getattr(self, name) >= 0:
+                raise _error(f"GraphCollectiveTuning: {name} must be >= 0, got {getattr(self, name)!r}")
+
+    def apply(self, host: CollectiveTuning) -> CollectiveTuning:
+        """The CollectiveTuning of an in-graph collective: no separate reducing launch, one hop per step and
+        no per-peer serialisation (Mesh writes its peers in one step); bandwidth terms unchanged. A fixed term
+        never exceeds the host-launched one (a graph removes host work; it adds none): trn2's host fit has a
+        0.1 us launch."""
+        return replace(host, launch_s=min(self.launch_s, host.launch_s), reduce_launch_s=0.0,
+                       step_s=min(self.hop_s, host.step_s), peer_s=0.0)
+
+
+# [fitted] benchmarks/fit_plan.py (docs/calibration.md "Model-level constants"); one value for every
+# generation (the calibration rows are trn1's; no trn2/trn3 model-level latency row exists).
+GRAPH_TUNING = GraphCollectiveTuning(launch_s=1.0e-6)
 
 
 @dataclass(frozen=True)
@@ -484,15 +522,20 @@ def _permute(system, size, ranks, pairs, t) -> float:
 
 def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec" = "trn2.48xlarge",
                     tuning: Optional[CollectiveTuning] = None, algorithm: Optional[str] = None,
-                    pairs: Optional[Sequence[tuple]] = None, itemsize: int = 4) -> CollectiveCost:
+                    pairs: Optional[Sequence[tuple]] = None, itemsize: int = 4, launch: str = "host",
+                    graph_tuning: Optional[GraphCollectiveTuning] = None) -> CollectiveCost:
     """Latency of one collective of `nbytes` over the first `ranks` ranks of `system` (nothing else running).
     nbytes is nccom-test's size: the all-reduce buffer, the all-gather output, the reduce-scatter input, the
     all-to-all buffer, the permuted buffer. `algorithm` forces the algorithm inside an instance (what-ifs).
     `pairs`: the (source, target) ranks of a permute (default: the ring r -> r+1) or send-recv (default 0 -> 1).
-    `itemsize`: bytes per element (nccom-test's -d; 4 = fp32): a reduction costs per element."""
+    `itemsize`: bytes per element (nccom-test's -d; 4 = fp32): a reduction costs per element.
+    `launch`: "host" (a stand-alone launch, as nccom-test measures) or "graph" (a node of a compiled graph:
+    the fixed terms of `graph_tuning`, default GRAPH_TUNING, over the bandwidth terms of `tuning`)."""
     system = get_system(system)
     if op not in OPS:
         raise _error(f"collective: op must be one of {'|'.join(OPS)}, got {op!r}")
+    if launch not in LAUNCHES:
+        raise _error(f"collective: launch must be one of {'|'.join(LAUNCHES)}, got {launch!r}")
     if not (isinstance(ranks, (int, np.integer)) and 2 <= ranks <= system.ranks and ranks % system.nodes == 0):
         raise _error(f"collective: ranks must be an integer in 2..{system.ranks} and a multiple of the "
                      f"{system.nodes} nodes of {system.nodes} x {system.name}, got {ranks!r}")
@@ -501,6 +544,8 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
     if itemsize not in (1, 2, 4):
         raise _error(f"collective: itemsize must be 1, 2 or 4 bytes per element, got {itemsize!r}")
     t = tuning or tuning_for(system)
+    if launch == "graph":
+        t = (graph_tuning or GRAPH_TUNING).apply(t)
     size, ranks = float(nbytes), int(ranks)
     if op in ("all-to-all", "permute", "send-recv"):
         if op == "all-to-all":
@@ -620,6 +665,7 @@ COLLECTIVES = {c.name: c for c in (AllReduce, AllGather, ReduceScatter, AllToAll
 
 
 __all__ = ["OPS", "REDUCE_OPS", "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_v",
-           "permute", "send_recv", "ring_pairs", "CollectiveTuning", "TUNINGS", "tuning_for", "CollectiveCost",
+           "permute", "send_recv", "ring_pairs", "CollectiveTuning", "TUNINGS", "tuning_for",
+           "LAUNCHES", "GraphCollectiveTuning", "GRAPH_TUNING", "CollectiveCost",
            "collective_cost", "busbw_factor", "INTRA_ALGORITHMS", "Collective", "AllReduce", "AllGather",
            "ReduceScatter", "AllToAll", "Permute", "SendRecv", "COLLECTIVES"]

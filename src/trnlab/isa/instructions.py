@@ -150,7 +150,9 @@ class DmaGather(DmaInstruction, ToDst):
     def dma_bytes(self) -> int:
         if self.accumulate:                   # the indexed rows are read, added to and written back
             return 2 * self.src.nbytes + self.index.nbytes
-        return self.dst.nbytes + self.index.nbytes
+        # the rows moved: a gather fills dst, a scatter writes src's rows into dst (not the whole table: a
+        # KV-cache update moves one position)
+        return (self.src.nbytes if self.scatter else self.dst.nbytes) + self.index.nbytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

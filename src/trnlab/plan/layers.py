@@ -29,7 +29,8 @@ from torch import nn
 from trnlab.errors import OptionError
 from trnlab.plan.configs import ModelSpec
 
-CACHE_VERSION = 4          # bump when the simulated graphs or their costs change (4: element-wise fusion)
+CACHE_VERSION = 7          # bump when the simulated graphs or their costs change (4: element-wise fusion;
+                           # 7: in-graph decode changes)
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,10 @@ def shard(spec: ModelSpec, tp: int, *, sequence_parallel: bool = False, pad: boo
 
 
 # --- the shard as a PyTorch module (meta tensors only) ----------------------------------------------------
-def _rope(seq: int, head_dim: int, device, offset=None):
+def _rope(seq: int, head_dim: int, device):
     steps = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
     inv = 1.0 / (500000.0 ** (steps / head_dim))
-    pos = torch.arange(seq, device=device).float() if offset is None else offset.float()
+    pos = torch.arange(seq, device=device).float()
     freqs = pos[:, None] * inv[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos(), emb.sin()
@@ -176,13 +177,18 @@ class _Layer(nn.Module):
         return run_block(self.block, x, cos, sin)
 
 
+# The inference graphs take the rotary tables as inputs: a served model computes them once per step and every
+# layer reads them (transformers-neuronx's Llama layer graph takes `pos_embed` as a parameter,
+# https://github.com/aws-neuron/transformers-neuronx/blob/main/src/transformers_neuronx/llama/hlo.py), so one
+# layer's graph does not pay for them. Weights: transformers-neuronx loads q/k/v/gate/up as weight.T, [in, out]
+# (llama/model.py in the same repository); trnlab's executor already places every linear's weight K-major
+# ([in, out]) at load time (trnlab.torch.executor._place_state), so the shard keeps nn.Linear's layout.
 class _Prefill(nn.Module):
     def __init__(self, block):
         super().__init__()
         self.block = block
 
-    def forward(self, x):
-        cos, sin = _rope(x.shape[1], self.block.s.head_dim, x.device)
+    def forward(self, x, cos, sin):
         return self.block(x, cos, sin)[0]
 
 
@@ -191,8 +197,7 @@ class _Decode(nn.Module):
         super().__init__()
         self.block = block
 
-    def forward(self, x, pos, mask, ck, cv):
-        cos, sin = _rope(1, self.block.s.head_dim, x.device, offset=pos)
+    def forward(self, x, cos, sin, pos, mask, ck, cv):
         return self.block.decode(x, cos, sin, ck, cv, pos, mask)
 
 
@@ -349,10 +354,13 @@ def _infer(s, what, batch, seq, cache_len, dtype, target) -> dict:
             block = _block_class()(s).eval()
             module = _Prefill(block) if what == "prefill" else _Decode(block)
     x = torch.empty(batch, seq, s.hidden, device="meta")
+    rope = (torch.empty(seq, s.head_dim, device="meta"), torch.empty(seq, s.head_dim, device="meta"))
     if what == "decode":
         cache = torch.empty(batch, s.kv_heads, cache_len, s.head_dim, device="meta")
         mask = torch.empty(1, 1, 1, cache_len, device="meta")
-        inputs = (x, torch.tensor([cache_len - 1], device="meta"), mask, cache, cache.clone())
+        inputs = (x, *rope, torch.tensor([cache_len - 1], device="meta"), mask, cache, cache.clone())
+    elif what == "prefill":
+        inputs = (x, *rope)
     else:
         inputs = (x,)
     with torch.no_grad():

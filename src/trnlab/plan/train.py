@@ -208,8 +208,21 @@ def plan_training(model, *, system="trn1.32xlarge", nodes: int = 1, seq: int = 4
     return plan
 
 
-def _ar(nbytes: int, ranks: int, system: SystemSpec, op: str = "all-reduce") -> float:
-    return collective_cost(op, int(nbytes), ranks, system).latency_s if ranks > 1 and nbytes > 0 else 0.0
+def _ar(nbytes: int, ranks: int, system: SystemSpec, op: str = "all-reduce", launch: str = "host",
+        itemsize: int = BF16) -> float:
+    """One collective of bf16 values (activations, gradients; itemsize=4 for the fp32 loss statistics)."""
+    if ranks <= 1 or nbytes <= 0:
+        return 0.0
+    return collective_cost(op, int(nbytes), ranks, system, launch=launch, itemsize=itemsize).latency_s
+
+
+def _tp(nbytes: int, ranks: int, system: SystemSpec, op: str = "all-reduce", itemsize: int = BF16) -> float:
+    """A TP collective: a node of the compiled forward/backward graph (NxD traces the sequence-parallel
+    reduce-scatter / all-gather and the TP all-reduces into the NEFF), so in-graph fixed terms. The DP gradient
+    reduction and ZeRO-1's all-gather stay host-launched (_ar's default): they cross nodes over EFA, whose only
+    published measurements are nccom-test's stand-alone 2-node rows (what the host fit is fitted to), and at
+    their hundreds of MB the fixed terms are negligible beside the bandwidth terms."""
+    return _ar(nbytes, ranks, system, op, launch="graph", itemsize=itemsize)
 
 
 def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) -> TrainPlan:
@@ -227,11 +240,11 @@ def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) 
     act = mb * seq * spec.hidden * BF16
     # one TP reduction point: an all-reduce, or with sequence parallelism a reduce-scatter and (before the
     # next column-parallel linear) an all-gather of the same [mb x seq x hidden] buffer
-    tp_ar = (_ar(act, lay.tp, node, "reduce-scatter") + _ar(act, lay.tp, node, "all-gather")
-             if shard.sp > 1 else _ar(act, lay.tp, node))
+    tp_ar = (_tp(act, lay.tp, node, "reduce-scatter") + _tp(act, lay.tp, node, "all-gather")
+             if shard.sp > 1 else _tp(act, lay.tp, node))
     # vocab-parallel loss: all-reduce of the max and the sum over [mb, seq] in fp32; embedding output
     # all-reduce in forward, LM-head input-gradient all-reduce in backward
-    head_fwd_comm = 2 * _ar(mb * seq * FP32, lay.tp, node) + tp_ar
+    head_fwd_comm = 2 * _tp(mb * seq * FP32, lay.tp, node, itemsize=FP32) + tp_ar
     bwd_ars = 4 if lay.checkpointing == "full" else 2
     fwd_s = per_stage * lt["forward_s"] + ht["forward_s"]
     bwd_s = per_stage * lt["backward_s"] + ht["backward_s"]
