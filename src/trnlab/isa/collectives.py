@@ -230,11 +230,11 @@ class GraphCollectiveTuning:
                 raise _error(f"GraphCollectiveTuning: {name} must be >= 0, got {getattr(self, name)!r}")
 
     def apply(self, host: CollectiveTuning) -> CollectiveTuning:
-        """The CollectiveTuning of an in-graph collective: no separate reducing launch, one hop per step and
-        no per-peer serialisation (Mesh writes its peers in one step); bandwidth terms unchanged. A fixed term
-        never exceeds the host-launched one (a graph removes host work; it adds none): trn2's host fit has a
-        0.1 us launch."""
-        return replace(host, launch_s=min(self.launch_s, host.launch_s), reduce_launch_s=0.0,
+        """The CollectiveTuning of an in-graph collective: its own launch, no separate reducing launch, one
+        hop per step and no per-peer serialisation (Mesh writes its peers in one step); bandwidth terms
+        unchanged. collective_cost never prices an in-graph collective above the same collective launched
+        alone (a graph removes host work; it adds none): trn2's host fit has a 0.1 us launch."""
+        return replace(host, launch_s=self.launch_s, reduce_launch_s=0.0,
                        step_s=min(self.hop_s, host.step_s), peer_s=0.0)
 
 
@@ -545,7 +545,12 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
         raise _error(f"collective: itemsize must be 1, 2 or 4 bytes per element, got {itemsize!r}")
     t = tuning or tuning_for(system)
     if launch == "graph":
-        t = (graph_tuning or GRAPH_TUNING).apply(t)
+        # a graph removes the host's work and adds none: never above the same collective launched alone
+        kwargs = dict(tuning=t, algorithm=algorithm, pairs=pairs, itemsize=itemsize)
+        graph = collective_cost(op, nbytes, ranks, system, launch="host",
+                                **{**kwargs, "tuning": (graph_tuning or GRAPH_TUNING).apply(t)})
+        host = collective_cost(op, nbytes, ranks, system, launch="host", **kwargs)
+        return graph if graph.latency_s <= host.latency_s else host
     size, ranks = float(nbytes), int(ranks)
     if op in ("all-to-all", "permute", "send-recv"):
         if op == "all-to-all":
