@@ -16,8 +16,14 @@ Public kernel (@nki.jit):
 Model-path entry (HBM views, outputs given): flash_attention_bwd_into(dq, dk, dv, q, k, v, out, dout,
 lse, scale=, causal=, mask=) with 4-D tensors, lse [B, H, Sq] and a mask broadcastable to [B, H, Sq, Sk].
 
-Tiling: per kv head, K^T, V^T and K stay in SBUF; per query head, q^T, dO^T, q, dO, -lse, -D and an
-fp32 dQ accumulator stay in SBUF. Work is split into 128-key tiles (one stream each) that walk the
+Tiling: per key block of a kv head, K^T, V^T and K stay in SBUF; per query block of a query head,
+q^T, dO^T, q, dO, -lse, -D and an fp32 dQ accumulator stay in SBUF. When a head's tiles fit SBUF
+(nl.tile_size.total_available_sbuf_size) both blocks are the whole sequence; otherwise SBUF use is
+bounded whatever the length, as in FlashAttention-2's Algorithm 2: the outer loop takes key blocks
+as large as fit, the query side is reloaded per key block in Q_BLOCK-row blocks, dK and dV of a key
+tile are summed in fp32 SBUF over the query blocks, and a query tile's dQ is summed over the key
+blocks in an fp32 HBM scratch (store after the first block, load-add-store after the others, the
+last one rounds and writes dq). Work is split into 128-key tiles (one stream each) that walk the
 128-row query tiles: the Tensor engine computes S and dP into one PSUM bank, the Scalar engine
 takes P = exp(scale * S - lse) and dP - D straight from PSUM, the Vector engine multiplies them into
 dS (both 16-bit in bf16: its fast path), the Tensor engine
