@@ -289,18 +289,19 @@ def test_lowered_ops_take_strided_views():
 
 
 # --- long sequences: key blocks (FlashAttention-2's outer loop) --------------------------------------
-BLOCKED = [  # (B, Hq, Hkv, Sq, Sk, D, causal, mask) with 256-key / 256-row blocks
-    (1, 4, 2, 600, 600, 64, True, None),            # grouped-query, causal, ragged last blocks
-    (1, 2, 1, 300, 700, 64, True, None),            # keys past 300: key blocks no query sees
-    (2, 2, 2, 400, 520, 128, False, "bool"),        # cross attention with a bool mask
+BLOCKED = [  # (B, Hq, Hkv, Sq, Sk, D, causal, mask, (keys, query rows) per block)
+    (1, 4, 2, 600, 600, 64, True, None, (256, 256)),      # grouped-query, causal, ragged last blocks
+    (1, 2, 1, 300, 700, 64, True, None, (256, 256)),      # keys past 300: key blocks no query sees
+    (2, 2, 2, 400, 520, 128, False, "bool", (256, 256)),  # cross attention with a bool mask
+    (1, 1, 1, 600, 600, 64, True, None, (1024, 256)),     # all keys at once, query blocks
 ]
 
 
-@pytest.mark.parametrize("b,hq,hkv,sq,sk,d,causal,mask", BLOCKED)
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,d,causal,mask,block", BLOCKED)
 @pytest.mark.parametrize("dtype", [np.float32, BF16])
-def test_key_blocks_match_autograd(monkeypatch, b, hq, hkv, sq, sk, d, causal, mask, dtype):
+def test_blocks_match_autograd(monkeypatch, b, hq, hkv, sq, sk, d, causal, mask, block, dtype):
     import trnlab.kernels.flash_attention_bwd as module
-    monkeypatch.setattr(module, "BLOCK", 256)
+    monkeypatch.setattr(module, "BLOCK", block)
     q, k, v, dout = inputs(b, hq, hkv, sq, sk, d)
     m = make_mask(mask, b, sq, sk)
     if dtype is BF16:
@@ -313,16 +314,15 @@ def test_key_blocks_match_autograd(monkeypatch, b, hq, hkv, sq, sk, d, causal, m
         close(got, want, 1e-4 if dtype is np.float32 else 2e-2)
     # hand count of DMA transposes: K^T, V^T once per (kv head, key block); q^T, dO^T once per
     # (query head, key block, query block with a row that sees the block's first key)
-    kblocks, qblocks = range(0, sk, 256), range(0, sq, 256)
-    seen = sum(1 for k0 in kblocks for r0 in qblocks if not causal or min(sq, r0 + 256) - 1 >= k0)
-    want_t = b * hkv * 2 * len(kblocks) + b * hq * 2 * seen
-    assert run.machine.stats.instructions["dma_transpose"] == want_t
+    kblocks, qblocks = range(0, sk, block[0]), range(0, sq, block[1])
+    seen = sum(1 for k0 in kblocks for r0 in qblocks if not causal or min(sq, r0 + block[1]) - 1 >= k0)
+    assert run.machine.stats.instructions["dma_transpose"] == b * hkv * 2 * len(kblocks) + b * hq * 2 * seen
 
 
 def test_long_sequence_fits_sbuf_without_spilling():
     # Llama-3.1-70B at TP 32: 2 query heads on 1 kv head, D = 128, 8192 tokens (timing only). The
     # whole-sequence tiles (K^T, V^T, K, fp32 dK/dV sums, q^T, dO^T, q, dO, dQ of two heads) need
-    # ~300 KiB per partition of the 192 KiB; key blocks must make it fit as written (no compiler spill).
+    # ~300 KiB per partition of the 192 KiB; blocks must make it fit as written (no compiler spill).
     from trnlab.core.compiler import CompilerModel, using
     s, d = 8192, 128
     z = lambda h: np.zeros((1, h, s, d), BF16)      # noqa: E731

@@ -60,7 +60,7 @@ MAX_D = BANK              # dK, dQ and dV tiles are [128, D(v)] fp32 in one PSUM
 STREAMS = 4               # key tiles issued interleaved (as many as the PSUM banks hold)
 Q_BLOCK = 1024            # query rows per block when the sequence does not fit SBUF whole
 RESERVE = 8 * 1024        # SBUF bytes per partition kept for transient tiles (O, dO * O, outputs)
-BLOCK = None              # keys and query rows per block; None: from the SBUF budget (_block_sizes)
+BLOCK = None              # (keys, query rows) per block; None: from the SBUF budget (_block_sizes)
 
 
 @nki.jit
@@ -144,18 +144,26 @@ def _spans(n, block):
 
 
 def _block_sizes(sq, skv, d, dv, cdt, group, kv_heads, lanes):
-    """Keys and query rows per block: the whole sequence when its tiles fit SBUF (one load of each),
-    else key blocks as large as fit beside two Q_BLOCK-row query blocks (FlashAttention-2's outer
-    loop over key blocks; the query side is reloaded per key block and dQ accumulates in HBM)."""
+    """Keys and query rows per block, the first that fits SBUF of: the whole sequence (one load of
+    each tile); all keys with Q_BLOCK-row query blocks (dK, dV summed over them in SBUF); key blocks as
+    large as fit beside Q_BLOCK-row query blocks (FlashAttention-2's outer loop over key blocks: the
+    query side is reloaded per key block and dQ is summed in HBM). Two instances of a block are
+    counted when the streams run from one into the next."""
     if BLOCK is not None:
-        return BLOCK, BLOCK
+        return BLOCK
     budget = nl.tile_size.total_available_sbuf_size - lanes.width * lanes.bytes - RESERVE
     isz = dt.itemsize(cdt)
-    whole = ((1 + (kv_heads > 1)) * _kv_bytes(skv, d, dv, isz, group > 1)
-             + (1 + (kv_heads * group > 1)) * _q_bytes(sq, d, dv, isz))
-    if whole <= budget:
-        return skv, sq
+
+    def need(kb, qb):
+        more_kv = kv_heads > 1 or kb < skv
+        more_q = kv_heads * group > 1 or qb < sq or kb < skv
+        return ((1 + more_kv) * _kv_bytes(kb, d, dv, isz, group > 1 or qb < sq)
+                + (1 + more_q) * _q_bytes(qb, d, dv, isz))
+
     qb = min(sq, Q_BLOCK)
+    for kb, rows in ((skv, sq), (skv, qb)):
+        if need(kb, rows) <= budget:
+            return kb, rows
     per_tile = _kv_bytes(P, d, dv, isz, True)
     tiles = max(1, (budget - 2 * _q_bytes(qb, d, dv, isz)) // (2 * per_tile))
     n = -(-skv // (tiles * P))                      # as few key blocks as fit, of even size
