@@ -294,6 +294,7 @@ BLOCKED = [  # (B, Hq, Hkv, Sq, Sk, D, causal, mask, (keys, query rows) per bloc
     (1, 2, 1, 300, 700, 64, True, None, (256, 256)),      # keys past 300: key blocks no query sees
     (2, 2, 2, 400, 520, 128, False, "bool", (256, 256)),  # cross attention with a bool mask
     (1, 1, 1, 600, 600, 64, True, None, (1024, 256)),     # all keys at once, query blocks
+    (1, 1, 1, 512, 512, 64, True, None, (128, 512)),      # later key blocks start nearer their diagonal
 ]
 
 

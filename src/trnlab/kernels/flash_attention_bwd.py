@@ -23,7 +23,7 @@ bounded whatever the length, as in FlashAttention-2's Algorithm 2: the outer loo
 as large as fit, the query side is reloaded per key block in Q_BLOCK-row blocks, dK and dV of a key
 tile are summed in fp32 SBUF over the query blocks, and a query tile's dQ is summed over the key
 blocks in an fp32 HBM scratch (store after the first block, load-add-store after the others, the
-last one rounds and writes dq). Work is split into 128-key tiles (one stream each) that walk the
+last one rounds and writes dq; a key block's streams start once the previous block's have ended). Work is split into 128-key tiles (one stream each) that walk the
 128-row query tiles: the Tensor engine computes S and dP into one PSUM bank, the Scalar engine
 takes P = exp(scale * S - lse) and dP - D straight from PSUM, the Vector engine multiplies them into
 dS (both 16-bit in bf16: its fast path), the Tensor engine
@@ -120,6 +120,8 @@ def flash_attention_bwd_into(dq, dk, dv, q, k, v, out, dout, lse, *, scale: floa
         for b in range(b_):
             for hk in range(hkv):
                 for m, (k_lo, k_hi) in enumerate(kblocks):
+                    if partial is not None:     # a key block adds to dQ sums the previous one stored
+                        yield None
                     seen = [(r0, r1) for r0, r1 in qblocks if _visible(r0, r1, k_lo, causal)]
                     kv = _KVSide(k.index((b, hk)), v.index((b, hk)), cdt, dk.index((b, hk)), dv.index((b, hk)),
                                  scale, group * len(seen), (k_lo, k_hi))
