@@ -59,7 +59,7 @@ BANK = 512                # fp32 columns of one PSUM bank (2 KiB per partition)
 MAX_D = BANK              # dK, dQ and dV tiles are [128, D(v)] fp32 in one PSUM bank
 STREAMS = 4               # key tiles issued interleaved (as many as the PSUM banks hold)
 Q_BLOCK = 1024            # query rows per block when the sequence does not fit SBUF whole
-RESERVE = 8 * 1024        # SBUF bytes per partition kept for transient tiles (O, dO * O, outputs)
+RESERVE = 16 * 1024       # SBUF bytes per partition kept for transient tiles (O, dO * O, outputs, sums)
 BLOCK = None              # (keys, query rows) per block; None: from the SBUF budget (_block_sizes)
 
 
