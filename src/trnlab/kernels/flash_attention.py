@@ -116,9 +116,14 @@ def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse=None):
 
 
 def _interleave(gens, width: int) -> None:
-    """Advance up to `width` step generators round-robin (one K/V tile each) until all finish."""
+    """Advance up to `width` step generators round-robin (one K/V tile each) until all finish. A None
+    in gens is a barrier: the generators before it finish before the next one starts."""
     active = []
     for g in gens:
+        if g is None:
+            while active:
+                active = [a for a in active if _step(a)]
+            continue
         active.append(g)
         while len(active) >= width:
             active = [a for a in active if _step(a)]

@@ -16,8 +16,14 @@ Public kernel (@nki.jit):
 Model-path entry (HBM views, outputs given): flash_attention_bwd_into(dq, dk, dv, q, k, v, out, dout,
 lse, scale=, causal=, mask=) with 4-D tensors, lse [B, H, Sq] and a mask broadcastable to [B, H, Sq, Sk].
 
-Tiling: per kv head, K^T, V^T and K stay in SBUF; per query head, q^T, dO^T, q, dO, -lse, -D and an
-fp32 dQ accumulator stay in SBUF. Work is split into 128-key tiles (one stream each) that walk the
+Tiling: per key block of a kv head, K^T, V^T and K stay in SBUF; per query block of a query head,
+q^T, dO^T, q, dO, -lse, -D and an fp32 dQ accumulator stay in SBUF. When a head's tiles fit SBUF
+(nl.tile_size.total_available_sbuf_size) both blocks are the whole sequence; otherwise SBUF use is
+bounded whatever the length, as in FlashAttention-2's Algorithm 2: the outer loop takes key blocks
+as large as fit, the query side is reloaded per key block in Q_BLOCK-row blocks, dK and dV of a key
+tile are summed in fp32 SBUF over the query blocks, and a query tile's dQ is summed over the key
+blocks in an fp32 HBM scratch (store after the first block, load-add-store after the others, the
+last one rounds and writes dq; a key block's streams start once the previous block's have ended). Work is split into 128-key tiles (one stream each) that walk the
 128-row query tiles: the Tensor engine computes S and dP into one PSUM bank, the Scalar engine
 takes P = exp(scale * S - lse) and dP - D straight from PSUM, the Vector engine multiplies them into
 dS (both 16-bit in bf16: its fast path), the Tensor engine
@@ -52,6 +58,9 @@ F32 = nl.float32
 BANK = 512                # fp32 columns of one PSUM bank (2 KiB per partition)
 MAX_D = BANK              # dK, dQ and dV tiles are [128, D(v)] fp32 in one PSUM bank
 STREAMS = 4               # key tiles issued interleaved (as many as the PSUM banks hold)
+Q_BLOCK = 1024            # query rows per block when the sequence does not fit SBUF whole
+RESERVE = 16 * 1024       # SBUF bytes per partition kept for transient tiles (O, dO * O, outputs, sums)
+BLOCK = None              # (keys, query rows) per block; None: from the SBUF budget (_block_sizes)
 
 
 @nki.jit
@@ -95,27 +104,84 @@ def flash_attention_bwd_into(dq, dk, dv, q, k, v, out, dout, lse, *, scale: floa
                              mask=None):
     """dq, dk, dv = gradients of attention; all [B, H(kv), S, D(v)] HBM views, lse [B, H, Sq] fp32,
     mask broadcastable to [B, H, Sq, Sk] (additive float or bool)."""
-    b_, h_, sq, _ = q.shape
+    b_, h_, sq, d = q.shape
     hkv, skv = k.shape[1], k.shape[2]
     group = h_ // hkv
     mask4 = mask.broadcast_to((b_, h_, sq, skv)) if mask is not None else None
     cdt = float_dtype_for(q, k, v, out, dout)
-    lanes = _Lanes(q.shape[3], v.shape[3], cdt)
+    lanes = _Lanes(d, v.shape[3], cdt)
+    kb, qb = _block_sizes(sq, skv, d, v.shape[3], cdt, group, b_ * hkv, lanes)
+    kblocks, qblocks = _spans(skv, kb), _spans(sq, qb)
+    partial = None                      # fp32 dQ of a kv group's heads between key blocks
+    if len(kblocks) > 1:
+        partial = nl.ndarray((group, sq, d), F32, buffer=nl.private_hbm, name="dq_partial")
 
-    def streams():          # lazily: the next head's loads are issued while the last one's tiles run
+    def streams():          # lazily: the next block's loads are issued while the last one's tiles run
         for b in range(b_):
             for hk in range(hkv):
-                kv = _KVSide(k.index((b, hk)), v.index((b, hk)), cdt, dk.index((b, hk)), dv.index((b, hk)),
-                             scale, group)
-                for h in range(hk * group, (hk + 1) * group):
-                    qs = _QSide(q.index((b, h)), dout.index((b, h)), out.index((b, h)), lse.index((b, h)), cdt,
-                                dq.index((b, h)), scale, [k0 for k0, _ in kv.bounds], causal)
-                    m = mask4.index((b, h)) if mask4 is not None else None
-                    for j in range(kv.n_tiles):
-                        yield _key_tile(kv, qs, j, m, causal, scale, lanes)
+                for m, (k_lo, k_hi) in enumerate(kblocks):
+                    if partial is not None:     # a key block adds to dQ sums the previous one stored
+                        yield None
+                    seen = [(r0, r1) for r0, r1 in qblocks if _visible(r0, r1, k_lo, causal)]
+                    kv = _KVSide(k.index((b, hk)), v.index((b, hk)), cdt, dk.index((b, hk)), dv.index((b, hk)),
+                                 scale, group * len(seen), (k_lo, k_hi))
+                    for h in range(hk * group, (hk + 1) * group):
+                        role = _DqRole(kblocks, m, causal, None if partial is None else partial.index((h - hk * group,)))
+                        for rows in seen:
+                            qs = _QSide(q.index((b, h)), dout.index((b, h)), out.index((b, h)), lse.index((b, h)), cdt,
+                                        dq.index((b, h)), scale, kv, causal, rows, role)
+                            m4 = mask4.index((b, h)) if mask4 is not None else None
+                            for j in range(kv.n_tiles):
+                                yield _key_tile(kv, qs, j, m4, causal, scale, lanes)
+                    if not seen:                    # causal: no query sees these keys
+                        for j in range(kv.n_tiles):
+                            kv.write(j, None, None)
 
     _interleave(streams(), lanes.width)
     return dq, dk, dv
+
+
+def _spans(n, block):
+    return [(r0, min(n, r0 + block)) for r0 in range(0, n, block)]
+
+
+def _block_sizes(sq, skv, d, dv, cdt, group, kv_heads, lanes):
+    """Keys and query rows per block, the first that fits SBUF of: the whole sequence (one load of
+    each tile); all keys with Q_BLOCK-row query blocks (dK, dV summed over them in SBUF); key blocks as
+    large as fit beside Q_BLOCK-row query blocks (FlashAttention-2's outer loop over key blocks: the
+    query side is reloaded per key block and dQ is summed in HBM). Two instances of a block are
+    counted when the streams run from one into the next."""
+    if BLOCK is not None:
+        return BLOCK
+    budget = nl.tile_size.total_available_sbuf_size - lanes.width * lanes.bytes - RESERVE
+    isz = dt.itemsize(cdt)
+
+    def need(kb, qb):
+        more_kv = kv_heads > 1 or kb < skv
+        more_q = kv_heads * group > 1 or qb < sq or kb < skv
+        return ((1 + more_kv) * _kv_bytes(kb, d, dv, isz, group > 1 or qb < sq)
+                + (1 + more_q) * _q_bytes(qb, d, dv, isz))
+
+    qb = min(sq, Q_BLOCK)
+    for kb, rows in ((skv, sq), (skv, qb)):
+        if need(kb, rows) <= budget:
+            return kb, rows
+    per_tile = _kv_bytes(P, d, dv, isz, True)
+    tiles = max(1, (budget - 2 * _q_bytes(qb, d, dv, isz)) // (2 * per_tile))
+    n = -(-skv // (tiles * P))                      # as few key blocks as fit, of even size
+    return -(-skv // (n * P)) * P, qb
+
+
+def _kv_bytes(n, d, dv, isz, acc):
+    """SBUF bytes per partition of one key block of n keys (_KVSide): K^T, V^T, K rows, dK/dV sums."""
+    tiles = -(-n // P)
+    return (len(_chunks(d)) + len(_chunks(dv))) * n * isz + tiles * d * isz + (tiles * (d + dv) * 4 if acc else 0)
+
+
+def _q_bytes(n, d, dv, isz):
+    """SBUF bytes per partition of one query block of n rows (_QSide): q^T, dO^T, q, dO rows, dQ sums."""
+    tiles = -(-n // P)
+    return (len(_chunks(d)) + len(_chunks(dv))) * n * isz + tiles * ((d + dv) * isz + d * 4 + 8)
 
 
 def _tiles(n):
@@ -144,24 +210,27 @@ def _zeros(shapes, name):
 
 
 class _KVSide:
-    """One kv head: K^T and V^T (contraction layouts of S and dP) and K rows (moving operand of dQ).
-    Each query head of the group hands over its dK, dV of a key tile (add); with one head they go from
-    PSUM straight to HBM (dk, dv), with several they are summed in fp32 SBUF first."""
+    """One key block [lo, hi) of a kv head: K^T and V^T (contraction layouts of S and dP) and K rows
+    (moving operand of dQ). Each stream (query head x query block) that walks a key tile hands over
+    its dK, dV (add); with one stream per key tile they go from PSUM straight to HBM (dk, dv), with
+    several they are summed in fp32 SBUF first. bounds are block-local; base is the first key."""
 
-    def __init__(self, k, v, cdt, dk, dv, scale, group):
-        self.skv, self.d, self.dv = k.shape[0], k.shape[1], v.shape[1]
-        self.dk_out, self.dv_out, self.scale, self.group = dk, dv, float(scale), group
-        self.kt = [load_transposed(k[:, d0:d1], cdt, name="kT") for d0, d1 in _chunks(self.d)]
-        self.vt = [load_transposed(v[:, d0:d1], cdt, name="vT") for d0, d1 in _chunks(self.dv)]
-        self.k_rows = _rows(k, cdt, "k")
+    def __init__(self, k, v, cdt, dk, dv, scale, contributions, span):
+        lo, hi = span
+        self.base, self.skv, self.d, self.dv = lo, hi - lo, k.shape[1], v.shape[1]
+        self.dk_out, self.dv_out, self.scale = dk[lo:hi], dv[lo:hi], float(scale)
+        self.contributions = contributions
+        self.kt = [load_transposed(k[lo:hi, d0:d1], cdt, name="kT") for d0, d1 in _chunks(self.d)]
+        self.vt = [load_transposed(v[lo:hi, d0:d1], cdt, name="vT") for d0, d1 in _chunks(self.dv)]
+        self.k_rows = _rows(k[lo:hi], cdt, "k")
         self.bounds = _tiles(self.skv)
         self.n_tiles = len(self.bounds)
-        self.left = [group] * self.n_tiles
+        self.left = [contributions] * self.n_tiles
         self.acc = [None] * self.n_tiles
 
     def add(self, j, dk_ps, dv_ps):
-        """One query head's dK (unscaled), dV of key tile j: PSUM views, None if it saw none of its keys."""
-        first, last = self.left[j] == self.group, self.left[j] == 1
+        """One stream's dK (unscaled), dV of key tile j: PSUM views, None if it saw none of its keys."""
+        first, last = self.left[j] == self.contributions, self.left[j] == 1
         self.left[j] -= 1
         if not (first and last):
             if first:
@@ -172,10 +241,10 @@ class _KVSide:
                     nisa.tensor_tensor(dst=acc, data1=acc, data2=ps, op=nl.add)
             dk_ps, dv_ps = self.acc[j]
         if last:
-            self._write(j, dk_ps, dv_ps)
+            self.write(j, dk_ps, dv_ps)
             self.acc[j] = None
 
-    def _write(self, j, dk_src, dv_src):
+    def write(self, j, dk_src, dv_src):
         k0, k1 = self.bounds[j]
         dk_o = sbuf((k1 - k0, self.d), self.dk_out.dtype, name="dk")
         dv_o = sbuf((k1 - k0, self.dv), self.dv_out.dtype, name="dv")
@@ -200,25 +269,29 @@ def _start(ps, shape, name):
 
 
 class _QSide:
-    """One query head: q^T and dO^T (stationary operands of S and dP), q and dO rows (moving operands
-    of dK and dV), -lse and -D = -rowsum(dO * O) per row, and the fp32 dQ accumulator, per 128 rows.
-    A tile's dQ is written to HBM (dq) once every key tile that it sees (key tiles from k_starts) has
-    added to it."""
+    """One query block [lo, hi) of a query head: q^T and dO^T (stationary operands of S and dP), q and
+    dO rows (moving operands of dK and dV), -lse and -D = -rowsum(dO * O) per row, and the fp32 dQ sum
+    over the key block's tiles, per 128 rows. Once every key tile of the block that a query tile sees
+    has added to it, its sum goes on (role: to dq, or to the partial sums between key blocks).
+    bounds are block-local; base is the first row."""
 
-    def __init__(self, q, dout, out, lse, cdt, dq, scale, k_starts, causal):
-        self.sq, self.d, self.dv = q.shape[0], q.shape[1], dout.shape[1]
-        self.dq_out, self.scale = dq, float(scale)
-        self.left = [sum(_visible(q0, q1, k0, causal) for k0 in k_starts) for q0, q1 in _tiles(self.sq)]
+    def __init__(self, q, dout, out, lse, cdt, dq, scale, kv, causal, span, role):
+        lo, hi = span
+        q, dout, out = q[lo:hi], dout[lo:hi], out[lo:hi]
+        self.base, self.sq, self.d, self.dv = lo, hi - lo, q.shape[1], dout.shape[1]
+        self.dq_out, self.scale, self.role = dq, float(scale), role
+        self.bounds = _tiles(self.sq)
+        k_starts = [kv.base + k0 for k0, _ in kv.bounds]
+        self.left = [sum(_visible(lo + q0, lo + q1, k0, causal) for k0 in k_starts) for q0, q1 in self.bounds]
         self.qt = [load_transposed(q[:, d0:d1], cdt, name="qT") for d0, d1 in _chunks(self.d)]
         self.dot = [load_transposed(dout[:, d0:d1], cdt, name="doT") for d0, d1 in _chunks(self.dv)]
         self.q_rows = _rows(q, cdt, "q")
         self.do_rows = _rows(dout, cdt, "do")
-        self.bounds = _tiles(self.sq)
         self.neg_lse, self.neg_delta = [], []
         for (r0, r1), do_t in zip(self.bounds, self.do_rows):
             n = r1 - r0
             nl_t = sbuf((n, 1), F32, name="neg_lse")
-            nisa.dma_copy(dst=nl_t, src=column(lse.index((slice(r0, r1),))))
+            nisa.dma_copy(dst=nl_t, src=column(lse.index((slice(lo + r0, lo + r1),))))
             nisa.tensor_scalar(dst=nl_t, data=nl_t, op0=nl.multiply, operand0=-1.0)
             o_t = sbuf((n, self.dv), out.dtype, name="o")
             nisa.dma_copy(dst=o_t, src=out[r0:r1])
@@ -232,12 +305,31 @@ class _QSide:
 
     def key_tile_done(self, i):
         self.left[i] -= 1
-        if self.left[i]:
+        if not self.left[i]:
+            r0, r1 = self.bounds[i]
+            self.role.finish(self.dq[i], self.base + r0, self.base + r1, self.dq_out, self.scale)
+
+
+class _DqRole:
+    """Where a query tile's dQ sum over key block m goes: key blocks that query tile sees add up in
+    `partial` (fp32 HBM, [Sq, D] of one query head): the first stores its sum, later ones load, add
+    and store; the last one's total is scaled, rounded and written to dq."""
+
+    def __init__(self, kblocks, m, causal, partial):
+        self.kblocks, self.m, self.causal, self.partial = kblocks, m, causal, partial
+
+    def finish(self, acc, r0, r1, dq_out, scale):
+        seen = [n for n, (k0, _) in enumerate(self.kblocks) if _visible(r0, r1, k0, self.causal)]
+        if self.m != seen[0]:
+            prev = sbuf(acc.shape, F32, name="dq_prev")
+            nisa.dma_copy(dst=prev, src=self.partial[r0:r1])
+            nisa.tensor_tensor(dst=acc, data1=acc, data2=prev, op=nl.add)
+        if self.m != seen[-1]:
+            nisa.dma_copy(dst=self.partial[r0:r1], src=acc)
             return
-        (r0, r1), acc = self.bounds[i], self.dq[i]
-        o = sbuf(acc.shape, self.dq_out.dtype, name="dq")
-        nisa.tensor_scalar(dst=o, data=acc, op0=nl.multiply, operand0=self.scale)
-        nisa.dma_copy(dst=self.dq_out[r0:r1], src=o)
+        o = sbuf(acc.shape, dq_out.dtype, name="dq")
+        nisa.tensor_scalar(dst=o, data=acc, op0=nl.multiply, operand0=scale)
+        nisa.dma_copy(dst=dq_out[r0:r1], src=o)
 
 
 class _Lane:
@@ -282,6 +374,7 @@ class _Lanes:
         first = _Lane(d, dv, cdt)
         self.width = max(1, min(STREAMS, nl.tile_size.psum_num_banks // len(first.banks)))
         self.free = [first] + [_Lane(d, dv, cdt) for _ in range(self.width - 1)]
+        self.bytes = 2 * P * 4 + 4 * P * dt.itemsize(cdt)      # SBUF bytes per partition of one lane
 
 
 def _visible(q0, q1, k0, causal):
@@ -292,10 +385,10 @@ def _key_tile(kv, qs, j, mask, causal, scale, lanes):
     """dK, dV of key tile j (accumulated in PSUM over the query tiles) and its dQ contributions.
 
     A generator: it yields between phases so that several key tiles interleave on the engines."""
-    k0, k1 = kv.bounds[j]
-    kn = k1 - k0
+    k0, k1 = kv.bounds[j]                     # block-local; the mask and the diagonal see base + local
+    kn, gk = k1 - k0, kv.base
     lane = lanes.free.pop()
-    pairs = [i for i, (q0, q1) in enumerate(qs.bounds) if _visible(q0, q1, k0, causal)]
+    pairs = [i for i, (q0, q1) in enumerate(qs.bounds) if _visible(qs.base + q0, qs.base + q1, gk + k0, causal)]
     for n, i in enumerate(pairs):
         q0, q1 = qs.bounds[i]
         qn = q1 - q0
@@ -306,7 +399,8 @@ def _key_tile(kv, qs, j, mask, causal, scale, lanes):
             nisa.nc_matmul(dst=dp_ps, stationary=qs.dot[c][:, q0:q1], moving=vt[:, k0:k1], accumulate=c > 0)
         yield
         p = lane.p[:qn, :kn]
-        _probabilities(p, s_ps, lane, mask, q0, q1, k0, k1, causal, scale, qs.neg_lse[i])
+        gq = qs.base
+        _probabilities(p, s_ps, lane, mask, gq + q0, gq + q1, gk + k0, gk + k1, causal, scale, qs.neg_lse[i])
         yield
         dpd = lane.dpd[:qn, :kn]                # dP - D on the Scalar engine, straight from PSUM
         nisa.activation(dst=dpd, op=nl.copy, data=dp_ps, bias=qs.neg_delta[i])
