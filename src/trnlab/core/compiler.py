@@ -40,6 +40,12 @@ class CompilerModel:
     # https://openxla.org/xla/operation_semantics). Values are bit-identical: each intermediate is
     # still rounded to its dtype. Implemented in trnlab.torch.fusion (model path only).
     elementwise_fusion: bool = True
+    # with elementwise_fusion: a chain member whose value is also used outside the chain (in training,
+    # the activations the forward saves for backward) is written to HBM by the fused pass instead of
+    # ending the chain, as XLA's producer-consumer multi-output fusion does
+    # (https://github.com/openxla/xla/blob/main/xla/service/multi_output_fusion.h). Values are
+    # bit-identical. Implemented in trnlab.torch.fusion.find_chains (model path only).
+    multi_output_fusion: bool = True
 
     @classmethod
     def parse(cls, text: str, base: "CompilerModel | None" = None, *, source: str = "--compiler") -> "CompilerModel":
@@ -48,7 +54,7 @@ class CompilerModel:
         text = text.strip()
         if text.lower() == "none":
             return replace(model, psum_zero_fold=False, multibuffer=False, engine_balance=False, sbuf_spill=False,
-                           elementwise_fusion=False)
+                           elementwise_fusion=False, multi_output_fusion=False)
         names = {f.name: f.type for f in fields(cls)}
         for item in filter(None, (s.strip() for s in text.split(","))):
             key, _, value = item.partition("=")

@@ -126,17 +126,20 @@ def binary(out, a, b, op: str, *, alpha=None, act_a=None):
     return out
 
 
-def chain(out, leaves, steps):
+def chain(out, leaves, steps, stored=()):
     """A chain of element-wise ops in one pass over the tiles of out: each leaf (an HBM tensor the
     chain reads, broadcast to out's shape) is loaded once, every step computes into an SBUF tile of
-    its own dtype (rounded as the separate ops would store it), the last step's tile is stored.
+    its own dtype (rounded as the separate ops would store it), the last step's tile is stored, and
+    so is each step listed in stored ((step index, HBM tensor of out's shape): multi-output fusion).
 
     steps: (kind, op, operands, dtype) with kind "unary" | "binary" and operands ("leaf", i),
     ("step", j) or a number; a binary step's first operand is a tile."""
     n_tiles = len(leaves) + len(steps)
-    plan = TilePlan(out, list(leaves), budget=max(P, min(COLS, BUDGET // (8 * n_tiles))))   # 2 iterations of fp32
+    extra = [t for _, t in stored]
+    plan = TilePlan(out, list(leaves) + extra, budget=max(P, min(COLS, BUDGET // (8 * n_tiles))))   # 2 iterations of fp32
     keep = deque(maxlen=_depth(plan, n_tiles))
-    for vo, *vleaves in plan:
+    for vo, *views in plan:
+        vleaves, vstored = views[:len(leaves)], views[len(leaves):]
         tiles = [_load(v, f"in{i}") for i, v in enumerate(vleaves)]
         done = []
         for kind, op, operands, dtype in steps:
@@ -152,6 +155,8 @@ def chain(out, leaves, steps):
             else:
                 nisa.tensor_tensor(dst=y, data1=args[0], data2=args[1], op=op)
             done.append(y)
+        for (j, _), v in zip(stored, vstored):
+            _store(v, done[j])
         _store(vo, done[-1])
         keep.append((tiles, done))
     return out

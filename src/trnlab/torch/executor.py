@@ -132,8 +132,9 @@ class Program:
         if compiler.current().elementwise_fusion:
             taken = set(self.fused) | {n for f in self.fused.values() for n in f.interior}
             taken |= {n for n in self.graph.nodes if n.op == "call_function" and refusal(n)}
-            self.fused.update(find_chains(self.graph, taken))
+            self.fused.update(find_chains(self.graph, taken, multi_output=compiler.current().multi_output_fusion))
         self.interior = {n for f in self.fused.values() for n in f.interior}
+        self.stored = {n for f in self.fused.values() for n in f.outputs}     # interior, written to HBM too
         self.missing = capture.unsupported(ep, self.info, skip=self.interior | set(self.fused))
         if self.missing and fallback != "cpu":
             capture.raise_unsupported(self.missing, name)
@@ -190,7 +191,8 @@ class Program:
         ends = dict(self.last_use)
         for n in self.info.outputs:
             ends[n] = len(self.order)
-        for n in list(self.info.user_inputs) + self.device_nodes():
+        stored = [n for n in self.graph.nodes if n in self.stored]
+        for n in sorted(list(self.info.user_inputs) + self.device_nodes() + stored, key=self._position):
             val = n.meta.get("val")
             packet = getattr(n.target, "overloadpacket", None)
             if packet in VIEW_OPS or packet is None and n.op == "call_function":
@@ -209,6 +211,9 @@ class Program:
                     current -= size.pop(b2)
                     live.pop(b2)
         return peak
+
+    def _position(self, node) -> int:
+        return self.order.get(node, -1)
 
     # --- running ----------------------------------------------------------------------------------
     def run(self, inputs, *, target=None, numerics: bool = True, trace: bool = True, progress=None) -> RunResult:
@@ -317,12 +322,13 @@ class Program:
 
 
 def _run_chain(ctx, node, fused):
-    """A fused chain of element-wise nodes (trnlab.torch.fusion.find_chains) as one kernel pass."""
-    from trnlab.torch.fusion import CHAIN_OPS
+    """A fused chain of element-wise nodes (trnlab.torch.fusion.find_chains) as one kernel pass; the
+    members other nodes read (fused.outputs) are written to HBM by the same pass."""
+    from trnlab.torch.fusion import chain_step
     index = {s: j for j, s in enumerate(fused.steps)}
     leaves, leaf_of, steps = [], {}, []
     for s in fused.steps:
-        kind, op = CHAIN_OPS[s.target]
+        kind, op = chain_step(s)
         operands = []
         for a in s.args[:1 if kind == "unary" else 2]:
             if a in index:
@@ -337,7 +343,11 @@ def _run_chain(ctx, node, fused):
         steps.append((kind, op, tuple(operands), device_dtype(s.meta["val"].dtype)))
     out = ctx.out(node)
     leaves = [t.broadcast_to(tuple(out.shape)) if tuple(t.shape) != tuple(out.shape) else t for t in leaves]
-    return elementwise.chain(out, leaves, steps)
+    stored = []
+    for s in fused.outputs:
+        ctx.env[s] = ctx.alloc(s.meta["val"].shape, device_dtype(s.meta["val"].dtype), s.name)
+        stored.append((index[s], ctx.env[s]))
+    return elementwise.chain(out, leaves, steps, stored=stored)
 
 
 def _rows2d(ctx, x):

@@ -21,6 +21,7 @@ class Fused:
     interior: tuple           # nodes replaced by the fused op (not run)
     func: str = ""            # act_mul: activation applied to x
     steps: tuple = ()         # chain: its nodes in graph order (the last one is the fused node)
+    outputs: tuple = ()       # chain: interior nodes the pass also writes to HBM (multi-output fusion)
 
 
 def _is(node, op) -> bool:
@@ -108,11 +109,22 @@ CHAIN_OPS = {aten.add.Tensor: ("binary", "add"), aten.sub.Tensor: ("binary", "su
              aten.sigmoid.default: ("unary", "sigmoid"), aten.silu.default: ("unary", "silu"),
              aten.tanh.default: ("unary", "tanh"), aten.relu.default: ("unary", "relu"),
              aten.reciprocal.default: ("unary", "reciprocal")}
+# x ** e with a number e, as the pow lowering computes it (trnlab.torch.lowering._pow)
+POW_UNARY = {2.0: "square", 0.5: "sqrt", -0.5: "rsqrt", -1.0: "reciprocal", 1.0: "copy"}
 FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 
 
+def chain_step(node) -> tuple:
+    """(kind, op) of a chain member: "unary" reads args[0]; "binary" reads args[0] and args[1]."""
+    if node.target == aten.pow.Tensor_Scalar:
+        e = float(node.args[1])
+        return ("unary", POW_UNARY[e]) if e in POW_UNARY else ("binary", "power")
+    return CHAIN_OPS[node.target]
+
+
 def _chain_member(node) -> bool:
-    if not (isinstance(node, torch.fx.Node) and node.op == "call_function" and node.target in CHAIN_OPS):
+    if not (isinstance(node, torch.fx.Node) and node.op == "call_function"
+            and (node.target in CHAIN_OPS or node.target == aten.pow.Tensor_Scalar)):
         return False
     val = node.meta.get("val")
     if not isinstance(val, torch.Tensor) or val.dtype not in FLOATS or node.kwargs.get("alpha", 1) != 1:
@@ -124,12 +136,28 @@ def _chain_member(node) -> bool:
                 return False
         elif not isinstance(a, (int, float)) or isinstance(a, bool):
             return False
-    return CHAIN_OPS[node.target][0] == "unary" or isinstance(node.args[0], torch.fx.Node)
+    return chain_step(node)[0] == "unary" or isinstance(node.args[0], torch.fx.Node)
 
 
-def find_chains(graph, taken: set) -> dict:
-    """last node -> Fused("chain") for each group of >= 2 element-wise nodes of one output shape where
-    every node but the last has a single user, in the group (no intermediate needs to reach HBM)."""
+def _joinable(members: list, node, position: dict, multi_output: bool) -> bool:
+    """Can `node` (the latest in graph order) join the group `members`, whose value it reads?
+
+    Single-output: the value it reads has no other user. Multi-output (XLA's multi-output fusion):
+    members may have users outside the group, provided each comes after `node`, where the fused pass
+    runs (so they read the stored value, and nothing the group reads can depend on the group)."""
+    inside = set(members) | {node}
+    if not multi_output:
+        return all(len(m.users) == 1 for m in members if m in node.args)
+    return all(u in inside or position[u] > position[node] for m in members for u in m.users)
+
+
+def find_chains(graph, taken: set, *, multi_output: bool = False) -> dict:
+    """last node -> Fused("chain") for each group of >= 2 element-wise nodes of one output shape.
+
+    Without multi_output every member but the last has its users in the group (no intermediate
+    reaches HBM); with it, members used outside the group are written out by the pass too
+    (Fused.outputs, the stored members besides the last)."""
+    position = {n: i for i, n in enumerate(graph.nodes)}
     group_of: dict = {}
     for node in graph.nodes:                        # graph order: a node's producers come first
         if node in taken or not _chain_member(node):
@@ -138,16 +166,19 @@ def find_chains(graph, taken: set) -> dict:
         group = [node]
         for a in node.args:
             g = group_of.get(a)
-            if g is not None and len(a.users) == 1 and tuple(a.meta["val"].shape) == shape:
+            if (g is not None and g is not group and tuple(a.meta["val"].shape) == shape
+                    and _joinable(g + group[:-1], node, position, multi_output)):
                 group = g + [m for m in group if m not in g]
         for m in group:
             group_of[m] = group
-    position = {n: i for i, n in enumerate(graph.nodes)}
     found, seen = {}, set()
     for node, group in group_of.items():
         if id(group) in seen or len(group) < 2:
             continue
         seen.add(id(group))
         order = sorted(group, key=position.__getitem__)
-        found[order[-1]] = Fused("chain", None, None, 0.0, tuple(order[:-1]), steps=tuple(order))
+        inside = set(order)
+        stored = tuple(m for m in order[:-1] if any(u not in inside for u in m.users))
+        found[order[-1]] = Fused("chain", None, None, 0.0, tuple(order[:-1]), steps=tuple(order),
+                                 outputs=stored)
     return found
