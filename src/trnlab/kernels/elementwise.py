@@ -133,7 +133,7 @@ def chain(out, leaves, steps, stored=()):
     so is each step listed in stored ((step index, HBM tensor of out's shape): multi-output fusion).
 
     steps: (kind, op, operands, dtype) with kind "unary" | "binary" and operands ("leaf", i),
-    ("step", j) or a number; a binary step's first operand is a tile."""
+    ("step", j) or a number (a binary step has at least one tile operand)."""
     n_tiles = len(leaves) + len(steps)
     extra = [t for _, t in stored]
     plan = TilePlan(out, list(leaves) + extra, budget=max(P, min(COLS, BUDGET // (8 * n_tiles))))   # 2 iterations of fp32
@@ -152,6 +152,8 @@ def chain(out, leaves, steps, stored=()):
                 nisa.activation(dst=y, op=op, data=args[0])
             elif isinstance(args[1], (int, float)):
                 nisa.tensor_scalar(dst=y, data=args[0], op0=op, operand0=float(args[1]))
+            elif isinstance(args[0], (int, float)):     # number op tile, as scalar_op(reverse=True)
+                nisa.tensor_scalar(dst=y, data=args[1], op0=op, operand0=float(args[0]), reverse0=True)
             else:
                 nisa.tensor_tensor(dst=y, data1=args[0], data2=args[1], op=op)
             done.append(y)

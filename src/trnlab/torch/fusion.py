@@ -115,7 +115,8 @@ FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def chain_step(node) -> tuple:
-    """(kind, op) of a chain member: "unary" reads args[0]; "binary" reads args[0] and args[1]."""
+    """(kind, op) of a chain member: "unary" reads args[0]; "binary" reads args[0] and args[1] (either
+    may be a number: 1 - x is a binary step with a number first)."""
     if node.target == aten.pow.Tensor_Scalar:
         e = float(node.args[1])
         return ("unary", POW_UNARY[e]) if e in POW_UNARY else ("binary", "power")
@@ -136,7 +137,7 @@ def _chain_member(node) -> bool:
                 return False
         elif not isinstance(a, (int, float)) or isinstance(a, bool):
             return False
-    return chain_step(node)[0] == "unary" or isinstance(node.args[0], torch.fx.Node)
+    return any(isinstance(a, torch.fx.Node) for a in node.args[:1 if chain_step(node)[0] == "unary" else 2])
 
 
 def _joinable(members: list, node, position: dict, multi_output: bool) -> bool:
