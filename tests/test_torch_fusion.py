@@ -91,29 +91,65 @@ def _train_step(**switches):
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = Block()
-    x = torch.randn(2, 128, 64)
+    x = torch.randn(2, 128, 64, requires_grad=True)     # the norm's backward runs too
     with compiler.using(compiler.CompilerModel(**switches)):
         loss = compile_train(model, dtype=torch.bfloat16, check=False)(x)
         loss.backward()
     step = last_training()
     runs = step.forward_runs + step.backward_runs
-    return (loss.detach(), {k: p.grad for k, p in model.named_parameters()}, sum(r.latency_s for r in runs),
-            sum(o.dma_bytes for r in runs for o in r.ops), runs)
+    grads = {k: p.grad for k, p in model.named_parameters()} | {"x": x.grad}
+    return (loss.detach(), grads, sum(r.latency_s for r in runs), sum(o.dma_bytes for r in runs for o in r.ops),
+            runs)
 
 
-def test_training_step_is_bit_identical_and_faster_with_multi_output_fusion():
+def test_training_step_is_bit_identical_and_faster_with_each_fusion():
+    """All on; reductions off; multi-output (and so reductions with saved members) off; fusion off."""
     loss, grads, time_s, dma, runs = _train_step()
-    loss1, grads1, time1, dma1, _ = _train_step(multi_output_fusion=False)
+    loss2, grads2, time2, dma2, _ = _train_step(reduction_fusion=False)
+    loss1, grads1, time1, dma1, _ = _train_step(multi_output_fusion=False, reduction_fusion=False)
     loss0, grads0, time0, dma0, _ = _train_step(elementwise_fusion=False)
-    assert torch.equal(loss, loss0) and torch.equal(loss1, loss0)
+    assert torch.equal(loss, loss0) and torch.equal(loss1, loss0) and torch.equal(loss2, loss0)
     for k in grads0:
-        assert torch.equal(grads[k], grads0[k]) and torch.equal(grads1[k], grads0[k]), k
-    fwd = runs[0].program
-    assert any(f.kind == "chain" and f.outputs for f in fwd.fused.values())   # saved activations written by a pass
-    assert dma < dma1 < dma0 and time_s < time1 < time0
+        assert all(torch.equal(g[k], grads0[k]) for g in (grads, grads1, grads2)), k
+    fused = [f for r in runs for f in r.program.fused.values() if f.kind == "chain"]
+    assert any(f.outputs for f in fused)             # saved activations written by a fused pass
+    assert any(f.reduce for f in fused)              # the norm's mean / its backward's sum inside a pass
+    assert dma < dma2 < dma1 < dma0 and time_s < time2 < time1 < time0
 
 
 def test_multi_output_switch_is_part_of_the_compiler_model():
     assert compiler.CompilerModel.parse("multi_output_fusion=0").multi_output_fusion is False
     assert compiler.CompilerModel.parse("none").multi_output_fusion is False
     assert compiler.CompilerModel().multi_output_fusion is True
+
+
+# --- reduction fusion (compiler switch reduction_fusion) ---------------------------------------------
+class SquareMean(torch.nn.Module):
+    def forward(self, x, w):
+        return (x * w).pow(2).mean(-1, keepdim=True)
+
+
+def _run_square_mean(**switches):
+    x, w = (torch.randn(256, 512, generator=torch.Generator().manual_seed(i)) for i in range(2))
+    with compiler.using(compiler.CompilerModel(**switches)):
+        compiled = tt.compile(SquareMean(), (x, w), dtype=torch.float32)
+    return compiled.last_run
+
+
+def test_reduction_joins_its_producer_chain():
+    fused = _run_square_mean()
+    chained = _run_square_mean(reduction_fusion=False)
+    plain = _run_square_mean(elementwise_fusion=False)
+    assert torch.equal(fused.outputs, plain.outputs) and torch.equal(chained.outputs, plain.outputs)
+    assert [o.op for o in fused.ops] == ["fused mul > pow > mean"]
+    # rows = 256 results of 4 bytes. Fused: x, w read once, the means written (2 N + rows); chain then
+    # mean: the chain reads x, w and writes (x w)^2, the mean reads it back (4 N + rows)
+    assert sum(o.dma_bytes for o in fused.ops) == 2 * N * 4 + 256 * 4
+    assert sum(o.dma_bytes for o in chained.ops) == 4 * N * 4 + 256 * 4
+    assert fused.latency_s < chained.latency_s < plain.latency_s
+
+
+def test_reduction_switch_is_part_of_the_compiler_model():
+    assert compiler.CompilerModel.parse("reduction_fusion=0").reduction_fusion is False
+    assert compiler.CompilerModel.parse("none").reduction_fusion is False
+    assert compiler.CompilerModel().reduction_fusion is True

@@ -29,7 +29,7 @@ from torch import nn
 from trnlab.errors import OptionError
 from trnlab.plan.configs import ModelSpec
 
-CACHE_VERSION = 6          # bump when the simulated graphs or their costs change (4: element-wise fusion; 6: multi-output fusion)
+CACHE_VERSION = 6          # bump when the simulated graphs or their costs change (4: element-wise fusion; 6: multi-output fusion, reduction fusion)
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,9 @@ class Program:
         if compiler.current().elementwise_fusion:
             taken = set(self.fused) | {n for f in self.fused.values() for n in f.interior}
             taken |= {n for n in self.graph.nodes if n.op == "call_function" and refusal(n)}
-            self.fused.update(find_chains(self.graph, taken, multi_output=compiler.current().multi_output_fusion))
+            model = compiler.current()
+            self.fused.update(find_chains(self.graph, taken, multi_output=model.multi_output_fusion,
+                                          reductions=model.reduction_fusion))
         self.interior = {n for f in self.fused.values() for n in f.interior}
         self.stored = {n for f in self.fused.values() for n in f.outputs}     # interior, written to HBM too
         self.missing = capture.unsupported(ep, self.info, skip=self.interior | set(self.fused))
@@ -271,7 +273,7 @@ class Program:
             op = f"{fused.func} * mul (fused)"
         elif fused is not None and fused.kind == "chain":
             out, op = _run_chain(ctx, node, fused), "fused " + " > ".join(
-                str(s.target).replace("aten.", "").split(".")[0] for s in fused.steps)
+                str(s.target).replace("aten.", "").split(".")[0] for s in fused.steps + ((node,) if fused.reduce else ()))
         elif fused is not None:
             out = ctx.out(node)
             x = ctx.value(fused.x)
@@ -342,11 +344,16 @@ def _run_chain(ctx, node, fused):
                 operands.append(float(a))
         steps.append((kind, op, tuple(operands), device_dtype(s.meta["val"].dtype)))
     out = ctx.out(node)
-    leaves = [t.broadcast_to(tuple(out.shape)) if tuple(t.shape) != tuple(out.shape) else t for t in leaves]
+    shape = tuple(fused.steps[0].meta["val"].shape)        # the steps' shape (out's, unless reduced)
+    leaves = [t.broadcast_to(shape) if tuple(t.shape) != shape else t for t in leaves]
     stored = []
     for s in fused.outputs:
         ctx.env[s] = ctx.alloc(s.meta["val"].shape, device_dtype(s.meta["val"].dtype), s.name)
         stored.append((index[s], ctx.env[s]))
+    if fused.reduce:
+        op, scale, reduced = fused.reduce
+        elementwise.chain_reduce(out.reshape(shape[:-1] + (1,)), leaves, steps, stored, op, scale, reduced)
+        return out
     return elementwise.chain(out, leaves, steps, stored=stored)
 
 

@@ -22,6 +22,7 @@ class Fused:
     func: str = ""            # act_mul: activation applied to x
     steps: tuple = ()         # chain: its nodes in graph order (the last one is the fused node)
     outputs: tuple = ()       # chain: interior nodes the pass also writes to HBM (multi-output fusion)
+    reduce: tuple = ()        # chain with a last-dim reduction (the fused node): (op, scale, reduced step)
 
 
 def _is(node, op) -> bool:
@@ -152,12 +153,15 @@ def _joinable(members: list, node, position: dict, multi_output: bool) -> bool:
     return all(u in inside or position[u] > position[node] for m in members for u in m.users)
 
 
-def find_chains(graph, taken: set, *, multi_output: bool = False) -> dict:
-    """last node -> Fused("chain") for each group of >= 2 element-wise nodes of one output shape.
+def find_chains(graph, taken: set, *, multi_output: bool = False, reductions: bool = False) -> dict:
+    """fused node -> Fused("chain") for each group of >= 2 element-wise nodes of one output shape.
 
     Without multi_output every member but the last has its users in the group (no intermediate
     reaches HBM); with it, members used outside the group are written out by the pass too
-    (Fused.outputs, the stored members besides the last)."""
+    (Fused.outputs, the stored members besides the last). With reductions, a last-dim sum / mean /
+    amax of a group member joins the group under the same rule when everything the group reads comes
+    before it (the fused node is then the reduction; a lone element-wise node and its reduction form a
+    group too)."""
     position = {n: i for i, n in enumerate(graph.nodes)}
     group_of: dict = {}
     for node in graph.nodes:                        # graph order: a node's producers come first
@@ -172,14 +176,43 @@ def find_chains(graph, taken: set, *, multi_output: bool = False) -> dict:
                 group = g + [m for m in group if m not in g]
         for m in group:
             group_of[m] = group
+    ends = {}
+    for node in graph.nodes if reductions else ():
+        red = _row_reduction(node) if node not in taken else None
+        g = group_of.get(node.args[0]) if red else None
+        if g is not None and id(g) not in ends and _joinable(g, node, position, multi_output) \
+                and all(position[a] < position[node] for m in g for a in m.all_input_nodes if a not in g):
+            ends[id(g)] = (node, red)       # the pass runs where the reduction is: every input is ready
     found, seen = {}, set()
     for node, group in group_of.items():
-        if id(group) in seen or len(group) < 2:
+        if id(group) in seen:
             continue
         seen.add(id(group))
         order = sorted(group, key=position.__getitem__)
-        inside = set(order)
-        stored = tuple(m for m in order[:-1] if any(u not in inside for u in m.users))
-        found[order[-1]] = Fused("chain", None, None, 0.0, tuple(order[:-1]), steps=tuple(order),
-                                 outputs=stored)
+        end, red = ends.get(id(group), (None, ()))
+        if len(order) < 2 and end is None:
+            continue
+        red = red and red + (order.index(end.args[0]),)
+        inside = set(order) | {end}
+        stored = tuple(m for m in order[:-1 if end is None else None] if any(u not in inside for u in m.users))
+        key, interior = (order[-1], tuple(order[:-1])) if end is None else (end, tuple(order))
+        found[key] = Fused("chain", None, None, 0.0, interior, steps=tuple(order), outputs=stored, reduce=red)
     return found
+
+
+_REDUCTIONS = {aten.sum.dim_IntList: "add", aten.mean.dim: "add", aten.amax.default: "maximum"}
+
+
+def _row_reduction(node) -> tuple | None:
+    """(op, scale) of a float sum / mean / amax over the last dim only, else None."""
+    if not (isinstance(node, torch.fx.Node) and node.op == "call_function" and node.target in _REDUCTIONS):
+        return None
+    x, val = node.args[0], node.meta.get("val")
+    xv = x.meta.get("val") if isinstance(x, torch.fx.Node) else None
+    if (not isinstance(xv, torch.Tensor) or not isinstance(val, torch.Tensor) or xv.ndim < 2
+            or val.dtype not in FLOATS or val.dtype != xv.dtype or set(node.kwargs) - {"keepdim"}
+            or len(node.args) < 2 or len(node.args) > 3 or not isinstance(node.args[1], (list, tuple))
+            or [d % xv.ndim for d in node.args[1]] != [xv.ndim - 1] or xv.shape[-1] == 0):
+        return None
+    scale = 1.0 / xv.shape[-1] if node.target == aten.mean.dim else 1.0
+    return _REDUCTIONS[node.target], scale
