@@ -2,7 +2,12 @@
 
     var = x.pow(2).mean(-1, keepdim=True); y = weight * (x * torch.rsqrt(var + eps))   (Llama, HF)
 
-becomes one row kernel (one pass over x in SBUF instead of six HBM round trips)."""
+becomes one row kernel (one pass over x in SBUF instead of six HBM round trips).
+
+Compiler-model fusions (trnlab.core.compiler; find_chains): chains of element-wise ops of one shape run
+as one pass (elementwise_fusion); members other nodes also read are written by the pass instead of
+ending the chain (multi_output_fusion: training graphs, whose forward saves its intermediates); a
+last-dim sum / mean / amax joins the chain producing its input (reduction_fusion)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
