@@ -108,3 +108,15 @@ def test_cumsum_carries_fp32_sums_across_chunks(monkeypatch, dtype):
     assert run_.machine.stats.instructions["tensor_tensor_scan"] == 2 * 5
     exact, bound = _cumsum_bound(x, dtype)
     assert np.all(np.abs(run_.outputs.astype(np.float64) - exact) <= bound)
+
+
+def test_few_outer_rows_beside_a_broadcast_table_still_use_the_partitions():
+    """x [heads, seq, dim] * table [seq, dim] (RoPE's shape): the operands coalesce to [4, seq*dim] and
+    the walk must not put 4 rows on the 128 partitions. Oracle: the broadcast table moves fewer bytes
+    than the same product with the table materialized per head, so it cannot take much longer."""
+    from trnlab.kernels.elementwise import elementwise
+    x, t = randn((4, 512, 128), np.float32, 1), randn((512, 128), np.float32, 2)
+    bcast = elementwise.run((x, t), {"op": "multiply"})
+    full = elementwise.run((x, np.ascontiguousarray(np.broadcast_to(t, x.shape))), {"op": "multiply"})
+    np.testing.assert_array_equal(bcast.outputs, x * t)
+    assert bcast.device_latency_s < 1.1 * full.device_latency_s

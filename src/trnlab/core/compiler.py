@@ -40,6 +40,18 @@ class CompilerModel:
     # https://openxla.org/xla/operation_semantics). Values are bit-identical: each intermediate is
     # still rounded to its dtype. Implemented in trnlab.torch.fusion (model path only).
     elementwise_fusion: bool = True
+    # with elementwise_fusion: a chain member whose value is also used outside the chain (in training,
+    # the activations the forward saves for backward) is written to HBM by the fused pass instead of
+    # ending the chain, as XLA's producer-consumer multi-output fusion does
+    # (https://github.com/openxla/xla/blob/main/xla/service/multi_output_fusion.h). Values are
+    # bit-identical. Implemented in trnlab.torch.fusion.find_chains (model path only).
+    multi_output_fusion: bool = True
+    # with elementwise_fusion: a sum / mean / amax over the last dim joins the chain that produces its
+    # input (RMSNorm's x*x -> mean, its backward's product -> sum): one row-tiled pass, the reduced
+    # values never stored, as XLA fuses a reduction with its element-wise producers (reduce input
+    # fusion, https://github.com/openxla/xla/blob/main/xla/service/gpu/gpu_fusible.h). Bit-identical: the
+    # same per-chunk partials in the same order as the unfused reduction. Model path only.
+    reduction_fusion: bool = True
 
     @classmethod
     def parse(cls, text: str, base: "CompilerModel | None" = None, *, source: str = "--compiler") -> "CompilerModel":
@@ -48,7 +60,8 @@ class CompilerModel:
         text = text.strip()
         if text.lower() == "none":
             return replace(model, psum_zero_fold=False, multibuffer=False, engine_balance=False, sbuf_spill=False,
-                           elementwise_fusion=False)
+                           elementwise_fusion=False, multi_output_fusion=False,
+                           reduction_fusion=False)
         names = {f.name: f.type for f in fields(cls)}
         for item in filter(None, (s.strip() for s in text.split(","))):
             key, _, value = item.partition("=")

@@ -62,6 +62,9 @@ def coalesce(shape, strides_list):
     return out_shape, out_strides
 
 
+MIN_RUN = 512      # elements per partition row kept contiguous when the innermost dim is split
+
+
 class TilePlan:
     """How an elementwise pass walks its output: one dim on the partitions (128 at a time), the
     innermost dims in the free dims (up to COLS elements per partition), the rest looped over."""
@@ -75,6 +78,12 @@ class TilePlan:
                 cshape, cstrides = [P, c // P], [[st[0] * (c // P), st[0]] for st in cstrides]
             else:
                 cshape, cstrides = [1, c], [[0, st[0]] for st in cstrides]
+        elif max(min(n, P) for n in cshape[:-1]) < P and cshape[-1] % P == 0 and cshape[-1] >= P * MIN_RUN:
+            # few outer rows (e.g. 4 heads of [heads, seq*dim] beside a broadcast table): the innermost
+            # dim goes onto the partitions too, not 4 of the 128 lanes
+            c = cshape[-1]
+            cshape = cshape[:-1] + [P, c // P]
+            cstrides = [st[:-1] + [st[-1] * (c // P), st[-1]] for st in cstrides]
         n = len(cshape)
         self.p = max(range(n - 1), key=lambda i: (min(cshape[i], P), cshape[i]))
         free = [i for i in range(n) if i != self.p]

@@ -18,7 +18,7 @@ from collections import deque
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 from trnlab.kernels._examples import randn, scaled
-from trnlab.kernels._common import COLS, P, TilePlan, free_broadcast, sbuf
+from trnlab.kernels._common import COLS, P, TilePlan, free_broadcast, row_blocks, row_plan, sbuf
 
 F32 = nl.float32
 BUDGET = 96 * 1024  # SBUF bytes per partition for tiles in flight: loads run ahead of compute
@@ -126,34 +126,78 @@ def binary(out, a, b, op: str, *, alpha=None, act_a=None):
     return out
 
 
-def chain(out, leaves, steps):
+def chain(out, leaves, steps, stored=()):
     """A chain of element-wise ops in one pass over the tiles of out: each leaf (an HBM tensor the
     chain reads, broadcast to out's shape) is loaded once, every step computes into an SBUF tile of
-    its own dtype (rounded as the separate ops would store it), the last step's tile is stored.
+    its own dtype (rounded as the separate ops would store it), the last step's tile is stored, and
+    so is each step listed in stored ((step index, HBM tensor of out's shape): multi-output fusion).
 
     steps: (kind, op, operands, dtype) with kind "unary" | "binary" and operands ("leaf", i),
-    ("step", j) or a number; a binary step's first operand is a tile."""
+    ("step", j) or a number (a binary step has at least one tile operand)."""
     n_tiles = len(leaves) + len(steps)
-    plan = TilePlan(out, list(leaves), budget=max(P, min(COLS, BUDGET // (8 * n_tiles))))   # 2 iterations of fp32
+    extra = [t for _, t in stored]
+    plan = TilePlan(out, list(leaves) + extra, budget=max(P, min(COLS, BUDGET // (8 * n_tiles))))   # 2 iterations of fp32
     keep = deque(maxlen=_depth(plan, n_tiles))
-    for vo, *vleaves in plan:
+    for vo, *views in plan:
+        vleaves, vstored = views[:len(leaves)], views[len(leaves):]
         tiles = [_load(v, f"in{i}") for i, v in enumerate(vleaves)]
-        done = []
-        for kind, op, operands, dtype in steps:
-            args = [o if not isinstance(o, tuple) else tiles[o[1]] if o[0] == "leaf" else done[o[1]]
-                    for o in operands]
-            y = sbuf(vo.shape, dtype, name=f"s{len(done)}")
-            if kind == "unary" and op == "reciprocal":
-                nisa.reciprocal(dst=y, data=args[0])
-            elif kind == "unary":
-                nisa.activation(dst=y, op=op, data=args[0])
-            elif isinstance(args[1], (int, float)):
-                nisa.tensor_scalar(dst=y, data=args[0], op0=op, operand0=float(args[1]))
-            else:
-                nisa.tensor_tensor(dst=y, data1=args[0], data2=args[1], op=op)
-            done.append(y)
+        done = _chain_steps(tiles, steps, vo.shape)
+        for (j, _), v in zip(stored, vstored):
+            _store(v, done[j])
         _store(vo, done[-1])
         keep.append((tiles, done))
+    return out
+
+
+def _chain_steps(tiles, steps, shape) -> list:
+    done = []
+    for kind, op, operands, dtype in steps:
+        args = [o if not isinstance(o, tuple) else tiles[o[1]] if o[0] == "leaf" else done[o[1]]
+                for o in operands]
+        y = sbuf(shape, dtype, name=f"s{len(done)}")
+        if kind == "unary" and op == "reciprocal":
+            nisa.reciprocal(dst=y, data=args[0])
+        elif kind == "unary":
+            nisa.activation(dst=y, op=op, data=args[0])
+        elif isinstance(args[1], (int, float)):
+            nisa.tensor_scalar(dst=y, data=args[0], op0=op, operand0=float(args[1]))
+        elif isinstance(args[0], (int, float)):     # number op tile, as scalar_op(reverse=True)
+            nisa.tensor_scalar(dst=y, data=args[1], op0=op, operand0=float(args[0]), reverse0=True)
+        else:
+            nisa.tensor_tensor(dst=y, data1=args[0], data2=args[1], op=op)
+        done.append(y)
+    return done
+
+
+def chain_reduce(out, leaves, steps, stored, op: str, scale: float = 1.0, reduced: int = -1):
+    """A chain with one step reduced along the last dim (reduction fusion): rows on the partitions,
+    each row's columns in the chunks rows.reduce_last uses, so the reduction adds the same partials
+    in the same order. out [..., 1] = reduce(op, steps[reduced]) * scale; the steps listed in stored
+    are written too (here the last step is stored only when listed)."""
+    from trnlab.kernels import rows as rk
+    extra = [t for _, t in stored]
+    lead, views = row_plan(leaves[0], *leaves[1:], *extra, out)
+    vleaves, vstored, vo = views[:len(leaves)], views[len(leaves):-1], views[-1]
+    keep = deque(maxlen=2)
+    for idx, r0, r1 in row_blocks(lead):
+        acc = None
+        for c0, c1 in rk._chunks(leaves[0].shape[-1]):
+            tiles = [_load(rk._rows(v, idx, r0, r1, c0, c1), f"in{i}") for i, v in enumerate(vleaves)]
+            done = _chain_steps(tiles, steps, (r1 - r0, c1 - c0))
+            for (j, _), v in zip(stored, vstored):
+                _store(rk._rows(v, idx, r0, r1, c0, c1), done[j])
+            part = rk._vec(r1 - r0, "part")
+            nisa.tensor_reduce(dst=part, op=op, data=done[reduced], axis=1)
+            if acc is not None:
+                nisa.tensor_tensor(dst=acc, data1=acc, data2=part, op=rk._COMBINE[op])
+            acc = acc if acc is not None else part
+            keep.append((tiles, done))
+        res = sbuf((r1 - r0, 1), out.dtype, name="res")
+        if scale != 1.0:
+            nisa.tensor_scalar(dst=res, data=acc, op0=nl.multiply, operand0=float(scale))
+        else:
+            nisa.tensor_copy(dst=res, src=acc)
+        _store(rk._rows(vo, idx, r0, r1, 0, 1), res)
     return out
 
 

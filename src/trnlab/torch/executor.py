@@ -132,8 +132,11 @@ class Program:
         if compiler.current().elementwise_fusion:
             taken = set(self.fused) | {n for f in self.fused.values() for n in f.interior}
             taken |= {n for n in self.graph.nodes if n.op == "call_function" and refusal(n)}
-            self.fused.update(find_chains(self.graph, taken))
+            model = compiler.current()
+            self.fused.update(find_chains(self.graph, taken, multi_output=model.multi_output_fusion,
+                                          reductions=model.reduction_fusion))
         self.interior = {n for f in self.fused.values() for n in f.interior}
+        self.stored = {n for f in self.fused.values() for n in f.outputs}     # interior, written to HBM too
         self.missing = capture.unsupported(ep, self.info, skip=self.interior | set(self.fused))
         if self.missing and fallback != "cpu":
             capture.raise_unsupported(self.missing, name)
@@ -190,7 +193,8 @@ class Program:
         ends = dict(self.last_use)
         for n in self.info.outputs:
             ends[n] = len(self.order)
-        for n in list(self.info.user_inputs) + self.device_nodes():
+        stored = [n for n in self.graph.nodes if n in self.stored]
+        for n in sorted(list(self.info.user_inputs) + self.device_nodes() + stored, key=self._position):
             val = n.meta.get("val")
             packet = getattr(n.target, "overloadpacket", None)
             if packet in VIEW_OPS or packet is None and n.op == "call_function":
@@ -209,6 +213,9 @@ class Program:
                     current -= size.pop(b2)
                     live.pop(b2)
         return peak
+
+    def _position(self, node) -> int:
+        return self.order.get(node, -1)
 
     # --- running ----------------------------------------------------------------------------------
     def run(self, inputs, *, target=None, numerics: bool = True, trace: bool = True, progress=None) -> RunResult:
@@ -266,7 +273,7 @@ class Program:
             op = f"{fused.func} * mul (fused)"
         elif fused is not None and fused.kind == "chain":
             out, op = _run_chain(ctx, node, fused), "fused " + " > ".join(
-                str(s.target).replace("aten.", "").split(".")[0] for s in fused.steps)
+                str(s.target).replace("aten.", "").split(".")[0] for s in fused.steps + ((node,) if fused.reduce else ()))
         elif fused is not None:
             out = ctx.out(node)
             x = ctx.value(fused.x)
@@ -317,12 +324,13 @@ class Program:
 
 
 def _run_chain(ctx, node, fused):
-    """A fused chain of element-wise nodes (trnlab.torch.fusion.find_chains) as one kernel pass."""
-    from trnlab.torch.fusion import CHAIN_OPS
+    """A fused chain of element-wise nodes (trnlab.torch.fusion.find_chains) as one kernel pass; the
+    members other nodes read (fused.outputs) are written to HBM by the same pass."""
+    from trnlab.torch.fusion import chain_step
     index = {s: j for j, s in enumerate(fused.steps)}
     leaves, leaf_of, steps = [], {}, []
     for s in fused.steps:
-        kind, op = CHAIN_OPS[s.target]
+        kind, op = chain_step(s)
         operands = []
         for a in s.args[:1 if kind == "unary" else 2]:
             if a in index:
@@ -336,8 +344,17 @@ def _run_chain(ctx, node, fused):
                 operands.append(float(a))
         steps.append((kind, op, tuple(operands), device_dtype(s.meta["val"].dtype)))
     out = ctx.out(node)
-    leaves = [t.broadcast_to(tuple(out.shape)) if tuple(t.shape) != tuple(out.shape) else t for t in leaves]
-    return elementwise.chain(out, leaves, steps)
+    shape = tuple(fused.steps[0].meta["val"].shape)        # the steps' shape (out's, unless reduced)
+    leaves = [t.broadcast_to(shape) if tuple(t.shape) != shape else t for t in leaves]
+    stored = []
+    for s in fused.outputs:
+        ctx.env[s] = ctx.alloc(s.meta["val"].shape, device_dtype(s.meta["val"].dtype), s.name)
+        stored.append((index[s], ctx.env[s]))
+    if fused.reduce:
+        op, scale, reduced = fused.reduce
+        elementwise.chain_reduce(out.reshape(shape[:-1] + (1,)), leaves, steps, stored, op, scale, reduced)
+        return out
+    return elementwise.chain(out, leaves, steps, stored=stored)
 
 
 def _rows2d(ctx, x):
