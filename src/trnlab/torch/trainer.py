@@ -374,6 +374,9 @@ def _train_dp(name: str, *, target, steps, batch, seq, dtype, checkpointing, opt
     spec = resolve_system(system, target)
     chip, tdtype = spec.chip, as_dtype(dtype)
     dp = dpl.check_dp(dp, batch, spec)
+    if zero1 and dp < 2:
+        from trnlab.errors import OptionError
+        raise OptionError(f"zero1 shards the optimizer over the data-parallel ranks: it needs dp >= 2, got dp={dp}")
     bucket = dpl.BUCKET_BYTES if bucket_bytes is None else _check_bucket(bucket_bytes)
     shards = dp if zero1 else 1
     model, vocab = build_for_training(name, checkpointing=checkpointing)
