@@ -96,9 +96,10 @@ def test_zero1_hbm_divides_optimizer_states_and_master_weights_by_hand_count():
     assert sgd.optimizer_bytes == 80                                                    # 4 B x 20, no master
 
 
-def test_bf16_cli_json_reports_ranks_and_collectives():
+def test_bf16_cli_json_reports_ranks_and_collectives_and_writes_a_per_rank_trace(tmp_path):
+    trace = tmp_path / "dp.json"
     result = CliRunner().invoke(app, ["train", "llama-tiny", "--dp", "2", "--zero1", "--seq", "8", "--batch", "2",
-                                      "--steps", "1", "--system", "trn1.32xlarge", "--json"])
+                                      "--steps", "1", "--system", "trn1.32xlarge", "--json", "--trace", str(trace)])
     assert result.exit_code == 0, result.output
     d = json.loads(result.stdout)
     assert d["ranks"] == 2 and d["zero1"] and d["system"] == "trn1.32xlarge" and d["target"] == "trn1"
@@ -107,6 +108,14 @@ def test_bf16_cli_json_reports_ranks_and_collectives():
     assert d["collectives_total_us"] >= d["collectives_us"] > 0
     assert d["step_ms"] == pytest.approx(d["forward_ms"] + d["backward_ms"] + d["optimizer_ms"]
                                          + d["collectives_us"] / 1e3)
+    events = json.loads(trace.read_text())["traceEvents"]
+    tracks = {(e["pid"], e["args"]["name"]) for e in events if e["name"] == "thread_name"}
+    assert tracks == {(1, "compute"), (1, "cc"), (2, "compute"), (2, "cc")}
+    cc = [e for e in events if e.get("cat") == "cc" and e["pid"] == 2]
+    assert [e["name"].split()[0] for e in cc] == [c["op"] for c in d["collectives"]]
+    assert cc[0]["ts"] == pytest.approx(d["collectives"][0]["start_us"])
+    ops = [e for e in events if e.get("cat") == "compute" and e["pid"] == 1]
+    assert ops[-1]["name"] == "optimizer" and any(e["name"].startswith("backward") for e in ops)
 
 
 def test_dp_limits_are_typed_errors_naming_the_limit():
@@ -126,6 +135,7 @@ def test_dp_limits_are_typed_errors_naming_the_limit():
     (("--dp", "33", "--batch", "33", "--system", "trn1.32xlarge"), "--dp 33 exceeds the 32 ranks of trn1.32xlarge"),
     (("--zero1",), "--zero1 shards the optimizer over the --dp ranks; give --dp N with N >= 2, got --dp 1"),
     (("--dp", "2", "--batch", "2", "--bucket-mb", "0"), "--bucket-mb must be a finite number > 0, got 0.0"),
+    (("--trace", "t.json"), "--trace writes the data-parallel step's per-rank timeline; give --dp N with N >= 2"),
 ])
 def test_cli_refuses_bad_dp_with_exit_2(args, needle):
     result = CliRunner().invoke(app, ["train", "llama-tiny", *args])

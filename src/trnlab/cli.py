@@ -310,6 +310,9 @@ def train(name: Optional[str] = typer.Argument(None, help="Built-in model (see `
                                                     "target chip's instance, one rank per NeuronCore)."),
           bucket_mb: Optional[float] = typer.Option(None, "--bucket-mb", metavar="MB",
                                                     help="Gradient bucket cap in MiB (default 512, NxD's)."),
+          trace: Optional[str] = typer.Option(None, "--trace", metavar="FILE",
+                                              help="With --dp: write the last step as a Perfetto trace (one process "
+                                                   "per rank: its ops, optimizer and collective track)."),
           json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
           max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
     """Train a built-in model on the simulated chip: forward, backward and optimizer per step, the loss
@@ -322,6 +325,8 @@ def train(name: Optional[str] = typer.Argument(None, help="Built-in model (see `
                                ("--max-instructions", max_instructions, 1), ("--dp", dp, 1)):
         _check_int("train", option, value, low)
     bucket_bytes = _check_dp("train", dp, zero1, system, target, batch, bucket_mb)
+    if trace is not None and dp < 2:
+        _fail("train", f"--trace writes the data-parallel step's per-rank timeline; give --dp N with N >= 2, got --dp {dp}")
     for option, value, valid in (("--dtype", dtype, DTYPES), ("--checkpointing", checkpointing, CHECKPOINTING),
                                  ("--optimizer", optimizer, OPTIMIZERS)):
         if value not in valid:
@@ -340,7 +345,7 @@ def train(name: Optional[str] = typer.Argument(None, help="Built-in model (see `
             from trnlab.torch.cli import train_command
             code = train_command(name, target=target, steps=steps, batch=batch, seq=seq, dtype=dtype,
                                  checkpointing=checkpointing, optimizer=optimizer, lr=lr, json_out=json_out,
-                                 dp=dp, zero1=zero1, system=system, bucket_bytes=bucket_bytes)
+                                 dp=dp, zero1=zero1, system=system, bucket_bytes=bucket_bytes, trace=trace)
         except ImportError as exc:
             _missing_extra("train", exc)
     raise typer.Exit(code)

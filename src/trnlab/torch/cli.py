@@ -319,7 +319,7 @@ def demo_command(target=None, out="trnlab-out/demo") -> int:
 # --- trnlab train -----------------------------------------------------------------------------------
 def train_command(name: str, *, target=None, steps=10, batch=1, seq=64, dtype="bf16", checkpointing="none",
                   optimizer="adamw", lr=1e-3, json_out=False, dp=1, zero1=False, system=None,
-                  bucket_bytes=None) -> int:
+                  bucket_bytes=None, trace=None) -> int:
     from trnlab.console import make_console
     from trnlab.errors import TrnlabError
     from trnlab.torch.trainer import train
@@ -341,11 +341,17 @@ def train_command(name: str, *, target=None, steps=10, batch=1, seq=64, dtype="b
     finally:
         if status:
             status.stop()
+    if trace is not None and result.parallel is not None:
+        from trnlab.profile.outputs import write_text_atomic
+        from trnlab.torch.data_parallel import chrome_trace
+        write_text_atomic(trace, json.dumps(chrome_trace(result.parallel, name)))
     if json_out:
         from trnlab.torch.report import _finite
         print(json.dumps(_finite(result.to_dict()), indent=1, allow_nan=False))
     else:
         print_training(result, console)
+        if trace is not None:
+            console.print(f"per-rank trace: {trace} (open in https://ui.perfetto.dev)")
     return 0 if not result.grad_check or result.grad_check["ok"] else 2
 
 

@@ -27,10 +27,10 @@ is ready and the previous collective has finished (one collective stream), so it
 backward. Then
     step = max(backward end, last gradient collective end) + optimizer (+ ZeRO-1 all-gather, not overlapped)
 collectives_total_s is the sum of the collectives' times, collectives_exposed_s the part on the critical
-path (step minus forward, backward and optimizer). Limits: the collectives do not contend with compute for
+path (step minus forward, backward and optimizer). chrome_trace(step) is the step as a Perfetto trace: one
+process per rank with its ops (op level: training graphs keep no instruction trace) and its collective track. Limits: the collectives do not contend with compute for
 HBM bandwidth or DMA queues (they run beside the rank's timeline, not on its engines), and the ZeRO-1
-all-gather is not overlapped with the next step's forward. Training graphs keep no instruction trace, so
-there is no Perfetto trace of the ranks; the per-rank timeline is in the report and --json.
+all-gather is not overlapped with the next step's forward.
 """
 from __future__ import annotations
 
@@ -286,6 +286,7 @@ class DataParallelStep:
     gradient_sync: list           # Spans: all-reduces (or reduce-scatters) overlapping backward
     param_gather: list            # Spans: ZeRO-1 all-gathers after the optimizer
     ranks: list                   # per rank: forward_s, backward_s, optimizer_s, loss
+    rank_ops: tuple = ()          # per rank: (op name, start_s, end_s) of its forward and backward ops
 
     @property
     def backward_end_s(self) -> float:
@@ -318,6 +319,46 @@ class DataParallelStep:
                            for k, v in r.items()} for r in self.ranks]}
 
 
+def op_spans(record) -> list:
+    """(op, start_s, end_s) of a rank's forward then backward ops, each graph's ops one after another (an op's
+    span: from the graph's scheduled end before it to the end after it)."""
+    out, t = [], 0.0
+    runs = [("forward", r) for r in record.forward_runs] + [("backward", r) for r in record.backward_runs]
+    for kind, run in runs:
+        start = t
+        for rec in run.ops:
+            if rec.time_s > 0:
+                out.append((f"{kind} {rec.op.replace('aten.', '').replace('.default', '')}", t, t + rec.time_s))
+            t += rec.time_s
+        t = start + run.latency_s
+    return out
+
+
+def chrome_trace(step: DataParallelStep, name: str) -> dict:
+    """The step as Chrome trace-event JSON (ui.perfetto.dev): one process per rank with a compute track
+    (its forward and backward ops, then the optimizer) and a collective track ("cc")."""
+    events = []
+    for row in step.ranks:
+        pid, r = row["rank"] + 1, row["rank"]
+        events += [{"ph": "M", "pid": pid, "tid": 0, "name": "process_name",
+                    "args": {"name": f"rank {r}: {name} data-parallel step on {step.system}"}},
+                   {"ph": "M", "pid": pid, "tid": 0, "name": "process_sort_index", "args": {"sort_index": pid}},
+                   {"ph": "M", "pid": pid, "tid": 1, "name": "thread_name", "args": {"name": "compute"}},
+                   {"ph": "M", "pid": pid, "tid": 2, "name": "thread_name", "args": {"name": "cc"}}]
+        ops = step.rank_ops[r] if r < len(step.rank_ops) else []
+        events += [_slice(pid, 1, op, a, b, "compute") for op, a, b in ops]
+        events.append(_slice(pid, 1, "optimizer", step.sync_end_s, step.sync_end_s + row["optimizer_s"], "compute"))
+        events += [_slice(pid, 2, f"{s.op} {s.nbytes} B ({s.algorithm})", s.start_s, s.end_s, "cc")
+                   for s in step.gradient_sync + step.param_gather]
+    return {"traceEvents": events, "displayTimeUnit": "ns",
+            "otherData": {"model": name, "system": step.system, "ranks": step.dp, "step_us": step.step_s * 1e6,
+                          "collectives_us": step.collectives_exposed_s * 1e6}}
+
+
+def _slice(pid, tid, name, start, end, cat) -> dict:
+    return {"ph": "X", "pid": pid, "tid": tid, "name": name, "cat": cat, "ts": start * 1e6, "dur": (end - start) * 1e6}
+
+
 def rank_row(rank: int, record, optimizer_s: float, loss: float) -> dict:
     return {"rank": rank, "forward_s": sum(r.latency_s for r in record.forwards),
             "backward_s": sum(r.latency_s for r in record.backwards), "optimizer_s": optimizer_s, "loss": loss}
@@ -341,9 +382,10 @@ def step_timeline(records: list, optimizer_s: list, losses: list, *, dtype, syst
         if zero1:
             start = max([fwd + bwd] + [s.end_s for s in sync]) + max(optimizer_s)
             gather = schedule(buckets([(b, start) for b in gather_bytes], bucket_bytes), cost, "all-gather", start)
-    return DataParallelStep(dp, zero1, system.name, bucket_bytes, fwd, bwd, max(optimizer_s), sync, gather, rows)
+    return DataParallelStep(dp, zero1, system.name, bucket_bytes, fwd, bwd, max(optimizer_s), sync, gather, rows,
+                            tuple(op_spans(rec) for rec in records))
 
 
 __all__ = ["BUCKET_BYTES", "check_dp", "split_batch", "all_reduce_mean", "reduce_scatter_mean", "all_gather_rows",
            "Zero1Optimizer", "zero1_elements", "Bucket", "Span", "gradient_ready", "buckets", "schedule",
-           "system_cost", "DataParallelStep", "step_timeline"]
+           "system_cost", "DataParallelStep", "step_timeline", "op_spans", "chrome_trace"]
