@@ -361,7 +361,9 @@ def _train_dp(name: str, *, target, steps, batch, seq, dtype, checkpointing, opt
               system, bucket_bytes) -> TrainResult:
     """train() over dp data-parallel ranks (trnlab.torch.data_parallel): every rank's forward and backward
     runs on its own simulated core on its micro-batch; the loss reported is the ranks' mean (the global
-    batch's mean loss); eager fp32 PyTorch trains on the whole global batch beside it."""
+    batch's mean loss when every rank has as many labelled tokens; hf-bert's masked labels differ per rank,
+    so there, as in any DP run, it and the gradients weight tokens a little differently from the whole
+    batch); eager fp32 PyTorch trains on the whole global batch beside it."""
     import copy
     import time as _time
     from trnlab.torch import data_parallel as dpl
