@@ -397,7 +397,8 @@ def print_training(r, console) -> None:
                     f"N = {r.params:,}); HFU {r.hfu:.2%} (recompute included)"),
             ("HBM", h.describe()),
             ("cost", f"{fmt_usd(r.usd_per_million_tokens)} per million training tokens "
-                     f"({r.instance} ${r.usd_per_hour:.2f}/h / {r.instance_cores} NeuronCores)"),
+                     f"({r.instance} ${r.usd_per_hour:.2f}/h / {r.instance_cores} NeuronCores"
+                     + (f" x {r.dp} ranks)" if r.dp > 1 else ")")),
             ("instructions", f"{t.instructions:,} per step"),
             ("simulation", f"{r.wall_s:.1f} s wall ({r.mode})")]
     if r.grad_check:
