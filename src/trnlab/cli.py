@@ -294,22 +294,39 @@ def train(name: Optional[str] = typer.Argument(None, help="Built-in model (see `
                                                           "gpt2-tiny, llama-8b-layer, hf-llama, ..."),
           target: Optional[str] = typer.Option(None, help=TARGET_HELP),
           steps: int = typer.Option(10, help="Training steps (>= 1)."),
-          batch: int = typer.Option(1, help="Micro-batch size (>= 1)."),
+          batch: int = typer.Option(1, help="Global batch size in sequences (>= 1; split evenly over the --dp ranks)."),
           seq: int = typer.Option(64, help="Sequence length in tokens (>= 2)."),
           dtype: str = typer.Option("bf16", help="Compute dtype: " + "|".join(DTYPES) + "."),
           checkpointing: str = typer.Option("none", help="Activation checkpointing: " + "|".join(CHECKPOINTING) + "."),
           optimizer: str = typer.Option("adamw", help="Optimizer on the chip: " + "|".join(OPTIMIZERS) + "."),
           lr: float = typer.Option(1e-3, help="Learning rate (> 0)."),
+          dp: int = typer.Option(1, "--dp", metavar="N",
+                                 help="Data parallelism over N NeuronCores: each rank trains batch/N sequences, "
+                                      "gradients all-reduced in buckets overlapping backward."),
+          zero1: bool = typer.Option(False, "--zero1", help="With --dp: ZeRO-1 (gradient reduce-scatter, optimizer "
+                                                            "states sharded over the ranks, parameter all-gather)."),
+          system: Optional[str] = typer.Option(None, "--system",
+                                               help="System the --dp ranks run on (trnlab.hw.systems; default: the "
+                                                    "target chip's instance, one rank per NeuronCore)."),
+          bucket_mb: Optional[float] = typer.Option(None, "--bucket-mb", metavar="MB",
+                                                    help="Gradient bucket cap in MiB (default 512, NxD's)."),
+          trace: Optional[str] = typer.Option(None, "--trace", metavar="FILE",
+                                              help="With --dp: write the last step as a Perfetto trace (one process "
+                                                   "per rank: its ops, optimizer and collective track)."),
           json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
           max_instructions: Optional[int] = typer.Option(None, metavar="N", help=MAX_HELP)):
     """Train a built-in model on the simulated chip: forward, backward and optimizer per step, the loss
-    beside eager PyTorch's, step time, tokens/s, MFU, HBM breakdown."""
+    beside eager PyTorch's, step time, tokens/s, MFU, HBM breakdown. With --dp N: data parallelism over N
+    simulated NeuronCores (per-rank timings, collectives on the critical path)."""
     if name is None:
         _fail("train", "give a model name; valid values: " + ", ".join(_model_names("train")))
     _check_target("train", target)
     for option, value, low in (("--steps", steps, 1), ("--batch", batch, 1), ("--seq", seq, 2),
-                               ("--max-instructions", max_instructions, 1)):
+                               ("--max-instructions", max_instructions, 1), ("--dp", dp, 1)):
         _check_int("train", option, value, low)
+    bucket_bytes = _check_dp("train", dp, zero1, system, target, batch, bucket_mb)
+    if trace is not None and dp < 2:
+        _fail("train", f"--trace writes the data-parallel step's per-rank timeline; give --dp N with N >= 2, got --dp {dp}")
     for option, value, valid in (("--dtype", dtype, DTYPES), ("--checkpointing", checkpointing, CHECKPOINTING),
                                  ("--optimizer", optimizer, OPTIMIZERS)):
         if value not in valid:
@@ -327,10 +344,32 @@ def train(name: Optional[str] = typer.Argument(None, help="Built-in model (see `
         try:
             from trnlab.torch.cli import train_command
             code = train_command(name, target=target, steps=steps, batch=batch, seq=seq, dtype=dtype,
-                                 checkpointing=checkpointing, optimizer=optimizer, lr=lr, json_out=json_out)
+                                 checkpointing=checkpointing, optimizer=optimizer, lr=lr, json_out=json_out,
+                                 dp=dp, zero1=zero1, system=system, bucket_bytes=bucket_bytes, trace=trace)
         except ImportError as exc:
             _missing_extra("train", exc)
     raise typer.Exit(code)
+
+
+def _check_dp(command: str, dp: int, zero1: bool, system: Optional[str], target: Optional[str], batch: int,
+              bucket_mb: Optional[float]) -> Optional[int]:
+    """--dp / --zero1 / --system / --bucket-mb: dp within the system's ranks and dividing the global batch;
+    the bucket cap in bytes (None: the default)."""
+    if zero1 and dp < 2:
+        _fail(command, f"--zero1 shards the optimizer over the --dp ranks; give --dp N with N >= 2, got --dp {dp}")
+    if bucket_mb is not None and not (math.isfinite(bucket_mb) and bucket_mb > 0):
+        _fail(command, f"--bucket-mb must be a finite number > 0, got {bucket_mb}")
+    if dp == 1 and system is None:
+        return None
+    from trnlab.errors import TrnlabError
+    from trnlab.torch.data_parallel import check_dp
+    from trnlab.torch.shard import resolve_system
+    try:
+        check_dp(dp, batch, resolve_system(system, target))
+    except TrnlabError as exc:
+        _fail(command, str(exc).replace("system=", "--system ").replace("target=", "--target ")
+              .replace("dp=", "--dp ").replace("global batch of", "--batch of"))
+    return None if bucket_mb is None else max(1, int(bucket_mb * (1 << 20)))
 
 
 @app.command()

@@ -318,7 +318,8 @@ def demo_command(target=None, out="trnlab-out/demo") -> int:
 
 # --- trnlab train -----------------------------------------------------------------------------------
 def train_command(name: str, *, target=None, steps=10, batch=1, seq=64, dtype="bf16", checkpointing="none",
-                  optimizer="adamw", lr=1e-3, json_out=False) -> int:
+                  optimizer="adamw", lr=1e-3, json_out=False, dp=1, zero1=False, system=None,
+                  bucket_bytes=None, trace=None) -> int:
     from trnlab.console import make_console
     from trnlab.errors import TrnlabError
     from trnlab.torch.trainer import train
@@ -329,7 +330,8 @@ def train_command(name: str, *, target=None, steps=10, batch=1, seq=64, dtype="b
             status.start()
         result = train(name, target=target, steps=steps, batch=batch, seq=seq, dtype=dtype,
                        checkpointing=checkpointing, optimizer=optimizer, lr=lr,
-                       progress=(lambda text: status.update(f"{name}: {text}")) if status else None)
+                       progress=(lambda text: status.update(f"{name}: {text}")) if status else None,
+                       dp=dp, zero1=zero1, system=system, bucket_bytes=bucket_bytes)
     except (TrnlabError, ValueError) as exc:
         from rich.markup import escape
         if status:
@@ -339,11 +341,17 @@ def train_command(name: str, *, target=None, steps=10, batch=1, seq=64, dtype="b
     finally:
         if status:
             status.stop()
+    if trace is not None and result.parallel is not None:
+        from trnlab.profile.outputs import write_text_atomic
+        from trnlab.torch.data_parallel import chrome_trace
+        write_text_atomic(trace, json.dumps(chrome_trace(result.parallel, name)))
     if json_out:
         from trnlab.torch.report import _finite
         print(json.dumps(_finite(result.to_dict()), indent=1, allow_nan=False))
     else:
         print_training(result, console)
+        if trace is not None:
+            console.print(f"per-rank trace: {trace} (open in https://ui.perfetto.dev)")
     return 0 if not result.grad_check or result.grad_check["ok"] else 2
 
 
@@ -379,15 +387,18 @@ def print_training(r, console) -> None:
     summary.add_column("", style="bold")
     summary.add_column("")
     h = r.hbm
+    cores = "one NeuronCore" if r.dp == 1 else f"{r.dp} NeuronCores"
+    coll = f" + exposed collectives {fmt_time(t.collectives_s)}" if r.parallel is not None else ""
     rows = [("step time", f"{fmt_time(t.step_s)} = forward {fmt_time(t.forward_s)} + backward "
-                          f"{fmt_time(t.backward_s)} + {r.optimizer} {fmt_time(t.optimizer_s)} "
+                          f"{fmt_time(t.backward_s)} + {r.optimizer} {fmt_time(t.optimizer_s)}{coll} "
                           f"(batch {r.batch} x seq {r.seq}, checkpointing {r.checkpointing})"),
-            ("throughput", f"{r.tokens_per_s:,.0f} tokens/s on one NeuronCore"),
+            ("throughput", f"{r.tokens_per_s:,.0f} tokens/s on {cores}"),
             ("MFU", f"{r.mfu:.2%} (6N + 12 x layers x hidden x seq = {r.flops_per_token / 1e6:,.1f} MFLOP/token, "
                     f"N = {r.params:,}); HFU {r.hfu:.2%} (recompute included)"),
             ("HBM", h.describe()),
             ("cost", f"{fmt_usd(r.usd_per_million_tokens)} per million training tokens "
-                     f"({r.instance} ${r.usd_per_hour:.2f}/h / {r.instance_cores} NeuronCores)"),
+                     f"({r.instance} ${r.usd_per_hour:.2f}/h / {r.instance_cores} NeuronCores"
+                     + (f" x {r.dp} ranks)" if r.dp > 1 else ")")),
             ("instructions", f"{t.instructions:,} per step"),
             ("simulation", f"{r.wall_s:.1f} s wall ({r.mode})")]
     if r.grad_check:
@@ -399,6 +410,28 @@ def print_training(r, console) -> None:
     for k, v in rows:
         summary.add_row(k, v)
     tables.append(summary)
+    if r.parallel is not None:
+        tables.append(dp_table(r.parallel))
     with natural_width(console, tables):
         for table in tables:
             console.print(table)
+
+
+def dp_table(p):
+    """The data-parallel step's timeline: each rank's times and each collective's span."""
+    from rich.table import Table
+    from trnlab.torch.report import fmt_bytes, fmt_time
+    mode = "ZeRO-1" if p.zero1 else "data parallelism"
+    t = Table(title=f"{mode}: {p.dp} ranks on {p.system} - collectives {fmt_time(p.collectives_total_s)}, "
+                    f"{fmt_time(p.collectives_exposed_s)} on the critical path (buckets <= {fmt_bytes(p.bucket_bytes)})")
+    for col in ("rank / op", "bytes", "ready", "start", "end", "time", "detail"):
+        t.add_column(col, justify="left" if col in ("rank / op", "detail") else "right")
+    for row in p.ranks:
+        t.add_row(f"rank {row['rank']}", "", "", "0", fmt_time(row["forward_s"] + row["backward_s"]),
+                  fmt_time(row["forward_s"] + row["backward_s"]),
+                  f"forward {fmt_time(row['forward_s'])} + backward {fmt_time(row['backward_s'])}; optimizer "
+                  f"{fmt_time(row['optimizer_s'])}; loss {row['loss']:.4f}")
+    for s in p.gradient_sync + p.param_gather:
+        t.add_row(s.op, fmt_bytes(s.nbytes), fmt_time(s.ready_s), fmt_time(s.start_s), fmt_time(s.end_s),
+                  fmt_time(s.end_s - s.start_s), f"{s.tensors} tensors, {s.algorithm}")
+    return t

@@ -11,9 +11,13 @@ https://awsdocs-neuron.readthedocs-hosted.com/en/latest/about-neuron/appnotes/to
                when the compute dtype is not fp32
   activations  the tensors forward saves for backward, read off the captured forward graph (so
                activation checkpointing changes them), in the compute dtype
+With ZeRO-1 over N data-parallel ranks (train(dp=N, zero1=True)) each core keeps the optimizer states and
+fp32 master weights of its 1/N block of every parameter only (dim 0 padded to a multiple of N); weights
+and gradients stay whole. Data parallelism: trnlab.torch.data_parallel.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import torch
@@ -65,14 +69,17 @@ def trainable_params(model: torch.nn.Module) -> int:
 
 
 def hbm_breakdown(model: torch.nn.Module, dtype: torch.dtype, *, optimizer: str, activations_bytes: int,
-                  capacity_bytes: int, accumulation: int = 1) -> HbmBreakdown:
+                  capacity_bytes: int, accumulation: int = 1, zero1_ranks: int = 1) -> HbmBreakdown:
+    """Per-core HBM of a training step (module docstring); zero1_ranks > 1: ZeRO-1 over that many ranks."""
+    from trnlab.torch.data_parallel import zero1_elements
     if optimizer not in OPTIMIZER_STATE_BYTES:
         raise ValueError(f"optimizer={optimizer!r}; valid: {sorted(OPTIMIZER_STATE_BYTES)}")
     n = trainable_params(model)
     size = torch.finfo(dtype).bits // 8
     mixed = dtype != torch.float32
     gradients = n * size + (n * FP32 if accumulation > 1 and mixed else 0)
-    optimizer_bytes = n * (OPTIMIZER_STATE_BYTES[optimizer] + (FP32 if mixed else 0))
+    owned = zero1_elements(model, zero1_ranks) if zero1_ranks > 1 else n
+    optimizer_bytes = owned * (OPTIMIZER_STATE_BYTES[optimizer] + (FP32 if mixed else 0))
     return HbmBreakdown(n * size, gradients, optimizer_bytes, int(activations_bytes), int(capacity_bytes))
 
 
@@ -160,10 +167,11 @@ class StepTiming:
     optimizer_s: float
     hw_pe_s: float            # Tensor-engine work at peak rate (HFU numerator), recompute included
     instructions: int
+    collectives_s: float = 0.0   # data parallelism: collective time on the critical path (not overlapped)
 
     @property
     def step_s(self) -> float:
-        return self.forward_s + self.backward_s + self.optimizer_s
+        return self.forward_s + self.backward_s + self.optimizer_s + self.collectives_s
 
 
 @dataclass
@@ -189,6 +197,11 @@ class TrainResult:
     ops: list                          # OpRecords of the last step: forward then backward
     mode: str = "numerics"
     wall_s: float = 0.0
+    parallel: object = None            # data_parallel.DataParallelStep of the last step (dp > 1 or zero1)
+
+    @property
+    def dp(self) -> int:
+        return self.parallel.dp if self.parallel is not None else 1
 
     @property
     def tokens(self) -> int:
@@ -200,7 +213,7 @@ class TrainResult:
 
     @property
     def mfu(self) -> float:
-        return self.tokens_per_s * self.flops_per_token / self.peak_flops
+        return self.tokens_per_s * self.flops_per_token / (self.peak_flops * self.dp)
 
     @property
     def hfu(self) -> float:
@@ -208,7 +221,7 @@ class TrainResult:
 
     @property
     def usd_per_million_tokens(self) -> float:
-        per_core_s = self.usd_per_hour / self.instance_cores / 3600.0
+        per_core_s = self.usd_per_hour / self.instance_cores / 3600.0 * self.dp
         return per_core_s / self.tokens_per_s * 1e6 if self.tokens_per_s else 0.0
 
     def to_dict(self) -> dict:
@@ -223,7 +236,20 @@ class TrainResult:
                 "flops_per_token": self.flops_per_token, "instructions": t.instructions,
                 "hbm": self.hbm.to_dict(), "grad_check": self.grad_check, "wall_s": self.wall_s,
                 "ops": [{"op": o.op, "time_s": o.time_s, "instructions": o.instructions, "source": o.source}
-                        for o in self.ops]}
+                        for o in self.ops],
+                **self._parallel_dict()}
+
+    def _parallel_dict(self) -> dict:
+        """ranks (the DP degree, as `trnlab model --tp` reports its TP ranks), collectives_us on the critical
+        path and in total, each rank's timings, and the collectives' timeline."""
+        p = self.parallel
+        if p is None:
+            return {"ranks": 1, "dp": 1, "zero1": False, "collectives_us": 0.0, "collectives_total_us": 0.0}
+        d = p.to_dict()
+        return {"ranks": p.dp, "dp": p.dp, "zero1": p.zero1, "system": p.system,
+                "collectives_us": d["collectives_us"], "collectives_total_us": d["collectives_total_us"],
+                "rank_timings": d["ranks"], "collectives": d["collectives"], "bucket_bytes": p.bucket_bytes,
+                "backward_end_us": d["backward_end_us"], "gradient_sync_end_us": d["gradient_sync_end_us"]}
 
 
 # --- models and data ------------------------------------------------------------------------------------
@@ -274,17 +300,27 @@ def training_batch(name: str, vocab: int, batch: int, seq: int, seed: int = 1):
 
 # --- the loop -----------------------------------------------------------------------------------------
 def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int = 64, dtype="bf16",
-          checkpointing: str = "none", optimizer: str = "adamw", lr: float = 1e-3, progress=None) -> TrainResult:
+          checkpointing: str = "none", optimizer: str = "adamw", lr: float = 1e-3, progress=None, dp: int = 1,
+          zero1: bool = False, system=None, bucket_bytes: int | None = None) -> TrainResult:
     """Train a built-in model for `steps` steps on one simulated NeuronCore: each step runs forward and
     backward (torch.compile with the trnlab backend) and the optimizer (trnlab.torch.optim) on the chip;
     eager fp32 PyTorch trains a copy beside it on the same batch. The model runs without dropout (random
-    masks are not simulated). Timing-only estimates of real sizes: layer_step()."""
+    masks are not simulated). Timing-only estimates of real sizes: layer_step().
+
+    dp > 1 (or zero1): data parallelism over dp ranks of `system` (default: the chip's training instance,
+    as trnlab.torch.shard.resolve_system picks it): `batch` is the global batch, split into dp micro-batches;
+    gradients all-reduced (zero1: reduce-scattered, optimizer sharded, parameters all-gathered) in buckets
+    of bucket_bytes (default NxD's 512 MB) overlapping backward. See trnlab.torch.data_parallel."""
+    if dp != 1 or zero1 or system is not None:
+        return _train_dp(name, target=target, steps=steps, batch=batch, seq=seq, dtype=dtype,
+                         checkpointing=checkpointing, optimizer=optimizer, lr=lr, progress=progress, dp=dp,
+                         zero1=zero1, system=system, bucket_bytes=bucket_bytes)
     import copy
     import time as _time
     from trnlab.hw import get_chip
     from trnlab.torch import optim as sim_optim
-    from trnlab.torch.api import as_dtype, dtype_name
-    from trnlab.torch.train import GRAD_TOLERANCE, compile_train, last_training
+    from trnlab.torch.api import as_dtype
+    from trnlab.torch.train import compile_train, last_training
 
     t0 = _time.perf_counter()
     chip, tdtype = get_chip(target), as_dtype(dtype)
@@ -309,10 +345,7 @@ def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int =
         ref_loss = ref(inputs, labels)
         ref_loss.backward()
         if step == 0:
-            tolerance = GRAD_TOLERANCE.get(dtype_name(tdtype), 5e-2)
-            worst, worst_param = _worst_grad_error(model, ref, tolerance)
-            grad_check = {"max_rel_err": worst, "worst_param": worst_param, "tolerance": tolerance,
-                          "ok": worst <= tolerance, "eager_max_rel_err": _eager_error(ref, inputs, labels, tdtype)}
+            grad_check = _grad_check_dict(model, ref, inputs, labels, tdtype)
         ref_opt.step()
         ref_opt.zero_grad()
         losses.append(float(loss.detach()))
@@ -324,12 +357,135 @@ def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int =
                    hbm, losses, eager_losses, grad_check, "numerics", t0)
 
 
-def _step_hbm(record, model, dtype, optimizer: str, chip) -> HbmBreakdown:
+def _train_dp(name: str, *, target, steps, batch, seq, dtype, checkpointing, optimizer, lr, progress, dp, zero1,
+              system, bucket_bytes) -> TrainResult:
+    """train() over dp data-parallel ranks (trnlab.torch.data_parallel): every rank's forward and backward
+    runs on its own simulated core on its micro-batch; the loss reported is the ranks' mean (the global
+    batch's mean loss when every rank has as many labelled tokens; hf-bert's masked labels differ per rank,
+    so there, as in any DP run, it and the gradients weight tokens a little differently from the whole
+    batch); eager fp32 PyTorch trains on the whole global batch beside it."""
+    import copy
+    import time as _time
+    from trnlab.torch import data_parallel as dpl
+    from trnlab.torch import optim as sim_optim
+    from trnlab.torch.api import as_dtype
+    from trnlab.torch.shard import resolve_system
+    from trnlab.torch.train import compile_train, last_training
+
+    t0 = _time.perf_counter()
+    spec = resolve_system(system, target)
+    chip, tdtype = spec.chip, as_dtype(dtype)
+    dp = dpl.check_dp(dp, batch, spec)
+    if zero1 and dp < 2:
+        from trnlab.errors import OptionError
+        raise OptionError(f"zero1 shards the optimizer over the data-parallel ranks: it needs dp >= 2, got dp={dp}")
+    bucket = dpl.BUCKET_BYTES if bucket_bytes is None else _check_bucket(bucket_bytes)
+    shards = dp if zero1 else 1
+    model, vocab = build_for_training(name, checkpointing=checkpointing)
+    inputs, labels = training_batch(name, vocab, batch, seq)
+    hbm_breakdown(model, tdtype, optimizer=optimizer, activations_bytes=0, capacity_bytes=chip.hbm_bytes_per_core,
+                  zero1_ranks=shards).check(name, chip.name)
+    layers, hidden = model_shape(model.model)
+    compiled = compile_train(model, target=chip.name, dtype=tdtype, check=False, name=name)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if zero1:
+        opt = dpl.Zero1Optimizer(params, dp, lambda ps: _optimizer(sim_optim, optimizer, ps, lr, chip.name, True),
+                                 tdtype)
+    else:
+        opt = _optimizer(sim_optim, optimizer, model, lr, chip.name, True)
+    ref = copy.deepcopy(model).float()
+    ref_opt = _optimizer(torch.optim, optimizer, ref, lr)
+    micro = list(zip(dpl.split_batch(inputs, dp), dpl.split_batch(labels, dp)))
+    losses, eager_losses, grad_check, hbm = [], [], {}, None
+    for step in range(steps):
+        records, rank_losses, rank_grads = [], [], []
+        for r, (ids, lab) in enumerate(micro):
+            _tick(progress, f"step {step + 1}/{steps}: rank {r + 1}/{dp} forward and backward on its simulated core")
+            loss = compiled(ids, lab)
+            loss.backward()
+            records.append(last_training())
+            rank_losses.append(float(loss.detach()))
+            rank_grads.append([None if p.grad is None else p.grad.detach().clone() for p in params])
+            model.zero_grad(set_to_none=True)
+        if hbm is None:
+            hbm = _step_hbm(records[0], model, tdtype, optimizer, chip, shards)
+            hbm.check(name, chip.name)
+        _tick(progress, f"step {step + 1}/{steps}: gradient " + ("reduce-scatter" if zero1 else "all-reduce"))
+        blocks = dpl.reduce_scatter_mean(rank_grads, tdtype) if zero1 else None
+        averaged = _assembled(blocks, params) if zero1 else dpl.all_reduce_mean(rank_grads, tdtype)
+        for p, g in zip(params, averaged):
+            p.grad = g
+        ref_loss = ref(inputs, labels)
+        ref_loss.backward()
+        if step == 0:
+            grad_check = _grad_check_dict(model, ref, inputs, labels, tdtype)
+        ref_opt.step()
+        ref_opt.zero_grad()
+        losses.append(sum(rank_losses) / dp)
+        eager_losses.append(float(ref_loss.detach()))
+        _tick(progress, f"step {step + 1}/{steps}: {optimizer} on the simulated " + ("ranks" if zero1 else "chip"))
+        if zero1:
+            model.zero_grad(set_to_none=True)
+            opt.step(blocks)
+            last = opt.last_steps
+        else:
+            opt.step()
+            opt.zero_grad()
+            last = [opt.last_step] * dp          # same gradients and weights on every rank: one simulation
+    size = torch.finfo(tdtype).bits // 8
+    gather = tuple(dpl.pad_rows(p.detach(), dp).numel() * size for p in params) if zero1 else ()
+    timeline = dpl.step_timeline(records, [s.latency_s for s in last], rank_losses, dtype=tdtype, system=spec,
+                                 zero1=zero1, bucket_bytes=bucket, gather_bytes=gather)
+    runs = records[0].forwards + records[0].backwards
+    timing = StepTiming(timeline.forward_s, timeline.backward_s, timeline.optimizer_s,
+                        sum(r.hw_pe_s for r in runs), sum(r.instructions for r in runs) + last[0].instructions,
+                        timeline.collectives_exposed_s)
+    result = _result(name, chip, tdtype, batch, seq, checkpointing, optimizer, model, (layers, hidden), records[0],
+                     _LastStep(last[0]), hbm, losses, eager_losses, grad_check, "numerics", t0)
+    return dataclasses.replace(result, timing=timing, parallel=timeline)
+
+
+@dataclass(frozen=True)
+class _LastStep:
+    last_step: object
+
+
+def _check_bucket(bucket_bytes) -> int:
+    from trnlab.errors import OptionError
+    if not isinstance(bucket_bytes, int) or isinstance(bucket_bytes, bool) or bucket_bytes < 1:
+        raise OptionError(f"bucket_bytes must be an integer >= 1, got {bucket_bytes!r}")
+    return bucket_bytes
+
+
+def _assembled(blocks: list, params: list) -> list:
+    """The whole averaged gradient of each parameter from the ranks' ZeRO-1 blocks (on the host, for the
+    gradient check: no rank holds it)."""
+    out = []
+    for i, p in enumerate(params):
+        parts = [rank[i] for rank in blocks]
+        if any(b is None for b in parts):
+            out.append(None)
+            continue
+        rows = p.shape[0] if p.dim() else 1
+        out.append(torch.cat(parts)[:rows].reshape(p.shape))
+    return out
+
+
+def _grad_check_dict(model, ref, inputs, labels, dtype) -> dict:
+    from trnlab.torch.api import dtype_name
+    from trnlab.torch.train import GRAD_TOLERANCE
+    tolerance = GRAD_TOLERANCE.get(dtype_name(dtype), 5e-2)
+    worst, worst_param = _worst_grad_error(model, ref, tolerance)
+    return {"max_rel_err": worst, "worst_param": worst_param, "tolerance": tolerance, "ok": worst <= tolerance,
+            "eager_max_rel_err": _eager_error(ref, inputs, labels, dtype)}
+
+
+def _step_hbm(record, model, dtype, optimizer: str, chip, zero1_ranks: int = 1) -> HbmBreakdown:
     """The step's HBM: the model's parameters, gradients and optimizer states, and the activations the
     recorded forward graph saves for backward."""
     saved = saved_activation_bytes(record.forward_runs[-1].program.graph, 1, dtype)
     return hbm_breakdown(model, dtype, optimizer=optimizer, activations_bytes=saved,
-                         capacity_bytes=chip.hbm_bytes_per_core)
+                         capacity_bytes=chip.hbm_bytes_per_core, zero1_ranks=zero1_ranks)
 
 
 def _result(name, chip, dtype, batch, seq, checkpointing, optimizer, model, shape, record, opt, hbm, losses,
@@ -355,9 +511,10 @@ def _optimizer(module, kind: str, model, lr: float, target=None, numerics=None):
     """AdamW (weight decay 0.01, PyTorch's default) or SGD with momentum 0.9, from `module` (torch.optim
     for eager, trnlab.torch.optim for the chip)."""
     extra = {} if target is None else {"target": target, "numerics": numerics}
+    params = model.parameters() if isinstance(model, torch.nn.Module) else model
     if kind == "adamw":
-        return module.AdamW(model.parameters(), lr=lr, **extra)
-    return module.SGD(model.parameters(), lr=lr, momentum=0.9, **extra)
+        return module.AdamW(params, lr=lr, **extra)
+    return module.SGD(params, lr=lr, momentum=0.9, **extra)
 
 
 def _worst_grad_error(model, ref, tolerance: float) -> tuple[float, str]:
