@@ -15,6 +15,7 @@ import numpy as np
 import trnlab.nki as nki
 from collections import deque
 
+from trnlab.core import dtypes as dt
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 from trnlab.kernels._examples import randn, scaled
@@ -175,6 +176,8 @@ def chain_reduce(out, leaves, steps, stored, op: str, scale: float = 1.0, reduce
     in the same order. out [..., 1] = reduce(op, steps[reduced]) * scale; the steps listed in stored
     are written too (here the last step is stored only when listed)."""
     from trnlab.kernels import rows as rk
+    if not _reduce_fits(leaves, steps):
+        return _chain_then_reduce(out, leaves, steps, stored, op, scale, reduced)
     extra = [t for _, t in stored]
     lead, views = row_plan(leaves[0], *leaves[1:], *extra, out)
     vleaves, vstored, vo = views[:len(leaves)], views[len(leaves):-1], views[-1]
@@ -198,6 +201,40 @@ def chain_reduce(out, leaves, steps, stored, op: str, scale: float = 1.0, reduce
         else:
             nisa.tensor_copy(dst=res, src=acc)
         _store(rk._rows(vo, idx, r0, r1, 0, 1), res)
+    return out
+
+
+REDUCE_LIVE = 160 * 1024   # SBUF bytes per partition the fused reduction's live chunks may take
+
+
+def _reduce_fits(leaves, steps) -> bool:
+    """The fused pass keeps every leaf and step tile of a chunk (up to rows.CHUNK columns) for the current
+    and two previous chunks; wide rows with many steps (GPT-3's 12288) would overflow SBUF."""
+    from trnlab.kernels import rows as rk
+    cols = min(rk.CHUNK, leaves[0].shape[-1])
+    per_chunk = sum(cols * dt.itemsize(_load_dtype(t.dtype)) for t in leaves)
+    per_chunk += sum(cols * dt.itemsize(dtype) for *_, dtype in steps)
+    return 3 * per_chunk <= REDUCE_LIVE
+
+
+def _load_dtype(dtype):
+    return F32 if dtype in (nl.bool_, nl.uint8) else dtype
+
+
+def _chain_then_reduce(out, leaves, steps, stored, op, scale, reduced):
+    """The chain in one pass with the reduced step stored to HBM, then its reduction: what the unfused ops
+    compute (each step rounded to its dtype, the same reduction chunks), for rows too wide to fuse."""
+    from trnlab.kernels import rows as rk
+    shape, last = tuple(leaves[0].shape), len(steps) - 1
+    kept = dict(stored)
+    scratch = {j: kept.get(j) for j in (reduced, last)}
+    for j, t in scratch.items():
+        if t is None:
+            scratch[j] = nl.ndarray(shape, dtype=steps[j][3], buffer=nl.shared_hbm)
+    extra = [(j, t) for j, t in stored if j != last] + ([(reduced, scratch[reduced])]
+                                                      if reduced != last and reduced not in kept else [])
+    chain(scratch[last], leaves, steps, stored=extra)
+    rk.reduce_last(out, scratch[reduced], op, scale=scale)
     return out
 
 
