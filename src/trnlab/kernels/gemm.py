@@ -14,6 +14,8 @@ which moves one element per descriptor.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 import trnlab.nki as nki
@@ -21,17 +23,32 @@ from trnlab.core import dtypes as dt
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 from trnlab.kernels._examples import randn, scaled
-from trnlab.kernels._common import P, ceil_div, float_dtype_for, load_as, load_transposed, psum, sbuf
+from trnlab.kernels._common import P, ceil_div, float_dtype_for, psum, sbuf
 
 TN = 512          # moving free size = one PSUM bank of fp32
-RING = 8          # moving tiles in flight (DMA prefetch depth)
 
 
-def _row_block(k: int, itemsize: int) -> int:
-    """How many 128-row tiles of a stay resident: the transposed block uses <= 1/2 of SBUF."""
-    budget = nl.tile_size.total_available_sbuf_size // 2
+def _sbuf_budget() -> int:
+    return nl.tile_size.total_available_sbuf_size
+
+
+def _row_block(m: int, k: int, itemsize: int) -> int:
+    """Rows of a held resident (a multiple of 128): b is re-read once per block, so as many as fit in
+    ~35% of SBUF, split evenly over the blocks M needs."""
     per_tile = ceil_div(k, P) * P * itemsize
-    return max(1, min(4, budget // per_tile))
+    most = max(1, (_sbuf_budget() * 35 // 100) // per_tile)
+    blocks = ceil_div(ceil_div(m, P), most)
+    return ceil_div(ceil_div(m, P), blocks) * P
+
+
+def _col_block(k: int, itemsize: int) -> int:
+    """Columns of b held K-major for a whole row block: three generations (in use, being transposed,
+    being fetched) in ~45% of SBUF."""
+    per_col = ceil_div(k, P) * P * itemsize // P
+    nb = TN
+    while nb > P and 3 * per_col * nb > _sbuf_budget() * 45 // 100:
+        nb //= 2
+    return nb
 
 
 @nki.jit
@@ -45,47 +62,61 @@ def gemm_into(out, a, b, bias=None):
     N = b.shape[1]
     cdt = float_dtype_for(a, b)
     isz = dt.itemsize(cdt)
-    nk = ceil_div(K, P)
-    ksizes = [min(P, K - k * P) for k in range(nk)]
-    mb = _row_block(K, isz) * P
-    ring = [sbuf((P, TN), cdt, name=f"mov{i}") for i in range(RING)]
-    step = 0
-    for m0 in range(0, M, mb):
-        msz_b = min(mb, M - m0)
+    ksizes = [min(P, K - k * P) for k in range(ceil_div(K, P))]
+    mb = _row_block(M, K, isz)
+    nb = _col_block(K, isz)
+    blocks = [(m0, n0) for m0 in range(0, M, mb) for n0 in range(0, N, nb)]
+
+    def b_block(j):
+        n0 = blocks[j][1]
+        return _finish(_fetch(b[:, n0:n0 + min(nb, N - n0)].permute(1, 0), ksizes, "bT"), cdt, ksizes, "bT")
+
+    moving, steps = b_block(0)
+    for step in steps:
+        step()
+    stationary, held = None, []
+    n_evac = 0
+    for j, (m0, n0) in enumerate(blocks):
+        msz_b, nsz = min(mb, M - m0), min(nb, N - n0)
         m_sizes = [min(P, msz_b - i * P) for i in range(ceil_div(msz_b, P))]
-        stationary = []            # [k][i] views, reused for every n block
-        for k, ksz in enumerate(ksizes):
-            t = _load_kmajor(a[m0:m0 + msz_b, k * P:k * P + ksz], cdt, name=f"aT{k}")
-            stationary.append([t.index((slice(None), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)])
-        for n0 in range(0, N, TN):
-            nsz = min(TN, N - n0)
-            bias_t = None
-            if bias is not None:
-                bias_t = sbuf((P, TN), nl.float32, name="bias")
-                row = bias.reshape(1, N)[:, n0:n0 + nsz]
-                nisa.dma_copy(dst=bias_t[:m_sizes[0], :nsz], src=row.broadcast_to((m_sizes[0], nsz)))
-            acc = [psum((P, TN), name=f"acc{i}").index((slice(0, msz), slice(0, nsz)))
-                   for i, msz in enumerate(m_sizes)]
-            for k, ksz in enumerate(ksizes):
-                block = b[k * P:k * P + ksz, n0:n0 + nsz]
-                if column_major(b):
-                    mov = load_transposed(block.permute(1, 0), cdt, name="movT")
-                else:
-                    mov = ring[step % RING].index((slice(0, ksz), slice(0, nsz)))
-                    step += 1
-                    nisa.dma_copy(dst=mov, src=block)
-                for i in range(len(m_sizes)):
-                    nisa.nc_matmul(dst=acc[i], stationary=stationary[k][i], moving=mov, accumulate=k > 0)
-            for i, msz in enumerate(m_sizes):
-                res = sbuf((P, TN), out.dtype, name="res")[:msz, :nsz]
-                if bias_t is not None:
-                    nisa.tensor_tensor(dst=res, data1=acc[i], data2=bias_t[:msz, :nsz], op=nl.add)
-                elif i % 2 == 0:
-                    nisa.tensor_copy(dst=res, src=acc[i])
-                else:
-                    nisa.activation(dst=res, op=nl.copy, data=acc[i])
-                r0 = m0 + i * P
-                nisa.dma_copy(dst=out[r0:r0 + msz, n0:n0 + nsz], src=res)
+        if n0 == 0:
+            stationary = None          # drop the last row block before loading the next (SBUF)
+            a_t, a_steps = _finish(_fetch(a[m0:m0 + msz_b, :], ksizes, "aT"), cdt, ksizes, "aT")
+            for step in a_steps:
+                step()
+            stationary = [[t.index((slice(None), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)]
+                          for t in a_t]
+            del a_t, a_steps
+        # The next block of b is fetched before this block's matmuls and stores in program order (the
+        # DMA queues run in order: a fetch issued after the stores would wait for them), and its
+        # transposes are spread over the second half of this block's row tiles, so neither the PE
+        # nor the copies leave a gap between blocks.
+        nxt, steps = b_block(j + 1) if j + 1 < len(blocks) else (None, [])
+        held.clear()                   # the block before this one stays allocated until the next is
+        half = len(m_sizes) // 2
+        share = ceil_div(len(steps), len(m_sizes) - half)
+        bias_t = None
+        if bias is not None:
+            bias_t = sbuf((P, TN), nl.float32, name="bias")
+            row = bias.reshape(1, N)[:, n0:n0 + nsz]
+            nisa.dma_copy(dst=bias_t[:m_sizes[0], :nsz], src=row.broadcast_to((m_sizes[0], nsz)))
+        for i, msz in enumerate(m_sizes):
+            acc = psum((P, TN), name="acc").index((slice(0, msz), slice(0, nsz)))
+            for k in range(len(ksizes)):
+                nisa.nc_matmul(dst=acc, stationary=stationary[k][i], moving=moving[k], accumulate=k > 0)
+            res = sbuf((P, TN), out.dtype, name="res")[:msz, :nsz]
+            if bias_t is not None:
+                nisa.tensor_tensor(dst=res, data1=acc, data2=bias_t[:msz, :nsz], op=nl.add)
+            else:
+                _copy(res, acc, n_evac)
+                n_evac += 1
+            r0 = m0 + i * P
+            nisa.dma_copy(dst=out[r0:r0 + msz, n0:n0 + nsz], src=res)
+            if i >= half:
+                for step in steps[(i - half) * share:(i - half + 1) * share]:
+                    step()
+        held.append(moving)
+        moving = nxt
     return out
 
 
@@ -95,11 +126,64 @@ def column_major(t) -> bool:
     return t.shape[0] > 1 and t.shape[1] > 1 and abs(rows) == 1 and abs(cols) > 1
 
 
-def _load_kmajor(block, dtype, name):
-    """SBUF [K, M] = block[M, K]^T: a plain DMA when the block is stored K-major, else DMA transpose."""
-    if column_major(block):
-        return load_as(block.permute(1, 0), dtype, name=name)
-    return load_transposed(block, dtype, name=name)
+def _fetch(src, ksizes, name):
+    """The DMA half of loading src[R, K] K-major (per 128-column chunk k, a tile [ksz, R] = src[:, k]^T).
+
+    Stored K-major (columns contiguous): plain DMA. Stored row-major with a float dtype: the rows as
+    stored (long contiguous runs), to be transposed on the Tensor engine by _finish, as neuronx-cc
+    does. Otherwise DMA transpose. Returns (kind, tiles or staged rows, src)."""
+    if column_major(src):
+        return "tiles", [_dma(src[:, k * P:k * P + ksz].permute(1, 0), f"{name}{k}") for k, ksz in enumerate(ksizes)]
+    if src.strides[1] == 1 and dt.is_float(src.dtype):
+        R = src.shape[0]
+        return "rows", [_dma(src[r:r + min(P, R - r), :], f"{name}_in") for r in range(0, R, P)]
+    tiles = []
+    for k, ksz in enumerate(ksizes):
+        t = sbuf((ksz, src.shape[0]), src.dtype, name=f"{name}{k}")
+        nisa.dma_transpose(dst=t, src=src[:, k * P:k * P + ksz], axes=(1, 0))
+        tiles.append(t)
+    return "tiles", tiles
+
+
+def _dma(src, name):
+    t = sbuf(tuple(src.shape), src.dtype, name=name)
+    nisa.dma_copy(dst=t, src=src)
+    return t
+
+
+def _finish(fetched, dtype, ksizes, name):
+    """(per-k SBUF tiles [ksz, R] in dtype, the steps that fill them) from _fetch: converted (Vector)
+    when the dtype differs, or transposed from staged rows on the Tensor engine: each 128x128 block
+    into a PSUM bank, four row tiles side by side, the bank copied to SBUF (exact: the PE moves each
+    value through fp32). Step k fills tile k; the caller runs them all before using the tiles."""
+    kind, parts = fetched
+    if kind == "tiles":
+        tiles = [t if t.dtype == dtype else sbuf(t.shape, dtype, name=f"{name}{k}") for k, t in enumerate(parts)]
+        return tiles, [partial(nisa.tensor_copy, dst=c, src=t) for c, t in zip(tiles, parts) if c is not t]
+    rsizes = [t.shape[0] for t in parts]
+    tiles = [sbuf((ksz, sum(rsizes)), dtype, name=f"{name}{k}") for k, ksz in enumerate(ksizes)]
+    return tiles, [partial(_pe_transpose_chunk, parts, tiles[k], k) for k in range(len(ksizes))]
+
+
+def _pe_transpose_chunk(rows, dst, k):
+    """dst[ksz, R] = column chunk k of the staged row tiles, transposed on the PE via PSUM banks."""
+    group = TN // P
+    ksz = dst.shape[0]
+    for g0 in range(0, len(rows), group):
+        ps = psum((P, TN), name="T_ps")
+        width = 0
+        for j, r in enumerate(rows[g0:g0 + group]):
+            nisa.nc_transpose(dst=ps[:ksz, j * P:j * P + r.shape[0]], data=r[:, k * P:k * P + ksz])
+            width += r.shape[0]
+        _copy(dst[:, g0 * P:g0 * P + width], ps[:ksz, :width], k + g0 // group)
+
+
+def _copy(dst, src, i):
+    """PSUM -> SBUF copy, alternately on the Vector and the Scalar engine."""
+    if i % 2 == 0:
+        nisa.tensor_copy(dst=dst, src=src)
+    else:
+        nisa.activation(dst=dst, op=nl.copy, data=src)
 
 
 def reference(a, b, bias=None):
