@@ -2,15 +2,20 @@
 
 Public kernel (@nki.jit): gemm(a, b, bias=None) -> new [M, N] in a.dtype.
 Model-path entry: gemm_into(out, a, b, bias=None) writes an existing HBM view.
-a and b are HBM views (any strides). Blocking: a block of up to 4 x 128 rows of a is transposed
-into SBUF once (DMA transpose) and stays resident as the stationary operand; b streams through a
-ring of [128, 512] tiles (moving operand); each [128, 512] output tile accumulates over K in one
-PSUM bank in fp32 and is evacuated (plus bias) by the Vector or Scalar engine, alternately.
+a and b are HBM views (any strides). Blocking: a block of rows of a (as many 128-row tiles as fit in
+~35% of SBUF) is loaded K-major once and stays resident as the stationary operand; b is walked in
+K-major column blocks of up to 512 (moving operand), each fetched one block ahead and used by every
+row tile of the resident block, so b is read once per row block. Each [128, 512] output tile
+accumulates over K in one PSUM bank in fp32 and is evacuated (plus bias) by the Vector or Scalar
+engine, alternately.
 
 Transposed operands (the views training graphs pass: x @ w.T forward, dy.T @ x for weight
-gradients) are read in the layout they are stored in: a K-major `a` is loaded by plain DMA (its
-transpose is the stored layout), and an N-major `b` by DMA transpose, never by element-strided DMA,
-which moves one element per descriptor.
+gradients) are read in the layout they are stored in. A K-major operand (a = dy.T, or a row-major
+b) is loaded by plain DMA. A row-major operand whose K is contiguous (a = x, b = w.T) is loaded as
+stored, in long contiguous rows, and transposed on the Tensor engine into PSUM (four 128x128 blocks
+per bank) and copied to SBUF, as neuronx-cc does; the transposes of b's next column block are
+spread over the current block's matmuls. Only a view with neither layout (or a non-float one) falls
+back to DMA transpose; none is read by element-strided DMA, which moves one element per descriptor.
 """
 from __future__ import annotations
 
@@ -26,6 +31,10 @@ from trnlab.kernels._examples import randn, scaled
 from trnlab.kernels._common import P, ceil_div, float_dtype_for, psum, sbuf
 
 TN = 512          # moving free size = one PSUM bank of fp32
+# Fewer rows of a than this: row-major operands are DMA-transposed instead of PE-transposed. A PE
+# transpose of a 128x128 block of b is as much PE work as a 128-row matmul against it, so with few rows
+# it would multiply the hardware FLOPs (HFU) of decode-sized GEMMs several times over.
+PE_MIN_ROWS = 128
 
 
 def _sbuf_budget() -> int:
@@ -69,7 +78,8 @@ def gemm_into(out, a, b, bias=None):
 
     def b_block(j):
         n0 = blocks[j][1]
-        return _finish(_fetch(b[:, n0:n0 + min(nb, N - n0)].permute(1, 0), ksizes, "bT"), cdt, ksizes, "bT")
+        src = b[:, n0:n0 + min(nb, N - n0)].permute(1, 0)
+        return _finish(_fetch(src, ksizes, "bT", pe=M >= PE_MIN_ROWS), cdt, ksizes, "bT")
 
     moving, steps = b_block(0)
     for step in steps:
@@ -81,7 +91,7 @@ def gemm_into(out, a, b, bias=None):
         m_sizes = [min(P, msz_b - i * P) for i in range(ceil_div(msz_b, P))]
         if n0 == 0:
             stationary = None          # drop the last row block before loading the next (SBUF)
-            a_t, a_steps = _finish(_fetch(a[m0:m0 + msz_b, :], ksizes, "aT"), cdt, ksizes, "aT")
+            a_t, a_steps = _finish(_fetch(a[m0:m0 + msz_b, :], ksizes, "aT", pe=M >= PE_MIN_ROWS), cdt, ksizes, "aT")
             for step in a_steps:
                 step()
             stationary = [[t.index((slice(None), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)]
@@ -126,15 +136,15 @@ def column_major(t) -> bool:
     return t.shape[0] > 1 and t.shape[1] > 1 and abs(rows) == 1 and abs(cols) > 1
 
 
-def _fetch(src, ksizes, name):
+def _fetch(src, ksizes, name, pe=True):
     """The DMA half of loading src[R, K] K-major (per 128-column chunk k, a tile [ksz, R] = src[:, k]^T).
 
     Stored K-major (columns contiguous): plain DMA. Stored row-major with a float dtype: the rows as
     stored (long contiguous runs), to be transposed on the Tensor engine by _finish, as neuronx-cc
-    does. Otherwise DMA transpose. Returns (kind, tiles or staged rows, src)."""
+    does (pe=True). Otherwise DMA transpose. Returns (kind, tiles or staged rows, src)."""
     if column_major(src):
         return "tiles", [_dma(src[:, k * P:k * P + ksz].permute(1, 0), f"{name}{k}") for k, ksz in enumerate(ksizes)]
-    if src.strides[1] == 1 and dt.is_float(src.dtype):
+    if pe and src.strides[1] == 1 and dt.is_float(src.dtype):
         R = src.shape[0]
         return "rows", [_dma(src[r:r + min(P, R - r), :], f"{name}_in") for r in range(0, R, P)]
     tiles = []

@@ -29,7 +29,8 @@ from torch import nn
 from trnlab.errors import OptionError
 from trnlab.plan.configs import ModelSpec
 
-CACHE_VERSION = 4          # bump when the simulated graphs or their costs change (4: element-wise fusion)
+CACHE_VERSION = 5          # bump when the simulated graphs or their costs change (4: element-wise fusion,
+                           # 5: GEMM transposes on the Tensor engine)
 
 
 @dataclass(frozen=True)
