@@ -3,7 +3,7 @@
 Public kernel (@nki.jit): gemm(a, b, bias=None) -> new [M, N] in a.dtype.
 Model-path entry: gemm_into(out, a, b, bias=None) writes an existing HBM view.
 a and b are HBM views (any strides). Blocking: a block of rows of a (as many 128-row tiles as fit in
-~35% of SBUF) is loaded K-major once and stays resident as the stationary operand; b is walked in
+~30% of SBUF) is loaded K-major once and stays resident as the stationary operand; b is walked in
 K-major column blocks of up to 512 (moving operand), each fetched one block ahead and used by every
 row tile of the resident block, so b is read once per row block. Each [128, 512] output tile
 accumulates over K in one PSUM bank in fp32 and is evacuated (plus bias) by the Vector or Scalar
@@ -35,6 +35,7 @@ TN = 512          # moving free size = one PSUM bank of fp32
 # transpose of a 128x128 block of b is as much PE work as a 128-row matmul against it, so with few rows
 # it would multiply the hardware FLOPs (HFU) of decode-sized GEMMs several times over.
 PE_MIN_ROWS = 128
+STAGE = 16 * 1024  # bytes per partition of a's rows staged at a time for PE transposes
 
 
 def _sbuf_budget() -> int:
@@ -43,19 +44,19 @@ def _sbuf_budget() -> int:
 
 def _row_block(m: int, k: int, itemsize: int) -> int:
     """Rows of a held resident (a multiple of 128): b is re-read once per block, so as many as fit in
-    ~35% of SBUF, split evenly over the blocks M needs."""
+    ~30% of SBUF, split evenly over the blocks M needs."""
     per_tile = ceil_div(k, P) * P * itemsize
-    most = max(1, (_sbuf_budget() * 35 // 100) // per_tile)
+    most = max(1, (_sbuf_budget() * 30 // 100) // per_tile)
     blocks = ceil_div(ceil_div(m, P), most)
     return ceil_div(ceil_div(m, P), blocks) * P
 
 
 def _col_block(k: int, itemsize: int) -> int:
     """Columns of b held K-major for a whole row block: three generations (in use, being transposed,
-    being fetched) in ~45% of SBUF."""
+    being fetched) in ~40% of SBUF."""
     per_col = ceil_div(k, P) * P * itemsize // P
     nb = TN
-    while nb > P and 3 * per_col * nb > _sbuf_budget() * 45 // 100:
+    while nb > P and 3 * per_col * nb > _sbuf_budget() * 40 // 100:
         nb //= 2
     return nb
 
@@ -91,12 +92,19 @@ def gemm_into(out, a, b, bias=None):
         m_sizes = [min(P, msz_b - i * P) for i in range(ceil_div(msz_b, P))]
         if n0 == 0:
             stationary = None          # drop the last row block before loading the next (SBUF)
-            a_t, a_steps = _finish(_fetch(a[m0:m0 + msz_b, :], ksizes, "aT", pe=M >= PE_MIN_ROWS), cdt, ksizes, "aT")
-            for step in a_steps:
-                step()
+            a_t = []
+            cw = max(P, STAGE // (len(m_sizes) * dt.itemsize(a.dtype)) // P * P)
+            for c0 in range(0, K, cw):         # staged in column chunks: a's own tiles are the big ones
+                ks = ksizes[c0 // P:(c0 + cw) // P]
+                fetched = _fetch(a[m0:m0 + msz_b, c0:c0 + sum(ks)], ks, "aT", pe=M >= PE_MIN_ROWS)
+                tiles, a_steps = _finish(fetched, cdt, ks, "aT")
+                for step in a_steps:
+                    step()
+                a_t += tiles
+                del fetched, tiles, a_steps
             stationary = [[t.index((slice(None), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)]
                           for t in a_t]
-            del a_t, a_steps
+            del a_t
         # The next block of b is fetched before this block's matmuls and stores in program order (the
         # DMA queues run in order: a fetch issued after the stores would wait for them), and its
         # transposes are spread over the second half of this block's row tiles, so neither the PE
