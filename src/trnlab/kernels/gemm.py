@@ -51,12 +51,12 @@ def _row_block(m: int, k: int, itemsize: int) -> int:
     return ceil_div(ceil_div(m, P), blocks) * P
 
 
-def _col_block(k: int, itemsize: int) -> int:
+def _col_block(k: int, itemsize: int, a_bytes: int) -> int:
     """Columns of b held K-major for a whole row block: three generations (in use, being transposed,
-    being fetched) in ~40% of SBUF."""
-    per_col = ceil_div(k, P) * P * itemsize // P
+    being fetched) in what ~70% of SBUF leaves beside a's resident block (a_bytes per partition)."""
+    per_col = ceil_div(k, P) * itemsize
     nb = TN
-    while nb > P and 3 * per_col * nb > _sbuf_budget() * 40 // 100:
+    while nb > P and 3 * per_col * nb > _sbuf_budget() * 70 // 100 - a_bytes:
         nb //= 2
     return nb
 
@@ -74,7 +74,7 @@ def gemm_into(out, a, b, bias=None):
     isz = dt.itemsize(cdt)
     ksizes = [min(P, K - k * P) for k in range(ceil_div(K, P))]
     mb = _row_block(M, K, isz)
-    nb = _col_block(K, isz)
+    nb = _col_block(K, isz, ceil_div(K, P) * mb * isz)
     blocks = [(m0, n0) for m0 in range(0, M, mb) for n0 in range(0, N, nb)]
 
     def b_block(j):
