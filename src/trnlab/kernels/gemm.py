@@ -3,7 +3,7 @@
 Public kernel (@nki.jit): gemm(a, b, bias=None) -> new [M, N] in a.dtype.
 Model-path entry: gemm_into(out, a, b, bias=None) writes an existing HBM view.
 a and b are HBM views (any strides). Blocking: a block of rows of a (as many 128-row tiles as fit in
-~30% of SBUF) is loaded K-major once and stays resident as the stationary operand; b is walked in
+~35% of SBUF) is loaded K-major once and stays resident as the stationary operand; b is walked in
 K-major column blocks of up to 512 (moving operand), each fetched one block ahead and used by every
 row tile of the resident block, so b is read once per row block. Each [128, 512] output tile
 accumulates over K in one PSUM bank in fp32 and is evacuated (plus bias) by the Vector or Scalar
@@ -28,9 +28,10 @@ from trnlab.core import dtypes as dt
 from trnlab.nki import isa as nisa
 from trnlab.nki import language as nl
 from trnlab.kernels._examples import randn, scaled
-from trnlab.kernels._common import P, ceil_div, float_dtype_for, psum, sbuf
+from trnlab.kernels._common import P, ceil_div, float_dtype_for, load_as, load_transposed, psum, sbuf
 
 TN = 512          # moving free size = one PSUM bank of fp32
+RING = 8          # moving tiles in flight when b is streamed (_streamed)
 # Fewer rows of a than this: row-major operands are DMA-transposed instead of PE-transposed. A PE
 # transpose of a 128x128 block of b is as much PE work as a 128-row matmul against it, so with few rows
 # it would multiply the hardware FLOPs (HFU) of decode-sized GEMMs several times over.
@@ -44,9 +45,9 @@ def _sbuf_budget() -> int:
 
 def _row_block(m: int, k: int, itemsize: int) -> int:
     """Rows of a held resident (a multiple of 128): b is re-read once per block, so as many as fit in
-    ~30% of SBUF, split evenly over the blocks M needs."""
+    ~35% of SBUF, split evenly over the blocks M needs."""
     per_tile = ceil_div(k, P) * P * itemsize
-    most = max(1, (_sbuf_budget() * 30 // 100) // per_tile)
+    most = max(1, (_sbuf_budget() * 35 // 100) // per_tile)
     blocks = ceil_div(ceil_div(m, P), most)
     return ceil_div(ceil_div(m, P), blocks) * P
 
@@ -75,6 +76,8 @@ def gemm_into(out, a, b, bias=None):
     ksizes = [min(P, K - k * P) for k in range(ceil_div(K, P))]
     mb = _row_block(M, K, isz)
     nb = _col_block(K, isz, ceil_div(K, P) * mb * isz)
+    if 3 * ceil_div(K, P) * nb * isz + ceil_div(K, P) * mb * isz > _sbuf_budget() * 85 // 100:
+        return _streamed(out, a, b, bias, cdt, ksizes)
     blocks = [(m0, n0) for m0 in range(0, M, mb) for n0 in range(0, N, nb)]
 
     def b_block(j):
@@ -136,6 +139,48 @@ def gemm_into(out, a, b, bias=None):
         held.append(moving)
         moving = nxt
     return out
+
+
+def _streamed(out, a, b, bias, cdt, ksizes):
+    """A K too long for resident K-major column blocks of b (weight gradients over many tokens): one
+    128-row tile of a resident at a time (DMA-transposed when row-major), b streamed through a ring
+    of [128, 512] tiles per K chunk (DMA-transposed when N-major)."""
+    M, N = a.shape[0], b.shape[1]
+    ring = [sbuf((P, TN), cdt, name=f"mov{i}") for i in range(RING)]
+    step = 0
+    for m0 in range(0, M, P):
+        msz = min(P, M - m0)
+        stationary = None
+        stationary = [_load_kmajor_tile(a[m0:m0 + msz, k * P:k * P + ksz], cdt, f"aT{k}")
+                      for k, ksz in enumerate(ksizes)]
+        for n0 in range(0, N, TN):
+            nsz = min(TN, N - n0)
+            acc = psum((P, TN), name="acc").index((slice(0, msz), slice(0, nsz)))
+            for k, ksz in enumerate(ksizes):
+                block = b[k * P:k * P + ksz, n0:n0 + nsz]
+                if column_major(block):
+                    mov = load_transposed(block.permute(1, 0), cdt, name="movT")
+                else:
+                    mov = ring[step % RING].index((slice(0, ksz), slice(0, nsz)))
+                    step += 1
+                    nisa.dma_copy(dst=mov, src=block)
+                nisa.nc_matmul(dst=acc, stationary=stationary[k], moving=mov, accumulate=k > 0)
+            res = sbuf((P, TN), out.dtype, name="res")[:msz, :nsz]
+            if bias is not None:
+                bias_t = sbuf((P, TN), nl.float32, name="bias")
+                nisa.dma_copy(dst=bias_t[:msz, :nsz], src=bias.reshape(1, N)[:, n0:n0 + nsz].broadcast_to((msz, nsz)))
+                nisa.tensor_tensor(dst=res, data1=acc, data2=bias_t[:msz, :nsz], op=nl.add)
+            else:
+                _copy(res, acc, step)
+            nisa.dma_copy(dst=out[m0:m0 + msz, n0:n0 + nsz], src=res)
+    return out
+
+
+def _load_kmajor_tile(block, dtype, name):
+    """SBUF [K, M] = block[M, K]^T: a plain DMA when the block is stored K-major, else DMA transpose."""
+    if column_major(block):
+        return load_as(block.permute(1, 0), dtype, name=name)
+    return load_transposed(block, dtype, name=name)
 
 
 def column_major(t) -> bool:
