@@ -3,7 +3,7 @@
 Public kernel (@nki.jit): gemm(a, b, bias=None) -> new [M, N] in a.dtype.
 Model-path entry: gemm_into(out, a, b, bias=None) writes an existing HBM view.
 a and b are HBM views (any strides). Blocking: a block of rows of a (as many 128-row tiles as fit in
-~35% of SBUF) is loaded K-major once and stays resident as the stationary operand; b is walked in
+~45% of SBUF) is loaded K-major once and stays resident as the stationary operand; b is walked in
 K-major column blocks of up to 512 (moving operand), each fetched one block ahead and used by every
 row tile of the resident block, so b is read once per row block. Each [128, 512] output tile
 accumulates over K in one PSUM bank in fp32 and is evacuated (plus bias) by the Vector or Scalar
@@ -31,12 +31,14 @@ from trnlab.kernels._examples import randn, scaled
 from trnlab.kernels._common import P, ceil_div, float_dtype_for, load_as, load_transposed, psum, sbuf
 
 TN = 512          # moving free size = one PSUM bank of fp32
+FETCH_COLS = 512   # columns of staged rows per DMA (1 KiB runs of bf16, as b's K-major tiles)
 RING = 8          # moving tiles in flight when b is streamed (_streamed)
 # Fewer rows of a than this: row-major operands are DMA-transposed instead of PE-transposed. A PE
 # transpose of a 128x128 block of b is as much PE work as a 128-row matmul against it, so with few rows
 # it would multiply the hardware FLOPs (HFU) of decode-sized GEMMs several times over.
 PE_MIN_ROWS = 128
 STAGE = 16 * 1024  # bytes per partition of a's rows staged at a time for PE transposes
+RESERVE = 16 * 1024  # bytes per partition kept for the output and bias tiles
 
 
 def _sbuf_budget() -> int:
@@ -45,19 +47,26 @@ def _sbuf_budget() -> int:
 
 def _row_block(m: int, k: int, itemsize: int) -> int:
     """Rows of a held resident (a multiple of 128): b is re-read once per block, so as many as fit in
-    ~35% of SBUF, split evenly over the blocks M needs."""
+    ~45% of SBUF, split evenly over the blocks M needs."""
     per_tile = ceil_div(k, P) * P * itemsize
-    most = max(1, (_sbuf_budget() * 35 // 100) // per_tile)
+    most = max(1, (_sbuf_budget() * 45 // 100) // per_tile)
     blocks = ceil_div(ceil_div(m, P), most)
     return ceil_div(ceil_div(m, P), blocks) * P
 
 
+def _b_budget(a_bytes: int) -> int:
+    """SBUF bytes per partition left for b's column blocks beside a's resident block, a's staging
+    (two generations) and the output tiles."""
+    return _sbuf_budget() - a_bytes - 2 * STAGE - RESERVE
+
+
 def _col_block(k: int, itemsize: int, a_bytes: int) -> int:
-    """Columns of b held K-major for a whole row block: three generations (in use, being transposed,
-    being fetched) in what ~70% of SBUF leaves beside a's resident block (a_bytes per partition)."""
+    """Columns of b held K-major for a whole row block in _b_budget: four generations (the last
+    block's, kept until the next is allocated so the two never share addresses, this block's, the
+    next block's staged rows and its K-major tiles)."""
     per_col = ceil_div(k, P) * itemsize
     nb = TN
-    while nb > P and 3 * per_col * nb > _sbuf_budget() * 70 // 100 - a_bytes:
+    while nb > P and 4 * per_col * nb > _b_budget(a_bytes):
         nb //= 2
     return nb
 
@@ -75,8 +84,9 @@ def gemm_into(out, a, b, bias=None):
     isz = dt.itemsize(cdt)
     ksizes = [min(P, K - k * P) for k in range(ceil_div(K, P))]
     mb = _row_block(M, K, isz)
-    nb = _col_block(K, isz, ceil_div(K, P) * mb * isz)
-    if 3 * ceil_div(K, P) * nb * isz + ceil_div(K, P) * mb * isz > _sbuf_budget() * 85 // 100:
+    a_bytes = ceil_div(K, P) * mb * isz
+    nb = _col_block(K, isz, a_bytes)
+    if 4 * ceil_div(K, P) * nb * isz > _b_budget(a_bytes):
         return _streamed(out, a, b, bias, cdt, ksizes)
     blocks = [(m0, n0) for m0 in range(0, M, mb) for n0 in range(0, N, nb)]
 
@@ -112,6 +122,7 @@ def gemm_into(out, a, b, bias=None):
         # DMA queues run in order: a fetch issued after the stores would wait for them), and its
         # transposes are spread over the second half of this block's row tiles, so neither the PE
         # nor the copies leave a gap between blocks.
+        steps = None                   # this block's staged rows (all transposed by now) are free
         nxt, steps = b_block(j + 1) if j + 1 < len(blocks) else (None, [])
         held.clear()                   # the block before this one stays allocated until the next is
         half = len(m_sizes) // 2
@@ -199,7 +210,12 @@ def _fetch(src, ksizes, name, pe=True):
         return "tiles", [_dma(src[:, k * P:k * P + ksz].permute(1, 0), f"{name}{k}") for k, ksz in enumerate(ksizes)]
     if pe and src.strides[1] == 1 and dt.is_float(src.dtype):
         R = src.shape[0]
-        return "rows", [_dma(src[r:r + min(P, R - r), :], f"{name}_in") for r in range(0, R, P)]
+        rows = [sbuf((min(P, R - r), src.shape[1]), src.dtype, name=f"{name}_in") for r in range(0, R, P)]
+        for c0 in range(0, src.shape[1], FETCH_COLS):       # in K order: the first transposes wait less
+            for r, t in zip(range(0, R, P), rows):
+                c1 = min(src.shape[1], c0 + FETCH_COLS)
+                nisa.dma_copy(dst=t[:, c0:c1], src=src[r:r + t.shape[0], c0:c1])
+        return "rows", rows
     tiles = []
     for k, ksz in enumerate(ksizes):
         t = sbuf((ksz, src.shape[0]), src.dtype, name=f"{name}{k}")
