@@ -2,8 +2,8 @@
 
 Public kernel (@nki.jit): gemm(a, b, bias=None) -> new [M, N] in a.dtype.
 Model-path entry: gemm_into(out, a, b, bias=None) writes an existing HBM view.
-a and b are HBM views (any strides). Blocking: a block of rows of a (as many 128-row tiles as fit in
-~45% of SBUF) is loaded K-major once and stays resident as the stationary operand; b is walked in
+a and b are HBM views (any strides). Blocking: a block of rows of a (up to 8 tiles of 128 rows, more if
+SBUF allows) is loaded K-major once and stays resident as the stationary operand; b is walked in
 K-major column blocks of up to 512 (moving operand), each fetched one block ahead and used by every
 row tile of the resident block, so b is read once per row block. Each [128, 512] output tile
 accumulates over K in one PSUM bank in fp32 and is evacuated (plus bias) by the Vector or Scalar
@@ -38,37 +38,32 @@ RING = 8          # moving tiles in flight when b is streamed (_streamed)
 # it would multiply the hardware FLOPs (HFU) of decode-sized GEMMs several times over.
 PE_MIN_ROWS = 128
 STAGE = 16 * 1024  # bytes per partition of a's rows staged at a time for PE transposes
-RESERVE = 16 * 1024  # bytes per partition kept for the output and bias tiles
+RESERVE = 8 * 1024   # bytes per partition kept for the output and bias tiles
+ROWS_WANTED = 8      # 128-row tiles of a worth narrowing b's blocks for (b is read M / (128 x this) times)
 
 
 def _sbuf_budget() -> int:
     return nl.tile_size.total_available_sbuf_size
 
 
-def _row_block(m: int, k: int, itemsize: int) -> int:
-    """Rows of a held resident (a multiple of 128): b is re-read once per block, so as many as fit in
-    ~45% of SBUF, split evenly over the blocks M needs."""
+def _blocking(m: int, k: int, itemsize: int):
+    """(rows of a held resident, columns of each block of b), or None when K is too long for both.
+
+    SBUF per partition, beside a's staging (two generations) and the output tiles, holds a's block
+    (b is re-read once per block: the more rows the better, up to ROWS_WANTED tiles) and four
+    generations of b's K-major column block (the last block's, kept until the next is allocated so
+    the two never share addresses, this block's, the next block's staged rows and its tiles): the
+    widest block of b that still leaves a ROWS_WANTED tiles, else 128 columns and what is left."""
     per_tile = ceil_div(k, P) * P * itemsize
-    most = max(1, (_sbuf_budget() * 45 // 100) // per_tile)
-    blocks = ceil_div(ceil_div(m, P), most)
-    return ceil_div(ceil_div(m, P), blocks) * P
-
-
-def _b_budget(a_bytes: int) -> int:
-    """SBUF bytes per partition left for b's column blocks beside a's resident block, a's staging
-    (two generations) and the output tiles."""
-    return _sbuf_budget() - a_bytes - 2 * STAGE - RESERVE
-
-
-def _col_block(k: int, itemsize: int, a_bytes: int) -> int:
-    """Columns of b held K-major for a whole row block in _b_budget: four generations (the last
-    block's, kept until the next is allocated so the two never share addresses, this block's, the
-    next block's staged rows and its K-major tiles)."""
     per_col = ceil_div(k, P) * itemsize
-    nb = TN
-    while nb > P and 4 * per_col * nb > _b_budget(a_bytes):
-        nb //= 2
-    return nb
+    avail = _sbuf_budget() - 2 * STAGE - RESERVE
+    want = min(ceil_div(m, P), ROWS_WANTED)
+    for nb in (TN, TN // 2, P):
+        tiles = (avail - 4 * per_col * nb) // per_tile
+        if tiles >= want or (nb == P and tiles >= 1):
+            blocks = ceil_div(ceil_div(m, P), tiles)
+            return ceil_div(ceil_div(m, P), blocks) * P, nb
+    return None
 
 
 @nki.jit
@@ -83,11 +78,10 @@ def gemm_into(out, a, b, bias=None):
     cdt = float_dtype_for(a, b)
     isz = dt.itemsize(cdt)
     ksizes = [min(P, K - k * P) for k in range(ceil_div(K, P))]
-    mb = _row_block(M, K, isz)
-    a_bytes = ceil_div(K, P) * mb * isz
-    nb = _col_block(K, isz, a_bytes)
-    if 4 * ceil_div(K, P) * nb * isz > _b_budget(a_bytes):
+    blocking = _blocking(M, K, isz)
+    if blocking is None:
         return _streamed(out, a, b, bias, cdt, ksizes)
+    mb, nb = blocking
     blocks = [(m0, n0) for m0 in range(0, M, mb) for n0 in range(0, N, nb)]
 
     def b_block(j):
@@ -96,8 +90,7 @@ def gemm_into(out, a, b, bias=None):
         return _finish(_fetch(src, ksizes, "bT", pe=M >= PE_MIN_ROWS), cdt, ksizes, "bT")
 
     moving, steps = b_block(0)
-    for step in steps:
-        step()
+    _run(steps)
     stationary, held = None, []
     n_evac = 0
     for j, (m0, n0) in enumerate(blocks):
@@ -111,8 +104,7 @@ def gemm_into(out, a, b, bias=None):
                 ks = ksizes[c0 // P:(c0 + cw) // P]
                 fetched = _fetch(a[m0:m0 + msz_b, c0:c0 + sum(ks)], ks, "aT", pe=M >= PE_MIN_ROWS)
                 tiles, a_steps = _finish(fetched, cdt, ks, "aT")
-                for step in a_steps:
-                    step()
+                _run(a_steps)
                 a_t += tiles
                 del fetched, tiles, a_steps
             stationary = [[t.index((slice(None), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)]
@@ -145,8 +137,7 @@ def gemm_into(out, a, b, bias=None):
             r0 = m0 + i * P
             nisa.dma_copy(dst=out[r0:r0 + msz, n0:n0 + nsz], src=res)
             if i >= half:
-                for step in steps[(i - half) * share:(i - half + 1) * share]:
-                    step()
+                _run(steps[(i - half) * share:(i - half + 1) * share])
         held.append(moving)
         moving = nxt
     return out
@@ -255,6 +246,12 @@ def _pe_transpose_chunk(rows, dst, k):
             nisa.nc_transpose(dst=ps[:ksz, j * P:j * P + r.shape[0]], data=r[:, k * P:k * P + ksz])
             width += r.shape[0]
         _copy(dst[:, g0 * P:g0 * P + width], ps[:ksz, :width], k + g0 // group)
+
+
+def _run(steps):
+    """Issue the steps (no loop variable left holding the last one, and with it its staged rows)."""
+    for step in steps:
+        step()
 
 
 def _copy(dst, src, i):
