@@ -79,7 +79,11 @@ def gemm_into(out, a, b, bias=None):
     isz = dt.itemsize(cdt)
     ksizes = [min(P, K - k * P) for k in range(ceil_div(K, P))]
     blocking = _blocking(M, K, isz)
-    if blocking is None:
+    pe_b = M >= PE_MIN_ROWS and b.strides[0] == 1 and dt.is_float(b.dtype)      # b = w.T: PE-transposed
+    # resident blocks only when they keep at least the rows streaming would, and (b read by plain DMA)
+    # runs of >= 256 columns: otherwise b is streamed, re-read as often, in longer DMA runs
+    if blocking is None or min(M, blocking[0]) < min(M, _streamed_rows(K, isz) * P) or \
+            not pe_b and blocking[1] < TN // 2:
         return _streamed(out, a, b, bias, cdt, ksizes)
     mb, nb = blocking
     blocks = [(m0, n0) for m0 in range(0, M, mb) for n0 in range(0, N, nb)]
@@ -143,38 +147,55 @@ def gemm_into(out, a, b, bias=None):
     return out
 
 
+def _streamed_rows(k: int, itemsize: int) -> int:
+    """128-row tiles of a resident when b is streamed: the transposed block uses <= 1/2 of SBUF, and
+    at most 4 (one PSUM bank each, double-buffered)."""
+    return max(1, min(4, (_sbuf_budget() // 2) // (ceil_div(k, P) * P * itemsize)))
+
+
 def _streamed(out, a, b, bias, cdt, ksizes):
-    """A K too long for resident K-major column blocks of b (weight gradients over many tokens): one
-    128-row tile of a resident at a time (DMA-transposed when row-major), b streamed through a ring
-    of [128, 512] tiles per K chunk (DMA-transposed when N-major)."""
-    M, N = a.shape[0], b.shape[1]
+    """b streamed through a ring of [128, 512] tiles (DMA-transposed when N-major) against a block of
+    up to 4 row tiles of a (DMA-transposed when row-major): for a K too long for resident K-major
+    column blocks of b at least 256 wide (those would mean short DMA runs or fewer rows of a)."""
+    M, K = a.shape
+    N = b.shape[1]
+    mb = _streamed_rows(K, dt.itemsize(cdt)) * P
     ring = [sbuf((P, TN), cdt, name=f"mov{i}") for i in range(RING)]
     step = 0
-    for m0 in range(0, M, P):
-        msz = min(P, M - m0)
-        stationary = None
-        stationary = [_load_kmajor_tile(a[m0:m0 + msz, k * P:k * P + ksz], cdt, f"aT{k}")
-                      for k, ksz in enumerate(ksizes)]
+    for m0 in range(0, M, mb):
+        msz_b = min(mb, M - m0)
+        m_sizes = [min(P, msz_b - i * P) for i in range(ceil_div(msz_b, P))]
+        stationary = []            # [k][i] views, reused for every n block
+        for k, ksz in enumerate(ksizes):
+            t = _load_kmajor_tile(a[m0:m0 + msz_b, k * P:k * P + ksz], cdt, name=f"aT{k}")
+            stationary.append([t.index((slice(None), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)])
         for n0 in range(0, N, TN):
             nsz = min(TN, N - n0)
-            acc = psum((P, TN), name="acc").index((slice(0, msz), slice(0, nsz)))
+            bias_t = None
+            if bias is not None:
+                bias_t = sbuf((P, TN), nl.float32, name="bias")
+                row = bias.reshape(1, N)[:, n0:n0 + nsz]
+                nisa.dma_copy(dst=bias_t[:m_sizes[0], :nsz], src=row.broadcast_to((m_sizes[0], nsz)))
+            acc = [psum((P, TN), name=f"acc{i}").index((slice(0, msz), slice(0, nsz)))
+                   for i, msz in enumerate(m_sizes)]
             for k, ksz in enumerate(ksizes):
                 block = b[k * P:k * P + ksz, n0:n0 + nsz]
-                if column_major(block):
+                if column_major(b):
                     mov = load_transposed(block.permute(1, 0), cdt, name="movT")
                 else:
                     mov = ring[step % RING].index((slice(0, ksz), slice(0, nsz)))
                     step += 1
                     nisa.dma_copy(dst=mov, src=block)
-                nisa.nc_matmul(dst=acc, stationary=stationary[k], moving=mov, accumulate=k > 0)
-            res = sbuf((P, TN), out.dtype, name="res")[:msz, :nsz]
-            if bias is not None:
-                bias_t = sbuf((P, TN), nl.float32, name="bias")
-                nisa.dma_copy(dst=bias_t[:msz, :nsz], src=bias.reshape(1, N)[:, n0:n0 + nsz].broadcast_to((msz, nsz)))
-                nisa.tensor_tensor(dst=res, data1=acc, data2=bias_t[:msz, :nsz], op=nl.add)
-            else:
-                _copy(res, acc, step)
-            nisa.dma_copy(dst=out[m0:m0 + msz, n0:n0 + nsz], src=res)
+                for i in range(len(m_sizes)):
+                    nisa.nc_matmul(dst=acc[i], stationary=stationary[k][i], moving=mov, accumulate=k > 0)
+            for i, msz in enumerate(m_sizes):
+                res = sbuf((P, TN), out.dtype, name="res")[:msz, :nsz]
+                if bias_t is not None:
+                    nisa.tensor_tensor(dst=res, data1=acc[i], data2=bias_t[:msz, :nsz], op=nl.add)
+                else:
+                    _copy(res, acc[i], i)
+                r0 = m0 + i * P
+                nisa.dma_copy(dst=out[r0:r0 + msz, n0:n0 + nsz], src=res)
     return out
 
 
