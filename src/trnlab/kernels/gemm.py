@@ -2,20 +2,23 @@
 
 Public kernel (@nki.jit): gemm(a, b, bias=None) -> new [M, N] in a.dtype.
 Model-path entry: gemm_into(out, a, b, bias=None) writes an existing HBM view.
-a and b are HBM views (any strides). Blocking: a block of rows of a (up to 8 tiles of 128 rows, more if
+a and b are HBM views (any strides). Blocking: a block of rows of a (8 tiles of 128 rows, more if
 SBUF allows) is loaded K-major once and stays resident as the stationary operand; b is walked in
 K-major column blocks of up to 512 (moving operand), each fetched one block ahead and used by every
-row tile of the resident block, so b is read once per row block. Each [128, 512] output tile
+row tile of the resident block, so b is read once per row block. Each [128, <=512] output tile
 accumulates over K in one PSUM bank in fp32 and is evacuated (plus bias) by the Vector or Scalar
-engine, alternately.
+engine, alternately. When SBUF cannot hold such blocks with at least as many rows of a as streaming
+would (long K: weight gradients over many tokens; fp32), b is streamed through a ring of [128, 512]
+tiles against up to 4 resident row tiles of a (_streamed).
 
 Transposed operands (the views training graphs pass: x @ w.T forward, dy.T @ x for weight
 gradients) are read in the layout they are stored in. A K-major operand (a = dy.T, or a row-major
 b) is loaded by plain DMA. A row-major operand whose K is contiguous (a = x, b = w.T) is loaded as
 stored, in long contiguous rows, and transposed on the Tensor engine into PSUM (four 128x128 blocks
 per bank) and copied to SBUF, as neuronx-cc does; the transposes of b's next column block are
-spread over the current block's matmuls. Only a view with neither layout (or a non-float one) falls
-back to DMA transpose; none is read by element-strided DMA, which moves one element per descriptor.
+spread over the current block's matmuls. With fewer than PE_MIN_ROWS rows of a (decode), with a
+non-float dtype or when streaming, such operands are DMA-transposed instead; none is read by
+element-strided DMA, which moves one element per descriptor.
 """
 from __future__ import annotations
 
@@ -102,18 +105,7 @@ def gemm_into(out, a, b, bias=None):
         m_sizes = [min(P, msz_b - i * P) for i in range(ceil_div(msz_b, P))]
         if n0 == 0:
             stationary = None          # drop the last row block before loading the next (SBUF)
-            a_t = []
-            cw = max(P, STAGE // (len(m_sizes) * dt.itemsize(a.dtype)) // P * P)
-            for c0 in range(0, K, cw):         # staged in column chunks: a's own tiles are the big ones
-                ks = ksizes[c0 // P:(c0 + cw) // P]
-                fetched = _fetch(a[m0:m0 + msz_b, c0:c0 + sum(ks)], ks, "aT", pe=M >= PE_MIN_ROWS)
-                tiles, a_steps = _finish(fetched, cdt, ks, "aT")
-                _run(a_steps)
-                a_t += tiles
-                del fetched, tiles, a_steps
-            stationary = [[t.index((slice(None), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)]
-                          for t in a_t]
-            del a_t
+            stationary = _resident_rows(a[m0:m0 + msz_b, :], ksizes, m_sizes, cdt, pe=M >= PE_MIN_ROWS)
         # The next block of b is fetched before this block's matmuls and stores in program order (the
         # DMA queues run in order: a fetch issued after the stores would wait for them), and its
         # transposes are spread over the second half of this block's row tiles, so neither the PE
@@ -145,6 +137,20 @@ def gemm_into(out, a, b, bias=None):
         held.append(moving)
         moving = nxt
     return out
+
+
+def _resident_rows(a, ksizes, m_sizes, dtype, pe):
+    """a[rows, K] K-major in SBUF as stationary views [k][i] ([ksz, msz] per row tile i), staged in
+    column chunks of <= STAGE bytes per partition (a's own tiles are the big ones)."""
+    a_t = []
+    cw = max(P, STAGE // (len(m_sizes) * dt.itemsize(a.dtype)) // P * P)
+    for c0 in range(0, a.shape[1], cw):
+        ks = ksizes[c0 // P:(c0 + cw) // P]
+        tiles, steps = _finish(_fetch(a[:, c0:c0 + sum(ks)], ks, "aT", pe=pe), dtype, ks, "aT")
+        _run(steps)
+        a_t += tiles
+        del tiles, steps
+    return [[t.index((slice(None), slice(i * P, i * P + msz))) for i, msz in enumerate(m_sizes)] for t in a_t]
 
 
 def _streamed_rows(k: int, itemsize: int) -> int:
