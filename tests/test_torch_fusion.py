@@ -149,6 +149,21 @@ def test_reduction_joins_its_producer_chain():
     assert fused.latency_s < chained.latency_s < plain.latency_s
 
 
+def test_rows_too_wide_to_fuse_reduce_after_the_chain():
+    """fp32 rows of 12288 (GPT-3's hidden): the fused pass's live chunks (x, w, x w, (x w)^2 at 8192 columns,
+    three chunks deep) would not fit SBUF, so the chain stores (x w)^2 and the mean reads it back: the
+    unfused values and the chain-then-mean traffic (4 N + rows), and no SBUF capacity error."""
+    rows, cols = 8, 12288
+    x, w = (torch.randn(rows, cols, generator=torch.Generator().manual_seed(i)) for i in range(2))
+    runs = {}
+    for name, switches in (("fused", {}), ("plain", {"elementwise_fusion": False})):
+        with compiler.using(compiler.CompilerModel(**switches)):
+            runs[name] = tt.compile(SquareMean(), (x, w), dtype=torch.float32).last_run
+    assert torch.equal(runs["fused"].outputs, runs["plain"].outputs)
+    assert [o.op for o in runs["fused"].ops] == ["fused mul > pow > mean"]
+    assert sum(o.dma_bytes for o in runs["fused"].ops) == 4 * rows * cols * 4 + rows * 4
+
+
 def test_reduction_switch_is_part_of_the_compiler_model():
     assert compiler.CompilerModel.parse("reduction_fusion=0").reduction_fusion is False
     assert compiler.CompilerModel.parse("none").reduction_fusion is False
