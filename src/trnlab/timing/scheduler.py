@@ -19,7 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from trnlab.core import dtypes as dt
-from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed, facts_memo
+from trnlab.isa import base as _base
+from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed
 from trnlab.isa import costs
 from trnlab.isa.cc import CC_UNIT, CcCost
 from trnlab.timing.hazards import HazardTracker
@@ -122,14 +123,16 @@ class Scheduler:
     # --- scheduling ------------------------------------------------------------------------------
     def schedule(self, instr) -> tuple[float, float]:
         index = self.count
-        self.count += 1
+        self.count = index + 1
+        chip = self.chip
         accesses = self.hazards.accesses(instr)
         # the memo of the instruction's validated facts (isa.base.same_facts): a memoised cost is read
-        # from it directly, and the PE work (metrics.Work.add_pe) is kept there
-        memo = facts_memo(instr, self.chip)
+        # from it directly, and the PE work (metrics.Work.add_pe) is kept there (facts_memo, inline)
+        last = _base._last
+        memo = last[2] if last[0]() is instr and chip is last[1] else None
         cost = memo.get("cost") if memo is not None else None
         if cost is None:
-            cost = instr.cost(self.chip)
+            cost = instr.cost(chip)
         kind = type(cost)
         if kind is DmaCost:
             start, end, pred = self._dma(instr, cost, accesses, index)
@@ -143,11 +146,11 @@ class Scheduler:
         else:
             engine = instr.engine
             if engine == _TENSOR:
-                self.work.add_pe(self.chip, instr, memo)
+                self.work.add_pe(chip, instr, memo)
             if kind is MatmulCost:
                 start, end, pred = self._matmul(cost, accesses)
             else:
-                choices = instr.engine_choices(self.chip) if self.balance and compiler_placed(instr) else ()
+                choices = instr.engine_choices(chip) if self.balance and compiler_placed(instr) else ()
                 if len(choices) > 1:
                     engine, (start, end, pred) = self._place(instr, cost.cycles, choices, accesses)
                 else:
