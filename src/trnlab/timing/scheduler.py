@@ -146,7 +146,15 @@ class Scheduler:
         else:
             engine = instr.engine
             if engine == _TENSOR:
-                self.work.add_pe(chip, instr, memo)
+                work = memo.get("pe_work") if memo is not None else None
+                if work is None:
+                    self.work.add_pe(chip, instr, memo)
+                elif work:                          # Work.add_pe of a memoised work, inline
+                    w = self.work
+                    w.flops += work[0]
+                    w.pe_flops += work[1]
+                    w.mfu_s += work[2]
+                    w.hfu_s += work[3]
             if kind is MatmulCost:
                 start, end, pred = self._matmul(cost, accesses)
             else:
@@ -205,7 +213,18 @@ class Scheduler:
         (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
         hz = self.pe_hz
         # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM
-        (stat_ready, stat_prod), (ready, producer) = self.hazards.ready_first_rest(accesses, _TENSOR, (self.floor, -1))
+        # HazardTracker.ready_first_rest, inline; the stationary is a read, and in the common case one
+        # bucket of a space without wide entries (HazardTracker.ready's inline case)
+        best = (self.floor, -1)
+        sp, p0, p1, b0, b1, _, is_write, writes, _, _ = accesses[0]
+        if writes is not None and not is_write and not sp.wide:
+            stat_ready, stat_prod = best
+            for e in writes:
+                if e[4] > stat_ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3]:
+                    stat_ready, stat_prod = e[4], e[6]
+        else:
+            stat_ready, stat_prod = self.hazards.ready(accesses[:1], _TENSOR, best)
+        ready, producer = self.hazards.ready(accesses[1:], _TENSOR, best)
         ls_start = self.ls_free
         if self.mm_start > ls_start:
             ls_start = self.mm_start
