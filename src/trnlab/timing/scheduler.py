@@ -15,6 +15,7 @@ See docs/calibration.md for the constants and the fit against measured kernels.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
@@ -25,7 +26,7 @@ from trnlab.isa import costs
 from trnlab.isa.cc import CC_UNIT, CcCost
 from trnlab.timing.hazards import HazardTracker
 from trnlab.timing.metrics import Work
-from trnlab.timing.timeline import Timeline
+from trnlab.timing.timeline import _EPS, Timeline
 
 _DMA = "dma"
 _TENSOR = Engine.TENSOR
@@ -266,14 +267,21 @@ class Scheduler:
         duration = shares[0] / rate
         lines = self._qlines
         slots = []
+        room = duration - _EPS                    # (Timeline.slot's gap test)
         for q in candidates:                      # earliest start first, ties to the lower queue
             line = lines[q]
             ends = line.ends
             if not ends or ends[-1] <= begin:     # idle by then: Timeline.slot's answer, without the call
                 slots.append((begin, q, len(ends), -1))
                 continue
-            s, pos, blocker = line.slot(begin, duration)
-            slots.append((s, q, pos, blocker))
+            starts = line.starts                  # Timeline.slot(begin, duration), inline
+            i = bisect_right(ends, begin)
+            s, blocker, n = begin, -1, len(starts)
+            while i < n and starts[i] - s < room:
+                if ends[i] > s:
+                    s, blocker = ends[i], line.owners[i]
+                i += 1
+            slots.append((s, q, i, blocker))
         slots.sort()                              # (start, queue) is unique: never compares further
         start, end, pred = None, 0.0, producer
         queues, busy, free_at, last_on, records = self.queues, self.busy, self.free_at, self.last_on, self.records
