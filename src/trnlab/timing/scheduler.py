@@ -135,6 +135,8 @@ class Scheduler:
         if cost is None:
             cost = instr.cost(chip)
         kind = type(cost)
+        if kind is MatmulCost and self.records is None:
+            return self._schedule_matmul(instr, cost, memo, accesses, index)
         if kind is DmaCost:
             start, end, pred = self._dma(instr, cost, accesses, index)
             unit_tag, avail = _DMA, end
@@ -172,6 +174,34 @@ class Scheduler:
             if self.records is not None:
                 self._event(instr, str(engine), start, end, instr.flops(), instr.dma_bytes(), index)
         self.hazards.record_all(accesses, avail, unit_tag, index)
+        if end > self.end:
+            self.end = end
+        self.ends.append(avail)
+        self.preds.append(pred)
+        self.sites.append((instr.opcode, instr.api, instr.loc))
+        return start, end
+
+    def _schedule_matmul(self, instr, cost, memo, accesses, index) -> tuple[float, float]:
+        """schedule() of a matmul, untraced: its branch of the general path, written out (most
+        instructions of a GEMM are matmuls)."""
+        engine = instr.engine
+        if engine == _TENSOR:
+            work = memo.get("pe_work") if memo is not None else None
+            if work is None:
+                self.work.add_pe(self.chip, instr, memo)
+            elif work:                              # Work.add_pe of a memoised work, inline
+                w = self.work
+                w.flops += work[0]
+                w.pe_flops += work[1]
+                w.mfu_s += work[2]
+                w.hfu_s += work[3]
+        start, end, pred = self._matmul(cost, accesses)
+        self.free_at[engine] = end
+        self.busy[engine] += end - start
+        self.last_on[engine] = index
+        avail = end + self.latency[engine]
+        self.placed = engine
+        self.hazards.record_all(accesses, avail, engine, index)
         if end > self.end:
             self.end = end
         self.ends.append(avail)
