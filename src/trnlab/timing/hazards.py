@@ -41,7 +41,7 @@ def region(t) -> tuple[int, int, int, int]:
 
 
 class Space:
-    """One memory space: bucketed lists of [p0, p1, b0, b1, avail, unit, index] for reads and writes."""
+    """One memory space: bucketed lists of (p0, p1, b0, b1, avail, unit, index) for reads and writes."""
 
     __slots__ = ("pb", "bb", "writes", "reads", "wide_writes", "wide_reads", "wide", "boxes")
 
@@ -225,7 +225,7 @@ class HazardTracker:
                     _record_lists(buckets, is_write, avail, unit, index)
                 continue
             # the box lies inside its only bucket: no clipping (inline)
-            e = [p0, p1, b0, b1, avail, unit, index]
+            e = (p0, p1, b0, b1, avail, unit, index)
             lst = writes if is_write else reads
             if not lst:
                 lst.append(e)
@@ -290,7 +290,7 @@ def _buckets(sp: Space, r, keys) -> tuple:
 def _record_lists(buckets, is_write: bool, avail: float, unit, index: int) -> None:
     """record_all() for a box over several buckets (_make_access): clipped to each."""
     for writes, reads, q0, q1, c0, c1 in buckets:
-        e = [q0, q1, c0, c1, avail, unit, index]
+        e = (q0, q1, c0, c1, avail, unit, index)
         lst = writes if is_write else reads
         # a write drops the older writes it covers; a read that covers an older read and ends no
         # earlier makes it redundant for later WAR waits
@@ -340,7 +340,7 @@ def _wait_buckets(sp: Space, r, keys, is_write: bool, skip, best):
 
 def _record_wide(sp: Space, r, is_write: bool, avail: float, unit, index: int) -> None:
     """An access touching too many buckets: one unclipped entry; a write prunes what it covers everywhere."""
-    entry = [*r, avail, unit, index]
+    entry = (*r, avail, unit, index)
     sp.wide = True
     if is_write:
         _prune_add(sp.wide_writes, entry)

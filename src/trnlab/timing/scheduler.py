@@ -255,7 +255,20 @@ class Scheduler:
                     stat_ready, stat_prod = e[4], e[6]
         else:
             stat_ready, stat_prod = self.hazards.ready(accesses[:1], _TENSOR, best)
-        ready, producer = self.hazards.ready(accesses[1:], _TENSOR, best)
+        ready, producer = best                    # the rest: HazardTracker.ready's inline case, inline
+        for acc in accesses[1:]:
+            sp, p0, p1, b0, b1, _, is_write, writes, reads, _ = acc
+            if writes is None or sp.wide:
+                ready, producer = self.hazards.ready((acc,), _TENSOR, (ready, producer))
+                continue
+            for e in writes:
+                if e[4] > ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                        not is_write or e[5] is not _TENSOR):
+                    ready, producer = e[4], e[6]
+            if is_write:
+                for e in reads:
+                    if e[4] > ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and e[5] is not _TENSOR:
+                        ready, producer = e[4], e[6]
         ls_start = self.ls_free
         if self.mm_start > ls_start:
             ls_start = self.mm_start
