@@ -236,10 +236,12 @@ class HazardTracker:
                 else:
                     lst.append(e)
             else:
-                for i, x in enumerate(lst):
+                i = 0                    # (a counter, not enumerate(): a bucket holds few entries)
+                for x in lst:
                     if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
                         _drop_covered(lst, i, p0, p1, b0, b1, avail)
                         break
+                    i += 1
                 lst.append(e)
             if is_write and reads:
                 _cover_prune(reads, e)
