@@ -18,3 +18,45 @@ def test_scheduler_wait_until_delays_later_instructions():
     m.issue(Memset(api="nisa.memset", loc="k.py:2", dst=t, value=0.0))
     # the memset starts at the wait: fp32 memset of 64 elements is max(64, N) = 64 Vector cycles at 0.96 GHz
     assert m.scheduler.end == pytest.approx(1e-3 + 64 / 0.96e9, rel=1e-9)
+
+
+def test_hazard_pruning_drops_exactly_the_covered_entries_in_order():
+    """_drop_covered removes in place the entries a box covers that end no later, keeping the others in
+    their order (ready() breaks ties by the first entry found). Oracle: a plain filter."""
+    from trnlab.timing.hazards import _drop_covered
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        entries = []
+        for i in range(int(rng.integers(1, 7))):
+            p0, b0 = int(rng.integers(0, 4)), int(rng.integers(0, 4))
+            entries.append([p0, p0 + int(rng.integers(1, 3)), b0, b0 + int(rng.integers(1, 3)),
+                            float(rng.integers(0, 4)), None, i])
+        box, t = (0, 4, 0, 4) if rng.random() < 0.5 else (1, 3, 1, 3), 2.0
+
+        def covered(x):
+            return x[4] <= t and box[0] <= x[0] and x[1] <= box[1] and box[2] <= x[2] and x[3] <= box[3]
+        first = next((i for i, x in enumerate(entries) if covered(x)), None)
+        if first is None:
+            continue
+        expected = [x for x in entries if not covered(x)]
+        lst = list(entries)
+        _drop_covered(lst, first, *box, t)
+        assert lst == expected
+
+
+def test_views_of_one_box_share_their_hazard_access():
+    """Two view objects of the same box (a loop cutting the same tile again) get the same access, and a
+    write through one is seen by a read through the other (RAW)."""
+    from trnlab.isa import Memset, TensorCopy
+    m = Machine("trn2", scheduler=Scheduler)
+    a = _tile(m, (128, 64), "k.py:1", "a")
+    v1, v2 = a.index((slice(None), slice(0, 32))), a.index((slice(None), slice(0, 32)))
+    assert v1 is not v2
+    hz = m.scheduler.hazards
+    assert hz.accesses(Memset(api="nisa.memset", loc="k.py:2", dst=v1, value=0.0))[0] is \
+        hz.accesses(Memset(api="nisa.memset", loc="k.py:2", dst=v2, value=0.0))[0]
+    m.issue(Memset(api="nisa.memset", loc="k.py:2", dst=v1, value=0.0))
+    written = m.scheduler.end
+    c = _tile(m, (128, 32), "k.py:3", "c")
+    start, _ = m.scheduler.schedule(TensorCopy(api="nisa.tensor_copy", loc="k.py:4", dst=c, src=v2))
+    assert start >= written                           # waited for the memset written through v1

@@ -257,7 +257,17 @@ class Machine:
         if self.issued >= self._checkpoint_at:
             self._checkpoint(instr)
         instr.validate(self.chip)
-        self._check_operands(instr)
+        launch = self.launch                # _check_operands, inline (hot): each view caches its verdicts
+        writes = instr.writes()
+        for t in writes:
+            if t is not None and getattr(t, "_writable", None) is not True:
+                self._check_writable(instr)
+                break
+        for t in instr.reads() + writes:
+            owner = getattr(t, "_owner", None)
+            if owner is not True and owner != launch:
+                self._check_owned(instr)
+                break
         if self.sbuf.reclaimed or self.psum.reclaimed:
             self._check_not_reclaimed(instr)
         if self.sbuf.spill:

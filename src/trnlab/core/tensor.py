@@ -121,6 +121,7 @@ class Layout(tuple):
     __ne__ = object.__ne__
 
 
+_FREE_SIZES: dict = {}       # shape -> elements per partition (Tensor.free_size; a view is made per tile cut)
 _REL_REGIONS: dict = {}      # on-chip view geometry -> its box relative to the allocation (Tensor._compute_region)
 _LAYOUTS_MAX = 1 << 16
 
@@ -201,8 +202,13 @@ class Tensor:
         self._owner = True if alloc is None else alloc.launch
         self._writable = None        # cached array.flags.writeable (Machine.issue)
         # plain attributes, not properties: read many times per instruction (a view never changes)
-        self.shape: tuple = array.shape
-        self.free_size: int = math.prod(self.shape[1:])      # elements per partition; 1 for a 1-D tensor
+        self.shape = shape = array.shape
+        free = _FREE_SIZES.get(shape)                          # elements per partition; 1 for a 1-D tensor
+        if free is None:
+            if len(_FREE_SIZES) >= _LAYOUTS_MAX:
+                _FREE_SIZES.clear()
+            free = _FREE_SIZES[shape] = math.prod(shape[1:])
+        self.free_size: int = free
 
     # --- description ---------------------------------------------------------------------------
     @property

@@ -221,21 +221,21 @@ def _facts(ins) -> "tuple | None":
     """A key of the instruction's class, attribute types and values, tensors as their layout; None if one
     is not a plain value (a mask array, an indirect access, ...): such an instruction is always checked
     in full."""
-    cls = type(ins)
-    info = _getters.get(cls)
-    if info is None:
-        names = [f.name for f in fields(cls) if f.name not in ("api", "loc")]
-        getter = attrgetter(*names) if len(names) > 1 else (lambda ins, _get=attrgetter(*names): (_get(ins),))
-        info = _getters[cls] = (getter, {})          # (getter, attribute types -> keyer)
-    getter, keyers = info
-    vals = getter(ins)
+    info = _getters.get(type(ins)) or _class_info(type(ins))
+    vals = info[0](ins)
     types = tuple(map(type, vals))
-    keyer = keyers.get(types)
+    keyer = info[1].get(types)
     if keyer is None:
-        keyer = keyers[types] = _keyer(types)
-    if keyer is False:
-        return None
-    return keyer(vals)
+        keyer = info[1][types] = _keyer(types)
+    return None if keyer is False else keyer(vals)
+
+
+def _class_info(cls) -> tuple:
+    """(getter of the class's attributes except api and loc, attribute types -> keyer)."""
+    names = [f.name for f in fields(cls) if f.name not in ("api", "loc")]
+    getter = attrgetter(*names) if len(names) > 1 else (lambda ins, _get=attrgetter(*names): (_get(ins),))
+    info = _getters[cls] = (getter, {})
+    return info
 
 
 def validate_once(validate):
@@ -243,7 +243,13 @@ def validate_once(validate):
     @functools.wraps(validate)
     def once(self, chip):
         global _last
-        facts = _facts(self)
+        info = _getters.get(type(self)) or _class_info(type(self))      # _facts, inline (hot)
+        vals = info[0](self)
+        types = tuple(map(type, vals))
+        keyer = info[1].get(types)
+        if keyer is None:
+            keyer = info[1][types] = _keyer(types)
+        facts = None if keyer is False else keyer(vals)
         if facts is None:
             return validate(self, chip)
         entry = _passed.get(id(chip))

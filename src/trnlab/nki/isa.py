@@ -6,7 +6,7 @@ import inspect
 
 import numpy as np
 
-from trnlab.core.machine import current as _current
+from trnlab.core.machine import _current as _machines, current as _current
 from trnlab.core.srcloc import user_location as _loc
 from trnlab.nki._signature import check_module as _check_module
 from trnlab.errors import DtypeError as _DtypeError, NkiValidationError as _NkiValidationError
@@ -59,8 +59,10 @@ def _name(x) -> str:
 
 
 def _issue(instr) -> None:
+    stack = _machines.get()                 # core.machine.current(), inline (hot: every call)
+    machine = stack[-1] if stack else _current()
     try:
-        _current().issue(instr)
+        machine.issue(instr)
     except AttributeError as exc:      # e.g. src="x": name the operand instead of "'str' has no attribute"
         bad = _inputs.non_tensor_operand(instr)
         if bad is None:
@@ -182,6 +184,9 @@ def activation_reduce(dst, op, data, reduce_op, reduce_res, bias=None, scale=1.0
 
 
 # --- vector engine: elementwise -------------------------------------------------------------------------
+_INT32S = (_dt.int32, _dt.uint32)
+
+
 def _tensor_tensor_engine(engine_arg, op, tiles) -> _Engine:
     """engine=unknown: power runs on GpSimd; all-int32/uint32 operands go to GpSimd unless one is in PSUM."""
     if _name(engine_arg) != "unknown":
@@ -189,7 +194,7 @@ def _tensor_tensor_engine(engine_arg, op, tiles) -> _Engine:
     if op in ("power", "pow"):
         return _Engine.GPSIMD
     for t in tiles:                     # (a loop, not all(): hot for every tensor_tensor)
-        if t.dtype not in (_dt.int32, _dt.uint32):
+        if t.dtype not in _INT32S:
             return _Engine.VECTOR
     return _Engine.GPSIMD if not any(t.buffer == _PSUM for t in tiles) else _Engine.VECTOR
 

@@ -15,6 +15,7 @@ from trnlab.core.tensor import HBM, PSUM, SBUF, split_spans
 # (partition bucket, byte bucket) per memory kind; HBM: (rows, bytes within a row)
 _BUCKETS = {SBUF: (128, 1024), PSUM: (128, 2048), HBM: (128, 8192)}
 _WIDE = 256          # an access touching more buckets than this is kept in one unclipped list
+_BOXES_MAX = 1 << 16
 
 
 def region(t) -> tuple[int, int, int, int]:
@@ -40,9 +41,9 @@ def region(t) -> tuple[int, int, int, int]:
 
 
 class Space:
-    """One memory space: bucketed lists of [p0, p1, b0, b1, avail, unit, index] for reads and writes."""
+    """One memory space: bucketed lists of (p0, p1, b0, b1, avail, unit, index) for reads and writes."""
 
-    __slots__ = ("pb", "bb", "writes", "reads", "wide_writes", "wide_reads")
+    __slots__ = ("pb", "bb", "writes", "reads", "wide_writes", "wide_reads", "wide", "boxes")
 
     def __init__(self, pb: int, bb: int):
         self.pb, self.bb = pb, bb
@@ -50,6 +51,8 @@ class Space:
         self.reads: dict = {}
         self.wide_writes: list = []
         self.wide_reads: list = []
+        self.wide = False        # ever held a wide entry: accesses then take the general path
+        self.boxes: dict = {}    # box -> (tracker, read access, write access) (HazardTracker._access)
 
     def keys(self, r):
         p0, p1, b0, b1 = r
@@ -122,12 +125,21 @@ class HazardTracker:
         return out
 
     def _access(self, t) -> tuple:
-        """(self, read access, write access) of a view."""
+        """(self, read access, write access) of a view: the same for every view of the same box (the
+        next instance of a loop's tile), so kept per box."""
         if t.storage.kind == HBM:
             sp, r = self.space(t), region(t)
         else:
             sp = self.spaces.get(t.storage.kind) or self.space(t)
             r = t.region()
+        pair = sp.boxes.get(r)
+        if pair is None:
+            if len(sp.boxes) >= _BOXES_MAX:
+                sp.boxes.clear()
+            pair = sp.boxes[r] = self._box_access(sp, r)
+        return pair
+
+    def _box_access(self, sp: Space, r) -> tuple:
         p0, p1, b0, b1 = r
         pb, bb = sp.pb, sp.bb
         kp, kb = p0 // pb, b0 // bb
@@ -153,35 +165,37 @@ class HazardTracker:
         """Latest (avail, producer index) the accesses must wait for, starting from `best`: RAW for a
         read; WAW and WAR for a write. For WAR/WAW, entries of unit `skip` are ignored (an in-order
         engine orders its own accesses); RAW always waits (the result must have left the pipeline)."""
+        t, who = best
         for sp, p0, p1, b0, b1, keys, is_write, writes, reads, buckets in accesses:
-            if writes is None or sp.wide_writes or sp.wide_reads:
+            if writes is None or sp.wide:
                 if keys is None:
-                    best = self.wait(sp, (p0, p1, b0, b1), None, is_write, skip, best)
+                    t, who = self.wait(sp, (p0, p1, b0, b1), None, is_write, skip, (t, who))
                 elif buckets is not None:
-                    best = _wait_lists(sp, p0, p1, b0, b1, buckets, is_write, skip if is_write else None, best)
+                    t, who = _wait_lists(sp, p0, p1, b0, b1, buckets, is_write, skip if is_write else None, (t, who))
                 else:
-                    best = _wait_buckets(sp, (p0, p1, b0, b1), keys, is_write, skip if is_write else None, best)
+                    t, who = _wait_buckets(sp, (p0, p1, b0, b1), keys, is_write, skip if is_write else None, (t, who))
                 continue
             # one bucket, no wide entries: _wait_buckets inline (the common case)
-            t, who = best
-            if writes:
-                s = skip if is_write else None
+            if is_write:
                 for e in writes:
                     if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
-                            s is None or e[5] is not s):
+                            skip is None or e[5] is not skip):
                         t, who = e[4], e[6]
-            if is_write and reads:
                 for e in reads:
                     if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
                             skip is None or e[5] is not skip):
                         t, who = e[4], e[6]
-            best = t, who
-        return best
+            else:
+                for e in writes:
+                    if e[4] > t and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3]:
+                        t, who = e[4], e[6]
+        return t, who
 
     def ready_first_rest(self, accesses, skip, best) -> tuple:
         """(ready() of accesses[0] alone, ready() of the rest), both from `best` (a matmul: its
         stationary gates LoadStationary, the rest gate the multiply)."""
-        return self.ready(accesses[:1], skip, best), self.ready(accesses[1:], skip, best)
+        ready = self.ready
+        return ready(accesses[:1], skip, best), ready(accesses[1:], skip, best)
 
     def wait(self, sp: Space, r, keys, is_write: bool, skip, best):
         """ready() for one access."""
@@ -211,19 +225,24 @@ class HazardTracker:
                     _record_lists(buckets, is_write, avail, unit, index)
                 continue
             # the box lies inside its only bucket: no clipping (inline)
-            e = [p0, p1, b0, b1, avail, unit, index]
+            e = (p0, p1, b0, b1, avail, unit, index)
             lst = writes if is_write else reads
-            if lst:                      # _cover_prune, inline
-                if len(lst) == 1:
-                    x = lst[0]
+            if not lst:
+                lst.append(e)
+            elif len(lst) == 1:          # _cover_prune, inline: the entry it covers is replaced in place
+                x = lst[0]
+                if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+                    lst[0] = e
+                else:
+                    lst.append(e)
+            else:
+                i = 0                    # (a counter, not enumerate(): a bucket holds few entries)
+                for x in lst:
                     if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
-                        lst.clear()
-                else:                    # rebuilt only when an entry is covered
-                    for i, x in enumerate(lst):
-                        if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
-                            _drop_covered(lst, i, p0, p1, b0, b1, avail)
-                            break
-            lst.append(e)
+                        _drop_covered(lst, i, p0, p1, b0, b1, avail)
+                        break
+                    i += 1
+                lst.append(e)
             if is_write and reads:
                 _cover_prune(reads, e)
 
@@ -273,7 +292,7 @@ def _buckets(sp: Space, r, keys) -> tuple:
 def _record_lists(buckets, is_write: bool, avail: float, unit, index: int) -> None:
     """record_all() for a box over several buckets (_make_access): clipped to each."""
     for writes, reads, q0, q1, c0, c1 in buckets:
-        e = [q0, q1, c0, c1, avail, unit, index]
+        e = (q0, q1, c0, c1, avail, unit, index)
         lst = writes if is_write else reads
         # a write drops the older writes it covers; a read that covers an older read and ends no
         # earlier makes it redundant for later WAR waits
@@ -323,7 +342,8 @@ def _wait_buckets(sp: Space, r, keys, is_write: bool, skip, best):
 
 def _record_wide(sp: Space, r, is_write: bool, avail: float, unit, index: int) -> None:
     """An access touching too many buckets: one unclipped entry; a write prunes what it covers everywhere."""
-    entry = [*r, avail, unit, index]
+    entry = (*r, avail, unit, index)
+    sp.wide = True
     if is_write:
         _prune_add(sp.wide_writes, entry)
         _cover_prune(sp.wide_reads, entry)
@@ -352,9 +372,13 @@ def _cover_prune(entries, e) -> None:
 
 def _drop_covered(entries, i, p0, p1, b0, b1, t) -> None:
     """Remove, in place and in order, the entries the box covers that end no later than t; entries[i]
-    is the first of them. (A loop, not a comprehension: cheaper for the few entries a bucket holds.)"""
-    kept = entries[:i]
-    for x in entries[i + 1:]:
-        if not (x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1):
-            kept.append(x)
-    entries[:] = kept
+    is the first of them. (Deleted where they stand: a bucket holds few entries and most calls drop one.)"""
+    del entries[i]
+    n = len(entries)
+    while i < n:
+        x = entries[i]
+        if x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+            del entries[i]
+            n -= 1
+        else:
+            i += 1

@@ -15,16 +15,18 @@ See docs/calibration.md for the constants and the fit against measured kernels.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from trnlab.core import dtypes as dt
-from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed, facts_memo
+from trnlab.isa import base as _base
+from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed
 from trnlab.isa import costs
 from trnlab.isa.cc import CC_UNIT, CcCost
 from trnlab.timing.hazards import HazardTracker
 from trnlab.timing.metrics import Work
-from trnlab.timing.timeline import Timeline
+from trnlab.timing.timeline import _EPS, Timeline
 
 _DMA = "dma"
 _TENSOR = Engine.TENSOR
@@ -122,15 +124,19 @@ class Scheduler:
     # --- scheduling ------------------------------------------------------------------------------
     def schedule(self, instr) -> tuple[float, float]:
         index = self.count
-        self.count += 1
+        self.count = index + 1
+        chip = self.chip
         accesses = self.hazards.accesses(instr)
         # the memo of the instruction's validated facts (isa.base.same_facts): a memoised cost is read
-        # from it directly, and the PE work (metrics.Work.add_pe) is kept there
-        memo = facts_memo(instr, self.chip)
+        # from it directly, and the PE work (metrics.Work.add_pe) is kept there (facts_memo, inline)
+        last = _base._last
+        memo = last[2] if last[0]() is instr and chip is last[1] else None
         cost = memo.get("cost") if memo is not None else None
         if cost is None:
-            cost = instr.cost(self.chip)
+            cost = instr.cost(chip)
         kind = type(cost)
+        if kind is MatmulCost and self.records is None:
+            return self._schedule_matmul(instr, cost, memo, accesses, index)
         if kind is DmaCost:
             start, end, pred = self._dma(instr, cost, accesses, index)
             unit_tag, avail = _DMA, end
@@ -143,11 +149,19 @@ class Scheduler:
         else:
             engine = instr.engine
             if engine == _TENSOR:
-                self.work.add_pe(self.chip, instr, memo)
+                work = memo.get("pe_work") if memo is not None else None
+                if work is None:
+                    self.work.add_pe(chip, instr, memo)
+                elif work:                          # Work.add_pe of a memoised work, inline
+                    w = self.work
+                    w.flops += work[0]
+                    w.pe_flops += work[1]
+                    w.mfu_s += work[2]
+                    w.hfu_s += work[3]
             if kind is MatmulCost:
                 start, end, pred = self._matmul(cost, accesses)
             else:
-                choices = instr.engine_choices(self.chip) if self.balance and compiler_placed(instr) else ()
+                choices = instr.engine_choices(chip) if self.balance and compiler_placed(instr) else ()
                 if len(choices) > 1:
                     engine, (start, end, pred) = self._place(instr, cost.cycles, choices, accesses)
                 else:
@@ -160,6 +174,34 @@ class Scheduler:
             if self.records is not None:
                 self._event(instr, str(engine), start, end, instr.flops(), instr.dma_bytes(), index)
         self.hazards.record_all(accesses, avail, unit_tag, index)
+        if end > self.end:
+            self.end = end
+        self.ends.append(avail)
+        self.preds.append(pred)
+        self.sites.append((instr.opcode, instr.api, instr.loc))
+        return start, end
+
+    def _schedule_matmul(self, instr, cost, memo, accesses, index) -> tuple[float, float]:
+        """schedule() of a matmul, untraced: its branch of the general path, written out (most
+        instructions of a GEMM are matmuls)."""
+        engine = instr.engine
+        if engine == _TENSOR:
+            work = memo.get("pe_work") if memo is not None else None
+            if work is None:
+                self.work.add_pe(self.chip, instr, memo)
+            elif work:                              # Work.add_pe of a memoised work, inline
+                w = self.work
+                w.flops += work[0]
+                w.pe_flops += work[1]
+                w.mfu_s += work[2]
+                w.hfu_s += work[3]
+        start, end, pred = self._matmul(cost, accesses)
+        self.free_at[engine] = end
+        self.busy[engine] += end - start
+        self.last_on[engine] = index
+        avail = end + self.latency[engine]
+        self.placed = engine
+        self.hazards.record_all(accesses, avail, engine, index)
         if end > self.end:
             self.end = end
         self.ends.append(avail)
@@ -202,7 +244,31 @@ class Scheduler:
         (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
         hz = self.pe_hz
         # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM
-        (stat_ready, stat_prod), (ready, producer) = self.hazards.ready_first_rest(accesses, _TENSOR, (self.floor, -1))
+        # HazardTracker.ready_first_rest, inline; the stationary is a read, and in the common case one
+        # bucket of a space without wide entries (HazardTracker.ready's inline case)
+        best = (self.floor, -1)
+        sp, p0, p1, b0, b1, _, is_write, writes, _, _ = accesses[0]
+        if writes is not None and not is_write and not sp.wide:
+            stat_ready, stat_prod = best
+            for e in writes:
+                if e[4] > stat_ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3]:
+                    stat_ready, stat_prod = e[4], e[6]
+        else:
+            stat_ready, stat_prod = self.hazards.ready(accesses[:1], _TENSOR, best)
+        ready, producer = best                    # the rest: HazardTracker.ready's inline case, inline
+        for acc in accesses[1:]:
+            sp, p0, p1, b0, b1, _, is_write, writes, reads, _ = acc
+            if writes is None or sp.wide:
+                ready, producer = self.hazards.ready((acc,), _TENSOR, (ready, producer))
+                continue
+            for e in writes:
+                if e[4] > ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                        not is_write or e[5] is not _TENSOR):
+                    ready, producer = e[4], e[6]
+            if is_write:
+                for e in reads:
+                    if e[4] > ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and e[5] is not _TENSOR:
+                        ready, producer = e[4], e[6]
         ls_start = self.ls_free
         if self.mm_start > ls_start:
             ls_start = self.mm_start
@@ -244,14 +310,21 @@ class Scheduler:
         duration = shares[0] / rate
         lines = self._qlines
         slots = []
+        room = duration - _EPS                    # (Timeline.slot's gap test)
         for q in candidates:                      # earliest start first, ties to the lower queue
             line = lines[q]
             ends = line.ends
             if not ends or ends[-1] <= begin:     # idle by then: Timeline.slot's answer, without the call
                 slots.append((begin, q, len(ends), -1))
                 continue
-            s, pos, blocker = line.slot(begin, duration)
-            slots.append((s, q, pos, blocker))
+            starts = line.starts                  # Timeline.slot(begin, duration), inline
+            i = bisect_right(ends, begin)
+            s, blocker, n = begin, -1, len(starts)
+            while i < n and starts[i] - s < room:
+                if ends[i] > s:
+                    s, blocker = ends[i], line.owners[i]
+                i += 1
+            slots.append((s, q, i, blocker))
         slots.sort()                              # (start, queue) is unique: never compares further
         start, end, pred = None, 0.0, producer
         queues, busy, free_at, last_on, records = self.queues, self.busy, self.free_at, self.last_on, self.records
