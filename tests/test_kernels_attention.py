@@ -141,3 +141,29 @@ def test_kv_heads_must_divide_query_heads():
     q, k = randn((1, 3, 16, 32), np.float32, 0), randn((1, 2, 16, 32), np.float32, 1)
     with pytest.raises(ShapeError, match="Hq % Hkv"):
         run(q, k, k)
+
+
+def test_no_sbuf_tile_outlives_the_kernel():
+    """The model path runs kernel after kernel on one machine: attention's last tiles (kept so the next
+    stream's addresses differ) must be freed when it returns, or the next op finds its SBUF short
+    (Llama-3-8B TP32 prefill at seq 4096: the MLP GEMM after attention overflowed trn1 SBUF)."""
+    import gc
+    import trnlab
+    import trnlab.nki as nki
+    from trnlab.core.machine import current
+    from trnlab.kernels.flash_attention import flash_attention_into
+    from trnlab.nki import language as nl
+
+    left = []
+
+    @nki.jit
+    def attend(q, k, v):
+        out = nl.ndarray(q.shape, dtype=q.dtype, buffer=nl.shared_hbm)
+        flash_attention_into(out, q, k, v, scale=0.1, causal=True)
+        gc.collect()
+        left.append(current().sbuf.used_in(0, 128))
+        return out
+
+    z = np.zeros((1, 1, 1024, 128), ml_dtypes.bfloat16)
+    trnlab.benchmark(attend, target="trn1", numerics=False)(z, z, z)
+    assert left == [0]

@@ -101,6 +101,7 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
             banks = 2 if _shared_bank(kv.dv, min(P, sq), cdt) else 3
             _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse),
                         max(1, min(STREAMS, nl.tile_size.psum_num_banks // banks)))
+    _recent.clear()          # the kernel's last tiles die with it (the model path runs more kernels after)
     return out
 
 
