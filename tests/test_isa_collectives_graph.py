@@ -7,7 +7,7 @@ host-launched cost of the same collective."""
 import pytest
 
 from trnlab.errors import CollectiveError
-from trnlab.isa.collectives import (GRAPH_TUNING, GraphCollectiveTuning, collective_cost)
+from trnlab.isa.collectives import (GRAPH_TUNING, GRAPH_TUNINGS, TUNINGS, GraphCollectiveTuning, collective_cost)
 
 G = GraphCollectiveTuning(launch_s=3e-6, hop_s=1e-6)
 
@@ -60,6 +60,23 @@ def test_fitted_constant_within_its_documented_bounds():
     # benchmarks/fit_plan.py bounds launch_s to the intranode doc's latency term, 10^0 to 10^1 us
     assert 1e-6 <= GRAPH_TUNING.launch_s <= 10e-6
     assert 1e-6 <= GRAPH_TUNING.hop_s <= 2e-6          # the doc's "about 1-2 us" per hop
+
+
+def test_trn1_in_graph_link_efficiency_is_the_fitted_one():
+    """Only trn1's in-graph NeuronLink efficiency is fitted (its nccom-test rows leave it undetermined): a
+    large all-gather across the chips of a trn1 instance is bandwidth-bound, so its time scales by the ratio
+    of the efficiencies; trn2 keeps its host fit's."""
+    eff = GRAPH_TUNINGS[2].link_efficiency
+    assert eff is not None and 0.1 <= eff <= 1.0
+    assert GRAPH_TUNINGS[3].link_efficiency is None and GRAPH_TUNINGS[4] is GRAPH_TUNINGS[3]
+    nbytes = 256 * 2**20
+    graph = collective_cost("all-gather", nbytes, 32, "trn1.32xlarge", launch="graph").latency_s
+    as_host = collective_cost("all-gather", nbytes, 32, "trn1.32xlarge", launch="graph",
+                              graph_tuning=GraphCollectiveTuning(launch_s=GRAPH_TUNING.launch_s)).latency_s
+    if eff > TUNINGS[2].link_efficiency:
+        assert graph < as_host
+    with pytest.raises(CollectiveError, match="link_efficiency must be in"):
+        GraphCollectiveTuning(launch_s=1e-6, link_efficiency=1.5)
 
 
 def test_bad_launch_and_constants_are_refused():

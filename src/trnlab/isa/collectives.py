@@ -214,33 +214,47 @@ LAUNCHES = ("host", "graph")
 @dataclass(frozen=True, kw_only=True)
 class GraphCollectiveTuning:
     """The fixed terms of a collective issued inside a compiled graph; the bandwidth terms (link, DMA and
-    EFA efficiencies) stay those of the generation's CollectiveTuning. Intranode doc
-    (SDK neuron-runtime/explore/intranode-collective-comm.rst): "the latency term is of 10^0 to 10^1 us
-    magnitude", "per-hop latency of Ring/KangaRing is about 1-2 us", and Mesh is a single-step (one-hop)
-    algorithm, so a Mesh step pays one hop whatever its peer count.
-    launch_s [fitted] by benchmarks/fit_plan.py to the trainium-scale.md §2 inference rows (Llama-2-7b/70b
-    TTFT and TPOT on trn1.32xlarge TP32), bounded to the doc's latency term [1, 10] us
-    (docs/calibration.md "Model-level constants")."""
+    EFA efficiencies) stay those of the generation's CollectiveTuning, except `link_efficiency` when given.
+    Intranode doc (SDK neuron-runtime/explore/intranode-collective-comm.rst): "the latency term is of 10^0 to
+    10^1 us magnitude", "per-hop latency of Ring/KangaRing is about 1-2 us", and Mesh is a single-step
+    (one-hop) algorithm, so a Mesh step pays one hop whatever its peer count.
+    launch_s and trn1's link_efficiency [fitted] by benchmarks/fit_plan.py to the trainium-scale.md §2 rows
+    (docs/calibration.md "Model-level constants"): launch_s bounded to the doc's latency term [1, 10] us;
+    link_efficiency only on trn1, whose nccom-test rows never move a large message between the chips of an
+    instance (their fit leaves the NeuronLink efficiency undetermined), bounded to (0.1, 1]."""
     launch_s: float                  # per collective: semaphores, descriptor rings, completion (no host)
     hop_s: float = 1.5e-6            # per algorithm step (intranode doc: "about 1-2 us" per hop) [not fitted]
+    link_efficiency: Optional[float] = None    # achieved fraction of NeuronLink bandwidth (None: the host fit's)
 
     def __post_init__(self):
         for name in ("launch_s", "hop_s"):
             if not getattr(self, name) >= 0:
                 raise _error(f"GraphCollectiveTuning: {name} must be >= 0, got {getattr(self, name)!r}")
+        if self.link_efficiency is not None and not 0 < self.link_efficiency <= 1:
+            raise _error(f"GraphCollectiveTuning: link_efficiency must be in (0, 1], got {self.link_efficiency!r}")
 
     def apply(self, host: CollectiveTuning) -> CollectiveTuning:
         """The CollectiveTuning of an in-graph collective: its own launch, no separate reducing launch, one
         hop per step and no per-peer serialisation (Mesh writes its peers in one step); bandwidth terms
-        unchanged. collective_cost never prices an in-graph collective above the same collective launched
-        alone (a graph removes host work; it adds none): trn2's host fit has a 0.1 us launch."""
+        unchanged but for a given link efficiency. collective_cost never prices an in-graph collective above
+        the same collective launched alone (a graph removes host work; it adds none)."""
         return replace(host, launch_s=self.launch_s, reduce_launch_s=0.0,
-                       step_s=min(self.hop_s, host.step_s), peer_s=0.0)
+                       step_s=min(self.hop_s, host.step_s), peer_s=0.0,
+                       link_efficiency=self.link_efficiency or host.link_efficiency)
 
 
-# [fitted] benchmarks/fit_plan.py (docs/calibration.md "Model-level constants"); one value for every
-# generation (the calibration rows are trn1's; no trn2/trn3 model-level latency row exists).
-GRAPH_TUNING = GraphCollectiveTuning(launch_s=1.0e-6)
+# [fitted] benchmarks/fit_plan.py (docs/calibration.md "Model-level constants"), keyed by NeuronCore version:
+# one launch for every generation (the calibration rows are trn1's; no trn2/trn3 model-level latency row
+# exists); the NeuronLink efficiency only for trn1 (trn2's is held by its nccom-test rows).
+GRAPH_LAUNCH_S = 1.0e-6
+GRAPH_TUNINGS = {2: GraphCollectiveTuning(launch_s=GRAPH_LAUNCH_S, link_efficiency=None),
+                 3: GraphCollectiveTuning(launch_s=GRAPH_LAUNCH_S)}
+GRAPH_TUNINGS[4] = GRAPH_TUNINGS[3]
+GRAPH_TUNING = GRAPH_TUNINGS[2]
+
+
+def graph_tuning_for(system: SystemSpec) -> GraphCollectiveTuning:
+    return GRAPH_TUNINGS[system.chip.nc_version]
 
 
 @dataclass(frozen=True)
@@ -530,7 +544,7 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
     `pairs`: the (source, target) ranks of a permute (default: the ring r -> r+1) or send-recv (default 0 -> 1).
     `itemsize`: bytes per element (nccom-test's -d; 4 = fp32): a reduction costs per element.
     `launch`: "host" (a stand-alone launch, as nccom-test measures) or "graph" (a node of a compiled graph:
-    the fixed terms of `graph_tuning`, default GRAPH_TUNING, over the bandwidth terms of `tuning`)."""
+    the fixed terms of `graph_tuning`, default GRAPH_TUNINGS[generation], over the bandwidth terms of `tuning`)."""
     system = get_system(system)
     if op not in OPS:
         raise _error(f"collective: op must be one of {'|'.join(OPS)}, got {op!r}")
@@ -548,7 +562,7 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
         # a graph removes the host's work and adds none: never above the same collective launched alone
         kwargs = dict(tuning=t, algorithm=algorithm, pairs=pairs, itemsize=itemsize)
         graph = collective_cost(op, nbytes, ranks, system, launch="host",
-                                **{**kwargs, "tuning": (graph_tuning or GRAPH_TUNING).apply(t)})
+                                **{**kwargs, "tuning": (graph_tuning or graph_tuning_for(system)).apply(t)})
         host = collective_cost(op, nbytes, ranks, system, launch="host", **kwargs)
         return graph if graph.latency_s <= host.latency_s else host
     size, ranks = float(nbytes), int(ranks)
@@ -671,6 +685,6 @@ COLLECTIVES = {c.name: c for c in (AllReduce, AllGather, ReduceScatter, AllToAll
 
 __all__ = ["OPS", "REDUCE_OPS", "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_v",
            "permute", "send_recv", "ring_pairs", "CollectiveTuning", "TUNINGS", "tuning_for",
-           "LAUNCHES", "GraphCollectiveTuning", "GRAPH_TUNING", "CollectiveCost",
+           "LAUNCHES", "GraphCollectiveTuning", "GRAPH_TUNING", "GRAPH_TUNINGS", "graph_tuning_for", "CollectiveCost",
            "collective_cost", "busbw_factor", "INTRA_ALGORITHMS", "Collective", "AllReduce", "AllGather",
            "ReduceScatter", "AllToAll", "Permute", "SendRecv", "COLLECTIVES"]
