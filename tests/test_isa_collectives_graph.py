@@ -73,8 +73,8 @@ def test_trn1_in_graph_link_efficiency_is_the_fitted_one():
     graph = collective_cost("all-gather", nbytes, 32, "trn1.32xlarge", launch="graph").latency_s
     as_host = collective_cost("all-gather", nbytes, 32, "trn1.32xlarge", launch="graph",
                               graph_tuning=GraphCollectiveTuning(launch_s=GRAPH_TUNING.launch_s)).latency_s
-    if eff > TUNINGS[2].link_efficiency:
-        assert graph < as_host
+    assert eff > TUNINGS[2].link_efficiency
+    assert graph < as_host / 2                       # 1.0 against the host fit's 0.149, less the fixed terms
     with pytest.raises(CollectiveError, match="link_efficiency must be in"):
         GraphCollectiveTuning(launch_s=1e-6, link_efficiency=1.5)
 
