@@ -19,7 +19,6 @@ Run: PYTHONPATH=src python benchmarks/fit_plan.py
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 from scipy.optimize import minimize
 
