@@ -63,6 +63,7 @@ def coalesce(shape, strides_list):
 
 
 MIN_RUN = 512      # elements per partition row kept contiguous when the innermost dim is split
+SHORT_RUN = 128    # ... or this many when the outer dims would fill fewer than a quarter of the partitions
 
 
 class TilePlan:
@@ -78,7 +79,9 @@ class TilePlan:
                 cshape, cstrides = [P, c // P], [[st[0] * (c // P), st[0]] for st in cstrides]
             else:
                 cshape, cstrides = [1, c], [[0, st[0]] for st in cstrides]
-        elif max(min(n, P) for n in cshape[:-1]) < P and cshape[-1] % P == 0 and cshape[-1] >= P * MIN_RUN:
+        elif cshape[-1] % P == 0 and (
+                (max(min(n, P) for n in cshape[:-1]) < P and cshape[-1] >= P * MIN_RUN)
+                or (max(cshape[:-1]) < P // 4 and cshape[-1] >= P * SHORT_RUN)):
             # few outer rows (e.g. 4 heads of [heads, seq*dim] beside a broadcast table): the innermost
             # dim goes onto the partitions too, not 4 of the 128 lanes
             c = cshape[-1]

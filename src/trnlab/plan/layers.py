@@ -29,10 +29,11 @@ from torch import nn
 from trnlab.errors import OptionError
 from trnlab.plan.configs import ModelSpec
 
-CACHE_VERSION = 10         # bump when the simulated graphs or their costs change (4: element-wise fusion;
+CACHE_VERSION = 11         # bump when the simulated graphs or their costs change (4: element-wise fusion;
                            # 5: GEMM transposes on the Tensor engine; 6: multi-output and reduction fusion;
                            # 7: in-graph decode changes; 8: weight-gradient time, long-sequence attention;
-                           # 9: wide-row reductions unfused; 10: attention frees its tiles)
+                           # 9: wide-row reductions unfused; 10: attention frees its tiles;
+                           # 11: middle-dim reductions as slices, short outer dims off the partitions)
 
 
 @dataclass(frozen=True)

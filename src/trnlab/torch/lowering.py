@@ -466,11 +466,46 @@ def _reduction(op, scale_by_count=False):
         if op == "add" and 0 < k < x.ndim and dims == list(range(k)) and dt.is_float(x.dtype) \
                 and dt.is_float(out.dtype):
             return _sum_leading(ctx, out, x, k, scale_by_count)
+        if _slices_reduce(x, out, dims):
+            return _reduce_slices(ctx, out, x, dims, op, scale_of)
         xv, lead = _reduce_view(ctx, x, dims)
         c = xv.shape[-1]
         rows.reduce_last(out.reshape(lead + (1,)), xv, op, scale=scale_of(c))
         return out
     return lower
+
+
+SLICES = 16        # a reduction over at most this many slices of inner dims runs as element-wise steps
+
+
+def _slices_reduce(x, out, dims) -> bool:
+    """A reduction over a few consecutive middle dims whose inner dims stay (GQA's backward sums dK, dV over
+    the query heads sharing a KV head: [.., group, S, D] -> [.., 1, S, D]): permuting the reduced dims last
+    would walk `group` strided elements per row; adding the group's contiguous slices reads each element once."""
+    n = int(np.prod([x.shape[d] for d in dims])) if dims else 0
+    inner = int(np.prod(x.shape[dims[-1] + 1:])) if dims else 0
+    return (1 < n <= SLICES and dims == list(range(dims[0], dims[-1] + 1)) and dims[-1] < x.ndim - 1
+            and inner % PARTITIONS == 0 and dt.is_float(x.dtype) and dt.is_float(out.dtype))
+
+
+def _reduce_slices(ctx, out, x, dims, op, scale_of):
+    """out = op over the slices x[a, i, b] of the reduced dims, one element-wise pass: each slice viewed as
+    [outer, 128, inner / 128] (the inner dims on the partitions), fp32 steps (as the reduction accumulates),
+    the last rounded to out's dtype (times 1/n for a mean)."""
+    outer = int(np.prod(x.shape[:dims[0]]))
+    n = int(np.prod([x.shape[d] for d in dims]))
+    inner = x.size // (outer * n)
+    x4 = reshape(ctx, x, (outer, n, PARTITIONS, inner // PARTITIONS))
+    leaves = [x4.index((slice(None), i)) for i in range(n)]
+    steps, prev = [], ("leaf", 0)
+    for i in range(1, n):
+        steps.append(("binary", op, (prev, ("leaf", i)), dt.float32))
+        prev = ("step", len(steps) - 1)
+    scale = scale_of(n)
+    last = ("binary", "multiply", (prev, float(scale)), out.dtype) if scale != 1.0 else \
+        ("unary", "copy", (prev,), out.dtype)
+    ew.chain(out.reshape((outer, PARTITIONS, inner // PARTITIONS)), leaves, steps + [last])
+    return out
 
 
 PARTITIONS = 128
