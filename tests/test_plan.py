@@ -94,9 +94,12 @@ def test_training_plan_composition_by_hand(tiny_plan):
     point = (collective_cost("reduce-scatter", act, 4, node, launch="graph", itemsize=2).latency_s
              + collective_cost("all-gather", act, 4, node, launch="graph").latency_s)          # sequence parallel
     loss = 2 * collective_cost("all-reduce", SEQ * 4, 4, node, launch="graph").latency_s
-    tp_total = per_stage * 4 * point + loss + 2 * point
+    # backward also gathers each layer's 2 sequence-parallel inputs again (their shards are what is saved)
+    regather = 2 * collective_cost("all-gather", act, 4, node, launch="graph", itemsize=2).latency_s
+    tp_total = per_stage * (4 * point + regather) + loss + 2 * point
     # backward collectives hide under the weight-gradient matmuls of the same layer (or head)
-    tp_per_mb = (per_stage * 2 * point + loss + point + per_stage * max(0, 2 * point - lt["backward_weight_grad_s"])
+    tp_per_mb = (per_stage * 2 * point + loss + point
+                 + per_stage * max(0, 2 * point + regather - lt["backward_weight_grad_s"])
                  + max(0, point - ht["backward_weight_grad_s"]))
     assert tp_per_mb < tp_total
     p2p = 2 * collective_cost("send-recv", act // 4, 2, cluster("trn1.32xlarge", 2)).latency_s
@@ -347,3 +350,21 @@ def test_weight_gradient_matmuls_are_found_per_weight_matrix():
         assert len(names) == count == sum(p.dim() == 2 for p in m.parameters())
         times = {op.name: op.time_s for op in record.backward.ops}
         assert 0 < sum(times[n] for n in names) < record.backward.latency_s
+
+
+def test_sequence_parallel_gathers_are_saved_as_shards():
+    """Megatron saves the shard of each sequence-parallel all-gather and gathers again in backward: the
+    layer's two gathered inputs (attention's and the MLP's, [seq, hidden] bf16) count seq/sp rows each."""
+    from trnlab.plan.layers import _Layer, _block_class, saved_bytes
+    from trnlab.torch.trainer import saved_activation_bytes, timing_only_step
+    s = layers.shard(TINY, 4, sequence_parallel=True)
+    assert s.sp == 4
+    with torch.device("meta"):
+        m = _Layer(_block_class()(s))
+    torch._dynamo.reset()
+    record, _ = timing_only_step(m, (torch.empty(1, SEQ // 4, s.hidden, device="meta", requires_grad=True),),
+                                 target="trn1", dtype=torch.bfloat16, name="sp-saved")
+    graph = record.forward_runs[-1].program.graph
+    whole = saved_activation_bytes(graph, 1, torch.bfloat16)
+    assert whole - saved_bytes(graph, torch.bfloat16, 4) == 2 * (SEQ - SEQ // 4) * s.hidden * 2
+    assert saved_bytes(graph, torch.bfloat16, 1) == whole

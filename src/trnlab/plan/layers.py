@@ -29,11 +29,12 @@ from torch import nn
 from trnlab.errors import OptionError
 from trnlab.plan.configs import ModelSpec
 
-CACHE_VERSION = 11         # bump when the simulated graphs or their costs change (4: element-wise fusion;
+CACHE_VERSION = 12         # bump when the simulated graphs or their costs change (4: element-wise fusion;
                            # 5: GEMM transposes on the Tensor engine; 6: multi-output and reduction fusion;
                            # 7: in-graph decode changes; 8: weight-gradient time, long-sequence attention;
                            # 9: wide-row reductions unfused; 10: attention frees its tiles;
-                           # 11: middle-dim reductions as slices, short outer dims off the partitions)
+                           # 11: middle-dim reductions as slices, short outer dims off the partitions;
+                           # 12: sequence-parallel gathers saved as shards)
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,7 @@ def train_head(s: ShardSpec, *, batch: int, seq: int, dtype: str = "bf16", targe
 def _train(s, batch, seq, dtype, checkpointing, target, head) -> dict:
     from trnlab.torch import models
     from trnlab.torch.api import as_dtype
-    from trnlab.torch.trainer import saved_activation_bytes, timing_only_step, trainable_params
+    from trnlab.torch.trainer import timing_only_step, trainable_params
     t0 = time.perf_counter()
     tdtype = as_dtype(dtype)
     with torch.device("meta"):
@@ -297,8 +298,31 @@ def _train(s, batch, seq, dtype, checkpointing, target, head) -> dict:
             "backward_weight_grad_s": sum(weight_gradient_s(run.program.graph, rep, module)
                                           for run, rep in zip(record.backward_runs, record.backwards)),
             "optimizer_s": opt.last_step.latency_s,
-            "saved_bytes": saved_activation_bytes(record.forward_runs[-1].program.graph, 1, tdtype),
+            "saved_bytes": saved_bytes(record.forward_runs[-1].program.graph, tdtype, 1 if head else s.sp),
             "params": trainable_params(module), "wall_s": time.perf_counter() - t0}
+
+
+def saved_bytes(forward_graph: torch.fx.Graph, dtype: torch.dtype, sp: int) -> int:
+    """Bytes the layer's forward saves for backward (trnlab.torch.trainer.saved_activation_bytes), except
+    that a sequence-parallel all-gather's output (_gather: the rank's shard concatenated sp times) counts
+    as the shard: Megatron keeps the shard and all-gathers it again in backward for the weight gradient
+    (Korthikanti et al., https://arxiv.org/abs/2205.05198 section 4.2.2); the plan adds that all-gather."""
+    from trnlab.torch.trainer import _device_bytes, _op_name, _storage_base
+    out = next(n for n in forward_graph.nodes if n.op == "output")
+    flat = out.args[0] if isinstance(out.args[0], (list, tuple)) else [out.args[0]]
+    seen, total = set(), 0
+    for node in flat[1:]:
+        if not isinstance(node, torch.fx.Node):
+            continue
+        base = _storage_base(node)
+        parts = base.args[0] if _op_name(base) == "cat" and base.args else ()
+        if sp > 1 and len(parts) == sp and all(p is parts[0] for p in parts):
+            base = _storage_base(parts[0])
+        if base.op == "placeholder" or base in seen:
+            continue
+        seen.add(base)
+        total += _device_bytes(base.meta.get("val"), dtype)
+    return total
 
 
 _MATMULS = {"mm", "bmm", "addmm"}

@@ -246,13 +246,16 @@ def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) 
     # all-reduce in forward, LM-head input-gradient all-reduce in backward
     head_fwd_comm = 2 * _tp(mb * seq * FP32, lay.tp, node, itemsize=FP32) + tp_ar
     bwd_ars = 4 if lay.checkpointing == "full" else 2
+    # sequence parallelism keeps the shard of each all-gathered input and gathers it again in backward for the
+    # weight gradient (layers.saved_bytes): one more all-gather per reduction point in backward
+    regather = 2 * _tp(act, lay.tp, node, "all-gather") if shard.sp > 1 else 0.0
     fwd_s = per_stage * lt["forward_s"] + ht["forward_s"]
     bwd_s = per_stage * lt["backward_s"] + ht["backward_s"]
     # backward: a layer's TP collectives run on the CC core while its weight-gradient matmuls (which
     # nothing but the optimizer waits for) keep the engines busy; only what exceeds them is exposed
-    bwd_tp_exposed = (per_stage * max(0.0, bwd_ars * tp_ar - lt.get("backward_weight_grad_s", 0.0))
+    bwd_tp_exposed = (per_stage * max(0.0, bwd_ars * tp_ar + regather - lt.get("backward_weight_grad_s", 0.0))
                       + max(0.0, tp_ar - ht.get("backward_weight_grad_s", 0.0)))
-    tp_total = per_stage * (2 + bwd_ars) * tp_ar + head_fwd_comm + tp_ar
+    tp_total = per_stage * ((2 + bwd_ars) * tp_ar + regather) + head_fwd_comm + tp_ar
     tp_s = per_stage * 2 * tp_ar + head_fwd_comm + bwd_tp_exposed
     # interleaving: each microbatch crosses PP x interleave stage boundaries; the bubble shrinks by the factor
     p2p_s = 2 * lay.interleave * _p2p(act // shard.sp, system, lay) if lay.pp > 1 else 0.0
