@@ -98,8 +98,20 @@ class OnChipMemory:
     # --- accounting -------------------------------------------------------------------------
     def used_in(self, p0: int, p1: int) -> int:
         """Largest number of live bytes in any partition of [p0, p1)."""
-        # All allocations span contiguous partition ranges; check each boundary partition.
+        # All allocations span contiguous partition ranges; check each boundary partition. One pass
+        # sums partition p0 and sees whether another tile starts inside (p0, p1): in the common case
+        # (every tile starts at partition 0) p0 is the only boundary and that sum is the answer.
         live = self.live.values()
+        at_p0, inner = 0, False
+        for a in live:
+            a0 = a.p0
+            if a0 <= p0:
+                if p0 < a.p1:
+                    at_p0 += a.nbytes
+            elif a0 < p1:
+                inner = True
+        if not inner:
+            return at_p0
         points = {p0}
         for a in live:
             if p0 <= a.p0 < p1:
@@ -276,7 +288,8 @@ class OnChipMemory:
         for b0, b1 in spans:
             if b0 - cursor >= nbytes:
                 return cursor
-            cursor = max(cursor, b1)
+            if b1 > cursor:
+                cursor = b1
         if cursor + nbytes <= self.capacity:
             return cursor
         # Fragmented but within budget: a compiler would pack it; give it an address past the end
