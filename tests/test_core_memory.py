@@ -47,3 +47,33 @@ def test_manually_placed_tiles_must_lie_inside_the_memory():
     assert not m.psum.live
     with pytest.raises(PartitionError, match="start partition -32"):
         m.new_onchip("sbuf", (32, 2), np.float32, "n", api="nl.ndarray", loc="k.py:3", p0=-32)
+
+
+def test_used_in_and_banks_used_match_a_per_partition_recount_after_random_allocations_and_frees():
+    """used_in's one-pass shortcut (no tile starting inside the range) and banks_used's one-bank shortcut
+    agree with a brute-force recount: bytes summed per partition, banks listed per tile."""
+    from trnlab.core.memory import OnChipMemory, PsumMemory
+    rng = np.random.default_rng(7)
+    sbuf = OnChipMemory(partitions=128, bytes_per_partition=1 << 20, target="test", rotate=3)
+    psum = PsumMemory(partitions=128, banks=64, bank_bytes=2048, target="test", rotate=2)
+    for step in range(400):
+        if sbuf.live and rng.random() < 0.4:
+            sbuf.free(int(rng.choice(list(sbuf.live))))
+        else:
+            p0 = int(rng.choice([0, 0, 0, 32, 64, int(rng.integers(0, 128))]))
+            sbuf.allocate(name=f"s{step}", shape=(1, 1), dtype_name="float32", p0=p0,
+                          nparts=int(rng.integers(1, 129 - p0)), nbytes=int(rng.integers(1, 5000)),
+                          loc=f"site{step % 5}", api="test")
+        p0 = int(rng.integers(0, 128))
+        p1 = int(rng.integers(p0 + 1, 129))
+        per_partition = [sum(a.nbytes for a in sbuf.live.values() if a.p0 <= p < a.p1) for p in range(p0, p1)]
+        assert sbuf.used_in(p0, p1) == max(per_partition)
+        if psum.live and rng.random() < 0.4:
+            psum.free(int(rng.choice(list(psum.live))))
+        elif len(psum.live) < 16:
+            address = int(rng.integers(0, 60)) * 2048 if rng.random() < 0.2 else None
+            psum.allocate(name=f"p{step}", shape=(1, 1), dtype_name="float32", p0=0, nparts=128,
+                          nbytes=int(rng.choice([4, 2048, 2049, 4096, 6000])), loc=f"site{step % 3}",
+                          api="test", address=address)
+        banks = {b for a in psum.live.values() for b in range(a.b0 // 2048, (a.b0 + a.nbytes + 2047) // 2048)}
+        assert psum.banks_used() == len(banks)

@@ -328,7 +328,11 @@ class PsumMemory(OnChipMemory):
     def banks_used(self) -> int:
         bank, covered = self.bank_bytes, set()          # covered(), without a set per tile
         for a in self.live.values():
-            covered.update(range(a.b0 // bank, -(-(a.b0 + a.nbytes) // bank)))
+            b0 = a.b0
+            if a.nbytes == bank and not b0 % bank:      # the common one-bank tile
+                covered.add(b0 // bank)
+            else:
+                covered.update(range(b0 // bank, -(-(b0 + a.nbytes) // bank)))
         return len(covered)
 
     def _new_banks(self, banks: int, address: int | None) -> int:
@@ -338,7 +342,8 @@ class PsumMemory(OnChipMemory):
 
     def allocate(self, *, name, shape, dtype_name, p0, nparts, nbytes, loc, api, address=None):
         banks = max(1, -(-nbytes // self.bank_bytes))
-        used, new = self.banks_used(), self._new_banks(banks, address)
+        used = self.banks_used()
+        new = banks if address is None else self._new_banks(banks, address)
         if used + new > self.banks and self._reclaim_previous_instance(
                 loc, 0, self.partitions, lambda: self.banks_used() + self._new_banks(banks, address) <= self.banks):
             used, new = self.banks_used(), self._new_banks(banks, address)
