@@ -91,9 +91,10 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
     cdt = float_dtype_for(q, k, v)
     for b in range(b_):
         for hk in range(hkv):
-            kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt)
+            decode = sq == 1 and not causal
+            kv = (_DecodeKV if decode else _KV)(k.index((b, hk)), v.index((b, hk)), cdt)
             h0, h1 = hk * group, (hk + 1) * group
-            if sq == 1 and not causal:          # decode: the group's query heads are the rows
+            if decode:          # decode: the group's query heads are the rows
                 _drain(_attend(out.index((b, slice(h0, h1), 0)), _QT(q.index((b, slice(h0, h1), 0)), cdt), kv,
                                mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale,
                                column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None))
@@ -213,6 +214,39 @@ class _KV:
         return self._load_v(c0, c1)
 
 
+class _DecodeKV(_KV):
+    """_KV for decode, with V in key-interleaved tiles: a K/V tile of n keys is split into m =
+    ceil(n / 128) blocks, key k0 + m*p + j on partition p of block j, so each partition reads m
+    consecutive V rows (one m*Dv-element descriptor instead of m short ones: DMAG, <256 B is
+    overhead-bound) and P^T block j is the transpose of P's columns j, j + m, ... (a strided read).
+    Only for a fixed tiling (every query row sees all keys): causal tiles end at varying keys."""
+
+    def __init__(self, k, v, cdt):
+        self.vtiles = {}
+        super().__init__(k, v, cdt)
+
+    def _load_v(self, c0, c1):                # resident load: called per 128 rows, loads per TK tile
+        if c0 % TK == 0:
+            self.vtiles[c0] = self._load_vtile(c0, min(self.skv, c0 + TK))
+        return None
+
+    def _load_vtile(self, k0, k1):
+        n = k1 - k0
+        m = ceil_div(n, P)
+        if n % m:                                # ragged: one 128-row block per DMA, as _KV
+            return [(c0, min(P, n - c0), 1, _KV._load_v(self, k0 + c0, k0 + min(n, c0 + P))) for c0 in range(0, n, P)]
+        t = sbuf((n // m, m, self.dv), self.cdt, name="v")
+        rs, es = self.v.strides
+        nisa.dma_copy(dst=t, src=strided(self.v[k0:k1], (n // m, m, self.dv), (m * rs, rs, es)))
+        return [(j, n // m, m, t[:, j, :]) for j in range(m)]
+
+    def v_blocks(self, k0, n):
+        """[(first column, rows, column step, V block)] of the tile at k0: P^T block = p[:, c0::step]."""
+        if self.resident:
+            return self.vtiles[k0]
+        return self._load_vtile(k0, k0 + n)
+
+
 def _pt_width(rows, cdt) -> int:
     """fp32 PSUM columns that hold the P^T blocks of one K/V tile."""
     return TK // P * rows * dt.itemsize(cdt) // 4
@@ -287,12 +321,20 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         nisa.scalar_tensor_tensor(dst=l_run, data=l_run, op0=nl.multiply, operand0=buf.alpha, op1=nl.add,
                                   operand1=buf.rowsum)
         yield
-        chunks = [(c0, min(P, n - c0)) for c0 in range(0, n, P)]
+        if isinstance(kv, _DecodeKV):
+            blocks = kv.v_blocks(k0, n)
+            chunks = [(c0, c) for c0, c, _, _ in blocks]
+            cols = [p[:, c0::m] if m > 1 else p[:, c0:c0 + c] for c0, c, m, _ in blocks]
+            vts = [vt for _, _, _, vt in blocks]
+        else:
+            chunks = [(c0, min(P, n - c0)) for c0 in range(0, n, P)]
+            cols = [p[:, c0:c0 + c] for c0, c in chunks]
+            vts = None
         for i, (c0, c) in enumerate(chunks):        # P^T blocks side by side in one PSUM bank
-            nisa.nc_transpose(dst=buf.pt_ps[:c, i * rows:(i + 1) * rows], data=p[:, c0:c0 + c])
+            nisa.nc_transpose(dst=buf.pt_ps[:c, i * rows:(i + 1) * rows], data=cols[i])
         yield
         width = len(chunks) * rows
-        if n % P == 0:
+        if all(c == P for _, c in chunks):
             nisa.activation(dst=buf.pt[:, :width], op=nl.copy, data=buf.pt_ps[:, :width])
         else:
             for i, (c0, c) in enumerate(chunks):
@@ -300,7 +342,7 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         yield
         for i, (c0, c) in enumerate(chunks):
             nisa.nc_matmul(dst=buf.pv, stationary=buf.pt[:c, i * rows:(i + 1) * rows],
-                           moving=kv.v_tile(k0 + c0, k0 + c0 + c), accumulate=i > 0)
+                           moving=vts[i] if vts else kv.v_tile(k0 + c0, k0 + c0 + c), accumulate=i > 0)
         nisa.scalar_tensor_tensor(dst=o_acc, data=o_acc, op0=nl.multiply, operand0=buf.alpha, op1=nl.add,
                                   operand1=buf.pv)
         m_run = m_new
