@@ -48,6 +48,7 @@ F32 = nl.float32
 TK = 512                  # keys per score tile: one fp32 PSUM bank per query row
 KV_BUDGET = 96 * 1024     # SBUF bytes per partition for one kv head's K^T and V kept resident
 Q_BUDGET = 48 * 1024      # SBUF bytes per partition for one query head's q^T kept resident
+KT_PIECE = 2048           # decode: keys per resident K^T DMA (4 KiB descriptors, DMAG: >= 4 KiB saturates)
 STREAMS = 4               # query tiles issued interleaved, so one tile's softmax overlaps another's matmuls
 
 
@@ -91,14 +92,15 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
     cdt = float_dtype_for(q, k, v)
     for b in range(b_):
         for hk in range(hkv):
-            decode = sq == 1 and not causal
-            kv = (_DecodeKV if decode else _KV)(k.index((b, hk)), v.index((b, hk)), cdt)
             h0, h1 = hk * group, (hk + 1) * group
-            if decode:          # decode: the group's query heads are the rows
-                _drain(_attend(out.index((b, slice(h0, h1), 0)), _QT(q.index((b, slice(h0, h1), 0)), cdt), kv,
+            if sq == 1 and not causal:          # decode: the group's query heads are the rows; q^T is
+                qt = _QT(q.index((b, slice(h0, h1), 0)), cdt)       # queued before the cache it scores
+                kv = _DecodeKV(k.index((b, hk)), v.index((b, hk)), cdt)
+                _drain(_attend(out.index((b, slice(h0, h1), 0)), qt, kv,
                                mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale,
                                column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None))
                 continue
+            kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt)
             banks = 2 if _shared_bank(kv.dv, min(P, sq), cdt) else 3
             _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse),
                         max(1, min(STREAMS, nl.tile_size.psum_num_banks // banks)))
@@ -184,14 +186,14 @@ class _KV:
     """K^T [D, Skv] and V [128, Skv/128, Dv] of one K/V head, resident in SBUF when they fit
     (loaded once for all query heads and tiles), else streamed per 512-wide tile."""
 
-    def __init__(self, k, v, cdt):
+    def __init__(self, k, v, cdt, load=True):
         self.k, self.v, self.cdt = k, v, cdt
         self.skv, self.d, self.dv = k.shape[0], k.shape[1], v.shape[1]
         self.chunks = [(d0, min(self.d, d0 + P)) for d0 in range(0, self.d, P)]
         isz = dt.itemsize(cdt)
         need = self.skv * isz * len(self.chunks) + ceil_div(self.skv, P) * self.dv * isz
         self.resident = need <= KV_BUDGET
-        if self.resident:
+        if self.resident and load:
             self.kt = [self._load_kt(0, self.skv, d0, d1) for d0, d1 in self.chunks]
             self.vt = [self._load_v(c0, min(self.skv, c0 + P)) for c0 in range(0, self.skv, P)]
 
@@ -222,13 +224,21 @@ class _DecodeKV(_KV):
     Only for a fixed tiling (every query row sees all keys): causal tiles end at varying keys."""
 
     def __init__(self, k, v, cdt):
-        self.vtiles = {}
-        super().__init__(k, v, cdt)
+        self.vtiles, self.kpieces = {}, {}
+        super().__init__(k, v, cdt, load=False)
+        if self.resident:                     # K^T in KT_PIECE-key pieces, V per tile, in key order:
+            for k0 in range(0, self.skv, TK):  # the first tiles' scores start while the rest streams in
+                k1 = min(self.skv, k0 + TK)
+                if k0 % KT_PIECE == 0:
+                    e = min(self.skv, k0 + KT_PIECE)
+                    self.kpieces[k0] = [self._load_kt(k0, e, d0, d1) for d0, d1 in self.chunks]
+                self.vtiles[k0] = self._load_vtile(k0, k1)
 
-    def _load_v(self, c0, c1):                # resident load: called per 128 rows, loads per TK tile
-        if c0 % TK == 0:
-            self.vtiles[c0] = self._load_vtile(c0, min(self.skv, c0 + TK))
-        return None
+    def kt_tiles(self, k0, k1):
+        if not self.resident:
+            return super().kt_tiles(k0, k1)
+        base = k0 - k0 % KT_PIECE
+        return [t[:, k0 - base:k1 - base] for t in self.kpieces[base]]
 
     def _load_vtile(self, k0, k1):
         n = k1 - k0
