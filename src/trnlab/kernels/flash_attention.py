@@ -95,9 +95,9 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
             h0, h1 = hk * group, (hk + 1) * group
             if sq == 1 and not causal:          # decode: the group's query heads are the rows; q^T is
                 qt = _QT(q.index((b, slice(h0, h1), 0)), cdt)       # queued before the cache it scores
-                kv = _DecodeKV(k.index((b, hk)), v.index((b, hk)), cdt)
-                _drain(_attend(out.index((b, slice(h0, h1), 0)), qt, kv,
-                               mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale,
+                mrows = mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None
+                kv = _DecodeKV(k.index((b, hk)), v.index((b, hk)), cdt, mrows)
+                _drain(_attend(out.index((b, slice(h0, h1), 0)), qt, kv, mrows, None, scale,
                                column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None))
                 continue
             kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt)
@@ -223,16 +223,23 @@ class _DecodeKV(_KV):
     overhead-bound) and P^T block j is the transpose of P's columns j, j + m, ... (a strided read).
     Only for a fixed tiling (every query row sees all keys): causal tiles end at varying keys."""
 
-    def __init__(self, k, v, cdt):
-        self.vtiles, self.kpieces = {}, {}
+    def __init__(self, k, v, cdt, mask=None):
+        self.vtiles, self.kpieces, self.masks = {}, {}, {}
         super().__init__(k, v, cdt, load=False)
-        if self.resident:                     # K^T in KT_PIECE-key pieces, V per tile, in key order:
-            for k0 in range(0, self.skv, TK):  # the first tiles' scores start while the rest streams in
-                k1 = min(self.skv, k0 + TK)
-                if k0 % KT_PIECE == 0:
-                    e = min(self.skv, k0 + KT_PIECE)
-                    self.kpieces[k0] = [self._load_kt(k0, e, d0, d1) for d0, d1 in self.chunks]
-                self.vtiles[k0] = self._load_vtile(k0, k1)
+        if mask is not None:                  # a resident cache brings its mask tiles along
+            self.resident = self.resident and self.skv * (len(self.chunks) + 1) * dt.itemsize(cdt) + \
+                ceil_div(self.skv, P) * self.dv * dt.itemsize(cdt) + self.skv * dt.itemsize(mask.dtype) <= KV_BUDGET
+        if not self.resident:
+            return
+        for k0 in range(0, self.skv, TK):     # K^T in KT_PIECE-key pieces, V and mask per tile, in key
+            k1 = min(self.skv, k0 + TK)       # order: the first tiles' scores start while the rest streams
+            if k0 % KT_PIECE == 0:
+                e = min(self.skv, k0 + KT_PIECE)
+                self.kpieces[k0] = [self._load_kt(k0, e, d0, d1) for d0, d1 in self.chunks]
+            self.vtiles[k0] = self._load_vtile(k0, k1)
+            if mask is not None:
+                self.masks[k0] = sbuf((mask.shape[0], k1 - k0), mask.dtype, name="mask_in")
+                nisa.dma_copy(dst=self.masks[k0], src=mask[:, k0:k1])
 
     def kt_tiles(self, k0, k1):
         if not self.resident:
@@ -310,7 +317,7 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
             nisa.nc_matmul(dst=s_ps, stationary=q_tiles[j], moving=kt, accumulate=j > 0)
         s = s_ps
         if mask is not None:                    # before the causal select: NEG_BIG + NEG_BIG overflows
-            s = _apply_mask(s, mask[:, k0:k0 + n], buf, n, scale)
+            s = _apply_mask(s, mask[:, k0:k0 + n], buf, n, scale, getattr(kv, "masks", {}).get(k0))
         if causal_q0 is not None and k0 + n - 1 > causal_q0:       # tile crosses the diagonal
             if s is s_ps:
                 s = buf.s[:, :n]
@@ -385,15 +392,18 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
 _recent: deque = deque(maxlen=2 * STREAMS + 2)
 
 
-def _apply_mask(s, mask, buf, n, scale):
-    """s + mask / scale (scores are still unscaled); bool masks (1 = attend) become 0 / -3e38."""
+def _apply_mask(s, mask, buf, n, scale, loaded=None):
+    """s + mask / scale (scores are still unscaled); bool masks (1 = attend) become 0 / -3e38. loaded:
+    the mask tile already in SBUF (decode brings it with the cache), else it is loaded here."""
     mt = buf.mask[:, :n]
-    nisa.dma_copy(dst=mt, src=mask)
+    if loaded is None:
+        nisa.dma_copy(dst=mt, src=mask)
+    src = mt if loaded is None else loaded
     if dt.is_float(mask.dtype):
-        nisa.tensor_scalar(dst=mt, data=mt, op0=nl.multiply, operand0=1.0 / float(scale), op1=nl.maximum,
+        nisa.tensor_scalar(dst=mt, data=src, op0=nl.multiply, operand0=1.0 / float(scale), op1=nl.maximum,
                            operand1=NEG_BIG)       # scale first: clamping first would overflow -3e38 / scale
     else:
-        nisa.tensor_scalar(dst=mt, data=mt, op0=nl.subtract, operand0=1.0, op1=nl.multiply, operand1=-NEG_BIG)
+        nisa.tensor_scalar(dst=mt, data=src, op0=nl.subtract, operand0=1.0, op1=nl.multiply, operand1=-NEG_BIG)
     out = buf.s[:, :n]
     nisa.tensor_tensor(dst=out, data1=s, data2=mt, op=nl.add)
     return out
