@@ -199,3 +199,19 @@ def test_long_cache_decode_streams_the_cache():
     check(result.outputs, q, k, v, causal=False)
     load = _cache_load_s(k[0, 0], v[0, 0], target)
     assert result.machine.scheduler.end <= 1.5 * load, (result.machine.scheduler.end, load)
+
+
+def test_decode_split_over_the_cache_with_a_mask_and_lse():
+    # 1100 keys: three K/V tiles (the last ragged) split into even and odd halves; batch 1 sees only
+    # its first 400 keys, so its odd half is hidden entirely and must weigh nothing.
+    q, k, v = randn((2, 4, 1, 64), BF16, 0), randn((2, 2, 1100, 64), BF16, 1), randn((2, 2, 1100, 64), BF16, 2)
+    valid = np.ones((2, 1, 1, 1100), dtype=bool)
+    valid[1, :, :, 400:] = False
+    out, lse = run(q, k, v, mask=valid, causal=False, return_lse=True).outputs
+    additive = np.where(valid, 0.0, -np.inf)
+    check(out, q, k, v, mask=additive, causal=False)
+    s = np.einsum("bhd,bhkd->bhk", q[:, :, 0].astype(np.float64), np.repeat(k, 2, axis=1).astype(np.float64))
+    s = s / 8.0 + additive[:, :, 0]
+    top = s.max(-1, keepdims=True)
+    want = (top + np.log(np.exp(s - top).sum(-1, keepdims=True)))[..., 0]
+    np.testing.assert_allclose(lse[:, :, 0], want, rtol=1e-4, atol=1e-4)

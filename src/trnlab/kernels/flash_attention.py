@@ -97,8 +97,8 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
                 qt = _QT(q.index((b, slice(h0, h1), 0)), cdt)       # queued before the cache it scores
                 mrows = mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None
                 kv = _DecodeKV(k.index((b, hk)), v.index((b, hk)), cdt, mrows)
-                _drain(_attend(out.index((b, slice(h0, h1), 0)), qt, kv, mrows, None, scale,
-                               column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None))
+                _decode(out.index((b, slice(h0, h1), 0)), qt, kv, mrows, scale,
+                        column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None)
                 continue
             kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt)
             banks = 2 if _shared_bank(kv.dv, min(P, sq), cdt) else 3
@@ -106,6 +106,36 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
                         max(1, min(STREAMS, nl.tile_size.psum_num_banks // banks)))
     _recent.clear()          # the kernel's last tiles die with it (the model path runs more kernels after)
     return out
+
+
+def _decode(out, qt, kv, mask, scale, lse):
+    """One decode step of a kv group: with two or more K/V tiles, the even and the odd tiles are two
+    interleaved online softmaxes (flash-decoding's split over the cache) so one's softmax overlaps
+    the other's matmuls, combined at the end: m = max(m0, m1), l = sum l_i e^(scale (m_i - m)),
+    o = sum o_i e^(scale (m_i - m))."""
+    starts = list(range(0, kv.skv, TK))
+    if len(starts) < 2:
+        _drain(_attend(out, qt, kv, mask, None, scale, lse))
+        return
+    parts = [{}, {}]
+    _interleave([_attend(None, qt, kv, mask, None, scale, None, starts[i::2], parts[i]) for i in range(2)], 2)
+    a, b = parts
+    rows = qt.n
+    m = _vec(rows, "m")
+    nisa.tensor_tensor(dst=m, data1=a["m"], data2=b["m"], op=nl.maximum)
+    neg_m = _vec(rows, "negm")
+    nisa.tensor_scalar(dst=neg_m, data=m, op0=nl.multiply, operand0=-float(scale))
+    for part in parts:
+        part["alpha"] = _vec(rows, "alpha")
+        nisa.activation(dst=part["alpha"], op=nl.exp, data=part["m"], bias=neg_m, scale=float(scale))
+    nisa.tensor_scalar(dst=b["l"], data=b["l"], op0=nl.multiply, operand0=b["alpha"])
+    nisa.scalar_tensor_tensor(dst=a["l"], data=a["l"], op0=nl.multiply, operand0=a["alpha"], op1=nl.add,
+                              operand1=b["l"])
+    nisa.tensor_scalar(dst=b["o"], data=b["o"], op0=nl.multiply, operand0=b["alpha"])
+    nisa.scalar_tensor_tensor(dst=a["o"], data=a["o"], op0=nl.multiply, operand0=a["alpha"], op1=nl.add,
+                              operand1=b["o"])
+    _finish(out, m, a["l"], a["o"], mask, scale, lse, a["buf"])
+    _recent.append((m, neg_m, a["alpha"], b["alpha"], b["o"], b["l"], b["m"], a["m"], b["buf"]))
 
 
 def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse=None):
@@ -295,9 +325,11 @@ class _Buffers:
         self.neg_m, self.alpha, self.rowsum = _vec(rows, "negm"), _vec(rows, "alpha"), _vec(rows, "rowsum")
 
 
-def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
+def _attend(out, qt, kv, mask, causal_q0, scale, lse=None, tiles=None, state=None):
     """out[R, Dv] = attention of R query rows (q^T tiles in qt) over one K/V head; lse [R, 1], if
-    given, receives scale * max + log(sum) per row.
+    given, receives scale * max + log(sum) per row. tiles/state (decode split over the cache): only
+    the K/V tiles starting at these keys, and the unnormalised (max, sum, P @ V) go into state
+    instead of out.
 
     A generator: it yields after each K/V tile so that several query tiles can be interleaved."""
     rows = qt.n
@@ -310,7 +342,7 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
     o_acc = sbuf((rows, kv.dv), F32, name="o")
     nisa.memset(dst=o_acc, value=0.0)
     kv_end = kv.skv if causal_q0 is None else min(kv.skv, causal_q0 + rows)
-    for it, k0 in enumerate(range(0, kv_end, TK)):
+    for it, k0 in enumerate(range(0, kv_end, TK) if tiles is None else tiles):
         n = min(TK, kv_end - k0)
         s_ps = buf.scores[:, :n]
         for j, kt in enumerate(kv.kt_tiles(k0, k0 + n)):
@@ -364,6 +396,16 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
                                   operand1=buf.pv)
         m_run = m_new
         yield
+    buf.scores = buf.pv = buf.pt_ps = None          # PSUM banks go back to the next stream
+    if state is not None:
+        state.update(m=m_run, l=l_run, o=o_acc, buf=buf)
+        return
+    _finish(out, m_run, l_run, o_acc, mask, scale, lse, buf)
+
+
+def _finish(out, m_run, l_run, o_acc, mask, scale, lse, buf):
+    """out = o_acc / l_run (0 where the mask hid every key) and lse = scale * max + log(sum)."""
+    rows, dv = o_acc.shape
     recip = _vec(rows, "recip")
     nisa.reciprocal(dst=recip, data=l_run)
     valid = None
@@ -371,7 +413,7 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         valid = _vec(rows, "valid")
         nisa.tensor_scalar(dst=valid, data=m_run, op0=nl.greater, operand0=NEG_BIG / 2)
         nisa.tensor_tensor(dst=recip, data1=recip, data2=valid, op=nl.multiply)
-    o = sbuf((rows, kv.dv), out.dtype, name="out")
+    o = sbuf((rows, dv), out.dtype, name="out")
     nisa.tensor_scalar(dst=o, data=o_acc, op0=nl.multiply, operand0=recip)
     nisa.dma_copy(dst=out, src=o)
     if lse is not None:
@@ -385,7 +427,6 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         _recent.append(ln_l)
     if valid is not None:
         _recent.append(valid)
-    buf.scores = buf.pv = buf.pt_ps = None          # PSUM banks go back to the next stream
     _recent.append((o, o_acc, l_run, recip, buf))   # SBUF addresses stay distinct from the next streams
 
 
