@@ -18,6 +18,12 @@ lse=None) with 4-D q/k/v/out, a mask broadcastable to [B, H, Sq, Sk] and an opti
 lse output; for single-token decode (Sq == 1, not causal) the query heads of a group are processed
 together as rows, so each K/V tile (e.g. of a KV cache) is loaded once per group.
 
+Decode streams the cache: q^T is queued first, then K^T (2048-key pieces), V and the mask tile by
+tile in key order, so the first scores start while the rest of the cache is still in flight (as
+AWS's decode kernels do) instead of after the whole cache. V tiles are key-interleaved (m consecutive
+cache rows per partition: one long descriptor instead of m 256-byte ones), and the even and the odd
+tiles are two online softmaxes interleaved on the engines and merged at the end (flash-decoding).
+
 Per 128 query rows: q^T is DMA-transposed into SBUF (stationary); for each 512-wide K/V tile the
 Tensor engine computes scores into one PSUM bank, the Scalar engine takes exp(scale * (s - max))
 with a fused row-sum, the Tensor engine transposes P in 128x128 blocks and multiplies by V into
