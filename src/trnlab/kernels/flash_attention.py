@@ -446,11 +446,14 @@ def _apply_mask(s, mask, buf, n, scale, loaded=None):
     if loaded is None:
         nisa.dma_copy(dst=mt, src=mask)
     src = mt if loaded is None else loaded
+    # decode: GpSimd prepares the mask tile, off the Vector engine's per-tile softmax chain
+    eng = {} if loaded is None else {"engine": nisa.engine.gpsimd}
     if dt.is_float(mask.dtype):
         nisa.tensor_scalar(dst=mt, data=src, op0=nl.multiply, operand0=1.0 / float(scale), op1=nl.maximum,
-                           operand1=NEG_BIG)       # scale first: clamping first would overflow -3e38 / scale
+                           operand1=NEG_BIG, **eng)   # scale first: clamping first would overflow -3e38 / scale
     else:
-        nisa.tensor_scalar(dst=mt, data=src, op0=nl.subtract, operand0=1.0, op1=nl.multiply, operand1=-NEG_BIG)
+        nisa.tensor_scalar(dst=mt, data=src, op0=nl.subtract, operand0=1.0, op1=nl.multiply, operand1=-NEG_BIG,
+                           **eng)
     out = buf.s[:, :n]
     nisa.tensor_tensor(dst=out, data1=s, data2=mt, op=nl.add)
     return out
