@@ -18,6 +18,12 @@ lse=None) with 4-D q/k/v/out, a mask broadcastable to [B, H, Sq, Sk] and an opti
 lse output; for single-token decode (Sq == 1, not causal) the query heads of a group are processed
 together as rows, so each K/V tile (e.g. of a KV cache) is loaded once per group.
 
+Decode streams the cache: q^T is queued first, then K^T (2048-key pieces), V and the mask tile by
+tile in key order, so the first scores start while the rest of the cache is still in flight (as
+AWS's decode kernels do) instead of after the whole cache. V tiles are key-interleaved (m consecutive
+cache rows per partition: one long descriptor instead of m 256-byte ones), and the even and the odd
+tiles are two online softmaxes interleaved on the engines and merged at the end (flash-decoding).
+
 Per 128 query rows: q^T is DMA-transposed into SBUF (stationary); for each 512-wide K/V tile the
 Tensor engine computes scores into one PSUM bank, the Scalar engine takes exp(scale * (s - max))
 with a fused row-sum, the Tensor engine transposes P in 128x128 blocks and multiplies by V into
@@ -48,6 +54,7 @@ F32 = nl.float32
 TK = 512                  # keys per score tile: one fp32 PSUM bank per query row
 KV_BUDGET = 96 * 1024     # SBUF bytes per partition for one kv head's K^T and V kept resident
 Q_BUDGET = 48 * 1024      # SBUF bytes per partition for one query head's q^T kept resident
+KT_PIECE = 2048           # decode: keys per resident K^T DMA (4 KiB descriptors, DMAG: >= 4 KiB saturates)
 STREAMS = 4               # query tiles issued interleaved, so one tile's softmax overlaps another's matmuls
 
 
@@ -91,18 +98,50 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
     cdt = float_dtype_for(q, k, v)
     for b in range(b_):
         for hk in range(hkv):
-            kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt)
             h0, h1 = hk * group, (hk + 1) * group
-            if sq == 1 and not causal:          # decode: the group's query heads are the rows
-                _drain(_attend(out.index((b, slice(h0, h1), 0)), _QT(q.index((b, slice(h0, h1), 0)), cdt), kv,
-                               mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None, None, scale,
-                               column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None))
+            if sq == 1 and not causal:          # decode: the group's query heads are the rows; q^T is
+                qt = _QT(q.index((b, slice(h0, h1), 0)), cdt)       # queued before the cache it scores
+                mrows = mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None
+                kv = _DecodeKV(k.index((b, hk)), v.index((b, hk)), cdt, mrows)
+                _decode(out.index((b, slice(h0, h1), 0)), qt, kv, mrows, scale,
+                        column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None)
                 continue
+            kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt)
             banks = 2 if _shared_bank(kv.dv, min(P, sq), cdt) else 3
             _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse),
                         max(1, min(STREAMS, nl.tile_size.psum_num_banks // banks)))
     _recent.clear()          # the kernel's last tiles die with it (the model path runs more kernels after)
     return out
+
+
+def _decode(out, qt, kv, mask, scale, lse):
+    """One decode step of a kv group: with two or more K/V tiles, the even and the odd tiles are two
+    interleaved online softmaxes (flash-decoding's split over the cache) so one's softmax overlaps
+    the other's matmuls, combined at the end: m = max(m0, m1), l = sum l_i e^(scale (m_i - m)),
+    o = sum o_i e^(scale (m_i - m))."""
+    starts = list(range(0, kv.skv, TK))
+    if len(starts) < 2:
+        _drain(_attend(out, qt, kv, mask, None, scale, lse))
+        return
+    parts = [{}, {}]
+    _interleave([_attend(None, qt, kv, mask, None, scale, None, starts[i::2], parts[i]) for i in range(2)], 2)
+    a, b = parts
+    rows = qt.n
+    m = _vec(rows, "m")
+    nisa.tensor_tensor(dst=m, data1=a["m"], data2=b["m"], op=nl.maximum)
+    neg_m = _vec(rows, "negm")
+    nisa.tensor_scalar(dst=neg_m, data=m, op0=nl.multiply, operand0=-float(scale))
+    for part in parts:
+        part["alpha"] = _vec(rows, "alpha")
+        nisa.activation(dst=part["alpha"], op=nl.exp, data=part["m"], bias=neg_m, scale=float(scale))
+    nisa.tensor_scalar(dst=b["l"], data=b["l"], op0=nl.multiply, operand0=b["alpha"])
+    nisa.scalar_tensor_tensor(dst=a["l"], data=a["l"], op0=nl.multiply, operand0=a["alpha"], op1=nl.add,
+                              operand1=b["l"])
+    nisa.tensor_scalar(dst=b["o"], data=b["o"], op0=nl.multiply, operand0=b["alpha"])
+    nisa.scalar_tensor_tensor(dst=a["o"], data=a["o"], op0=nl.multiply, operand0=a["alpha"], op1=nl.add,
+                              operand1=b["o"])
+    _finish(out, m, a["l"], a["o"], mask, scale, lse, a["buf"])
+    _recent.append((m, neg_m, a["alpha"], b["alpha"], b["o"], b["l"], b["m"], a["m"], b["buf"]))
 
 
 def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse=None):
@@ -183,14 +222,14 @@ class _KV:
     """K^T [D, Skv] and V [128, Skv/128, Dv] of one K/V head, resident in SBUF when they fit
     (loaded once for all query heads and tiles), else streamed per 512-wide tile."""
 
-    def __init__(self, k, v, cdt):
+    def __init__(self, k, v, cdt, load=True):
         self.k, self.v, self.cdt = k, v, cdt
         self.skv, self.d, self.dv = k.shape[0], k.shape[1], v.shape[1]
         self.chunks = [(d0, min(self.d, d0 + P)) for d0 in range(0, self.d, P)]
         isz = dt.itemsize(cdt)
         need = self.skv * isz * len(self.chunks) + ceil_div(self.skv, P) * self.dv * isz
         self.resident = need <= KV_BUDGET
-        if self.resident:
+        if self.resident and load:
             self.kt = [self._load_kt(0, self.skv, d0, d1) for d0, d1 in self.chunks]
             self.vt = [self._load_v(c0, min(self.skv, c0 + P)) for c0 in range(0, self.skv, P)]
 
@@ -211,6 +250,54 @@ class _KV:
         if self.resident:
             return self.vt[c0 // P][:c1 - c0]
         return self._load_v(c0, c1)
+
+
+class _DecodeKV(_KV):
+    """_KV for decode, with V in key-interleaved tiles: a K/V tile of n keys is split into m =
+    ceil(n / 128) blocks, key k0 + m*p + j on partition p of block j, so each partition reads m
+    consecutive V rows (one m*Dv-element descriptor instead of m short ones: DMAG, <256 B is
+    overhead-bound) and P^T block j is the transpose of P's columns j, j + m, ... (a strided read).
+    Only for a fixed tiling (every query row sees all keys): causal tiles end at varying keys."""
+
+    def __init__(self, k, v, cdt, mask=None):
+        self.vtiles, self.kpieces, self.masks = {}, {}, {}
+        super().__init__(k, v, cdt, load=False)
+        if mask is not None:                  # a resident cache brings its mask tiles along
+            self.resident = self.resident and self.skv * (len(self.chunks) + 1) * dt.itemsize(cdt) + \
+                ceil_div(self.skv, P) * self.dv * dt.itemsize(cdt) + self.skv * dt.itemsize(mask.dtype) <= KV_BUDGET
+        if not self.resident:
+            return
+        for k0 in range(0, self.skv, TK):     # K^T in KT_PIECE-key pieces, V and mask per tile, in key
+            k1 = min(self.skv, k0 + TK)       # order: the first tiles' scores start while the rest streams
+            if k0 % KT_PIECE == 0:
+                e = min(self.skv, k0 + KT_PIECE)
+                self.kpieces[k0] = [self._load_kt(k0, e, d0, d1) for d0, d1 in self.chunks]
+            self.vtiles[k0] = self._load_vtile(k0, k1)
+            if mask is not None:
+                self.masks[k0] = sbuf((mask.shape[0], k1 - k0), mask.dtype, name="mask_in")
+                nisa.dma_copy(dst=self.masks[k0], src=mask[:, k0:k1])
+
+    def kt_tiles(self, k0, k1):
+        if not self.resident:
+            return super().kt_tiles(k0, k1)
+        base = k0 - k0 % KT_PIECE
+        return [t[:, k0 - base:k1 - base] for t in self.kpieces[base]]
+
+    def _load_vtile(self, k0, k1):
+        n = k1 - k0
+        m = ceil_div(n, P)
+        if n % m:                                # ragged: one 128-row block per DMA, as _KV
+            return [(c0, min(P, n - c0), 1, _KV._load_v(self, k0 + c0, k0 + min(n, c0 + P))) for c0 in range(0, n, P)]
+        t = sbuf((n // m, m, self.dv), self.cdt, name="v")
+        rs, es = self.v.strides
+        nisa.dma_copy(dst=t, src=strided(self.v[k0:k1], (n // m, m, self.dv), (m * rs, rs, es)))
+        return [(j, n // m, m, t[:, j, :]) for j in range(m)]
+
+    def v_blocks(self, k0, n):
+        """[(first column, rows, column step, V block)] of the tile at k0: P^T block = p[:, c0::step]."""
+        if self.resident:
+            return self.vtiles[k0]
+        return self._load_vtile(k0, k0 + n)
 
 
 def _pt_width(rows, cdt) -> int:
@@ -244,9 +331,11 @@ class _Buffers:
         self.neg_m, self.alpha, self.rowsum = _vec(rows, "negm"), _vec(rows, "alpha"), _vec(rows, "rowsum")
 
 
-def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
+def _attend(out, qt, kv, mask, causal_q0, scale, lse=None, tiles=None, state=None):
     """out[R, Dv] = attention of R query rows (q^T tiles in qt) over one K/V head; lse [R, 1], if
-    given, receives scale * max + log(sum) per row.
+    given, receives scale * max + log(sum) per row. tiles/state (decode split over the cache): only
+    the K/V tiles starting at these keys, and the unnormalised (max, sum, P @ V) go into state
+    instead of out.
 
     A generator: it yields after each K/V tile so that several query tiles can be interleaved."""
     rows = qt.n
@@ -259,14 +348,14 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
     o_acc = sbuf((rows, kv.dv), F32, name="o")
     nisa.memset(dst=o_acc, value=0.0)
     kv_end = kv.skv if causal_q0 is None else min(kv.skv, causal_q0 + rows)
-    for it, k0 in enumerate(range(0, kv_end, TK)):
+    for it, k0 in enumerate(range(0, kv_end, TK) if tiles is None else tiles):
         n = min(TK, kv_end - k0)
         s_ps = buf.scores[:, :n]
         for j, kt in enumerate(kv.kt_tiles(k0, k0 + n)):
             nisa.nc_matmul(dst=s_ps, stationary=q_tiles[j], moving=kt, accumulate=j > 0)
         s = s_ps
         if mask is not None:                    # before the causal select: NEG_BIG + NEG_BIG overflows
-            s = _apply_mask(s, mask[:, k0:k0 + n], buf, n, scale)
+            s = _apply_mask(s, mask[:, k0:k0 + n], buf, n, scale, getattr(kv, "masks", {}).get(k0))
         if causal_q0 is not None and k0 + n - 1 > causal_q0:       # tile crosses the diagonal
             if s is s_ps:
                 s = buf.s[:, :n]
@@ -287,12 +376,20 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         nisa.scalar_tensor_tensor(dst=l_run, data=l_run, op0=nl.multiply, operand0=buf.alpha, op1=nl.add,
                                   operand1=buf.rowsum)
         yield
-        chunks = [(c0, min(P, n - c0)) for c0 in range(0, n, P)]
+        if isinstance(kv, _DecodeKV):
+            blocks = kv.v_blocks(k0, n)
+            chunks = [(c0, c) for c0, c, _, _ in blocks]
+            cols = [p[:, c0::m] if m > 1 else p[:, c0:c0 + c] for c0, c, m, _ in blocks]
+            vts = [vt for _, _, _, vt in blocks]
+        else:
+            chunks = [(c0, min(P, n - c0)) for c0 in range(0, n, P)]
+            cols = [p[:, c0:c0 + c] for c0, c in chunks]
+            vts = None
         for i, (c0, c) in enumerate(chunks):        # P^T blocks side by side in one PSUM bank
-            nisa.nc_transpose(dst=buf.pt_ps[:c, i * rows:(i + 1) * rows], data=p[:, c0:c0 + c])
+            nisa.nc_transpose(dst=buf.pt_ps[:c, i * rows:(i + 1) * rows], data=cols[i])
         yield
         width = len(chunks) * rows
-        if n % P == 0:
+        if all(c == P for _, c in chunks):
             nisa.activation(dst=buf.pt[:, :width], op=nl.copy, data=buf.pt_ps[:, :width])
         else:
             for i, (c0, c) in enumerate(chunks):
@@ -300,11 +397,21 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         yield
         for i, (c0, c) in enumerate(chunks):
             nisa.nc_matmul(dst=buf.pv, stationary=buf.pt[:c, i * rows:(i + 1) * rows],
-                           moving=kv.v_tile(k0 + c0, k0 + c0 + c), accumulate=i > 0)
+                           moving=vts[i] if vts else kv.v_tile(k0 + c0, k0 + c0 + c), accumulate=i > 0)
         nisa.scalar_tensor_tensor(dst=o_acc, data=o_acc, op0=nl.multiply, operand0=buf.alpha, op1=nl.add,
                                   operand1=buf.pv)
         m_run = m_new
         yield
+    buf.scores = buf.pv = buf.pt_ps = None          # PSUM banks go back to the next stream
+    if state is not None:
+        state.update(m=m_run, l=l_run, o=o_acc, buf=buf)
+        return
+    _finish(out, m_run, l_run, o_acc, mask, scale, lse, buf)
+
+
+def _finish(out, m_run, l_run, o_acc, mask, scale, lse, buf):
+    """out = o_acc / l_run (0 where the mask hid every key) and lse = scale * max + log(sum)."""
+    rows, dv = o_acc.shape
     recip = _vec(rows, "recip")
     nisa.reciprocal(dst=recip, data=l_run)
     valid = None
@@ -312,7 +419,7 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         valid = _vec(rows, "valid")
         nisa.tensor_scalar(dst=valid, data=m_run, op0=nl.greater, operand0=NEG_BIG / 2)
         nisa.tensor_tensor(dst=recip, data1=recip, data2=valid, op=nl.multiply)
-    o = sbuf((rows, kv.dv), out.dtype, name="out")
+    o = sbuf((rows, dv), out.dtype, name="out")
     nisa.tensor_scalar(dst=o, data=o_acc, op0=nl.multiply, operand0=recip)
     nisa.dma_copy(dst=out, src=o)
     if lse is not None:
@@ -326,22 +433,27 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None):
         _recent.append(ln_l)
     if valid is not None:
         _recent.append(valid)
-    buf.scores = buf.pv = buf.pt_ps = None          # PSUM banks go back to the next stream
     _recent.append((o, o_acc, l_run, recip, buf))   # SBUF addresses stay distinct from the next streams
 
 
 _recent: deque = deque(maxlen=2 * STREAMS + 2)
 
 
-def _apply_mask(s, mask, buf, n, scale):
-    """s + mask / scale (scores are still unscaled); bool masks (1 = attend) become 0 / -3e38."""
+def _apply_mask(s, mask, buf, n, scale, loaded=None):
+    """s + mask / scale (scores are still unscaled); bool masks (1 = attend) become 0 / -3e38. loaded:
+    the mask tile already in SBUF (decode brings it with the cache), else it is loaded here."""
     mt = buf.mask[:, :n]
-    nisa.dma_copy(dst=mt, src=mask)
+    if loaded is None:
+        nisa.dma_copy(dst=mt, src=mask)
+    src = mt if loaded is None else loaded
+    # decode: GpSimd prepares the mask tile, off the Vector engine's per-tile softmax chain
+    eng = {} if loaded is None else {"engine": nisa.engine.gpsimd}
     if dt.is_float(mask.dtype):
-        nisa.tensor_scalar(dst=mt, data=mt, op0=nl.multiply, operand0=1.0 / float(scale), op1=nl.maximum,
-                           operand1=NEG_BIG)       # scale first: clamping first would overflow -3e38 / scale
+        nisa.tensor_scalar(dst=mt, data=src, op0=nl.multiply, operand0=1.0 / float(scale), op1=nl.maximum,
+                           operand1=NEG_BIG, **eng)   # scale first: clamping first would overflow -3e38 / scale
     else:
-        nisa.tensor_scalar(dst=mt, data=mt, op0=nl.subtract, operand0=1.0, op1=nl.multiply, operand1=-NEG_BIG)
+        nisa.tensor_scalar(dst=mt, data=src, op0=nl.subtract, operand0=1.0, op1=nl.multiply, operand1=-NEG_BIG,
+                           **eng)
     out = buf.s[:, :n]
     nisa.tensor_tensor(dst=out, data1=s, data2=mt, op=nl.add)
     return out

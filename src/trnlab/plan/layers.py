@@ -29,12 +29,12 @@ from torch import nn
 from trnlab.errors import OptionError
 from trnlab.plan.configs import ModelSpec
 
-CACHE_VERSION = 12         # bump when the simulated graphs or their costs change (4: element-wise fusion;
+CACHE_VERSION = 13         # bump when the simulated graphs or their costs change (4: element-wise fusion;
                            # 5: GEMM transposes on the Tensor engine; 6: multi-output and reduction fusion;
                            # 7: in-graph decode changes; 8: weight-gradient time, long-sequence attention;
                            # 9: wide-row reductions unfused; 10: attention frees its tiles;
                            # 11: middle-dim reductions as slices, short outer dims off the partitions;
-                           # 12: sequence-parallel gathers saved as shards)
+                           # 12: sequence-parallel gathers saved as shards; 13: streamed decode attention)
 
 
 @dataclass(frozen=True)
