@@ -96,7 +96,8 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
     group = h_ // hkv
     mask4 = mask.broadcast_to((b_, h_, sq, skv)) if mask is not None else None
     cdt = float_dtype_for(q, k, v)
-    for b in range(b_):
+    ring = deque(maxlen=2 * STREAMS + 2)    # the last streams' tiles: SBUF addresses stay distinct from the
+    for b in range(b_):                     # next streams'; they die with this call
         for hk in range(hkv):
             h0, h1 = hk * group, (hk + 1) * group
             if sq == 1 and not causal:          # decode: the group's query heads are the rows; q^T is
@@ -104,27 +105,27 @@ def flash_attention_into(out, q, k, v, *, scale: float, causal: bool = False, ma
                 mrows = mask4.index((b, slice(h0, h1), 0)) if mask4 is not None else None
                 kv = _DecodeKV(k.index((b, hk)), v.index((b, hk)), cdt, mrows)
                 _decode(out.index((b, slice(h0, h1), 0)), qt, kv, mrows, scale,
-                        column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None)
+                        column(lse.index((b, slice(h0, h1), 0))) if lse is not None else None, ring)
                 continue
             kv = _KV(k.index((b, hk)), v.index((b, hk)), cdt)
             banks = 2 if _shared_bank(kv.dv, min(P, sq), cdt) else 3
-            _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse),
+            _interleave(_streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse, ring),
                         max(1, min(STREAMS, nl.tile_size.psum_num_banks // banks)))
-    _recent.clear()          # the kernel's last tiles die with it (the model path runs more kernels after)
     return out
 
 
-def _decode(out, qt, kv, mask, scale, lse):
+def _decode(out, qt, kv, mask, scale, lse, ring):
     """One decode step of a kv group: with two or more K/V tiles, the even and the odd tiles are two
     interleaved online softmaxes (flash-decoding's split over the cache) so one's softmax overlaps
     the other's matmuls, combined at the end: m = max(m0, m1), l = sum l_i e^(scale (m_i - m)),
     o = sum o_i e^(scale (m_i - m))."""
     starts = list(range(0, kv.skv, TK))
     if len(starts) < 2:
-        _drain(_attend(out, qt, kv, mask, None, scale, lse))
+        _drain(_attend(out, qt, kv, mask, None, scale, lse, ring=ring))
         return
     parts = [{}, {}]
-    _interleave([_attend(None, qt, kv, mask, None, scale, None, starts[i::2], parts[i]) for i in range(2)], 2)
+    _interleave([_attend(None, qt, kv, mask, None, scale, None, starts[i::2], parts[i], ring=ring)
+                 for i in range(2)], 2)
     a, b = parts
     rows = qt.n
     m = _vec(rows, "m")
@@ -140,11 +141,11 @@ def _decode(out, qt, kv, mask, scale, lse):
     nisa.tensor_scalar(dst=b["o"], data=b["o"], op0=nl.multiply, operand0=b["alpha"])
     nisa.scalar_tensor_tensor(dst=a["o"], data=a["o"], op0=nl.multiply, operand0=a["alpha"], op1=nl.add,
                               operand1=b["o"])
-    _finish(out, m, a["l"], a["o"], mask, scale, lse, a["buf"])
-    _recent.append((m, neg_m, a["alpha"], b["alpha"], b["o"], b["l"], b["m"], a["m"], b["buf"]))
+    _finish(out, m, a["l"], a["o"], mask, scale, lse, a["buf"], ring)
+    ring.append((m, neg_m, a["alpha"], b["alpha"], b["o"], b["l"], b["m"], a["m"], b["buf"]))
 
 
-def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse=None):
+def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse, ring):
     for h in range(h0, h1):
         qt = _QT(q.index((b, h)), cdt)
         for q0 in range(0, sq, P):
@@ -152,7 +153,7 @@ def _streams(out, q, kv, mask4, b, h0, h1, sq, causal, scale, cdt, lse=None):
             yield _attend(out.index((b, h, slice(q0, q1))), qt.rows(q0, q1), kv,
                           mask4.index((b, h, slice(q0, q1))) if mask4 is not None else None,
                           q0 if causal else None, scale,
-                          column(lse.index((b, h, slice(q0, q1)))) if lse is not None else None)
+                          column(lse.index((b, h, slice(q0, q1)))) if lse is not None else None, ring=ring)
 
 
 def _interleave(gens, width: int) -> None:
@@ -331,11 +332,11 @@ class _Buffers:
         self.neg_m, self.alpha, self.rowsum = _vec(rows, "negm"), _vec(rows, "alpha"), _vec(rows, "rowsum")
 
 
-def _attend(out, qt, kv, mask, causal_q0, scale, lse=None, tiles=None, state=None):
+def _attend(out, qt, kv, mask, causal_q0, scale, lse=None, tiles=None, state=None, *, ring):
     """out[R, Dv] = attention of R query rows (q^T tiles in qt) over one K/V head; lse [R, 1], if
     given, receives scale * max + log(sum) per row. tiles/state (decode split over the cache): only
     the K/V tiles starting at these keys, and the unnormalised (max, sum, P @ V) go into state
-    instead of out.
+    instead of out. ring: where the finished stream's tiles are kept (flash_attention_into).
 
     A generator: it yields after each K/V tile so that several query tiles can be interleaved."""
     rows = qt.n
@@ -406,10 +407,10 @@ def _attend(out, qt, kv, mask, causal_q0, scale, lse=None, tiles=None, state=Non
     if state is not None:
         state.update(m=m_run, l=l_run, o=o_acc, buf=buf)
         return
-    _finish(out, m_run, l_run, o_acc, mask, scale, lse, buf)
+    _finish(out, m_run, l_run, o_acc, mask, scale, lse, buf, ring)
 
 
-def _finish(out, m_run, l_run, o_acc, mask, scale, lse, buf):
+def _finish(out, m_run, l_run, o_acc, mask, scale, lse, buf, ring):
     """out = o_acc / l_run (0 where the mask hid every key) and lse = scale * max + log(sum)."""
     rows, dv = o_acc.shape
     recip = _vec(rows, "recip")
@@ -430,13 +431,10 @@ def _finish(out, m_run, l_run, o_acc, mask, scale, lse, buf):
         if valid is not None:
             nisa.tensor_tensor(dst=ln_l, data1=ln_l, data2=valid, op=nl.multiply)
         nisa.dma_copy(dst=lse, src=ln_l)
-        _recent.append(ln_l)
+        ring.append(ln_l)
     if valid is not None:
-        _recent.append(valid)
-    _recent.append((o, o_acc, l_run, recip, buf))   # SBUF addresses stay distinct from the next streams
-
-
-_recent: deque = deque(maxlen=2 * STREAMS + 2)
+        ring.append(valid)
+    ring.append((o, o_acc, l_run, recip, buf))
 
 
 def _apply_mask(s, mask, buf, n, scale, loaded=None):
