@@ -257,7 +257,9 @@ class Machine:
         if self.issued >= self._checkpoint_at:
             self._checkpoint(instr)
         instr.validate(self.chip)
-        launch = self.launch                # _check_operands, inline (hot): each view caches its verdicts
+        # _check_writable then _check_owned, only when a view has no cached verdict (a view's flags and
+        # allocation never change): the common case costs a look at two attributes per operand
+        launch = self.launch
         writes = instr.writes()
         for t in writes:
             if t is not None and getattr(t, "_writable", None) is not True:
@@ -435,21 +437,6 @@ class Machine:
         if self.progress is not None and self.issued % PROGRESS_EVERY == 0:
             self.progress(self, instr)
         self._checkpoint_at = self._next_checkpoint()
-
-    def _check_operands(self, instr) -> None:
-        """_check_writable then _check_owned, with each view's verdict cached on it (a view's flags and
-        allocation never change): the common case costs a look at two attributes per operand."""
-        launch = self.launch
-        writes = instr.writes()
-        for t in writes:
-            if t is not None and getattr(t, "_writable", None) is not True:
-                self._check_writable(instr)
-                break
-        for t in instr.reads() + writes:
-            owner = getattr(t, "_owner", None)
-            if owner is not True and owner != launch:
-                self._check_owned(instr)
-                return
 
     @staticmethod
     def _check_writable(instr) -> None:

@@ -38,7 +38,7 @@ def _depth(plan, n_tiles: int, itemsize: int = 4) -> int:
 
 
 def _load(view, name, dtype=None):
-    dtype = dtype or (F32 if view.dtype in (nl.bool_, nl.uint8) else view.dtype)
+    dtype = dtype or _load_dtype(view.dtype)
     if free_broadcast(view):
         return _expand(_load_vec(view, name), view.shape, dtype, name)
     t = sbuf(view.shape, dtype, name=name)

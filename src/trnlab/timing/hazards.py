@@ -140,26 +140,8 @@ class HazardTracker:
         return pair
 
     def _box_access(self, sp: Space, r) -> tuple:
-        p0, p1, b0, b1 = r
-        pb, bb = sp.pb, sp.bb
-        kp, kb = p0 // pb, b0 // bb
-        if (p1 - 1) // pb == kp and (b1 - 1) // bb == kb:       # _make_access, inline (one bucket)
-            k = (kp, kb)
-            writes = sp.writes.get(k)
-            if writes is None:
-                writes = sp.writes[k] = []
-            reads = sp.reads.get(k)
-            if reads is None:
-                reads = sp.reads[k] = []
-            keys = (k,)
-            return (self, (sp, p0, p1, b0, b1, keys, False, writes, reads, None),
-                    (sp, p0, p1, b0, b1, keys, True, writes, reads, None))
         keys = sp.keys(r)
-        if keys is None:
-            return self, (sp, p0, p1, b0, b1, None, False, None, None, None), (sp, p0, p1, b0, b1, None, True, None, None, None)
-        buckets = _buckets(sp, r, keys)
-        return (self, (sp, p0, p1, b0, b1, keys, False, None, None, buckets),
-                (sp, p0, p1, b0, b1, keys, True, None, None, buckets))
+        return self, _make_access(sp, r, keys, False), _make_access(sp, r, keys, True)
 
     def ready(self, accesses, skip, best) -> tuple[float, int]:
         """Latest (avail, producer index) the accesses must wait for, starting from `best`: RAW for a
@@ -275,16 +257,10 @@ def _buckets(sp: Space, r, keys) -> tuple:
     """(writes, reads, the box clipped to the bucket) of each bucket a box touches."""
     p0, p1, b0, b1 = r
     pb, bb = sp.pb, sp.bb
-    writes_of, reads_of = sp.writes, sp.reads
     out = []
     for k in keys:
         kp, kb = k
-        writes = writes_of.get(k)
-        if writes is None:
-            writes = writes_of[k] = []
-        reads = reads_of.get(k)
-        if reads is None:
-            reads = reads_of[k] = []
+        writes, reads = _lists(sp, k)
         out.append((writes, reads, max(p0, kp * pb), min(p1, kp * pb + pb), max(b0, kb * bb), min(b1, kb * bb + bb)))
     return tuple(out)
 

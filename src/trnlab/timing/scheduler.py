@@ -149,15 +149,7 @@ class Scheduler:
         else:
             engine = instr.engine
             if engine == _TENSOR:
-                work = memo.get("pe_work") if memo is not None else None
-                if work is None:
-                    self.work.add_pe(chip, instr, memo)
-                elif work:                          # Work.add_pe of a memoised work, inline
-                    w = self.work
-                    w.flops += work[0]
-                    w.pe_flops += work[1]
-                    w.mfu_s += work[2]
-                    w.hfu_s += work[3]
+                self._add_pe(instr, memo)
             if kind is MatmulCost:
                 start, end, pred = self._matmul(cost, accesses)
             else:
@@ -186,15 +178,7 @@ class Scheduler:
         instructions of a GEMM are matmuls)."""
         engine = instr.engine
         if engine == _TENSOR:
-            work = memo.get("pe_work") if memo is not None else None
-            if work is None:
-                self.work.add_pe(self.chip, instr, memo)
-            elif work:                              # Work.add_pe of a memoised work, inline
-                w = self.work
-                w.flops += work[0]
-                w.pe_flops += work[1]
-                w.mfu_s += work[2]
-                w.hfu_s += work[3]
+            self._add_pe(instr, memo)
         start, end, pred = self._matmul(cost, accesses)
         self.free_at[engine] = end
         self.busy[engine] += end - start
@@ -208,6 +192,18 @@ class Scheduler:
         self.preds.append(pred)
         self.sites.append((instr.opcode, instr.api, instr.loc))
         return start, end
+
+    def _add_pe(self, instr, memo) -> None:
+        """Work.add_pe, reading a memoised work from the facts memo when there is one."""
+        work = memo.get("pe_work") if memo is not None else None
+        if work is None:
+            self.work.add_pe(self.chip, instr, memo)
+        elif work:
+            w = self.work
+            w.flops += work[0]
+            w.pe_flops += work[1]
+            w.mfu_s += work[2]
+            w.hfu_s += work[3]
 
     def _compute(self, engine, cycles, accesses):
         free = self.free_at[engine]
