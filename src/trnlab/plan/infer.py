@@ -8,8 +8,8 @@ parallelism on one instance, composed from simulated per-rank layer shards (trnl
          + logits all-gather
 The TP collectives are nodes of the compiled prefill/decode graphs (transformers-neuronx and NxD Inference
 trace each layer's all-reduces into the model's NEFF), so they are costed as in-graph collectives
-(collective_cost(..., launch="graph"): no host launch; GRAPH_TUNING fitted to the trainium-scale.md §2
-inference rows by benchmarks/fit_plan.py), not as nccom-test's stand-alone launches.
+(collective_cost(..., launch="graph"): no host launch; GRAPH_TUNINGS fitted to the trainium-scale.md §2
+rows by benchmarks/fit_plan.py), not as nccom-test's stand-alone launches.
 Heads that TP does not divide are padded (as transformers-neuronx does). Throughput counts generated
 tokens: batch x output / (TTFT + (output - 1) x TPOT). Memory per core: bf16
 weights of the rank's shard plus its KV cache.
@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 
 from trnlab.errors import OptionError
 from trnlab.hw.systems import get_system
-from trnlab.isa.collectives import GraphCollectiveTuning, collective_cost
 from trnlab.plan import layers
 from trnlab.plan.configs import get_model
+from trnlab.plan.train import _tp
 
 BF16 = 2
 
@@ -69,19 +69,10 @@ class InferencePlan:
                 "breakdown": self.breakdown}
 
 
-def _ar(nbytes, ranks, system, op="all-reduce", graph_tuning=None) -> float:
-    """One TP collective of bf16 values in the compiled graph (in-graph launch)."""
-    if ranks <= 1:
-        return 0.0
-    return collective_cost(op, int(nbytes), ranks, system, launch="graph", graph_tuning=graph_tuning,
-                           itemsize=BF16).latency_s
-
-
 def plan_inference(model, *, system="trn1.32xlarge", tp: int = 32, batch: int = 1, input: int = 128,
-                   output: int = 128, dtype: str = "bf16", usd_per_hour: float | None = None,
-                   graph_tuning: GraphCollectiveTuning | None = None) -> InferencePlan:
-    """graph_tuning: the in-graph collectives' fixed terms (default trnlab.isa.collectives.GRAPH_TUNING;
-    benchmarks/fit_plan.py passes trial values)."""
+                   output: int = 128, dtype: str = "bf16", usd_per_hour: float | None = None) -> InferencePlan:
+    """TTFT, TPOT, throughput and cost of serving `model` with TP over one instance; every TP collective is
+    in-graph (trnlab.plan.train._tp: GRAPH_TUNINGS of trnlab.isa.collectives)."""
     spec = get_model(model)
     sysspec = get_system(system).replace(nodes=1)
     for name, value in (("--tp", tp), ("--batch", batch), ("--input", input), ("--output", output)):
@@ -97,10 +88,9 @@ def plan_inference(model, *, system="trn1.32xlarge", tp: int = 32, batch: int = 
     pre = layers.prefill_layer(core, batch=batch, seq=input, dtype=dtype, target=target)["latency_s"]
     dec = layers.decode_layer(core, batch=batch, cache_len=length, dtype=dtype, target=target)["latency_s"]
     head = layers.head_forward(core, batch=batch, tokens=1, dtype=dtype, target=target)["latency_s"]
-    g = graph_tuning
-    gather = _ar(batch * s.vocab * tp * BF16, tp, sysspec, "all-gather", g)
-    ar_pre = _ar(batch * input * spec.hidden * BF16, tp, sysspec, graph_tuning=g)
-    ar_dec = _ar(batch * spec.hidden * BF16, tp, sysspec, graph_tuning=g)
+    gather = _tp(batch * s.vocab * tp * BF16, tp, sysspec, "all-gather")
+    ar_pre = _tp(batch * input * spec.hidden * BF16, tp, sysspec)
+    ar_dec = _tp(batch * spec.hidden * BF16, tp, sysspec)
     n = spec.layers
     breakdown = {"prefill_layers_s": n * pre, "prefill_tp_collectives_s": (2 * n + 1) * ar_pre,
                  "decode_layers_s": n * dec, "decode_tp_collectives_s": (2 * n + 1) * ar_dec,

@@ -307,22 +307,15 @@ def saved_bytes(forward_graph: torch.fx.Graph, dtype: torch.dtype, sp: int) -> i
     that a sequence-parallel all-gather's output (_gather: the rank's shard concatenated sp times) counts
     as the shard: Megatron keeps the shard and all-gathers it again in backward for the weight gradient
     (Korthikanti et al., https://arxiv.org/abs/2205.05198 section 4.2.2); the plan adds that all-gather."""
-    from trnlab.torch.trainer import _device_bytes, _op_name, _storage_base
-    out = next(n for n in forward_graph.nodes if n.op == "output")
-    flat = out.args[0] if isinstance(out.args[0], (list, tuple)) else [out.args[0]]
-    seen, total = set(), 0
-    for node in flat[1:]:
-        if not isinstance(node, torch.fx.Node):
-            continue
+    from trnlab.torch.trainer import _op_name, _storage_base, saved_activation_bytes
+
+    def kept(node):
         base = _storage_base(node)
         parts = base.args[0] if _op_name(base) == "cat" and base.args else ()
         if sp > 1 and len(parts) == sp and all(p is parts[0] for p in parts):
-            base = _storage_base(parts[0])
-        if base.op == "placeholder" or base in seen:
-            continue
-        seen.add(base)
-        total += _device_bytes(base.meta.get("val"), dtype)
-    return total
+            return _storage_base(parts[0])
+        return base
+    return saved_activation_bytes(forward_graph, 1, dtype, base_of=kept)
 
 
 _MATMULS = {"mm", "bmm", "addmm"}

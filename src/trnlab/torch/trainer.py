@@ -88,17 +88,20 @@ _ALIASES = {"view", "_unsafe_view", "permute", "transpose", "t", "expand", "unsq
             "select", "alias", "detach", "as_strided", "split", "split_with_sizes", "unbind", "reshape"}
 
 
-def saved_activation_bytes(forward_graph: torch.fx.Graph, user_outputs: int, dtype: torch.dtype) -> int:
+def saved_activation_bytes(forward_graph: torch.fx.Graph, user_outputs: int, dtype: torch.dtype,
+                           base_of=None) -> int:
     """Bytes of the tensors an AOTAutograd forward graph saves for backward (its outputs after the
     first `user_outputs`), on the device: floating tensors in the compute dtype, views of a graph input
-    (a parameter, the token ids) and repeated storages counted once or not at all."""
+    (a parameter, the token ids) and repeated storages counted once or not at all. base_of(node) -> the
+    node whose storage is kept for a saved tensor (default: the storage it views)."""
+    base_of = base_of or _storage_base
     out = next(n for n in forward_graph.nodes if n.op == "output")
     flat = out.args[0] if isinstance(out.args[0], (list, tuple)) else [out.args[0]]
     seen, total = set(), 0
     for node in flat[user_outputs:]:
         if not isinstance(node, torch.fx.Node):
             continue
-        base = _storage_base(node)
+        base = base_of(node)
         if base.op == "placeholder" or base in seen:
             continue
         seen.add(base)
