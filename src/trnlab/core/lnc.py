@@ -30,6 +30,38 @@ class _PartnerFailed(SyncError):
     """Raised in a waiting program because its partner raised first (the partner's error is re-raised)."""
 
 
+def block_until(group, n: int, rank: int, what: str, ready, partners, *, failed, left, deadlock) -> None:
+    """Block `rank` (holding group.cond) until ready(); raise failed(peer) when a partner raised, left(peer)
+    when a partner finished without reaching this wait, deadlock(sorted blocked items) when every running
+    one of the n threads waits for something not ready. group has cond, blocked, done and failed (shared by
+    LNC launches and the ranks of trnlab.core.ranks)."""
+    group.blocked[rank] = (what, ready)
+    group.cond.notify_all()
+    try:
+        while not ready():
+            gone = sorted(p for p in partners if p in group.done | group.failed)
+            stopped = [p for p in gone if p in group.failed]
+            if stopped:
+                raise failed(stopped[0])
+            if gone:
+                raise left(gone[0])
+            if _deadlocked(group, n):
+                raise deadlock(sorted(group.blocked.items()))
+            # every state change notifies; the timeout only re-checks the state, it never fails a wait
+            group.cond.wait(1.0)
+    finally:
+        group.blocked.pop(rank, None)
+
+
+def _deadlocked(group, n: int) -> bool:
+    """Every running thread waits for something that is not ready (a waiter just released but not yet
+    woken up is not stuck)."""
+    alive = set(range(n)) - group.done - group.failed
+    if not alive or not alive <= set(group.blocked):
+        return False
+    return not any(ready() for _, ready in group.blocked.values())
+
+
 class LncGroup:
     """Shared state of the programs of one launch: a condition variable, barrier generations, mailboxes."""
 
@@ -51,31 +83,16 @@ class LncGroup:
     # --- waiting ---------------------------------------------------------------------------------------
     def wait(self, rank: int, what: str, ready, partners, loc: str) -> None:
         """Block (holding self.cond) until ready(); fail clearly when it can never become true."""
-        self.blocked[rank] = (what, ready)
-        self.cond.notify_all()
-        try:
-            while not ready():
-                gone = sorted(p for p in partners if p in self.done | self.failed)
-                if any(p in self.failed for p in gone):
-                    raise _PartnerFailed(f"{what}: program {rank} stopped because program {gone[0]} failed. At {loc}")
-                if gone:
-                    raise SyncError(f"{what}: program {rank} waits for program {gone[0]}, which finished without "
-                                    f"reaching it; every program of the launch must make the same calls. At {loc}")
-                if self._deadlocked():
-                    waits = "; ".join(f"program {p} in {w}" for p, (w, _) in sorted(self.blocked.items()))
-                    raise SyncError(f"{what}: deadlock, every running program is waiting ({waits}). At {loc}")
-                # Every state change notifies; the timeout only re-checks the state, it never fails a wait.
-                self.cond.wait(1.0)
-        finally:
-            self.blocked.pop(rank, None)
-
-    def _deadlocked(self) -> bool:
-        """Every running program waits for something that is not ready (a waiter just released but not yet
-        woken up is not stuck)."""
-        alive = set(range(self.n)) - self.done - self.failed
-        if not alive or not alive <= set(self.blocked):
-            return False
-        return not any(ready() for _, ready in self.blocked.values())
+        def deadlock(blocked):
+            waits = "; ".join(f"program {p} in {w}" for p, (w, _) in blocked)
+            return SyncError(f"{what}: deadlock, every running program is waiting ({waits}). At {loc}")
+        block_until(self, self.n, rank, what, ready, partners,
+                    failed=lambda p: _PartnerFailed(f"{what}: program {rank} stopped because program {p} failed. "
+                                                    f"At {loc}"),
+                    left=lambda p: SyncError(f"{what}: program {rank} waits for program {p}, which finished "
+                                             f"without reaching it; every program of the launch must make the "
+                                             f"same calls. At {loc}"),
+                    deadlock=deadlock)
 
     def barrier(self, key, rank: int, parties: tuple, what: str, loc: str) -> None:
         """Wait for every party; in the timing model each leaves at the latest party's arrival time."""

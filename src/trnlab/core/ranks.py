@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from trnlab.core.lnc import run_in_threads
+from trnlab.core.lnc import block_until, run_in_threads
 from trnlab.errors import CollectiveSyncError, LaunchError
 from trnlab.hw.systems import SystemSpec, get_system
 
@@ -97,34 +97,18 @@ class World:
             return latest
 
     def _wait(self, rank: int, what: str, arrival: Arrival, ready, partners) -> None:
-        self.blocked[rank] = (what, ready)
-        self.cond.notify_all()
-        try:
-            while not ready():
-                gone = sorted(p for p in partners if p in self.done | self.failed)
-                if any(p in self.failed for p in gone):
-                    failed = next(p for p in gone if p in self.failed)
-                    raise _PeerFailed(f"rank {rank} stopped in {what}: rank {failed} failed",
-                                      rank=rank, op=arrival.api, loc=arrival.loc)
-                if gone:
-                    raise CollectiveSyncError(
-                        f"rank {rank} waits in {what} for rank {gone[0]}, which finished without reaching it; "
-                        f"every rank of a rank-list must make the same collective calls in the same order",
-                        rank=rank, op=arrival.api, loc=arrival.loc)
-                if self._deadlocked():
-                    waits = "; ".join(f"rank {r} in {w}" for r, (w, _) in sorted(self.blocked.items()))
-                    raise CollectiveSyncError(f"deadlock: every running rank waits in a collective no peer can "
-                                              f"complete ({waits})", rank=rank, op=arrival.api, loc=arrival.loc)
-                # every state change notifies; the timeout only re-checks the state, it never fails a wait
-                self.cond.wait(1.0)
-        finally:
-            self.blocked.pop(rank, None)
+        where = dict(rank=rank, op=arrival.api, loc=arrival.loc)
 
-    def _deadlocked(self) -> bool:
-        alive = set(range(self.size)) - self.done - self.failed
-        if not alive or not alive <= set(self.blocked):
-            return False
-        return not any(ready() for _, ready in self.blocked.values())
+        def deadlock(blocked):
+            waits = "; ".join(f"rank {r} in {w}" for r, (w, _) in blocked)
+            return CollectiveSyncError(f"deadlock: every running rank waits in a collective no peer can "
+                                       f"complete ({waits})", **where)
+        block_until(self, self.size, rank, what, ready, partners,
+                    failed=lambda p: _PeerFailed(f"rank {rank} stopped in {what}: rank {p} failed", **where),
+                    left=lambda p: CollectiveSyncError(
+                        f"rank {rank} waits in {what} for rank {p}, which finished without reaching it; every "
+                        f"rank of a rank-list must make the same collective calls in the same order", **where),
+                    deadlock=deadlock)
 
     def finish(self, rank: int, ok: bool) -> None:
         with self.cond:
