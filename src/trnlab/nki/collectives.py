@@ -195,9 +195,11 @@ def self_index_in_replica_group(replica_group, name=None) -> int:
     return rank_list.index(rank)
 
 
-def _not_modelled(name):
+def _not_modelled(name, module: str = "nki.collectives", why: str = ""):
+    """A stand-in for a collective trnlab does not model: calling it raises NotImplementedError naming it
+    (also the Beta 1 front end's, trnlab.nki_beta1.nccl)."""
     def fn(*args, **kwargs):
-        raise NotImplementedError(f"nki.collectives.{name} is not modelled by trnlab. At {user_location()}")
+        raise NotImplementedError(f"{module}.{name} is not modelled by trnlab{why}. At {user_location()}")
     fn.__name__ = name
     return fn
 

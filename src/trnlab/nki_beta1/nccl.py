@@ -14,12 +14,8 @@ def collective_permute(dst, src, source_target_pairs, **_options):
 
 
 def _not_modelled(name):
-    def fn(*args, **kwargs):
-        raise NotImplementedError(f"neuronxcc.nki.nccl.{name} is not modelled by trnlab (AWS documents no Beta 1 "
-                                  f"signature for it); use nki.collectives.{name} of the current front end. "
-                                  f"At {user_location()}")
-    fn.__name__ = name
-    return fn
+    return _current_api._not_modelled(name, "neuronxcc.nki.nccl", " (AWS documents no Beta 1 signature for it); "
+                                      f"use nki.collectives.{name} of the current front end")
 
 
 all_reduce = _not_modelled("all_reduce")
