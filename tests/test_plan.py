@@ -273,6 +273,7 @@ def no_simulation(monkeypatch):
     (["llama-2-7b", "--nodes", "3", "--tp", "8", "--pp", "3"], ["PP 3 does not divide the 32 layers"]),
     (["llama-2-7b", "--checkpointing", "some"], ["--checkpointing", "'some'", "selective"]),
     (["llama-2-7b", "--precision", "fp8"], ["--precision", "'fp8'", "mixed|bf16-sr"]),
+    (["llama-2-7b", "--inference", "--precision", "bf16-sr"], ["--precision bf16-sr", "--inference"]),
     (["llama-2-7b", "--ray"], ["--ray", "--search"]),
     (["llama-2-7b", "--search", "--address", "x:1"], ["--address", "--ray"]),
     (["llama-2-7b", "--inference", "--search"], ["--search", "--inference"]),

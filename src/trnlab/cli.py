@@ -486,6 +486,9 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
             _fail("plan", f"{option} must be a finite number >= 0, got {value}")
     if inference and do_search:
         _fail("plan", "--search plans training layouts; it does not combine with --inference")
+    if inference and precision != "mixed":
+        _fail("plan", f"--precision {precision} is a training precision (optimizer states, gradients); it does "
+                      "not combine with --inference")
     if use_ray and not do_search:
         _fail("plan", "--ray runs a --search; give --search too")
     if address is not None and not use_ray:
