@@ -13,7 +13,7 @@ from trnlab.cli import app
 from trnlab.errors import HbmCapacityError, OptionError
 from trnlab.hw.systems import cluster
 from trnlab.isa.collectives import collective_cost
-from trnlab.plan import configs, layers
+from trnlab.plan import configs, layers, train
 from trnlab.plan.infer import plan_inference
 from trnlab.plan.search import pareto, search
 from trnlab.plan.train import mfu_flops_per_token, plan_training
@@ -110,7 +110,9 @@ def test_training_plan_composition_by_hand(tiny_plan):
     assert b["tp_collectives_s"] == pytest.approx(m * tp_per_mb)
     assert b["tp_collectives_total_s"] == pytest.approx(m * tp_total)
     assert b["pp_p2p_s"] == pytest.approx(m * p2p)
-    assert b["pipeline_bubble_s"] == pytest.approx((2 - 1) * (fwd + bwd + tp_per_mb + p2p))
+    # the framework's fitted time per microbatch (torch-xla) is in every microbatch slot, bubble included
+    assert b["microbatch_overhead_s"] == pytest.approx(m * train.MICROBATCH_OVERHEAD_S) and b["microbatch_overhead_s"] > 0
+    assert b["pipeline_bubble_s"] == pytest.approx((2 - 1) * (fwd + bwd + tp_per_mb + p2p + train.MICROBATCH_OVERHEAD_S))
     assert b["optimizer_s"] == pytest.approx((per_stage * lt["optimizer_s"] + ht["optimizer_s"]) / 8)
     parts = sum(v for k, v in b.items() if k not in ("dp_reduce_total_s", "tp_collectives_total_s"))
     assert p.step_s == pytest.approx(parts)
@@ -137,7 +139,8 @@ def test_bubble_shrinks_with_microbatches(tiny_plan):
 
     def frac(p):
         b = p.breakdown
-        return b["pipeline_bubble_s"] / (b["forward_s"] + b["backward_s"] + b["tp_collectives_s"] + b["pp_p2p_s"])
+        return b["pipeline_bubble_s"] / (b["forward_s"] + b["backward_s"] + b["tp_collectives_s"] + b["pp_p2p_s"]
+                                         + b["microbatch_overhead_s"])
     assert frac(tiny_plan) == pytest.approx(1 / 4)          # (PP - 1) / m
     assert frac(more) == pytest.approx(1 / 16)
 
@@ -146,7 +149,7 @@ def test_interleaving_divides_the_bubble(tiny_plan):
     p = plan_training(TINY, system="trn1.32xlarge", nodes=2, seq=SEQ, global_batch=GB, tp=4, pp=2, interleave=2)
     lt, ht = p.simulated["layer"], p.simulated["head"]
     per_mb = (2 * (lt["forward_s"] + lt["backward_s"]) + ht["forward_s"] + ht["backward_s"]
-              + p.breakdown["tp_collectives_s"] / 4 + p.breakdown["pp_p2p_s"] / 4)
+              + p.breakdown["tp_collectives_s"] / 4 + p.breakdown["pp_p2p_s"] / 4 + train.MICROBATCH_OVERHEAD_S)
     assert p.breakdown["pipeline_bubble_s"] == pytest.approx((2 - 1) * per_mb / 2)
     assert p.breakdown["pp_p2p_s"] == pytest.approx(2 * tiny_plan.breakdown["pp_p2p_s"])   # twice the boundaries
     with pytest.raises(OptionError, match="interleave 3 does not divide the 4 layers"):
@@ -192,8 +195,11 @@ def test_inference_plan_by_hand():
     ar_p = collective_cost("all-reduce", 32 * 256 * 2, 4, node, launch="graph", itemsize=2).latency_s
     ar_d = collective_cost("all-reduce", 256 * 2, 4, node, launch="graph", itemsize=2).latency_s
     assert ar_d < collective_cost("all-reduce", 256 * 2, 4, node).latency_s / 5
-    assert p.ttft_s == pytest.approx(4 * pre + 9 * ar_p + head + gather)
-    assert p.tpot_s == pytest.approx(4 * dec + 9 * ar_d + head + gather)
+    # plus the runtime's fitted time per execution of the traced prefill / decode graph
+    launch = train.GRAPH_EXECUTION_S
+    assert 0 < launch == p.breakdown["graph_launch_s"]
+    assert p.ttft_s == pytest.approx(4 * pre + 9 * ar_p + head + gather + launch)
+    assert p.tpot_s == pytest.approx(4 * dec + 9 * ar_d + head + gather + launch)
     assert p.breakdown["decode_tp_collectives_s"] == pytest.approx(9 * ar_d)
     assert dec > 0 and pre > dec
     assert p.tokens_per_s == pytest.approx(16 / (p.ttft_s + 15 * p.tpot_s))

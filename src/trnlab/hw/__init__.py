@@ -17,6 +17,7 @@ Values marked [fitted] are calibrated in docs/calibration.md against published m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 
@@ -81,6 +82,12 @@ class ChipSpec:
                                        # copies (trn1 matmul tutorial: ~105 GB/s of 272); docs/calibration.md
     dma_chunk_overhead_bytes: int = 128  # [fitted] per-descriptor overhead in byte-times: efficiency of a
                                          # c-byte contiguous chunk = c/(c+128); DMAG: <256 B bad, >=4 KiB saturates
+    # [fitted] dma_efficiency of the DMAs in a compiled model graph (trnlab.torch, trnlab.plan: neuronx-cc's
+    # own DMA rings, not an NKI kernel's loads). AWS's Llama-2-70b decode streams >= 175 GB/s of weights per
+    # trn1 core (25.18 ms TPOT) where the NKI matmul tutorial sustains ~105 GB/s; fitted by
+    # benchmarks/fit_plan.py to the trainium-scale.md §2 model-level rows, bounded to [dma_efficiency, 1]
+    # (the DMAG per-engine peak). trn2/trn3 have no model-level row: trn1's value (docs/calibration.md)
+    graph_dma_efficiency: float = 1.0
     hbm_bytes: int                     # per chip
     hbm_bytes_per_s: float             # per chip
     # --- peaks (per NeuronCore) ---
@@ -160,7 +167,7 @@ _RULES = (
       "dma_fixed_s", "dma_chunk_overhead_bytes", "instance_usd_per_hour", "kernel_launch_s"), lambda v: v >= 0,
      ">= 0"),
     (("vector_two_input_cycles",), lambda v: v >= 1, ">= 1 (cycles per element of a two-input Vector op)"),
-    (("dma_efficiency", "pe_throttle_floor"), lambda v: 0 < v <= 1, "in (0, 1]"),
+    (("dma_efficiency", "graph_dma_efficiency", "pe_throttle_floor"), lambda v: 0 < v <= 1, "in (0, 1]"),
     (("vector_bf16_speedup",), lambda v: v >= 1, ">= 1 (a rate-up for 16-bit data)"),
 )
 
@@ -243,4 +250,20 @@ def get_chip(target: "str | ChipSpec | None" = None) -> ChipSpec:
     return PRESETS[key]
 
 
-__all__ = ["ChipSpec", "TRN1", "TRN2", "TRN3", "PRESETS", "get_chip", "DEFAULT_TARGET", "KiB", "MiB", "GiB"]
+def graph_chip(target: "str | ChipSpec | None" = None) -> ChipSpec:
+    """The chip as a compiled model graph uses it (trnlab.torch, trnlab.plan): its DMAs sustain
+    graph_dma_efficiency instead of the NKI-kernel dma_efficiency."""
+    chip = get_chip(target)
+    if chip.dma_efficiency == chip.graph_dma_efficiency:
+        return chip
+    return _graph_chip(chip)
+
+
+@functools.lru_cache(maxsize=32)
+def _graph_chip(chip: ChipSpec) -> ChipSpec:
+    # one object per chip: instruction-cost memos are keyed by the chip's identity
+    return chip.replace(dma_efficiency=chip.graph_dma_efficiency)
+
+
+__all__ = ["ChipSpec", "TRN1", "TRN2", "TRN3", "PRESETS", "get_chip", "graph_chip", "DEFAULT_TARGET", "KiB", "MiB",
+           "GiB"]

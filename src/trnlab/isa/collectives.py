@@ -247,7 +247,7 @@ class GraphCollectiveTuning:
 # one launch for every generation (the calibration rows are trn1's; no trn2/trn3 model-level latency row
 # exists); the NeuronLink efficiency only for trn1 (trn2's is held by its nccom-test rows).
 GRAPH_LAUNCH_S = 1.0e-6
-GRAPH_TUNINGS = {2: GraphCollectiveTuning(launch_s=GRAPH_LAUNCH_S, link_efficiency=1.0),
+GRAPH_TUNINGS = {2: GraphCollectiveTuning(launch_s=GRAPH_LAUNCH_S, link_efficiency=0.571),
                  3: GraphCollectiveTuning(launch_s=GRAPH_LAUNCH_S)}
 GRAPH_TUNINGS[4] = GRAPH_TUNINGS[3]
 GRAPH_TUNING = GRAPH_TUNINGS[2]

@@ -6,6 +6,9 @@ parallelism on one instance, composed from simulated per-rank layer shards (trnl
   TPOT = layers x (one decode step of one shard against a static KV cache of input + output positions, as
          Neuron serves decoders + 2 TP all-reduces of [batch x hidden]) + embedding all-reduce + LM head
          + logits all-gather
+  both + GRAPH_EXECUTION_S (trnlab.plan.train): the runtime's time per execution of the traced graph (one
+  prefill, one decode step), fitted with the other model-level constants.
+The layers run on trnlab.hw.graph_chip (the fitted DMA efficiency of compiled graphs).
 The TP collectives are nodes of the compiled prefill/decode graphs (transformers-neuronx and NxD Inference
 trace each layer's all-reduces into the model's NEFF), so they are costed as in-graph collectives
 (collective_cost(..., launch="graph"): no host launch; GRAPH_TUNINGS fitted to the trainium-scale.md §2
@@ -20,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 from trnlab.errors import OptionError
 from trnlab.hw.systems import get_system
-from trnlab.plan import layers
+from trnlab.plan import layers, train
 from trnlab.plan.configs import get_model
 from trnlab.plan.train import _tp
 
@@ -92,11 +95,12 @@ def plan_inference(model, *, system="trn1.32xlarge", tp: int = 32, batch: int = 
     ar_pre = _tp(batch * input * spec.hidden * BF16, tp, sysspec)
     ar_dec = _tp(batch * spec.hidden * BF16, tp, sysspec)
     n = spec.layers
+    launch = train.GRAPH_EXECUTION_S          # one graph execution per prefill and per decode token
     breakdown = {"prefill_layers_s": n * pre, "prefill_tp_collectives_s": (2 * n + 1) * ar_pre,
                  "decode_layers_s": n * dec, "decode_tp_collectives_s": (2 * n + 1) * ar_dec,
-                 "lm_head_s": head, "logits_allgather_s": gather}
-    ttft = n * pre + (2 * n + 1) * ar_pre + head + gather
-    tpot = n * dec + (2 * n + 1) * ar_dec + head + gather
+                 "lm_head_s": head, "logits_allgather_s": gather, "graph_launch_s": launch}
+    ttft = n * pre + (2 * n + 1) * ar_pre + head + gather + launch
+    tpot = n * dec + (2 * n + 1) * ar_dec + head + gather + launch
     weights = (n * s.layer_params() + (1 if spec.tie_embeddings else 2) * s.vocab * spec.hidden) * BF16
     kv = n * 2 * batch * s.kv_heads * length * s.head_dim * BF16
     share = tp / sysspec.ranks_per_instance

@@ -29,12 +29,13 @@ from torch import nn
 from trnlab.errors import OptionError
 from trnlab.plan.configs import ModelSpec
 
-CACHE_VERSION = 13         # bump when the simulated graphs or their costs change (4: element-wise fusion;
+CACHE_VERSION = 14         # bump when the simulated graphs or their costs change (4: element-wise fusion;
                            # 5: GEMM transposes on the Tensor engine; 6: multi-output and reduction fusion;
                            # 7: in-graph decode changes; 8: weight-gradient time, long-sequence attention;
                            # 9: wide-row reductions unfused; 10: attention frees its tiles;
                            # 11: middle-dim reductions as slices, short outer dims off the partitions;
-                           # 12: sequence-parallel gathers saved as shards; 13: streamed decode attention)
+                           # 12: sequence-parallel gathers saved as shards; 13: streamed decode attention;
+                           # 14: graph_dma_efficiency)
 
 
 @dataclass(frozen=True)
@@ -232,8 +233,12 @@ def cache_dir() -> str:
 def _key(what: str, s: ShardSpec, **extra) -> str:
     from trnlab import __version__
     from trnlab.core import compiler
+    from trnlab.hw import graph_chip
+    target = extra.get("target")
     payload = {"v": CACHE_VERSION, "trnlab": __version__, "what": what, "shard": asdict(s),
                "compiler": repr(compiler.current()), **extra}
+    if target is not None:      # fit_plan varies the graph DMA efficiency: each value has its own entries
+        payload["graph_dma_efficiency"] = graph_chip(target).dma_efficiency
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

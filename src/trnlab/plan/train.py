@@ -21,6 +21,8 @@ Step time of the slowest pipeline stage (it holds layers/PP layers and the LM he
                    updated bf16 weights follows the optimizer and is exposed. The TP groups of a node reduce at
                    the same time and share its EFA: modelled as one group carrying their bytes.
   optimizer        AdamW over the rank's parameters (1/DP of them with ZeRO-1), simulated on the chip
+  per microbatch   + MICROBATCH_OVERHEAD_S (fitted, see below): the framework's time per microbatch beyond the
+                   simulated device work (in the bubble slots too)
   overhead         STEP_OVERHEAD_S per step (fitted, see below)
 Memory per core: bf16 weights and gradients (+ an fp32 accumulator with more than one microbatch), fp32
 master weights and AdamW states (divided by DP with ZeRO-1), and the activations forward saves for backward
@@ -47,6 +49,19 @@ from trnlab.plan.configs import ModelSpec, get_model
 # [fitted] per-step constant (runtime launch, host-side step, data loading) fitted to the trainium-scale.md §2
 # training rows only (docs/validation.md); 0 means nothing was fitted.
 STEP_OVERHEAD_S = 0.0
+# [fitted] time of one execution of a traced inference graph (a prefill, a decode token: trnlab.plan.infer)
+# beyond the simulated engines' and queues' work: the NEFF launch on every rank, the host handing the inputs
+# in and the sampled token out. Fitted by benchmarks/fit_plan.py to the trainium-scale.md §2 inference rows
+# (docs/calibration.md "Model-level constants"); bounded to [0, 5 ms].
+GRAPH_EXECUTION_S = 2.71e-3
+# [fitted] time per training microbatch beyond the simulated device work. Training runs through torch-xla's
+# lazy tensors, whose host side traces the Python step into a graph on every iteration before launching the
+# cached NEFF (https://docs.pytorch.org/xla/release/r2.8/learn/trace-vs-execution-time.html), unlike traced
+# inference graphs (https://awsdocs-neuron.readthedocs-hosted.com/en/latest/frameworks/torch/torch-neuronx/
+# programming-guide/inference/trace-vs-xla-lazytensor.html); plus the per-microbatch launch, synchronisation
+# and gradient-accumulation bookkeeping. Fitted by benchmarks/fit_plan.py to the §2 training rows; bounded to
+# [0, 200 ms].
+MICROBATCH_OVERHEAD_S = 92.1e-3
 
 # Published dense BF16 per chip, the denominator of AWS's MFU (trainium-scale.md §1.1: trn1 190 TF
 # (trainium.rst), trn2 667 TF (trainium2.rst), trn3 671 TF (trainium3.rst)).
@@ -259,7 +274,7 @@ def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) 
     tp_s = per_stage * 2 * tp_ar + head_fwd_comm + bwd_tp_exposed
     # interleaving: each microbatch crosses PP x interleave stage boundaries; the bubble shrinks by the factor
     p2p_s = 2 * lay.interleave * _p2p(act // shard.sp, system, lay) if lay.pp > 1 else 0.0
-    per_mb = fwd_s + bwd_s + tp_s + p2p_s
+    per_mb = fwd_s + bwd_s + tp_s + p2p_s + MICROBATCH_OVERHEAD_S
     bubble_s = (lay.pp - 1) * per_mb / lay.interleave
     stage_params = per_stage * shard.layer_params() + _embedding_params(spec, shard, lay.pp)
     dp_s, ag_s = _data_parallel(stage_params, system, lay)
@@ -267,7 +282,8 @@ def _compose(spec, system, seq, global_batch, lay: Layout, dtype, usd_per_hour) 
     opt_s = (per_stage * lt["optimizer_s"] + ht["optimizer_s"]) / (lay.dp if lay.zero1 else 1)
     breakdown = {"forward_s": m * fwd_s, "backward_s": m * bwd_s, "tp_collectives_s": m * tp_s,
                  "pp_p2p_s": m * p2p_s, "pipeline_bubble_s": bubble_s, "dp_reduce_exposed_s": dp_exposed,
-                 "zero1_allgather_s": ag_s, "optimizer_s": opt_s, "overhead_s": STEP_OVERHEAD_S}
+                 "zero1_allgather_s": ag_s, "optimizer_s": opt_s, "microbatch_overhead_s": m * MICROBATCH_OVERHEAD_S,
+                 "overhead_s": STEP_OVERHEAD_S}
     step_s = sum(breakdown.values())
     breakdown["dp_reduce_total_s"] = dp_s
     breakdown["tp_collectives_total_s"] = m * tp_total

@@ -15,6 +15,7 @@ from torch.utils import _pytree as pytree
 
 from trnlab.core import compiler, dtypes as dt
 from trnlab.core.machine import Machine, running
+from trnlab.hw import graph_chip
 from trnlab.core.tensor import Tensor
 from trnlab.errors import DeviceValueError, LoweringError
 from trnlab.runtime import timing_model
@@ -220,7 +221,7 @@ class Program:
     # --- running ----------------------------------------------------------------------------------
     def run(self, inputs, *, target=None, numerics: bool = True, trace: bool = True, progress=None) -> RunResult:
         t0 = time.perf_counter()
-        m = Machine(target, numerics=numerics, scheduler=timing_model(True, trace), tensor_class=NkiTensor)
+        m = Machine(graph_chip(target), numerics=numerics, scheduler=timing_model(True, trace), tensor_class=NkiTensor)
         flat = pytree.tree_flatten((tuple(inputs), {}))[0]
         ctx = _Ctx(self, m, numerics)
         records, fallbacks = [], []

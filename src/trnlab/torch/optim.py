@@ -38,6 +38,7 @@ import torch
 from trnlab.core import dtypes as dt
 from trnlab.core.machine import Machine, running
 from trnlab.errors import DtypeError, OptionError
+from trnlab.hw import graph_chip
 from trnlab.kernels import optim as ko
 from trnlab.nki.tensor import NkiTensor
 from trnlab.runtime import timing_model
@@ -100,7 +101,7 @@ def _to_torch(t, torch_dtype, shape) -> torch.Tensor:
 
 
 def _new_machine(target, numerics: bool, sr_rng=None) -> Machine:
-    return Machine(target, numerics=numerics, scheduler=timing_model(True, False), tensor_class=NkiTensor,
+    return Machine(graph_chip(target), numerics=numerics, scheduler=timing_model(True, False), tensor_class=NkiTensor,
                    stochastic_rounding=sr_rng)
 
 

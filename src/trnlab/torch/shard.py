@@ -853,13 +853,14 @@ def run_ranks(programs: list, plan: ShardPlan, flat_inputs: list, *, chip, syste
     from torch.utils import _pytree as pytree
 
     from trnlab.core.machine import Machine, running
+    from trnlab.hw import graph_chip
     from trnlab.isa import collectives as cc
     from trnlab.nki.tensor import NkiTensor
     from trnlab.runtime import timing_model
     from trnlab.torch.blas import blas_threads
     from trnlab.torch.executor import RunResult, _Ctx
     t0 = time.perf_counter()
-    machines = [Machine(chip, numerics=numerics, scheduler=timing_model(True, trace and r == 0),
+    machines = [Machine(graph_chip(chip), numerics=numerics, scheduler=timing_model(True, trace and r == 0),
                         tensor_class=NkiTensor) for r in range(len(programs))]
     ctxs = [_Ctx(p, m, numerics) for p, m in zip(programs, machines)]
     records = [[] for _ in programs]
