@@ -185,6 +185,18 @@ def test_release_fixed_costs_follow_the_published_rows():
         cc.collective_cost("all-reduce", 1024, 16, system, release="2.99")
 
 
+def test_all_to_allv_row_is_beyond_every_documented_path():
+    """nccom-test.rst's all-to-allv (2 ranks on 2 trn2 nodes, 1,048,608 B) takes 955.05 us. Hand bound from the
+    docs: the whole buffer over one LNC=2 rank's EFA share (collectives.rst: 200 Gbps per chip, 4 ranks per
+    chip: 50 Gbps) plus three ~15 us hops (internode doc: counts, data, received counts) = 213 us, below the
+    issue's 50% band (>= 477.5 us), so the row stays a documented miss; the model, whose EFA constants come
+    from other rows, stays under that bound (no constant tuned to this one row)."""
+    bound_us = 1048608 / (50e9 / 8) * 1e6 + 3 * 15
+    assert bound_us == pytest.approx(212.8, abs=0.1) and bound_us < 955.05 * 0.5
+    row = next(r for r in ROWS if r.op == "all-to-all")
+    assert predict(row).latency_us <= bound_us
+
+
 def test_reduction_costs_per_element():
     """The DMA engines reduce in fp32 (nki.isa.dma_compute): a uint8 all-reduce reduces 4x the elements of an
     fp32 one of the same bytes, so it is slower; a bf16 one lies between; an all-gather (no reduction) and a
