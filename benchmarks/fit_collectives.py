@@ -3,7 +3,9 @@
     PYTHONPATH=src python benchmarks/fit_collectives.py          # fit, print the constants and the row table
 
 What is fitted, per NeuronCore generation (the rows' systems are inferred, trnlab.bench.collective_points):
-launch_s, step_s, peer_s, link_efficiency, local_efficiency, efa_step_s, efa_efficiency.
+launch_s, reduce_launch_s, step_s, peer_s, link_efficiency, local_efficiency, efa_step_s, efa_efficiency; on
+trn2 also release 2.32's own reduce_launch_s (collectives.RELEASE_OVERRIDES), jointly, from that release's rows
+(each row carries the release that added its example).
 To what: every row of trainium-scale.md §1.4 (SDK tools/neuron-sys-tools/nccom-test.rst), the calibration
 set of the collective model (trainium-scale.md §2); nothing else. Each row is read against its example's
 command line in the doc (dtype, replica groups; the multi-stream figures are stream 0's 16-rank all-reduce). trn2 has no multi-node row, so its two EFA
@@ -11,7 +13,8 @@ constants are trn1's; its step_s is the documented 1.5 us (TRN2_STEP_S); trn3 ha
 trn2's constants.
 Method: least squares on log(predicted / measured) (a relative error, same weight for a 6 us and a 42 ms
 row), scipy.optimize.least_squares in log-parameter space with bounds, from several starts.
-Paste the printed TUNINGS into src/trnlab/isa/collectives.py and the tables into docs/calibration.md.
+Paste the printed TUNINGS and RELEASE_OVERRIDES into src/trnlab/isa/collectives.py and the tables into
+docs/calibration.md.
 """
 from __future__ import annotations
 

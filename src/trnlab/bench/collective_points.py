@@ -6,7 +6,9 @@ are binary (its "32 MB" is 33,554,432 bytes: 32 MiB / 768 us = 40.69 GiB/s, the 
 are GiB/s. The doc never names the instance type; `system` is our inference (see the comments on ROWS).
 ROWS are the fit rows: the rows trainium-scale.md §1.4 quotes, its calibration set for collectives (§2: the
 collective constants are fitted to these only). VALIDATION_ROWS are the other sizes of the same example
-tables and one more example (the doc at commit 81ce03a, 2026-08-21): never fitted to. The multi-stream rows
+tables and one more example (the doc at commit 81ce03a, 2026-08-21): never fitted to. Every row carries the
+SDK release that added its example (the doc's git history); predict() uses that release's fixed costs where
+they were measured apart (trnlab.isa.collectives.RELEASE_OVERRIDES). The multi-stream rows
 are that example's stream 0, a bf16 all-reduce over 16-rank replica groups (the doc's streams json and "The
 first output block belongs to stream 0"), which trainium-scale.md §1.4 lists as a 64-rank all-gather; its
 stream 1 (a 64-rank all-gather beside it, 258 us) is left out: the model times one collective alone.

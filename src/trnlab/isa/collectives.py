@@ -17,7 +17,8 @@ internode-collective-comm.rst (hierarchical: RS inside, AR across, AG inside; Ri
 the flat Ring across instances on trn1 only). The runtime's choice by message size is modelled as the fastest
 eligible algorithm (the doc's sweet ranges are empirical: Mesh < 1 MB, RDH 1-56 MB, KangaRing > 56 MB).
 The few constants in CollectiveTuning are fitted to the nccom-test rows of
-SDK tools/neuron-sys-tools/nccom-test.rst by benchmarks/fit_collectives.py (docs/calibration.md).
+SDK tools/neuron-sys-tools/nccom-test.rst by benchmarks/fit_collectives.py (docs/calibration.md); fixed costs
+that a later runtime release measured apart are RELEASE_OVERRIDES (collective_cost(..., release=)).
 """
 from __future__ import annotations
 
