@@ -8,7 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from trnlab.bench.collective_points import ROWS, predict
+from trnlab.bench.collective_points import ROWS, VALIDATION_ROWS, predict
 from trnlab.errors import CollectiveError
 from trnlab.hw.systems import cluster, get_system
 from trnlab.isa import collectives as cc
@@ -140,11 +140,8 @@ def test_algorithm_picks_match_show_algorithm():
 
 
 # Rows the fitted model misses, each for a reason in docs/calibration.md ("Collectives"): KangaRing's 32 vs
-# 512 MiB (16x the data in 3.5x the time), the multi-stream example's 16-rank all-reduce (release 2.32: 101 us,
-# 3x below the 300 us floor of release 2.28's --show-algorithm example of the same all-reduce) and all-to-allv
-# (no modelled cause for 955 us).
-KNOWN_MISSES = {("all-reduce", 16, 32 * 2 ** 20), ("all-reduce", 16, 1024), ("all-reduce", 16, 2 ** 20),
-                ("all-to-all", 2, 1048608)}
+# 512 MiB (16x the data in 3.5x the time) and all-to-allv (no documented path comes near 955 us).
+KNOWN_MISSES = {("all-reduce", 16, 32 * 2 ** 20), ("all-to-all", 2, 1048608)}
 
 
 def _key(row):
@@ -166,6 +163,48 @@ def test_multi_stream_rows_are_stream_0s_all_reduce():
     rows = [r for r in ROWS if r.example.startswith("multi-stream")]
     assert [(r.op, r.ranks, r.dtype, r.nbytes // 2) for r in rows] == [("all-reduce", 16, "bf16", 512),
                                                                        ("all-reduce", 16, "bf16", 524288)]
+
+
+def test_release_fixed_costs_follow_the_published_rows():
+    """The same 16-rank all-reduce (ranks 0-15: 4 trn2 chips) measured by two runtime releases
+    (nccom-test.rst's git history): release 2.28's --show-algorithm floor is 299.69-299.91 us from 4 B to 8 KiB;
+    release 2.32's multi-stream example takes 101.14 us at 1 KiB while three more 16-rank groups and a 64-rank
+    all-gather stream share the chips, so 2.32's lone all-reduce takes at most that. Oracle: the published
+    rows; the model of each release must sit inside what its own rows allow, which one constant cannot."""
+    system = get_system("trn2.48xlarge")
+    late = cc.collective_cost("all-reduce", 1024, 16, system, itemsize=2, release="2.32").latency_us
+    early = cc.collective_cost("all-reduce", 4, 16, system).latency_us
+    assert late <= 101.14                          # contention only adds time: the contended row bounds it
+    assert 299.91 * 0.5 <= early <= 299.69 * 1.5   # release 2.28's floor, within the issue's floor tolerance
+    # only the fixed cost moves between releases: the size-dependent part is the generation's
+    grow = [cc.collective_cost("all-reduce", n, 16, system, itemsize=2, release=r).latency_us
+            for r in ("2.32", None) for n in (1024, 2 ** 20)]
+    assert grow[1] - grow[0] == pytest.approx(grow[3] - grow[2])
+    assert cc.tuning_for(system, "2.32") == dataclasses.replace(cc.TUNINGS[3], **cc.RELEASE_OVERRIDES[(3, "2.32")])
+    with pytest.raises(CollectiveError, match="release must be one of 2.32"):
+        cc.collective_cost("all-reduce", 1024, 16, system, release="2.99")
+
+
+def test_release_fit_holds_the_multi_stream_sizes_it_never_saw():
+    """Release 2.32's reducing launch is fitted to the multi-stream example's 1 KiB and 1 MiB rows only; its
+    nine other sizes (2 KiB to 512 KiB, VALIDATION_ROWS, never fitted) must then fall within the issue's 50%
+    with the generation's shared size-dependent terms. Oracle: the published rows."""
+    rows = [r for r in VALIDATION_ROWS if r.example.startswith("multi-stream")]
+    assert len(rows) == 9 and {r.release for r in rows} == {"2.32"}
+    for row in rows:
+        assert abs(predict(row).latency_us / row.time_us - 1) <= row.tolerance, row
+
+
+def test_all_to_allv_row_is_beyond_every_documented_path():
+    """nccom-test.rst's all-to-allv (2 ranks on 2 trn2 nodes, 1,048,608 B) takes 955.05 us. Hand bound from the
+    docs: the whole buffer over one LNC=2 rank's EFA share (collectives.rst: 200 Gbps per chip, 4 ranks per
+    chip: 50 Gbps) plus three ~15 us hops (internode doc: counts, data, received counts) = 213 us, below the
+    issue's 50% band (>= 477.5 us), so the row stays a documented miss; the model, whose EFA constants come
+    from other rows, stays under that bound (no constant tuned to this one row)."""
+    bound_us = 1048608 / (50e9 / 8) * 1e6 + 3 * 15
+    assert bound_us == pytest.approx(212.8, abs=0.1) and bound_us < 955.05 * 0.5
+    row = next(r for r in ROWS if r.op == "all-to-all")
+    assert predict(row).latency_us <= bound_us
 
 
 def test_reduction_costs_per_element():
@@ -294,10 +333,13 @@ def test_fit_script_reproduces_the_preset_constants():
     spec = importlib.util.spec_from_file_location("fit_collectives", path)
     fit = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fit)
-    trn1, trn2 = fit.fit_all()
+    trn1, trn2, overrides = fit.fit_all()
     for version, got in ((2, trn1), (3, trn2)):
         for name in fit.NAMES:
             assert getattr(got, name) == pytest.approx(getattr(cc.TUNINGS[version], name), rel=0.01), (version, name)
+    assert set(overrides) == {(3, "2.32")}
+    for name, value in overrides[(3, "2.32")].items():
+        assert value == pytest.approx(cc.RELEASE_OVERRIDES[(3, "2.32")][name], rel=0.01), name
 
 
 @pytest.mark.parametrize("name", ["trn1.2xlarge", "trn1.32xlarge", "trn1n.32xlarge", "trn2.48xlarge",

@@ -409,6 +409,9 @@ def collective(op: str = typer.Argument(..., help="all-reduce|all-gather|reduce-
                                             "int16, fp16, bf16, uint32, int32, fp32 (and fp8, int64, uint64, fp64)."),
                pairs_file: Optional[str] = typer.Option(None, "--custom-src-target-pairs", metavar="JSON",
                                                         help="permute: nccom-test's pairs file (default: r -> r+1)."),
+               release: Optional[str] = typer.Option(None, "--release", help="Runtime release whose fixed costs "
+                                                     "to use: 2.32 (default: those of the calibration rows' "
+                                                     "releases, docs/calibration.md)."),
                json_out: bool = typer.Option(False, "--json", help="Print a JSON list of rows.")):
     """A simulated nccom-test: collective latency and bandwidth over a size sweep on a system preset
     (same options and defaults as AWS's nccom-test)."""
@@ -417,7 +420,7 @@ def collective(op: str = typer.Argument(..., help="all-reduce|all-gather|reduce-
     try:
         code = collective_command(op, system=system, nodes=nodes, ranks=ranks, minbytes=minbytes,
                                   maxbytes=maxbytes, stepbytes=stepbytes, stepfactor=stepfactor, datatype=datatype,
-                                  json_out=json_out, pairs_file=pairs_file)
+                                  json_out=json_out, pairs_file=pairs_file, release=release)
     except CollectiveError as exc:
         _fail("collective", str(exc))
     raise typer.Exit(code)

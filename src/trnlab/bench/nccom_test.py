@@ -3,7 +3,8 @@ https://github.com/aws-neuron/aws-neuron-sdk/blob/master/tools/neuron-sys-tools/
 
 Same options, defaults (-b 32M -e 32M -d uint8) and table: sizes from -b to -e multiplied by -f or stepped by
 -i (default (max-min)/10), one row each with size, count, type, time, algorithm bandwidth and bus bandwidth,
-plus the algorithm (nccom-test prints it with --show-algorithm). -r defaults to all the system's ranks. Like nccom-test, "GB/s" is GiB/s (2^30 bytes per second), sizes are
+plus the algorithm (nccom-test prints it with --show-algorithm). -r defaults to all the system's ranks.
+--release picks a runtime release whose fixed costs were measured apart (collectives.RELEASES). Like nccom-test, "GB/s" is GiB/s (2^30 bytes per second), sizes are
 binary (1KB = 1024 B) and a size is rounded down to whole elements (whole elements per rank for the
 collectives that split the buffer between ranks, as nccl-tests does).
 """
@@ -40,6 +41,7 @@ class Sweep:
     sizes: tuple
     datatype: str
     pairs: "tuple | None" = None     # a permute's (source, target) ranks
+    release: "str | None" = None     # runtime release whose fixed costs to use (None: the fit rows')
 
 
 def _bad(option: str, value, valid: str):
@@ -79,7 +81,7 @@ def parse_pairs(path: str, ranks: int) -> tuple:
 
 
 def parse(op: str, system: str, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes=None,
-          pairs_file=None) -> Sweep:
+          pairs_file=None, release=None) -> Sweep:
     """Every option checked; a bad one raises CollectiveError naming the option, the value, the valid values."""
     from trnlab.hw.systems import cluster, get_system, system_names
     if op not in OP_NAMES:
@@ -116,7 +118,11 @@ def parse(op: str, system: str, nodes, ranks, minbytes, maxbytes, stepfactor, da
         if OP_NAMES[op] != "permute":
             raise _bad("--custom-src-target-pairs", pairs_file, "a file only with the permute operation")
         pairs = parse_pairs(pairs_file, r)
-    return Sweep(op=OP_NAMES[op], system=spec, ranks=r, sizes=sizes, datatype=datatype, pairs=pairs)
+    from trnlab.isa.collectives import RELEASES
+    if release is not None and release not in RELEASES:
+        raise _bad("--release", release, ", ".join(RELEASES))
+    return Sweep(op=OP_NAMES[op], system=spec, ranks=r, sizes=sizes, datatype=datatype, pairs=pairs,
+                 release=release)
 
 
 def _geometric(lo: int, hi: int, factor: int) -> tuple:
@@ -139,7 +145,8 @@ def rows(sweep: Sweep) -> list:
     out = []
     for size in sweep.sizes:
         nbytes = size // unit * unit
-        cost = collective_cost(sweep.op, nbytes, sweep.ranks, sweep.system, pairs=sweep.pairs, itemsize=itemsize)
+        cost = collective_cost(sweep.op, nbytes, sweep.ranks, sweep.system, pairs=sweep.pairs, itemsize=itemsize,
+                               release=sweep.release)
         out.append({"bytes": nbytes, "count": nbytes // itemsize, "type": sweep.datatype,
                     "latency_us": round(cost.latency_us, 3),
                     "algbw_gbs": round(cost.algbw_bytes_per_s / GIB, 3),
@@ -148,8 +155,9 @@ def rows(sweep: Sweep) -> list:
 
 
 def collective_command(op, *, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype,
-                       json_out: bool, stepbytes=None, pairs_file=None) -> int:
-    sweep = parse(op, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes, pairs_file)
+                       json_out: bool, stepbytes=None, pairs_file=None, release=None) -> int:
+    sweep = parse(op, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes, pairs_file,
+                  release)
     table = rows(sweep)
     if json_out:
         print(json.dumps(table, indent=2))
@@ -163,8 +171,9 @@ def _print_table(sweep: Sweep, table: list) -> None:
 
     from trnlab.console import make_console
     s = sweep.system
+    runtime = f", runtime {sweep.release}" if sweep.release else ""
     title = (f"trnlab collective {sweep.op}: {sweep.ranks} ranks on {s.nodes} x {s.name} "
-             f"({s.ranks_per_instance} ranks per instance, simulated)")
+             f"({s.ranks_per_instance} ranks per instance{runtime}, simulated)")
     t = Table(title=title)
     for col in ("size(B)", "count(elems)", "type", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "algorithm"):
         t.add_column(col, justify="left" if col in ("type", "algorithm") else "right")

@@ -17,7 +17,8 @@ internode-collective-comm.rst (hierarchical: RS inside, AR across, AG inside; Ri
 the flat Ring across instances on trn1 only). The runtime's choice by message size is modelled as the fastest
 eligible algorithm (the doc's sweet ranges are empirical: Mesh < 1 MB, RDH 1-56 MB, KangaRing > 56 MB).
 The few constants in CollectiveTuning are fitted to the nccom-test rows of
-SDK tools/neuron-sys-tools/nccom-test.rst by benchmarks/fit_collectives.py (docs/calibration.md).
+SDK tools/neuron-sys-tools/nccom-test.rst by benchmarks/fit_collectives.py (docs/calibration.md); fixed costs
+that a later runtime release measured apart are RELEASE_OVERRIDES (collective_cost(..., release=)).
 """
 from __future__ import annotations
 
@@ -194,15 +195,40 @@ TUNINGS = {
                         link_efficiency=0.149, local_efficiency=0.257, efa_step_s=10.7e-6, efa_efficiency=0.574),
     # trn2 has no multi-node row: efa_step_s and efa_efficiency are trn1's. step_s is not fitted: the
     # intranode doc's per-hop latency of Ring/KangaRing, "about 1-2 us".
-    3: CollectiveTuning(launch_s=0.1e-6, reduce_launch_s=287e-6, step_s=1.5e-6, peer_s=1.42e-6,
-                        link_efficiency=0.207, local_efficiency=0.0509, efa_step_s=10.7e-6, efa_efficiency=0.574),
+    3: CollectiveTuning(launch_s=0.1e-6, reduce_launch_s=411e-6, step_s=1.5e-6, peer_s=1.49e-6,
+                        link_efficiency=0.219, local_efficiency=0.0521, efa_step_s=10.7e-6, efa_efficiency=0.574),
 }
 # trn3 (NC-v4): no published measurement; it keeps trn2's constants.
 TUNINGS[4] = TUNINGS[3]
 
 
-def tuning_for(system: SystemSpec) -> CollectiveTuning:
-    return TUNINGS[system.chip.nc_version]
+# The runtime release that measured each generation's fit rows: most of trn2's examples (--show-algorithm,
+# percentiles, all-to-allv) were added to nccom-test.rst with release 2.28, trn1's with 2.10 (the doc's git
+# history). A collective's fixed costs belong to the runtime's launch path, not to the chips: the same 16-rank
+# all-reduce (ranks 0-15, 4 trn2 chips) takes 300 us at 4 B - 8 KiB in release 2.28's --show-algorithm example
+# and 101 us at 1 KiB in release 2.32's multi-stream example, though there it shares the chips with three more
+# 16-rank groups and a 64-rank all-gather stream (contention adds time, so 2.32's lone all-reduce is faster
+# still). No constant of one release can give both; the later release's fixed costs are its own.
+# [fitted] benchmarks/fit_collectives.py, jointly with TUNINGS[3], to the multi-stream rows (release 2.32);
+# every other constant is the generation's. Keyed by (NeuronCore version, release).
+RELEASE_OVERRIDES = {(3, "2.32"): {"reduce_launch_s": 75.7e-6}}
+RELEASE_OVERRIDES[(4, "2.32")] = RELEASE_OVERRIDES[(3, "2.32")]    # trn3 keeps trn2's constants
+RELEASES = tuple(sorted({release for _, release in RELEASE_OVERRIDES}))
+
+
+def with_release(tuning: CollectiveTuning, nc_version: int, release: Optional[str],
+                 overrides: Optional[dict] = None) -> CollectiveTuning:
+    """`tuning` with the fixed costs of runtime `release` on that generation; None, or a release not measured
+    apart on it: `tuning` unchanged (its fit rows' releases)."""
+    if release is not None and release not in RELEASES:
+        raise _error(f"collective: release must be one of {', '.join(RELEASES)}, got {release!r}")
+    table = RELEASE_OVERRIDES if overrides is None else overrides
+    return replace(tuning, **table.get((nc_version, release), {}))
+
+
+def tuning_for(system: SystemSpec, release: Optional[str] = None) -> CollectiveTuning:
+    """The generation's fitted constants, with `release`'s fixed costs where they were measured apart."""
+    return with_release(TUNINGS[system.chip.nc_version], system.chip.nc_version, release)
 
 
 # Where a collective is issued: "host" = a stand-alone launch as nccom-test times it (the fit above);
@@ -537,14 +563,17 @@ def _permute(system, size, ranks, pairs, t) -> float:
 def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec" = "trn2.48xlarge",
                     tuning: Optional[CollectiveTuning] = None, algorithm: Optional[str] = None,
                     pairs: Optional[Sequence[tuple]] = None, itemsize: int = 4, launch: str = "host",
-                    graph_tuning: Optional[GraphCollectiveTuning] = None) -> CollectiveCost:
+                    graph_tuning: Optional[GraphCollectiveTuning] = None,
+                    release: Optional[str] = None) -> CollectiveCost:
     """Latency of one collective of `nbytes` over the first `ranks` ranks of `system` (nothing else running).
     nbytes is nccom-test's size: the all-reduce buffer, the all-gather output, the reduce-scatter input, the
     all-to-all buffer, the permuted buffer. `algorithm` forces the algorithm inside an instance (what-ifs).
     `pairs`: the (source, target) ranks of a permute (default: the ring r -> r+1) or send-recv (default 0 -> 1).
     `itemsize`: bytes per element (nccom-test's -d; 4 = fp32): a reduction costs per element.
     `launch`: "host" (a stand-alone launch, as nccom-test measures) or "graph" (a node of a compiled graph:
-    the fixed terms of `graph_tuning`, default GRAPH_TUNINGS[generation], over the bandwidth terms of `tuning`)."""
+    the fixed terms of `graph_tuning`, default GRAPH_TUNINGS[generation], over the bandwidth terms of `tuning`).
+    `release`: a runtime release whose fixed costs to use (RELEASES; default: those of the fit rows' releases,
+    2.10 on trn1, 2.24-2.28 on trn2); ignored when `tuning` is given."""
     system = get_system(system)
     if op not in OPS:
         raise _error(f"collective: op must be one of {'|'.join(OPS)}, got {op!r}")
@@ -557,7 +586,7 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
         raise _error(f"collective: nbytes must be an integer >= 0, got {nbytes!r}")
     if itemsize not in (1, 2, 4):
         raise _error(f"collective: itemsize must be 1, 2 or 4 bytes per element, got {itemsize!r}")
-    t = tuning or tuning_for(system)
+    t = tuning or tuning_for(system, release)
     if launch == "graph":
         # a graph removes the host's work and adds none: never above the same collective launched alone
         kwargs = dict(tuning=t, algorithm=algorithm, pairs=pairs, itemsize=itemsize)
@@ -685,6 +714,7 @@ COLLECTIVES = {c.name: c for c in (AllReduce, AllGather, ReduceScatter, AllToAll
 
 __all__ = ["OPS", "REDUCE_OPS", "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_v",
            "permute", "send_recv", "ring_pairs", "CollectiveTuning", "TUNINGS", "tuning_for",
+           "RELEASE_OVERRIDES", "RELEASES", "with_release",
            "LAUNCHES", "GraphCollectiveTuning", "GRAPH_TUNING", "GRAPH_TUNINGS", "graph_tuning_for", "CollectiveCost",
            "collective_cost", "busbw_factor", "INTRA_ALGORITHMS", "Collective", "AllReduce", "AllGather",
            "ReduceScatter", "AllToAll", "Permute", "SendRecv", "COLLECTIVES"]
