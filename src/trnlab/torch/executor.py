@@ -421,6 +421,7 @@ class _Ctx:
         self.state_uids = set()
         self.node = None
         self.training = False
+        self.collectives = {}         # collective node -> (dst, instruction) staged by shard.run_ranks
 
     def host_value(self, node):
         """The node's value where it is: an HBM tensor, a host tensor (refused dtypes, fallback results)."""

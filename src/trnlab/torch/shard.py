@@ -42,6 +42,7 @@ import torch
 from torch.export.graph_signature import ExportGraphSignature, InputKind, InputSpec, TensorArgument
 
 from trnlab.errors import OptionError, UnsupportedOperatorError
+from trnlab.isa.collectives import collective_cost
 from trnlab.torch import capture
 from trnlab.torch.lowering import INDEX, lowers
 from trnlab.torch.report import Report
@@ -70,9 +71,18 @@ COLLECTIVES = {all_reduce: "all-reduce", all_gather: "all-gather", reduce_scatte
 
 @lowers(all_reduce, all_gather, reduce_scatter, dtypes=INDEX)
 def _collective(ctx, node, x, *_):
-    """On one rank the collective only allocates its result; run_ranks fills it in with the ranks'
-    values (numerics) and its time is collective_cost's, added to the rank's compute time."""
-    return ctx.out(node)
+    """Issue the collective's ISA instruction (trnlab.isa.cc.CollectiveInstruction) on this rank's machine:
+    run_ranks' rendezvous built it for every rank at once (the ranks' sources, the latest arrival); its
+    result is computed by the ISA layer and its time is on this rank's timeline."""
+    staged = ctx.collectives.pop(node, None)
+    if staged is None:
+        from trnlab.errors import LoweringError
+        raise LoweringError(f"{node.name} ({COLLECTIVES[node.target]}) is a collective of a tensor-parallel graph: "
+                            "run it with trnlab.torch.shard.run_ranks (trnlab.torch.compile(..., tp=N)), which "
+                            "meets the ranks at it")
+    dst, instr = staged
+    ctx.machine.issue(instr)
+    return dst
 
 
 # --- how a value is split ---------------------------------------------------------------------------
@@ -813,48 +823,106 @@ def smallest_tp(ep, capacity: int, *, name: str, max_tp: int, fallback=None, kno
 # --- running the ranks ------------------------------------------------------------------------------
 @dataclass
 class RankRun:
-    """One tensor-parallel run: each simulated rank's RunResult, the collectives and the composed time."""
+    """One tensor-parallel run: each simulated rank's RunResult, its collectives and its timeline."""
     runs: list                     # RunResult per simulated rank (one in timing-only mode)
     outputs: object                # rank 0's outputs (the all-gathered model outputs)
-    collectives: list              # dicts: node, op, bytes, latency_s, algorithm
-    compute_s: list                # per rank
+    collectives: list              # dicts: node, op, bytes, latency_s, algorithm, start_s, end_s (rank 0)
+    end_s: list                    # per simulated rank: the end of its timeline
+    exposed_s: list                # per simulated rank: collective time on its critical path
     wall_s: float
 
     @property
-    def collectives_s(self) -> float:
-        return sum(c["latency_s"] for c in self.collectives)
+    def latency_s(self) -> float:
+        return max(self.end_s)
 
     @property
-    def latency_s(self) -> float:
-        return max(self.compute_s) + self.collectives_s
+    def slowest(self) -> int:
+        return max(range(len(self.end_s)), key=self.end_s.__getitem__)
+
+    @property
+    def collectives_s(self) -> float:
+        """Collective time on the slowest rank's critical path (what overlapping compute did not hide)."""
+        return self.exposed_s[self.slowest]
+
+    @property
+    def collectives_total_s(self) -> float:
+        """Rank 0's collective unit busy time: every collective's duration, overlapped or not."""
+        from trnlab.isa.cc import CC_UNIT
+        return self.runs[0].machine.scheduler.busy[CC_UNIT]
+
+    @property
+    def compute_s(self) -> list:
+        """Per simulated rank: its end minus the collective time on its critical path."""
+        return [e - x for e, x in zip(self.end_s, self.exposed_s)]
 
 
-def collective_table(plan: ShardPlan, system) -> list:
-    """Each collective node of the plan with its nccom-test size and collective_cost on `system`."""
-    from trnlab.isa.collectives import collective_cost
-    rows = []
-    for n in plan.collectives:
-        op = COLLECTIVES[n.target]
-        v = n.meta["val"] if op != "reduce-scatter" else n.args[0].meta["val"]
-        nbytes = int(v.numel()) * v.element_size()      # nccom-test's size: AR buffer, AG output, RS input
-        if plan.tp < 2:
-            rows.append({"node": n.name, "op": op, "bytes": nbytes, "latency_s": 0.0, "algorithm": "none"})
-            continue
-        cost = collective_cost(op, nbytes, plan.tp, system)
-        rows.append({"node": n.name, "op": op, "bytes": nbytes, "latency_s": cost.latency_s,
-                     "algorithm": cost.algorithm})
-    return rows
+def exposed_collective_s(scheduler) -> float:
+    """Seconds the collectives add along the scheduler's critical path (trnlab.timing.scheduler): each
+    collective on the chain that decides the end time counts for what it added after its predecessor."""
+    from trnlab.isa.cc import CollectiveInstruction
+    opcode = CollectiveInstruction.opcode
+    return sum(added for i, added in scheduler.critical_path() if scheduler.sites[i][0] == opcode)
+
+
+def _isa_collective(node):
+    from trnlab.isa import collectives as cc
+    if node.target is all_reduce:
+        return cc.AllReduce(op="add")
+    if node.target is reduce_scatter:
+        return cc.ReduceScatter(op="add", axis=int(node.args[1]))
+    return cc.AllGather(axis=int(node.args[1]))
+
+
+def _rendezvous(node, ctxs, machines, tp: int, system) -> dict:
+    """Stage the collective node's instruction on every simulated rank (run in lockstep, every rank has
+    issued the nodes before it), as trnlab.nki.collectives does at a rendezvous: each rank's source values
+    and arrival (its input ready, its collective unit free); the collective starts at the latest arrival
+    and ends with the slowest rank's part. It is a node of a compiled graph: collective_cost(...,
+    launch="graph"), as trnlab.plan costs in-graph collectives. With one simulated rank (timing-only, the
+    ranks symmetric) the latest arrival is rank 0's own. Returns the collective's row (rank 0's timeline)."""
+    from trnlab.core import dtypes as dt
+    from trnlab.core.machine import running
+    from trnlab.isa.cc import CollectiveInstruction, queue_bytes
+    from trnlab.torch.executor import device_dtype
+    collective = _isa_collective(node)
+    op, val = collective.name, node.meta["val"]
+    staged = []
+    for r, (ctx, m) in enumerate(zip(ctxs, machines)):
+        with running(m):
+            src = ctx.value(node.args[0])
+            dst = ctx.alloc(val.shape, device_dtype(val.dtype), node.name)
+            instr = CollectiveInstruction(api=f"trnlab.torch.shard.{node.target.__name__}",
+                                          loc=capture.source_line(node), collective=collective, srcs=(src,),
+                                          dsts=(dst,), position=r, ranks=tp)
+            instr.validate(m.chip)
+            staged.append((dst, instr, m.scheduler.ready_at(instr), instr.sources() if ctx.numerics else ()))
+    src, dst = staged[0][1].srcs[0], staged[0][0]
+    nbytes = int(dst.nbytes if op == "all-gather" else src.nbytes)    # nccom-test's size: AG output
+    itemsize = dt.itemsize(src.dtype) if dt.itemsize(src.dtype) in (1, 2, 4) else 4
+    cost = collective_cost(op, nbytes, tp, system, itemsize=itemsize, launch="graph") if tp > 1 else None
+    seconds = cost.latency_s if cost is not None else 0.0
+    inputs = ((tuple(s[3][0] for s in staged),) if len(staged) == tp and staged[0][3] else ())
+    not_before = max(s[2] for s in staged)
+    ready = [dataclasses.replace(instr, inputs=inputs, seconds=seconds, not_before=not_before,
+                                 queue_bytes=queue_bytes(op, nbytes, tp)) for _, instr, _, _ in staged]
+    ends = [m.scheduler.collective_end(instr) for m, instr in zip(machines, ready)]
+    for ctx, (dst_r, *_), instr in zip(ctxs, staged, ready):
+        ctx.collectives[node] = (dst_r, dataclasses.replace(instr, min_end=max(ends)))
+    return {"node": node.name, "op": op, "bytes": nbytes, "latency_s": seconds,
+            "algorithm": cost.algorithm if cost is not None else "none",
+            "start_s": max(staged[0][2], not_before), "end_s": max(ends)}
 
 
 def run_ranks(programs: list, plan: ShardPlan, flat_inputs: list, *, chip, system, numerics: bool,
               trace: bool = True, progress=None) -> RankRun:
-    """Run every program (one per rank) on its own simulated NeuronCore, in lockstep node by node; each
-    collective node exchanges the ranks' values (numpy semantics of trnlab.isa.collectives)."""
+    """Run every program (one per rank) on its own simulated NeuronCore, in lockstep node by node; at each
+    collective node the ranks meet and every rank issues the collective's ISA instruction (_rendezvous):
+    its values from trnlab.isa.collectives' semantics, its time on the rank's collective unit and DMA
+    queues, overlapping whatever later compute does not depend on it."""
     from torch.utils import _pytree as pytree
 
     from trnlab.core.machine import Machine, running
     from trnlab.hw import graph_chip
-    from trnlab.isa import collectives as cc
     from trnlab.nki.tensor import NkiTensor
     from trnlab.runtime import timing_model
     from trnlab.torch.blas import blas_threads
@@ -864,6 +932,7 @@ def run_ranks(programs: list, plan: ShardPlan, flat_inputs: list, *, chip, syste
                         tensor_class=NkiTensor) for r in range(len(programs))]
     ctxs = [_Ctx(p, m, numerics) for p, m in zip(programs, machines)]
     records = [[] for _ in programs]
+    rows = []
     lead = programs[0]
     device = set(lead.device_nodes())
     with blas_threads(1):
@@ -879,11 +948,11 @@ def run_ranks(programs: list, plan: ShardPlan, flat_inputs: list, *, chip, syste
         for node in lead.graph.nodes:
             if node.op != "call_function" or node not in device:
                 continue
+            if node.target in COLLECTIVES:
+                rows.append(_rendezvous(node, ctxs, machines, plan.tp, system))
             for r, (p, m, ctx) in enumerate(zip(programs, machines, ctxs)):
                 with running(m):
                     records[r].append(p._run_node(ctx, node))
-            if numerics and node.target in COLLECTIVES and len(programs) > 1:
-                _exchange(node, ctxs, cc)
             if progress is not None:
                 progress()
         per_rank = []
@@ -895,7 +964,8 @@ def run_ranks(programs: list, plan: ShardPlan, flat_inputs: list, *, chip, syste
     runs = [RunResult(pytree.tree_unflatten(outputs, lead.info.out_spec) if r == 0 else None, records[r],
                       m.scheduler.end, m, wall, [x for x in records[r] if x.where == "cpu-fallback"], p)
             for r, (p, m) in enumerate(zip(programs, machines))]
-    return RankRun(runs, runs[0].outputs, collective_table(plan, system), [m.scheduler.end for m in machines], wall)
+    return RankRun(runs, runs[0].outputs, rows, [m.scheduler.end for m in machines],
+                   [exposed_collective_s(m.scheduler) for m in machines], wall)
 
 
 def _assemble(per_rank: list, plan: ShardPlan) -> list:
@@ -912,18 +982,6 @@ def _assemble(per_rank: list, plan: ShardPlan) -> list:
         owners = sorted({r * spec.groups // plan.tp: r for r in reversed(range(plan.tp))}.items())
         outputs[i] = torch.cat([per_rank[r][i] for _, r in owners], dim=spec.dim)
     return outputs
-
-
-def _exchange(node, ctxs, cc) -> None:
-    values = [ctx.value(node.args[0]).numpy() for ctx in ctxs]
-    if node.target is all_reduce:
-        results = cc.all_reduce(values)
-    elif node.target is reduce_scatter:
-        results = cc.reduce_scatter(values, axis=node.args[1])
-    else:
-        results = cc.all_gather(values, axis=node.args[1])
-    for ctx, res in zip(ctxs, results):
-        ctx.env[node].write(res)
 
 
 # --- trnlab.torch.compile(..., tp=N): the sharded model and its report -------------------------------
@@ -955,13 +1013,17 @@ def check_tp(tp, system) -> int:
 
 @dataclass
 class ShardedReport(Report):
-    """A Report of a tensor-parallel run. latency_s = the slowest rank's compute + the collectives on the
-    critical path; model_flops and peak_flops are over all ranks; weights/activations/HBM are per rank."""
+    """A Report of a tensor-parallel run. latency_s = the slowest rank's timeline end (compute and
+    collectives co-simulated); collectives_us = the collective time on that rank's critical path (what
+    compute did not hide), collectives_total_us = the collectives' whole duration on the collective unit;
+    rank_compute_us = each rank's end minus its critical-path collective time, rank_latency_us = its end;
+    model_flops and peak_flops are over all ranks; weights/activations/HBM are per rank."""
     tp: int = 1
     ranks: int = 1
     system: str = ""
     simulated_ranks: int = 1
     collectives_us: float = 0.0
+    collectives_total_us: float = 0.0
     rank_compute_us: list = field(default_factory=list)
     rank_latency_us: list = field(default_factory=list)
     collectives: list = field(default_factory=list)
@@ -1002,14 +1064,17 @@ def tp_table(r: ShardedReport):
         g[1] += c["latency_s"]
     coll = "; ".join(f"{n} x {op} of {fmt_bytes(b)} ({alg}) = {fmt_time(s)}"
                      for (op, b, alg), (n, s) in by_op.items())
-    rows = [("predicted latency", f"{fmt_time(r.latency_s)} = rank compute {fmt_time(compute)} + collectives "
-                                  f"{fmt_time(r.collectives_us * 1e-6)} ({r.phase}, {r.tokens} tokens)"),
-            ("collectives", coll or "none"),
+    hidden = max(r.collectives_total_us - r.collectives_us, 0.0) * 1e-6
+    rows = [("predicted latency", f"{fmt_time(r.latency_s)} = rank compute {fmt_time(compute)} + collectives on "
+                                  f"the critical path {fmt_time(r.collectives_us * 1e-6)} ({r.phase}, {r.tokens} "
+                                  "tokens; co-simulated on each rank's timeline)"),
+            ("collectives", (coll + f"; {fmt_time(hidden)} of them overlapped by compute") if coll else "none"),
             *([("decode", f"{fmt_time(r.decode.latency_s)} per step ({r.decode.tokens} tokens/step, collectives "
                           f"{fmt_time(r.decode.collectives_us * 1e-6)}) = {r.decode.tokens_per_s:,.0f} tokens/s, "
                           f"MFU {r.decode.mfu:.2%}")] if r.decode is not None else []),
             ("ranks", f"{r.tp} ({r.simulated_ranks} simulated; "
-                      + ("all ranks run the same instructions)" if r.simulated_ranks < r.tp else "in lockstep)")),
+                      + ("all ranks run the same instructions)" if r.simulated_ranks < r.tp
+                         else "in lockstep, meeting at each collective)")),
             ("throughput", f"{r.tokens_per_s:,.0f} tokens/s on {r.tp} NeuronCores"),
             ("MFU", f"{r.mfu:.1%} (model FLOPs {r.model_flops / 1e9:.2f} G over {r.tp} ranks)"),
             ("HBM per rank", f"weights {fmt_bytes(r.weights_bytes)} + peak activations "
@@ -1129,21 +1194,22 @@ class ShardedModel:
                        hbm_capacity_bytes=self.capacity, usd_per_hour=s.usd_per_hour, instance=s.name,
                        instance_cores=s.ranks_per_instance, price_source=s.price_source or base.price_source,
                        wall_s=rr.wall_s)
-        coll_us = rr.collectives_s * 1e6
         rep = ShardedReport(**fields_, tp=self.tp, ranks=self.tp, system=s.name, simulated_ranks=len(rr.runs),
-                            collectives_us=coll_us,
+                            collectives_us=rr.collectives_s * 1e6,
+                            collectives_total_us=rr.collectives_total_s * 1e6,
                             rank_compute_us=[c * 1e6 for c in _per_rank(rr.compute_s, self.tp)],
-                            rank_latency_us=[c * 1e6 + coll_us for c in _per_rank(rr.compute_s, self.tp)],
+                            rank_latency_us=[e * 1e6 for e in _per_rank(rr.end_s, self.tp)],
                             collectives=rr.collectives, hbm_per_rank_bytes=self.weights + self.activations,
-                            min_tp=self.min_tp, sequence_parallel=self.sequence_parallel, lnc=s.lnc, sharding=list(self.plan.notes) if self.plan else [])
+                            min_tp=self.min_tp, sequence_parallel=self.sequence_parallel, lnc=s.lnc,
+                            sharding=list(self.plan.notes) if self.plan else [])
         if self.check:
             rep.numerics = api.compare(self.model, args, rr.outputs, api.dtype_name(self.dtype), kwargs)
         return rep
 
 
-def _per_rank(compute_s: list, tp: int) -> list:
-    """Every rank's compute time (timing-only: rank 0's for all, the ranks being identical)."""
-    return list(compute_s) if len(compute_s) == tp else [compute_s[0]] * tp
+def _per_rank(values: list, tp: int) -> list:
+    """Every rank's value (timing-only: rank 0's for all, the ranks being identical)."""
+    return list(values) if len(values) == tp else [values[0]] * tp
 
 
 def _no_plan(tp: int) -> ShardPlan:
