@@ -230,8 +230,9 @@ def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallbac
     checked); each step's reports are on trnlab.torch.dynamo.last_training().
 
     tp=N (and optionally system=, a name from trnlab.hw.systems or a SystemSpec): tensor parallelism over
-    N NeuronCores of that system (trnlab.torch.shard); returns a ShardedModel whose ShardedReport adds
-    ranks, collectives_us, rank_latency_us and the per-rank HBM use. sequence_parallel=True: reduce-scatter /
+    N NeuronCores of that system (trnlab.torch.shard; the collectives co-simulated on each rank's timeline);
+    returns a ShardedModel whose ShardedReport adds ranks, collectives_us (on the critical path),
+    collectives_total_us, rank_latency_us and the per-rank HBM use. sequence_parallel=True: reduce-scatter /
     all-gather over the sequence instead of all-reduce (Megatron sequence parallelism)."""
     if train and (tp is not None or system is not None):
         raise OptionError("train=True with tp/system is not supported yet: tensor parallelism runs inference "

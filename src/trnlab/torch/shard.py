@@ -23,11 +23,20 @@ Megatron-LM: Shoeybi et al., https://arxiv.org/abs/1909.08053 (section 3).
 
 All ranks run the same rewritten graph with different weights (their shards), so the graph is built
 once and each rank's Program differs only in its state. Execution: `run_ranks` runs every rank on its
-own simulated NeuronCore, node by node in lockstep; a collective node exchanges the ranks' values with
-the numpy semantics of trnlab.isa.collectives. Timing-only runs simulate rank 0 alone (all TP ranks
-run the same instructions on same-shaped data). The latency is composed, not co-simulated: the rank's
-compute time plus, for each collective in the graph, collective_cost(op, bytes, tp, system) on the
-critical path (no overlap of collectives with compute is modelled here).
+own simulated NeuronCore, node by node in lockstep. A collective node is a rendezvous, as in
+trnlab.nki.collectives: every rank issues the collective's ISA instruction (trnlab.isa.cc.
+CollectiveInstruction), which computes the rank's result from all ranks' sources with trnlab.isa.collectives'
+semantics and occupies the rank's collective unit ("cc") and DMA queues on the same timeline as compute,
+from the last rank's arrival (its input ready) for collective_cost(op, bytes, tp, system, launch="graph",
+itemsize of the activations' dtype) (a node of a compiled graph: no host launch, as trnlab.plan costs
+in-graph collectives). Later compute that
+does not read its result overlaps it; DMA-heavy compute contends with it for the queues. The latency is
+the co-simulated end of the slowest rank's timeline; `collectives_us` is the collective time on that
+timeline's critical path (trnlab.timing.scheduler.critical_path: what each collective on the chain that
+decides the end added after its predecessor), `collectives_total_us` their whole duration on the cc unit.
+Timing-only runs simulate rank 0 alone (all TP ranks run the same instructions on same-shaped data, so
+its own arrival is the latest; tests/test_torch_shard_timeline.py checks it gives the functional run's
+timeline).
 """
 from __future__ import annotations
 
