@@ -882,6 +882,15 @@ def _isa_collective(node):
     return cc.AllGather(axis=int(node.args[1]))
 
 
+def _graph_cost(op: str, nbytes: int, tp: int, system, itemsize: int):
+    """collective_cost of a collective node of a compiled graph (None on one rank); a reduction costs per
+    element of the activations' dtype (8-byte integers priced as fp32 elements)."""
+    if tp < 2:
+        return None
+    return collective_cost(op, nbytes, tp, system, itemsize=itemsize if itemsize in (1, 2, 4) else 4,
+                           launch="graph")
+
+
 def _rendezvous(node, ctxs, machines, tp: int, system) -> dict:
     """Stage the collective node's instruction on every simulated rank (run in lockstep, every rank has
     issued the nodes before it), as trnlab.nki.collectives does at a rendezvous: each rank's source values
@@ -907,8 +916,7 @@ def _rendezvous(node, ctxs, machines, tp: int, system) -> dict:
             staged.append((dst, instr, m.scheduler.ready_at(instr), instr.sources() if ctx.numerics else ()))
     src, dst = staged[0][1].srcs[0], staged[0][0]
     nbytes = int(dst.nbytes if op == "all-gather" else src.nbytes)    # nccom-test's size: AG output
-    itemsize = dt.itemsize(src.dtype) if dt.itemsize(src.dtype) in (1, 2, 4) else 4
-    cost = collective_cost(op, nbytes, tp, system, itemsize=itemsize, launch="graph") if tp > 1 else None
+    cost = _graph_cost(op, nbytes, tp, system, dt.itemsize(src.dtype))
     seconds = cost.latency_s if cost is not None else 0.0
     inputs = ((tuple(s[3][0] for s in staged),) if len(staged) == tp and staged[0][3] else ())
     not_before = max(s[2] for s in staged)
