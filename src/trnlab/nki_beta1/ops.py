@@ -140,7 +140,8 @@ def _ones_row(dtype, p: int, loc: str) -> Tile:
     """The [1, p] ones stationary of the broadcast matmuls: a compiler constant, set once per kernel."""
     cache = _ones.setdefault(current(), {})
     if (dtype, p) not in cache:
-        ones = alloc(SBUF, (1, p), dtype, "nl.broadcast_to", loc=loc)
+        site = f"{loc} (broadcast_to ones)"      # its own allocation site (memory._reclaim_previous_instance)
+        ones = alloc(SBUF, (1, p), dtype, "nl.broadcast_to", loc=site)
         issue(I.Memset(api="nl.broadcast_to", loc=loc, dst=ones, value=1.0))
         cache[(dtype, p)] = ones
     return cache[(dtype, p)]
@@ -155,16 +156,17 @@ def pe_broadcast(x: Tile, shape: tuple, loc: str) -> Tile:
     api = "nl.broadcast_to"
     p, f = shape
     ones = _ones_row(x.dtype, p, loc)
+    site = f"{loc} (broadcast_to)"          # its own allocation site, apart from the consumer's result on that line
     bank = current().chip.psum_bank_fmax
     if x.dtype == dt.float32 and f <= bank:
-        out = alloc(PSUM, shape, dt.float32, api, loc=loc)
+        out = alloc(PSUM, shape, dt.float32, api, loc=site)
         _compiler_placed.add(out.storage)
         issue(I.MatMul(api=api, loc=loc, dst=out, stationary=ones, moving=x, accumulate=False))
         return out
-    out = alloc(SBUF, shape, x.dtype, api, loc=loc)
+    out = alloc(SBUF, shape, x.dtype, api, loc=site)
     for j in range(0, f, bank):
         w = min(bank, f - j)
-        part = alloc(PSUM, (p, w), dt.float32, api, loc=loc)
+        part = alloc(PSUM, (p, w), dt.float32, api, loc=site)
         issue(I.MatMul(api=api, loc=loc, dst=part, stationary=ones, moving=x._view(x.array[:, j:j + w]),
                        accumulate=False))
         issue(I.TensorCopy(api=api, loc=loc, dst=out._view(out.array[:, j:j + w]), src=part))
