@@ -213,8 +213,11 @@ class TensorCopy(SrcToDst):
         return vector_cost(chip, self.src.free_size, fast_16bit=fast)
 
     def engine_choices(self, chip):
-        # ISA tensor_copy: Vector, Scalar (NeuronCore-v3+; validate) or GpSimd; a copy is bit-exact on each
-        return balance_choices(self, scalar=chip.nc_version >= 3, gpsimd=True)
+        # ISA tensor_copy: Vector, Scalar or GpSimd; bit-exact on each from NeuronCore-v3. NeuronCore-v2's
+        # Scalar Engine copies through an fp32 cast (ISA tensor_copy doc), which gives Vector's values when
+        # both sides are floats; with PSUM on either side only Vector or Scalar can run it (GpSimd: no PSUM)
+        scalar = chip.nc_version >= 3 or (dt.is_float(self.src.dtype) and dt.is_float(self.dst.dtype))
+        return balance_choices(self, scalar=scalar, gpsimd=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
