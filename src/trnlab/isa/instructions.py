@@ -350,6 +350,7 @@ class MatMul(ToDst):
     is_transpose: bool = False
     tile_position: tuple = ()         # (start_row, start_col) of the PE sub-array (tiling mode)
     tile_size: tuple = ()             # (row_size, col_size)
+    onezero: bool = False             # is_stationary_onezero / is_moving_onezero: an operand holds only 0s and 1s
     engine: Engine = Engine.TENSOR
 
     def reads(self):
@@ -544,7 +545,8 @@ class MatMul(ToDst):
         wide = self.stationary.dtype == dt.float32
         mm = max(min(chip.matmul_init_cycles, m), n)
         if wide or self.moving.dtype == dt.float32:
-            mm *= chip.matmul_fp32_factor
+            # ISA nc_matmul: the onezero hints "could lead to 2x better performance" for fp32 operands
+            mm *= chip.matmul_fp32_factor / (2 if self.onezero else 1)
         ls = m / chip.matmul_ls_speedup
         if wide:
             ls *= chip.matmul_fp32_factor

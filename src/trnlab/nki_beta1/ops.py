@@ -148,8 +148,8 @@ def _ones_row(dtype, p: int, loc: str) -> Tile:
 
 
 def pe_broadcast(x: Tile, shape: tuple, loc: str) -> Tile:
-    """x [1, F] onto shape[0] partitions by nc_matmul(ones[1, M], x) (ARCH v2, TensorE "Alternative Use
-    Case": NKI invokes such a matmul under the hood for broadcast_to). The PE writes fp32 PSUM, and a PSUM
+    """x [1, F] onto shape[0] partitions by nc_matmul(ones[1, M], x, is_stationary_onezero=True) (ARCH v2,
+    TensorE "Alternative Use Case": NKI invokes such a matmul under the hood for broadcast_to). The PE writes fp32 PSUM, and a PSUM
     tile holds at most psum_fmax = 512 columns (one bank; aws-neuron-sdk@3eaf01ad programming model TC#2);
     so an fp32 row of <= 512 columns is returned as that PSUM tile, anything else is assembled in an SBUF
     tile of x's dtype, one <= 512-column matmul and PSUM -> SBUF copy at a time."""
@@ -161,14 +161,14 @@ def pe_broadcast(x: Tile, shape: tuple, loc: str) -> Tile:
     if x.dtype == dt.float32 and f <= bank:
         out = alloc(PSUM, shape, dt.float32, api, loc=site)
         _compiler_placed.add(out.storage)
-        issue(I.MatMul(api=api, loc=loc, dst=out, stationary=ones, moving=x, accumulate=False))
+        issue(I.MatMul(api=api, loc=loc, dst=out, stationary=ones, moving=x, accumulate=False, onezero=True))
         return out
     out = alloc(SBUF, shape, x.dtype, api, loc=site)
     for j in range(0, f, bank):
         w = min(bank, f - j)
         part = alloc(PSUM, (p, w), dt.float32, api, loc=site)
         issue(I.MatMul(api=api, loc=loc, dst=part, stationary=ones, moving=x._view(x.array[:, j:j + w]),
-                       accumulate=False))
+                       accumulate=False, onezero=True))
         issue(I.TensorCopy(api=api, loc=loc, dst=out._view(out.array[:, j:j + w]), src=part))
     return out
 
