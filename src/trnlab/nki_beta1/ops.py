@@ -149,10 +149,10 @@ def _ones_row(dtype, p: int, loc: str) -> Tile:
 
 def pe_broadcast(x: Tile, shape: tuple, loc: str) -> Tile:
     """x [1, F] onto shape[0] partitions by nc_matmul(ones[1, M], x, is_stationary_onezero=True) (ARCH v2,
-    TensorE "Alternative Use Case": NKI invokes such a matmul under the hood for broadcast_to). The PE writes fp32 PSUM, and a PSUM
-    tile holds at most psum_fmax = 512 columns (one bank; aws-neuron-sdk@3eaf01ad programming model TC#2);
-    so an fp32 row of <= 512 columns is returned as that PSUM tile, anything else is assembled in an SBUF
-    tile of x's dtype, one <= 512-column matmul and PSUM -> SBUF copy at a time."""
+    TensorE "Alternative Use Case": NKI invokes such a matmul under the hood for broadcast_to). The PE
+    writes fp32 PSUM, and a PSUM tile holds at most psum_fmax = 512 columns (one bank; aws-neuron-sdk@3eaf01ad
+    programming model TC#2): an fp32 row of <= 512 columns is returned as that PSUM tile, anything else is
+    assembled in an SBUF tile of x's dtype, one <= 512-column matmul and PSUM -> SBUF copy at a time."""
     api = "nl.broadcast_to"
     p, f = shape
     ones = _ones_row(x.dtype, p, loc)
