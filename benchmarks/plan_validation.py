@@ -62,8 +62,9 @@ INFERENCE = [
     ("llama-3-8b", 4096, 4096, 153.02, 7.04, "SDK 2.18.1, int8 weight storage", False),
     ("llama-2-13b", 4096, 4096, 864.14, 9.84, "SDK 2.18.0, 40 heads padded to TP 32", False),
     ("llama-2-13b", 8192, 8192, 2367.93, 13.41, "SDK 2.18.0, 40 heads padded to TP 32", False),
-    ("llama-3.3-70b", 10000, 1501, 814.28, 19.66, "NxDI, LNC=2, BS 1, vLLM + LLMPerf", False, "trn2.48xlarge", 64,
-     TRN2_70B),
+    ("llama-3.3-70b", 10000, 1501, 814.28, 19.66, "NxDI, LNC=2, BS 1, vLLM + LLMPerf; the tutorial's "
+     "--sequence-parallel-enabled and --context-encoding-buckets 2048 4096 8192 12288", False, "trn2.48xlarge", 64,
+     TRN2_70B, {"sequence_parallel": True, "context_buckets": (2048, 4096, 8192, 12288)}),
 ]
 OUT = os.path.join(os.path.dirname(__file__), "..", "docs", "plan_validation.json")
 
@@ -117,14 +118,15 @@ def run(only: str | None = None) -> dict:
         _save(rows)
         print(rid, rows[rid]["predicted"], pub, flush=True)
     for model, inp, out, ttft, tpot, note, cal, *more in INFERENCE:
-        system, tp, source = (more + [None, None, None])[:3] if more else ("trn1.32xlarge", 32, None)
+        system, tp, source, options = (more + [None, None, None, None])[:4] if more else ("trn1.32xlarge", 32, None,
+                                                                                         None)
         source = (source or LAT_CSV) + f" ({note})"
         rid = f"{model} {inp}/{out}" + ("" if system == "trn1.32xlarge" else f" {system}")
         if rid in rows or _skip(only, "inference", cal):
             continue
         t0 = time.perf_counter()
         try:
-            p = plan_inference(model, system=system, tp=tp, batch=1, input=inp, output=out)
+            p = plan_inference(model, system=system, tp=tp, batch=1, input=inp, output=out, **(options or {}))
         except Exception as exc:
             rows[rid] = {"id": rid, "kind": "inference", "config": f"{model} {system} TP{tp} batch 1, input "
                          f"{inp}, output {out}", "metric": "TTFT ms / TPOT ms", "published": [ttft, tpot],

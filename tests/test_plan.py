@@ -287,6 +287,9 @@ def no_simulation(monkeypatch):
     (["llama-2-7b", "--global-batch", "100", "--nodes", "2"], ["global batch 100", "DP x microbatch"]),
     (["llama-2-7b", "--usd-per-hour", "-1"], ["--usd-per-hour", ">= 0"]),
     (["llama-2-7b", "--out", "somewhere"], ["--out", "--search"]),
+    (["llama-2-7b", "--context-buckets", "128,256"], ["--context-buckets", "--inference"]),
+    (["llama-2-7b", "--inference", "--context-buckets", "128,x"], ["--context-buckets", "'128,x'"]),
+    (["llama-2-7b", "--inference", "--context-buckets", "0"], ["--context-buckets", ">= 1"]),
 ])
 def test_plan_bad_argument_is_one_line_exit_2(no_simulation, args, needles):
     result = CliRunner().invoke(app, ["plan", *args])
@@ -295,6 +298,36 @@ def test_plan_bad_argument_is_one_line_exit_2(no_simulation, args, needles):
     assert len(lines) == 1 and lines[0].startswith("trnlab plan:"), result.stderr
     for needle in needles:
         assert needle in lines[0]
+
+
+def test_prefill_runs_the_smallest_context_bucket_that_holds_the_prompt():
+    from trnlab.plan.infer import prefill_tokens
+    assert prefill_tokens(10000, (2048, 4096, 8192, 12288)) == 12288
+    assert prefill_tokens(4096, (2048, 4096, 8192)) == 4096
+    assert prefill_tokens(300, None) == 300
+    with pytest.raises(OptionError, match="largest bucket, 8192, is shorter than the 10000-token prompt"):
+        prefill_tokens(10000, (2048, 8192))
+
+
+def test_sequence_parallel_prefill_by_hand():
+    """NxD Inference's --sequence-parallel-enabled: the prefill layer on 1/TP of the (bucketed) prompt per rank,
+    a reduce-scatter and an all-gather of [batch x prefill tokens x hidden] at each reduction point."""
+    p = plan_inference(TINY, system="trn1.32xlarge", tp=4, batch=1, input=20, output=16, sequence_parallel=True,
+                       context_buckets=(16, 32, 64))
+    s = layers.shard(TINY, 4, sequence_parallel=True)
+    assert s.sp == 4
+    pre = layers.prefill_layer(s, batch=1, seq=32, target="trn1")["latency_s"]
+    node = cluster("trn1.32xlarge", 1)
+    act = 32 * 256 * 2
+    rs_ag = (collective_cost("reduce-scatter", act, 4, node, launch="graph", itemsize=2).latency_s
+             + collective_cost("all-gather", act, 4, node, launch="graph").latency_s)
+    b = p.breakdown
+    assert b["prefill_tokens"] == 32 and b["sequence_parallel"] is True
+    assert b["prefill_layers_s"] == pytest.approx(4 * pre)
+    assert b["prefill_tp_collectives_s"] == pytest.approx(9 * rs_ag)
+    plain = plan_inference(TINY, system="trn1.32xlarge", tp=4, batch=1, input=20, output=16)
+    assert plain.breakdown["sequence_parallel"] is False
+    assert plain.tpot_s == pytest.approx(p.tpot_s)                  # decode is unchanged
 
 
 def test_plan_cli_json_training(tiny_plan):

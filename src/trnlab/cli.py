@@ -444,8 +444,14 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
          checkpointing: Optional[str] = typer.Option(None, help="Activation checkpointing: none|selective|full "
                                                                 "(default selective; --search tries selective "
                                                                 "and full unless given)."),
-         sequence_parallel: bool = typer.Option(True, "--sequence-parallel/--no-sequence-parallel",
-                                                help="Megatron sequence parallelism inside the TP group."),
+         sequence_parallel: Optional[bool] = typer.Option(
+             None, "--sequence-parallel/--no-sequence-parallel",
+             help="Megatron sequence parallelism inside the TP group (default: on for training, NxD's and NeMo's "
+                  "default; off for --inference, transformers-neuronx's; NxD Inference's "
+                  "--sequence-parallel-enabled applies it to the prefill)."),
+         context_buckets: Optional[str] = typer.Option(
+             None, "--context-buckets", help="With --inference: the prefill graph's buckets, e.g. 2048,4096,8192 "
+                                             "(the prompt is padded to the smallest that holds it)."),
          dtype: str = typer.Option("bf16", help="Compute dtype: " + "|".join(DTYPES) + "."),
          precision: str = typer.Option("mixed", help="Training precision: mixed (bf16 compute, fp32 master "
                                                      "weights and AdamW states; NxD) or bf16-sr (everything "
@@ -492,6 +498,18 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
     if inference and precision != "mixed":
         _fail("plan", f"--precision {precision} is a training precision (optimizer states, gradients); it does "
                       "not combine with --inference")
+    buckets = None
+    if context_buckets is not None:
+        if not inference:
+            _fail("plan", "--context-buckets are the prefill graph's buckets; give --inference too")
+        try:
+            buckets = tuple(int(b) for b in context_buckets.split(","))
+        except ValueError:
+            _fail("plan", f"--context-buckets must be comma-separated integers, got {context_buckets!r}")
+        if not all(b >= 1 for b in buckets):
+            _fail("plan", f"--context-buckets must be integers >= 1, got {context_buckets!r}")
+    if sequence_parallel is None:
+        sequence_parallel = not inference
     if use_ray and not do_search:
         _fail("plan", "--ray runs a --search; give --search too")
     if address is not None and not use_ray:
@@ -514,7 +532,7 @@ def plan(model: str = typer.Argument(..., help="Built-in model (llama-2-7b, llam
                                 dp=dp, interleave=interleave, zero1=zero1, microbatch=microbatch,
                                 checkpointing=checkpointing, sequence_parallel=sequence_parallel, dtype=dtype,
                                 precision=precision, inference=inference, batch=batch, input_len=input_len,
-                                output_len=output_len,
+                                output_len=output_len, context_buckets=buckets,
                                 do_search=do_search, use_ray=use_ray, address=address, workers=workers,
                                 train_tokens=train_tokens, usd_per_hour=usd_per_hour, json_out=json_out,
                                 out=out, echo=typer.echo)

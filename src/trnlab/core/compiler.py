@@ -52,6 +52,12 @@ class CompilerModel:
     # fusion, https://github.com/openxla/xla/blob/main/xla/service/gpu/gpu_fusible.h). Bit-identical: the
     # same per-chunk partials in the same order as the unfused reduction. Model path only.
     reduction_fusion: bool = True
+    # Beta 1 `tile.broadcast_to((M, F))` of an on-chip [1, F] tile is a Tensor-engine matmul with a ones
+    # row ("NKI invokes such matmul under the hood when broadcast_input.broadcast_to(...) is called",
+    # NC-v2 architecture guide, TensorE "Alternative Use Case"); its fp32 result stays in PSUM when it is one
+    # PSUM tile (<= psum_fmax = 512 columns), else it is copied to SBUF one 512-column matmul at a time.
+    # Off: a free zero-stride view. Implemented in trnlab.nki_beta1.ops.pe_broadcast.
+    pe_broadcast: bool = True
 
     @classmethod
     def parse(cls, text: str, base: "CompilerModel | None" = None, *, source: str = "--compiler") -> "CompilerModel":
@@ -61,7 +67,7 @@ class CompilerModel:
         if text.lower() == "none":
             return replace(model, psum_zero_fold=False, multibuffer=False, engine_balance=False, sbuf_spill=False,
                            elementwise_fusion=False, multi_output_fusion=False,
-                           reduction_fusion=False)
+                           reduction_fusion=False, pe_broadcast=False)
         names = {f.name: f.type for f in fields(cls)}
         for item in filter(None, (s.strip() for s in text.split(","))):
             key, _, value = item.partition("=")

@@ -213,8 +213,11 @@ class TensorCopy(SrcToDst):
         return vector_cost(chip, self.src.free_size, fast_16bit=fast)
 
     def engine_choices(self, chip):
-        # ISA tensor_copy: Vector, Scalar (NeuronCore-v3+; validate) or GpSimd; a copy is bit-exact on each
-        return balance_choices(self, scalar=chip.nc_version >= 3, gpsimd=True)
+        # ISA tensor_copy: Vector, Scalar or GpSimd; bit-exact on each from NeuronCore-v3. NeuronCore-v2's
+        # Scalar Engine copies through an fp32 cast (ISA tensor_copy doc), which gives Vector's values when
+        # both sides are floats; with PSUM on either side only Vector or Scalar can run it (GpSimd: no PSUM)
+        scalar = chip.nc_version >= 3 or (dt.is_float(self.src.dtype) and dt.is_float(self.dst.dtype))
+        return balance_choices(self, scalar=scalar, gpsimd=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -347,6 +350,7 @@ class MatMul(ToDst):
     is_transpose: bool = False
     tile_position: tuple = ()         # (start_row, start_col) of the PE sub-array (tiling mode)
     tile_size: tuple = ()             # (row_size, col_size)
+    onezero: bool = False             # is_stationary_onezero / is_moving_onezero: an operand holds only 0s and 1s
     engine: Engine = Engine.TENSOR
 
     def reads(self):
@@ -541,7 +545,8 @@ class MatMul(ToDst):
         wide = self.stationary.dtype == dt.float32
         mm = max(min(chip.matmul_init_cycles, m), n)
         if wide or self.moving.dtype == dt.float32:
-            mm *= chip.matmul_fp32_factor
+            # ISA nc_matmul: the onezero hints "could lead to 2x better performance" for fp32 operands
+            mm *= chip.matmul_fp32_factor / (2 if self.onezero else 1)
         ls = m / chip.matmul_ls_speedup
         if wide:
             ls *= chip.matmul_fp32_factor

@@ -150,7 +150,8 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     _issue(_I.MatMul(api="nisa.nc_matmul", loc=_loc(), dst=dst, stationary=stationary, moving=moving,
                      accumulate=accumulate, perf_mode=_name(perf_mode), is_transpose=bool(is_transpose),
                      tile_position=tuple(tile_position) if tile_position else (),
-                     tile_size=tuple(tile_size) if tile_size else ()))
+                     tile_size=tuple(tile_size) if tile_size else (),
+                     onezero=bool(is_stationary_onezero or is_moving_onezero)))
 
 
 def nc_transpose(dst, data, engine=engine.unknown, name=None):

@@ -84,7 +84,7 @@ def nc_matmul(stationary, moving, is_stationary_onezero=False, is_moving_onezero
     mode = _name(perf_mode) or "none"
     mode = "double_row" if str(mode).startswith("double_row") else mode
     kw = dict(is_transpose=bool(is_transpose), perf_mode=mode, tile_position=tuple(tile_position or ()),
-              tile_size=tuple(tile_size or ()))
+              tile_size=tuple(tile_size or ()), onezero=bool(is_stationary_onezero or is_moving_onezero))
     if mode == "double_row":
         return _matmul_result_dr(s, mv, loc, mask, kw)
     return _matmul_result(s, mv, loc, "nisa.nc_matmul", mask, **kw)

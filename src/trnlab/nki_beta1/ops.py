@@ -4,6 +4,7 @@ ISA instruction issued to the current Machine."""
 from __future__ import annotations
 
 import itertools
+import weakref
 
 import numpy as np
 
@@ -15,7 +16,8 @@ from trnlab.errors import NkiValidationError, PartitionError, ShapeError
 from trnlab.isa import instructions as I
 from trnlab.isa.alu import op_name
 from trnlab.isa.base import Engine
-from trnlab.nki_beta1.tile import Access, Pending, Region, Tile, as_view, cut, flush, free_boxes
+from trnlab.nki_beta1.tile import (Access, Pending, Region, Tile, _compiler_placed, as_view, cut, flush,
+                                  free_boxes)
 
 _names = itertools.count(1)
 
@@ -116,8 +118,58 @@ def bshape(*xs) -> tuple:
 def partition_broadcast(x: Tile, p: int, api: str, loc: str) -> Tile:
     """A [1, F] tile copied onto p partitions (the DMA engines read the row p times)."""
     out = alloc(SBUF, (p,) + tuple(x.shape[1:]), x.dtype, api, loc=loc)
-    src = x.broadcast_to(out.shape)
+    src = Tensor.broadcast_to(x, out.shape)             # the DMA's zero-stride source, not tile.broadcast_to
     issue(I.DmaCopy(api=api, loc=loc, dst=out, src=src))
+    return out
+
+
+# --- tile.broadcast_to on the Tensor engine (CompilerModel.pe_broadcast) ------------------------------
+PE_DTYPES = (dt.float32, dt.bfloat16, dt.float16)
+_ones: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()    # machine -> {(dtype, M): ones row}
+
+
+def pe_broadcastable(x: Tile, shape: tuple) -> bool:
+    """tile.broadcast_to((M, F)) of an on-chip [1, F] tile of a matmul dtype, 1 < M <= pmax."""
+    m = current()
+    return (m.compiler.pe_broadcast and isinstance(x, Tile) and x.buffer == SBUF and x.par_axis == 0
+            and x.ndim == 2 and len(shape) == 2 and x.shape[0] == 1 and 1 < shape[0] <= m.chip.partitions
+            and x.shape[1] == shape[1] and x.dtype in PE_DTYPES)
+
+
+def _ones_row(dtype, p: int, loc: str) -> Tile:
+    """The [1, p] ones stationary of the broadcast matmuls: a compiler constant, set once per kernel."""
+    cache = _ones.setdefault(current(), {})
+    if (dtype, p) not in cache:
+        site = f"{loc} (broadcast_to ones)"      # its own allocation site (memory._reclaim_previous_instance)
+        ones = alloc(SBUF, (1, p), dtype, "nl.broadcast_to", loc=site)
+        issue(I.Memset(api="nl.broadcast_to", loc=loc, dst=ones, value=1.0))
+        cache[(dtype, p)] = ones
+    return cache[(dtype, p)]
+
+
+def pe_broadcast(x: Tile, shape: tuple, loc: str) -> Tile:
+    """x [1, F] onto shape[0] partitions by nc_matmul(ones[1, M], x, is_stationary_onezero=True) (ARCH v2,
+    TensorE "Alternative Use Case": NKI invokes such a matmul under the hood for broadcast_to). The PE
+    writes fp32 PSUM, and a PSUM tile holds at most psum_fmax = 512 columns (one bank; aws-neuron-sdk@3eaf01ad
+    programming model TC#2): an fp32 row of <= 512 columns is returned as that PSUM tile, anything else is
+    assembled in an SBUF tile of x's dtype, one <= 512-column matmul and PSUM -> SBUF copy at a time."""
+    api = "nl.broadcast_to"
+    p, f = shape
+    ones = _ones_row(x.dtype, p, loc)
+    site = f"{loc} (broadcast_to)"          # its own allocation site, apart from the consumer's result on that line
+    bank = current().chip.psum_bank_fmax
+    if x.dtype == dt.float32 and f <= bank:
+        out = alloc(PSUM, shape, dt.float32, api, loc=site)
+        _compiler_placed.add(out.storage)
+        issue(I.MatMul(api=api, loc=loc, dst=out, stationary=ones, moving=x, accumulate=False, onezero=True))
+        return out
+    out = alloc(SBUF, shape, x.dtype, api, loc=site)
+    for j in range(0, f, bank):
+        w = min(bank, f - j)
+        part = alloc(PSUM, (p, w), dt.float32, api, loc=site)
+        issue(I.MatMul(api=api, loc=loc, dst=part, stationary=ones, moving=x._view(x.array[:, j:j + w]),
+                       accumulate=False, onezero=True))
+        issue(I.TensorCopy(api=api, loc=loc, dst=out._view(out.array[:, j:j + w]), src=part))
     return out
 
 

@@ -74,6 +74,16 @@ class Tile(Tensor):
     __hash__ = object.__hash__
 
     # --- views --------------------------------------------------------------------------------
+    def broadcast_to(self, shape) -> "Tile":
+        """A partition broadcast of an on-chip [1, F] tile runs on the Tensor engine (ops.pe_broadcast,
+        CompilerModel.pe_broadcast); any other broadcast is a zero-stride view."""
+        from trnlab.nki_beta1 import ops
+        shape = tuple(int(s) for s in shape)
+        if ops.pe_broadcastable(self, shape):
+            flush()
+            return ops.pe_broadcast(self, shape, user_location())
+        return super().broadcast_to(shape)
+
     def view(self, dtype) -> "Tile":
         return self.bitcast(dtype)
 

@@ -16,14 +16,15 @@ def plan_command(model: str, *, system: str, nodes: int, seq: int, global_batch:
                  precision: str = "mixed",
                  inference: bool, batch: int, input_len: int,
                  output_len: int, do_search: bool, use_ray: bool, address, workers, train_tokens,
-                 usd_per_hour, json_out: bool, out=None, echo=print) -> int:
+                 usd_per_hour, json_out: bool, out=None, echo=print, context_buckets=None) -> int:
     """0 on success; 1 when nothing fits (the reason on stderr); OptionError for a bad layout."""
     from trnlab.hw.systems import get_system
     try:
         if inference:
             from trnlab.plan.infer import plan_inference
             plan = plan_inference(model, system=system, tp=tp or get_system(system).ranks_per_instance, batch=batch,
-                                  input=input_len, output=output_len, dtype=dtype, usd_per_hour=usd_per_hour)
+                                  input=input_len, output=output_len, dtype=dtype, usd_per_hour=usd_per_hour,
+                                  sequence_parallel=sequence_parallel, context_buckets=context_buckets)
             echo(json.dumps(plan.to_dict(), indent=1) if json_out else _inference_text(plan))
             return 0
         if do_search:
@@ -91,7 +92,9 @@ def _training_text(plan, out) -> str:
 
 def _inference_text(plan) -> str:
     return "\n".join([
-        f"{plan.model} on {plan.system}: TP {plan.tp}, batch {plan.batch}, input {plan.input}, output {plan.output}",
+        f"{plan.model} on {plan.system}: TP {plan.tp}, batch {plan.batch}, input {plan.input} (prefill "
+        f"{plan.breakdown['prefill_tokens']} positions, sequence parallel "
+        f"{'on' if plan.breakdown['sequence_parallel'] else 'off'}), output {plan.output}",
         f"  TTFT {plan.ttft_s * 1e3:.2f} ms   TPOT {plan.tpot_s * 1e3:.2f} ms   {plan.tokens_per_s:,.1f} tokens/s",
         f"  HBM per core {_gb(plan.hbm_per_core_bytes)} of {_gb(plan.hbm_capacity_bytes)}",
         f"  ${plan.usd_per_1m_tokens:.3f} per million generated tokens at ${plan.usd_per_hour:.2f}/h for the TP "

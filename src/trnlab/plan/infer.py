@@ -72,13 +72,32 @@ class InferencePlan:
                 "breakdown": self.breakdown}
 
 
+def prefill_tokens(input: int, buckets=None) -> int:
+    """Prompt positions the prefill graph runs: the smallest context-encoding bucket that holds the prompt
+    (NxD Inference and transformers-neuronx compile one graph per bucket and pad the prompt to it), or the
+    prompt itself without buckets."""
+    if not buckets:
+        return input
+    fits = [b for b in buckets if b >= input]
+    if not fits:
+        raise OptionError(f"--context-buckets: the largest bucket, {max(buckets)}, is shorter than the "
+                          f"{input}-token prompt")
+    return min(fits)
+
+
 def plan_inference(model, *, system="trn1.32xlarge", tp: int = 32, batch: int = 1, input: int = 128,
-                   output: int = 128, dtype: str = "bf16", usd_per_hour: float | None = None) -> InferencePlan:
+                   output: int = 128, dtype: str = "bf16", usd_per_hour: float | None = None,
+                   sequence_parallel: bool = False, context_buckets=None) -> InferencePlan:
     """TTFT, TPOT, throughput and cost of serving `model` with TP over one instance; every TP collective is
-    in-graph (trnlab.plan.train._tp: GRAPH_TUNINGS of trnlab.isa.collectives)."""
+    in-graph (trnlab.plan.train._tp: GRAPH_TUNINGS of trnlab.isa.collectives).
+    sequence_parallel: the prefill graph keeps the residual stream split over the sequence (NxD Inference's
+    --sequence-parallel-enabled): norms and residual adds on 1/TP of the tokens, a reduce-scatter and an
+    all-gather in place of each all-reduce. context_buckets: the prefill runs the smallest bucket holding
+    the prompt (prefill_tokens)."""
     spec = get_model(model)
     sysspec = get_system(system).replace(nodes=1)
-    for name, value in (("--tp", tp), ("--batch", batch), ("--input", input), ("--output", output)):
+    for name, value in (("--tp", tp), ("--batch", batch), ("--input", input), ("--output", output),
+                        *(("--context-buckets", b) for b in (context_buckets or ()))):
         if not (isinstance(value, int) and value >= 1):
             raise OptionError(f"{name} must be an integer >= 1, got {value!r}")
     if tp > sysspec.ranks_per_instance or sysspec.ranks_per_instance % tp:
@@ -88,17 +107,22 @@ def plan_inference(model, *, system="trn1.32xlarge", tp: int = 32, batch: int = 
     s, target, length = layers.shard(spec, tp, pad=True), sysspec.chip.name, input + output
     # a rank of lnc physical cores (trn2 LNC=2) runs its shard split over them: time the TP x lnc shard
     core = s if sysspec.lnc == 1 else layers.shard(spec, tp * sysspec.lnc, pad=True)
-    pre = layers.prefill_layer(core, batch=batch, seq=input, dtype=dtype, target=target)["latency_s"]
+    tokens = prefill_tokens(input, context_buckets)
+    sp = sequence_parallel and tp > 1
+    pre_core = layers.shard(spec, tp * sysspec.lnc, pad=True, sequence_parallel=True) if sp else core
+    pre = layers.prefill_layer(pre_core, batch=batch, seq=tokens, dtype=dtype, target=target)["latency_s"]
     dec = layers.decode_layer(core, batch=batch, cache_len=length, dtype=dtype, target=target)["latency_s"]
     head = layers.head_forward(core, batch=batch, tokens=1, dtype=dtype, target=target)["latency_s"]
     gather = _tp(batch * s.vocab * tp * BF16, tp, sysspec, "all-gather")
-    ar_pre = _tp(batch * input * spec.hidden * BF16, tp, sysspec)
+    act = batch * tokens * spec.hidden * BF16
+    ar_pre = (_tp(act, tp, sysspec, "reduce-scatter") + _tp(act, tp, sysspec, "all-gather")) if sp else _tp(act, tp, sysspec)
     ar_dec = _tp(batch * spec.hidden * BF16, tp, sysspec)
     n = spec.layers
     launch = train.GRAPH_EXECUTION_S          # one graph execution per prefill and per decode token
     breakdown = {"prefill_layers_s": n * pre, "prefill_tp_collectives_s": (2 * n + 1) * ar_pre,
                  "decode_layers_s": n * dec, "decode_tp_collectives_s": (2 * n + 1) * ar_dec,
-                 "lm_head_s": head, "logits_allgather_s": gather, "graph_launch_s": launch}
+                 "lm_head_s": head, "logits_allgather_s": gather, "graph_launch_s": launch,
+                 "prefill_tokens": tokens, "sequence_parallel": sp}
     ttft = n * pre + (2 * n + 1) * ar_pre + head + gather + launch
     tpot = n * dec + (2 * n + 1) * ar_dec + head + gather + launch
     weights = (n * s.layer_params() + (1 if spec.tie_embeddings else 2) * s.vocab * spec.hidden) * BF16

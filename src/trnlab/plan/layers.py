@@ -378,7 +378,10 @@ def _infer(s, what, batch, seq, cache_len, dtype, target) -> dict:
         else:
             block = _block_class()(s).eval()
             module = _Prefill(block) if what == "prefill" else _Decode(block)
-    x = torch.empty(batch, seq, s.hidden, device="meta")
+    if what == "prefill" and s.sp > 1:
+        # sequence parallel: the rank's input is its slice of the (padded) prompt; the block gathers it
+        seq = -(-seq // s.sp) * s.sp
+    x = torch.empty(batch, seq // (s.sp if what == "prefill" else 1), s.hidden, device="meta")
     rope = (torch.empty(seq, s.head_dim, device="meta"), torch.empty(seq, s.head_dim, device="meta"))
     if what == "decode":
         cache = torch.empty(batch, s.kv_heads, cache_len, s.head_dim, device="meta")

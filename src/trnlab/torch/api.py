@@ -216,7 +216,8 @@ def run_report(run: RunResult, program: Program, chip, dtype: torch.dtype, *, na
 
 def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallback=None, numerics=True,
             check=True, name=None, tokens=None, trace=True, example_kwargs: dict | None = None,
-            train: bool = False, tp: int | None = None, system=None, sequence_parallel: bool = False):
+            train: bool = False, tp: int | None = None, system=None, sequence_parallel: bool = False,
+            dp: int | None = None):
     """Compile `model` for one simulated NeuronCore and run it once on example_inputs (a tuple of
     forward's positional arguments, or one tensor) and example_kwargs.
 
@@ -233,10 +234,15 @@ def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallbac
     N NeuronCores of that system (trnlab.torch.shard; the collectives co-simulated on each rank's timeline);
     returns a ShardedModel whose ShardedReport adds ranks, collectives_us (on the critical path),
     collectives_total_us, rank_latency_us and the per-rank HBM use. sequence_parallel=True: reduce-scatter /
-    all-gather over the sequence instead of all-reduce (Megatron sequence parallelism)."""
-    if train and (tp is not None or system is not None):
-        raise OptionError("train=True with tp/system is not supported yet: tensor parallelism runs inference "
-                          "(prefill) graphs")
+    all-gather over the sequence instead of all-reduce (Megatron sequence parallelism).
+
+    dp=N: data parallelism, N replicas (each on one core, or on a TP group with tp=) serving 1/N of the batch
+    each (trnlab.torch.replicas); returns a DataParallelModel whose report adds dp, ranks and per-rank
+    latencies. For data-parallel training use trnlab.torch.trainer.train(dp=N) / `trnlab train --dp N`."""
+    if train and (tp is not None or system is not None or dp is not None):
+        raise OptionError("train=True with tp/system/dp is not supported: tensor and data parallelism here run "
+                          "inference (prefill) graphs; data-parallel training is trnlab.torch.trainer.train(dp=N) "
+                          "(`trnlab train --dp N`)")
     if train:
         from trnlab.torch.train import compile_train
         _check_values(fallback, numerics, check)
@@ -244,6 +250,12 @@ def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallbac
         get_chip(target)
         return compile_train(model, target=target, dtype=dtype, fallback=fallback, numerics=numerics,
                              check=check, name=name)
+    if dp is not None:
+        from trnlab.torch.replicas import DataParallelModel
+        return DataParallelModel(model, example_inputs, dp=dp, tp=tp, system=system, target=target, dtype=dtype,
+                                 fallback=fallback, numerics=numerics, check=check, name=name, tokens=tokens,
+                                 trace=trace, example_kwargs=example_kwargs,
+                                 **({"sequence_parallel": sequence_parallel} if tp is not None else {}))
     if tp is not None or system is not None:
         from trnlab.torch.shard import ShardedModel
         return ShardedModel(model, example_inputs, tp=1 if tp is None else tp, system=system, target=target,
