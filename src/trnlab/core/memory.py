@@ -131,9 +131,17 @@ class OnChipMemory:
 
     # --- allocation -------------------------------------------------------------------------
     def allocate(self, *, name: str, shape: tuple, dtype_name: str, p0: int, nparts: int,
-                 nbytes: int, loc: str, api: str, address: int | None = None) -> Allocation:
+                 nbytes: int, loc: str, api: str, address: int | None = None,
+                 share: Allocation | None = None) -> Allocation:
+        """share: a live tile read for the last time by the instruction that first writes this one
+        (CompilerModel.operand_reuse): this tile takes its bytes, which it no longer counts."""
         p1 = p0 + nparts
         nbytes = max(_ALIGN, -(-nbytes // _ALIGN) * _ALIGN)
+        if share is not None and share.uid in self.live and (share.p0, share.p1, share.nbytes) == (p0, p1, nbytes):
+            del self.live[share.uid]          # still readable (not retired) until Liveness frees it
+            alloc = Allocation(next(self._ids), name, tuple(shape), dtype_name, p0, p1, share.b0, nbytes, loc)
+            self.live[alloc.uid] = alloc
+            return alloc
         used = self.used_in(p0, p1)
         if used + nbytes > self.capacity and self._reclaim_previous_instance(
                 loc, p0, p1, lambda: self.used_in(p0, p1) + nbytes <= self.capacity):
@@ -340,7 +348,7 @@ class PsumMemory(OnChipMemory):
             return banks
         return len(self._banks(address, banks * self.bank_bytes) - self.covered())
 
-    def allocate(self, *, name, shape, dtype_name, p0, nparts, nbytes, loc, api, address=None):
+    def allocate(self, *, name, shape, dtype_name, p0, nparts, nbytes, loc, api, address=None, share=None):
         banks = max(1, -(-nbytes // self.bank_bytes))
         used = self.banks_used()
         new = banks if address is None else self._new_banks(banks, address)
