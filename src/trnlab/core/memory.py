@@ -137,7 +137,8 @@ class OnChipMemory:
         (CompilerModel.operand_reuse): this tile takes its bytes, which it no longer counts."""
         p1 = p0 + nparts
         nbytes = max(_ALIGN, -(-nbytes // _ALIGN) * _ALIGN)
-        if share is not None and share.uid in self.live and (share.p0, share.p1, share.nbytes) == (p0, p1, nbytes):
+        if (share is not None and share.uid in self.live and not self.explicit_seen and address is None
+                and (share.p0, share.p1, share.nbytes) == (p0, p1, nbytes)):
             del self.live[share.uid]          # still readable (not retired) until Liveness frees it
             alloc = Allocation(next(self._ids), name, tuple(shape), dtype_name, p0, p1, share.b0, nbytes, loc)
             self.live[alloc.uid] = alloc
