@@ -8,7 +8,7 @@ Tiles are freed when the kernel drops its last reference to them (Python scope =
 so a loop that allocates a tile per iteration keeps at most two generations live, as double
 buffering would. Capacity is checked on every allocation; the error lists the largest live tiles.
 
-Two neuronx-cc behaviours (trnlab.core.compiler) act here:
+Three neuronx-cc behaviours (trnlab.core.compiler) act here:
 - multi-buffering (`multibuffer`, `multibuffer_depth`): a tile's address is chosen away from the
   addresses its allocation site gave its last depth-1 instances, so the load of loop iteration i+1
   does not wait (WAR) for the compute of iteration i on the same bytes. neuronx-cc rotates the
@@ -24,6 +24,8 @@ Two neuronx-cc behaviours (trnlab.core.compiler) act here:
   program's uses are known (`next_use`, from core.machine.Liveness's probe: neuronx-cc allocates
   statically with the whole program in view), else the least recently used; core.machine.Machine
   issues the spill and reload DMAs (a spill only for tiles written since their last HBM copy).
+- operand reuse (`operand_reuse`): with last-use liveness, an element-wise result may take the bytes of
+  an operand its instruction reads for the last time (allocate(share=); chosen by core.machine.Liveness).
 """
 from __future__ import annotations
 
