@@ -144,6 +144,8 @@ class OnChipMemory:
             del self.live[share.uid]          # still readable (not retired) until Liveness frees it
             alloc = Allocation(next(self._ids), name, tuple(shape), dtype_name, p0, p1, share.b0, nbytes, loc)
             self.live[alloc.uid] = alloc
+            if self.rotate > 1:                # recent bytes of its site, as if placed (multi-buffering)
+                self._remember(loc, share.b0, nbytes)
             return alloc
         used = self.used_in(p0, p1)
         if used + nbytes > self.capacity and self._reclaim_previous_instance(
@@ -171,9 +173,7 @@ class OnChipMemory:
         reader), else away from as many of this site's own latest instances as fit, else first fit."""
         if self.rotate <= 1:
             return self._first_fit(p0, p1, nbytes)
-        recent = self._recent.get(loc)
-        if recent is None:
-            recent = self._recent[loc] = deque(maxlen=self.rotate - 1)
+        recent = self._recent.get(loc) or ()
         every = self._every
         b0 = self._first_fit(p0, p1, nbytes, avoid=every) if every else None
         if b0 is None or b0 + nbytes > self.capacity:
@@ -184,12 +184,19 @@ class OnChipMemory:
                     break
             else:
                 b0 = self._first_fit(p0, p1, nbytes)
+        self._remember(loc, b0, nbytes)
+        return b0
+
+    def _remember(self, loc: str, b0: int, nbytes: int) -> None:
+        """Keep [b0, b0 + nbytes) as one of the last rotate-1 spans of allocation site `loc`."""
+        recent = self._recent.get(loc)
+        if recent is None:
+            recent = self._recent[loc] = deque(maxlen=self.rotate - 1)
         if len(recent) == recent.maxlen:          # the deque drops its oldest span
-            every.remove(recent[0])
+            self._every.remove(recent[0])
         span = (b0, b0 + nbytes)
         recent.append(span)
-        every.append(span)
-        return b0
+        self._every.append(span)
 
     # --- spill ----------------------------------------------------------------------------------
     def _may_spill(self) -> bool:
