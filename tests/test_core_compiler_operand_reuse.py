@@ -83,3 +83,23 @@ def test_operands_read_later_are_not_reused():
     run, spills = _run(product_reusing_ab, x)
     np.testing.assert_array_equal(run.outputs, x[0] * x[1] * x[2] * x[3] + x[0] + x[1])
     assert len(spills) == 1
+
+
+def test_a_tile_placed_over_an_operand_is_a_recent_span_of_its_site():
+    """Multi-buffering (depth 2) keeps a new tile off the bytes of every site's latest instance; the tile
+    placed over a dying operand is its site's latest instance too. Addresses by hand (1 KiB tiles)."""
+    from trnlab.core.memory import OnChipMemory
+    mem = OnChipMemory(partitions=128, bytes_per_partition=4096, target="test", rotate=2)
+
+    def alloc(loc, share=None):
+        return mem.allocate(name=loc, shape=(128, 256), dtype_name="float32", p0=0, nparts=128, nbytes=1024,
+                            loc=loc, api="test", share=share)
+
+    a = alloc("k.py:1")
+    b = alloc("k.py:2", share=a)            # the result written over `a`
+    assert (a.b0, b.b0) == (0, 0) and mem.used_in(0, 128) == 1024
+    d = alloc("k.py:1")                     # site 1 moves on: its latest instance is now at 1024
+    assert d.b0 == 1024
+    mem.free(b.uid)
+    mem.free(d.uid)
+    assert alloc("k.py:3").b0 == 2048       # off site 2's latest bytes (0) and site 1's (1024)
