@@ -40,9 +40,14 @@ def four_inputs_and_a_sum(x, place=""):
     return out
 
 
-def _run(target="trn1", **kwargs):
+# operand_reuse off: with it the sum takes the bytes of in1 (read for the last time by the first add) and the
+# kernel fits (tests/test_core_compiler_operand_reuse.py); these tests need the fifth tile
+NO_REUSE = CompilerModel(operand_reuse=False)
+
+
+def _run(target="trn1", model=NO_REUSE, **kwargs):
     x = np.random.default_rng(0).random((4, 128, F), dtype=np.float32)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, using(model):
         warnings.simplefilter("always")
         run = run_kernel(four_inputs_and_a_sum, (x,), kwargs, target=target, tensor_class=NkiTensor)
     np.testing.assert_array_equal(run.outputs, x[1] + x[2] + x[3] + x[0])
@@ -81,8 +86,8 @@ def test_spill_costs_its_traffic_at_dma_speed():
 
 
 def test_switch_off_keeps_the_capacity_error():
-    with using(CompilerModel(sbuf_spill=False)), pytest.raises(SbufCapacityError, match="'acc'"):
-        _run()
+    with pytest.raises(SbufCapacityError, match="'acc'"):
+        _run(model=dataclasses.replace(NO_REUSE, sbuf_spill=False))
 
 
 @pytest.mark.parametrize("place", ["inputs", "all"])

@@ -130,7 +130,8 @@ def _run_or_retry(fn, args, kwargs, grid, machine, threads, settings) -> KernelR
         error = first
         if probe is not None:
             try:
-                return _run(fn, args, kwargs, grid, Machine(**strict, liveness=Liveness(probe.last_use)), threads)
+                return _run(fn, args, kwargs, grid, Machine(**strict, liveness=Liveness(probe.last_use, donors=probe.donors)),
+                            threads)
             except (SbufCapacityError, PsumCapacityError) as second:
                 error = second
         if not (model.sbuf_spill and isinstance(error, SbufCapacityError)):
@@ -138,7 +139,7 @@ def _run_or_retry(fn, args, kwargs, grid, machine, threads, settings) -> KernelR
         # Still over SBUF: neuronx-cc spills compiler-allocated tiles to HBM (a kernel that places
         # its tiles itself raises the capacity error again from this run). The probe's record of every
         # use lets it evict the tiles needed furthest in the future (core.memory.spill_victims).
-        liveness = Liveness(probe.last_use, probe.uses) if probe is not None else None
+        liveness = Liveness(probe.last_use, probe.uses, probe.donors) if probe is not None else None
         return _run(fn, args, kwargs, grid, Machine(**strict, liveness=liveness, spill=True), threads)
 
 

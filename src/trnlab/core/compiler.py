@@ -58,6 +58,13 @@ class CompilerModel:
     # PSUM tile (<= psum_fmax = 512 columns), else it is copied to SBUF one 512-column matmul at a time.
     # Off: a free zero-stride view. Implemented in trnlab.nki_beta1.ops.pe_broadcast.
     pe_broadcast: bool = True
+    # with tiles freed at their last use (core.machine.Liveness: kernels that exceed SBUF as written): the
+    # result of an element-wise instruction takes the bytes of an operand tile whose last read is that
+    # instruction (same partitions, shape and element size; the engines stream position by position, so
+    # in place is safe). neuronx-cc allocates by graph colouring after tracing the kernel
+    # (nki.compiler.Allocation, COLORING), where a result interferes only with what is live after its
+    # instruction. Implemented in core.machine.Liveness.donor / core.memory.OnChipMemory.allocate(share=).
+    operand_reuse: bool = True
 
     @classmethod
     def parse(cls, text: str, base: "CompilerModel | None" = None, *, source: str = "--compiler") -> "CompilerModel":
@@ -67,7 +74,8 @@ class CompilerModel:
         if text.lower() == "none":
             return replace(model, psum_zero_fold=False, multibuffer=False, engine_balance=False, sbuf_spill=False,
                            elementwise_fusion=False, multi_output_fusion=False,
-                           reduction_fusion=False, pe_broadcast=False)
+                           reduction_fusion=False, pe_broadcast=False,
+                           operand_reuse=False)
         names = {f.name: f.type for f in fields(cls)}
         for item in filter(None, (s.strip() for s in text.split(","))):
             key, _, value = item.partition("=")

@@ -229,8 +229,12 @@ class Machine:
         memory = self.psum if kind == PSUM else self.sbuf
         if kind not in (SBUF, PSUM):
             raise NkiValidationError(f"{api}: unknown on-chip buffer {kind!r}. At {loc}")
+        share = None
+        if (self.liveness is not None and self.compiler.operand_reuse and kind == SBUF and address is None
+                and footprint is None):
+            share = self.liveness.donor(self.allocated, self.issued)
         alloc = memory.allocate(name=name, shape=shape, dtype_name=dt.name_of(dtype), p0=p0,
-                                nparts=shape[0], nbytes=nbytes, loc=loc, api=api, address=address)
+                                nparts=shape[0], nbytes=nbytes, loc=loc, api=api, address=address, share=share)
         if fill is None:
             arr = self._blank(shape, dtype, on_chip=True)
         else:
@@ -526,6 +530,10 @@ class running:
 _PROBE_ROOM = 1024
 
 
+_STREAMING = frozenset({"activation", "tensor_tensor", "tensor_scalar", "scalar_tensor_tensor", "tensor_tensor_scan",
+                        "tensor_copy"})      # read each operand at position i before writing position i
+
+
 class Liveness:
     """Compiler-style tile lifetimes: a tile's space is free after the last instruction that touches it.
 
@@ -537,13 +545,17 @@ class Liveness:
     after it. A tile used after its recorded last use (a kernel that is not deterministic) is reported
     as a capacity error by Machine.issue, like any reclaimed tile."""
 
-    def __init__(self, last_use: dict | None = None, uses: dict | None = None):
-        """last_use, uses: a probe's records (None: this one probes). uses: allocation seq -> the
-        increasing indices of the instructions that read or write it (spill victims: core.memory)."""
+    def __init__(self, last_use: dict | None = None, uses: dict | None = None, donors: dict | None = None):
+        """last_use, uses, donors: a probe's records (None: this one probes). uses: allocation seq -> the
+        increasing indices of the instructions that read or write it (spill victims: core.memory);
+        donors: see `donor`."""
         self.probing = last_use is None
         self.last_use: dict[int, int] = {} if last_use is None else last_use
         self.uses: dict[int, list] = {} if uses is None else uses
         self._free_after: dict[int, list] = {}
+        # allocation seq -> (index of the instruction that first writes it, seqs of the whole-tile operands
+        # of that instruction it could share bytes with: CompilerModel.operand_reuse); kept from the probe
+        self.donors: dict[int, tuple] = {} if donors is None else donors
 
     def next_use(self, seq: int, now: int) -> int | None:
         """Index of the first instruction at or after `now` that uses allocation `seq`; None if none."""
@@ -562,8 +574,36 @@ class Liveness:
         else:
             self._free_after.setdefault(last, []).append((alloc, memory))
 
+    def donor(self, seq: int, now: int):
+        """The live allocation whose bytes allocation `seq` may take (CompilerModel.operand_reuse): an
+        operand of the instruction `now` that first writes `seq`, read for the last time there."""
+        entry = self.donors.get(seq)
+        if entry is None or entry[0] != now:
+            return None
+        for alloc, _memory in self._free_after.get(now, ()):
+            if alloc.seq in entry[1] and alloc.live:
+                return alloc
+        return None
+
+    def _record_donors(self, instr, index: int) -> None:
+        """Probe: a position-by-position instruction writing all of a tile for the first time may put its
+        result over any whole-tile SBUF operand of the same partitions, shape and element size."""
+        if instr.opcode not in _STREAMING or len(instr.writes()) != 1:
+            return
+        dst = instr.writes()[0]
+        out = getattr(getattr(dst, "storage", None), "alloc", None)
+        if out is None or dst.storage.kind != SBUF or self.uses.get(out.seq) or not dst._covers_storage():
+            return
+        same = [a.seq for t in instr.reads() if t is not None and getattr(t, "storage", None) is not dst.storage
+                for a in (getattr(t.storage, "alloc", None),)
+                if a is not None and t.storage.kind == SBUF and t._covers_storage() and t.shape == dst.shape
+                and t.array.itemsize == dst.array.itemsize and (a.p0, a.p1, a.nbytes) == (out.p0, out.p1, out.nbytes)]
+        if same:
+            self.donors[out.seq] = (index, frozenset(same))
+
     def issued(self, instr, index: int) -> None:
         if self.probing:
+            self._record_donors(instr, index)
             for t in instr.reads() + instr.writes():
                 alloc = getattr(getattr(t, "storage", None), "alloc", None)
                 if alloc is not None:

@@ -8,7 +8,7 @@ Tiles are freed when the kernel drops its last reference to them (Python scope =
 so a loop that allocates a tile per iteration keeps at most two generations live, as double
 buffering would. Capacity is checked on every allocation; the error lists the largest live tiles.
 
-Two neuronx-cc behaviours (trnlab.core.compiler) act here:
+Three neuronx-cc behaviours (trnlab.core.compiler) act here:
 - multi-buffering (`multibuffer`, `multibuffer_depth`): a tile's address is chosen away from the
   addresses its allocation site gave its last depth-1 instances, so the load of loop iteration i+1
   does not wait (WAR) for the compute of iteration i on the same bytes. neuronx-cc rotates the
@@ -24,6 +24,8 @@ Two neuronx-cc behaviours (trnlab.core.compiler) act here:
   program's uses are known (`next_use`, from core.machine.Liveness's probe: neuronx-cc allocates
   statically with the whole program in view), else the least recently used; core.machine.Machine
   issues the spill and reload DMAs (a spill only for tiles written since their last HBM copy).
+- operand reuse (`operand_reuse`): with last-use liveness, an element-wise result may take the bytes of
+  an operand its instruction reads for the last time (allocate(share=); chosen by core.machine.Liveness).
 """
 from __future__ import annotations
 
@@ -131,9 +133,20 @@ class OnChipMemory:
 
     # --- allocation -------------------------------------------------------------------------
     def allocate(self, *, name: str, shape: tuple, dtype_name: str, p0: int, nparts: int,
-                 nbytes: int, loc: str, api: str, address: int | None = None) -> Allocation:
+                 nbytes: int, loc: str, api: str, address: int | None = None,
+                 share: Allocation | None = None) -> Allocation:
+        """share: a live tile read for the last time by the instruction that first writes this one
+        (CompilerModel.operand_reuse): this tile takes its bytes, which it no longer counts."""
         p1 = p0 + nparts
         nbytes = max(_ALIGN, -(-nbytes // _ALIGN) * _ALIGN)
+        if (share is not None and share.uid in self.live and not self.explicit_seen and address is None
+                and (share.p0, share.p1, share.nbytes) == (p0, p1, nbytes)):
+            del self.live[share.uid]          # still readable (not retired) until Liveness frees it
+            alloc = Allocation(next(self._ids), name, tuple(shape), dtype_name, p0, p1, share.b0, nbytes, loc)
+            self.live[alloc.uid] = alloc
+            if self.rotate > 1:                # recent bytes of its site, as if placed (multi-buffering)
+                self._remember(loc, share.b0, nbytes)
+            return alloc
         used = self.used_in(p0, p1)
         if used + nbytes > self.capacity and self._reclaim_previous_instance(
                 loc, p0, p1, lambda: self.used_in(p0, p1) + nbytes <= self.capacity):
@@ -160,9 +173,7 @@ class OnChipMemory:
         reader), else away from as many of this site's own latest instances as fit, else first fit."""
         if self.rotate <= 1:
             return self._first_fit(p0, p1, nbytes)
-        recent = self._recent.get(loc)
-        if recent is None:
-            recent = self._recent[loc] = deque(maxlen=self.rotate - 1)
+        recent = self._recent.get(loc) or ()
         every = self._every
         b0 = self._first_fit(p0, p1, nbytes, avoid=every) if every else None
         if b0 is None or b0 + nbytes > self.capacity:
@@ -173,12 +184,19 @@ class OnChipMemory:
                     break
             else:
                 b0 = self._first_fit(p0, p1, nbytes)
+        self._remember(loc, b0, nbytes)
+        return b0
+
+    def _remember(self, loc: str, b0: int, nbytes: int) -> None:
+        """Keep [b0, b0 + nbytes) as one of the last rotate-1 spans of allocation site `loc`."""
+        recent = self._recent.get(loc)
+        if recent is None:
+            recent = self._recent[loc] = deque(maxlen=self.rotate - 1)
         if len(recent) == recent.maxlen:          # the deque drops its oldest span
-            every.remove(recent[0])
+            self._every.remove(recent[0])
         span = (b0, b0 + nbytes)
         recent.append(span)
-        every.append(span)
-        return b0
+        self._every.append(span)
 
     # --- spill ----------------------------------------------------------------------------------
     def _may_spill(self) -> bool:
@@ -340,7 +358,7 @@ class PsumMemory(OnChipMemory):
             return banks
         return len(self._banks(address, banks * self.bank_bytes) - self.covered())
 
-    def allocate(self, *, name, shape, dtype_name, p0, nparts, nbytes, loc, api, address=None):
+    def allocate(self, *, name, shape, dtype_name, p0, nparts, nbytes, loc, api, address=None, share=None):
         banks = max(1, -(-nbytes // self.bank_bytes))
         used = self.banks_used()
         new = banks if address is None else self._new_banks(banks, address)
