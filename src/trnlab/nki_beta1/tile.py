@@ -512,7 +512,7 @@ class Pending:
     """A tile-returning call whose instruction is issued on first use (or into an assignment target)."""
 
     __slots__ = ("shape", "dtype", "kind", "emit", "machine", "tile", "api", "accumulates", "targets",
-                 "name", "reduces", "__weakref__")
+                 "name", "reduces", "loc", "__weakref__")
 
     def __init__(self, shape, dtype, kind: str, emit, api: str, *, targets=(SBUF, PSUM),
                  accumulates: bool = False, name: str = "", reduces: bool = False, required: bool = False):
@@ -526,6 +526,7 @@ class Pending:
         self.targets = targets
         self.name = name
         self.reduces = reduces          # nl.loop_reduce: an assignment target is reduced into, not overwritten
+        self.loc = user_location()      # the call's line: its tile's allocation site, whenever it is issued
         # required: the call also writes an in-place operand (reduce_res), so it is issued even when its
         # result is discarded (held strongly until the next flush, not through a weak reference)
         _state.pending = _Strong(self) if required else weakref.ref(self)
@@ -533,7 +534,7 @@ class Pending:
     def materialize(self) -> Tile:
         if self.tile is None:
             from trnlab.nki_beta1.ops import alloc
-            dst = alloc(self.kind, self.shape, self.dtype, self.api, self.name)
+            dst = alloc(self.kind, self.shape, self.dtype, self.api, self.name, loc=self.loc)
             _compiler_placed.add(dst.storage)
             self.emit(dst, False)
             self.tile = dst
