@@ -16,21 +16,33 @@ ranks' gradients are then combined with the numpy semantics of trnlab.isa.collec
   src/neuronx_distributed/parallel_layers/grads.py); its ZeRO-1 optimizer shards the optimizer states over
   the DP ranks (https://awsdocs-neuron.readthedocs-hosted.com/en/latest/_sources/archive/nxd-training/zero1_gpt2.rst).
 
-Timing (per step, t = 0 at the start of forward). A gradient is ready when the backward op that produces it
-has finished on every rank: its op's end on that rank's timeline (the graph's scheduled end after the op,
-read off the backward Report's per-op times; an upper bound when engines overlap ops), plus the rank's
-forward time. Gradients are bucketed in the order they become ready (NxD walks the parameters in reverse,
-which is the order backward produces them), flushing a bucket when the next gradient would take it past
-bucket_bytes; a gradient larger than the cap goes alone. Bucket k's collective (all-reduce, or
-reduce-scatter for ZeRO-1; time: collective_cost on the system, nccom-test's size) starts when the bucket
-is ready and the previous collective has finished (one collective stream), so it overlaps the rest of
-backward. Then
-    step = max(backward end, last gradient collective end) + optimizer (+ ZeRO-1 all-gather, not overlapped)
+Timing (per step, t = 0 at the start of forward). The gradient collectives run on each rank's backward
+timeline (issue 11): while a rank's backward graph runs (trainer: `with gradient_sync(GradientSync(...)):
+loss.backward()`), a BucketIssuer hooked into executor.Program.run buckets the graph's gradients in the order
+the graph produces them (NxD walks the parameters in reverse, which is the order backward produces them),
+flushing a bucket when the next gradient would take it past bucket_bytes (a gradient larger than the cap goes
+alone), and once the last gradient of a bucket has been computed it issues the bucket's ISA instruction
+(trnlab.isa.cc.CollectiveInstruction: all-reduce, or reduce-scatter for ZeRO-1) on the same Machine. It
+waits for the gradients it reads, runs on the collective unit ("cc", one collective at a time) for
+collective_cost(op, bucket bytes, dp, system, itemsize of the compute dtype, launch="graph") and moves
+queue_bytes (nccl-tests' bus bytes per rank) through the rank's DMA queues, so it overlaps the rest of
+backward and contends with backward's DMAs for the queues (timing.scheduler). launch="graph": NxD's
+bucket_allreduce_gradients (grads.py above) is called inside the training step that torch-xla traces into one
+graph, so the collectives are nodes of the compiled step graph, not host launches (the ZeRO-1 all-gather too).
+Every rank issues a bucket at its own arrival: the DP ranks run the same graphs on same-shaped micro-batches,
+so their timelines coincide (a bucket's span in the step is the latest over the ranks). The values: the
+instruction on the timeline carries no inputs (rank r's backward runs before rank r+1's exists, one torch
+autograd call each); once every rank's backward has run, the averaged gradients are computed by the same
+executable spec the instruction executes (trnlab.isa.collectives: all_reduce_mean / reduce_scatter_mean), so
+they are bit-identical to before. Then
+    backward end = the slowest rank's backward compute end (Scheduler.compute_end: DMA contention included)
+    sync end     = the end of its backward timeline (compute and gradient collectives)
+    step         = sync end + optimizer (+ ZeRO-1 all-gather after it, not overlapped)
 collectives_total_s is the sum of the collectives' times, collectives_exposed_s the part on the critical
-path (step minus forward, backward and optimizer). chrome_trace(step) is the step as a Perfetto trace: one
-process per rank with its ops (op level: training graphs keep no instruction trace) and its collective track. Limits: the collectives do not contend with compute for
-HBM bandwidth or DMA queues (they run beside the rank's timeline, not on its engines), and the ZeRO-1
-all-gather is not overlapped with the next step's forward.
+path (step minus backward end and optimizer). chrome_trace(step) is the step as a Perfetto trace: one
+process per rank with its ops (op level: training graphs keep no instruction trace) and its collective
+track. Limits: a bucket does not span backward graphs (graph breaks); the ZeRO-1 all-gather is costed
+beside the timeline and not overlapped with the next step's forward.
 """
 from __future__ import annotations
 
