@@ -101,3 +101,16 @@ def test_the_step_overlaps_backward_and_collectives_and_is_never_shorter_than_ei
     assert rows[0]["backward_ms"] == rows[1]["backward_ms"] and rows[0]["sync_ms"] == rows[1]["sync_ms"]
     # the backward's Report carries the collectives: its latency is the sync end, measured from its start
     assert r.parallel.sync_end_s == pytest.approx(p.forward_s + sum(b.latency_s for b in last_training().backwards))
+
+
+def test_zero1_reduce_scatters_are_on_the_timeline_with_their_graph_cost_and_queue_bytes():
+    sync = dpl.GradientSync("reduce-scatter", 4, SYSTEM, torch.float32, BUCKET)
+    grads, run = _backward(sync)
+    spans = sync.issuers[-1].spans
+    assert sum(s.nbytes for s in spans) == sum(4 * g.numel() for g in grads)
+    for s in spans:
+        cost = collective_cost("reduce-scatter", s.nbytes, 4, SYSTEM, itemsize=4, launch="graph")
+        assert s.op == "reduce-scatter" and s.end_s - s.start_s >= cost.latency_s - 1e-15
+    ops = [o for o in run.ops if o.op == "reduce-scatter"]
+    assert [o.dma_bytes for o in ops] == [round(s.nbytes * 3 / 4) for s in spans]     # (n - 1) / n of the bucket
+    assert run.machine.scheduler.end == pytest.approx(max(run.machine.scheduler.compute_end, spans[-1].end_s))
