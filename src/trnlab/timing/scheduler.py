@@ -71,13 +71,15 @@ class Event:
 
 class Scheduler:
     """Schedules instructions online. `records` (trace=True) lists Events; `end` is the predicted
-    latency in seconds; `busy` maps each unit (Engine or ("dma", q)) to its busy seconds."""
+    latency in seconds (`compute_end`: the end of the latest instruction other than a collective); `busy`
+    maps each unit (Engine or ("dma", q)) to its busy seconds."""
 
     def __init__(self, chip, *, trace: bool = False):
         self.chip = chip
         self.free_at = defaultdict(float)       # unit -> time (s) it becomes free
         self.busy = defaultdict(float)
         self.end = 0.0
+        self.compute_end = 0.0
         self.count = 0
         self.next_queue = 0
         self.records = [] if trace else None
@@ -168,6 +170,8 @@ class Scheduler:
         self.hazards.record_all(accesses, avail, unit_tag, index)
         if end > self.end:
             self.end = end
+        if unit_tag is not CC_UNIT and end > self.compute_end:
+            self.compute_end = end
         self.ends.append(avail)
         self.preds.append(pred)
         self.sites.append((instr.opcode, instr.api, instr.loc))
@@ -188,6 +192,8 @@ class Scheduler:
         self.hazards.record_all(accesses, avail, engine, index)
         if end > self.end:
             self.end = end
+        if end > self.compute_end:
+            self.compute_end = end
         self.ends.append(avail)
         self.preds.append(pred)
         self.sites.append((instr.opcode, instr.api, instr.loc))
@@ -344,8 +350,11 @@ class Scheduler:
     def ready_at(self, instr) -> float:
         """When instr could start on this core: its operands ready, the collective unit free, no earlier
         than a wait (a rank's arrival time at a collective, trnlab.core.ranks)."""
-        ready, _ = self._ready(self.hazards.accesses(instr), None)
-        return max(ready, self.free_at[CC_UNIT])
+        return max(self.operands_ready(instr), self.free_at[CC_UNIT])
+
+    def operands_ready(self, instr) -> float:
+        """When instr's operands are ready (its producers done, no earlier than a wait)."""
+        return self._ready(self.hazards.accesses(instr), None)[0]
 
     def collective_end(self, instr) -> float:
         """When instr (a collective) would end on this core if issued now (nothing is booked): what a rank

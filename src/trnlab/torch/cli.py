@@ -429,7 +429,8 @@ def dp_table(p):
     for row in p.ranks:
         t.add_row(f"rank {row['rank']}", "", "", "0", fmt_time(row["forward_s"] + row["backward_s"]),
                   fmt_time(row["forward_s"] + row["backward_s"]),
-                  f"forward {fmt_time(row['forward_s'])} + backward {fmt_time(row['backward_s'])}; optimizer "
+                  f"forward {fmt_time(row['forward_s'])} + backward {fmt_time(row['backward_s'])} (its gradient "
+                  f"collectives on its timeline until {fmt_time(row['forward_s'] + row.get('sync_s', 0.0))}); optimizer "
                   f"{fmt_time(row['optimizer_s'])}; loss {row['loss']:.4f}")
     for s in p.gradient_sync + p.param_gather:
         t.add_row(s.op, fmt_bytes(s.nbytes), fmt_time(s.ready_s), fmt_time(s.start_s), fmt_time(s.end_s),

@@ -16,30 +16,45 @@ ranks' gradients are then combined with the numpy semantics of trnlab.isa.collec
   src/neuronx_distributed/parallel_layers/grads.py); its ZeRO-1 optimizer shards the optimizer states over
   the DP ranks (https://awsdocs-neuron.readthedocs-hosted.com/en/latest/_sources/archive/nxd-training/zero1_gpt2.rst).
 
-Timing (per step, t = 0 at the start of forward). A gradient is ready when the backward op that produces it
-has finished on every rank: its op's end on that rank's timeline (the graph's scheduled end after the op,
-read off the backward Report's per-op times; an upper bound when engines overlap ops), plus the rank's
-forward time. Gradients are bucketed in the order they become ready (NxD walks the parameters in reverse,
-which is the order backward produces them), flushing a bucket when the next gradient would take it past
-bucket_bytes; a gradient larger than the cap goes alone. Bucket k's collective (all-reduce, or
-reduce-scatter for ZeRO-1; time: collective_cost on the system, nccom-test's size) starts when the bucket
-is ready and the previous collective has finished (one collective stream), so it overlaps the rest of
-backward. Then
-    step = max(backward end, last gradient collective end) + optimizer (+ ZeRO-1 all-gather, not overlapped)
+Timing (per step, t = 0 at the start of forward). The gradient collectives run on each rank's backward
+timeline (issue 11): while a rank's backward graph runs (trainer: `with gradient_sync(GradientSync(...)):
+loss.backward()`), a BucketIssuer hooked into executor.Program.run buckets the graph's gradients in the order
+the graph produces them (NxD walks the parameters in reverse, which is the order backward produces them),
+flushing a bucket when the next gradient would take it past bucket_bytes (a gradient larger than the cap goes
+alone), and once the last gradient of a bucket has been computed it issues the bucket's ISA instruction
+(trnlab.isa.cc.CollectiveInstruction: all-reduce, or reduce-scatter for ZeRO-1) on the same Machine. It
+waits for the gradients it reads, runs on the collective unit ("cc", one collective at a time) for
+collective_cost(op, bucket bytes, dp, system, itemsize of the compute dtype, launch="graph") and moves
+queue_bytes (nccl-tests' bus bytes per rank) through the rank's DMA queues, so it overlaps the rest of
+backward and contends with backward's DMAs for the queues (timing.scheduler). launch="graph": NxD's
+bucket_allreduce_gradients (grads.py above) is called inside the training step that torch-xla traces into one
+graph, so the collectives are nodes of the compiled step graph, not host launches (the ZeRO-1 all-gather too).
+Every rank issues a bucket at its own arrival: the DP ranks run the same graphs on same-shaped micro-batches,
+so their timelines coincide (a bucket's span in the step is the latest over the ranks). The values: the
+instruction on the timeline carries no inputs (rank r's backward runs before rank r+1's exists, one torch
+autograd call each); once every rank's backward has run, the averaged gradients are computed by the same
+executable spec the instruction executes (trnlab.isa.collectives: all_reduce_mean / reduce_scatter_mean), so
+they are bit-identical to before. Then
+    backward end = the slowest rank's backward compute end (Scheduler.compute_end: DMA contention included)
+    sync end     = the end of its backward timeline (compute and gradient collectives)
+    step         = sync end + optimizer (+ ZeRO-1 all-gather after it, not overlapped)
 collectives_total_s is the sum of the collectives' times, collectives_exposed_s the part on the critical
-path (step minus forward, backward and optimizer). chrome_trace(step) is the step as a Perfetto trace: one
-process per rank with its ops (op level: training graphs keep no instruction trace) and its collective track. Limits: the collectives do not contend with compute for
-HBM bandwidth or DMA queues (they run beside the rank's timeline, not on its engines), and the ZeRO-1
-all-gather is not overlapped with the next step's forward.
+path (step minus backward end and optimizer). chrome_trace(step) is the step as a Perfetto trace: one
+process per rank with its ops (op level: training graphs keep no instruction trace) and its collective
+track. Limits: a bucket does not span backward graphs (graph breaks); the ZeRO-1 all-gather is costed
+beside the timeline and not overlapped with the next step's forward.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from trnlab.errors import OptionError
+from trnlab.errors import OptionError, ShapeError
+from trnlab.isa.collectives import collective_cost
 
 BUCKET_BYTES = 512 * 1024 * 1024       # NxD's _ALLREDUCE_BUCKET_CAP_MB (see the module docstring)
 
@@ -198,57 +213,167 @@ class Span:
                 "latency_us": (self.end_s - self.start_s) * 1e6, "algorithm": self.algorithm}
 
 
-def gradient_ready(backward_runs: list, dtype: torch.dtype, start_s: float = 0.0) -> list:
-    """(bytes in the compute dtype, ready time) of every gradient the backward graphs output, the ready
-    time being the graph's scheduled end after the op that computes it (views followed to their base),
-    the graphs run one after another from start_s."""
-    from trnlab.torch.trainer import _storage_base
-    size = torch.finfo(dtype).bits // 8
-    out, offset = [], start_s
-    for run in backward_runs:
-        program = run.program
-        ends, t = [], 0.0
-        for rec in run.ops:
-            t += rec.time_s
-            ends.append((program.order[_node(program, rec.name)], t))
+# --- the gradient collectives on each rank's backward timeline --------------------------------------
+_ACTIVE: ContextVar = ContextVar("trnlab_gradient_sync", default=None)
+API = "trnlab.torch.data_parallel (NxD bucket_allreduce_gradients)"
+
+
+@dataclass(frozen=True)
+class GradientSync:
+    """The gradient collectives one rank's backward graphs issue (trainer: `with gradient_sync(sync):
+    loss.backward()`): `op` ("all-reduce", or "reduce-scatter" for ZeRO-1) over `ranks` ranks of `system`,
+    in buckets of at most bucket_bytes of `dtype` gradients. queues=False is the what-if in which the
+    collectives do not occupy the rank's DMA queues (only the cc unit). `issuers`: one per backward graph run."""
+    op: str
+    ranks: int
+    system: object
+    dtype: torch.dtype
+    bucket_bytes: int = BUCKET_BYTES
+    queues: bool = True
+    issuers: list = field(default_factory=list, compare=False)
+
+    def issuer(self, program) -> "BucketIssuer":
+        it = BucketIssuer(self, program)
+        self.issuers.append(it)
+        return it
+
+
+@contextmanager
+def gradient_sync(sync: GradientSync):
+    """Backward graphs run inside issue `sync`'s gradient collectives on their own timeline."""
+    token = _ACTIVE.set(sync)
+    try:
+        yield sync
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_sync() -> "GradientSync | None":
+    return _ACTIVE.get()
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.finfo(dtype).bits // 8
+
+
+class BucketIssuer:
+    """Program.run's hook for one backward graph: its floating outputs (the gradients) bucketed in the order
+    the graph produces them (a view's position is its base's: NxD walks the parameters in reverse, the order
+    backward produces them); once the last gradient of the next bucket has been computed, the bucket's
+    CollectiveInstruction (trnlab.isa.cc) is issued on the same machine: it waits for the gradients it reads,
+    runs on the collective unit for collective_cost(op, bucket bytes, ranks, system, launch="graph") and
+    moves queue_bytes through the rank's DMA queues, beside the rest of backward."""
+
+    def __init__(self, sync: GradientSync, program):
+        from trnlab.torch.trainer import _storage_base
+        self.sync, self.spans = sync, []
+        size = _itemsize(sync.dtype)
+        grads = []
         for node in program.info.outputs:
             val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
-            if not isinstance(val, torch.Tensor) or not val.is_floating_point():
-                continue
-            pos = program.order.get(_storage_base(node), program.order[node])
-            ready = max([e for p, e in ends if p <= pos], default=0.0)
-            out.append((int(val.numel()) * size, offset + ready))
-        offset += run.latency_s
+            if isinstance(val, torch.Tensor) and val.is_floating_point():
+                base = _storage_base(node)
+                pos = program.order.get(base, program.order.get(node, -1))
+                grads.append((node, base, int(val.numel()) * size, pos))
+        groups = bucket_groups([(g[2], g[3]) for g in grads], sync.bucket_bytes)
+        self.pending = [[grads[i] for i in g] for g in groups]
+
+    def after(self, ctx, node) -> list:
+        out = []
+        while self.pending and all(_value(ctx, g) is not None for g in self.pending[0]):
+            out.append(self._issue(ctx, self.pending.pop(0)))
+        return out
+
+    def finish(self, ctx) -> list:
+        out = [self._issue(ctx, b) for b in self.pending]
+        self.pending = []
+        return out
+
+    def _issue(self, ctx, members: list):
+        from trnlab.isa import collectives as cc
+        from trnlab.isa.cc import CC_UNIT, CollectiveInstruction, queue_bytes
+        from trnlab.torch.executor import OpRecord, device_dtype
+        s, m = self.sync, ctx.machine
+        sched = m.scheduler
+        nbytes = sum(g[2] for g in members)
+        scatter = s.op == "reduce-scatter"
+        srcs = [t for t in (_source(_value(ctx, g), s.ranks if scatter else 0) for g in members) if t is not None]
+        if not srcs:        # no gradient on the device (host fallbacks): the bucket's bytes still move
+            srcs = [ctx.alloc((s.ranks,), device_dtype(s.dtype), "gradient bucket")]
+        dsts = [ctx.alloc(_scattered(t.shape, s.ranks) if scatter else t.shape, t.dtype, f"{t.name}.{s.op}")
+                for t in srcs]
+        cost = collective_cost(s.op, int(nbytes), s.ranks, s.system, itemsize=_itemsize(s.dtype), launch="graph")
+        moved = queue_bytes(s.op, int(nbytes), s.ranks) if s.queues else 0
+        instr = CollectiveInstruction(api=API, loc=f"gradient bucket {len(self.spans)}",
+                                      collective=cc.ReduceScatter(op="add", axis=0) if scatter else cc.AllReduce(),
+                                      srcs=tuple(srcs), dsts=tuple(dsts), ranks=s.ranks, seconds=cost.latency_s,
+                                      queue_bytes=moved)
+        ready, start = sched.operands_ready(instr), sched.ready_at(instr)
+        before, n0 = sched.end, sum(m.stats.instructions.values())
+        m.issue(instr)
+        end = sched.free_at[CC_UNIT]
+        self.spans.append(Span(s.op, int(nbytes), len(members), ready, start, end, cost.algorithm))
+        return OpRecord(f"gradient_{s.op.replace('-', '_')}_{len(self.spans) - 1}", s.op,
+                        f"{len(members)} gradients", f"{nbytes} B", sched.end - before,
+                        sum(m.stats.instructions.values()) - n0, 0.0, 0.0, moved, "device", API)
+
+
+def _scattered(shape: tuple, ranks: int) -> tuple:
+    return (shape[0] // ranks, *shape[1:])
+
+
+def _value(ctx, grad):
+    """The gradient's value once computed (its node's, or its base's for a view not yet made), else None."""
+    node, base = grad[0], grad[1]
+    for n in (node, base):
+        try:
+            return ctx.host_value(n)
+        except KeyError:
+            continue
+    return None
+
+
+def _source(value, scatter_ranks: int):
+    """The device tensor the collective reads (None: the value is on the host). A reduce-scatter reads it
+    flat, cut to a multiple of the ranks (ZeRO-1 pads dim 0 instead; the bytes moved are the bucket's)."""
+    from trnlab.core.tensor import HBM
+    if getattr(value, "buffer", None) != HBM:
+        return None
+    if not scatter_ranks:
+        return value
+    try:
+        flat = value.reshape((value.size,))
+    except ShapeError:          # a strided view: read whole when dim 0 divides
+        return value if value.shape and value.shape[0] % scatter_ranks == 0 else None
+    n = value.size - value.size % scatter_ranks
+    return flat[0:n] if n else None
+
+
+def bucket_groups(grads: list, cap_bytes: int = BUCKET_BYTES) -> list:
+    """grads: (bytes, ready) pairs. The buckets as lists of indices into grads, in ready order, NxD's rule: add
+    gradients until the next one would take the bucket past cap_bytes; a gradient larger than the cap flushes
+    the open bucket and goes alone."""
+    out, cur, size = [], [], 0
+    for i in sorted(range(len(grads)), key=lambda i: grads[i][1]):
+        nbytes = grads[i][0]
+        if cur and (nbytes > cap_bytes or size + nbytes > cap_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(i)
+        size += nbytes
+        if nbytes > cap_bytes:
+            out.append(cur)
+            cur, size = [], 0
+    if cur:
+        out.append(cur)
     return out
-
-
-def _node(program, name: str):
-    nodes = getattr(program, "_by_name", None)
-    if nodes is None:
-        nodes = program._by_name = {n.name: n for n in program.graph.nodes}
-    return nodes[name]
 
 
 def buckets(grads: list, cap_bytes: int = BUCKET_BYTES) -> list:
-    """grads: (bytes, ready_s) pairs. Buckets in ready order, NxD's rule: add gradients until the next one
-    would take the bucket past cap_bytes; a gradient larger than the cap flushes the open bucket and goes
-    alone. A bucket is ready when its last gradient is."""
-    out, cur = [], []
-
-    def flush():
-        if cur:
-            out.append(Bucket(sum(b for b, _ in cur), max(r for _, r in cur), len(cur)))
-            cur.clear()
-    for nbytes, ready in sorted(grads, key=lambda g: g[1]):
-        if nbytes > cap_bytes:
-            flush()
-            out.append(Bucket(nbytes, ready, 1))
-            continue
-        if sum(b for b, _ in cur) + nbytes > cap_bytes:
-            flush()
-        cur.append((nbytes, ready))
-    flush()
-    return out
+    """grads: (bytes, ready_s) pairs. Buckets in ready order (bucket_groups); a bucket is ready when its last
+    gradient is."""
+    return [Bucket(sum(grads[i][0] for i in g), max(grads[i][1] for i in g), len(g))
+            for g in bucket_groups(grads, cap_bytes)]
 
 
 def schedule(bkts: list, cost, op: str, start_s: float = 0.0) -> list:
@@ -263,12 +388,11 @@ def schedule(bkts: list, cost, op: str, start_s: float = 0.0) -> list:
     return spans
 
 
-def system_cost(system, ranks: int):
-    """cost(op, nbytes) -> (seconds, algorithm) of collective_cost over `ranks` ranks of `system`."""
-    from trnlab.isa.collectives import collective_cost
-
+def system_cost(system, ranks: int, itemsize: int = 4, launch: str = "graph"):
+    """cost(op, nbytes) -> (seconds, algorithm) of collective_cost over `ranks` ranks of `system` (a node of the
+    traced step graph by default, as NxD runs them; see the module docstring)."""
     def cost(op: str, nbytes: int):
-        c = collective_cost(op, int(nbytes), ranks, system)
+        c = collective_cost(op, int(nbytes), ranks, system, itemsize=itemsize, launch=launch)
         return c.latency_s, c.algorithm
     return cost
 
@@ -327,7 +451,7 @@ def op_spans(record) -> list:
     for kind, run in runs:
         start = t
         for rec in run.ops:
-            if rec.time_s > 0:
+            if rec.time_s > 0 and rec.source != API:        # the gradient collectives: the cc track
                 out.append((f"{kind} {rec.op.replace('aten.', '').replace('.default', '')}", t, t + rec.time_s))
             t += rec.time_s
         t = start + run.latency_s
@@ -359,33 +483,58 @@ def _slice(pid, tid, name, start, end, cat) -> dict:
     return {"ph": "X", "pid": pid, "tid": tid, "name": name, "cat": cat, "ts": start * 1e6, "dur": (end - start) * 1e6}
 
 
+def backward_compute_s(record) -> float:
+    """When the rank's backward compute ends (its graphs one after another; a graph's collectives run on past
+    its compute end into the next): the last graph's compute end on its timeline."""
+    t, end = 0.0, 0.0
+    for run in record.backward_runs:
+        end = t + run.machine.scheduler.compute_end
+        t += run.latency_s
+    return end
+
+
 def rank_row(rank: int, record, optimizer_s: float, loss: float) -> dict:
     return {"rank": rank, "forward_s": sum(r.latency_s for r in record.forwards),
-            "backward_s": sum(r.latency_s for r in record.backwards), "optimizer_s": optimizer_s, "loss": loss}
+            "backward_s": backward_compute_s(record), "sync_s": sum(r.latency_s for r in record.backwards),
+            "optimizer_s": optimizer_s, "loss": loss}
 
 
-def step_timeline(records: list, optimizer_s: list, losses: list, *, dtype, system, zero1: bool,
-                  bucket_bytes: int = BUCKET_BYTES, gather_bytes: tuple = ()) -> DataParallelStep:
-    """The step's timeline from each rank's Training record (forward and backward Reports with per-op
-    times) and optimizer time. gather_bytes: ZeRO-1's all-gather size of each parameter (padded, in the
-    compute dtype), bucketed like the gradients."""
+def rank_spans(sync: GradientSync, record, start_s: float) -> list:
+    """A rank's gradient collectives as Spans from the start of forward (start_s: its forward time), each
+    backward graph's spans offset by the graphs before it."""
+    out, t = [], start_s
+    for issuer, run in zip(sync.issuers, record.backward_runs):
+        out += [Span(x.op, x.nbytes, x.tensors, t + x.ready_s, t + x.start_s, t + x.end_s, x.algorithm)
+                for x in issuer.spans]
+        t += run.latency_s
+    return out
+
+
+def step_timeline(records: list, optimizer_s: list, losses: list, *, system, zero1: bool, syncs: list = (),
+                  bucket_bytes: int = BUCKET_BYTES, gather_bytes: tuple = (), dtype=torch.float32) -> DataParallelStep:
+    """The step's timeline from each rank's Training record (forward and backward Reports; the backward
+    timelines carry the rank's gradient collectives, syncs[r] their spans) and optimizer time. Every rank
+    issues each bucket at its own arrival: the DP ranks run the same graphs on same-shaped micro-batches, so
+    their timelines coincide (a bucket's span is the latest over the ranks). gather_bytes: ZeRO-1's all-gather
+    size of each parameter (padded, in the compute dtype), bucketed like the gradients, after the optimizer."""
     dp = len(records)
     rows = [rank_row(r, rec, o, loss) for r, (rec, o, loss) in enumerate(zip(records, optimizer_s, losses))]
     fwd = max(r["forward_s"] for r in rows)
-    bwd = max(r["backward_s"] for r in rows)
+    bwd = max(r["forward_s"] + r["backward_s"] for r in rows) - fwd
     sync, gather = [], []
-    if dp > 1:
-        per_rank = [gradient_ready(rec.backward_runs, dtype, row["forward_s"]) for rec, row in zip(records, rows)]
-        grads = [(b, max(g[i][1] for g in per_rank)) for i, (b, _) in enumerate(per_rank[0])]
-        cost = system_cost(system, dp)
-        sync = schedule(buckets(grads, bucket_bytes), cost, "reduce-scatter" if zero1 else "all-reduce")
+    if dp > 1 and syncs:
+        per_rank = [rank_spans(sy, rec, row["forward_s"]) for sy, rec, row in zip(syncs, records, rows)]
+        sync = [Span(ys[0].op, ys[0].nbytes, ys[0].tensors, max(y.ready_s for y in ys), max(y.start_s for y in ys),
+                     max(y.end_s for y in ys), ys[0].algorithm) for ys in zip(*per_rank)]
         if zero1:
-            start = max([fwd + bwd] + [s.end_s for s in sync]) + max(optimizer_s)
+            start = max([fwd + bwd] + [r["forward_s"] + r["sync_s"] for r in rows]) + max(optimizer_s)
+            cost = system_cost(system, dp, _itemsize(dtype))
             gather = schedule(buckets([(b, start) for b in gather_bytes], bucket_bytes), cost, "all-gather", start)
     return DataParallelStep(dp, zero1, system.name, bucket_bytes, fwd, bwd, max(optimizer_s), sync, gather, rows,
                             tuple(op_spans(rec) for rec in records))
 
 
 __all__ = ["BUCKET_BYTES", "check_dp", "split_batch", "all_reduce_mean", "reduce_scatter_mean", "all_gather_rows",
-           "Zero1Optimizer", "zero1_elements", "Bucket", "Span", "gradient_ready", "buckets", "schedule",
-           "system_cost", "DataParallelStep", "step_timeline", "op_spans", "chrome_trace"]
+           "Zero1Optimizer", "zero1_elements", "Bucket", "Span", "GradientSync", "gradient_sync", "active_sync",
+           "BucketIssuer", "bucket_groups", "buckets", "schedule", "system_cost", "DataParallelStep", "step_timeline",
+           "backward_compute_s", "rank_spans", "op_spans", "chrome_trace"]

@@ -219,7 +219,10 @@ class Program:
         return self.order.get(node, -1)
 
     # --- running ----------------------------------------------------------------------------------
-    def run(self, inputs, *, target=None, numerics: bool = True, trace: bool = True, progress=None) -> RunResult:
+    def run(self, inputs, *, target=None, numerics: bool = True, trace: bool = True, progress=None,
+            hook=None) -> RunResult:
+        """hook: None, or an object whose after(ctx, node) and finish(ctx) return OpRecords of what it issued
+        on the same machine after a node and at the end (data_parallel.BucketIssuer: gradient collectives)."""
         t0 = time.perf_counter()
         m = Machine(graph_chip(target), numerics=numerics, scheduler=timing_model(True, trace), tensor_class=NkiTensor)
         flat = pytree.tree_flatten((tuple(inputs), {}))[0]
@@ -237,8 +240,12 @@ class Program:
                 if node.op != "call_function" or node not in device_nodes:
                     continue
                 records.append(self._run_node(ctx, node))
+                if hook is not None:
+                    records += hook.after(ctx, node)
                 if progress is not None:
                     progress()
+            if hook is not None:
+                records += hook.finish(ctx)
             outputs = [self._to_host(ctx, n) if isinstance(n, torch.fx.Node) else n for n in self.info.outputs]
         sched = m.scheduler
         fallbacks = [r for r in records if r.where == "cpu-fallback"]

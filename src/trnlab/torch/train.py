@@ -165,7 +165,12 @@ class GraphRunner:
         variant = self._variant(args)
         # no per-instruction trace: nothing profiles training graphs yet, and keeping every event
         # triples the wall time of a large step
-        run = variant.program.run(list(args), target=self.chip, numerics=self.numerics, trace=False)
+        hook = None
+        if self.kind == "backward":        # data-parallel training: the gradient collectives on this timeline
+            from trnlab.torch.data_parallel import active_sync
+            sync = active_sync()
+            hook = sync.issuer(variant.program) if sync is not None else None
+        run = variant.program.run(list(args), target=self.chip, numerics=self.numerics, trace=False, hook=hook)
         leaves, spec = pytree.tree_flatten(run.outputs)
         if self.numerics:
             leaves = [x.to(d) if isinstance(x, torch.Tensor) and d is not None and x.dtype != d else x

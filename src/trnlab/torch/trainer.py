@@ -400,12 +400,16 @@ def _train_dp(name: str, *, target, steps, batch, seq, dtype, checkpointing, opt
     ref_opt = _optimizer(torch.optim, optimizer, ref, lr)
     micro = list(zip(dpl.split_batch(inputs, dp), dpl.split_batch(labels, dp)))
     losses, eager_losses, grad_check, hbm = [], [], {}, None
+    sync_op = "reduce-scatter" if zero1 else "all-reduce"
     for step in range(steps):
-        records, rank_losses, rank_grads = [], [], []
+        records, rank_losses, rank_grads, syncs = [], [], [], []
         for r, (ids, lab) in enumerate(micro):
             _tick(progress, f"step {step + 1}/{steps}: rank {r + 1}/{dp} forward and backward on its simulated core")
             loss = compiled(ids, lab)
-            loss.backward()
+            sync = dpl.GradientSync(sync_op, dp, spec, tdtype, bucket) if dp > 1 else None
+            with dpl.gradient_sync(sync):         # the gradient collectives on the backward's timeline
+                loss.backward()
+            syncs.append(sync)
             records.append(last_training())
             rank_losses.append(float(loss.detach()))
             rank_grads.append([None if p.grad is None else p.grad.detach().clone() for p in params])
@@ -438,7 +442,8 @@ def _train_dp(name: str, *, target, steps, batch, seq, dtype, checkpointing, opt
     size = torch.finfo(tdtype).bits // 8
     gather = tuple(dpl.pad_rows(p.detach(), dp).numel() * size for p in params) if zero1 else ()
     timeline = dpl.step_timeline(records, [s.latency_s for s in last], rank_losses, dtype=tdtype, system=spec,
-                                 zero1=zero1, bucket_bytes=bucket, gather_bytes=gather)
+                                 zero1=zero1, syncs=syncs if dp > 1 else (), bucket_bytes=bucket,
+                                 gather_bytes=gather)
     runs = records[0].forwards + records[0].backwards
     timing = StepTiming(timeline.forward_s, timeline.backward_s, timeline.optimizer_s,
                         sum(r.hw_pe_s for r in runs), sum(r.instructions for r in runs) + last[0].instructions,
