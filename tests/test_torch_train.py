@@ -196,3 +196,29 @@ def test_nll_kernel_matches_numpy():
     from trnlab.kernels import training
     logp, target = training.example_inputs(0.25)
     np.testing.assert_allclose(np.asarray(training.nll(logp, target)), training.reference(logp, target), rtol=1e-5)
+
+
+def test_a_capture_past_the_recompile_limit_is_refused_not_run_in_eager(monkeypatch):
+    """torch.compile falls back to eager PyTorch past its recompile limit (a log warning only): a training
+    step would leave the simulated chip unnoticed. trnlab's capture raises instead."""
+    import torch
+
+    from trnlab.errors import RecompileLimitError
+    from trnlab.torch import train as tr
+
+    class Head(torch.nn.Module):            # a code object of its own: no other test's compiles count
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.lin(x).sum()
+
+    monkeypatch.setattr(tr, "RECOMPILE_LIMIT", 1)
+    torch._dynamo.reset()
+    compiled = tr.compile_train(Head(), target="trn1", dtype=torch.float32, check=False, name="head")
+    compiled(torch.randn(2, 8)).backward()                    # compile 1: runs on the chip
+    assert tr.last_training().forwards
+    with pytest.raises(RecompileLimitError, match=r"head: torch.compile has compiled this forward 1 times"):
+        compiled(torch.randn(2, 3, 8))                        # a new rank: a second compile
+    torch._dynamo.reset()

@@ -84,6 +84,11 @@ class LoweringError(TrnlabError, RuntimeError):
     """Internal: a lowering's result does not match the captured graph's shape or dtype."""
 
 
+class RecompileLimitError(TrnlabError, RuntimeError):
+    """A trnlab training capture would be recompiled past the limit, where torch.compile falls back to eager
+    PyTorch (the steps would run on the host, not the simulated NeuronCore)."""
+
+
 class ModelInputError(TrnlabError, TypeError):
     """A compiled model called with arguments its forward does not take (count, names)."""
 

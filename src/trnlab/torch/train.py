@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 
-from trnlab.errors import OptionError
+from trnlab.errors import OptionError, RecompileLimitError
 from trnlab.hw import get_chip
 from trnlab.torch.api import (as_dtype, check_options, check_output, dtype_name, input_signature, run_report,
                               _check_values)
@@ -337,15 +337,39 @@ def training_backend(gm, example_inputs, options: dict, mode=None):
     return backend(gm, example_inputs)
 
 
+# torch.compile recompiles a forward for every new set of guards (shapes, dtypes, ...) up to its limit (8 by
+# default, per code object, so models of one class add up), then runs it in eager PyTorch with a log warning:
+# steps would silently leave the simulated chip. trnlab's training captures get a higher limit and fail loudly.
+RECOMPILE_LIMIT = 64
+
+
 def compile_train(model, *, target=None, dtype=torch.bfloat16, fallback=None, numerics=True, check=True, name=None):
-    """torch.compile(model) with the trnlab backend's training capture (see trnlab.torch.compile(train=True))."""
+    """torch.compile(model) with the trnlab backend's training capture (see trnlab.torch.compile(train=True)).
+    A call that would recompile the forward past RECOMPILE_LIMIT raises RecompileLimitError instead of running
+    it in eager PyTorch."""
     from trnlab.torch.dynamo import trnlab_backend
+    label = name or type(model).__name__
     options = {"target": target, "dtype": dtype, "fallback": fallback, "numerics": numerics, "check": check,
-               "name": name or type(model).__name__}
+               "name": label}
 
     def backend(gm, example_inputs):
         return trnlab_backend(gm, example_inputs, options=options)
-    return torch.compile(model, backend=backend)
+    compiled = torch.compile(model, backend=backend)
+    forward = compiled.forward
+
+    def guarded(*args, **kwargs):
+        from torch._dynamo.exc import FailOnRecompileLimitHit
+        try:
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
+                return forward(*args, **kwargs)
+        except FailOnRecompileLimitHit:
+            raise RecompileLimitError(
+                f"{label}: torch.compile has compiled this forward {RECOMPILE_LIMIT} times (its recompile limit, "
+                f"counted over every model of the class in this process); one more would run the step in eager "
+                f"PyTorch instead of on the simulated NeuronCore. Inputs whose shapes or dtypes change from call "
+                f"to call cause recompiles: keep them fixed, or call torch._dynamo.reset() between models") from None
+    compiled.forward = guarded
+    return compiled
 
 
 # --- gradient check ---------------------------------------------------------------------------------
