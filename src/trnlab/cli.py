@@ -225,7 +225,10 @@ def model(name: Optional[str] = typer.Argument(None, help="Built-in model (see -
                                                     "target chip's instance, one rank per NeuronCore)."),
           sequence_parallel: bool = typer.Option(False, "--sequence-parallel",
                                                  help="With --tp: reduce-scatter/all-gather over the sequence "
-                                                      "instead of all-reduce (Megatron sequence parallelism).")):
+                                                      "instead of all-reduce (Megatron sequence parallelism)."),
+          dp: Optional[int] = typer.Option(None, "--dp", metavar="N",
+                                           help="Data parallelism: N replicas (each one NeuronCore, or a --tp "
+                                                "group), each on --batch/N sequences; N x TP ranks of --system.")):
     """Compile a built-in PyTorch model onto the simulated chip: outputs checked, time, MFU, cost."""
     if list_models:
         for n in _model_names("model"):
@@ -250,11 +253,12 @@ def model(name: Optional[str] = typer.Argument(None, help="Built-in model (see -
     _check_tp("model", name, tp, system, target, decode)
     if sequence_parallel and tp is None:
         _fail("model", "--sequence-parallel needs --tp N (N >= 2)")
+    _check_replicas("model", dp, tp, system, target, batch)
     with _instruction_limit(max_instructions):
         try:
             code = model_command(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,
                                  numerics=numerics, json_out=json_out, out=out, tp=tp, system=system,
-                                 sequence_parallel=sequence_parallel)
+                                 sequence_parallel=sequence_parallel, dp=dp)
         except ImportError as exc:
             _missing_extra("model", exc)
     raise typer.Exit(code)
@@ -283,6 +287,26 @@ def _check_tp(command: str, name: str, tp: Optional[int], system: Optional[str],
                                        and (cfg.kv_heads % t == 0 or t % cfg.kv_heads == 0)))
         if cfg.kv_heads % tp and tp % cfg.kv_heads:
             _fail(command, f"--tp {tp} neither divides nor is a multiple of the {cfg.kv_heads} KV heads of {name}")
+
+
+def _check_replicas(command: str, dp: Optional[int], tp: Optional[int], system: Optional[str],
+                    target: Optional[str], batch: int) -> None:
+    """--dp: an integer >= 1 that divides --batch, with dp x tp within the system's ranks."""
+    if dp is None:
+        return
+    _check_int(command, "--dp", dp, 1)
+    if batch % dp:
+        _fail(command, f"--dp {dp} does not divide --batch {batch} (each replica runs --batch/N sequences); "
+                       "valid values: " + ", ".join(str(n) for n in range(1, batch + 1) if batch % n == 0))
+    from trnlab.errors import TrnlabError
+    from trnlab.torch.shard import resolve_system
+    try:
+        spec = resolve_system(system, target)
+    except TrnlabError as exc:
+        _fail(command, str(exc).replace("system=", "--system ").replace("target=", "--target "))
+    if dp * (tp or 1) > spec.ranks:
+        _fail(command, f"--dp {dp} x --tp {tp or 1} = {dp * (tp or 1)} ranks exceeds the {spec.ranks} ranks of "
+                       f"{spec.name}")
 
 
 CHECKPOINTING = ("none", "selective", "full")

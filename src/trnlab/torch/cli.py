@@ -45,11 +45,21 @@ def _build(name: str, batch: int, seq: int, numerics: bool):
 
 
 def compile_builtin(name: str, *, target=None, batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
-                    progress=None, tp=None, system=None, sequence_parallel=False):
+                    progress=None, tp=None, system=None, sequence_parallel=False, dp=None):
     """Compile and run a built-in model (prefill, then `decode` single-token steps); return the report.
-    tp/system: tensor parallelism over tp NeuronCores of the system (prefill only)."""
+    tp/system: tensor parallelism over tp NeuronCores of the system. dp: dp replicas (each one core, or a
+    TP group), each on batch/dp sequences; decode times one replica's steps on its batch slice."""
     model, inputs = _build(name, batch, seq, numerics)
     _stage(progress, f"capturing {name} (torch.export)")
+    if dp is not None:
+        sharding = dict(tp=tp, system=system, sequence_parallel=sequence_parallel) \
+            if tp is not None or system is not None else None
+        compiled = _compile_replicas(model, inputs, target, dtype, numerics, name, progress, batch // dp * seq,
+                                     dp, sharding)
+        if decode:
+            compiled.report.replica.decode = _decode(name, model, target, batch // dp, seq, dtype, decode,
+                                                     numerics, progress, sharding)
+        return compiled, compiled.report
     if tp is not None or system is not None:
         sharding = dict(tp=tp, system=system, sequence_parallel=sequence_parallel)
         compiled, report = _compile_sharded(model, inputs, target, dtype, numerics, name, progress,
@@ -90,6 +100,23 @@ def _compile_sharded(model, inputs, target, dtype, numerics, name, progress, tok
     if numerics:
         _stage(progress, "checking against eager PyTorch (fp32)")
     return compiled, compiled.report
+
+
+def _compile_replicas(model, inputs, target, dtype, numerics, name, progress, tokens, dp, sharding=None):
+    """dp replicas (trnlab.torch.replicas), each a CompiledModel or, with sharding, a TP group; every
+    replica runs its slice of the batch (timing-only: one slice, the replicas being the same run)."""
+    from trnlab.torch.replicas import DataParallelModel
+    compiled = DataParallelModel(model, inputs, dp=dp, target=target, dtype=dtype, numerics=numerics, name=name,
+                                 tokens=tokens, run_example=False, **(sharding or {}))
+    replica = compiled.replica
+    n_ops = len((replica.programs[0] if hasattr(replica, "programs") else replica.program).device_nodes())
+    runs = dp if numerics else 1
+    tick = _stage(progress, f"running {name} prefill on {dp} replica(s) x tp={compiled.tp} simulated "
+                            f"NeuronCore(s), one slice of the batch each", total=n_ops * runs)
+    compiled(*inputs, progress=tick)
+    if numerics:
+        _stage(progress, "checking every replica against eager PyTorch (fp32)")
+    return compiled
 
 
 def _decode(name, model, target, batch, seq, dtype, steps, numerics, progress, sharding=None):
@@ -163,7 +190,9 @@ OP_TID = 999          # first trace track of the model ops (engine and DMA track
 def write_outputs(compiled, report, out: str | Path, console=None) -> list[Path]:
     """trace.json (Perfetto: engines, DMA queues and model-op tracks), report.html (the profiler's
     report), model.html (per-op table, cost, numerics), model.json; written into a fresh folder that
-    replaces `out` whole (trnlab.profile.outputs.staged_dir)."""
+    replaces `out` whole (trnlab.profile.outputs.staged_dir). Data parallel: model.json is the whole call's
+    report; the trace, report.html and model.html are one replica's (the replicas run the same instructions
+    on same-shaped slices), model.html saying so."""
     from trnlab.profile import profile_run
     from trnlab.profile.outputs import staged_dir, write_text_atomic
     out = Path(out)
@@ -175,7 +204,11 @@ def write_outputs(compiled, report, out: str | Path, console=None) -> list[Path]
         add_kernel_lines(tmp / "report.html", run)            # kernel lines -> the aten op that issued them
         _add_op_track(tmp / "trace.json", run)
         write_text_atomic(tmp / "model.json", report.to_json(indent=1))
-        write_text_atomic(tmp / "model.html", model_html(report))
+        replica = getattr(report, "replica", None)
+        note = "" if replica is None else (f"{report.describe()}. This page, trace.json and report.html are one "
+                                           "replica's: the replicas run the same instructions on same-shaped "
+                                           "slices of the batch.")
+        write_text_atomic(tmp / "model.html", model_html(replica or report, note))
     return [out / n for n in ("trace.json", "summary.json", "report.html", "model.json", "model.html")]
 
 
@@ -224,7 +257,7 @@ def _add_op_track(path: Path, run) -> None:
     write_text_atomic(path, json.dumps(trace))
 
 
-def model_html(report) -> str:
+def model_html(report, note: str = "") -> str:
     import html
     from trnlab.torch.report import fmt_bytes, fmt_time, grouped_ops, summary_rows
     esc = html.escape
@@ -241,7 +274,7 @@ def model_html(report) -> str:
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>trnlab model: {esc(report.model)}</title>"
             f"<style>{style}</style></head><body><h1>{esc(report.model)} on one {esc(report.target)} NeuronCore"
-            f"</h1><table>{rows}</table><h2>Numerics vs eager PyTorch (fp32)</h2>"
+            f"</h1>{f'<p>{esc(note)}</p>' if note else ''}<table>{rows}</table><h2>Numerics vs eager PyTorch (fp32)</h2>"
             f"<table><tr><th>output</th><th>max abs</th><th>max rel</th><th>bound</th><th>ok</th></tr>{num}</table>"
             f"<h2>Ops by predicted time</h2><table><tr><th>op</th><th>output</th><th>n</th><th>time</th>"
             f"<th>share</th><th>instructions</th><th>DMA</th><th>model line</th></tr>{ops}</table>"
@@ -251,7 +284,7 @@ def model_html(report) -> str:
 
 # --- commands -------------------------------------------------------------------------------------
 def model_command(name: str, *, target=None, batch=1, seq=128, dtype="bf16", decode=0, numerics=True,
-                  json_out=False, out=None, tp=None, system=None, sequence_parallel=False) -> int:
+                  json_out=False, out=None, tp=None, system=None, sequence_parallel=False, dp=None) -> int:
     from trnlab.console import make_console
     from trnlab.errors import TrnlabError
     console = make_console(stderr=json_out)
@@ -261,7 +294,7 @@ def model_command(name: str, *, target=None, batch=1, seq=128, dtype="bf16", dec
             progress[0].start()
         compiled, report = compile_builtin(name, target=target, batch=batch, seq=seq, dtype=dtype, decode=decode,
                                            numerics=numerics, progress=progress, tp=tp, system=system,
-                                           sequence_parallel=sequence_parallel)
+                                           sequence_parallel=sequence_parallel, dp=dp)
     except (TrnlabError, KeyError, ValueError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc   # str(KeyError) adds quotes
         from rich.markup import escape
@@ -279,7 +312,8 @@ def model_command(name: str, *, target=None, batch=1, seq=128, dtype="bf16", dec
     else:
         report.print(console)
         if out:
-            console.print(f"wrote {out}/trace.json, report.html, model.html, model.json")
+            one = " (trace.json, report.html, model.html: one replica's)" if dp is not None else ""
+            console.print(f"wrote {out}/trace.json, report.html, model.html, model.json{one}")
     return 0 if report.numerics_ok else 2
 
 

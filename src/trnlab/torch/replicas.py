@@ -66,7 +66,9 @@ def _concat(outputs: list):
 @dataclass
 class DataParallelReport:
     """The report of a data-parallel call: `replica` is one replica's Report (a ShardedReport with tp > 1);
-    the call's latency is a replica's, its tokens and throughput are dp times a replica's."""
+    the call's latency is a replica's, its tokens and throughput are dp times a replica's. A decode report
+    set on the replica (`replica.decode`, one replica's steps on its batch slice) reads back as `decode`,
+    a DataParallelReport of dp such replicas."""
     replica: object
     dp: int
     tp: int
@@ -76,6 +78,32 @@ class DataParallelReport:
     @property
     def ranks(self) -> int:
         return self.dp * self.tp
+
+    @property
+    def model(self) -> str:
+        return self.replica.model
+
+    @property
+    def target(self) -> str:
+        return self.replica.target
+
+    @property
+    def phase(self) -> str:
+        return self.replica.phase
+
+    @property
+    def mfu(self) -> float:
+        return self.replica.mfu          # dp x the FLOPs on dp x the cores in a replica's time
+
+    @property
+    def numerics(self) -> list:
+        """Every replica's checks against eager PyTorch, replica after replica."""
+        return [c for checks in self.numerics_per_replica for c in (checks or ())]
+
+    @property
+    def decode(self):
+        d = getattr(self.replica, "decode", None)
+        return None if d is None else DataParallelReport(d, self.dp, self.tp, self.system, [d.numerics])
 
     @property
     def latency_s(self) -> float:
@@ -104,23 +132,39 @@ class DataParallelReport:
 
     @property
     def numerics_ok(self) -> bool:
-        return all(c.ok for checks in self.numerics_per_replica for c in (checks or ()))
+        return all(c.ok for c in self.numerics)
 
     def to_dict(self) -> dict:
+        from dataclasses import asdict
         d = self.replica.to_dict()
         d.update({"dp": self.dp, "tp": self.tp, "ranks": self.ranks, "system": self.system,
                   "numerics_ok": self.numerics_ok,
+                  "numerics_per_replica": [[asdict(c) for c in checks or ()] for checks in self.numerics_per_replica],
                   "latency_us": self.latency_s * 1e6, "tokens": self.tokens, "tokens_per_s": self.tokens_per_s,
-                  "collectives_us": self.collectives_us, "rank_latency_us": self.rank_latency_us})
+                  "collectives_us": self.collectives_us, "rank_latency_us": self.rank_latency_us,
+                  "decode": None if self.decode is None else self.decode.to_dict()})
         return d
+
+    def to_json(self, **kw) -> str:
+        """Strict JSON, as Report.to_json (a non-finite number is written as its string)."""
+        import json
+
+        from trnlab.torch.report import _finite
+        return json.dumps(_finite(self.to_dict()), default=str, allow_nan=False, **kw)
+
+    def describe(self) -> str:
+        d = self.decode
+        steps = (f"; decode {d.latency_s * 1e6:,.1f} us per step, {d.tokens_per_s:,.0f} tokens/s in all"
+                 if d is not None else "")
+        return (f"Data parallelism: {self.dp} replicas x TP {self.tp} = {self.ranks} ranks on {self.system}; "
+                f"each replica runs 1/{self.dp} of the batch in {self.latency_s * 1e6:,.1f} us; "
+                f"{self.tokens_per_s:,.0f} tokens/s in all{steps}")
 
     def print(self, console=None, top: int = 15) -> None:
         from rich.console import Console
         console = console or Console()
         self.replica.print(console, top)
-        console.print(f"Data parallelism: {self.dp} replicas x TP {self.tp} = {self.ranks} ranks on {self.system}; "
-                      f"each replica runs 1/{self.dp} of the batch in {self.latency_s * 1e6:,.1f} us; "
-                      f"{self.tokens_per_s:,.0f} tokens/s in all")
+        console.print(self.describe())
 
 
 class DataParallelModel:
@@ -160,13 +204,20 @@ class DataParallelModel:
     def __iter__(self):
         return iter((self, self.report))
 
-    def __call__(self, *inputs, **kwargs):
+    @property
+    def last_run(self):
+        """The last replica's run (the replicas run the same instructions on same-shaped slices)."""
+        return self.replica.last_run
+
+    def __call__(self, *inputs, progress=None, **kwargs):
+        """Run every replica on its slice (`progress`, ticked once per op of each replica's run, is trnlab's
+        own keyword, as for CompiledModel)."""
         batch_size(inputs, kwargs, self.dp, self.name)
         part = next(t for _, t in _tensors(inputs, kwargs) if t.dim() >= 1).shape[0] // self.dp
         runs = range(self.dp) if self.numerics else range(1)     # timing only: every replica is the same run
         outputs, reports = [], []
         for r in runs:
-            outputs.append(self.replica(*(_slice(a, r, part) for a in inputs),
+            outputs.append(self.replica(*(_slice(a, r, part) for a in inputs), progress=progress,
                                         **{k: _slice(v, r, part) for k, v in kwargs.items()}))
             reports.append(self.replica.report)
         if not self.numerics:
