@@ -1,4 +1,6 @@
 """trnlab.torch.compile(..., dp=N): data-parallel replicas, each on 1/N of the batch."""
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -25,6 +27,10 @@ def test_replicas_match_eager_and_take_one_replica_time():
     assert r.rank_latency_us == pytest.approx([one.report.latency_s * 1e6] * 4)
     d = r.to_dict()
     assert d["dp"] == 4 and d["ranks"] == 4 and len(d["rank_latency_us"]) == 4 and d["collectives_us"] == 0
+    assert json.loads(r.to_json())["tokens_per_s"] == pytest.approx(4 * one.report.tokens_per_s)
+    assert (r.model, r.target, r.decode) == (one.report.model, "trn1", None)     # what the CLI reads
+    assert len(r.numerics) == 4 and len(d["numerics_per_replica"]) == 4         # every replica checked
+    assert "Data parallelism: 4 replicas x TP 1 = 4 ranks" in " ".join(str(r).split())
 
 
 def test_replicas_of_tensor_parallel_groups():

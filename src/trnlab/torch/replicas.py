@@ -164,7 +164,15 @@ class DataParallelReport:
         from rich.console import Console
         console = console or Console()
         self.replica.print(console, top)
-        console.print(self.describe())
+        console.print(self.describe() + " (the tables above are one replica's)")
+
+    def __str__(self) -> str:
+        import os
+
+        from rich.console import Console
+        console = Console(width=120, record=True, file=open(os.devnull, "w"))
+        self.print(console)
+        return console.export_text()
 
 
 class DataParallelModel:
@@ -195,7 +203,7 @@ class DataParallelModel:
             from trnlab.torch.api import CompiledModel
             self.replica = CompiledModel(model, first, target=target or self.system.chip.name,
                                          example_kwargs=first_kw, **options)
-        self.report = self._report([self.replica.report])
+        self.report = None if self.replica.report is None else self._report([self.replica.report])   # run_example
 
     def _report(self, reports: list) -> DataParallelReport:
         return DataParallelReport(reports[-1], self.dp, self.tp, self.system.name,
