@@ -6,6 +6,7 @@ system. Replicas share nothing and exchange nothing in a forward pass (no collec
 long as one replica on its slice. The replicas run the same graph on same-shaped slices: one compiled
 replica runs every slice in turn (numerics: each slice is computed and checked against eager PyTorch; timing
 only: one slice is simulated, its time is every replica's) and the outputs are concatenated along dim 0.
+On the command line: `trnlab model NAME --dp N [--tp M] [--system NAME]` (trnlab.torch.cli).
 Data parallelism for training (gradient all-reduce, ZeRO-1) is trnlab.torch.data_parallel
 (`trnlab train --dp N`).
 """
