@@ -301,7 +301,7 @@ class Program:
             args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), get)
             out = reg.fn(ctx, node, *args, **kwargs)
             check_result(node, out)
-            op = str(node.target)
+            op = _op_label(node.target)
         ctx.env[node] = out
         return OpRecord(node.name, op, capture.describe_args(node), _describe_val(node.meta.get("val")),
                         m.scheduler.end - before_end, sum(m.stats.instructions.values()) - before_n,
@@ -414,6 +414,14 @@ def _to_torch(t, torch_dtype) -> torch.Tensor:
     else:
         out = torch.from_numpy(np.ascontiguousarray(arr).copy())
     return out.reshape(arr.shape).to(torch_dtype)
+
+
+def _op_label(target) -> str:
+    """How the op table names a node's target: aten ops as torch prints them, Python graph functions (the
+    tensor-parallel collectives of trnlab.torch.shard) by their name, not their repr with an address."""
+    if callable(target) and not isinstance(target, torch._ops.OpOverload) and hasattr(target, "__name__"):
+        return target.__name__
+    return str(target)
 
 
 class _Ctx:
