@@ -256,8 +256,8 @@ TUNINGS = {
                         link_efficiency=0.149, local_efficiency=0.257, efa_step_s=10.7e-6, efa_efficiency=0.574),
     # trn2 has no multi-node row: efa_step_s and efa_efficiency are trn1's. step_s is not fitted: the
     # intranode doc's per-hop latency of Ring/KangaRing, "about 1-2 us".
-    3: CollectiveTuning(launch_s=0.1e-6, reduce_launch_s=411e-6, step_s=1.5e-6, peer_s=1.49e-6,
-                        link_efficiency=0.219, local_efficiency=0.0521, efa_step_s=10.7e-6, efa_efficiency=0.574),
+    3: CollectiveTuning(launch_s=0.1e-6, reduce_launch_s=413e-6, step_s=1.5e-6, peer_s=1.40e-6,
+                        link_efficiency=0.215, local_efficiency=0.0570, efa_step_s=10.7e-6, efa_efficiency=0.574),
 }
 # trn3 (NC-v4): no published measurement; it keeps trn2's constants.
 TUNINGS[4] = TUNINGS[3]
@@ -272,7 +272,7 @@ TUNINGS[4] = TUNINGS[3]
 # still). No constant of one release can give both; the later release's fixed costs are its own.
 # [fitted] benchmarks/fit_collectives.py, jointly with TUNINGS[3], to the multi-stream rows (release 2.32);
 # every other constant is the generation's. Keyed by (NeuronCore version, release).
-RELEASE_OVERRIDES = {(3, "2.32"): {"reduce_launch_s": 75.7e-6}}
+RELEASE_OVERRIDES = {(3, "2.32"): {"reduce_launch_s": 76.5e-6}}
 RELEASE_OVERRIDES[(4, "2.32")] = RELEASE_OVERRIDES[(3, "2.32")]    # trn3 keeps trn2's constants
 RELEASES = tuple(sorted({release for _, release in RELEASE_OVERRIDES}))
 
