@@ -800,15 +800,34 @@ class AllToAll(Collective):
 
 @dataclass(frozen=True, kw_only=True)
 class AllToAllV(Collective):
-    """send_counts: an n x n matrix (or one row for every rank) of elements along `axis`; empty: even parts."""
+    """send_counts: an n x n matrix (or one row for every rank) of elements along `axis`; empty: even parts.
+    send_displs / recv_displs: n x n (row i: rank i's), empty: packed in rank order. recv_counts_known and
+    has_rdispls: nki.collectives.all_to_all_v's flags (which rows its metadata tensor has)."""
     name: ClassVar[str] = "all-to-allv"
     send_counts: tuple = ()
+    send_displs: tuple = ()
+    recv_displs: tuple = ()
+    recv_counts_known: bool = False
+    has_rdispls: bool = False
     axis: int = 0
 
     def execute(self, inputs):
         if not self.send_counts:
             return all_to_all(inputs, axis=self.axis)
-        return all_to_all_v(inputs, axis=self.axis, send_counts=self.send_counts)
+        return all_to_all_v(inputs, axis=self.axis, send_counts=self.send_counts,
+                            send_displs=self.send_displs or None, recv_displs=self.recv_displs or None)
+
+    def received(self, inputs: Sequence[np.ndarray], position: int) -> list:
+        """(offset, values) of each part rank `position` receives, the ranks' buffers taken flat (as
+        nki.collectives.all_to_all_v: "treats tensors as flat element buffers"), in rank order."""
+        flat = [np.ravel(a) for a in inputs]
+        n = len(flat)
+        counts = counts_matrix(self.send_counts, n)
+        got = all_to_all_v(flat, send_counts=counts, send_displs=self.send_displs or None)[position]
+        column = counts[:, position]
+        starts = np.cumsum(column) - column
+        at = (counts_matrix(self.recv_displs, n)[position] if self.recv_displs else starts)
+        return [(int(at[i]), got[starts[i]:starts[i] + column[i]]) for i in range(n)]
 
     def cost(self, nbytes, ranks, system="trn2.48xlarge", tuning=None, algorithm=None, itemsize: int = 4):
         return collective_cost(self.name, nbytes, ranks, system, tuning, algorithm, itemsize=itemsize,
