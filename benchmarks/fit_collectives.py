@@ -6,7 +6,7 @@ What is fitted, per NeuronCore generation (the rows' systems are inferred, trnla
 launch_s, reduce_launch_s, step_s, peer_s, link_efficiency, local_efficiency, efa_step_s, efa_efficiency; on
 trn2 also release 2.32's own reduce_launch_s (collectives.RELEASE_OVERRIDES), jointly, from that release's rows
 (each row carries the release that added its example).
-To what: every row of trainium-scale.md §1.4 (SDK tools/neuron-sys-tools/nccom-test.rst), the calibration
+To what: every row of trainium-scale.md §1.4 but OUTLIERS (SDK tools/neuron-sys-tools/nccom-test.rst), the calibration
 set of the collective model (trainium-scale.md §2); nothing else. Each row is read against its example's
 command line in the doc (dtype, replica groups; the multi-stream figures are stream 0's 16-rank all-reduce). trn2 has no multi-node row, so its two EFA
 constants are trn1's; its step_s is the documented 1.5 us (TRN2_STEP_S); trn3 has no row at all and uses
@@ -40,8 +40,16 @@ def _bounds(name):
     return LOW[name], HIGH[name]
 
 
+# Rows kept out of the fit (still in the table, as misses), each with its reason in docs/calibration.md: the
+# all-to-allv (955 us) is 4.5x beyond every documented path even for its whole buffer; with its real counts
+# (6 KiB) the model's time is launch + one EFA step + one peer, so the row alone would set trn2's launch_s
+# (0.1 -> 5.3 us when it was fitted): a constant determined by one row that nothing validates.
+OUTLIERS = (("all-to-allv", 2, 1048608),)
+
+
 def _rows(version):
-    return [r for r in ROWS if get_system(r.system).chip.nc_version == version]
+    return [r for r in ROWS if get_system(r.system).chip.nc_version == version
+            and (r.op, r.ranks, r.nbytes) not in OUTLIERS]
 
 
 def fit(version: int, fixed: dict, released: tuple = ()) -> tuple:

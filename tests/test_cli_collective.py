@@ -107,3 +107,52 @@ def test_release_reproduces_both_examples_of_the_16_rank_all_reduce():
     late = json.loads(invoke(*args, "-b", "1K", "-e", "1K", "-d", "bf16", "--release", "2.32").stdout)
     assert abs(early / 299.91 - 1) <= 0.5
     assert abs(late[0]["latency_us"] / 101.14 - 1) <= 0.5 and late[0]["count"] == 512
+
+
+def _metadata(tmp_path, entries):
+    path = tmp_path / "alltoallv_metadata.json"
+    path.write_text(json.dumps({"metadata": entries}))
+    return str(path)
+
+
+def test_alltoallv_metadata_file(tmp_path):
+    """nccom-test.rst's AlltoAllV example: `-r 2 -N 2 -d fp32 alltoallv -b 1MB -e 1MB
+    --variable-size-op-metadata` with one entry (send_counts [512, 1024]) prints size 1048608, count 262152."""
+    meta = _metadata(tmp_path, [{"send_counts": [512, 1024], "send_displs": [0, 512], "recv_counts": [],
+                                 "recv_displs": []}])
+    args = ["collective", "alltoallv", "-r", "2", "-N", "2", "-d", "fp32", "-b", "1MB", "-e", "1MB", "--json"]
+    row = json.loads(invoke(*args, "--variable-size-op-metadata", meta).stdout)[0]
+    assert (row["bytes"], row["count"], row["type"]) == (1048608, 262152, "fp32")
+    assert row["busbw_gbs"] == pytest.approx(row["algbw_gbs"] / 2, abs=2e-3)      # (r-1)/r
+    even = json.loads(invoke(*args).stdout)[0]                                    # no file: even parts
+    alltoall = json.loads(invoke(*[a if a != "alltoallv" else "alltoall" for a in args]).stdout)[0]
+    assert even["bytes"] == 1048608 and alltoall["bytes"] == 2 ** 20
+    assert even["latency_us"] == pytest.approx(alltoall["latency_us"], rel=1e-4)
+    # 6 KiB moved instead of half a MiB each way: faster than the even split
+    assert row["latency_us"] < even["latency_us"]
+    # one entry per rank, receive counts matching; the table form
+    per_rank = _metadata(tmp_path, [{"send_counts": [512, 1024], "recv_counts": [512, 2048]},
+                                    {"send_counts": [2048, 0], "recv_counts": [1024, 0]}])
+    r = invoke(*args[:-1], "--variable-size-op-metadata", per_rank)
+    assert r.exit_code == 0 and "all-to-allv" in r.stdout and "1048608" in r.stdout, r.output
+
+
+@pytest.mark.parametrize("entries, extra, needles", [
+    ([{"send_counts": [1, 2, 3]}], [], ["send_counts must be 2 integers"]),
+    ([{"send_counts": [1, 2]}] * 3, [], ["1 entry for every rank or 2"]),
+    ([{"send_counts": [1, 2]}, {"send_counts": [3, 4], "recv_counts": [2, 5]}], [],
+     ["recv_counts[1] = 5 but rank 1 sends 4 to rank 1"]),
+    ([{"send_counts": [1, -2]}], [], ["integers >= 0"]),
+    ([{"send_counts": [200, 100]}], ["-b", "1K"], ["256-element send buffer", "rank 0's part for rank 1"]),
+    ("not a list", [], ["--variable-size-op-metadata", "send_counts"]),
+])
+def test_alltoallv_bad_metadata_one_line_exit_2(tmp_path, entries, extra, needles):
+    meta = _metadata(tmp_path, entries)
+    r = invoke("collective", "alltoallv", "-r", "2", "-d", "fp32", *extra, "--variable-size-op-metadata", meta)
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trnlab collective: --variable-size-op-metadata"), r.stderr
+    for needle in needles:
+        assert needle in lines[0]
+    r = invoke("collective", "allr", "--variable-size-op-metadata", meta)
+    assert r.exit_code == 2 and "only with the alltoallv" in r.stderr

@@ -575,3 +575,86 @@ def test_coalesced_all_reduce_is_one_collective_of_the_summed_size():
     (event,) = _cc_events(run.machine)
     want = collective_cost("all-reduce", (P * F + 8 * 4) * 4, 2, "trn2.48xlarge").latency_s
     assert event.end - event.start == pytest.approx(want)
+
+
+# --- all_to_all_v: per-rank counts from the metadata tensor -------------------------------------------------
+
+@nki.jit
+def all_to_all_v_hbm(x, meta, fill, replica_group, recv_counts_known, has_rdispls):
+    src = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.private_hbm)
+    out = nl.ndarray(fill.shape, dtype=x.dtype, buffer=nl.shared_hbm)
+    nisa.dma_copy(dst=src, src=x)
+    nisa.dma_copy(dst=out, src=fill)           # elements no part lands on keep these values
+    nccl.all_to_all_v(srcs=[src], dsts=[out], replica_group=replica_group, metadata_tensor=meta,
+                      recv_counts_known=recv_counts_known, has_rdispls=has_rdispls)
+    return out
+
+
+def _alltoallv_numpy(xs, fills, counts, sdispls, rdispls=None):
+    """numpy, one part at a time on flat buffers: rank j's out gets rank i's x[sd[i][j]:+c[i][j]] at rd[j][i]
+    (default: packed in rank order from 0); every other element keeps its fill."""
+    n = len(xs)
+    outs = [f.ravel().copy() for f in fills]
+    for j in range(n):
+        at = 0
+        for i in range(n):
+            part = xs[i].ravel()[sdispls[i][j]:sdispls[i][j] + counts[i][j]]
+            start = rdispls[j][i] if rdispls is not None else at
+            outs[j][start:start + part.size] = part
+            at += part.size
+    return [o.reshape(f.shape) for o, f in zip(outs, fills)]
+
+
+def _alltoallv_launch(xs, metas, fills, group, known=False, rdispls=False):
+    return nki.multi_rank_simulate(all_to_all_v_hbm, world_size=len(xs),
+                                   per_rank_inputs=[((x, m, f, group, known, rdispls), {})
+                                                    for x, m, f in zip(xs, metas, fills)])
+
+
+def test_all_to_all_v_moves_each_ranks_counts():
+    n = 3
+    xs = _inputs(n, shape=(4, 8), seed=11)
+    fills = _inputs(n, shape=(2, 16), seed=12)
+    counts = [[3, 0, 5], [1, 4, 2], [6, 6, 0]]
+    sdispls = [[0, 3, 20], [31, 0, 10], [0, 10, 0]]
+    metas = [np.array([counts[r], sdispls[r]], dtype=np.uint32) for r in range(n)]
+    outs = _alltoallv_launch(xs, metas, fills, _all(n))
+    for got, want in zip(outs, _alltoallv_numpy(xs, fills, counts, sdispls)):
+        np.testing.assert_array_equal(got, want)
+    # rows 2 and 3: receive counts (checked) and receive displacements
+    recv = [[counts[i][j] for i in range(n)] for j in range(n)]
+    rd = [[20, 0, 8], [0, 28, 5], [1, 14, 30]]
+    metas = [np.array([counts[r], sdispls[r], recv[r], rd[r]], dtype=np.uint32) for r in range(n)]
+    outs = _alltoallv_launch(xs, metas, fills, _all(n), True, True)
+    for got, want in zip(outs, _alltoallv_numpy(xs, fills, counts, sdispls, rd)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_all_to_all_v_time_moves_the_counted_bytes():
+    """Rank 0 sends 4,096 fp32 elements to rank 1 and rank 1 nothing back: the cost model called with those
+    counts, not with the whole 64 KiB buffer split evenly."""
+    xs = _inputs(2, shape=(128, 128), seed=13)
+    metas = [np.array([[0, 4096], [0, 0]], dtype=np.uint32), np.array([[0, 0], [0, 0]], dtype=np.uint32)]
+    run = run_multi_rank(all_to_all_v_hbm, 2, [((x, m, x, _all(2), False, False), {}) for x, m in zip(xs, metas)],
+                         trace=True, tensor_class=nki.NkiTensor)
+    want = collective_cost("all-to-allv", 128 * 128 * 4, 2, "trn2.48xlarge", counts=[[0, 4096], [0, 0]])
+    even = collective_cost("all-to-all", 128 * 128 * 4, 2, "trn2.48xlarge")
+    assert want.latency_s < even.latency_s
+    for m in run.machines:
+        (event,) = _cc_events(m)
+        assert event.end - event.start == pytest.approx(want.latency_s, rel=1e-9)
+        assert event.api == "nki.collectives.all_to_all_v"
+
+
+@pytest.mark.parametrize("meta, kw, match", [
+    (np.zeros((1, 2), np.uint32), {}, r"shape \(2, 2\)"),
+    (np.zeros((2, 2), np.uint32), dict(has_rdispls=True), r"shape \(4, 2\) .*recv displacements"),
+    (np.zeros((2, 2), np.float32), {}, "integers"),
+    (np.array([[0, 33], [0, 0]], np.uint32), {}, "elements 0..32 to position 1, past its 32-element src"),
+    (np.array([[0, 2], [0, 0], [0, 5]], np.uint32), dict(recv_counts_known=True), "recv count from position"),
+])
+def test_all_to_all_v_bad_metadata(meta, kw, match):
+    xs = _inputs(2, shape=(4, 8), seed=14)
+    with pytest.raises(CollectiveError, match=match):
+        _alltoallv_launch(xs, [meta, meta], xs, _all(2), kw.get("recv_counts_known", False),
+                          kw.get("has_rdispls", False))

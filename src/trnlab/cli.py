@@ -414,8 +414,9 @@ def demo(target: Optional[str] = typer.Option(None, help=TARGET_HELP),
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
-def collective(op: str = typer.Argument(..., help="all-reduce|all-gather|reduce-scatter|all-to-all|permute|send-recv "
-                                                  "(also nccom-test's allr, allg, redsct, alltoall)"),
+def collective(op: str = typer.Argument(..., help="all-reduce|all-gather|reduce-scatter|all-to-all|all-to-allv|"
+                                                  "permute|send-recv (also nccom-test's allr, allg, redsct, "
+                                                  "alltoall, alltoallv)"),
                system: str = typer.Option("trn2.48xlarge", help="System preset (trnlab.hw.systems): trn1.2xlarge, "
                                           "trn1.32xlarge, trn1n.32xlarge, trn2.48xlarge, trn2.48xlarge-lnc1, "
                                           "trn2-ultraserver, trn3-ultraserver."),
@@ -433,6 +434,9 @@ def collective(op: str = typer.Argument(..., help="all-reduce|all-gather|reduce-
                                             "int16, fp16, bf16, uint32, int32, fp32 (and fp8, int64, uint64, fp64)."),
                pairs_file: Optional[str] = typer.Option(None, "--custom-src-target-pairs", metavar="JSON",
                                                         help="permute: nccom-test's pairs file (default: r -> r+1)."),
+               metadata_file: Optional[str] = typer.Option(None, "--variable-size-op-metadata", metavar="JSON",
+                                                           help="alltoallv: nccom-test's send counts and "
+                                                                "displacements file (default: even parts)."),
                release: Optional[str] = typer.Option(None, "--release", help="Runtime release whose fixed costs "
                                                      "to use: 2.32 (default: those of the calibration rows' "
                                                      "releases, docs/calibration.md)."),
@@ -444,7 +448,8 @@ def collective(op: str = typer.Argument(..., help="all-reduce|all-gather|reduce-
     try:
         code = collective_command(op, system=system, nodes=nodes, ranks=ranks, minbytes=minbytes,
                                   maxbytes=maxbytes, stepbytes=stepbytes, stepfactor=stepfactor, datatype=datatype,
-                                  json_out=json_out, pairs_file=pairs_file, release=release)
+                                  json_out=json_out, pairs_file=pairs_file, release=release,
+                                  metadata_file=metadata_file)
     except CollectiveError as exc:
         _fail("collective", str(exc))
     raise typer.Exit(code)

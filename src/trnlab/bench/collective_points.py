@@ -38,6 +38,7 @@ class NccomRow:
     role: str = "fit"          # fit | validate
     pairs: tuple = ()          # a permute's (source, target) ranks, as the example's pairs.json
     release: str = ""          # the SDK release that added the example to the doc (its git history)
+    counts: tuple = ()         # an all-to-allv's send counts (elements; one row for every rank), as its metadata
 
     @property
     def kind(self) -> str:
@@ -87,9 +88,10 @@ ROWS: tuple = (
     NccomRow("all-reduce", 64, 2, 16 * MiB, 2138, _T1, "2 nodes", release="2.10"),
     NccomRow("all-reduce", 64, 2, 128 * MiB, 6279, _T1, "2 nodes", release="2.10"),
     NccomRow("all-reduce", 64, 2, 1 * GiB, 41806, _T1, "2 nodes", release="2.10"),
-    # all-to-allv: size 1,048,608 B (1 MiB + its 4 x 2 uint32 metadata words), but its metadata sends 512 +
-    # 1,024 fp32 elements per rank
-    NccomRow("all-to-all", 2, 2, 1048608, 955, _T2, "all-to-allv, 2 nodes", release="2.28"),
+    # all-to-allv: size 1,048,608 B (1 MiB + its 4 x 2 uint32 metadata words); its alltoallv_metadata.json (one
+    # entry: every rank) sends 512 fp32 elements to rank 0 and 1,024 to rank 1
+    NccomRow("all-to-allv", 2, 2, 1048608, 955, _T2, "all-to-allv, 2 nodes", release="2.28",
+             counts=(512, 1024)),
 )
 
 
@@ -131,7 +133,7 @@ def predict(row: NccomRow, tuning=None, overrides=None):
     release = row.release if row.release in RELEASES else None
     t = with_release(tuning or tuning_for(system), system.chip.nc_version, release, overrides)
     return collective_cost(row.op, row.nbytes, row.ranks, system, t, pairs=row.pairs or None,
-                           itemsize=ITEMSIZE[row.dtype])
+                           itemsize=ITEMSIZE[row.dtype], counts=row.counts or None)
 
 
 def table(tunings=None, rows=ROWS, overrides=None) -> list:

@@ -4,7 +4,9 @@ https://github.com/aws-neuron/aws-neuron-sdk/blob/master/tools/neuron-sys-tools/
 Same options, defaults (-b 32M -e 32M -d uint8) and table: sizes from -b to -e multiplied by -f or stepped by
 -i (default (max-min)/10), one row each with size, count, type, time, algorithm bandwidth and bus bandwidth,
 plus the algorithm (nccom-test prints it with --show-algorithm). -r defaults to all the system's ranks.
---release picks a runtime release whose fixed costs were measured apart (collectives.RELEASES). Like nccom-test, "GB/s" is GiB/s (2^30 bytes per second), sizes are
+--release picks a runtime release whose fixed costs were measured apart (collectives.RELEASES).
+alltoallv takes nccom-test's --variable-size-op-metadata JSON (per-rank send counts and displacements; without it
+the buffer is split evenly, as alltoall); its size column adds the metadata words, as the doc's example does. Like nccom-test, "GB/s" is GiB/s (2^30 bytes per second), sizes are
 binary (1KB = 1024 B) and a size is rounded down to whole elements (whole elements per rank for the
 collectives that split the buffer between ranks, as nccl-tests does).
 """
@@ -23,10 +25,12 @@ OP_NAMES = {"all-reduce": "all-reduce", "all_reduce": "all-reduce", "allr": "all
             "all-gather": "all-gather", "all_gather": "all-gather", "allg": "all-gather",
             "reduce-scatter": "reduce-scatter", "reduce_scatter": "reduce-scatter", "redsct": "reduce-scatter",
             "all-to-all": "all-to-all", "all_to_all": "all-to-all", "alltoall": "all-to-all",
+            "all-to-allv": "all-to-allv", "all_to_allv": "all-to-allv", "alltoallv": "all-to-allv",
             "permute": "permute", "send-recv": "send-recv", "send_recv": "send-recv", "sendrecv": "send-recv"}
 DATATYPES = {"int8": 1, "uint8": 1, "fp8": 1, "int16": 2, "uint16": 2, "fp16": 2, "bf16": 2,
              "int32": 4, "uint32": 4, "fp32": 4, "int64": 8, "uint64": 8, "fp64": 8}
-_SPLITS = ("all-gather", "reduce-scatter", "all-to-all")     # buffer divided between the ranks
+_SPLITS = ("all-gather", "reduce-scatter", "all-to-all", "all-to-allv")     # buffer divided between the ranks
+_METADATA = "--variable-size-op-metadata"
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024 ** 2, "mb": 1024 ** 2, "mib": 1024 ** 2,
           "g": 1024 ** 3, "gb": 1024 ** 3, "gib": 1024 ** 3}
 GIB = 1024 ** 3
@@ -42,6 +46,8 @@ class Sweep:
     datatype: str
     pairs: "tuple | None" = None     # a permute's (source, target) ranks
     release: "str | None" = None     # runtime release whose fixed costs to use (None: the fit rows')
+    counts: "tuple | None" = None    # an all-to-allv's send counts, n x n elements (None: even parts)
+    displs: "tuple | None" = None    # and its send displacements, n x n elements
 
 
 def _bad(option: str, value, valid: str):
@@ -80,8 +86,50 @@ def parse_pairs(path: str, ranks: int) -> tuple:
     return pairs
 
 
+def parse_metadata(path: str, ranks: int) -> tuple:
+    """nccom-test's --variable-size-op-metadata file for alltoallv: {"metadata": [{"send_counts": [...],
+    "send_displs": [...], "recv_counts": [...], "recv_displs": [...]}, ...]}, one entry for every rank or one
+    per rank, each array one element count per rank; receive metadata optional but, when given, matching the
+    send metadata. Returns (counts, displs), n x n tuples (row i: rank i's)."""
+    def bad(why):
+        return _bad(_METADATA, path, f"a JSON file {{\"metadata\": [{{\"send_counts\": [...], \"send_displs\": "
+                                     f"[...], \"recv_counts\": [...], \"recv_displs\": [...]}}]}} ({why})")
+    try:
+        with open(path) as f:
+            entries = json.load(f)["metadata"]
+        entries = [{k: [int(v) for v in e.get(k) or []] for k in ("send_counts", "send_displs", "recv_counts",
+                                                                   "recv_displs")} for e in entries]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise bad(exc) from None
+    if len(entries) not in (1, ranks):
+        raise bad(f"1 entry for every rank or {ranks}, one per rank; it has {len(entries)}")
+    entries = entries * ranks if len(entries) == 1 else entries
+    for r, e in enumerate(entries):
+        for key, values in e.items():
+            if (values or key == "send_counts") and (len(values) != ranks or min(values) < 0):
+                raise bad(f"entry {r}: {key} must be {ranks} integers >= 0 (one per rank), got {values}")
+    counts = tuple(tuple(e["send_counts"]) for e in entries)
+    for j, e in enumerate(entries):
+        for i, got in enumerate(e["recv_counts"]):
+            if got != counts[i][j]:
+                raise bad(f"entry {j}: recv_counts[{i}] = {got} but rank {i} sends {counts[i][j]} to rank {j}")
+    displs = tuple(tuple(e["send_displs"]) if e["send_displs"] else
+                   tuple(int(x) for x in np.cumsum((0,) + row[:-1])) for e, row in zip(entries, counts))
+    return counts, displs
+
+
+def _check_metadata(path: str, counts: tuple, displs: tuple, sizes: tuple, itemsize: int) -> None:
+    """Every rank's parts lie in its send buffer at the smallest size of the sweep."""
+    elements = min(sizes) // itemsize if sizes else 0
+    for i, (row, at) in enumerate(zip(counts, displs)):
+        for j, (c, d) in enumerate(zip(row, at)):
+            if d + c > elements:
+                raise _bad(_METADATA, path, f"parts inside the {elements}-element send buffer of -b/--minbytes; "
+                                            f"rank {i}'s part for rank {j} is elements {d}..{d + c - 1}")
+
+
 def parse(op: str, system: str, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes=None,
-          pairs_file=None, release=None) -> Sweep:
+          pairs_file=None, release=None, metadata_file=None) -> Sweep:
     """Every option checked; a bad one raises CollectiveError naming the option, the value, the valid values."""
     from trnlab.hw.systems import cluster, get_system, system_names
     if op not in OP_NAMES:
@@ -118,11 +166,17 @@ def parse(op: str, system: str, nodes, ranks, minbytes, maxbytes, stepfactor, da
         if OP_NAMES[op] != "permute":
             raise _bad("--custom-src-target-pairs", pairs_file, "a file only with the permute operation")
         pairs = parse_pairs(pairs_file, r)
+    counts = displs = None
+    if metadata_file is not None:
+        if OP_NAMES[op] != "all-to-allv":
+            raise _bad(_METADATA, metadata_file, "a file only with the alltoallv operation")
+        counts, displs = parse_metadata(metadata_file, r)
+        _check_metadata(metadata_file, counts, displs, sizes, DATATYPES[datatype])
     from trnlab.isa.collectives import RELEASES
     if release is not None and release not in RELEASES:
         raise _bad("--release", release, ", ".join(RELEASES))
     return Sweep(op=OP_NAMES[op], system=spec, ranks=r, sizes=sizes, datatype=datatype, pairs=pairs,
-                 release=release)
+                 release=release, counts=counts, displs=displs)
 
 
 def _geometric(lo: int, hi: int, factor: int) -> tuple:
@@ -144,9 +198,9 @@ def rows(sweep: Sweep) -> list:
     unit = itemsize * (sweep.ranks if sweep.op in _SPLITS else 1)
     out = []
     for size in sweep.sizes:
-        nbytes = size // unit * unit
+        nbytes = size // unit * unit + metadata_bytes(sweep)
         cost = collective_cost(sweep.op, nbytes, sweep.ranks, sweep.system, pairs=sweep.pairs, itemsize=itemsize,
-                               release=sweep.release)
+                               release=sweep.release, counts=sweep.counts)
         out.append({"bytes": nbytes, "count": nbytes // itemsize, "type": sweep.datatype,
                     "latency_us": round(cost.latency_us, 3),
                     "algbw_gbs": round(cost.algbw_bytes_per_s / GIB, 3),
@@ -154,10 +208,16 @@ def rows(sweep: Sweep) -> list:
     return out
 
 
+def metadata_bytes(sweep: Sweep) -> int:
+    """nccom-test counts an alltoallv's metadata in its size: its example prints 1,048,608 B for -b 1MB over 2
+    ranks, 1 MiB + 4 arrays (send/recv counts and displacements) x 2 ranks x 4 B [inferred: uint32 words]."""
+    return 4 * sweep.ranks * 4 if sweep.op == "all-to-allv" else 0
+
+
 def collective_command(op, *, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype,
-                       json_out: bool, stepbytes=None, pairs_file=None, release=None) -> int:
+                       json_out: bool, stepbytes=None, pairs_file=None, release=None, metadata_file=None) -> int:
     sweep = parse(op, system, nodes, ranks, minbytes, maxbytes, stepfactor, datatype, stepbytes, pairs_file,
-                  release)
+                  release, metadata_file)
     table = rows(sweep)
     if json_out:
         print(json.dumps(table, indent=2))

@@ -73,6 +73,11 @@ class CollectiveInstruction(Instruction):
         if len(self.srcs) > 1 and SBUF in kinds:
             self.fail(BufferKindError, "coalesced collectives (several tensors) need HBM tensors, not SBUF")
         for src, dst in zip(self.srcs, self.dsts):
+            if self.collective.name == "all-to-allv":     # flat element buffers: any shapes, one dtype
+                if dt.name_of(src.dtype) != dt.name_of(dst.dtype):
+                    self.fail(CollectiveError, f"all-to-allv src {src.describe()} and dst {dst.describe()} "
+                                               "must have the same dtype")
+                continue
             want = self.dst_shape(tuple(src.shape))
             if tuple(dst.shape) != want:
                 self.fail(ShapeError, f"{self.collective.name} over {self.ranks} ranks of src {src.describe()} "
@@ -97,6 +102,8 @@ class CollectiveInstruction(Instruction):
     def execute(self, m):
         if not self.writes_dst:
             return
+        if self.collective.name == "all-to-allv" and self.collective.send_counts:
+            return self._execute_v()
         for dst, inputs in zip(self.dsts, self.inputs):
             try:
                 out = self.collective.execute(inputs)[self.position]
@@ -107,6 +114,24 @@ class CollectiveInstruction(Instruction):
                                       f"({out.size} elements) but dst is {dst.describe()}")
             values = out if out.dtype == dt.storage(dst.dtype) else dt.to_fp32(out)
             self.store(dst, np.reshape(values, dst.shape))
+
+    def _execute_v(self):
+        """All-to-allv: each received part written at its offset of the flat dst; the rest of dst unwritten."""
+        for dst, inputs in zip(self.dsts, self.inputs):
+            try:
+                parts = self.collective.received(inputs, self.position)
+            except CollectiveError as exc:
+                raise CollectiveError(f"{self.api}: {exc}. At {self.loc}") from None
+            flat = np.zeros(dst.size, dtype=dt.storage(dst.dtype))
+            mask = np.zeros(dst.size, dtype=bool)
+            for src, (at, values) in enumerate(parts):
+                if at + values.size > dst.size:
+                    self.fail(CollectiveError, f"all-to-allv: the {values.size} elements from rank-list position "
+                                               f"{src} at receive offset {at} overrun dst {dst.describe()} "
+                                               f"({dst.size} elements)")
+                flat[at:at + values.size] = values
+                mask[at:at + values.size] = True
+            dst.write(flat.reshape(dst.shape), where=mask.reshape(dst.shape), api=self.api, loc=self.loc)
 
     def sources(self) -> tuple:
         """This rank's source values at the call (copies: the rank may overwrite them once it returns)."""

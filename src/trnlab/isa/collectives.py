@@ -30,7 +30,7 @@ import numpy as np
 
 from trnlab.hw.systems import SystemSpec, get_system
 
-OPS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "permute", "send-recv")
+OPS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "all-to-allv", "permute", "send-recv")
 REDUCE_OPS = ("add", "max", "min")
 
 
@@ -107,13 +107,74 @@ def all_to_all(inputs: Sequence[np.ndarray], axis: int = 0) -> list:
     return [np.concatenate([chunks[src][dst] for src in range(n)], axis=axis) for dst in range(n)]
 
 
-def all_to_all_v(sends: Sequence[Sequence[np.ndarray]], axis: int = 0) -> list:
-    """sends[i][j] goes from rank i to rank j (any length along `axis`); rank j ends with them in rank order."""
+def all_to_all_v(sends: Sequence, axis: int = 0, send_counts=None, send_displs=None, recv_displs=None) -> list:
+    """All-to-allv in two forms. Without send_counts: sends[i][j] goes from rank i to rank j (any length along
+    `axis`). With send_counts (an n x n matrix of elements along `axis`, or one row for every rank, as
+    nccom-test's --variable-size-op-metadata): sends[i] is rank i's send buffer, and rank i sends the
+    send_counts[i][j] elements at send_displs[i][j] (default: packed in rank order) to rank j. Rank j ends
+    with what it receives in rank order, or, given recv_displs (n x n or one row), a buffer shaped like its
+    input, zero but for the part from rank i at recv_displs[j][i] (nki.collectives.all_to_all_v's
+    send/recv counts and displacements: https://awsdocs-neuron.readthedocs-hosted.com/en/latest/nki/api/
+    generated/nki.collectives.all_to_all_v.html)."""
     n = len(sends)
-    for i, row in enumerate(sends):
-        if len(row) != n:
-            raise _error(f"all_to_all_v: rank {i} must give one array per rank ({n}), got {len(row)}")
-    return [np.concatenate([np.asarray(sends[src][dst]) for src in range(n)], axis=axis) for dst in range(n)]
+    if send_counts is None:
+        for i, row in enumerate(sends):
+            if len(row) != n:
+                raise _error(f"all_to_all_v: rank {i} must give one array per rank ({n}), got {len(row)}")
+        return [np.concatenate([np.asarray(sends[src][dst]) for src in range(n)], axis=axis) for dst in range(n)]
+    arrays = _check_ranks("all_to_all_v", sends)
+    length = arrays[0].shape[axis] if arrays[0].ndim else 0
+    counts = counts_matrix(send_counts, n)
+    displs = _displacements("send_displs", send_displs, counts, n)
+    for i in range(n):
+        for j in range(n):
+            if displs[i, j] + counts[i, j] > length:
+                raise _error(f"all_to_all_v: rank {i}'s part for rank {j} (elements {displs[i, j]}.."
+                             f"{displs[i, j] + counts[i, j] - 1}) overruns its buffer of {length} along axis {axis}")
+    parts = [[np.take(arrays[i], np.arange(displs[i, j], displs[i, j] + counts[i, j]), axis=axis)
+              for j in range(n)] for i in range(n)]
+    if recv_displs is None:
+        return [np.concatenate([parts[i][j] for i in range(n)], axis=axis) for j in range(n)]
+    rdispls = _displacements("recv_displs", recv_displs, counts.T, n)
+    out = []
+    for j in range(n):
+        buf = np.zeros_like(arrays[j])
+        for i in range(n):
+            if rdispls[j, i] + counts[i, j] > length:
+                raise _error(f"all_to_all_v: rank {j}'s place for rank {i}'s {counts[i, j]} elements at "
+                             f"{rdispls[j, i]} overruns its buffer of {length} along axis {axis}")
+            index = [slice(None)] * buf.ndim
+            index[axis] = slice(rdispls[j, i], rdispls[j, i] + counts[i, j])
+            buf[tuple(index)] = parts[i][j]
+        out.append(buf)
+    return out
+
+
+def counts_matrix(counts, ranks: int) -> np.ndarray:
+    """An all-to-allv's send counts as an n x n integer matrix (row i: what rank i sends to each rank). One row
+    applies to every rank (nccom-test's single metadata entry: "If one metadata entry is provided, it applies to
+    all ranks")."""
+    try:
+        m = np.array(counts, dtype=object)
+        if m.ndim == 1:
+            m = np.array([list(counts)] * ranks, dtype=object)
+        ok = m.shape == (ranks, ranks) and all(isinstance(v, (int, np.integer)) and v >= 0 for v in m.flat)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise _error(f"all-to-allv: send counts must be {ranks} integers >= 0 (one per rank, for every rank) or a "
+                     f"{ranks} x {ranks} matrix of them, got {counts!r}")
+    return m.astype(np.int64)
+
+
+def _displacements(name: str, displs, counts: np.ndarray, n: int) -> np.ndarray:
+    """Displacements as an n x n matrix; None: each row's parts packed in rank order."""
+    if displs is None:
+        return np.cumsum(counts, axis=1) - counts
+    try:
+        return counts_matrix(displs, n)
+    except Exception:
+        raise _error(f"all_to_all_v: {name} must be {n} integers >= 0 or a {n} x {n} matrix, got {displs!r}") from None
 
 
 def permute(inputs: Sequence[np.ndarray], pairs: Sequence[tuple]) -> list:
@@ -195,8 +256,8 @@ TUNINGS = {
                         link_efficiency=0.149, local_efficiency=0.257, efa_step_s=10.7e-6, efa_efficiency=0.574),
     # trn2 has no multi-node row: efa_step_s and efa_efficiency are trn1's. step_s is not fitted: the
     # intranode doc's per-hop latency of Ring/KangaRing, "about 1-2 us".
-    3: CollectiveTuning(launch_s=0.1e-6, reduce_launch_s=411e-6, step_s=1.5e-6, peer_s=1.49e-6,
-                        link_efficiency=0.219, local_efficiency=0.0521, efa_step_s=10.7e-6, efa_efficiency=0.574),
+    3: CollectiveTuning(launch_s=0.1e-6, reduce_launch_s=413e-6, step_s=1.5e-6, peer_s=1.40e-6,
+                        link_efficiency=0.215, local_efficiency=0.0570, efa_step_s=10.7e-6, efa_efficiency=0.574),
 }
 # trn3 (NC-v4): no published measurement; it keeps trn2's constants.
 TUNINGS[4] = TUNINGS[3]
@@ -211,7 +272,7 @@ TUNINGS[4] = TUNINGS[3]
 # still). No constant of one release can give both; the later release's fixed costs are its own.
 # [fitted] benchmarks/fit_collectives.py, jointly with TUNINGS[3], to the multi-stream rows (release 2.32);
 # every other constant is the generation's. Keyed by (NeuronCore version, release).
-RELEASE_OVERRIDES = {(3, "2.32"): {"reduce_launch_s": 75.7e-6}}
+RELEASE_OVERRIDES = {(3, "2.32"): {"reduce_launch_s": 76.5e-6}}
 RELEASE_OVERRIDES[(4, "2.32")] = RELEASE_OVERRIDES[(3, "2.32")]    # trn3 keeps trn2's constants
 RELEASES = tuple(sorted({release for _, release in RELEASE_OVERRIDES}))
 
@@ -311,11 +372,12 @@ class CollectiveCost:
 def busbw_factor(op: str, ranks: int) -> float:
     """nccl-tests' bus-bandwidth factors, which nccom-test uses (SDK tools/neuron-sys-tools/nccom-test.rst;
     https://github.com/NVIDIA/nccl-tests/blob/master/doc/PERFORMANCE.md): all-reduce 2(n-1)/n,
-    all-gather / reduce-scatter / all-to-all (n-1)/n, permute and send/recv 1."""
+    all-gather / reduce-scatter / all-to-all / all-to-allv (n-1)/n (nccom-test.rst's table), permute and
+    send/recv 1."""
     n = ranks
     if op == "all-reduce":
         return 2 * (n - 1) / n
-    if op in ("all-gather", "reduce-scatter", "all-to-all"):
+    if op in ("all-gather", "reduce-scatter", "all-to-all", "all-to-allv"):
         return (n - 1) / n
     return 1.0
 
@@ -519,6 +581,35 @@ def _all_to_all(system, size, ranks, t) -> float:
     return step + (ranks - 1) * t.peer_s + bw_s
 
 
+def _all_to_all_v(system, counts: np.ndarray, ranks, t, itemsize) -> float:
+    """All-to-allv moves what its counts send, not the buffer: the slowest of the busiest rank's DMA (what it
+    sends or receives), the busiest chip's links (what leaves or enters it) and the busiest instance's EFA
+    (what leaves or enters an instance of a multi-node run), as _all_to_all with its even parts; a rank's part for itself is a copy
+    in its own HBM (not counted, as the (n-1)/n of the even case). Every rank still pays a step and a peer
+    for each other rank: the counts are exchanged with all of them (nki.collectives.all_to_all_v: counts
+    "known only at execution time")."""
+    sent = counts.astype(float) * itemsize
+    np.fill_diagonal(sent, 0.0)
+    bw_s = max(sent.sum(axis=1).max(), sent.sum(axis=0).max()) / (_local_bytes_per_s(system) * t.local_efficiency)
+    group, _, nodes = _placement(system, ranks)
+    where = np.array([_where(system, ranks, r) for r in range(ranks)])
+    chip = where[:, 0] * 10 ** 6 + where[:, 1] * 10 ** 3 + where[:, 2]
+    if system.chip_fabric.kind != "none" and group.c > 1:
+        link_bw = system.chip_fabric.links_per_chip * system.chip_fabric.link.bytes_per_s * t.link_efficiency
+        bw_s = max(bw_s, _busiest_boundary(sent, chip) / link_bw)
+    if nodes > 1:
+        efa_bw = system.efa_bytes_per_s_per_instance * t.efa_efficiency
+        bw_s = max(bw_s, _busiest_boundary(sent, chip // 10 ** 3) / efa_bw)    # per instance, its own NICs
+    step = t.efa_step_s if nodes > 1 else t.step_s
+    return float(step + (ranks - 1) * t.peer_s + bw_s)
+
+
+def _busiest_boundary(sent: np.ndarray, domain: np.ndarray) -> float:
+    """The most bytes that leave or enter one domain (a chip, a node) of the ranks."""
+    cross = sent * (domain[:, None] != domain[None, :])
+    return max(max(cross[domain == d].sum(), cross[:, domain == d].sum()) for d in np.unique(domain))
+
+
 def _where(system: SystemSpec, ranks: int, rank: int) -> tuple:
     """(node, instance, chip) of a rank placed as _placement places them."""
     per_node = ranks // system.nodes
@@ -564,11 +655,13 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
                     tuning: Optional[CollectiveTuning] = None, algorithm: Optional[str] = None,
                     pairs: Optional[Sequence[tuple]] = None, itemsize: int = 4, launch: str = "host",
                     graph_tuning: Optional[GraphCollectiveTuning] = None,
-                    release: Optional[str] = None) -> CollectiveCost:
+                    release: Optional[str] = None, counts=None) -> CollectiveCost:
     """Latency of one collective of `nbytes` over the first `ranks` ranks of `system` (nothing else running).
     nbytes is nccom-test's size: the all-reduce buffer, the all-gather output, the reduce-scatter input, the
     all-to-all buffer, the permuted buffer. `algorithm` forces the algorithm inside an instance (what-ifs).
     `pairs`: the (source, target) ranks of a permute (default: the ring r -> r+1) or send-recv (default 0 -> 1).
+    `counts`: an all-to-allv's send counts in elements of `itemsize` bytes (an n x n matrix, or one row for
+    every rank, as nccom-test's metadata); the cost moves those bytes (default: nbytes split evenly, all-to-all).
     `itemsize`: bytes per element (nccom-test's -d; 4 = fp32): a reduction costs per element.
     `launch`: "host" (a stand-alone launch, as nccom-test measures) or "graph" (a node of a compiled graph:
     the fixed terms of `graph_tuning`, default GRAPH_TUNINGS[generation], over the bandwidth terms of `tuning`).
@@ -586,17 +679,21 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
         raise _error(f"collective: nbytes must be an integer >= 0, got {nbytes!r}")
     if itemsize not in (1, 2, 4):
         raise _error(f"collective: itemsize must be 1, 2 or 4 bytes per element, got {itemsize!r}")
+    if counts is not None:
+        counts = _checked_counts(op, counts, ranks, nbytes, itemsize)
     t = tuning or tuning_for(system, release)
     if launch == "graph":
         # a graph removes the host's work and adds none: never above the same collective launched alone
-        kwargs = dict(tuning=t, algorithm=algorithm, pairs=pairs, itemsize=itemsize)
+        kwargs = dict(tuning=t, algorithm=algorithm, pairs=pairs, itemsize=itemsize, counts=counts)
         graph = collective_cost(op, nbytes, ranks, system, launch="host",
                                 **{**kwargs, "tuning": (graph_tuning or graph_tuning_for(system)).apply(t)})
         host = collective_cost(op, nbytes, ranks, system, launch="host", **kwargs)
         return graph if graph.latency_s <= host.latency_s else host
     size, ranks = float(nbytes), int(ranks)
-    if op in ("all-to-all", "permute", "send-recv"):
-        if op == "all-to-all":
+    if op in ("all-to-all", "all-to-allv", "permute", "send-recv"):
+        if op == "all-to-allv" and counts is not None:
+            seconds, name = _all_to_all_v(system, counts, ranks, t, itemsize), "mesh"
+        elif op.startswith("all-to-all"):
             seconds, name = _all_to_all(system, size, ranks, t), "mesh"
         else:
             default = ring_pairs(ranks) if op == "permute" else [(0, 1)]
@@ -613,6 +710,18 @@ def collective_cost(op: str, nbytes: int, ranks: int, system: "str | SystemSpec"
     fixed = t.launch_s + (t.reduce_launch_s if op in _REDUCING else 0.0)
     return CollectiveCost(latency_s=fixed + seconds, algorithm=name, op=op, nbytes=int(nbytes), ranks=ranks,
                           phases=(("launch", fixed), *phases))
+
+
+def _checked_counts(op: str, counts, ranks: int, nbytes: int, itemsize: int) -> np.ndarray:
+    if op != "all-to-allv":
+        raise _error(f"collective: counts are an all-to-allv's send counts; {op} takes none")
+    matrix = counts_matrix(counts, int(ranks))
+    sent = matrix.sum(axis=1) * itemsize
+    worst = int(np.argmax(sent))
+    if sent[worst] > nbytes:
+        raise _error(f"collective: all-to-allv rank {worst} sends {int(sent[worst])} B ({int(matrix[worst].sum())} "
+                     f"elements of {itemsize} B), more than the {nbytes} B buffer")
+    return matrix
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -690,6 +799,42 @@ class AllToAll(Collective):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AllToAllV(Collective):
+    """send_counts: an n x n matrix (or one row for every rank) of elements along `axis`; empty: even parts.
+    send_displs / recv_displs: n x n (row i: rank i's), empty: packed in rank order. recv_counts_known and
+    has_rdispls: nki.collectives.all_to_all_v's flags (which rows its metadata tensor has)."""
+    name: ClassVar[str] = "all-to-allv"
+    send_counts: tuple = ()
+    send_displs: tuple = ()
+    recv_displs: tuple = ()
+    recv_counts_known: bool = False
+    has_rdispls: bool = False
+    axis: int = 0
+
+    def execute(self, inputs):
+        if not self.send_counts:
+            return all_to_all(inputs, axis=self.axis)
+        return all_to_all_v(inputs, axis=self.axis, send_counts=self.send_counts,
+                            send_displs=self.send_displs or None, recv_displs=self.recv_displs or None)
+
+    def received(self, inputs: Sequence[np.ndarray], position: int) -> list:
+        """(offset, values) of each part rank `position` receives, the ranks' buffers taken flat (as
+        nki.collectives.all_to_all_v: "treats tensors as flat element buffers"), in rank order."""
+        flat = [np.ravel(a) for a in inputs]
+        n = len(flat)
+        counts = counts_matrix(self.send_counts, n)
+        got = all_to_all_v(flat, send_counts=counts, send_displs=self.send_displs or None)[position]
+        column = counts[:, position]
+        starts = np.cumsum(column) - column
+        at = (counts_matrix(self.recv_displs, n)[position] if self.recv_displs else starts)
+        return [(int(at[i]), got[starts[i]:starts[i] + column[i]]) for i in range(n)]
+
+    def cost(self, nbytes, ranks, system="trn2.48xlarge", tuning=None, algorithm=None, itemsize: int = 4):
+        return collective_cost(self.name, nbytes, ranks, system, tuning, algorithm, itemsize=itemsize,
+                               counts=self.send_counts or None)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Permute(Collective):
     """pairs: (source, target) ranks; empty means the circular shift r -> r+1 the runtime supports."""
     name: ClassVar[str] = "permute"
@@ -709,12 +854,12 @@ class SendRecv(Collective):
         return send_recv(inputs, self.src, self.dst)
 
 
-COLLECTIVES = {c.name: c for c in (AllReduce, AllGather, ReduceScatter, AllToAll, Permute, SendRecv)}
+COLLECTIVES = {c.name: c for c in (AllReduce, AllGather, ReduceScatter, AllToAll, AllToAllV, Permute, SendRecv)}
 
 
 __all__ = ["OPS", "REDUCE_OPS", "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_v",
-           "permute", "send_recv", "ring_pairs", "CollectiveTuning", "TUNINGS", "tuning_for",
+           "counts_matrix", "permute", "send_recv", "ring_pairs", "CollectiveTuning", "TUNINGS", "tuning_for",
            "RELEASE_OVERRIDES", "RELEASES", "with_release",
            "LAUNCHES", "GraphCollectiveTuning", "GRAPH_TUNING", "GRAPH_TUNINGS", "graph_tuning_for", "CollectiveCost",
            "collective_cost", "busbw_factor", "INTRA_ALGORITHMS", "Collective", "AllReduce", "AllGather",
-           "ReduceScatter", "AllToAll", "Permute", "SendRecv", "COLLECTIVES"]
+           "ReduceScatter", "AllToAll", "AllToAllV", "Permute", "SendRecv", "COLLECTIVES"]

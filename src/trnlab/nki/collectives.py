@@ -4,16 +4,20 @@ and timed.
 Signatures follow AWS's API (https://awsdocs-neuron.readthedocs-hosted.com/en/latest/nki/api/nki.collectives.html):
 all_reduce(srcs, dsts, replica_group, op), all_gather(srcs, dsts, replica_group, collective_dim),
 reduce_scatter(srcs, dsts, replica_group, collective_dim, op), all_to_all(srcs, dsts, replica_group,
-collective_dim), collective_permute(srcs, dsts, source_target_pairs), rank_id(). Each call is a rendezvous of
-the ranks of the caller's rank-list (trnlab.core.ranks) followed by one ISA instruction on every participant
+collective_dim), all_to_all_v(...), collective_permute(srcs, dsts, source_target_pairs), rank_id(). Each call
+is a rendezvous of the ranks of the caller's rank-list (trnlab.core.ranks) followed by one ISA instruction on every participant
 (trnlab.isa.cc.CollectiveInstruction), timed by the collective cost model on the launch's system.
 A kernel launched on one rank (nki.simulate, calling the kernel) is a world of one rank.
-The ring-implicit permutes and all_to_all_v are not modelled (they raise NotImplementedError).
+all_to_all_v(srcs, dsts, replica_group, metadata_tensor, recv_counts_known, has_rdispls) reads its per-rank
+counts from the metadata tensor when the ranks meet. The ring-implicit permutes are not modelled (they raise
+NotImplementedError).
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
+
+import numpy as np
 
 from trnlab.core import dtypes as dt
 from trnlab.core.machine import current as _current
@@ -97,7 +101,7 @@ def _group(replica_group, world_size: int, api: str, loc: str) -> ReplicaGroup:
     return replica_group
 
 
-def _run(api: str, collective, srcs, dsts, rank_list: "tuple | None", loc: str, pairs=None) -> None:
+def _run(api: str, collective, srcs, dsts, rank_list: "tuple | None", loc: str, pairs=None, metadata=None) -> None:
     m = _current()
     world, rank = world_of(m)
     srcs, dsts = _tensors(srcs, "srcs", api, loc), _tensors(dsts, "dsts", api, loc)
@@ -111,16 +115,25 @@ def _run(api: str, collective, srcs, dsts, rank_list: "tuple | None", loc: str, 
     sched = m.scheduler
     signature = (collective, *((tuple(t.shape), dt.name_of(t.dtype), tuple(d.shape))
                                for t, d in zip(srcs, dsts)))
-    mine = Arrival(rank, api, loc, signature, instr.sources() if m.numerics else (),
-                   sched.ready_at(instr) if sched is not None else 0.0)
+    sources = instr.sources() if m.numerics else ()
+    if metadata is not None and m.numerics:      # all_to_all_v's counts: read at execution, like its sources
+        sources += (np.array(metadata.read(api, loc), dtype=np.int64),)
+    mine = Arrival(rank, api, loc, signature, sources, sched.ready_at(instr) if sched is not None else 0.0)
     arrivals = world.meet(rank, rank_list, mine) if len(rank_list) > 1 else {rank: mine}
     n = len(rank_list)
     inputs = (tuple(tuple(arrivals[r].sources[i] for r in rank_list) for i in range(len(srcs)))
               if m.numerics else ())
     nbytes = sum(t.nbytes for t in (dsts if collective.name == "all-gather" else srcs))
+    counts = None
+    if metadata is not None and m.numerics:
+        collective = _with_counts(api, collective, [arrivals[r].sources[-1] for r in rank_list], srcs[0], loc)
+        instr = dataclasses.replace(instr, collective=collective)
+        counts = collective.send_counts
     seconds = 0.0
     if n > 1:
-        seconds = _cc.collective_cost(collective.name, int(nbytes), n, world.system, pairs=pairs).latency_s
+        itemsize = dt.itemsize(srcs[0].dtype) if counts is not None else 4
+        seconds = _cc.collective_cost(collective.name, int(nbytes), n, world.system, pairs=pairs,
+                                      itemsize=itemsize, counts=counts).latency_s
     instr = dataclasses.replace(instr, inputs=inputs, seconds=seconds,
                                 not_before=max(a.ready_at for a in arrivals.values()),
                                 queue_bytes=queue_bytes(collective.name, int(nbytes), n))
@@ -128,6 +141,25 @@ def _run(api: str, collective, srcs, dsts, rank_list: "tuple | None", loc: str, 
         latest = world.finish_together(rank, rank_list, mine, sched.collective_end(instr))
         instr = dataclasses.replace(instr, min_end=latest)
     m.issue(instr)
+
+
+def _with_counts(api: str, collective, metas: list, src, loc: str):
+    """The all-to-allv with every rank's metadata rows (rank-list order): send counts and displacements, the
+    receive counts checked against the senders' when known, receive displacements when given."""
+    n = len(metas)
+    counts = tuple(tuple(int(v) for v in meta[0]) for meta in metas)
+    displs = tuple(tuple(int(v) for v in meta[1]) for meta in metas)
+    for i in range(n):
+        for j in range(n):
+            if displs[i][j] + counts[i][j] > src.size:
+                raise CollectiveError(f"{api}: rank-list position {i} sends elements {displs[i][j]}.."
+                                      f"{displs[i][j] + counts[i][j] - 1} to position {j}, past its {src.size}-element "
+                                      f"src. At {loc}")
+            if collective.recv_counts_known and int(metas[j][2][i]) != counts[i][j]:
+                raise CollectiveError(f"{api}: position {j}'s recv count from position {i} is {int(metas[j][2][i])}, "
+                                      f"but position {i} sends it {counts[i][j]}. At {loc}")
+    recv = tuple(tuple(int(v) for v in meta[3]) for meta in metas) if collective.has_rdispls else ()
+    return dataclasses.replace(collective, send_counts=counts, send_displs=displs, recv_displs=recv)
 
 
 def _collective_over_group(api, collective, srcs, dsts, replica_group, loc):
@@ -159,6 +191,33 @@ def all_to_all(srcs, dsts, replica_group, collective_dim, priority=None, name=No
     """Chunk j (along collective_dim) of rank i's srcs[i] goes to rank j, which concatenates them in rank order."""
     api, loc = "nki.collectives.all_to_all", user_location()
     _collective_over_group(api, _cc.AllToAll(axis=int(collective_dim)), srcs, dsts, replica_group, loc)
+
+
+def all_to_all_v(srcs, dsts, replica_group, metadata_tensor, recv_counts_known=False, has_rdispls=False,
+                 priority=None, name=None):
+    """Flat element buffers: rank i sends metadata row 0[j] elements from row 1[j] of its srcs[0] to the j-th
+    rank of its rank-list, which writes them in rank-list order from element 0 of dsts[0], or at its row 3[i]
+    with has_rdispls; row 2 (recv counts, with recv_counts_known) must match the senders'. metadata_tensor:
+    (2-4, rank-list size) integers, read when the ranks meet (counts "known only at execution time"); the cost
+    moves the counted bytes. A kernel timed without numerics has no counts: the cost splits srcs evenly."""
+    api, loc = "nki.collectives.all_to_all_v", user_location()
+    world, rank = world_of(_current())
+    group = _group(replica_group, world.size, api, loc)
+    rank_list = group.rank_list(rank)
+    srcs, dsts = _tensors(srcs, "srcs", api, loc), _tensors(dsts, "dsts", api, loc)
+    if len(srcs) != 1 or len(dsts) != 1:
+        raise CollectiveError(f"{api}: srcs and dsts must be exactly one tensor each, got {len(srcs)} and "
+                              f"{len(dsts)}. At {loc}")
+    (meta,) = _tensors(metadata_tensor, "metadata_tensor", api, loc)
+    rows = 4 if has_rdispls else 3 if recv_counts_known else 2
+    n = len(rank_list) if rank_list else 0
+    if not dt.is_int(meta.dtype) or len(meta.shape) != 2 or meta.shape[0] < rows or meta.shape[1] != n:
+        raise CollectiveError(f"{api}: metadata_tensor must be integers of shape ({rows}, {n}) (send counts, send "
+                              f"displacements{', recv counts' if rows > 2 else ''}"
+                              f"{', recv displacements' if rows > 3 else ''}; one column per rank of the "
+                              f"rank-list), got {meta.describe()}. At {loc}")
+    coll = _cc.AllToAllV(recv_counts_known=bool(recv_counts_known), has_rdispls=bool(has_rdispls))
+    _run(api, coll, srcs, dsts, rank_list, loc, metadata=meta)
 
 
 def collective_permute(srcs, dsts, source_target_pairs, priority=None, name=None):
@@ -208,7 +267,6 @@ collective_permute_implicit = _not_modelled("collective_permute_implicit")
 collective_permute_implicit_reduce = _not_modelled("collective_permute_implicit_reduce")
 collective_permute_implicit_current_processing_rank_id = _not_modelled(
     "collective_permute_implicit_current_processing_rank_id")
-all_to_all_v = _not_modelled("all_to_all_v")
 send = _not_modelled("send")
 recv = _not_modelled("recv")
 
