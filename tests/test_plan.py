@@ -412,3 +412,62 @@ def test_sequence_parallel_gathers_are_saved_as_shards():
     whole = saved_activation_bytes(graph, 1, torch.bfloat16)
     assert whole - saved_bytes(graph, torch.bfloat16, 4) == 2 * (SEQ - SEQ // 4) * s.hidden * 2
     assert saved_bytes(graph, torch.bfloat16, 1) == whole
+
+
+def _sp_layer_steps(name):
+    from trnlab.plan.layers import _Layer, _block_class
+    from trnlab.torch.trainer import timing_only_step
+    s = layers.shard(TINY, 4, sequence_parallel=True)
+    with torch.device("meta"):
+        m = _Layer(_block_class()(s))
+    torch._dynamo.reset()
+    record, _ = timing_only_step(m, (torch.empty(1, SEQ // 4, s.hidden, device="meta", requires_grad=True),),
+                                 target="trn1", dtype=torch.bfloat16, name=name)
+    return s, record.forward, record.backward
+
+
+def test_sequence_parallel_gather_does_no_device_work(monkeypatch):
+    """The SP all-gather and its backward reduce-scatter cost the layer graph nothing (the planner costs the
+    collectives). Oracle: the same layer with the gather as a device copy (torch.cat, the former stand-in)
+    moves the gathered tensors' bytes more in forward, by hand 2 gathers x [SEQ, hidden] bf16."""
+    s, fw, bw = _sp_layer_steps("sp-free")
+    gathers = [o for o in fw.ops if "sp_gather" in o.op]
+    scatters = [o for o in bw.ops if "sp_scatter" in o.op]
+    assert len(gathers) == len(scatters) == 2
+    assert all(o.time_s == 0 and o.dma_bytes == 0 for o in gathers + scatters)
+    assert not [o for o in fw.ops if "cat" in o.op and o.out == f"bfloat16[1, {SEQ}, {s.hidden}]"]
+    monkeypatch.setattr(layers, "_gather", lambda hx, sp: torch.cat([hx] * sp, dim=1))
+    _, fw_cat, bw_cat = _sp_layer_steps("sp-cat")
+    assert sum(o.dma_bytes for o in fw_cat.ops) - sum(o.dma_bytes for o in fw.ops) == 2 * SEQ * s.hidden * 2
+    assert fw.latency_s < fw_cat.latency_s and bw.latency_s < bw_cat.latency_s
+
+
+def test_sequence_parallel_gather_values_and_order():
+    """sp_gather / sp_scatter on the device: eager PyTorch's values (the shard concatenated sp times; the sum
+    of the sp blocks), as zero-time collectives that keep their order: the gather starts once the norm
+    writing its source has, and the matmul reading the gathered tensor starts after it."""
+    from trnlab.torch.api import CompiledModel
+    from trnlab.torch.sequence_parallel import sp_gather, sp_scatter
+
+    class Gathered(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(64, 32, bias=False)
+
+        def forward(self, x):
+            hx = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
+            g = sp_gather(hx, 4)
+            return self.lin(g), sp_scatter(g * 2.0, 4)
+
+    torch.manual_seed(0)
+    m, x = Gathered(), torch.randn(1, 8, 64)
+    fn = CompiledModel(m, (x,), dtype=torch.float32, check=False, name="sp-order")
+    got_lin, got_sum = fn.last_run.outputs
+    hx = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
+    torch.testing.assert_close(got_lin, torch.cat([hx] * 4, dim=1) @ m.lin.weight.detach().T, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_sum, 8.0 * hx, rtol=1e-5, atol=1e-5)
+    records = fn.last_run.machine.scheduler.records
+    gather, scatter = [e for e in records if e.track == "cc"]
+    assert gather.end == gather.start and scatter.end == scatter.start
+    assert gather.start >= max(e.end for e in records if e.index < gather.index)
+    assert min(e.start for e in records if e.track == "tensor" and e.index > gather.index) >= gather.end

@@ -170,6 +170,9 @@ CASES = {
     aten.masked_fill: (lambda s, x: x.masked_fill(x > 0.5, -1.0), (rnd(3, 4),)),
     aten._assert_tensor_metadata: (lambda s, x: x.to(torch.float32) + 1, (ints(3, 4),)),
     aten._assert_scalar: (_data_dependent, (rnd(3, 4),), {}, "cpu"),      # .item() runs on the host
+    # trnlab.plan's sequence-parallel stand-ins (trnlab.torch.sequence_parallel): zero-time collectives
+    torch.ops.trnlab.sp_gather.default: (lambda s, x: torch.ops.trnlab.sp_gather(x, 3) + 1, (rnd(2, 4, 5),)),
+    torch.ops.trnlab.sp_scatter.default: (lambda s, x: torch.ops.trnlab.sp_scatter(x + 1, 3), (rnd(2, 6, 5),)),
 }
 
 

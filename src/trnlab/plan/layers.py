@@ -29,13 +29,13 @@ from torch import nn
 from trnlab.errors import OptionError
 from trnlab.plan.configs import ModelSpec
 
-CACHE_VERSION = 14         # bump when the simulated graphs or their costs change (4: element-wise fusion;
+CACHE_VERSION = 15         # bump when the simulated graphs or their costs change (4: element-wise fusion;
                            # 5: GEMM transposes on the Tensor engine; 6: multi-output and reduction fusion;
                            # 7: in-graph decode changes; 8: weight-gradient time, long-sequence attention;
                            # 9: wide-row reductions unfused; 10: attention frees its tiles;
                            # 11: middle-dim reductions as slices, short outer dims off the partitions;
                            # 12: sequence-parallel gathers saved as shards; 13: streamed decode attention;
-                           # 14: graph_dma_efficiency)
+                           # 14: graph_dma_efficiency; 15: sequence-parallel gathers free on the device)
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,10 @@ def _rope(seq: int, head_dim: int, device):
 
 
 def _gather(hx, sp: int):
-    """Stands in for the sequence-parallel all-gather: [b, n/sp, h] -> [b, n, h] (a copy on the device)."""
-    return torch.cat([hx] * sp, dim=1) if sp > 1 else hx
+    """The sequence-parallel all-gather, [b, n/sp, h] -> [b, n, h], as a graph op with no device work
+    (trnlab.torch.sequence_parallel: the planner costs the collective, and its reduce-scatter in backward)."""
+    from trnlab.torch.sequence_parallel import sp_gather
+    return sp_gather(hx, sp) if sp > 1 else hx
 
 
 def _block_class():
@@ -142,8 +144,8 @@ def _block_class():
         def forward(self, x, cos=None, sin=None):
             # sequence parallelism (Korthikanti et al., https://arxiv.org/abs/2205.05198): x holds this rank's
             # seq/sp positions; norms and residual adds run on them; the all-gather before the column-parallel
-            # linears is a concatenation here (its DMA copy; the collective itself is costed by the planner) and the
-            # reduce-scatter after the row-parallel ones keeps this rank's slice
+            # linears is _gather (no device work: the collective is costed by the planner) and the reduce-scatter
+            # after the row-parallel ones keeps this rank's slice
             sp = self.s.sp
             b, n = x.shape[0], x.shape[1] * sp
             hx = self.norm1(x)
@@ -309,16 +311,15 @@ def _train(s, batch, seq, dtype, checkpointing, target, head) -> dict:
 
 def saved_bytes(forward_graph: torch.fx.Graph, dtype: torch.dtype, sp: int) -> int:
     """Bytes the layer's forward saves for backward (trnlab.torch.trainer.saved_activation_bytes), except
-    that a sequence-parallel all-gather's output (_gather: the rank's shard concatenated sp times) counts
-    as the shard: Megatron keeps the shard and all-gathers it again in backward for the weight gradient
+    that a sequence-parallel all-gather's output (_gather) counts as the shard: Megatron keeps the shard and
+    all-gathers it again in backward for the weight gradient
     (Korthikanti et al., https://arxiv.org/abs/2205.05198 section 4.2.2); the plan adds that all-gather."""
     from trnlab.torch.trainer import _op_name, _storage_base, saved_activation_bytes
 
     def kept(node):
         base = _storage_base(node)
-        parts = base.args[0] if _op_name(base) == "cat" and base.args else ()
-        if sp > 1 and len(parts) == sp and all(p is parts[0] for p in parts):
-            return _storage_base(parts[0])
+        if sp > 1 and _op_name(base) == "sp_gather":
+            return _storage_base(base.args[0])
         return base
     return saved_activation_bytes(forward_graph, 1, dtype, base_of=kept)
 

@@ -61,7 +61,7 @@ GRAPH_EXECUTION_S = 2.71e-3
 # programming-guide/inference/trace-vs-xla-lazytensor.html); plus the per-microbatch launch, synchronisation
 # and gradient-accumulation bookkeeping. Fitted by benchmarks/fit_plan.py to the §2 training rows; bounded to
 # [0, 200 ms].
-MICROBATCH_OVERHEAD_S = 92.1e-3
+MICROBATCH_OVERHEAD_S = 107e-3
 
 # Published dense BF16 per chip, the denominator of AWS's MFU (trainium-scale.md §1.1: trn1 190 TF
 # (trainium.rst), trn2 667 TF (trainium2.rst), trn3 671 TF (trainium3.rst)).

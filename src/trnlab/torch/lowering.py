@@ -731,3 +731,4 @@ def covered_ops() -> list[str]:
 
 from trnlab.torch import lowering_train  # noqa: E402,F401  (training ops register here; imported last)
 from trnlab.torch import lowering_attention  # noqa: E402,F401  (the SDPA flash ops and their backward)
+from trnlab.torch import sequence_parallel  # noqa: E402,F401  (the plan layers' free SP gather/scatter)
