@@ -106,8 +106,9 @@ def _short(loc: str) -> str:
 
 def _critical(sched, latency: float, top: int) -> list[PathEntry]:
     seconds, counts = defaultdict(float), defaultdict(int)
+    sites = sched.sites
     for index, added in sched.critical_path():
-        site = sched.sites[index]
+        site = sites[index]
         seconds[site] += added
         counts[site] += 1
     ranked = sorted(seconds.items(), key=lambda kv: (-kv[1], kv[0]))[:top]

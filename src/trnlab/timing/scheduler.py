@@ -406,17 +406,25 @@ class Scheduler:
     # --- analysis --------------------------------------------------------------------------------
     def critical_path(self) -> list[tuple[int, float]]:
         """(instruction index, seconds it added) along the chain that decides the end time, last first."""
-        if not self.ends:
+        ends, preds = self.ends, self.preds
+        if not ends:
             return []
-        i = max(range(len(self.ends)), key=self.ends.__getitem__)
+        i = ends.index(max(ends))     # (the first latest end)
         path = []
-        now = self.ends[i]            # walking back in time: each step adds what its predecessor left
+        append = path.append
+        now = ends[i]                 # walking back in time: each step adds what its predecessor left
         seen = set()
+        add = seen.add
         while i >= 0 and i not in seen:      # a backfilled DMA can precede a lower index: guard cycles
-            seen.add(i)
-            p = self.preds[i]
-            before = min(now, self.ends[p]) if p >= 0 else 0.0
-            path.append((i, now - before))
+            add(i)
+            p = preds[i]
+            if p >= 0:
+                before = ends[p]
+                if not before < now:         # min(now, ends[p]): now unless ends[p] is smaller
+                    before = now
+            else:
+                before = 0.0
+            append((i, now - before))
             now = before
             i = p
         return path
