@@ -6,7 +6,6 @@ above them (trnlab.bench).
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,15 +104,18 @@ def _short(loc: str) -> str:
 
 
 def _critical(sched, latency: float, top: int) -> list[PathEntry]:
-    seconds, counts = defaultdict(float), defaultdict(int)
+    totals: dict = {}                 # site -> [seconds, count] (one lookup per path step: the path is long)
     sites = sched.sites
     for index, added in sched.critical_path():
         site = sites[index]
-        seconds[site] += added
-        counts[site] += 1
-    ranked = sorted(seconds.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    return [PathEntry(op, api, loc, s, counts[(op, api, loc)], s / latency if latency > 0 else 0.0)
-            for (op, api, loc), s in ranked]
+        acc = totals.get(site)
+        if acc is None:
+            acc = totals[site] = [0.0, 0]
+        acc[0] += added
+        acc[1] += 1
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top]
+    return [PathEntry(op, api, loc, s, n, s / latency if latency > 0 else 0.0)
+            for (op, api, loc), (s, n) in ranked]
 
 
 def summarize(run, *, name: str = "", top: int = 10) -> BenchmarkResult:
