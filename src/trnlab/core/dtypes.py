@@ -94,15 +94,23 @@ def storage(dt) -> np.dtype:
     return float32 if dt is tfloat32 else dt
 
 
-_NAMES: dict = {}             # numpy dtype -> its name (np.dtype.name is computed in Python on every access)
+# id(numpy dtype) -> (dtype, its name): np.dtype.name is computed in Python on every access, and hashing
+# a dtype (ml_dtypes' included) costs about as much, so the cache is keyed by identity; the entry holds
+# the dtype, so its id is never reused while cached
+_NAMES: dict = {}
+_NAMES_MAX = 1 << 12
 
 
 def name_of(dt) -> str:
     if dt is tfloat32:
         return "tfloat32"
-    name = _NAMES.get(dt)
-    if name is None:
-        name = _NAMES[dt] = dt.name
+    entry = _NAMES.get(id(dt))
+    if entry is not None and entry[0] is dt:
+        return entry[1]
+    if len(_NAMES) >= _NAMES_MAX:
+        _NAMES.clear()
+    name = dt.name
+    _NAMES[id(dt)] = (dt, name)
     return name
 
 

@@ -136,23 +136,24 @@ class Instruction:
 
 
 # --- construction -------------------------------------------------------------------------------------
-def fast_init(*classes) -> None:
+def fast_init(*classes, positional: bool = False) -> None:
     """Give frozen slotted dataclasses an __init__ that sets each field through its slot descriptor: the
     assignments of dataclasses' generated __init__, in the same order with the same defaults, without
     looking object.__setattr__ up per field (an instruction is built per issue: ~1 us of ~3 us). A class
-    this does not fit (post-init, default factories, positional or non-init fields) keeps its own."""
+    this does not fit (post-init, default factories, non-init fields, positional fields unless
+    `positional`: then every field is positional-or-keyword, as dataclasses makes them) keeps its own."""
     for cls in classes:
-        init = _slot_init(cls)
+        init = _slot_init(cls, positional)
         if init is not None:
             cls.__init__ = init
 
 
-def _slot_init(cls):
+def _slot_init(cls, positional: bool = False):
     if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
         return None
     params, body, namespace = [], [], {}
     for i, f in enumerate(fields(cls)):
-        if not f.init or not f.kw_only or f.default_factory is not dataclasses.MISSING:
+        if not f.init or f.kw_only is positional or f.default_factory is not dataclasses.MISSING:
             return None
         slot = next((k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__), None)
         if type(slot) is not types.MemberDescriptorType:
@@ -166,7 +167,8 @@ def _slot_init(cls):
         body.append(f"    _fi_set{i}(self, {f.name})")
     if not params:
         return None
-    exec(f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body), namespace)
+    star = "" if positional else "*, "
+    exec(f"def __init__(self, {star}{', '.join(params)}):\n" + "\n".join(body), namespace)
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__

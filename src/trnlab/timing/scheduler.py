@@ -15,13 +15,14 @@ See docs/calibration.md for the constants and the fit against measured kernels.
 """
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from trnlab.core import dtypes as dt
 from trnlab.isa import base as _base
-from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed
+from trnlab.isa.base import DmaCost, Engine, MatmulCost, compiler_placed, fast_init
 from trnlab.isa import costs
 from trnlab.isa.cc import CC_UNIT, CcCost
 from trnlab.timing.hazards import HazardTracker
@@ -69,6 +70,9 @@ class Event:
         return "; ".join(o.describe() for o in self.operands)
 
 
+fast_init(Operand, Event, positional=True)      # a traced run builds one of each per event
+
+
 class Scheduler:
     """Schedules instructions online. `records` (trace=True) lists Events; `end` is the predicted
     latency in seconds (`compute_end`: the end of the latest instruction other than a collective); `busy`
@@ -83,6 +87,7 @@ class Scheduler:
         self.count = 0
         self.next_queue = 0
         self.records = [] if trace else None
+        self._operands: tuple = (-1, None, ())   # (index, weak instruction, Operands) of the latest event
         self.hazards = HazardTracker()
         self.hz = {Engine.TENSOR: chip.tensor_hz, Engine.VECTOR: chip.vector_hz,
                    Engine.SCALAR: chip.scalar_hz, Engine.GPSIMD: chip.gpsimd_hz}
@@ -399,7 +404,13 @@ class Scheduler:
         return start, end, pred
 
     def _event(self, instr, track, start, end, flops, nbytes, index) -> None:
-        operands = tuple(Operand.of(t) for t in (*instr.writes(), *instr.reads()) if t is not None)
+        # a DMA or collective records one event per queue it used: their operands are made once
+        cached = self._operands
+        if cached[0] == index and cached[1]() is instr:
+            operands = cached[2]
+        else:
+            operands = tuple(Operand.of(t) for t in (*instr.writes(), *instr.reads()) if t is not None)
+            self._operands = (index, weakref.ref(instr), operands)
         self.records.append(Event(instr.opcode, track, start, end, instr.loc, instr.api, operands,
                                   flops, nbytes, index))
 
