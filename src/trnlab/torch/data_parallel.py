@@ -63,8 +63,8 @@ BUCKET_BYTES = 512 * 1024 * 1024       # NxD's _ALLREDUCE_BUCKET_CAP_MB (see the
 def check_dp(dp, batch: int, system) -> int:
     """dp as an int, or OptionError naming the limit: 1 <= dp <= the system's ranks, a multiple of its
     nodes (ranks fill nodes evenly), and a divisor of the global batch."""
-    if not isinstance(dp, int) or isinstance(dp, bool) or dp < 1:
-        raise OptionError(f"dp must be an integer >= 1, got {dp!r}")
+    from trnlab.torch.shard import positive_int
+    positive_int("dp", dp)
     if dp > system.ranks:
         raise OptionError(f"dp={dp} exceeds the {system.ranks} ranks of {system.name}")
     if dp > 1 and dp % system.nodes:

@@ -19,12 +19,6 @@ import torch
 from trnlab.errors import OptionError
 
 
-def check_dp(dp) -> int:
-    if not isinstance(dp, int) or isinstance(dp, bool) or dp < 1:
-        raise OptionError(f"dp must be an integer >= 1, got {dp!r}")
-    return dp
-
-
 def batch_size(args: tuple, kwargs: dict, dp: int, name: str) -> int:
     """The batch (dim 0) every tensor input shares; it must split into dp equal slices."""
     sizes = {where: t.shape[0] for where, t in _tensors(args, kwargs) if t.dim() >= 1}
@@ -180,15 +174,13 @@ class DataParallelModel:
     """dp replicas of a compiled model (CompiledModel, or ShardedModel with tp > 1), each on 1/dp of the batch."""
 
     def __init__(self, model, example_inputs, *, dp: int, tp=None, system=None, target=None, **options):
-        from trnlab.torch.shard import resolve_system
-        self.dp = check_dp(dp)
+        from trnlab.torch.shard import check_tp, positive_int, resolve_system
+        self.dp = positive_int("dp", dp)
         self.name = options.get("name") or type(model).__name__
         args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
         kwargs = dict(options.pop("example_kwargs", None) or {})
         self.system = resolve_system(system, target)
-        self.tp = 1 if tp is None else tp
-        if not isinstance(self.tp, int) or isinstance(self.tp, bool) or self.tp < 1:
-            raise OptionError(f"tp must be an integer >= 1, got {tp!r}")
+        self.tp = 1 if tp is None else check_tp(tp, self.system)
         if self.dp * self.tp > self.system.ranks:
             raise OptionError(f"dp={self.dp} x tp={self.tp} = {self.dp * self.tp} ranks exceeds the "
                               f"{self.system.ranks} ranks of {self.system.name}")
@@ -221,8 +213,7 @@ class DataParallelModel:
     def __call__(self, *inputs, progress=None, **kwargs):
         """Run every replica on its slice (`progress`, ticked once per op of each replica's run, is trnlab's
         own keyword, as for CompiledModel)."""
-        batch_size(inputs, kwargs, self.dp, self.name)
-        part = next(t for _, t in _tensors(inputs, kwargs) if t.dim() >= 1).shape[0] // self.dp
+        part = batch_size(inputs, kwargs, self.dp, self.name) // self.dp
         runs = range(self.dp) if self.numerics else range(1)     # timing only: every replica is the same run
         outputs, reports = [], []
         for r in runs:
@@ -235,4 +226,4 @@ class DataParallelModel:
         return _concat(outputs)
 
 
-__all__ = ["DataParallelModel", "DataParallelReport", "check_dp", "batch_size"]
+__all__ = ["DataParallelModel", "DataParallelReport", "batch_size"]

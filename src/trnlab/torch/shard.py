@@ -748,8 +748,7 @@ def shard(ep, tp: int, sequence_parallel: bool = False) -> ShardPlan:
     section 4.2.2): the partial sums of row-parallel linears and of the vocab-parallel embedding are
     reduce-scattered over the sequence instead of all-reduced, norms and residual adds run on each rank's
     block of the sequence, and the sequence is all-gathered into the next column-parallel linear."""
-    if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
-        raise OptionError(f"tp must be an integer >= 1, got {tp!r}")
+    positive_int("tp", tp)
     plan = _Sharder(ep, tp, sequence_parallel).run()
     _propagate_meta(plan, ep)
     return plan
@@ -1020,9 +1019,16 @@ def resolve_system(system, target):
     return spec
 
 
+def positive_int(name: str, value) -> int:
+    """value, an int >= 1 (not a bool), or OptionError naming `name`: the one check of a tp/dp count."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise OptionError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
 def check_tp(tp, system) -> int:
-    if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
-        raise OptionError(f"tp must be an integer >= 1, got {tp!r}")
+    """tp as an int within the system's ranks, or OptionError naming the limit."""
+    positive_int("tp", tp)
     if tp > system.ranks:
         raise OptionError(f"tp={tp} exceeds the {system.ranks} ranks of {system.name}")
     return tp
