@@ -439,7 +439,7 @@ def _train_dp(name: str, *, target, steps, batch, seq, dtype, checkpointing, opt
             opt.step()
             opt.zero_grad()
             last = [opt.last_step] * dp          # same gradients and weights on every rank: one simulation
-    size = torch.finfo(tdtype).bits // 8
+    size = dpl.dtype_bytes(tdtype)
     gather = tuple(dpl.pad_rows(p.detach(), dp).numel() * size for p in params) if zero1 else ()
     timeline = dpl.step_timeline(records, [s.latency_s for s in last], rank_losses, dtype=tdtype, system=spec,
                                  zero1=zero1, syncs=syncs if dp > 1 else (), bucket_bytes=bucket,
