@@ -142,10 +142,8 @@ class DataParallelReport:
 
     def to_json(self, **kw) -> str:
         """Strict JSON, as Report.to_json (a non-finite number is written as its string)."""
-        import json
-
-        from trnlab.torch.report import _finite
-        return json.dumps(_finite(self.to_dict()), default=str, allow_nan=False, **kw)
+        from trnlab.torch.report import strict_json
+        return strict_json(self.to_dict(), **kw)
 
     def describe(self) -> str:
         d = self.decode
@@ -162,12 +160,8 @@ class DataParallelReport:
         console.print(self.describe() + " (the tables above are one replica's)")
 
     def __str__(self) -> str:
-        import os
-
-        from rich.console import Console
-        console = Console(width=120, record=True, file=open(os.devnull, "w"))
-        self.print(console)
-        return console.export_text()
+        from trnlab.torch.report import printed_text
+        return printed_text(self.print)
 
 
 class DataParallelModel:
