@@ -19,6 +19,12 @@ import torch
 from trnlab.errors import OptionError
 
 
+def check_ranks(dp: int, tp: int, system) -> None:
+    """dp replicas of tp ranks each must fit the system's ranks (OptionError naming both and the limit)."""
+    if dp * tp > system.ranks:
+        raise OptionError(f"dp={dp} x tp={tp} = {dp * tp} ranks exceeds the {system.ranks} ranks of {system.name}")
+
+
 def batch_size(args: tuple, kwargs: dict, dp: int, name: str) -> int:
     """The batch (dim 0) every tensor input shares; it must split into dp equal slices."""
     sizes = {where: t.shape[0] for where, t in _tensors(args, kwargs) if t.dim() >= 1}
@@ -175,9 +181,7 @@ class DataParallelModel:
         kwargs = dict(options.pop("example_kwargs", None) or {})
         self.system = resolve_system(system, target)
         self.tp = 1 if tp is None else check_tp(tp, self.system)
-        if self.dp * self.tp > self.system.ranks:
-            raise OptionError(f"dp={self.dp} x tp={self.tp} = {self.dp * self.tp} ranks exceeds the "
-                              f"{self.system.ranks} ranks of {self.system.name}")
+        check_ranks(self.dp, self.tp, self.system)
         self.part = batch_size(args, kwargs, self.dp, self.name) // self.dp
         self.numerics = options.get("numerics", True)
         first = tuple(_slice(a, 0, self.part) for a in args)
@@ -220,4 +224,4 @@ class DataParallelModel:
         return _concat(outputs)
 
 
-__all__ = ["DataParallelModel", "DataParallelReport", "batch_size"]
+__all__ = ["DataParallelModel", "DataParallelReport", "batch_size", "check_ranks"]
