@@ -12,7 +12,7 @@ Fitted (five constants):
     instance, so the host fit (benchmarks/fit_collectives.py) leaves it undetermined. Bounds (0.1, 1].
 - ChipSpec.graph_dma_efficiency (trnlab.hw): the DMA efficiency of compiled model graphs (trnlab.hw.graph_chip),
   bounded to [the NKI-kernel fit's dma_efficiency, 1] (1 = the DMA guide's per-engine peak). Every value needs
-  its own layer simulations, so it is searched on a grid (GRID) and the other three are fitted at each point.
+  its own layer simulations, so it is searched on a grid (GRID) and the other four are fitted at each point.
 - trnlab.plan.train.GRAPH_EXECUTION_S: runtime time per execution of a traced inference graph (a prefill, a
   decode token). Bounds [0, 5] ms.
 - trnlab.plan.train.MICROBATCH_OVERHEAD_S: framework time per training microbatch (torch-xla). Bounds [0, 200] ms.
@@ -26,7 +26,6 @@ Run: PYTHONPATH=src python benchmarks/fit_plan.py [graph_dma_efficiency ...]   (
 from __future__ import annotations
 
 import math
-
 import sys
 
 from scipy.optimize import minimize
@@ -93,7 +92,7 @@ def loss(*params: float) -> float:
     return sum(math.log(pred / pub) ** 2 for _, pred, pub in evaluate(*params))
 
 
-def fit_at_grid_point() -> tuple[tuple[float, float, float], float]:
+def fit_at_grid_point() -> tuple[tuple[float, float, float, float], float]:
     """Bounded search of (launch_s, link efficiency, execution_s, microbatch_s) from three starts, at the
     presets' current graph_dma_efficiency (the loss is cheap once the layer cache is warm)."""
     lo = [math.log(LAUNCH_BOUNDS_S[0]), math.log(EFFICIENCY_BOUNDS[0]), EXECUTION_BOUNDS_S[0] * 1e3,

@@ -38,3 +38,15 @@ def pytest_make_collect_report(collector):
     if report.skipped:
         report.outcome = "failed"
         report.longrepr = f"skipped test modules are not allowed (tests/conftest.py): {report.longrepr}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_dynamo_per_module():
+    """torch.compile's caches and recompile counts are per process and count every model of a class
+    (trnlab.torch.train.RECOMPILE_LIMIT): without a reset a module's captures depend on which modules ran
+    before it in the same worker. Reset after each module that used torch._dynamo (never imported here)."""
+    import sys
+    yield
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:
+        dynamo.reset()

@@ -136,6 +136,8 @@ def test_all_to_all_v_counts_and_displacements():
     (dict(send_counts=[1, -1, 0]), "integers >= 0"),
     (dict(send_counts=[4, 4, 4], send_displs=[0, 4, 9]), "rank 0's part for rank 2 .* overruns its buffer of 12"),
     (dict(send_counts=[4, 4, 4], recv_displs=[0, 4, 9]), "overruns its buffer of 12"),
+    (dict(send_counts=[4, 4, 4], send_displs=[0, -4, 8]), r"send_displs must be 3 integers >= 0 or a 3 x 3 matrix"),
+    (dict(send_counts=[4, 4, 4], recv_displs=[0, 4]), r"recv_displs must be 3 integers >= 0 or a 3 x 3 matrix"),
 ])
 def test_all_to_all_v_errors(kw, match):
     with pytest.raises(CollectiveError, match=match):

@@ -99,3 +99,27 @@ def test_report_json_is_strict_json_when_an_error_is_infinite():
         raise ValueError(f"non-standard JSON constant {constant}")
     data = json.loads(report.to_json(), parse_constant=refuse)
     assert "inf" in json.dumps(data) and "nan" in json.dumps(data)
+
+
+def test_report_text_closes_its_sink():
+    """str(report) renders through printed_text: the devnull sink it records to is closed (an open file left to
+    the garbage collector warns ResourceWarning, an error under -W error)."""
+    import gc
+    import warnings
+
+    from trnlab.torch.report import printed_text
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        text = printed_text(lambda console: console.print("hello"))
+        gc.collect()
+    assert text.strip() == "hello"
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_data_parallel_report_text_and_json(compiled):
+    """A DataParallelReport renders one replica's tables plus its own line, and writes strict JSON."""
+    import json
+    dp = tt.compile(Block(), (torch.randn(4, 64),), dp=2, target="trn1", numerics=False)
+    text = str(dp.report)
+    assert "Data parallelism: 2 replicas x TP 1 = 2 ranks" in text and "(the tables above are one replica's)" in text
+    assert json.loads(dp.report.to_json())["dp"] == 2

@@ -70,8 +70,9 @@ def test_dp_text_report_has_a_data_parallel_line():
 @pytest.mark.parametrize("args, needle", [
     (["--dp", "0"], "--dp must be an integer >= 1, got 0"),
     (["--dp", "3", "--batch", "2"], "--dp 3 does not divide --batch 2"),
-    (["--dp", "20", "--tp", "2", "--batch", "20", "--target", "trn1"], "40 ranks exceeds the 32 ranks of trn1.32xlarge"),
-    (["--dp", "3", "--batch", "3", "--system", "trn1.2xlarge"], "3 ranks exceeds the 2 ranks of trn1.2xlarge"),
+    (["--dp", "20", "--tp", "2", "--batch", "20", "--target", "trn1"],
+     "--dp 20 x --tp 2 = 40 ranks exceeds the 32 ranks of trn1.32xlarge"),
+    (["--dp", "3", "--batch", "3", "--system", "trn1.2xlarge"], "--dp 3 x --tp 1 = 3 ranks exceeds the 2 ranks of trn1.2xlarge"),
 ])
 def test_bad_dp_is_one_line_and_exit_2(args, needle):
     result = invoke("model", "llama-tiny", *args)

@@ -71,7 +71,7 @@ def test_each_bucket_is_on_the_backward_timeline_for_collective_costs_graph_late
 
 
 def test_the_collectives_bytes_occupy_the_dma_queues_and_contend_with_backward(runs):
-    _, plain, _ = (None, runs["none"][1], None)
+    plain = runs["none"][1]
     _, busy_run, sync = runs["sync"]
     _, quiet_run, quiet = runs["quiet"]
     queues = [u for u in busy_run.machine.scheduler.busy if isinstance(u, tuple) and u[0] == "dma"]

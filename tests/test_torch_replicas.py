@@ -53,6 +53,11 @@ def test_timing_only_replicas_give_the_batch_shape():
 @pytest.mark.parametrize("kwargs, needle", [
     ({"dp": 3}, "dp=3 does not divide the batch of 8"),
     ({"dp": 0}, "dp must be an integer >= 1, got 0"),
+    ({"dp": True}, "dp must be an integer >= 1, got True"),
+    ({"dp": 2, "tp": 0}, "tp must be an integer >= 1, got 0"),
+    ({"dp": 1, "tp": 33, "system": "trn1.32xlarge"}, "tp=33 exceeds the 32 ranks of trn1.32xlarge"),
+    ({"dp": 2, "sequence_parallel": True}, "sequence_parallel=True needs tp=N"),
+    ({"sequence_parallel": True}, "sequence_parallel=True needs tp=N"),
     ({"dp": 2, "train": True}, "train=True with tp/system/dp is not supported"),
     ({"dp": 32, "tp": 2, "system": "trn1.32xlarge"}, "dp=32 x tp=2 = 64 ranks exceeds the 32 ranks"),
 ])

@@ -222,3 +222,17 @@ def test_a_capture_past_the_recompile_limit_is_refused_not_run_in_eager(monkeypa
     with pytest.raises(RecompileLimitError, match=r"head: torch.compile has compiled this forward 1 times"):
         compiled(torch.randn(2, 3, 8))                        # a new rank: a second compile
     torch._dynamo.reset()
+
+
+def test_grad_check_after_a_forward_only_step_of_another_model():
+    """A forward run through the training backend with no backward leaves its step open; grad_check's forward
+    used to be recorded as a graph break of that step, and grad_check then refused ("did not run through the
+    trnlab backend"). It now starts its own step (train.begin_step)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    other = train.compile_train(torch.nn.Linear(8, 8), dtype="fp32", check=False)
+    other(torch.randn(4, 8))                                                # forward only: no backward
+    result = train.grad_check(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)),
+                              (torch.randn(4, 8),), dtype="fp32", loss_fn=lambda out: out.square().mean())
+    assert result.ok and len(result.params) == 4
+    assert len(result.training.forwards) == 1 and len(result.training.backwards) == 1

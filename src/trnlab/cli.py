@@ -299,14 +299,13 @@ def _check_replicas(command: str, dp: Optional[int], tp: Optional[int], system: 
         _fail(command, f"--dp {dp} does not divide --batch {batch} (each replica runs --batch/N sequences); "
                        "valid values: " + ", ".join(str(n) for n in range(1, batch + 1) if batch % n == 0))
     from trnlab.errors import TrnlabError
+    from trnlab.torch.replicas import check_ranks
     from trnlab.torch.shard import resolve_system
     try:
-        spec = resolve_system(system, target)
+        check_ranks(dp, tp or 1, resolve_system(system, target))
     except TrnlabError as exc:
-        _fail(command, str(exc).replace("system=", "--system ").replace("target=", "--target "))
-    if dp * (tp or 1) > spec.ranks:
-        _fail(command, f"--dp {dp} x --tp {tp or 1} = {dp * (tp or 1)} ranks exceeds the {spec.ranks} ranks of "
-                       f"{spec.name}")
+        _fail(command, str(exc).replace("system=", "--system ").replace("target=", "--target ")
+              .replace("dp=", "--dp ").replace("tp=", "--tp "))
 
 
 CHECKPOINTING = ("none", "selective", "full")

@@ -534,6 +534,15 @@ _STREAMING = frozenset({"activation", "tensor_tensor", "tensor_scalar", "scalar_
                         "tensor_copy"})      # read each operand at position i before writing position i
 
 
+def _whole_sbuf_tile(t):
+    """The SBUF allocation `t` covers whole, else None (a view of part of it, PSUM, HBM, no tensor)."""
+    storage = getattr(t, "storage", None)
+    alloc = getattr(storage, "alloc", None)
+    if alloc is None or storage.kind != SBUF or not t._covers_storage():
+        return None
+    return alloc
+
+
 class Liveness:
     """Compiler-style tile lifetimes: a tile's space is free after the last instruction that touches it.
 
@@ -591,13 +600,15 @@ class Liveness:
         if instr.opcode not in _STREAMING or len(instr.writes()) != 1:
             return
         dst = instr.writes()[0]
-        out = getattr(getattr(dst, "storage", None), "alloc", None)
-        if out is None or dst.storage.kind != SBUF or self.uses.get(out.seq) or not dst._covers_storage():
+        out = _whole_sbuf_tile(dst)
+        if out is None or self.uses.get(out.seq):        # not a whole SBUF tile, or written before
             return
-        same = [a.seq for t in instr.reads() if t is not None and getattr(t, "storage", None) is not dst.storage
-                for a in (getattr(t.storage, "alloc", None),)
-                if a is not None and t.storage.kind == SBUF and t._covers_storage() and t.shape == dst.shape
-                and t.array.itemsize == dst.array.itemsize and (a.p0, a.p1, a.nbytes) == (out.p0, out.p1, out.nbytes)]
+        same = []
+        for t in instr.reads():
+            a = _whole_sbuf_tile(t)
+            if (a is not None and a is not out and t.shape == dst.shape and t.array.itemsize == dst.array.itemsize
+                    and (a.p0, a.p1, a.nbytes) == (out.p0, out.p1, out.nbytes)):
+                same.append(a.seq)
         if same:
             self.donors[out.seq] = (index, frozenset(same))
 

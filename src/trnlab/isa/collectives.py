@@ -28,6 +28,7 @@ from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
+from trnlab.errors import CollectiveError
 from trnlab.hw.systems import SystemSpec, get_system
 
 OPS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "all-to-allv", "permute", "send-recv")
@@ -173,7 +174,7 @@ def _displacements(name: str, displs, counts: np.ndarray, n: int) -> np.ndarray:
         return np.cumsum(counts, axis=1) - counts
     try:
         return counts_matrix(displs, n)
-    except Exception:
+    except CollectiveError:             # counts_matrix names them send counts: say which displacements
         raise _error(f"all_to_all_v: {name} must be {n} integers >= 0 or a {n} x {n} matrix, got {displs!r}") from None
 
 
@@ -592,16 +593,20 @@ def _all_to_all_v(system, counts: np.ndarray, ranks, t, itemsize) -> float:
     np.fill_diagonal(sent, 0.0)
     bw_s = max(sent.sum(axis=1).max(), sent.sum(axis=0).max()) / (_local_bytes_per_s(system) * t.local_efficiency)
     group, _, nodes = _placement(system, ranks)
-    where = np.array([_where(system, ranks, r) for r in range(ranks)])
-    chip = where[:, 0] * 10 ** 6 + where[:, 1] * 10 ** 3 + where[:, 2]
+    where = np.array([_where(system, ranks, r) for r in range(ranks)])     # (node, instance, chip) per rank
     if system.chip_fabric.kind != "none" and group.c > 1:
         link_bw = system.chip_fabric.links_per_chip * system.chip_fabric.link.bytes_per_s * t.link_efficiency
-        bw_s = max(bw_s, _busiest_boundary(sent, chip) / link_bw)
+        bw_s = max(bw_s, _busiest_boundary(sent, _domains(where)) / link_bw)
     if nodes > 1:
         efa_bw = system.efa_bytes_per_s_per_instance * t.efa_efficiency
-        bw_s = max(bw_s, _busiest_boundary(sent, chip // 10 ** 3) / efa_bw)    # per instance, its own NICs
+        bw_s = max(bw_s, _busiest_boundary(sent, _domains(where[:, :2])) / efa_bw)    # per instance, its own NICs
     step = t.efa_step_s if nodes > 1 else t.step_s
     return float(step + (ranks - 1) * t.peer_s + bw_s)
+
+
+def _domains(places: np.ndarray) -> np.ndarray:
+    """One integer per rank naming its domain: ranks with equal rows of `places` share it."""
+    return np.unique(places, axis=0, return_inverse=True)[1].reshape(-1)
 
 
 def _busiest_boundary(sent: np.ndarray, domain: np.ndarray) -> float:

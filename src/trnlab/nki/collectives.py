@@ -5,8 +5,9 @@ Signatures follow AWS's API (https://awsdocs-neuron.readthedocs-hosted.com/en/la
 all_reduce(srcs, dsts, replica_group, op), all_gather(srcs, dsts, replica_group, collective_dim),
 reduce_scatter(srcs, dsts, replica_group, collective_dim, op), all_to_all(srcs, dsts, replica_group,
 collective_dim), all_to_all_v(...), collective_permute(srcs, dsts, source_target_pairs), rank_id(). Each call
-is a rendezvous of the ranks of the caller's rank-list (trnlab.core.ranks) followed by one ISA instruction on every participant
-(trnlab.isa.cc.CollectiveInstruction), timed by the collective cost model on the launch's system.
+is a rendezvous of the ranks of the caller's rank-list (trnlab.core.ranks) followed by one ISA instruction on
+every participant (trnlab.isa.cc.CollectiveInstruction), timed by the collective cost model on the launch's
+system.
 A kernel launched on one rank (nki.simulate, calling the kernel) is a world of one rank.
 all_to_all_v(srcs, dsts, replica_group, metadata_tensor, recv_counts_known, has_rdispls) reads its per-rank
 counts from the metadata tensor when the ranks meet. The ring-implicit permutes are not modelled (they raise
@@ -101,7 +102,10 @@ def _group(replica_group, world_size: int, api: str, loc: str) -> ReplicaGroup:
     return replica_group
 
 
-def _run(api: str, collective, srcs, dsts, rank_list: "tuple | None", loc: str, pairs=None, metadata=None) -> None:
+def _run(api: str, collective, srcs, dsts, rank_list: "tuple | None", loc: str, pairs=None,
+         metadata=None) -> None:
+    """Meet the rank-list's ranks and issue `collective` on this one. metadata: all_to_all_v's metadata tensor,
+    whose rows every rank reads at the call (numerics) and the counts are taken from (_with_counts)."""
     m = _current()
     world, rank = world_of(m)
     srcs, dsts = _tensors(srcs, "srcs", api, loc), _tensors(dsts, "dsts", api, loc)

@@ -233,7 +233,7 @@ def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallbac
     tp=N (and optionally system=, a name from trnlab.hw.systems or a SystemSpec): tensor parallelism over
     N NeuronCores of that system (trnlab.torch.shard; the collectives co-simulated on each rank's timeline);
     returns a ShardedModel whose ShardedReport adds ranks, collectives_us (on the critical path),
-    collectives_total_us, rank_latency_us and the per-rank HBM use. sequence_parallel=True: reduce-scatter /
+    collectives_total_us, rank_latency_us and the per-rank HBM use. sequence_parallel=True (with tp): reduce-scatter /
     all-gather over the sequence instead of all-reduce (Megatron sequence parallelism).
 
     dp=N: data parallelism, N replicas (each on one core, or on a TP group with tp=) serving 1/N of the batch
@@ -243,6 +243,9 @@ def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallbac
         raise OptionError("train=True with tp/system/dp is not supported: tensor and data parallelism here run "
                           "inference (prefill) graphs; data-parallel training is trnlab.torch.trainer.train(dp=N) "
                           "(`trnlab train --dp N`)")
+    if sequence_parallel and tp is None:
+        raise OptionError("sequence_parallel=True needs tp=N (N >= 2): it splits the sequence over the tensor-parallel "
+                          "ranks, and without tp there are none (it would be ignored)")
     if train:
         from trnlab.torch.train import compile_train
         _check_values(fallback, numerics, check)
@@ -255,7 +258,7 @@ def compile(model, example_inputs, *, target=None, dtype=torch.bfloat16, fallbac
         return DataParallelModel(model, example_inputs, dp=dp, tp=tp, system=system, target=target, dtype=dtype,
                                  fallback=fallback, numerics=numerics, check=check, name=name, tokens=tokens,
                                  trace=trace, example_kwargs=example_kwargs,
-                                 **({"sequence_parallel": sequence_parallel} if tp is not None else {}))
+                                 **({"sequence_parallel": sequence_parallel} if sequence_parallel else {}))
     if tp is not None or system is not None:
         from trnlab.torch.shard import ShardedModel
         return ShardedModel(model, example_inputs, tp=1 if tp is None else tp, system=system, target=target,

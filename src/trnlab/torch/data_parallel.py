@@ -63,8 +63,8 @@ BUCKET_BYTES = 512 * 1024 * 1024       # NxD's _ALLREDUCE_BUCKET_CAP_MB (see the
 def check_dp(dp, batch: int, system) -> int:
     """dp as an int, or OptionError naming the limit: 1 <= dp <= the system's ranks, a multiple of its
     nodes (ranks fill nodes evenly), and a divisor of the global batch."""
-    if not isinstance(dp, int) or isinstance(dp, bool) or dp < 1:
-        raise OptionError(f"dp must be an integer >= 1, got {dp!r}")
+    from trnlab.torch.shard import positive_int
+    positive_int("dp", dp)
     if dp > system.ranks:
         raise OptionError(f"dp={dp} exceeds the {system.ranks} ranks of {system.name}")
     if dp > 1 and dp % system.nodes:
@@ -252,7 +252,8 @@ def active_sync() -> "GradientSync | None":
     return _ACTIVE.get()
 
 
-def _itemsize(dtype: torch.dtype) -> int:
+def dtype_bytes(dtype: torch.dtype) -> int:
+    """Bytes per element of a floating compute dtype (the gradients' and parameters')."""
     return torch.finfo(dtype).bits // 8
 
 
@@ -267,7 +268,7 @@ class BucketIssuer:
     def __init__(self, sync: GradientSync, program):
         from trnlab.torch.trainer import _storage_base
         self.sync, self.spans = sync, []
-        size = _itemsize(sync.dtype)
+        size = dtype_bytes(sync.dtype)
         grads = []
         for node in program.info.outputs:
             val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
@@ -302,17 +303,17 @@ class BucketIssuer:
             srcs = [ctx.alloc((s.ranks,), device_dtype(s.dtype), "gradient bucket")]
         dsts = [ctx.alloc(_scattered(t.shape, s.ranks) if scatter else t.shape, t.dtype, f"{t.name}.{s.op}")
                 for t in srcs]
-        cost = collective_cost(s.op, int(nbytes), s.ranks, s.system, itemsize=_itemsize(s.dtype), launch="graph")
+        seconds, algorithm = system_cost(s.system, s.ranks, dtype_bytes(s.dtype))(s.op, nbytes)
         moved = queue_bytes(s.op, int(nbytes), s.ranks) if s.queues else 0
         instr = CollectiveInstruction(api=API, loc=f"gradient bucket {len(self.spans)}",
                                       collective=cc.ReduceScatter(op="add", axis=0) if scatter else cc.AllReduce(),
-                                      srcs=tuple(srcs), dsts=tuple(dsts), ranks=s.ranks, seconds=cost.latency_s,
+                                      srcs=tuple(srcs), dsts=tuple(dsts), ranks=s.ranks, seconds=seconds,
                                       queue_bytes=moved)
         ready, start = sched.operands_ready(instr), sched.ready_at(instr)
         before, n0 = sched.end, sum(m.stats.instructions.values())
         m.issue(instr)
         end = sched.free_at[CC_UNIT]
-        self.spans.append(Span(s.op, int(nbytes), len(members), ready, start, end, cost.algorithm))
+        self.spans.append(Span(s.op, int(nbytes), len(members), ready, start, end, algorithm))
         return OpRecord(f"gradient_{s.op.replace('-', '_')}_{len(self.spans) - 1}", s.op,
                         f"{len(members)} gradients", f"{nbytes} B", sched.end - before,
                         sum(m.stats.instructions.values()) - n0, 0.0, 0.0, moved, "device", API)
@@ -528,7 +529,7 @@ def step_timeline(records: list, optimizer_s: list, losses: list, *, system, zer
                      max(y.end_s for y in ys), ys[0].algorithm) for ys in zip(*per_rank)]
         if zero1:
             start = max([fwd + bwd] + [r["forward_s"] + r["sync_s"] for r in rows]) + max(optimizer_s)
-            cost = system_cost(system, dp, _itemsize(dtype))
+            cost = system_cost(system, dp, dtype_bytes(dtype))
             gather = schedule(buckets([(b, start) for b in gather_bytes], bucket_bytes), cost, "all-gather", start)
     return DataParallelStep(dp, zero1, system.name, bucket_bytes, fwd, bwd, max(optimizer_s), sync, gather, rows,
                             tuple(op_spans(rec) for rec in records))
@@ -536,5 +537,5 @@ def step_timeline(records: list, optimizer_s: list, losses: list, *, system, zer
 
 __all__ = ["BUCKET_BYTES", "check_dp", "split_batch", "all_reduce_mean", "reduce_scatter_mean", "all_gather_rows",
            "Zero1Optimizer", "zero1_elements", "Bucket", "Span", "GradientSync", "gradient_sync", "active_sync",
-           "BucketIssuer", "bucket_groups", "buckets", "schedule", "system_cost", "DataParallelStep", "step_timeline",
-           "backward_compute_s", "rank_spans", "op_spans", "chrome_trace"]
+           "BucketIssuer", "bucket_groups", "buckets", "schedule", "system_cost", "dtype_bytes", "DataParallelStep",
+           "step_timeline", "backward_compute_s", "rank_spans", "op_spans", "chrome_trace"]

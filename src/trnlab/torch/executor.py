@@ -15,9 +15,9 @@ from torch.utils import _pytree as pytree
 
 from trnlab.core import compiler, dtypes as dt
 from trnlab.core.machine import Machine, running
-from trnlab.hw import graph_chip
 from trnlab.core.tensor import Tensor
 from trnlab.errors import DeviceValueError, LoweringError
+from trnlab.hw import graph_chip
 from trnlab.runtime import timing_model
 from trnlab.nki.tensor import NkiTensor
 from trnlab.torch import capture

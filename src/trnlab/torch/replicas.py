@@ -19,10 +19,10 @@ import torch
 from trnlab.errors import OptionError
 
 
-def check_dp(dp) -> int:
-    if not isinstance(dp, int) or isinstance(dp, bool) or dp < 1:
-        raise OptionError(f"dp must be an integer >= 1, got {dp!r}")
-    return dp
+def check_ranks(dp: int, tp: int, system) -> None:
+    """dp replicas of tp ranks each must fit the system's ranks (OptionError naming both and the limit)."""
+    if dp * tp > system.ranks:
+        raise OptionError(f"dp={dp} x tp={tp} = {dp * tp} ranks exceeds the {system.ranks} ranks of {system.name}")
 
 
 def batch_size(args: tuple, kwargs: dict, dp: int, name: str) -> int:
@@ -148,10 +148,8 @@ class DataParallelReport:
 
     def to_json(self, **kw) -> str:
         """Strict JSON, as Report.to_json (a non-finite number is written as its string)."""
-        import json
-
-        from trnlab.torch.report import _finite
-        return json.dumps(_finite(self.to_dict()), default=str, allow_nan=False, **kw)
+        from trnlab.torch.report import strict_json
+        return strict_json(self.to_dict(), **kw)
 
     def describe(self) -> str:
         d = self.decode
@@ -168,30 +166,22 @@ class DataParallelReport:
         console.print(self.describe() + " (the tables above are one replica's)")
 
     def __str__(self) -> str:
-        import os
-
-        from rich.console import Console
-        console = Console(width=120, record=True, file=open(os.devnull, "w"))
-        self.print(console)
-        return console.export_text()
+        from trnlab.torch.report import printed_text
+        return printed_text(self.print)
 
 
 class DataParallelModel:
     """dp replicas of a compiled model (CompiledModel, or ShardedModel with tp > 1), each on 1/dp of the batch."""
 
     def __init__(self, model, example_inputs, *, dp: int, tp=None, system=None, target=None, **options):
-        from trnlab.torch.shard import resolve_system
-        self.dp = check_dp(dp)
+        from trnlab.torch.shard import check_tp, positive_int, resolve_system
+        self.dp = positive_int("dp", dp)
         self.name = options.get("name") or type(model).__name__
         args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
         kwargs = dict(options.pop("example_kwargs", None) or {})
         self.system = resolve_system(system, target)
-        self.tp = 1 if tp is None else tp
-        if not isinstance(self.tp, int) or isinstance(self.tp, bool) or self.tp < 1:
-            raise OptionError(f"tp must be an integer >= 1, got {tp!r}")
-        if self.dp * self.tp > self.system.ranks:
-            raise OptionError(f"dp={self.dp} x tp={self.tp} = {self.dp * self.tp} ranks exceeds the "
-                              f"{self.system.ranks} ranks of {self.system.name}")
+        self.tp = 1 if tp is None else check_tp(tp, self.system)
+        check_ranks(self.dp, self.tp, self.system)
         self.part = batch_size(args, kwargs, self.dp, self.name) // self.dp
         self.numerics = options.get("numerics", True)
         first = tuple(_slice(a, 0, self.part) for a in args)
@@ -221,8 +211,7 @@ class DataParallelModel:
     def __call__(self, *inputs, progress=None, **kwargs):
         """Run every replica on its slice (`progress`, ticked once per op of each replica's run, is trnlab's
         own keyword, as for CompiledModel)."""
-        batch_size(inputs, kwargs, self.dp, self.name)
-        part = next(t for _, t in _tensors(inputs, kwargs) if t.dim() >= 1).shape[0] // self.dp
+        part = batch_size(inputs, kwargs, self.dp, self.name) // self.dp
         runs = range(self.dp) if self.numerics else range(1)     # timing only: every replica is the same run
         outputs, reports = [], []
         for r in runs:
@@ -235,4 +224,4 @@ class DataParallelModel:
         return _concat(outputs)
 
 
-__all__ = ["DataParallelModel", "DataParallelReport", "check_dp", "batch_size"]
+__all__ = ["DataParallelModel", "DataParallelReport", "batch_size", "check_ranks"]

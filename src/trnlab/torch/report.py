@@ -92,7 +92,7 @@ class Report:
 
     def to_json(self, **kw) -> str:
         """Strict JSON: a non-finite number (an error of inf, a NaN) is written as its string."""
-        return json.dumps(_finite(self.to_dict()), default=str, allow_nan=False, **kw)
+        return strict_json(self.to_dict(), **kw)
 
     # --- terminal output ---
     def print(self, console=None, top: int = 15) -> None:
@@ -106,10 +106,7 @@ class Report:
             console.print(f"[yellow]CPU fallback[/]: {f['op']} at {f['source']} ({f['share']:.1%} of ops)")
 
     def __str__(self) -> str:
-        from rich.console import Console
-        console = Console(width=120, record=True, file=open(os.devnull, "w"))
-        self.print(console)
-        return console.export_text()
+        return printed_text(self.print)
 
 
 def fmt_time(s: float) -> str:
@@ -276,6 +273,20 @@ def add_kernel_lines(report_html, run) -> None:
     at = text.rfind("</body>")
     at = len(text) if at < 0 else at
     path.write_text(text[:at] + kernel_lines_html(run) + text[at:], encoding="utf-8")
+
+
+def strict_json(value, **kw) -> str:
+    """JSON with every non-finite number written as its string (a report's to_json)."""
+    return json.dumps(_finite(value), default=str, allow_nan=False, **kw)
+
+
+def printed_text(print_fn) -> str:
+    """What print_fn(console) prints, as plain text at 120 columns (a report's __str__)."""
+    from rich.console import Console
+    with open(os.devnull, "w") as sink:           # record only; closed, not left to the garbage collector
+        console = Console(width=120, record=True, file=sink)
+        print_fn(console)
+        return console.export_text()
 
 
 def _finite(value):

@@ -16,6 +16,8 @@ layer's graph they must do no device work:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -48,7 +50,7 @@ def _gather_backward(ctx, grad):
     return sp_scatter(grad, ctx.sp), None
 
 
-def _gather_setup(ctx, inputs, output):
+def _keep_sp(ctx, inputs, output):
     ctx.sp = inputs[1]
 
 
@@ -56,12 +58,13 @@ def _scatter_backward(ctx, grad):
     return sp_gather(grad, ctx.sp), None
 
 
-sp_gather.register_autograd(_gather_backward, setup_context=_gather_setup)
-sp_scatter.register_autograd(_scatter_backward, setup_context=_gather_setup)
+sp_gather.register_autograd(_gather_backward, setup_context=_keep_sp)
+sp_scatter.register_autograd(_scatter_backward, setup_context=_keep_sp)
 
 
 def _free_collective(ctx, node, collective, src, position_inputs):
-    """Issue `collective` over this rank's src as a zero-second, zero-byte collective instruction."""
+    """Issue `collective` over this rank's src as a zero-second, zero-byte collective instruction.
+    position_inputs(a, sp): the sp ranks' source arrays as this rank stands in for all of them."""
     from trnlab.torch import capture
     from trnlab.torch.executor import device_dtype
     val = node.meta["val"]
@@ -71,7 +74,6 @@ def _free_collective(ctx, node, collective, src, position_inputs):
                                   loc=capture.source_line(node), collective=collective, srcs=(src,), dsts=(dst,),
                                   ranks=sp)
     if ctx.numerics:
-        import dataclasses
         instr = dataclasses.replace(instr, inputs=(position_inputs(instr.sources()[0], sp),))
     ctx.machine.issue(instr)
     return dst

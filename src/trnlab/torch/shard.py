@@ -45,7 +45,7 @@ import math
 import operator
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch.export.graph_signature import ExportGraphSignature, InputKind, InputSpec, TensorArgument
@@ -748,8 +748,7 @@ def shard(ep, tp: int, sequence_parallel: bool = False) -> ShardPlan:
     section 4.2.2): the partial sums of row-parallel linears and of the vocab-parallel embedding are
     reduce-scattered over the sequence instead of all-reduced, norms and residual adds run on each rank's
     block of the sequence, and the sequence is all-gathered into the next column-parallel linear."""
-    if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
-        raise OptionError(f"tp must be an integer >= 1, got {tp!r}")
+    positive_int("tp", tp)
     plan = _Sharder(ep, tp, sequence_parallel).run()
     _propagate_meta(plan, ep)
     return plan
@@ -913,21 +912,30 @@ def _rendezvous(node, ctxs, machines, tp: int, system) -> dict:
                                           loc=capture.source_line(node), collective=collective, srcs=(src,),
                                           dsts=(dst,), position=r, ranks=tp)
             instr.validate(m.chip)
-            staged.append((dst, instr, m.scheduler.ready_at(instr), instr.sources() if ctx.numerics else ()))
-    src, dst = staged[0][1].srcs[0], staged[0][0]
+            staged.append(_Staged(dst, instr, m.scheduler.ready_at(instr), instr.sources() if ctx.numerics else ()))
+    src, dst = staged[0].instr.srcs[0], staged[0].dst
     nbytes = int(dst.nbytes if op == "all-gather" else src.nbytes)    # nccom-test's size: AG output
     cost = _graph_cost(op, nbytes, tp, system, dt.itemsize(src.dtype))
     seconds = cost.latency_s if cost is not None else 0.0
-    inputs = ((tuple(s[3][0] for s in staged),) if len(staged) == tp and staged[0][3] else ())
-    not_before = max(s[2] for s in staged)
-    ready = [dataclasses.replace(instr, inputs=inputs, seconds=seconds, not_before=not_before,
-                                 queue_bytes=queue_bytes(op, nbytes, tp)) for _, instr, _, _ in staged]
+    # every rank's source values, when every rank is simulated with numerics (timing-only: no values)
+    inputs = ((tuple(s.sources[0] for s in staged),) if len(staged) == tp and staged[0].sources else ())
+    not_before = max(s.arrival for s in staged)
+    ready = [dataclasses.replace(s.instr, inputs=inputs, seconds=seconds, not_before=not_before,
+                                 queue_bytes=queue_bytes(op, nbytes, tp)) for s in staged]
     ends = [m.scheduler.collective_end(instr) for m, instr in zip(machines, ready)]
-    for ctx, (dst_r, *_), instr in zip(ctxs, staged, ready):
-        ctx.collectives[node] = (dst_r, dataclasses.replace(instr, min_end=max(ends)))
+    for ctx, s, instr in zip(ctxs, staged, ready):
+        ctx.collectives[node] = (s.dst, dataclasses.replace(instr, min_end=max(ends)))
     return {"node": node.name, "op": op, "bytes": nbytes, "latency_s": seconds,
             "algorithm": cost.algorithm if cost is not None else "none",
-            "start_s": max(staged[0][2], not_before), "end_s": max(ends)}
+            "start_s": max(staged[0].arrival, not_before), "end_s": max(ends)}
+
+
+class _Staged(NamedTuple):
+    """One rank's part of a collective node at the rendezvous."""
+    dst: object                    # its result tensor
+    instr: object                  # its CollectiveInstruction, before the ranks have met
+    arrival: float                 # when it could start on this rank (input ready, collective unit free)
+    sources: tuple                 # its source values (numerics), else ()
 
 
 def run_ranks(programs: list, plan: ShardPlan, flat_inputs: list, *, chip, system, numerics: bool,
@@ -1020,9 +1028,16 @@ def resolve_system(system, target):
     return spec
 
 
+def positive_int(name: str, value) -> int:
+    """value, an int >= 1 (not a bool), or OptionError naming `name`: the one check of a tp/dp count."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise OptionError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
 def check_tp(tp, system) -> int:
-    if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
-        raise OptionError(f"tp must be an integer >= 1, got {tp!r}")
+    """tp as an int within the system's ranks, or OptionError naming the limit."""
+    positive_int("tp", tp)
     if tp > system.ranks:
         raise OptionError(f"tp={tp} exceeds the {system.ranks} ranks of {system.name}")
     return tp

@@ -115,6 +115,12 @@ def last_training() -> Training | None:
 MAX_GRAPHS = 32        # forward runs kept per step (graph breaks); more without a backward start a new step
 
 
+def begin_step() -> None:
+    """The next forward graph run starts a new step record, even if the last step had no backward (a
+    forward-only call, another model's): otherwise it is taken for a graph break of that step."""
+    _steps.clear()
+
+
 def _record(kind: str, report: Report, run) -> None:
     fresh = kind == "forward" and (_steps[-1].backwards or len(_steps[-1].forwards) >= MAX_GRAPHS) if _steps else True
     if fresh:
@@ -462,13 +468,13 @@ def grad_check(model, inputs, *, target=None, dtype=torch.bfloat16, labels=None,
     dev = WithLoss(copy.deepcopy(model), labels, loss_fn)
     ref_loss = ref(*inputs, **(kwargs or {}))
     ref_loss.backward()
-    before = last_training()
     compiled = compile_train(dev, target=target, dtype=dtype, fallback=fallback, check=False,
                              name=type(model).__name__)
+    begin_step()
     loss = compiled(*inputs, **(kwargs or {}))
     loss.backward()
     step = last_training()
-    if step is None or step is before or not step.backwards:
+    if step is None or not step.forwards or not step.backwards:
         raise RuntimeError("grad_check: the step did not run through the trnlab backend (dynamo fell back to "
                            "eager, e.g. its recompile limit was hit; call torch._dynamo.reset())")
     ref_params = dict(ref.model.named_parameters())

@@ -323,7 +323,7 @@ def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int =
     from trnlab.hw import get_chip
     from trnlab.torch import optim as sim_optim
     from trnlab.torch.api import as_dtype
-    from trnlab.torch.train import compile_train, last_training
+    from trnlab.torch.train import begin_step, compile_train, last_training
 
     t0 = _time.perf_counter()
     chip, tdtype = get_chip(target), as_dtype(dtype)
@@ -339,6 +339,7 @@ def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int =
     losses, eager_losses, grad_check, hbm = [], [], {}, None
     for step in range(steps):
         _tick(progress, f"step {step + 1}/{steps}: forward and backward on the simulated chip")
+        begin_step()
         loss = compiled(inputs, labels)
         loss.backward()
         record = last_training()
@@ -373,7 +374,7 @@ def _train_dp(name: str, *, target, steps, batch, seq, dtype, checkpointing, opt
     from trnlab.torch import optim as sim_optim
     from trnlab.torch.api import as_dtype
     from trnlab.torch.shard import resolve_system
-    from trnlab.torch.train import compile_train, last_training
+    from trnlab.torch.train import begin_step, compile_train, last_training
 
     t0 = _time.perf_counter()
     spec = resolve_system(system, target)
@@ -405,6 +406,7 @@ def _train_dp(name: str, *, target, steps, batch, seq, dtype, checkpointing, opt
         records, rank_losses, rank_grads, syncs = [], [], [], []
         for r, (ids, lab) in enumerate(micro):
             _tick(progress, f"step {step + 1}/{steps}: rank {r + 1}/{dp} forward and backward on its simulated core")
+            begin_step()
             loss = compiled(ids, lab)
             sync = dpl.GradientSync(sync_op, dp, spec, tdtype, bucket) if dp > 1 else None
             with dpl.gradient_sync(sync):         # the gradient collectives on the backward's timeline
@@ -439,7 +441,7 @@ def _train_dp(name: str, *, target, steps, batch, seq, dtype, checkpointing, opt
             opt.step()
             opt.zero_grad()
             last = [opt.last_step] * dp          # same gradients and weights on every rank: one simulation
-    size = torch.finfo(tdtype).bits // 8
+    size = dpl.dtype_bytes(tdtype)
     gather = tuple(dpl.pad_rows(p.detach(), dp).numel() * size for p in params) if zero1 else ()
     timeline = dpl.step_timeline(records, [s.latency_s for s in last], rank_losses, dtype=tdtype, system=spec,
                                  zero1=zero1, syncs=syncs if dp > 1 else (), bucket_bytes=bucket,
@@ -598,8 +600,9 @@ def timing_only_step(module, args: tuple, *, target, dtype, name: str, optimizer
     timing only: (the step's Training record, the simulated optimizer). A non-scalar output is
     back-propagated from a gradient of its shape."""
     from trnlab.torch import optim as sim_optim
-    from trnlab.torch.train import compile_train, last_training
+    from trnlab.torch.train import begin_step, compile_train, last_training
     compiled = compile_train(module, target=target, dtype=dtype, numerics=False, check=False, name=name)
+    begin_step()
     out = compiled(*args)
     out.backward(None if out.dim() == 0 else torch.empty_like(out))
     record = last_training()
