@@ -346,14 +346,11 @@ def train(name: str, *, target=None, steps: int = 10, batch: int = 1, seq: int =
         if hbm is None:
             hbm = _step_hbm(record, model, tdtype, optimizer, chip)
             hbm.check(name, chip.name)
-        ref_loss = ref(inputs, labels)
-        ref_loss.backward()
-        if step == 0:
-            grad_check = _grad_check_dict(model, ref, inputs, labels, tdtype)
-        ref_opt.step()
-        ref_opt.zero_grad()
+        eager_loss, check = _eager_step(ref, ref_opt, model, inputs, labels, tdtype, first=step == 0)
+        if check is not None:
+            grad_check = check
         losses.append(float(loss.detach()))
-        eager_losses.append(float(ref_loss.detach()))
+        eager_losses.append(eager_loss)
         _tick(progress, f"step {step + 1}/{steps}: {optimizer} on the simulated chip")
         opt.step()
         opt.zero_grad()
@@ -424,14 +421,11 @@ def _train_dp(name: str, *, target, steps, batch, seq, dtype, checkpointing, opt
         averaged = _assembled(blocks, params) if zero1 else dpl.all_reduce_mean(rank_grads, tdtype)
         for p, g in zip(params, averaged):
             p.grad = g
-        ref_loss = ref(inputs, labels)
-        ref_loss.backward()
-        if step == 0:
-            grad_check = _grad_check_dict(model, ref, inputs, labels, tdtype)
-        ref_opt.step()
-        ref_opt.zero_grad()
+        eager_loss, check = _eager_step(ref, ref_opt, model, inputs, labels, tdtype, first=step == 0)
+        if check is not None:
+            grad_check = check
         losses.append(sum(rank_losses) / dp)
-        eager_losses.append(float(ref_loss.detach()))
+        eager_losses.append(eager_loss)
         _tick(progress, f"step {step + 1}/{steps}: {optimizer} on the simulated " + ("ranks" if zero1 else "chip"))
         if zero1:
             model.zero_grad(set_to_none=True)
@@ -479,6 +473,17 @@ def _assembled(blocks: list, params: list) -> list:
         rows = p.shape[0] if p.dim() else 1
         out.append(torch.cat(parts)[:rows].reshape(p.shape))
     return out
+
+
+def _eager_step(ref, ref_opt, model, inputs, labels, dtype, *, first: bool) -> tuple:
+    """The eager fp32 reference's step beside the simulated one: (its loss, and on the first step the gradient
+    check of the model's gradients against it, else None)."""
+    ref_loss = ref(inputs, labels)
+    ref_loss.backward()
+    check = _grad_check_dict(model, ref, inputs, labels, dtype) if first else None
+    ref_opt.step()
+    ref_opt.zero_grad()
+    return float(ref_loss.detach()), check
 
 
 def _grad_check_dict(model, ref, inputs, labels, dtype) -> dict:
