@@ -2,8 +2,8 @@
 to HBM and reloaded before their next use, instead of raising SbufCapacityError.
 
 Oracles: numpy for the values; the spill traffic by hand (tile bytes); its time from the published
-DMA constants in docs/calibration.md (trn1: 16 queues x 17 GB/s x efficiency 0.44 x c/(c+128),
-c = contiguous bytes per partition row)."""
+DMA constants in docs/calibration.md (trn1: 16 queues x 17 GB/s x the compiled-graph efficiency 1.0 x
+c/(c+128), c = contiguous bytes per partition row); victim choices and addresses by hand."""
 import dataclasses
 import warnings
 
@@ -45,11 +45,11 @@ def four_inputs_and_a_sum(x, place=""):
 NO_REUSE = CompilerModel(operand_reuse=False)
 
 
-def _run(target="trn1", model=NO_REUSE, **kwargs):
+def _run(target="trn1", model=NO_REUSE, trace=False, **kwargs):
     x = np.random.default_rng(0).random((4, 128, F), dtype=np.float32)
     with warnings.catch_warnings(record=True) as caught, using(model):
         warnings.simplefilter("always")
-        run = run_kernel(four_inputs_and_a_sum, (x,), kwargs, target=target, tensor_class=NkiTensor)
+        run = run_kernel(four_inputs_and_a_sum, (x,), kwargs, target=target, tensor_class=NkiTensor, trace=trace)
     np.testing.assert_array_equal(run.outputs, x[1] + x[2] + x[3] + x[0])
     return run, [w for w in caught if issubclass(w.category, SbufSpillWarning)]
 
@@ -77,8 +77,10 @@ def test_spill_costs_its_traffic_at_dma_speed():
     roomy, warned = _run(target=dataclasses.replace(TRN1, sbuf_bytes_per_partition=2 * 192 * 1024))
     assert not warned and roomy.machine.stats.spill_bytes == 0
     row = F * 4
-    rate = 16 * 17e9 * 0.44 * row / (row + 128)            # B/s over the 16 queues
-    traffic_s = 2 * TILE_BYTES / rate                       # one spill store + one reload, ~105 us
+    # the compiler's spill DMAs run at the compiled-graph efficiency (TRN1.graph_dma_efficiency, 1.0),
+    # not the kernel loads' 0.44: DMAG's 17 B/ns per queue, 128 B of overhead per 48 KiB descriptor
+    rate = 16 * 17e9 * 1.0 * row / (row + 128)              # B/s over the 16 queues
+    traffic_s = 2 * TILE_BYTES / rate                       # one spill store + one reload, ~46 us
     extra = spilled.machine.scheduler.end - roomy.machine.scheduler.end
     # both DMAs sit on the critical path (the sum waits for the store, then for the reload); their
     # start latencies and the lost overlap of the first add with the last load come on top
@@ -247,3 +249,56 @@ def test_furthest_next_use_first_and_dead_tiles_freed_without_a_spill():
     assert not tiles[2].live and not tiles[2].spilled and tiles[2].uid not in mem.spilled
     # t0 pinned does not matter now (already out); next furthest of t1 (4), t3 (7): t3
     assert [v.name for v in mem.spill_victims(0, 128, 3072, pinned=set())] == ["t3"]
+
+
+def _full_tile(mem, name, nbytes=1024, nparts=128, data=True, dirty=True):
+    a = mem.allocate(name=name, shape=(nparts, nbytes // 4), dtype_name="float32", p0=0, nparts=nparts,
+                     nbytes=nbytes, loc=f"k.py:{name}", api="test")
+    a.has_data, a.dirty = data, dirty
+    return a
+
+
+def test_victims_weigh_next_use_by_the_bytes_the_eviction_moves():
+    from trnlab.core.memory import OnChipMemory
+    mem = OnChipMemory(partitions=128, bytes_per_partition=4096, target="test", spill=True)
+    a = _full_tile(mem, "A")                        # written: a store and a reload, 2 x 128 KiB
+    b = _full_tile(mem, "B", dirty=False)           # clean (reloaded, not written since): a reload only
+    c = _full_tile(mem, "C")
+    row = _full_tile(mem, "R", nparts=1)            # one partition: partition 0 is now full
+    nxt = {a.uid: 10, b.uid: 8, c.uid: 12, row.uid: 2}
+    mem.next_use = lambda t: nxt[t.uid]
+    # only partition 0 is short: the row (2 x 1 KiB of DMA) goes although it is needed soonest
+    # (Belady alone would evict C, next use 12, and move 256 KiB)
+    assert [v.name for v in mem.spill_victims(0, 128, 1024, pinned=set())] == ["R"]
+    d = _full_tile(mem, "D")                        # where R was, on every partition: all full now
+    nxt[d.uid] = 1
+    # every partition full: the clean tile B (8 uses away per 128 KiB) before A (10 per 256 KiB) and
+    # C (12 per 256 KiB)
+    assert [v.name for v in mem.spill_victims(0, 128, 1024, pinned=set())] == ["B"]
+
+
+def test_a_reloaded_tile_takes_a_free_address_not_its_old_one():
+    from trnlab.core.memory import OnChipMemory
+    mem = OnChipMemory(partitions=128, bytes_per_partition=4096, target="test", spill=True)
+    tiles = [_full_tile(mem, f"t{i}") for i in range(4)]            # bytes [0,1K) .. [3K,4K)
+    nxt = {t.uid: 5 + i for i, t in enumerate(tiles)}
+    mem.next_use = lambda t: nxt.get(t.uid, 1)
+    assert [v.name for v in mem.spill_victims(0, 128, 1024, pinned=set())] == ["t3"]
+    new = _full_tile(mem, "new")                                     # takes t3's old bytes
+    assert new.b0 == 3072
+    mem.free(tiles[1].uid)                                           # [1K, 2K) is free now
+    assert mem.reload(tiles[3], pinned=set()) == []
+    assert tiles[3].b0 == 1024 and not tiles[3].spilled
+    live = sorted((t.b0, t.b0 + t.nbytes) for t in mem.live.values())
+    assert all(hi <= lo for (_, hi), (lo, _) in zip(live, live[1:]))   # no two live tiles overlap
+
+
+def test_the_instruction_after_a_reload_to_a_new_address_waits_for_it():
+    # in0 is evicted when acc is allocated and acc takes its bytes; in0 comes back where in1 was (dead)
+    run, _ = _run(trace=True)
+    events = run.machine.scheduler.records
+    reload = [e for e in events if e.api == "neuronx-cc reload"]
+    assert reload
+    last_add = max((e for e in events if e.name == "tensor_tensor"), key=lambda e: e.index)
+    # the add reads in0 through the kernel's own (older) view of it: it must see the new address
+    assert last_add.start >= max(e.end for e in reload) - 1e-12

@@ -126,7 +126,7 @@ class Machine:
         self.liveness = liveness
         if self.sbuf.spill and liveness is not None and liveness.uses:
             # the probe saw the whole program: evict the tile needed furthest in the future
-            self.sbuf.next_use = lambda alloc: liveness.next_use(alloc.seq, self.issued)
+            self.sbuf.next_use = lambda alloc: self._uses_away(liveness.next_use(alloc.seq, self.issued))
         if liveness is not None and liveness.probing:
             self.sbuf.capacity *= _PROBE_ROOM        # the probe measures lifetimes, not capacity
             self.psum.capacity *= _PROBE_ROOM
@@ -357,7 +357,10 @@ class Machine:
         for a, writes in allocs:
             a.last_use = self.issued
             if a.spilled:
+                address = a.b0
                 victims = self.sbuf.reload(a, pinned)
+                if a.b0 != address:
+                    self._relocated(a)
                 if a.spilled:
                     memory = self.sbuf
                     raise SbufCapacityError(
@@ -371,6 +374,16 @@ class Machine:
                     self._spill_dma(a, instr.loc, reload=True)
             if writes:
                 a.has_data = a.dirty = True
+
+    def _uses_away(self, index: int | None) -> int | None:
+        """How many instructions from now until a use at program index `index` (None: never)."""
+        return None if index is None else index - self.issued
+
+    def _relocated(self, alloc) -> None:
+        """A reloaded tile came back at another address: its views' cached physical boxes are stale."""
+        st = self._tiles[alloc.uid][0]()
+        if st is not None:
+            st.relocated = True
 
     def _spill_dmas(self, victims, loc: str) -> None:
         """Store each evicted tile to HBM, unless its HBM copy is still valid (reloaded and not written

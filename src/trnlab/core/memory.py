@@ -93,8 +93,8 @@ class OnChipMemory:
         self.spilled: dict[int, Allocation] = {}  # evicted tiles, by uid
         self.pending_spills: list[Allocation] = []   # evicted by an allocation; Machine issues their DMA
         self.explicit_seen = False
-        # alloc -> instruction index of its next use, None when never used again; set by Machine
-        # from a probe run (furthest-next-use victims); None: least-recently-used victims
+        # alloc -> instructions from now until its next use, None when never used again; set by
+        # Machine from a probe run (cost-aware furthest-next-use victims); None: least recently used
         self.next_use = None
 
     # --- accounting -------------------------------------------------------------------------
@@ -234,20 +234,32 @@ class OnChipMemory:
         return spilled
 
     def _victim_order(self):
-        """Sort key of spill candidates: furthest next use first (never used again: first of all), or
-        least recently used first without next-use information."""
+        """Sort key of spill candidates, without next-use information: least recently used first. With
+        it: tiles never used again first (freed), then the most instructions until the next use per byte
+        of DMA the eviction costs (Belady's furthest-next-use rule weighed by spill cost, as colouring
+        allocators weigh spill candidates by the loads and stores they add: Chaitin,
+        https://doi.org/10.1145/800230.806984; tiles differ in size, so the cost is bytes). A tile never
+        written costs nothing, one whose HBM copy is current (reloaded, not written since) one reload of
+        its bytes, any other a store and a reload: so a one-partition row goes before a 128-partition
+        tile when only its partition is short, and a clean tile before a written one."""
         if self.next_use is None:
             return lambda a: (a.last_use, a.seq)
-        never = float("inf")
 
-        def furthest_first(a):
-            nxt = self.next_use(a)
-            return (-(never if nxt is None else nxt), a.seq)
-        return furthest_first
+        def cheapest_per_use_distance(a):
+            away = self.next_use(a)
+            if away is None:
+                return (0, 0.0, a.seq)
+            if not a.has_data:
+                return (1, -away, a.seq)
+            dmas = 2 if a.dirty else 1
+            return (2, -away / (dmas * a.nbytes * (a.p1 - a.p0)), a.seq)
+        return cheapest_per_use_distance
 
     def reload(self, alloc: Allocation, pinned) -> list[Allocation]:
         """Bring a spilled tile back before its next use; returns the tiles evicted to make room
-        (empty list and the tile still spilled when there is no room: the caller raises)."""
+        (empty list and the tile still spilled when there is no room: the caller raises). The tile
+        comes back at a free address (first fit), not necessarily its old one, which other tiles may
+        hold by now: the caller re-addresses its views when `alloc.b0` changed."""
         victims = []
         if self.used_in(alloc.p0, alloc.p1) + alloc.nbytes > self.capacity:
             victims = self.spill_victims(alloc.p0, alloc.p1, alloc.nbytes, pinned)
@@ -255,6 +267,7 @@ class OnChipMemory:
                 return []
         del self.spilled[alloc.uid]
         alloc.spilled = False
+        alloc.b0 = self._place(alloc.loc, alloc.p0, alloc.p1, alloc.nbytes)
         self.live[alloc.uid] = alloc
         return victims
 

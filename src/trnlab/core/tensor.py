@@ -130,7 +130,7 @@ class Storage:
     """One allocation: its memory kind, backing numpy array, address and initialisation state."""
 
     __slots__ = ("kind", "array", "name", "alloc", "hbm_address", "_init_mask", "n_init", "uid",
-                 "_ptr", "row_bytes", "on_free", "__weakref__")
+                 "_ptr", "row_bytes", "on_free", "relocated", "__weakref__")
 
     def __init__(self, kind: str, array: np.ndarray, name: str, *, initialized: bool,
                  alloc=None, hbm_address: int = 0):
@@ -148,6 +148,9 @@ class Storage:
         # (function, argument) called once when the storage dies (an on-chip tile frees its space);
         # cheaper than a weakref.finalize per tile
         self.on_free = None
+        # True once a compiler spill reloaded the tile at another address (core.memory.reload): views
+        # then recompute their physical box instead of trusting the one they cached
+        self.relocated = False
 
     def __del__(self):
         on_free = self.on_free
@@ -267,7 +270,7 @@ class Tensor:
     def region(self) -> tuple[int, int, int, int]:
         """Physical bounding box (p0, p1, b0, b1). HBM: partitions (0, 1), b = linear byte address."""
         r = self._region
-        if r is None:
+        if r is None or self.storage.relocated:
             r = self._region = self._compute_region()
         return r
 

@@ -16,8 +16,9 @@ from trnlab.core.tensor import HBM, PSUM, SBUF, Tensor
 from trnlab.core.machine import register_spill_copy
 from trnlab.errors import (AccumulateUninitializedWarning, BufferKindError, DtypeError, MatmulLimitError,
                            NkiValidationError, OutOfBoundsError, PartitionError, ShapeError)
+from trnlab.hw import graph_chip
 from trnlab.isa import alu
-from trnlab.isa.base import (DataToDst, DmaInstruction, Engine, Instruction, MatmulCost, SrcToDst, ToDst, accumulate,
+from trnlab.isa.base import (DataToDst, DmaCost, DmaInstruction, Engine, Instruction, MatmulCost, SrcToDst, ToDst, accumulate,
                              as_2d, balance_choices, float_math, expect_buffer,
                              expect_elementwise, expect_not_both_psum, expect_oob_mode, expect_partition_layout,
                              expect_same_elements, expect_same_partitions, expect_start_partition, expect_tile,
@@ -79,7 +80,19 @@ class DmaCopy(DmaInstruction, SrcToDst):
         return max(self.src.nbytes, self.dst.nbytes)
 
 
-register_spill_copy(DmaCopy)          # compiler spills/reloads are DMA copies (core.machine)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpillCopy(DmaCopy):
+    """A DMA neuronx-cc inserts itself to spill an SBUF tile to HBM or reload it (CompilerModel.sbuf_spill,
+    core.machine). It moves whole tiles, one contiguous run per partition, on the compiler's own spill
+    queues (qSyncSpillReload0 in the fused-Mamba tutorial's profile), so it sustains the rate the DMAs
+    of compiled graphs do (hw graph_dma_efficiency), not the NKI-kernel dma_efficiency fitted to the
+    matmul tutorial's tile loads."""
+
+    def cost(self, chip) -> DmaCost:
+        return DmaInstruction.cost(self, graph_chip(chip))
+
+
+register_spill_copy(SpillCopy)        # compiler spills/reloads (core.machine)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -113,13 +113,13 @@ class HazardTracker:
         for t in instr.reads():
             if t is not None:
                 acc = t._hz
-                if acc is None or acc[0] is not self:
+                if acc is None or acc[0] is not self or t.storage.relocated:
                     acc = t._hz = self._access(t)
                 append(acc[1])
         for t in instr.writes():
             if t is not None:
                 acc = t._hz
-                if acc is None or acc[0] is not self:
+                if acc is None or acc[0] is not self or t.storage.relocated:
                     acc = t._hz = self._access(t)
                 append(acc[2])
         return out
