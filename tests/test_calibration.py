@@ -181,6 +181,20 @@ def test_mamba_v1_small_validation_point_is_reported():
     assert 0.5 < cal.predict_us(p) / 172.93 < 2.0
 
 
+@pytest.mark.parametrize("seq, ms", [(7168, MAMBA_V2_MS[6]), (8192, MAMBA_V2_MS[7])])
+def test_mamba_v2_rows_that_spill_are_within_the_validation_bound(seq, ms):
+    # validation rows (not fitted) whose SBUF spill dominated their error (+31% / +75% before the spill model
+    # of session 6); 2 of the 32 independent, identical channel tiles, scaled: issue 9 bounds validation
+    # errors by 30%
+    import warnings
+    p = _point(f"mamba_v2_seq{seq}_c4096")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = cal.predict_run(p, shape=(seq, 256))
+    assert run.machine.stats.spill_bytes > 0
+    assert run.device_latency_s * 16 * 1e3 == pytest.approx(ms, rel=0.30)
+
+
 # --- the fitting procedure ---------------------------------------------------------------------------------
 def _fit_module():
     path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "fit_engines.py"
