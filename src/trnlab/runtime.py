@@ -94,14 +94,15 @@ def timing_model(timing: bool = True, trace: bool = False):
 def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics: bool = True,
                timing: bool = True, trace: bool = False, grid: tuple = (1,), tensor_class=Tensor,
                machine: Machine | None = None, threads: bool | None = None,
-               max_instructions: int | None = None, progress=None) -> KernelRun:
+               max_instructions: int | None = None, progress=None, stack_alloc: bool = False) -> KernelRun:
     """Run fn(*args, **kwargs) with array arguments placed in HBM; grid programs run in order on one machine.
 
     A launch whose kernel synchronises its programs (nisa.core_barrier / nisa.sendrecv; threads=None
     detects it, True forces it) runs each program in its own thread on its own Machine (trnlab.core.lnc).
     max_instructions: a run (each program of a threaded launch) issuing more raises InstructionLimitError.
     progress: None shows a status line on stderr when it is a terminal and the run takes over ~3 s;
-    True always, False never; or a callable(machine, instruction) (core.progress)."""
+    True always, False never; or a callable(machine, instruction) (core.progress).
+    stack_alloc: the kernel was decorated with nki.compiler.enable_stack_allocator (Machine stack_alloc)."""
     target = forced.get("target", target)
     numerics = forced.get("numerics", numerics)
     timing = forced.get("timing", timing)
@@ -109,7 +110,8 @@ def run_kernel(fn: Callable, args: tuple, kwargs: dict, *, target=None, numerics
     max_instructions = forced.get("max_instructions", max_instructions)
     hook = progress_hook(forced.get("progress", progress), getattr(fn, "__name__", ""))
     settings = dict(target=target, numerics=numerics, scheduler=timing_model(timing, trace),
-                    tensor_class=tensor_class, max_instructions=max_instructions, progress=hook)
+                    tensor_class=tensor_class, max_instructions=max_instructions, progress=hook,
+                    stack_alloc=bool(stack_alloc))
     try:
         with _rarer_collections():
             return _run_or_retry(fn, args, kwargs, grid, machine, threads, settings)
@@ -242,7 +244,8 @@ def _launch(fn, hargs, hkwargs, grid, m: Machine, threads):
         if threads or lnc.uses_sync(fn):
             machines = [m] + [Machine(m.chip, numerics=m.numerics, scheduler=m.scheduler_factory,
                                       tensor_class=m.tensor_class, max_instructions=m.max_instructions,
-                                      progress=m.progress, compiler=m.compiler, spill=m.sbuf.spill) for _ in range(n_programs - 1)]
+                                      progress=m.progress, compiler=m.compiler, spill=m.sbuf.spill,
+                                      stack_alloc=m.stack_alloc) for _ in range(n_programs - 1)]
             for other in machines[1:]:
                 other.launch = m.launch          # programs of one launch exchange tiles (nisa.sendrecv)
             result = lnc.run_programs(fn, hargs, hkwargs, tuple(grid), machines)

@@ -154,6 +154,8 @@ FP8_RANGE = 240.0          # float8_e4m3 (legacy) largest finite value: the kern
 MIN_DEQUANT_SCALE = 1e-6
 
 
+@nki.compiler.enable_stack_allocator            # as AWS's kernel: SBUF allocated as a stack
+@nki.compiler.skip_middle_end_transformations
 @nki.jit
 def rmsnorm_quant(hidden, gamma, eps=1e-6):
     """RMSNorm of each row of hidden [B, S, H] (bf16) times gamma [1, H], then fp8 quantisation by the

@@ -65,6 +65,16 @@ class CompilerModel:
     # (nki.compiler.Allocation, COLORING), where a result interferes only with what is live after its
     # instruction. Implemented in core.machine.Liveness.donor / core.memory.OnChipMemory.allocate(share=).
     operand_reuse: bool = True
+    # kernels decorated with nki.compiler.enable_stack_allocator ("Use stack allocator to allocate the psum
+    # and sbuf tensors in the kernel", with skip_middle_end_transformations;
+    # https://awsdocs-neuron.readthedocs-hosted.com/en/latest/nki/api/generated/nki.compiler.enable_stack_allocator.html)
+    # get SBUF addresses from a stack instead of the rotating allocator: a loop body's tiles are popped
+    # before the next iteration pushes the same sequence, so each tile takes its previous instance's
+    # address and the next iteration's load waits for this iteration's last read of those bytes (what
+    # nki.compiler.AllocationMode documents for stacked tiles). PSUM keeps its rotation (such kernels ask
+    # for PSUM buffers with ncc.multi_buffer). Implemented in core.memory (OnChipMemory stack=). Off: the
+    # decorator is ignored (multibuffer rotation as for any kernel).
+    stack_allocator: bool = True
 
     @classmethod
     def parse(cls, text: str, base: "CompilerModel | None" = None, *, source: str = "--compiler") -> "CompilerModel":
@@ -75,7 +85,7 @@ class CompilerModel:
             return replace(model, psum_zero_fold=False, multibuffer=False, engine_balance=False, sbuf_spill=False,
                            elementwise_fusion=False, multi_output_fusion=False,
                            reduction_fusion=False, pe_broadcast=False,
-                           operand_reuse=False)
+                           operand_reuse=False, stack_allocator=False)
         names = {f.name: f.type for f in fields(cls)}
         for item in filter(None, (s.strip() for s in text.split(","))):
             key, _, value = item.partition("=")

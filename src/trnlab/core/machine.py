@@ -96,7 +96,8 @@ class Machine:
                  scheduler: "Callable[[ChipSpec], Any] | None" = None, tensor_class=Tensor,
                  liveness: "Liveness | None" = None, max_instructions: int | None = None,
                  progress: "Callable[[Machine, Any], None] | None" = None, compiler: "CompilerModel | None" = None,
-                 spill: bool = False, stochastic_rounding: "int | np.random.Generator | None" = None):
+                 spill: bool = False, stochastic_rounding: "int | np.random.Generator | None" = None,
+                 stack_alloc: bool = False):
         """scheduler: a factory chip -> observer whose schedule(instr) sees every issued instruction
         (trnlab.timing.Scheduler, or functools.partial(Scheduler, trace=True)); None runs untimed.
         max_instructions: issuing more raises InstructionLimitError. progress: called with (machine,
@@ -107,7 +108,9 @@ class Machine:
         Generator rounds them stochastically (dtypes.stochastic_round_bf16), deterministic per seed: AWS's
         BF16 training mode, NEURON_RT_STOCHASTIC_ROUNDING_EN=1 (https://awsdocs-neuron.readthedocs-hosted.com/
         en/latest/about-neuron/appnotes/torch-neuronx/migration-from-xla-downcast-bf16.html). Other roundings
-        are unchanged."""
+        are unchanged.
+        stack_alloc: the kernel asks for stack allocation (nki.compiler.enable_stack_allocator); SBUF is
+        allocated as a stack when the compiler model's stack_allocator honours it."""
         if not precise_fp():
             raise NotImplementedError(
                 "NKI_PRECISE_FP=0 (AWS's fp32-everywhere simulator mode) is not modelled by trnlab, which "
@@ -116,9 +119,11 @@ class Machine:
         self.compiler = compiler if compiler is not None else current_compiler()
         model = self.compiler
         depth = model.multibuffer_depth if model.multibuffer else 1
+        self.stack_alloc = stack_alloc
+        stack = stack_alloc and model.stack_allocator
         self.sbuf = OnChipMemory(partitions=chip.partitions, bytes_per_partition=chip.sbuf_bytes_per_partition,
-                                 target=chip.name, rotate=depth,
-                                 spill=spill and model.sbuf_spill)
+                                 target=chip.name, rotate=1 if stack else depth,
+                                 spill=spill and model.sbuf_spill, stack=stack)
         self.psum = PsumMemory(partitions=chip.partitions, banks=chip.psum_banks,
                                bank_bytes=chip.psum_bank_bytes, target=chip.name, rotate=depth)
         self._tiles: dict = {}           # SBUF alloc uid -> (weakref to its Storage, dtype), when spilling

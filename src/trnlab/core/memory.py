@@ -76,9 +76,11 @@ class OnChipMemory:
     kind = "sbuf"
 
     def __init__(self, *, partitions: int, bytes_per_partition: int, target: str, rotate: int = 1,
-                 spill: bool = False):
+                 spill: bool = False, stack: bool = False):
         """rotate: multi-buffering depth (1: plain first fit). spill: over-capacity compiler-allocated
-        tiles evict others (spill_victims) instead of raising, unless the kernel places tiles itself."""
+        tiles evict others (spill_victims) instead of raising, unless the kernel places tiles itself.
+        stack: stack allocation (CompilerModel.stack_allocator; no rotation): an allocation site's
+        previous instance is dead when the site runs again and the new tile takes its address."""
         self.partitions = partitions
         self.capacity = bytes_per_partition
         self.target = target
@@ -93,6 +95,8 @@ class OnChipMemory:
         self.spilled: dict[int, Allocation] = {}  # evicted tiles, by uid
         self.pending_spills: list[Allocation] = []   # evicted by an allocation; Machine issues their DMA
         self.explicit_seen = False
+        self.stack = stack
+        self._stack_at: dict[str, int] = {}      # stack: site -> byte offset its latest instance got
         # alloc -> instructions from now until its next use, None when never used again; set by
         # Machine from a probe run (cost-aware furthest-next-use victims); None: least recently used
         self.next_use = None
@@ -147,6 +151,8 @@ class OnChipMemory:
             if self.rotate > 1:                # recent bytes of its site, as if placed (multi-buffering)
                 self._remember(loc, share.b0, nbytes)
             return alloc
+        if self.stack and address is None:
+            self._reclaim_previous_instance(loc, p0, p1, lambda: True)
         used = self.used_in(p0, p1)
         if used + nbytes > self.capacity and self._reclaim_previous_instance(
                 loc, p0, p1, lambda: self.used_in(p0, p1) + nbytes <= self.capacity):
@@ -170,7 +176,10 @@ class OnChipMemory:
     def _place(self, loc: str, p0: int, p1: int, nbytes: int) -> int:
         """First fit away from the bytes recent tiles had, when that fits: first away from the last
         rotate-1 instances of every site (a ring: loads of the next iteration then wait for no recent
-        reader), else away from as many of this site's own latest instances as fit, else first fit."""
+        reader), else away from as many of this site's own latest instances as fit, else first fit.
+        Stack allocation: the address the site's previous instance had, when free, else first fit."""
+        if self.stack:
+            return self._stack_place(loc, p0, p1, nbytes)
         if self.rotate <= 1:
             return self._first_fit(p0, p1, nbytes)
         recent = self._recent.get(loc) or ()
@@ -185,6 +194,16 @@ class OnChipMemory:
             else:
                 b0 = self._first_fit(p0, p1, nbytes)
         self._remember(loc, b0, nbytes)
+        return b0
+
+    def _stack_place(self, loc: str, p0: int, p1: int, nbytes: int) -> int:
+        """A stack pops an iteration's tiles before the next iteration pushes the same sequence, so each
+        site's tile lands where its previous instance was (when those bytes are free and fit)."""
+        b0 = self._stack_at.get(loc)
+        if b0 is None or b0 + nbytes > self.capacity or any(
+                a.p0 < p1 and p0 < a.p1 and a.b0 < b0 + nbytes and b0 < a.b0 + a.nbytes for a in self.live.values()):
+            b0 = self._first_fit(p0, p1, nbytes)
+        self._stack_at[loc] = b0
         return b0
 
     def _remember(self, loc: str, b0: int, nbytes: int) -> None:

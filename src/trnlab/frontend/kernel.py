@@ -41,7 +41,8 @@ class Kernel:
         run = run_kernel(self.fn, args, kwargs, target=target or opts.get("target"),
                          numerics=numerics, timing=timing, trace=trace, grid=self.grid,
                          tensor_class=self.tensor_class, threads=opts.get("lnc_threads"),
-                         max_instructions=max_instructions, progress=progress)
+                         max_instructions=max_instructions, progress=progress,
+                         stack_alloc=opts.get("stack_allocator", False))
         self.last_run = run
         return run
 

@@ -193,7 +193,7 @@ TRN2 = ChipSpec(
     vector_bf16_speedup=2.0,                       # ARCH v3: 512 BF16/FP16 elements/cycle vs 256 others
     # [fitted: the four rmsnorm_quant Target Latencies, trn2 LNC=2, nki-samples@1ee7f1d
     # doc/nki_samples.reference.rmsnorm_quant.rst] by benchmarks/fit_engines.py (docs/calibration.md)
-    vector_two_input_cycles=2.25,                  # ISA value 2
+    vector_two_input_cycles=1.375,                 # ISA value 2
     kernel_launch_s=10.4e-6,                       # at its upper limit from the nki-samples bounds
     dma_queue_bytes_per_s=23e9,                    # DMAG: TRN2 23 B/ns per engine
     hbm_bytes=96 * GiB, hbm_bytes_per_s=2.9e12,    # RTD trainium2.html: 96 GiB, 2.9 TB/s per chip

@@ -58,14 +58,17 @@ def jit(func=None, mode: str = "auto", **options):
     """@nki.jit / @nki.jit(mode=...): every mode runs on the simulator; mode='benchmark' also
     records `kernel.benchmark_result`."""
     def wrap(f):
-        k = Beta1Kernel(f, options=_run_options(options))
+        k = Beta1Kernel(f, options=_run_options(options, f))
         return Benchmarked(k, **options) if mode == "benchmark" else k
     return wrap(func) if func is not None else wrap
 
 
-def _run_options(options: dict) -> dict:
+def _run_options(options: dict, f=None) -> dict:
     target = options.get("platform_target") or options.get("target")
-    return {"target": target} if target else {}
+    out = {"target": target} if target else {}
+    if getattr(f, "_trnlab_stack_allocator", False):     # compiler.enable_stack_allocator under @nki.jit
+        out["stack_allocator"] = True
+    return out
 
 
 def trace(func=None, **_):

@@ -2,7 +2,8 @@
 
 Allocation hints (`buffer=ncc.sbuf.mod_alloc(...)`) choose the memory; trnlab ignores the requested
 placement but keeps capacity accounting (the tile is allocated like any other). Directives that only
-steer the compiler's scheduling are accepted and have no effect on the simulation."""
+steer the compiler's scheduling are accepted and have no effect on the simulation; enable_stack_allocator
+changes how SBUF addresses are chosen (CompilerModel.stack_allocator)."""
 from __future__ import annotations
 
 import contextlib
@@ -75,8 +76,19 @@ def _passthrough_decorator(fn=None, **_):
     return fn
 
 
+def enable_stack_allocator(func=None, log_level=50):
+    """The kernel's SBUF tiles are allocated as a stack (CompilerModel.stack_allocator): marks a jitted
+    kernel (the documented order puts this decorator above @nki.jit) or a function jitted later."""
+    def mark(k):
+        if hasattr(k, "options"):
+            k.options["stack_allocator"] = True
+        else:
+            k._trnlab_stack_allocator = True
+        return k
+    return mark(func) if func is not None else mark
+
+
 skip_middle_end_transformations = _passthrough_decorator
-enable_stack_allocator = _passthrough_decorator
 force_auto_alloc = _passthrough_decorator
 
 

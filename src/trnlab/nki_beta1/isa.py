@@ -214,7 +214,7 @@ def tensor_scalar_reduce(data, op0, operand0, reduce_op, reduce_res, reverse0=Fa
     def build(dst, region, loc):
         _ops.issue(_I.TensorScalar(api="nisa.tensor_scalar_reduce", loc=loc, dst=dst, data=t, op0=_op(op0),
                                    operand0=o0, reverse0=bool(reverse0), accum_op=_op(reduce_op), accum_dst=rr))
-    return _simple("nisa.tensor_scalar_reduce", t.shape, _ops.out_dtype(dtype, t), build, mask).materialize()
+    return _simple("nisa.tensor_scalar_reduce", t.shape, _ops.out_dtype(dtype, t), build, mask, required=True)
 
 
 def scalar_tensor_tensor(data, op0, operand0, op1, operand1, reverse0=False, reverse1=False, dtype=None,
