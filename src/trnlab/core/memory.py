@@ -8,7 +8,7 @@ Tiles are freed when the kernel drops its last reference to them (Python scope =
 so a loop that allocates a tile per iteration keeps at most two generations live, as double
 buffering would. Capacity is checked on every allocation; the error lists the largest live tiles.
 
-Three neuronx-cc behaviours (trnlab.core.compiler) act here:
+Four neuronx-cc behaviours (trnlab.core.compiler) act here:
 - multi-buffering (`multibuffer`, `multibuffer_depth`): a tile's address is chosen away from the
   addresses its allocation site gave its last depth-1 instances, so the load of loop iteration i+1
   does not wait (WAR) for the compute of iteration i on the same bytes. neuronx-cc rotates the
@@ -26,6 +26,9 @@ Three neuronx-cc behaviours (trnlab.core.compiler) act here:
   issues the spill and reload DMAs (a spill only for tiles written since their last HBM copy).
 - operand reuse (`operand_reuse`): with last-use liveness, an element-wise result may take the bytes of
   an operand its instruction reads for the last time (allocate(share=); chosen by core.machine.Liveness).
+- stack allocation (`stack_allocator`, kernels decorated with nki.compiler.enable_stack_allocator): no
+  rotation; an allocation site's previous instance is freed when the site runs again and the new tile
+  takes its address (_stack_place), so the next iteration's load waits for this one's last read.
 """
 from __future__ import annotations
 
