@@ -29,13 +29,14 @@ from torch import nn
 from trnlab.errors import OptionError
 from trnlab.plan.configs import ModelSpec
 
-CACHE_VERSION = 15         # bump when the simulated graphs or their costs change (4: element-wise fusion;
+CACHE_VERSION = 16         # bump when the simulated graphs or their costs change (4: element-wise fusion;
                            # 5: GEMM transposes on the Tensor engine; 6: multi-output and reduction fusion;
                            # 7: in-graph decode changes; 8: weight-gradient time, long-sequence attention;
                            # 9: wide-row reductions unfused; 10: attention frees its tiles;
                            # 11: middle-dim reductions as slices, short outer dims off the partitions;
                            # 12: sequence-parallel gathers saved as shards; 13: streamed decode attention;
-                           # 14: graph_dma_efficiency; 15: sequence-parallel gathers free on the device)
+                           # 14: graph_dma_efficiency; 15: sequence-parallel gathers free on the device;
+                           # 16: spill model (reload addresses, victims, SpillCopy rate), trn2 Vector refit)
 
 
 @dataclass(frozen=True)
