@@ -265,15 +265,19 @@ class Machine:
         # allocation never change): the common case costs a look at two attributes per operand
         launch = self.launch
         writes = instr.writes()
-        for t in writes:
-            if t is not None and getattr(t, "_writable", None) is not True:
-                self._check_writable(instr)
-                break
-        for t in instr.reads() + writes:
-            owner = getattr(t, "_owner", None)
-            if owner is not True and owner != launch:
-                self._check_owned(instr)
-                break
+        operands = instr.reads() + writes
+        try:                            # tensors: plain attribute reads (None or another operand raises)
+            for t in writes:
+                if t._writable is not True:
+                    self._check_writable(instr)
+                    break
+            for t in operands:
+                owner = t._owner
+                if owner is not True and owner != launch:
+                    self._check_owned(instr)
+                    break
+        except AttributeError:
+            self._check_operands(instr, writes, operands, launch)
         if self.sbuf.reclaimed or self.psum.reclaimed:
             self._check_not_reclaimed(instr)
         if self.sbuf.spill:
@@ -300,6 +304,18 @@ class Machine:
         if self.liveness is not None:
             self.liveness.issued(instr, self.issued)
         self.issued += 1
+
+    def _check_operands(self, instr, writes, operands, launch) -> None:
+        """issue's operand checks where an operand is None or not a tensor."""
+        for t in writes:
+            if t is not None and getattr(t, "_writable", None) is not True:
+                self._check_writable(instr)
+                break
+        for t in operands:
+            owner = getattr(t, "_owner", None)
+            if owner is not True and owner != launch:
+                self._check_owned(instr)
+                break
 
     def _commit(self, instr) -> None:
         """Count an executed instruction and hand it to the scheduler (which may place it on another

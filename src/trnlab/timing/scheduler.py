@@ -187,7 +187,15 @@ class Scheduler:
         instructions of a GEMM are matmuls)."""
         engine = instr.engine
         if engine == _TENSOR:
-            self._add_pe(instr, memo)
+            work = memo.get("pe_work") if memo is not None else None     # _add_pe, inline
+            if work is None:
+                self.work.add_pe(self.chip, instr, memo)
+            elif work:
+                w = self.work
+                w.flops += work[0]
+                w.pe_flops += work[1]
+                w.mfu_s += work[2]
+                w.hfu_s += work[3]
         start, end, pred = self._matmul(cost, accesses)
         self.free_at[engine] = end
         self.busy[engine] += end - start
@@ -283,7 +291,11 @@ class Scheduler:
             ls_start = stat_ready
         ls_end = ls_start + cost.ls_cycles / hz
         free = self.free_at[_TENSOR]
-        start = max(free, ls_end, ready)
+        start = free                              # max(free, ls_end, ready), the first of equals
+        if ls_end > start:
+            start = ls_end
+        if ready > start:
+            start = ready
         if start == free:
             pred = self.last_on.get(_TENSOR, -1)
         elif start == ready:
@@ -295,7 +307,7 @@ class Scheduler:
         if throttle.on:
             end = start + (end - start) / throttle.speed(start, self.pe_last_end)
         else:
-            end = start + (end - start) / 1.0
+            end = start + (end - start)            # (speed 1.0: x / 1.0 is x exactly)
         self.pe_last_end = end
         self.ls_free = ls_end
         self.mm_start = start
@@ -333,7 +345,7 @@ class Scheduler:
                 i += 1
             slots.append((s, q, i, blocker))
         slots.sort()                              # (start, queue) is unique: never compares further
-        start, end, pred = None, 0.0, producer
+        start, end, pred = slots[0][0], 0.0, producer     # (the earliest piece starts first)
         queues, busy, free_at, last_on, records = self.queues, self.busy, self.free_at, self.last_on, self.records
         for (s, q, pos, blocker), share in zip(slots[:npieces], shares):
             unit, line = queues[q], lines[q]
@@ -345,7 +357,6 @@ class Scheduler:
             if e >= end:
                 end = e
                 pred = producer if s <= begin + 1e-12 or blocker < 0 else blocker
-            start = s if start is None else min(start, s)
             last_on[unit] = index
             if records is not None:
                 self._event(instr, f"dma.q{q}", s, e, 0.0, share, index)
@@ -417,12 +428,17 @@ class Scheduler:
     # --- analysis --------------------------------------------------------------------------------
     def critical_path(self) -> list[tuple[int, float]]:
         """(instruction index, seconds it added) along the chain that decides the end time, last first."""
+        return list(zip(*self.critical_steps()))
+
+    def critical_steps(self) -> tuple[list[int], list[float]]:
+        """critical_path() as two lists, the indices and the seconds each added: no object per step
+        (the path of a GEMM is as long as its instruction stream)."""
         ends, preds = self.ends, self.preds
         if not ends:
-            return []
+            return [], []
         i = ends.index(max(ends))     # (the first latest end)
-        path = []
-        append = path.append
+        indices, added = [], []
+        put_index, put_added = indices.append, added.append
         now = ends[i]                 # walking back in time: each step adds what its predecessor left
         seen = set()
         add = seen.add
@@ -435,7 +451,8 @@ class Scheduler:
                     before = now
             else:
                 before = 0.0
-            append((i, now - before))
+            put_index(i)
+            put_added(now - before)
             now = before
             i = p
-        return path
+        return indices, added
