@@ -143,12 +143,25 @@ def fast_init(*classes, positional: bool = False) -> None:
     this does not fit (post-init, default factories, non-init fields, positional fields unless
     `positional`: then every field is positional-or-keyword, as dataclasses makes them) keeps its own."""
     for cls in classes:
-        init = _slot_init(cls, positional)
-        if init is not None:
-            cls.__init__ = init
+        made = _slot_init(cls, positional)
+        if made is not None:
+            cls.__init__ = made[0]
+            if cls.__new__ is object.__new__:
+                _makers[cls] = made[1]
+
+
+# class -> its constructor function (fast_init): the same object as cls(...), built without type.__call__,
+# which in CPython 3.11 packs keyword arguments into a dict and unpacks them again for __init__.
+_makers: dict = {}
+
+
+def maker(cls):
+    """A function building cls(**fields) (hot front-end call sites): fast_init's, else the class itself."""
+    return _makers.get(cls, cls)
 
 
 def _slot_init(cls, positional: bool = False):
+    """(__init__, constructor function) setting each field through its slot, or None if cls does not fit."""
     if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
         return None
     params, body, namespace = [], [], {}
@@ -169,10 +182,13 @@ def _slot_init(cls, positional: bool = False):
         return None
     star = "" if positional else "*, "
     exec(f"def __init__(self, {star}{', '.join(params)}):\n" + "\n".join(body), namespace)
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__module__ = cls.__module__
-    return init
+    namespace["_fi_new"], namespace["_fi_cls"] = object.__new__, cls
+    exec(f"def make({star}{', '.join(params)}):\n    self = _fi_new(_fi_cls)\n" + "\n".join(body)
+         + "\n    return self", namespace)
+    init, make = namespace["__init__"], namespace["make"]
+    init.__qualname__, make.__qualname__ = f"{cls.__qualname__}.__init__", f"{cls.__qualname__}.make"
+    init.__module__ = make.__module__ = cls.__module__
+    return init, make
 
 
 def instruction_classes(namespace: dict) -> list:

@@ -142,7 +142,7 @@ class Scheduler:
         if cost is None:
             cost = instr.cost(chip)
         kind = type(cost)
-        if kind is MatmulCost and self.records is None:
+        if kind is MatmulCost:
             return self._schedule_matmul(instr, cost, memo, accesses, index)
         if kind is DmaCost:
             start, end, pred = self._dma(instr, cost, accesses, index)
@@ -157,14 +157,11 @@ class Scheduler:
             engine = instr.engine
             if engine == _TENSOR:
                 self._add_pe(instr, memo)
-            if kind is MatmulCost:
-                start, end, pred = self._matmul(cost, accesses)
+            choices = instr.engine_choices(chip) if self.balance and compiler_placed(instr) else ()
+            if len(choices) > 1:
+                engine, (start, end, pred) = self._place(instr, cost.cycles, choices, accesses)
             else:
-                choices = instr.engine_choices(chip) if self.balance and compiler_placed(instr) else ()
-                if len(choices) > 1:
-                    engine, (start, end, pred) = self._place(instr, cost.cycles, choices, accesses)
-                else:
-                    start, end, pred = self._compute(engine, cost.cycles, accesses)
+                start, end, pred = self._compute(engine, cost.cycles, accesses)
             self.free_at[engine] = end
             self.busy[engine] += end - start
             self.last_on[engine] = index
@@ -183,8 +180,9 @@ class Scheduler:
         return start, end
 
     def _schedule_matmul(self, instr, cost, memo, accesses, index) -> tuple[float, float]:
-        """schedule() of a matmul, untraced: its branch of the general path, written out (most
-        instructions of a GEMM are matmuls)."""
+        """schedule() of a matmul (most instructions of a GEMM), written out: LoadStationary (LS) then
+        MultiplyMoving (MM). LS of this matmul overlaps the previous MM (background LS, ARCH v2), so
+        back-to-back matmuls cost max(LS, MM) each."""
         engine = instr.engine
         if engine == _TENSOR:
             work = memo.get("pe_work") if memo is not None else None     # _add_pe, inline
@@ -196,67 +194,6 @@ class Scheduler:
                 w.pe_flops += work[1]
                 w.mfu_s += work[2]
                 w.hfu_s += work[3]
-        start, end, pred = self._matmul(cost, accesses)
-        self.free_at[engine] = end
-        self.busy[engine] += end - start
-        self.last_on[engine] = index
-        avail = end + self.latency[engine]
-        self.placed = engine
-        self.hazards.record_all(accesses, avail, engine, index)
-        if end > self.end:
-            self.end = end
-        if end > self.compute_end:
-            self.compute_end = end
-        self.ends.append(avail)
-        self.preds.append(pred)
-        self.sites.append((instr.opcode, instr.api, instr.loc))
-        return start, end
-
-    def _add_pe(self, instr, memo) -> None:
-        """Work.add_pe, reading a memoised work from the facts memo when there is one."""
-        work = memo.get("pe_work") if memo is not None else None
-        if work is None:
-            self.work.add_pe(self.chip, instr, memo)
-        elif work:
-            w = self.work
-            w.flops += work[0]
-            w.pe_flops += work[1]
-            w.mfu_s += work[2]
-            w.hfu_s += work[3]
-
-    def _compute(self, engine, cycles, accesses):
-        free = self.free_at[engine]
-        ready, producer = self._ready(accesses, engine)
-        start = max(free, ready)
-        pred = producer if ready > free else self.last_on.get(engine, -1)
-        end = start + cycles / self.hz[engine]
-        if engine == _TENSOR:
-            end = self._pe_throttled(start, end)
-        return start, end, pred
-
-    def _place(self, instr, issued_cycles, choices, accesses):
-        """engine_balance: run a compiler-placed op on the eligible engine where it finishes first, each
-        engine charged the ISA cost formula at its own clock; ties go to the earlier engine of
-        `choices` (Vector first). Only engines whose numerics equal the issued engine's are offered
-        (Instruction.engine_choices), so the values never depend on this choice."""
-        best = None
-        for engine in choices:
-            cycles = (issued_cycles if engine == instr.engine     # (the caller's cost of the issued engine)
-                      else replace(instr, engine=engine).cost(self.chip).cycles)
-            timing = self._compute(engine, cycles, accesses)
-            if best is None or timing[1] < best[1][1]:
-                best = (engine, timing)
-        return best
-
-    def _pe_throttled(self, start: float, end: float) -> float:
-        speed = self.throttle.speed(start, self.pe_last_end)
-        end = start + (end - start) / speed
-        self.pe_last_end = end
-        return end
-
-    def _matmul(self, cost, accesses):
-        """LoadStationary (LS) then MultiplyMoving (MM). LS of this matmul overlaps the previous MM
-        (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
         hz = self.pe_hz
         # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM
         # HazardTracker.ready_first_rest, inline; the stationary is a read, and in the common case one
@@ -311,7 +248,64 @@ class Scheduler:
         self.pe_last_end = end
         self.ls_free = ls_end
         self.mm_start = start
+        self.free_at[engine] = end
+        self.busy[engine] += end - start
+        self.last_on[engine] = index
+        avail = end + self.latency[engine]
+        self.placed = engine
+        if self.records is not None:
+            self._event(instr, str(engine), start, end, instr.flops(), instr.dma_bytes(), index)
+        self.hazards.record_all(accesses, avail, engine, index)
+        if end > self.end:
+            self.end = end
+        if end > self.compute_end:
+            self.compute_end = end
+        self.ends.append(avail)
+        self.preds.append(pred)
+        self.sites.append((instr.opcode, instr.api, instr.loc))
+        return start, end
+
+    def _add_pe(self, instr, memo) -> None:
+        """Work.add_pe, reading a memoised work from the facts memo when there is one."""
+        work = memo.get("pe_work") if memo is not None else None
+        if work is None:
+            self.work.add_pe(self.chip, instr, memo)
+        elif work:
+            w = self.work
+            w.flops += work[0]
+            w.pe_flops += work[1]
+            w.mfu_s += work[2]
+            w.hfu_s += work[3]
+
+    def _compute(self, engine, cycles, accesses):
+        free = self.free_at[engine]
+        ready, producer = self._ready(accesses, engine)
+        start = max(free, ready)
+        pred = producer if ready > free else self.last_on.get(engine, -1)
+        end = start + cycles / self.hz[engine]
+        if engine == _TENSOR:
+            end = self._pe_throttled(start, end)
         return start, end, pred
+
+    def _place(self, instr, issued_cycles, choices, accesses):
+        """engine_balance: run a compiler-placed op on the eligible engine where it finishes first, each
+        engine charged the ISA cost formula at its own clock; ties go to the earlier engine of
+        `choices` (Vector first). Only engines whose numerics equal the issued engine's are offered
+        (Instruction.engine_choices), so the values never depend on this choice."""
+        best = None
+        for engine in choices:
+            cycles = (issued_cycles if engine == instr.engine     # (the caller's cost of the issued engine)
+                      else replace(instr, engine=engine).cost(self.chip).cycles)
+            timing = self._compute(engine, cycles, accesses)
+            if best is None or timing[1] < best[1][1]:
+                best = (engine, timing)
+        return best
+
+    def _pe_throttled(self, start: float, end: float) -> float:
+        speed = self.throttle.speed(start, self.pe_last_end)
+        end = start + (end - start) / speed
+        self.pe_last_end = end
+        return end
 
     def _dma(self, instr, cost, accesses, index):
         """Spread the transfer over the queues (ARCH v2: 16 transfers x 8 partitions); each piece
@@ -350,10 +344,23 @@ class Scheduler:
         for (s, q, pos, blocker), share in zip(slots[:npieces], shares):
             unit, line = queues[q], lines[q]
             d = share / rate
-            line.book(s, d, pos, index)
             e = s + d
+            starts, ends, owners = line.starts, line.ends, line.owners      # Timeline.book(s, d, pos, index), inline
+            join_prev = pos > 0 and ends[pos - 1] >= s - _EPS
+            join_next = pos < len(starts) and starts[pos] <= e + _EPS
+            if join_prev and join_next:
+                ends[pos - 1], owners[pos - 1] = ends[pos], owners[pos]
+                del starts[pos], ends[pos], owners[pos]
+            elif join_prev:
+                ends[pos - 1], owners[pos - 1] = e, index
+            elif join_next:
+                starts[pos] = s
+            else:
+                starts.insert(pos, s)
+                ends.insert(pos, e)
+                owners.insert(pos, index)
             busy[unit] += d
-            free_at[unit] = line.ends[-1]         # (Timeline.free_at: it has just booked)
+            free_at[unit] = ends[-1]              # (Timeline.free_at: it has just booked)
             if e >= end:
                 end = e
                 pred = producer if s <= begin + 1e-12 or blocker < 0 else blocker
