@@ -70,18 +70,15 @@ class NkiTensor(Tensor):
         template = _TEMPLATES.get(tkey)
         if template is not None:
             norm, delta, layout, rel = template
-            view = self._view(self.array[norm])
-            view._offset = offset + delta
-            view._layout = layout
             writable = self._writable       # (a basic-indexing view is writable iff its base is)
             if writable is None:
                 writable = self._writable = self.array.flags.writeable
-            view._writable = writable
+            region = None
             if rel is not None:             # on chip: the box is the allocation's corner + rel
                 alloc = self.storage.alloc
                 p0, b0 = alloc.p0, alloc.b0
-                view._region = (p0 + rel[0], p0 + rel[1], b0 + rel[2], b0 + rel[3])
-            return view
+                region = (p0 + rel[0], p0 + rel[1], b0 + rel[2], b0 + rel[3])
+            return self._known_view(self.array[norm], offset + delta, layout, writable, region)
         norm, delta = self._check_key(self._resolve_key(key), "indexing", None)
         view = self._view(self.array[norm])
         if type(view.array) is np.ndarray:
