@@ -68,6 +68,7 @@ def _sr_generator(seed) -> "np.random.Generator | None":
 
 
 _LAZY_MIN_BYTES = 1 << 20         # below this, np.zeros is as fast (measured: 3 us for 256 KiB)
+_ZERO_ARRAYS_MAX = 1 << 12        # tile shapes whose zero-page view a machine keeps (Machine._zero_view)
 
 
 def _lazy_zeros(shape: tuple, storage) -> np.ndarray:
@@ -156,6 +157,7 @@ class Machine:
             self.scheduler.balance = self.compiler.engine_balance
         self._pending_zero: dict = {}    # storage uid -> its deferred nl.zeros memset (psum_zero_fold)
         self._zeros = None               # the zero pages timing-only on-chip tiles view (_blank)
+        self._zero_arrays: dict = {}     # (shape, id(storage dtype)) -> (dtype, the view of _zeros)
 
     # --- allocation -----------------------------------------------------------------------------
     def hbm_tensor(self, array: np.ndarray, name: str, *, dtype=None, initialized: bool = True) -> Tensor:
@@ -196,11 +198,22 @@ class Machine:
         return np.full(shape, bits, dtype=bits.dtype).view(storage)
 
     def _zero_view(self, shape: tuple, storage) -> np.ndarray:
+        """The view of the zero pages for a tile of this shape and storage dtype: one array object per
+        shape, shared by its tiles (as the pages are; front ends then reuse their cuts, NkiTensor)."""
+        key = (shape, id(storage))
+        known = self._zero_arrays.get(key)
+        if known is not None and known[0] is storage:
+            return known[1]
         nbytes = math.prod(shape) * storage.itemsize
         zeros = self._zeros
         if zeros is None or len(zeros) < nbytes:       # (older tiles keep the smaller block alive)
             zeros = self._zeros = mmap.mmap(-1, max(nbytes, _LAZY_MIN_BYTES))
-        return np.ndarray(shape, dtype=storage, buffer=zeros)
+            self._zero_arrays = {}
+        arr = np.ndarray(shape, dtype=storage, buffer=zeros)
+        if len(self._zero_arrays) >= _ZERO_ARRAYS_MAX:
+            self._zero_arrays.clear()
+        self._zero_arrays[key] = (storage, arr)
+        return arr
 
     def new_hbm(self, shape, dtype, name: str, *, api: str = "nl.ndarray") -> Tensor:
         loc = user_location()
