@@ -28,6 +28,9 @@ class matmul_perf_mode(enum.Enum):
     double_row_gen3 = "double_row"
 
 
+_PM_NONE = matmul_perf_mode.none       # (nc_matmul's default: its name without the _name lookup)
+
+
 def get_nc_version() -> nc_version:
     from trnlab.core.machine import has_current
     from trnlab.hw import get_chip
@@ -155,7 +158,8 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
               is_transpose=False, accumulate=None, tile_position=(), tile_size=(),
               perf_mode=matmul_perf_mode.none, name=None):
     _issue(_MatMul(api="nisa.nc_matmul", loc=_loc(), dst=dst, stationary=stationary, moving=moving,
-                     accumulate=accumulate, perf_mode=_name(perf_mode), is_transpose=bool(is_transpose),
+                     accumulate=accumulate, perf_mode="none" if perf_mode is _PM_NONE else _name(perf_mode),
+                     is_transpose=bool(is_transpose),
                      tile_position=tuple(tile_position) if tile_position else (),
                      tile_size=tuple(tile_size) if tile_size else (),
                      onezero=bool(is_stationary_onezero or is_moving_onezero)))

@@ -28,7 +28,7 @@ class NkiTensor(Tensor):
 
     # --- indexing -----------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
-        if not isinstance(key, tuple):
+        if type(key) is not tuple and not isinstance(key, tuple):
             key = (key,)
         # A kernel cuts the same tiles out of a buffer many times (each rhs tile once per lhsT tile): a
         # key of plain ints and int-bounded slices gets the view made the first time (views never change;

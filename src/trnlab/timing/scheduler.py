@@ -133,7 +133,20 @@ class Scheduler:
         index = self.count
         self.count = index + 1
         chip = self.chip
-        accesses = self.hazards.accesses(instr)
+        hazards = self.hazards            # hazards.accesses(instr), inline (hot: every instruction)
+        accesses = []
+        for t in instr.reads():
+            if t is not None:
+                acc = t._hz
+                if acc is None or acc[0] is not hazards:
+                    acc = t._hz = hazards._access(t)
+                accesses.append(acc[1])
+        for t in instr.writes():
+            if t is not None:
+                acc = t._hz
+                if acc is None or acc[0] is not hazards:
+                    acc = t._hz = hazards._access(t)
+                accesses.append(acc[2])
         # the memo of the instruction's validated facts (isa.base.same_facts): a memoised cost is read
         # from it directly, and the PE work (metrics.Work.add_pe) is kept there (facts_memo, inline)
         last = _base._last
