@@ -218,12 +218,12 @@ def _plain(v) -> bool:
     return t in _PLAIN or (t is tuple and all(_plain(x) for x in v))
 
 
-def _keyer(types: tuple, names: tuple = ()):
-    """The key function of a class's attribute-type signature, written out for it (hot: every
-    instruction): (a token of the class and signature, the values with tensors as their layout), or
-    None when a tuple attribute holds something not plain; False: the types are not memoisable.
-    With the attribute `names`, also the guarded form (the same key read from the instruction, _MISS
-    if an attribute's type is not the signature's): returns (keyer, guarded)."""
+def _keyer(types: tuple, names: tuple):
+    """The key functions of a class's attribute-type signature, written out for it (hot: every
+    instruction): keyer(values) and guarded(instruction) give (a token of the class and signature, the
+    values with tensors as their layout), or None when a tuple attribute holds something not plain;
+    guarded reads the attributes `names` itself and gives _MISS if one's type is not the signature's.
+    (False, None): the types are not memoisable."""
     parts, checks, reads = ["_token"], [], []
     for i, t in enumerate(types):
         if issubclass(t, Tensor):
@@ -235,16 +235,13 @@ def _keyer(types: tuple, names: tuple = ()):
         elif t in _PLAIN:
             parts.append(f"v{i}")
         else:
-            return (False, None) if names else False
-        reads.append(f"    v{i} = ins.{names[i]}\n    if type(v{i}) is not _T{i}:\n        return _MISS"
-                     if names else "")
+            return False, None
+        reads.append(f"    v{i} = ins.{names[i]}\n    if type(v{i}) is not _T{i}:\n        return _MISS")
     body = "\n".join(checks) + f"\n    return ({', '.join(parts)},)"
     unpack = f"    {', '.join(f'v{i}' for i in range(len(types)))}{',' if len(types) == 1 else ''} = v\n"
     namespace = {"_plain": _plain, "_token": object(), "_MISS": _MISS,
                  **{f"_T{i}": t for i, t in enumerate(types)}}
     exec(f"def keyer(v):\n{unpack}{body}", namespace)
-    if not names:
-        return namespace["keyer"]
     exec("def guarded(ins):\n" + "\n".join(reads) + f"\n{body}", namespace)
     return namespace["keyer"], namespace["guarded"]
 
