@@ -197,16 +197,27 @@ def activation_reduce(dst, op, data, reduce_op, reduce_res, bias=None, scale=1.0
 
 # --- vector engine: elementwise -------------------------------------------------------------------------
 _INT32S = (_dt.int32, _dt.uint32)
+_ENGINE_UNKNOWN = engine.unknown
+_INT32_LIKE: dict = {}      # id(dtype) -> (dtype, dtype in _INT32S): numpy's dtype == is slow (hot)
+
+
+def _int32_like(dtype) -> bool:
+    known = _INT32_LIKE.get(id(dtype))
+    if known is None or known[0] is not dtype:
+        if len(_INT32_LIKE) >= 256:
+            _INT32_LIKE.clear()
+        known = _INT32_LIKE[id(dtype)] = (dtype, dtype in _INT32S)
+    return known[1]
 
 
 def _tensor_tensor_engine(engine_arg, op, tiles) -> _Engine:
     """engine=unknown: power runs on GpSimd; all-int32/uint32 operands go to GpSimd unless one is in PSUM."""
-    if _name(engine_arg) != "unknown":
+    if engine_arg is not _ENGINE_UNKNOWN and _name(engine_arg) != "unknown":
         return _engine(engine_arg, _Engine.VECTOR)
     if op in ("power", "pow"):
         return _Engine.GPSIMD
     for t in tiles:                     # (a loop, not all(): hot for every tensor_tensor)
-        if t.dtype not in _INT32S:
+        if not _int32_like(t.dtype):
             return _Engine.VECTOR
     return _Engine.GPSIMD if not any(t.buffer == _PSUM for t in tiles) else _Engine.VECTOR
 
