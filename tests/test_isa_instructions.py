@@ -59,3 +59,35 @@ def test_validation_remembered_per_layout_never_hides_a_failing_one():
     with pytest.raises(MatmulLimitError, match=r"crosses"):        # a layout that failed is never remembered
         MatMul(api="nisa.nc_matmul", loc="k.py:6", dst=acc.index((slice(None), slice(256, 768))),
                stationary=s, moving=mv).validate(m.chip)
+
+
+def test_constructor_functions_build_the_same_instruction_as_the_class():
+    """isa.base.maker: every class fast_init gave a constructor function builds an object of exactly that
+    class holding exactly the given field values (the front end builds its hot instructions with them)."""
+    import dataclasses
+
+    from trnlab.isa import base
+    from trnlab.isa.instructions import MatMul
+    assert base._makers and base.maker(MatMul) is not MatMul
+    for cls, make in base._makers.items():
+        names = [f.name for f in dataclasses.fields(cls)]
+        values = {n: object() for n in names}
+        positional = not any(f.kw_only for f in dataclasses.fields(cls))
+        made = make(*values.values()) if positional else make(**values)
+        assert type(made) is cls
+        assert all(getattr(made, n) is values[n] for n in names), cls
+
+
+def test_validation_key_tells_attribute_types_apart():
+    """validate_once's key of the same values with another attribute type (accumulate=1 after accumulate=True:
+    equal in Python) is another key: a pass is never reused for a differently typed instruction."""
+    from trnlab.isa import MatMul, base
+    m = Machine("trn2")
+    st, mv = _tile(m, (128, 128), "k.py:1", "st"), _tile(m, (128, 512), "k.py:2", "mv")
+    dst = m.new_onchip("psum", (128, 512), np.float32, "acc", api="test", loc="k.py:3")
+
+    def key(accumulate):
+        return base._facts(MatMul(api="nisa.nc_matmul", loc="k.py:4", dst=dst, stationary=st, moving=mv,
+                                  accumulate=accumulate))
+    first = key(True)
+    assert key(True) == first and key(1) != first and key(True) == first

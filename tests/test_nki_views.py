@@ -183,3 +183,31 @@ def test_repeated_tile_key_reuses_its_view_and_lookalike_keys_do_not():
     a = rand(4, 8)
     np.testing.assert_array_equal(nki.simulate(k)(a), a[0:2, 1:5])
     assert seen == {"same": True, "other": False}
+
+
+def test_timing_only_tile_instances_reuse_cuts_with_their_own_addresses():
+    """Timing-only tiles of one shape share the zero pages' array, and the second instance of a loop's tile
+    reuses the first one's cut (NkiTensor templates): each view still has its own tile's box, byte offset
+    and layout, as indexing from scratch (Tensor.index) finds them."""
+    import trnlab
+    seen = []
+
+    @nki.jit
+    def k(src):
+        keep = []
+        for i in range(3):
+            t = nl.ndarray((128, 4, 256), dtype=nl.float32, buffer=nl.sbuf)
+            keep.append(t)                                   # all live: three addresses
+            for key in ((slice(None), 2, slice(128, 192)), (slice(0, 64), 1, slice(None))):
+                v, ref = t[key], t.index(key)
+                seen.append((t.array, v.array, v.region(), ref.region(), v.byte_offset(), ref.byte_offset(),
+                             v.shape, ref.shape, v.array.strides, ref.array.strides, v.layout() is ref.layout()))
+        out = nl.ndarray((128, 64), dtype=nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=keep[-1][:, 2, 128:192])
+        return out
+    trnlab.benchmark(k, target="trn2", numerics=False)(np.zeros((128, 64), np.float32))
+    assert seen[0][0] is seen[2][0] is seen[4][0]            # one shared zero-page array
+    assert seen[2][1] is seen[0][1]                          # the second instance reused the first cut
+    assert len({s[2] for s in seen[::2]}) == 3               # three boxes
+    for (_, _, region, ref_region, off, ref_off, shape, ref_shape, strides, ref_strides, same_layout) in seen:
+        assert (region, off, shape, strides) == (ref_region, ref_off, ref_shape, ref_strides) and same_layout

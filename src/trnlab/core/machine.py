@@ -68,6 +68,7 @@ def _sr_generator(seed) -> "np.random.Generator | None":
 
 
 _LAZY_MIN_BYTES = 1 << 20         # below this, np.zeros is as fast (measured: 3 us for 256 KiB)
+_ZERO_ARRAYS_MAX = 1 << 12        # tile shapes whose zero-page view a machine keeps (Machine._zero_view)
 
 
 def _lazy_zeros(shape: tuple, storage) -> np.ndarray:
@@ -161,6 +162,7 @@ class Machine:
             self.scheduler.balance = self.compiler.engine_balance
         self._pending_zero: dict = {}    # storage uid -> its deferred nl.zeros memset (psum_zero_fold)
         self._zeros = None               # the zero pages timing-only on-chip tiles view (_blank)
+        self._zero_arrays: dict = {}     # (shape, id(storage dtype)) -> (dtype, the view of _zeros)
 
     # --- allocation -----------------------------------------------------------------------------
     def hbm_tensor(self, array: np.ndarray, name: str, *, dtype=None, initialized: bool = True) -> Tensor:
@@ -201,11 +203,22 @@ class Machine:
         return np.full(shape, bits, dtype=bits.dtype).view(storage)
 
     def _zero_view(self, shape: tuple, storage) -> np.ndarray:
+        """The view of the zero pages for a tile of this shape and storage dtype: one array object per
+        shape, shared by its tiles (as the pages are; front ends then reuse their cuts, NkiTensor)."""
+        key = (shape, id(storage))
+        known = self._zero_arrays.get(key)
+        if known is not None and known[0] is storage:
+            return known[1]
         nbytes = math.prod(shape) * storage.itemsize
         zeros = self._zeros
         if zeros is None or len(zeros) < nbytes:       # (older tiles keep the smaller block alive)
             zeros = self._zeros = mmap.mmap(-1, max(nbytes, _LAZY_MIN_BYTES))
-        return np.ndarray(shape, dtype=storage, buffer=zeros)
+            self._zero_arrays = {}
+        arr = np.ndarray(shape, dtype=storage, buffer=zeros)
+        if len(self._zero_arrays) >= _ZERO_ARRAYS_MAX:
+            self._zero_arrays.clear()
+        self._zero_arrays[key] = (storage, arr)
+        return arr
 
     def new_hbm(self, shape, dtype, name: str, *, api: str = "nl.ndarray") -> Tensor:
         loc = user_location()
@@ -270,15 +283,19 @@ class Machine:
         # allocation never change): the common case costs a look at two attributes per operand
         launch = self.launch
         writes = instr.writes()
-        for t in writes:
-            if t is not None and getattr(t, "_writable", None) is not True:
-                self._check_writable(instr)
-                break
-        for t in instr.reads() + writes:
-            owner = getattr(t, "_owner", None)
-            if owner is not True and owner != launch:
-                self._check_owned(instr)
-                break
+        operands = instr.reads() + writes
+        try:                            # tensors: plain attribute reads (None or another operand raises)
+            for t in writes:
+                if t._writable is not True:
+                    self._check_writable(instr)
+                    break
+            for t in operands:
+                owner = t._owner
+                if owner is not True and owner != launch:
+                    self._check_owned(instr)
+                    break
+        except AttributeError:
+            self._check_operands(instr, writes, operands, launch)
         if self.sbuf.reclaimed or self.psum.reclaimed:
             self._check_not_reclaimed(instr)
         if self.sbuf.spill:
@@ -298,13 +315,34 @@ class Machine:
                 raise SimulationError(f"{instr.api}: {type(exc).__name__}: {exc}. At {instr.loc}") from exc
         if instr.api == "nl.zeros" and self._defers_zero(instr):
             self._pending_zero[instr.dst.storage.uid] = instr
-        else:
-            self._commit(instr)
+        else:                           # _commit(instr), inline (hot: every instruction)
+            stats = self.stats
+            stats.instructions[instr.opcode] += 1
+            stats.flops += instr.flops()
+            stats.dma_bytes += instr.dma_bytes()
+            engine = instr.engine
+            scheduler = self.scheduler
+            if scheduler is not None:
+                scheduler.schedule(instr)
+                engine = getattr(scheduler, "placed", None) or engine
+            stats.by_engine[engine] += 1
         # numbered in program order whether or not it was deferred: Liveness compares these numbers with
         # those of its untimed probe run, which never defers
         if self.liveness is not None:
             self.liveness.issued(instr, self.issued)
         self.issued += 1
+
+    def _check_operands(self, instr, writes, operands, launch) -> None:
+        """issue's operand checks where an operand is None or not a tensor."""
+        for t in writes:
+            if t is not None and getattr(t, "_writable", None) is not True:
+                self._check_writable(instr)
+                break
+        for t in operands:
+            owner = getattr(t, "_owner", None)
+            if owner is not True and owner != launch:
+                self._check_owned(instr)
+                break
 
     def _commit(self, instr) -> None:
         """Count an executed instruction and hand it to the scheduler (which may place it on another

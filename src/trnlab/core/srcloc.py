@@ -36,17 +36,25 @@ def _add_code(code) -> tuple:
     return info
 
 
+_skip_hint = None            # the machinery code last walked past (hot: the front end's API wrapper)
+
+
 def user_location(depth: int = 2) -> str:
     """'file:line' of the innermost frame that is not trnlab machinery ('<unknown>' if none)."""
+    global _skip_hint
     frame = sys._getframe(depth)
     while frame is not None:
         code = frame.f_code
+        if code is _skip_hint:
+            frame = frame.f_back
+            continue
         code, skipped, lines = _CODES.get(id(code)) or _add_code(code)
         if not skipped:
             loc = lines.get(frame.f_lasti)
             if loc is None:
                 loc = lines[frame.f_lasti] = f"{code.co_filename}:{frame.f_lineno}"
             return loc
+        _skip_hint = code
         frame = frame.f_back
     return "<unknown>"
 

@@ -427,6 +427,40 @@ class Tensor:
     def _view(self, array: np.ndarray, dtype=None) -> "Tensor":
         return type(self)(self.storage, array, self.dtype if dtype is None else dtype, self.name)
 
+    def _known_view(self, array: np.ndarray, offset: int, layout, writable, region) -> "Tensor":
+        """_view(array) with its byte offset, layout, writability and region (None: not known) already
+        known (a front end's cached view geometry): the same attributes, set once, without the class
+        call (hot: a view per tile cut). A subclass with its own __init__ gets _view and the setting."""
+        cls = type(self)
+        if cls.__init__ is not _TENSOR_INIT:
+            view = self._view(array)
+            view._offset, view._layout, view._writable = offset, layout, writable
+            if region is not None:
+                view._region = region
+            return view
+        view = _new_object(cls)
+        storage = view.storage = self.storage
+        view.array = array
+        view.dtype = self.dtype
+        name = self.name
+        view.name = name if name is not None else storage.name
+        view._region = region
+        view._offset = offset
+        view._layout = layout
+        view._views = None
+        view._hz = None
+        alloc = storage.alloc
+        view._owner = True if alloc is None else alloc.launch
+        view._writable = writable
+        view.shape = shape = array.shape
+        free = _FREE_SIZES.get(shape)
+        if free is None:
+            if len(_FREE_SIZES) >= _LAYOUTS_MAX:
+                _FREE_SIZES.clear()
+            free = _FREE_SIZES[shape] = math.prod(shape[1:])
+        view.free_size = free
+        return view
+
     def index(self, key, *, api: str = "indexing", loc: str | None = "") -> "Tensor":
         """Basic indexing (ints, slices, Ellipsis, None) with bounds checks; numpy would silently clip.
         loc=None: find the kernel line only when a check fails (indexing is hot; lookups are not free)."""
@@ -558,3 +592,7 @@ class Tensor:
             raise OutOfBoundsError(f"ap: access pattern {pattern} offset {offset} reaches elements [{lo}, {hi}] "
                                    f"outside {self.storage.name} ({total} elements). At {_here()}")
         return self._view(as_strided(flat[offset:], shape=shape, strides=tuple(s * k for s in strides)))
+
+
+_TENSOR_INIT = Tensor.__init__      # (Tensor._known_view builds a view of a class that keeps it)
+_new_object = object.__new__

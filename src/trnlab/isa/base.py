@@ -143,12 +143,25 @@ def fast_init(*classes, positional: bool = False) -> None:
     this does not fit (post-init, default factories, non-init fields, positional fields unless
     `positional`: then every field is positional-or-keyword, as dataclasses makes them) keeps its own."""
     for cls in classes:
-        init = _slot_init(cls, positional)
-        if init is not None:
-            cls.__init__ = init
+        made = _slot_init(cls, positional)
+        if made is not None:
+            cls.__init__ = made[0]
+            if cls.__new__ is object.__new__:
+                _makers[cls] = made[1]
+
+
+# class -> its constructor function (fast_init): the same object as cls(...), built without type.__call__,
+# which in CPython 3.11 packs keyword arguments into a dict and unpacks them again for __init__.
+_makers: dict = {}
+
+
+def maker(cls):
+    """A function building cls(**fields) (hot front-end call sites): fast_init's, else the class itself."""
+    return _makers.get(cls, cls)
 
 
 def _slot_init(cls, positional: bool = False):
+    """(__init__, constructor function) setting each field through its slot, or None if cls does not fit."""
     if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
         return None
     params, body, namespace = [], [], {}
@@ -169,10 +182,13 @@ def _slot_init(cls, positional: bool = False):
         return None
     star = "" if positional else "*, "
     exec(f"def __init__(self, {star}{', '.join(params)}):\n" + "\n".join(body), namespace)
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__module__ = cls.__module__
-    return init
+    namespace["_fi_new"], namespace["_fi_cls"] = object.__new__, cls
+    exec(f"def make({star}{', '.join(params)}):\n    self = _fi_new(_fi_cls)\n" + "\n".join(body)
+         + "\n    return self", namespace)
+    init, make = namespace["__init__"], namespace["make"]
+    init.__qualname__, make.__qualname__ = f"{cls.__qualname__}.__init__", f"{cls.__qualname__}.make"
+    init.__module__ = make.__module__ = cls.__module__
+    return init, make
 
 
 def instruction_classes(namespace: dict) -> list:
@@ -190,6 +206,11 @@ _PLAIN = frozenset({type(None), bool, int, float, str, Engine})
 _PASSED_MAX = 1 << 16
 _passed: dict = {}            # id(chip) -> (chip, set of (class, facts) that passed validate)
 _getters: dict = {}           # class -> (getter of its attributes except api and loc, types -> keyer)
+# class -> facts function of the attribute types its latest instruction had (guarded: returns _MISS
+# when an attribute's type differs). A kernel issues one class with the same types thousands of times:
+# the guard then replaces building and hashing the tuple of types (hot: every instruction).
+_guarded: dict = {}
+_MISS = object()
 
 
 def _plain(v) -> bool:
@@ -197,46 +218,63 @@ def _plain(v) -> bool:
     return t in _PLAIN or (t is tuple and all(_plain(x) for x in v))
 
 
-def _keyer(types: tuple):
-    """The key function of a class's attribute-type signature, written out for it (hot: every
-    instruction): (a token of the class and signature, the values with tensors as their layout), or
-    None when a tuple attribute holds something not plain; False: the types are not memoisable."""
-    parts, checks = ["_token"], []
+def _keyer(types: tuple, names: tuple):
+    """The key functions of a class's attribute-type signature, written out for it (hot: every
+    instruction): keyer(values) and guarded(instruction) give (a token of the class and signature, the
+    values with tensors as their layout), or None when a tuple attribute holds something not plain;
+    guarded reads the attributes `names` itself and gives _MISS if one's type is not the signature's.
+    (False, None): the types are not memoisable."""
+    parts, checks, reads = ["_token"], [], []
     for i, t in enumerate(types):
         if issubclass(t, Tensor):
-            checks.append(f"    t = v[{i}]\n    l{i} = t._layout\n    if l{i} is None:\n        l{i} = t.layout()")
+            checks.append(f"    t = v{i}\n    l{i} = t._layout\n    if l{i} is None:\n        l{i} = t.layout()")
             parts.append(f"l{i}")
         elif t is tuple:
-            checks.append(f"    x = v[{i}]\n    if x and not _plain(x):\n        return None")
-            parts.append(f"v[{i}]")
+            checks.append(f"    x = v{i}\n    if x and not _plain(x):\n        return None")
+            parts.append(f"v{i}")
         elif t in _PLAIN:
-            parts.append(f"v[{i}]")
+            parts.append(f"v{i}")
         else:
-            return False
+            return False, None
+        reads.append(f"    v{i} = ins.{names[i]}\n    if type(v{i}) is not _T{i}:\n        return _MISS")
     body = "\n".join(checks) + f"\n    return ({', '.join(parts)},)"
-    namespace = {"_plain": _plain, "_token": object()}
-    exec(f"def keyer(v):\n{body}", namespace)
-    return namespace["keyer"]
+    unpack = f"    {', '.join(f'v{i}' for i in range(len(types)))}{',' if len(types) == 1 else ''} = v\n"
+    namespace = {"_plain": _plain, "_token": object(), "_MISS": _MISS,
+                 **{f"_T{i}": t for i, t in enumerate(types)}}
+    exec(f"def keyer(v):\n{unpack}{body}", namespace)
+    exec("def guarded(ins):\n" + "\n".join(reads) + f"\n{body}", namespace)
+    return namespace["keyer"], namespace["guarded"]
 
 
 def _facts(ins) -> "tuple | None":
     """A key of the instruction's class, attribute types and values, tensors as their layout; None if one
     is not a plain value (a mask array, an indirect access, ...): such an instruction is always checked
     in full."""
-    info = _getters.get(type(ins)) or _class_info(type(ins))
+    cls = type(ins)
+    guarded = _guarded.get(cls)
+    if guarded is not None:
+        facts = guarded(ins)
+        if facts is not _MISS:
+            return facts
+    info = _getters.get(cls) or _class_info(cls)
     vals = info[0](ins)
     types = tuple(map(type, vals))
-    keyer = info[1].get(types)
-    if keyer is None:
-        keyer = info[1][types] = _keyer(types)
-    return None if keyer is False else keyer(vals)
+    keyers = info[1].get(types)
+    if keyers is None:
+        keyers = info[1][types] = _keyer(types, info[2])
+    keyer, guarded = keyers
+    if keyer is False:
+        return None
+    _guarded[cls] = guarded
+    return keyer(vals)
 
 
 def _class_info(cls) -> tuple:
-    """(getter of the class's attributes except api and loc, attribute types -> keyer)."""
-    names = [f.name for f in fields(cls) if f.name not in ("api", "loc")]
+    """(getter of the class's attributes except api and loc, attribute types -> (keyer, guarded), the
+    attribute names)."""
+    names = tuple(f.name for f in fields(cls) if f.name not in ("api", "loc"))
     getter = attrgetter(*names) if len(names) > 1 else (lambda ins, _get=attrgetter(*names): (_get(ins),))
-    info = _getters[cls] = (getter, {})
+    info = _getters[cls] = (getter, {}, names)
     return info
 
 
@@ -245,13 +283,10 @@ def validate_once(validate):
     @functools.wraps(validate)
     def once(self, chip):
         global _last
-        info = _getters.get(type(self)) or _class_info(type(self))      # _facts, inline (hot)
-        vals = info[0](self)
-        types = tuple(map(type, vals))
-        keyer = info[1].get(types)
-        if keyer is None:
-            keyer = info[1][types] = _keyer(types)
-        facts = None if keyer is False else keyer(vals)
+        guarded = _guarded.get(type(self))         # _facts, inline (hot)
+        facts = _MISS if guarded is None else guarded(self)
+        if facts is _MISS:
+            facts = _facts(self)
         if facts is None:
             return validate(self, chip)
         entry = _passed.get(id(chip))

@@ -15,7 +15,7 @@ from trnlab.core.tensor import HBM as _HBM, PSUM as _PSUM, SBUF as _SBUF
 from trnlab.isa import dma as _D, gpsimd as _G, instructions as _I, random as _R, vector as _V
 from trnlab.isa.alu import op_name as _op
 from trnlab.isa.indirection import TensorCopyIndirect as _TensorCopyIndirect, TensorIndirection as _TI
-from trnlab.isa.base import Engine as _Engine
+from trnlab.isa.base import Engine as _Engine, maker as _maker
 from trnlab.frontend.isa_enums import (dge_mode, dma_engine, engine, gpsimd_engine, nc_version,  # noqa: F401
                                       oob_mode, reduce_cmd, scalar_engine, tensor_engine, unknown_engine,
                                       vector_engine)
@@ -26,6 +26,9 @@ class matmul_perf_mode(enum.Enum):
     none = "none"
     double_row = "double_row"
     double_row_gen3 = "double_row"
+
+
+_PM_NONE = matmul_perf_mode.none       # (nc_matmul's default: its name without the _name lookup)
 
 
 def get_nc_version() -> nc_version:
@@ -41,6 +44,13 @@ def _engine(e, default: _Engine) -> _Engine:
     name = e.value if isinstance(e, enum.Enum) else str(e)
     return {"vector": _Engine.VECTOR, "scalar": _Engine.SCALAR, "gpsimd": _Engine.GPSIMD,
             "tensor": _Engine.TENSOR, "pool": _Engine.GPSIMD, "act": _Engine.SCALAR}.get(name, default)
+
+
+# The instructions kernels issue most, built by their constructor functions (isa.base.maker: the same
+# objects as the class call, without CPython's keyword-argument round trip through a dict).
+_MatMul, _TensorTensor, _TensorCopy, _DmaCopy, _Memset, _Activation, _TensorScalar, _Transpose = map(
+    _maker, (_I.MatMul, _I.TensorTensor, _I.TensorCopy, _I.DmaCopy, _I.Memset, _I.Activation, _I.TensorScalar,
+             _I.Transpose))
 
 
 # id(enum member) -> (member, its value): an Enum's .value and __hash__ run Python code (hot: every call).
@@ -81,7 +91,7 @@ def dma_copy(dst, src, priority=None, oob_mode=oob_mode.error, dge_mode=dge_mode
                                       f"use dge_mode=swdge or unknown. At {loc}")
         _issue(_D.DmaIndirect(api="nisa.dma_copy", loc=loc, dst=dst, src=src, oob_mode=_name(oob_mode)))
         return
-    _issue(_I.DmaCopy(api="nisa.dma_copy", loc=loc, dst=dst, src=src, raw_bytes=_name(dge_mode) == "hwdge"))
+    _issue(_DmaCopy(api="nisa.dma_copy", loc=loc, dst=dst, src=src, raw_bytes=_name(dge_mode) == "hwdge"))
 
 
 _DMA_TRANSPOSE_AXES = {2: (1, 0), 3: (2, 1, 0), 4: (3, 1, 2, 0)}
@@ -108,7 +118,7 @@ def tensor_copy(dst, src, engine=engine.unknown, name=None, dtype=None):
         _issue(_TensorCopyIndirect(api="nisa.tensor_copy", loc=_loc(), dst=dst, src=src,
                                    engine=_engine(engine, _Engine.VECTOR)))
         return
-    _issue(_I.TensorCopy(api="nisa.tensor_copy", loc=_loc(), dst=dst, src=src,
+    _issue(_TensorCopy(api="nisa.tensor_copy", loc=_loc(), dst=dst, src=src,
                          engine=_engine(engine, _Engine.VECTOR)))
 
 
@@ -118,7 +128,7 @@ def tensor_copy_predicated(dst, src, predicate, reverse_pred=False, name=None):
 
 
 def memset(dst, value, engine=engine.unknown, name=None):
-    _issue(_I.Memset(api="nisa.memset", loc=_loc(), dst=dst, value=value, engine=_engine(engine, _Engine.VECTOR)))
+    _issue(_Memset(api="nisa.memset", loc=_loc(), dst=dst, value=value, engine=_engine(engine, _Engine.VECTOR)))
 
 
 def iota(dst, pattern, offset=0, channel_multiplier=0, name=None):
@@ -147,8 +157,9 @@ def nc_n_gather(dst, data, indices, name=None):
 def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_onezero=False,
               is_transpose=False, accumulate=None, tile_position=(), tile_size=(),
               perf_mode=matmul_perf_mode.none, name=None):
-    _issue(_I.MatMul(api="nisa.nc_matmul", loc=_loc(), dst=dst, stationary=stationary, moving=moving,
-                     accumulate=accumulate, perf_mode=_name(perf_mode), is_transpose=bool(is_transpose),
+    _issue(_MatMul(api="nisa.nc_matmul", loc=_loc(), dst=dst, stationary=stationary, moving=moving,
+                     accumulate=accumulate, perf_mode="none" if perf_mode is _PM_NONE else _name(perf_mode),
+                     is_transpose=bool(is_transpose),
                      tile_position=tuple(tile_position) if tile_position else (),
                      tile_size=tuple(tile_size) if tile_size else (),
                      onezero=bool(is_stationary_onezero or is_moving_onezero)))
@@ -162,7 +173,7 @@ def nc_transpose(dst, data, engine=engine.unknown, name=None):
         chosen = _Engine.TENSOR if pe_ok or not small else _Engine.VECTOR
     else:
         chosen = _engine(engine, _Engine.TENSOR)
-    _issue(_I.Transpose(api="nisa.nc_transpose", loc=_loc(), dst=dst, src=data, engine=chosen))
+    _issue(_Transpose(api="nisa.nc_transpose", loc=_loc(), dst=dst, src=data, engine=chosen))
 
 
 # --- scalar engine ------------------------------------------------------------------------------------
@@ -173,49 +184,60 @@ def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=N
     if _name(engine) not in ("scalar", "act", "unknown"):
         raise NotImplementedError(f"nisa.activation on the {_name(engine)} engine is not modelled by trnlab "
                                   f"(only the Scalar Engine). At {_loc()}")
-    _issue(_I.Activation(api="nisa.activation", loc=_loc(), dst=dst, func=_op(op), data=data, bias=bias,
+    _issue(_Activation(api="nisa.activation", loc=_loc(), dst=dst, func=_op(op), data=data, bias=bias,
                          scale=scale, reduce_op=_op(reduce_op) if reduce_op is not None else None,
                          reduce_res=reduce_res, reduce_cmd=_name(reduce_cmd)))
 
 
 def activation_reduce(dst, op, data, reduce_op, reduce_res, bias=None, scale=1.0, name=None):
-    _issue(_I.Activation(api="nisa.activation_reduce", loc=_loc(), dst=dst, func=_op(op), data=data,
+    _issue(_Activation(api="nisa.activation_reduce", loc=_loc(), dst=dst, func=_op(op), data=data,
                          bias=bias, scale=scale, reduce_op=_op(reduce_op), reduce_res=reduce_res,
                          reduce_cmd="reset_reduce"))
 
 
 # --- vector engine: elementwise -------------------------------------------------------------------------
 _INT32S = (_dt.int32, _dt.uint32)
+_ENGINE_UNKNOWN = engine.unknown
+_INT32_LIKE: dict = {}      # id(dtype) -> (dtype, dtype in _INT32S): numpy's dtype == is slow (hot)
+
+
+def _int32_like(dtype) -> bool:
+    known = _INT32_LIKE.get(id(dtype))
+    if known is None or known[0] is not dtype:
+        if len(_INT32_LIKE) >= 256:
+            _INT32_LIKE.clear()
+        known = _INT32_LIKE[id(dtype)] = (dtype, dtype in _INT32S)
+    return known[1]
 
 
 def _tensor_tensor_engine(engine_arg, op, tiles) -> _Engine:
     """engine=unknown: power runs on GpSimd; all-int32/uint32 operands go to GpSimd unless one is in PSUM."""
-    if _name(engine_arg) != "unknown":
+    if engine_arg is not _ENGINE_UNKNOWN and _name(engine_arg) != "unknown":
         return _engine(engine_arg, _Engine.VECTOR)
     if op in ("power", "pow"):
         return _Engine.GPSIMD
     for t in tiles:                     # (a loop, not all(): hot for every tensor_tensor)
-        if t.dtype not in _INT32S:
+        if not _int32_like(t.dtype):
             return _Engine.VECTOR
     return _Engine.GPSIMD if not any(t.buffer == _PSUM for t in tiles) else _Engine.VECTOR
 
 
 def tensor_tensor(dst, data1, data2, op, engine=engine.unknown, name=None):
     op = _op(op)
-    _issue(_I.TensorTensor(api="nisa.tensor_tensor", loc=_loc(), dst=dst, data1=data1, data2=data2, op=op,
+    _issue(_TensorTensor(api="nisa.tensor_tensor", loc=_loc(), dst=dst, data1=data1, data2=data2, op=op,
                            engine=_tensor_tensor_engine(engine, op, (dst, data1, data2))))
 
 
 def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=None, reverse1=False,
                   engine=engine.unknown, name=None):
-    _issue(_I.TensorScalar(api="nisa.tensor_scalar", loc=_loc(), dst=dst, data=data, op0=_op(op0),
+    _issue(_TensorScalar(api="nisa.tensor_scalar", loc=_loc(), dst=dst, data=data, op0=_op(op0),
                            operand0=operand0, reverse0=reverse0, op1=_op(op1) if op1 is not None else None,
                            operand1=operand1, reverse1=reverse1, engine=_engine(engine, _Engine.VECTOR)))
 
 
 def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, reverse0=False,
                          reduce_cmd=reduce_cmd.reset_reduce, reduce_init=None, name=None):
-    _issue(_I.TensorScalar(api="nisa.tensor_scalar_reduce", loc=_loc(), dst=dst, data=data, op0=_op(op0),
+    _issue(_TensorScalar(api="nisa.tensor_scalar_reduce", loc=_loc(), dst=dst, data=data, op0=_op(op0),
                            operand0=operand0, reverse0=reverse0, accum_op=_op(reduce_op), accum_dst=reduce_res,
                            reduce_cmd=_name(reduce_cmd), reduce_init=reduce_init))
 
@@ -395,7 +417,7 @@ def sendrecv(src, dst, send_to_rank, recv_from_rank, pipe_id, dma_engine=None, n
         if tuple(peer_src.shape) != tuple(dst.shape) or peer_src.dtype != dst.dtype:
             raise _NkiValidationError(f"{api}: program {frm} sends {peer_src.describe()} but program {rank} "
                                       f"receives into {dst.describe()}; shapes and dtypes must match. At {loc}")
-        _issue(_I.DmaCopy(api=api, loc=loc, dst=dst, src=peer_src))
+        _issue(_DmaCopy(api=api, loc=loc, dst=dst, src=peer_src))
     finally:
         group.consumed(got)
     group.wait_consumed(sent, rank, api, loc)

@@ -2,6 +2,8 @@
 select, .view(dtype), .ap) shares the storage and costs nothing; nested views compose."""
 from __future__ import annotations
 
+from mmap import mmap as _mmap
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -13,7 +15,11 @@ from trnlab.frontend.indexing import DynSlice  # noqa: F401  (nl.ds)
 
 
 _VIEWS_MAX = 256          # sub-views cached per tensor (NkiTensor.__getitem__)
-_TEMPLATES: dict = {}     # (layout, byte offset, key signature) -> (normalised key, byte delta, view layout)
+# (layout, byte offset, key signature) -> (normalised key, byte delta, view layout, box relative to the
+# allocation, cut). cut: (array, array[key]) of the latest on-chip array of a timing-only run cut this way;
+# those tiles all share one array of the zero pages (core.machine.Machine._zero_view), so the next
+# instance of a loop's tile reuses the cut (numpy's indexing is most of a view's cost)
+_TEMPLATES: dict = {}
 _TEMPLATES_MAX = 1 << 16
 
 
@@ -22,7 +28,7 @@ class NkiTensor(Tensor):
 
     # --- indexing -----------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
-        if not isinstance(key, tuple):
+        if type(key) is not tuple and not isinstance(key, tuple):
             key = (key,)
         # A kernel cuts the same tiles out of a buffer many times (each rhs tile once per lhsT tile): a
         # key of plain ints and int-bounded slices gets the view made the first time (views never change;
@@ -68,32 +74,38 @@ class NkiTensor(Tensor):
         offset = self.byte_offset()
         tkey = (lay, offset, sig)
         template = _TEMPLATES.get(tkey)
+        array = self.array
         if template is not None:
-            norm, delta, layout, rel = template
-            view = self._view(self.array[norm])
-            view._offset = offset + delta
-            view._layout = layout
+            norm, delta, layout, rel, cut = template
+            if cut is not None and cut[0] is array:     # the tile's array is the one last cut: reuse the cut
+                sub = cut[1]
+            else:
+                sub = array[norm]
+                if rel is not None and type(array.base) is _mmap:
+                    _TEMPLATES[tkey] = (norm, delta, layout, rel, (array, sub))
             writable = self._writable       # (a basic-indexing view is writable iff its base is)
             if writable is None:
-                writable = self._writable = self.array.flags.writeable
-            view._writable = writable
+                writable = self._writable = array.flags.writeable
+            region = None
             if rel is not None:             # on chip: the box is the allocation's corner + rel
                 alloc = self.storage.alloc
                 p0, b0 = alloc.p0, alloc.b0
-                view._region = (p0 + rel[0], p0 + rel[1], b0 + rel[2], b0 + rel[3])
-            return view
+                region = (p0 + rel[0], p0 + rel[1], b0 + rel[2], b0 + rel[3])
+            return self._known_view(sub, offset + delta, layout, writable, region)
         norm, delta = self._check_key(self._resolve_key(key), "indexing", None)
-        view = self._view(self.array[norm])
+        view = self._view(array[norm])
         if type(view.array) is np.ndarray:
             view._offset = offset + delta
-            rel = None
+            rel = cut = None
             alloc = self.storage.alloc
             if self.storage.kind != HBM and alloc is not None:
                 p0, p1, b0, b1 = view.region()
                 rel = (p0 - alloc.p0, p1 - alloc.p0, b0 - alloc.b0, b1 - alloc.b0)
+                if type(array.base) is _mmap:
+                    cut = (array, view.array)
             if len(_TEMPLATES) >= _TEMPLATES_MAX:
                 _TEMPLATES.clear()
-            _TEMPLATES[tkey] = (norm, delta, view.layout(), rel)
+            _TEMPLATES[tkey] = (norm, delta, view.layout(), rel, cut)
         return view
 
     def _index_key(self, key: tuple) -> "NkiTensor":

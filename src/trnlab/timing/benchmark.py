@@ -106,7 +106,7 @@ def _short(loc: str) -> str:
 def _critical(sched, latency: float, top: int) -> list[PathEntry]:
     totals: dict = {}                 # site -> [seconds, count] (one lookup per path step: the path is long)
     sites = sched.sites
-    for index, added in sched.critical_path():
+    for index, added in zip(*sched.critical_steps()):
         site = sites[index]
         acc = totals.get(site)
         if acc is None:

@@ -213,20 +213,25 @@ class HazardTracker:
                 lst.append(e)
             elif len(lst) == 1:          # _cover_prune, inline: the entry it covers is replaced in place
                 x = lst[0]
-                if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+                if b0 <= x[2] and x[3] <= b1 and x[4] <= avail and p0 <= x[0] and x[1] <= p1:
                     lst[0] = e
                 else:
                     lst.append(e)
             else:
                 i = 0                    # (a counter, not enumerate(): a bucket holds few entries)
-                for x in lst:
-                    if x[4] <= avail and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+                for x in lst:            # (bytes first: the other tiles of a bucket differ there)
+                    if b0 <= x[2] and x[3] <= b1 and x[4] <= avail and p0 <= x[0] and x[1] <= p1:
                         _drop_covered(lst, i, p0, p1, b0, b1, avail)
                         break
                     i += 1
                 lst.append(e)
             if is_write and reads:
-                _cover_prune(reads, e)
+                if len(reads) == 1:      # _cover_prune's common case, inline
+                    x = reads[0]
+                    if b0 <= x[2] and x[3] <= b1 and x[4] <= avail and p0 <= x[0] and x[1] <= p1:
+                        reads.clear()
+                else:
+                    _cover_prune(reads, e)
 
 
 def _lists(sp: Space, k) -> tuple[list, list]:
@@ -337,11 +342,11 @@ def _cover_prune(entries, e) -> None:
     p0, p1, b0, b1, t = e[0], e[1], e[2], e[3], e[4]
     if len(entries) == 1:                  # the common case, without building a new list
         x = entries[0]
-        if x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+        if b0 <= x[2] and x[3] <= b1 and x[4] <= t and p0 <= x[0] and x[1] <= p1:
             entries.clear()
         return
     for i, x in enumerate(entries):        # rebuilt only when an entry is covered
-        if x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+        if b0 <= x[2] and x[3] <= b1 and x[4] <= t and p0 <= x[0] and x[1] <= p1:
             _drop_covered(entries, i, p0, p1, b0, b1, t)
             return
 
@@ -353,7 +358,7 @@ def _drop_covered(entries, i, p0, p1, b0, b1, t) -> None:
     n = len(entries)
     while i < n:
         x = entries[i]
-        if x[4] <= t and p0 <= x[0] and x[1] <= p1 and b0 <= x[2] and x[3] <= b1:
+        if b0 <= x[2] and x[3] <= b1 and x[4] <= t and p0 <= x[0] and x[1] <= p1:
             del entries[i]
             n -= 1
         else:

@@ -133,7 +133,20 @@ class Scheduler:
         index = self.count
         self.count = index + 1
         chip = self.chip
-        accesses = self.hazards.accesses(instr)
+        hazards = self.hazards            # hazards.accesses(instr), inline (hot: every instruction)
+        accesses = []
+        for t in instr.reads():
+            if t is not None:
+                acc = t._hz
+                if acc is None or acc[0] is not hazards:
+                    acc = t._hz = hazards._access(t)
+                accesses.append(acc[1])
+        for t in instr.writes():
+            if t is not None:
+                acc = t._hz
+                if acc is None or acc[0] is not hazards:
+                    acc = t._hz = hazards._access(t)
+                accesses.append(acc[2])
         # the memo of the instruction's validated facts (isa.base.same_facts): a memoised cost is read
         # from it directly, and the PE work (metrics.Work.add_pe) is kept there (facts_memo, inline)
         last = _base._last
@@ -142,7 +155,7 @@ class Scheduler:
         if cost is None:
             cost = instr.cost(chip)
         kind = type(cost)
-        if kind is MatmulCost and self.records is None:
+        if kind is MatmulCost:
             return self._schedule_matmul(instr, cost, memo, accesses, index)
         if kind is DmaCost:
             start, end, pred = self._dma(instr, cost, accesses, index)
@@ -157,14 +170,11 @@ class Scheduler:
             engine = instr.engine
             if engine == _TENSOR:
                 self._add_pe(instr, memo)
-            if kind is MatmulCost:
-                start, end, pred = self._matmul(cost, accesses)
+            choices = instr.engine_choices(chip) if self.balance and compiler_placed(instr) else ()
+            if len(choices) > 1:
+                engine, (start, end, pred) = self._place(instr, cost.cycles, choices, accesses)
             else:
-                choices = instr.engine_choices(chip) if self.balance and compiler_placed(instr) else ()
-                if len(choices) > 1:
-                    engine, (start, end, pred) = self._place(instr, cost.cycles, choices, accesses)
-                else:
-                    start, end, pred = self._compute(engine, cost.cycles, accesses)
+                start, end, pred = self._compute(engine, cost.cycles, accesses)
             self.free_at[engine] = end
             self.busy[engine] += end - start
             self.last_on[engine] = index
@@ -183,17 +193,81 @@ class Scheduler:
         return start, end
 
     def _schedule_matmul(self, instr, cost, memo, accesses, index) -> tuple[float, float]:
-        """schedule() of a matmul, untraced: its branch of the general path, written out (most
-        instructions of a GEMM are matmuls)."""
+        """schedule() of a matmul (most instructions of a GEMM), written out: LoadStationary (LS) then
+        MultiplyMoving (MM). LS of this matmul overlaps the previous MM (background LS, ARCH v2), so
+        back-to-back matmuls cost max(LS, MM) each."""
         engine = instr.engine
         if engine == _TENSOR:
-            self._add_pe(instr, memo)
-        start, end, pred = self._matmul(cost, accesses)
+            work = memo.get("pe_work") if memo is not None else None     # _add_pe, inline
+            if work is None:
+                self.work.add_pe(self.chip, instr, memo)
+            elif work:
+                w = self.work
+                w.flops += work[0]
+                w.pe_flops += work[1]
+                w.mfu_s += work[2]
+                w.hfu_s += work[3]
+        hz = self.pe_hz
+        # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM
+        # HazardTracker.ready_first_rest, inline; the stationary is a read, and in the common case one
+        # bucket of a space without wide entries (HazardTracker.ready's inline case)
+        best = (self.floor, -1)
+        sp, p0, p1, b0, b1, _, is_write, writes, _, _ = accesses[0]
+        if writes is not None and not is_write and not sp.wide:
+            stat_ready, stat_prod = best
+            for e in writes:
+                if e[4] > stat_ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3]:
+                    stat_ready, stat_prod = e[4], e[6]
+        else:
+            stat_ready, stat_prod = self.hazards.ready(accesses[:1], _TENSOR, best)
+        ready, producer = best                    # the rest: HazardTracker.ready's inline case, inline
+        for acc in accesses[1:]:
+            sp, p0, p1, b0, b1, _, is_write, writes, reads, _ = acc
+            if writes is None or sp.wide:
+                ready, producer = self.hazards.ready((acc,), _TENSOR, (ready, producer))
+                continue
+            for e in writes:
+                if e[4] > ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
+                        not is_write or e[5] is not _TENSOR):
+                    ready, producer = e[4], e[6]
+            if is_write:
+                for e in reads:
+                    if e[4] > ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and e[5] is not _TENSOR:
+                        ready, producer = e[4], e[6]
+        ls_start = self.ls_free
+        if self.mm_start > ls_start:
+            ls_start = self.mm_start
+        if stat_ready > ls_start:
+            ls_start = stat_ready
+        ls_end = ls_start + cost.ls_cycles / hz
+        free = self.free_at[_TENSOR]
+        start = free                              # max(free, ls_end, ready), the first of equals
+        if ls_end > start:
+            start = ls_end
+        if ready > start:
+            start = ready
+        if start == free:
+            pred = self.last_on.get(_TENSOR, -1)
+        elif start == ready:
+            pred = producer
+        else:
+            pred = stat_prod if ls_start == stat_ready and stat_ready > 0 else self.last_on.get(_TENSOR, -1)
+        end = start + cost.cycles / hz
+        throttle = self.throttle           # _pe_throttled, inline
+        if throttle.on:
+            end = start + (end - start) / throttle.speed(start, self.pe_last_end)
+        else:
+            end = start + (end - start)            # (speed 1.0: x / 1.0 is x exactly)
+        self.pe_last_end = end
+        self.ls_free = ls_end
+        self.mm_start = start
         self.free_at[engine] = end
         self.busy[engine] += end - start
         self.last_on[engine] = index
         avail = end + self.latency[engine]
         self.placed = engine
+        if self.records is not None:
+            self._event(instr, str(engine), start, end, instr.flops(), instr.dma_bytes(), index)
         self.hazards.record_all(accesses, avail, engine, index)
         if end > self.end:
             self.end = end
@@ -246,61 +320,6 @@ class Scheduler:
         self.pe_last_end = end
         return end
 
-    def _matmul(self, cost, accesses):
-        """LoadStationary (LS) then MultiplyMoving (MM). LS of this matmul overlaps the previous MM
-        (background LS, ARCH v2), so back-to-back matmuls cost max(LS, MM) each."""
-        hz = self.pe_hz
-        # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM
-        # HazardTracker.ready_first_rest, inline; the stationary is a read, and in the common case one
-        # bucket of a space without wide entries (HazardTracker.ready's inline case)
-        best = (self.floor, -1)
-        sp, p0, p1, b0, b1, _, is_write, writes, _, _ = accesses[0]
-        if writes is not None and not is_write and not sp.wide:
-            stat_ready, stat_prod = best
-            for e in writes:
-                if e[4] > stat_ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3]:
-                    stat_ready, stat_prod = e[4], e[6]
-        else:
-            stat_ready, stat_prod = self.hazards.ready(accesses[:1], _TENSOR, best)
-        ready, producer = best                    # the rest: HazardTracker.ready's inline case, inline
-        for acc in accesses[1:]:
-            sp, p0, p1, b0, b1, _, is_write, writes, reads, _ = acc
-            if writes is None or sp.wide:
-                ready, producer = self.hazards.ready((acc,), _TENSOR, (ready, producer))
-                continue
-            for e in writes:
-                if e[4] > ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and (
-                        not is_write or e[5] is not _TENSOR):
-                    ready, producer = e[4], e[6]
-            if is_write:
-                for e in reads:
-                    if e[4] > ready and e[0] < p1 and p0 < e[1] and e[2] < b1 and b0 < e[3] and e[5] is not _TENSOR:
-                        ready, producer = e[4], e[6]
-        ls_start = self.ls_free
-        if self.mm_start > ls_start:
-            ls_start = self.mm_start
-        if stat_ready > ls_start:
-            ls_start = stat_ready
-        ls_end = ls_start + cost.ls_cycles / hz
-        free = self.free_at[_TENSOR]
-        start = max(free, ls_end, ready)
-        if start == free:
-            pred = self.last_on.get(_TENSOR, -1)
-        elif start == ready:
-            pred = producer
-        else:
-            pred = stat_prod if ls_start == stat_ready and stat_ready > 0 else self.last_on.get(_TENSOR, -1)
-        end = start + cost.cycles / hz
-        throttle = self.throttle           # _pe_throttled, inline
-        if throttle.on:
-            end = start + (end - start) / throttle.speed(start, self.pe_last_end)
-        else:
-            end = start + (end - start) / 1.0
-        self.pe_last_end = end
-        self.ls_free = ls_end
-        self.mm_start = start
-        return start, end, pred
-
     def _dma(self, instr, cost, accesses, index):
         """Spread the transfer over the queues (ARCH v2: 16 transfers x 8 partitions); each piece
         takes its queue's earliest free slot after the fixed start latency."""
@@ -333,19 +352,31 @@ class Scheduler:
                 i += 1
             slots.append((s, q, i, blocker))
         slots.sort()                              # (start, queue) is unique: never compares further
-        start, end, pred = None, 0.0, producer
+        start, end, pred = slots[0][0], 0.0, producer     # (the earliest piece starts first)
         queues, busy, free_at, last_on, records = self.queues, self.busy, self.free_at, self.last_on, self.records
         for (s, q, pos, blocker), share in zip(slots[:npieces], shares):
             unit, line = queues[q], lines[q]
             d = share / rate
-            line.book(s, d, pos, index)
             e = s + d
+            starts, ends, owners = line.starts, line.ends, line.owners      # Timeline.book(s, d, pos, index), inline
+            join_prev = pos > 0 and ends[pos - 1] >= s - _EPS
+            join_next = pos < len(starts) and starts[pos] <= e + _EPS
+            if join_prev and join_next:
+                ends[pos - 1], owners[pos - 1] = ends[pos], owners[pos]
+                del starts[pos], ends[pos], owners[pos]
+            elif join_prev:
+                ends[pos - 1], owners[pos - 1] = e, index
+            elif join_next:
+                starts[pos] = s
+            else:
+                starts.insert(pos, s)
+                ends.insert(pos, e)
+                owners.insert(pos, index)
             busy[unit] += d
-            free_at[unit] = line.ends[-1]         # (Timeline.free_at: it has just booked)
+            free_at[unit] = ends[-1]              # (Timeline.free_at: it has just booked)
             if e >= end:
                 end = e
                 pred = producer if s <= begin + 1e-12 or blocker < 0 else blocker
-            start = s if start is None else min(start, s)
             last_on[unit] = index
             if records is not None:
                 self._event(instr, f"dma.q{q}", s, e, 0.0, share, index)
@@ -417,12 +448,17 @@ class Scheduler:
     # --- analysis --------------------------------------------------------------------------------
     def critical_path(self) -> list[tuple[int, float]]:
         """(instruction index, seconds it added) along the chain that decides the end time, last first."""
+        return list(zip(*self.critical_steps()))
+
+    def critical_steps(self) -> tuple[list[int], list[float]]:
+        """critical_path() as two lists, the indices and the seconds each added: no object per step
+        (the path of a GEMM is as long as its instruction stream)."""
         ends, preds = self.ends, self.preds
         if not ends:
-            return []
+            return [], []
         i = ends.index(max(ends))     # (the first latest end)
-        path = []
-        append = path.append
+        indices, added = [], []
+        put_index, put_added = indices.append, added.append
         now = ends[i]                 # walking back in time: each step adds what its predecessor left
         seen = set()
         add = seen.add
@@ -435,7 +471,8 @@ class Scheduler:
                     before = now
             else:
                 before = 0.0
-            append((i, now - before))
+            put_index(i)
+            put_added(now - before)
             now = before
             i = p
-        return path
+        return indices, added
