@@ -138,13 +138,13 @@ class Scheduler:
         for t in instr.reads():
             if t is not None:
                 acc = t._hz
-                if acc is None or acc[0] is not hazards:
+                if acc is None or acc[0] is not hazards or t.storage.relocated:
                     acc = t._hz = hazards._access(t)
                 accesses.append(acc[1])
         for t in instr.writes():
             if t is not None:
                 acc = t._hz
-                if acc is None or acc[0] is not hazards:
+                if acc is None or acc[0] is not hazards or t.storage.relocated:
                     acc = t._hz = hazards._access(t)
                 accesses.append(acc[2])
         # the memo of the instruction's validated facts (isa.base.same_facts): a memoised cost is read
