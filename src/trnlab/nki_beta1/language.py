@@ -444,9 +444,14 @@ def load_transpose2d(src, mask=None, dtype=None, **_):
             box = region.box
             s = _cut(src, _Region((box[1], box[0]), None, False), tuple(src.shape))
         d = _cut(dst, region, shape)
-        if _dt.itemsize(s.dtype) in (2, 4) and d.dtype == s.dtype and region is None or \
-                (region is not None and region.residual is None and d.dtype == s.dtype and _dt.itemsize(s.dtype) in (2, 4)):
-            _ops.issue(_I.DmaTranspose(api="nl.load_transpose2d", loc=loc, dst=d, src=s, axes=(1, 0)))
+        if _dt.itemsize(s.dtype) in (2, 4) and (region is None or region.residual is None):
+            # the DMA engines transpose (trn2 DMA transpose: 2- and 4-byte dtypes); a dtype change is a
+            # copy after it, not an element-by-element strided load (one descriptor per element)
+            t = d if d.dtype == s.dtype else _ops.alloc(_SBUF, tuple(d.shape), s.dtype, "nl.load_transpose2d",
+                                                          loc=loc)
+            _ops.issue(_I.DmaTranspose(api="nl.load_transpose2d", loc=loc, dst=t, src=s, axes=(1, 0)))
+            if t is not d:
+                _ops.issue(_I.TensorCopy(api="nl.load_transpose2d", loc=loc, dst=d, src=t))
         else:
             _ops.issue(_I.DmaCopy(api="nl.load_transpose2d", loc=loc, dst=d, src=s.permute(1, 0),
                                   mask=region.residual if region is not None else None))
