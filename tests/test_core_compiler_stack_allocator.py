@@ -96,6 +96,36 @@ def test_the_decorator_marks_the_kernel_above_or_below_jit():
     assert stacked[2].options["stack_allocator"]         # a launch grid keeps it
 
 
+def _copy_through_sbuf():
+    """A fresh kernel function (the decorator marks the function object it is given)."""
+    def copy(a):
+        out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+        t = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.sbuf)
+        nisa.dma_copy(dst=t, src=a)
+        nisa.dma_copy(dst=out, src=t)
+        return out
+    return copy
+
+
+def test_the_decorator_reaches_the_kernel_inside_benchmark_and_profile_wrappers(tmp_path):
+    """Above @nki.jit(mode="benchmark") / @nki.benchmark / @nki.profile, or on a function those wrappers
+    (or nki.baremetal) take later: the run allocates SBUF as a stack."""
+    a = np.ones((128, 64), dtype=np.float32)
+    stack = nki.compiler.enable_stack_allocator
+    wrapped = [stack(nki.jit(_copy_through_sbuf(), mode="benchmark")), stack(nki.benchmark(_copy_through_sbuf())),
+               nki.benchmark(stack(_copy_through_sbuf()))]
+    for k in wrapped:
+        k(a)
+        assert k.benchmark_result.run.machine.sbuf.stack
+    unmarked = nki.benchmark(_copy_through_sbuf())
+    unmarked(a)
+    assert not unmarked.benchmark_result.run.machine.sbuf.stack
+    profiled = stack(nki.profile(working_directory=str(tmp_path))(_copy_through_sbuf()))
+    assert profiled.kernel.options["stack_allocator"]
+    assert nki.baremetal(stack(_copy_through_sbuf())).options["stack_allocator"]
+    assert "stack_allocator" not in nki.baremetal(_copy_through_sbuf()).options
+
+
 @nki.jit
 def absmax_rows(x):
     ab = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)

@@ -50,7 +50,7 @@ def _as_kernel(kernel) -> Beta1Kernel:
     if isinstance(kernel, Beta1Kernel):
         return kernel
     fn, grid = unwrap(kernel)
-    options = kernel.options if isinstance(kernel, Kernel) else None
+    options = kernel.options if isinstance(kernel, Kernel) else _run_options({}, fn)
     return Beta1Kernel(fn, grid=grid, options=options)
 
 
@@ -66,7 +66,7 @@ def jit(func=None, mode: str = "auto", **options):
 def _run_options(options: dict, f=None) -> dict:
     target = options.get("platform_target") or options.get("target")
     out = {"target": target} if target else {}
-    if getattr(f, "_trnlab_stack_allocator", False):     # compiler.enable_stack_allocator under @nki.jit
+    if getattr(f, "_trnlab_stack_allocator", False):     # compiler.enable_stack_allocator under @nki.jit/a wrapper
         out["stack_allocator"] = True
     return out
 

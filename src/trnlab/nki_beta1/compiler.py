@@ -78,10 +78,13 @@ def _passthrough_decorator(fn=None, **_):
 
 def enable_stack_allocator(func=None, log_level=50):
     """The kernel's SBUF tiles are allocated as a stack (CompilerModel.stack_allocator): marks a jitted
-    kernel (the documented order puts this decorator above @nki.jit) or a function jitted later."""
+    kernel (the documented order puts this decorator above @nki.jit), the kernel inside a benchmark or
+    profile wrapper (@nki.jit(mode="benchmark"), @nki.benchmark, @nki.profile), or a function jitted
+    or wrapped later (nki_beta1._run_options)."""
     def mark(k):
-        if hasattr(k, "options"):
-            k.options["stack_allocator"] = True
+        kernel = getattr(k, "kernel", k)       # (Benchmarked / Profiled keep the kernel they run here)
+        if hasattr(kernel, "options"):
+            kernel.options["stack_allocator"] = True
         else:
             k._trnlab_stack_allocator = True
         return k
