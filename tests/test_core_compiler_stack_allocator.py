@@ -126,6 +126,34 @@ def test_the_decorator_reaches_the_kernel_inside_benchmark_and_profile_wrappers(
     assert "stack_allocator" not in nki.baremetal(_copy_through_sbuf()).options
 
 
+_LIST_B0S: list = []
+
+
+@nki.compiler.enable_stack_allocator
+@nki.jit
+def stacked_list(a):
+    """Three tiles of one allocation site held in a list (a Python loop unrolled at trace time), all
+    live until the second loop: not a loop body whose previous tile is dead when the site runs again."""
+    out = nl.ndarray(a.shape, dtype=a.dtype, buffer=nl.shared_hbm)
+    tiles = [nl.ndarray((128, 64), dtype=a.dtype, buffer=nl.sbuf) for _ in range(3)]
+    _LIST_B0S[:] = [t.storage.alloc.b0 for t in tiles]     # (the last attempt's: a retry runs it again)
+    for i, t in enumerate(tiles):
+        nisa.dma_copy(dst=t, src=a[:, i * 64:(i + 1) * 64])
+    for i, t in enumerate(tiles):
+        nisa.dma_copy(dst=out[:, i * 64:(i + 1) * 64], src=t)
+    return out
+
+
+def test_a_list_of_one_sites_tiles_runs_under_the_stack_allocator():
+    """3 x 256 B per partition of 224 KiB: it fits; it used to raise SbufCapacityError (the second tile
+    retired the first, still held and used), also on the retry with tiles freed at their last use."""
+    a = np.arange(128 * 192, dtype=np.float32).reshape(128, 192)
+    run = stacked_list.run((a,), {}, target="trn2")
+    np.testing.assert_array_equal(run.outputs, a)
+    assert run.machine.sbuf.stack
+    assert sorted(_LIST_B0S) == [0, 256, 512]      # three live tiles side by side (hand count: 256 B each)
+
+
 @nki.jit
 def absmax_rows(x):
     ab = nl.ndarray(x.shape, dtype=x.dtype, buffer=nl.shared_hbm)

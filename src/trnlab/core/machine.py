@@ -130,6 +130,10 @@ class Machine:
         self._tiles: dict = {}           # SBUF alloc uid -> (weakref to its Storage, dtype), when spilling
         self._spill_area: dict = {}      # SBUF alloc uid -> its HBM spill tensor
         self.liveness = liveness
+        if liveness is not None:
+            # tiles are freed at their last use (or, probing, measured with room to spare): a stack site's
+            # previous instance is not freed because the site runs again, so a list of its tiles may live
+            self.sbuf.stack_frees_previous = False
         if self.sbuf.spill and liveness is not None and liveness.uses:
             # the probe saw the whole program: evict the tile needed furthest in the future
             self.sbuf.next_use = lambda alloc: self._uses_away(liveness.next_use(alloc.seq, self.issued))

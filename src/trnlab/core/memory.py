@@ -100,6 +100,10 @@ class OnChipMemory:
         self.explicit_seen = False
         self.stack = stack
         self._stack_at: dict[str, int] = {}      # stack: site -> byte offset its latest instance got
+        # stack: free a site's previous instance when the site runs again (a loop body's tile is dead by
+        # then). Machine turns it off when tiles are freed at their last use (core.machine.Liveness): a
+        # dead instance is already free then, and a live one (a Python list of one site's tiles) stays
+        self.stack_frees_previous = stack
         # alloc -> instructions from now until its next use, None when never used again; set by
         # Machine from a probe run (cost-aware furthest-next-use victims); None: least recently used
         self.next_use = None
@@ -154,7 +158,7 @@ class OnChipMemory:
             if self.rotate > 1:                # recent bytes of its site, as if placed (multi-buffering)
                 self._remember(loc, share.b0, nbytes)
             return alloc
-        if self.stack and address is None:
+        if self.stack_frees_previous and address is None:
             self._reclaim_previous_instance(loc, p0, p1, lambda: True)
         used = self.used_in(p0, p1)
         if used + nbytes > self.capacity and self._reclaim_previous_instance(
