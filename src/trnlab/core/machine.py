@@ -350,7 +350,7 @@ class Machine:
 
     def _commit(self, instr) -> None:
         """Count an executed instruction and hand it to the scheduler (which may place it on another
-        engine: the engine counted is the one it runs on)."""
+        engine: the engine counted is the one it runs on). issue() has this inline: keep the two in step."""
         stats = self.stats
         stats.instructions[instr.opcode] += 1
         stats.flops += instr.flops()

@@ -20,10 +20,11 @@ Four neuronx-cc behaviours (trnlab.core.compiler) act here:
   PSUM, rotates through the 8 banks" (nki.compiler.AllocationMode.RING). Rotation only picks among
   addresses that fit: it never causes a capacity error (plain first fit otherwise).
 - SBUF spill (`sbuf_spill`): a compiler-allocated tile that does not fit evicts other
-  compiler-allocated tiles to HBM (spill_victims): those whose next use is furthest away when the
-  program's uses are known (`next_use`, from core.machine.Liveness's probe: neuronx-cc allocates
-  statically with the whole program in view), else the least recently used; core.machine.Machine
-  issues the spill and reload DMAs (a spill only for tiles written since their last HBM copy).
+  compiler-allocated tiles to HBM (spill_victims): when the program's uses are known (`next_use`, from
+  core.machine.Liveness's probe: neuronx-cc allocates statically with the whole program in view) those
+  with the most instructions until their next use per byte of DMA the eviction adds (_victim_order),
+  else the least recently used; a reload takes a free address (reload); core.machine.Machine issues
+  the spill and reload DMAs (a spill only for tiles written since their last HBM copy).
 - operand reuse (`operand_reuse`): with last-use liveness, an element-wise result may take the bytes of
   an operand its instruction reads for the last time (allocate(share=); chosen by core.machine.Liveness).
 - stack allocation (`stack_allocator`, kernels decorated with nki.compiler.enable_stack_allocator): no
@@ -231,11 +232,10 @@ class OnChipMemory:
 
     def spill_victims(self, p0: int, p1: int, nbytes: int, pinned) -> list[Allocation]:
         """Evict live compiler-allocated tiles overlapping partitions [p0, p1), never those in `pinned`
-        (uids), until nbytes more fit; returns the spilled ones. Order: with `next_use` known, tiles
-        never used again first (freed: nothing to store or reload), then the furthest next use first
-        (Belady's choice, which a static allocator seeing the whole program approximates); without
-        it, least recently used first. Evicts nothing when even all of them would not make room (the
-        caller then raises the capacity error)."""
+        (uids), until nbytes more fit; returns the spilled ones, in _victim_order (with `next_use` known:
+        tiles never used again first, freed: nothing to store or reload; then the furthest next use per
+        byte of DMA; without it, least recently used first). Evicts nothing when even all of them would
+        not make room (the caller then raises the capacity error)."""
         candidates = sorted((a for a in self.live.values()
                              if not a.explicit and a.uid not in pinned and a.p0 < p1 and p0 < a.p1),
                             key=self._victim_order())
@@ -284,8 +284,8 @@ class OnChipMemory:
     def reload(self, alloc: Allocation, pinned) -> list[Allocation]:
         """Bring a spilled tile back before its next use; returns the tiles evicted to make room
         (empty list and the tile still spilled when there is no room: the caller raises). The tile
-        comes back at a free address (first fit), not necessarily its old one, which other tiles may
-        hold by now: the caller re-addresses its views when `alloc.b0` changed."""
+        comes back where a new tile of its site would go (_place), not necessarily its old address, which
+        other tiles may hold by now: the caller marks its storage relocated when `alloc.b0` changed."""
         victims = []
         if self.used_in(alloc.p0, alloc.p1) + alloc.nbytes > self.capacity:
             victims = self.spill_victims(alloc.p0, alloc.p1, alloc.nbytes, pinned)

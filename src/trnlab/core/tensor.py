@@ -194,11 +194,12 @@ class Tensor:
         self.array = array
         self.dtype = dtype
         self.name = name if name is not None else storage.name
-        self._region = None          # cached physical box (a view never changes)
+        self._region = None          # cached physical box (recomputed once a spill reload moved the tile)
         self._offset = 0 if array is storage.array else None   # cached byte_offset() (__array_interface__ costs ~2 us)
         self._layout = None          # cached layout()
         self._views = None           # front ends may cache sub-views by key here (a view never changes)
         self._hz = None              # cached hazard-tracker access (timing.hazards.HazardTracker.accesses)
+        #                              (both re-made while storage.relocated: a spill reload moved the tile)
         # the launch whose Machine.issue accepts it as an operand (True: any launch); Machine checks again
         # in full whenever this differs from its launch
         alloc = storage.alloc

@@ -106,8 +106,9 @@ class HazardTracker:
         bucket keys, is_write, write list, read list, buckets): the box, the keys of the buckets it touches
         (None: too many, kept unclipped), for a box inside one bucket that bucket's entry lists, and for a
         box over several buckets (lists, clipped box) per bucket (a bucket's lists, once made, are only
-        changed in place). A view's pair (read, write) of these is kept on the view for this tracker (a
-        view never changes, and kernels use the same tile views many times)."""
+        changed in place). A view's pair (read, write) of these is kept on the view for this tracker (kernels
+        use the same tile views many times), and made again while its storage is `relocated` (a spill
+        reload moved the tile). Scheduler.schedule gathers them inline: keep the two in step."""
         out = []
         append = out.append
         for t in instr.reads():

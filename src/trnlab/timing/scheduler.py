@@ -279,7 +279,8 @@ class Scheduler:
         return start, end
 
     def _add_pe(self, instr, memo) -> None:
-        """Work.add_pe, reading a memoised work from the facts memo when there is one."""
+        """Work.add_pe, reading a memoised work from the facts memo when there is one (_schedule_matmul
+        has it inline: keep the two in step)."""
         work = memo.get("pe_work") if memo is not None else None
         if work is None:
             self.work.add_pe(self.chip, instr, memo)
