@@ -48,3 +48,16 @@ def test_cast_costs_about_one_copy_more_than_the_same_dtype_load():
     same = _timed(None, a).latency_us
     cast = _timed(nl.bfloat16, a).latency_us
     assert abs(cast - same) < 1.0, (same, cast)
+
+
+def test_the_staging_tile_does_not_retire_the_result_under_the_stack_allocator():
+    """The staging tile is its own allocation site: at the result's site it was the result's next
+    instance, which stack allocation frees, so the run failed on the result tile and only the retry
+    with tiles freed at their last use (a probe run and a third run) gave the outputs."""
+    a = rng.standard_normal((64, 128)).astype(np.float32)
+    k = nki.compiler.enable_stack_allocator(_kernel(nl.bfloat16))
+    run = k.run((a,), {}, target="trn2")
+    np.testing.assert_array_equal(np.asarray(run.outputs, dtype=np.float32),
+                                  a.T.astype(ml_dtypes.bfloat16).astype(np.float32))
+    assert run.machine.sbuf.stack
+    assert run.machine.liveness is None          # the first run succeeded: no retry

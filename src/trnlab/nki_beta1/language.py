@@ -446,9 +446,11 @@ def load_transpose2d(src, mask=None, dtype=None, **_):
         d = _cut(dst, region, shape)
         if _dt.itemsize(s.dtype) in (2, 4) and (region is None or region.residual is None):
             # the DMA engines transpose (trn2 DMA transpose: 2- and 4-byte dtypes); a dtype change is a
-            # copy after it, not an element-by-element strided load (one descriptor per element)
+            # copy after it, not an element-by-element strided load (one descriptor per element). The
+            # staging tile is an allocation site of its own: at the result's site it would count as the
+            # result's next instance (core.memory: stack allocation and reclaim free the previous one)
             t = d if d.dtype == s.dtype else _ops.alloc(_SBUF, tuple(d.shape), s.dtype, "nl.load_transpose2d",
-                                                          loc=loc)
+                                                          loc=f"{loc} (load_transpose2d staging)")
             _ops.issue(_I.DmaTranspose(api="nl.load_transpose2d", loc=loc, dst=t, src=s, axes=(1, 0)))
             if t is not d:
                 _ops.issue(_I.TensorCopy(api="nl.load_transpose2d", loc=loc, dst=d, src=t))
