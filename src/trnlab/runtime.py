@@ -172,7 +172,7 @@ def _run_or_retry(fn, args, kwargs, grid, machine, threads, settings) -> KernelR
             raise error
         # Still over SBUF: neuronx-cc spills compiler-allocated tiles to HBM (a kernel that places
         # its tiles itself raises the capacity error again from this run). The probe's record of every
-        # use lets it evict the tiles needed furthest in the future (core.memory.spill_victims).
+        # use lets it weigh each tile's next use against the DMA its eviction adds (core.memory.spill_victims).
         liveness = Liveness(probe.last_use, probe.uses, probe.donors) if probe is not None else None
         return _run(fn, args, kwargs, grid, Machine(**strict, liveness=liveness, spill=True), threads)
 

@@ -135,7 +135,7 @@ class Machine:
             # previous instance is not freed because the site runs again, so a list of its tiles may live
             self.sbuf.stack_frees_previous = False
         if self.sbuf.spill and liveness is not None and liveness.uses:
-            # the probe saw the whole program: evict the tile needed furthest in the future
+            # the probe saw the whole program: victims by next use per byte of DMA (OnChipMemory._victim_order)
             self.sbuf.next_use = lambda alloc: self._uses_away(liveness.next_use(alloc.seq, self.issued))
         if liveness is not None and liveness.probing:
             self.sbuf.capacity *= _PROBE_ROOM        # the probe measures lifetimes, not capacity

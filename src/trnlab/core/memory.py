@@ -29,7 +29,9 @@ Four neuronx-cc behaviours (trnlab.core.compiler) act here:
   an operand its instruction reads for the last time (allocate(share=); chosen by core.machine.Liveness).
 - stack allocation (`stack_allocator`, kernels decorated with nki.compiler.enable_stack_allocator): no
   rotation; an allocation site's previous instance is freed when the site runs again and the new tile
-  takes its address (_stack_place), so the next iteration's load waits for this one's last read.
+  takes its address (_stack_place), so the next iteration's load waits for this one's last read. In the
+  run with tiles freed at their last use (core.machine.Liveness) a dead instance is free already and a
+  live one (a Python list of one site's tiles) is kept (stack_frees_previous).
 """
 from __future__ import annotations
 
