@@ -174,12 +174,6 @@ class HazardTracker:
                         t, who = e[4], e[6]
         return t, who
 
-    def ready_first_rest(self, accesses, skip, best) -> tuple:
-        """(ready() of accesses[0] alone, ready() of the rest), both from `best` (a matmul: its
-        stationary gates LoadStationary, the rest gate the multiply)."""
-        ready = self.ready
-        return ready(accesses[:1], skip, best), ready(accesses[1:], skip, best)
-
     def wait(self, sp: Space, r, keys, is_write: bool, skip, best):
         """ready() for one access."""
         p0, p1, b0, b1 = r

@@ -208,9 +208,9 @@ class Scheduler:
                 w.mfu_s += work[2]
                 w.hfu_s += work[3]
         hz = self.pe_hz
-        # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM
-        # HazardTracker.ready_first_rest, inline; the stationary is a read, and in the common case one
-        # bucket of a space without wide entries (HazardTracker.ready's inline case)
+        # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM, each
+        # HazardTracker.ready(..., _TENSOR, best) from the same floor, inline; the stationary is a read,
+        # and in the common case one bucket of a space without wide entries (HazardTracker.ready's inline case)
         best = (self.floor, -1)
         sp, p0, p1, b0, b1, _, is_write, writes, _, _ = accesses[0]
         if writes is not None and not is_write and not sp.wide:
