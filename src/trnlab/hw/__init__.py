@@ -77,6 +77,10 @@ class ChipSpec:
     dma_queue_bytes_per_s: float       # DMAG: 17 / 23 / 33 B/ns per engine
     dma_fixed_s: float = 1.3e-6        # DMAG: ~1,300 ns descriptor + semaphore cost per DMA (a latency:
                                        # hidden while the queue still has a backlog, see docs/calibration.md)
+    # fixed cost of a DMA whose descriptors the hardware DGE makes (nisa.dma_copy(dge_mode=hwdge), NC-v3+):
+    # "~600 ns per DGE-based DMA instruction" (Trainium2 architecture guide, hardware DGE,
+    # https://awsdocs-neuron.readthedocs-hosted.com/en/latest/nki/arch/trainium2_arch.html); None: no hardware DGE
+    hwdge_fixed_s: float | None = None
     dma_partitions_per_transfer: int = 8  # ARCH v2: a 128-partition load = 16 transfers x 8 partitions
     dma_efficiency: float = 0.44       # [fitted] sustained fraction of queue bandwidth on HBM<->SBUF tile
                                        # copies (trn1 matmul tutorial: ~105 GB/s of 272); docs/calibration.md
@@ -196,6 +200,7 @@ TRN2 = ChipSpec(
     vector_two_input_cycles=1.375,                 # ISA value 2
     kernel_launch_s=10.4e-6,                       # at its upper limit from the nki-samples bounds
     dma_queue_bytes_per_s=23e9,                    # DMAG: TRN2 23 B/ns per engine
+    hwdge_fixed_s=0.6e-6,                          # ARCH v3: ~600 ns per hardware-DGE DMA instruction
     hbm_bytes=96 * GiB, hbm_bytes_per_s=2.9e12,    # RTD trainium2.html: 96 GiB, 2.9 TB/s per chip
     peak_bf16_flops=128 * 128 * 2 * 2.4e9,         # 78.6 TFLOPS; RTD neuron-core-v3 says 79
     peak_fp8_flops=2 * 128 * 128 * 2 * 2.4e9,      # double-row FP8: 158 TFLOPS
@@ -218,6 +223,7 @@ TRN3 = ChipSpec(
     tensor_hz=2.4e9, vector_hz=1.2e9, scalar_hz=1.2e9, gpsimd_hz=1.2e9,   # ARCH v4 datapath table
     vector_bf16_speedup=2.0,                       # ARCH v4: 512 BF16/FP16/FP8 vs 256 others
     dma_queue_bytes_per_s=33e9,                    # DMAG: TRN3 33 B/ns per engine
+    hwdge_fixed_s=0.6e-6,                          # ARCH v3's hardware DGE figure; no NC-v4 one is published
     hbm_bytes=144 * GiB, hbm_bytes_per_s=4.9e12,   # RTD trainium3.html
     peak_bf16_flops=128 * 128 * 2 * 2.4e9,
     peak_fp8_flops=4 * 128 * 128 * 2 * 2.4e9,      # MXFP8 4x BF16 (ARCH v4)

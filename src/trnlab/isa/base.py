@@ -54,12 +54,13 @@ class MatmulCost(NamedTuple):
 
 class DmaCost(NamedTuple):
     """A DMA: `nbytes` spread over `pieces` queues (or the one `queue` asked for), each moving `rate`
-    bytes/s, after the chip's fixed DMA start latency (the model: trnlab.isa.costs)."""
+    bytes/s, after a fixed start latency `fixed` (the model: trnlab.isa.costs)."""
     nbytes: int
     rate: float
     pieces: int
     queue: "int | None"
     hbm: bool          # reads or writes HBM: counted for MBU, capped by HBM bandwidth
+    fixed: float = 0.0  # seconds from ready to the first byte: descriptors and semaphores
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, weakref_slot=True)     # (weakref: same_facts)
@@ -383,7 +384,8 @@ class DmaInstruction:
         hbm = dma_model.touches_hbm(self)
         queue = self.queue
         pieces = 1 if queue is not None else dma_model.dma_pieces(chip, nbytes, chunk)
-        return DmaCost(nbytes, dma_model.dma_queue_rate(chip, chunk, hbm), pieces, queue, hbm)
+        return DmaCost(nbytes, dma_model.dma_queue_rate(chip, chunk, hbm), pieces, queue, hbm,
+                       dma_model.dma_start_s(chip, self))
 
     def cycles(self, chip) -> float:
         raise TypeError(f"{self.opcode} runs on the DMA queues: its cost is time (cost()), not engine cycles")

@@ -48,6 +48,14 @@ def dma_pieces(chip, nbytes: int, chunk: int) -> int:
     return max(1, min(chip.dma_queues, math.ceil(descriptors / chip.dma_partitions_per_transfer)))
 
 
+def dma_start_s(chip, instr) -> float:
+    """Fixed start latency of a DMA: the hardware DGE's when the kernel asked for it (dge_mode=hwdge, which
+    the ISA only accepts from NC-v3 on), else the software descriptor + semaphore path's."""
+    if getattr(instr, "raw_bytes", False) and chip.hwdge_fixed_s is not None:
+        return chip.hwdge_fixed_s
+    return chip.dma_fixed_s
+
+
 def dma_queue_rate(chip, chunk: int, hbm: bool) -> float:
     """Bytes/s one queue moves for a DMA of `chunk`-byte descriptors. Queues share the NeuronCore's
     HBM bandwidth."""

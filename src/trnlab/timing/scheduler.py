@@ -9,7 +9,7 @@ hazards (RAW/WAR/WAW on exact regions, see hazards.py) are resolved. Costs come 
     static_access_cycles later (ARCH: ~60-cycle access start, hidden between independent work);
   - MatmulCost: LoadStationary runs in the background of the previous matmul (up to 4x faster than an
     MM), MultiplyMoving costs the ISA formula; trn2/trn3 PE power throttle after idle time;
-  - DmaCost: fixed ~1.3 us start latency (hidden behind a queue's backlog) + bytes / (queue bandwidth x
+  - DmaCost: fixed ~1.3 us start latency (~0.6 us with the hardware DGE; hidden behind a queue's backlog) + bytes / (queue bandwidth x
     efficiency(descriptor size)), queues sharing the NeuronCore's HBM bandwidth.
 See docs/calibration.md for the constants and the fit against measured kernels.
 """
@@ -327,7 +327,7 @@ class Scheduler:
         chip = self.chip
         ready, producer = self._ready(accesses, None)
         nbytes, rate, npieces = cost.nbytes, cost.rate, cost.pieces
-        begin = ready + chip.dma_fixed_s          # descriptors + semaphore, hidden behind a backlog
+        begin = ready + cost.fixed                # descriptors + semaphore, hidden behind a backlog
         if cost.queue is not None:
             candidates = (int(cost.queue) % chip.dma_queues,)
         else:
