@@ -319,17 +319,8 @@ class Machine:
                 raise SimulationError(f"{instr.api}: {type(exc).__name__}: {exc}. At {instr.loc}") from exc
         if instr.api == "nl.zeros" and self._defers_zero(instr):
             self._pending_zero[instr.dst.storage.uid] = instr
-        else:                           # _commit(instr), inline (hot: every instruction)
-            stats = self.stats
-            stats.instructions[instr.opcode] += 1
-            stats.flops += instr.flops()
-            stats.dma_bytes += instr.dma_bytes()
-            engine = instr.engine
-            scheduler = self.scheduler
-            if scheduler is not None:
-                scheduler.schedule(instr)
-                engine = getattr(scheduler, "placed", None) or engine
-            stats.by_engine[engine] += 1
+        else:
+            self._commit(instr)
         # numbered in program order whether or not it was deferred: Liveness compares these numbers with
         # those of its untimed probe run, which never defers
         if self.liveness is not None:
@@ -350,7 +341,7 @@ class Machine:
 
     def _commit(self, instr) -> None:
         """Count an executed instruction and hand it to the scheduler (which may place it on another
-        engine: the engine counted is the one it runs on). issue() has this inline: keep the two in step."""
+        engine: the engine counted is the one it runs on)."""
         stats = self.stats
         stats.instructions[instr.opcode] += 1
         stats.flops += instr.flops()

@@ -108,7 +108,7 @@ class HazardTracker:
         box over several buckets (lists, clipped box) per bucket (a bucket's lists, once made, are only
         changed in place). A view's pair (read, write) of these is kept on the view for this tracker (kernels
         use the same tile views many times), and made again while its storage is `relocated` (a spill
-        reload moved the tile). Scheduler.schedule gathers them inline: keep the two in step."""
+        reload moved the tile)."""
         out = []
         append = out.append
         for t in instr.reads():

@@ -133,20 +133,7 @@ class Scheduler:
         index = self.count
         self.count = index + 1
         chip = self.chip
-        hazards = self.hazards            # hazards.accesses(instr), inline (hot: every instruction)
-        accesses = []
-        for t in instr.reads():
-            if t is not None:
-                acc = t._hz
-                if acc is None or acc[0] is not hazards or t.storage.relocated:
-                    acc = t._hz = hazards._access(t)
-                accesses.append(acc[1])
-        for t in instr.writes():
-            if t is not None:
-                acc = t._hz
-                if acc is None or acc[0] is not hazards or t.storage.relocated:
-                    acc = t._hz = hazards._access(t)
-                accesses.append(acc[2])
+        accesses = self.hazards.accesses(instr)
         # the memo of the instruction's validated facts (isa.base.same_facts): a memoised cost is read
         # from it directly, and the PE work (metrics.Work.add_pe) is kept there (facts_memo, inline)
         last = _base._last
@@ -198,15 +185,7 @@ class Scheduler:
         back-to-back matmuls cost max(LS, MM) each."""
         engine = instr.engine
         if engine == _TENSOR:
-            work = memo.get("pe_work") if memo is not None else None     # _add_pe, inline
-            if work is None:
-                self.work.add_pe(self.chip, instr, memo)
-            elif work:
-                w = self.work
-                w.flops += work[0]
-                w.pe_flops += work[1]
-                w.mfu_s += work[2]
-                w.hfu_s += work[3]
+            self._add_pe(instr, memo)
         hz = self.pe_hz
         # reads() = (stationary, moving), then dst: the stationary gates LS, the rest gate MM, each
         # HazardTracker.ready(..., _TENSOR, best) from the same floor, inline; the stationary is a read,
@@ -279,8 +258,7 @@ class Scheduler:
         return start, end
 
     def _add_pe(self, instr, memo) -> None:
-        """Work.add_pe, reading a memoised work from the facts memo when there is one (_schedule_matmul
-        has it inline: keep the two in step)."""
+        """Work.add_pe, reading a memoised work from the facts memo when there is one."""
         work = memo.get("pe_work") if memo is not None else None
         if work is None:
             self.work.add_pe(self.chip, instr, memo)
@@ -359,22 +337,9 @@ class Scheduler:
             unit, line = queues[q], lines[q]
             d = share / rate
             e = s + d
-            starts, ends, owners = line.starts, line.ends, line.owners      # Timeline.book(s, d, pos, index), inline
-            join_prev = pos > 0 and ends[pos - 1] >= s - _EPS
-            join_next = pos < len(starts) and starts[pos] <= e + _EPS
-            if join_prev and join_next:
-                ends[pos - 1], owners[pos - 1] = ends[pos], owners[pos]
-                del starts[pos], ends[pos], owners[pos]
-            elif join_prev:
-                ends[pos - 1], owners[pos - 1] = e, index
-            elif join_next:
-                starts[pos] = s
-            else:
-                starts.insert(pos, s)
-                ends.insert(pos, e)
-                owners.insert(pos, index)
+            line.book(s, d, pos, index)
             busy[unit] += d
-            free_at[unit] = ends[-1]              # (Timeline.free_at: it has just booked)
+            free_at[unit] = line.ends[-1]         # (Timeline.free_at: it has just booked)
             if e >= end:
                 end = e
                 pred = producer if s <= begin + 1e-12 or blocker < 0 else blocker

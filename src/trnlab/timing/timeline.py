@@ -38,8 +38,7 @@ class Timeline:
         return t, i, who
 
     def book(self, start: float, duration: float, i: int, owner: int) -> None:
-        """Book [start, start + duration) found by slot() at position i (merging neighbours). Scheduler._dma
-        has this inline: keep the two in step."""
+        """Book [start, start + duration) found by slot() at position i (merging neighbours)."""
         starts, ends, owners = self.starts, self.ends, self.owners
         end = start + duration
         join_prev = i > 0 and ends[i - 1] >= start - _EPS
